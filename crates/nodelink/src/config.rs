@@ -1,0 +1,129 @@
+//! Link settings and their defaults.
+
+use std::time::Duration;
+
+/// NEO's current protocol version word (NEO/go 2020, NEO/py 1.12).
+pub const DEFAULT_VERSION: u32 = 6;
+
+/// Settings of a link. Start from [`Config::default()`] and change what you need:
+///
+/// ```
+/// use std::time::Duration;
+/// let config = nodelink::Config::default()
+///     .with_handshake_timeout(Duration::from_secs(3))
+///     .with_conn_recv_budget(1 << 20);
+/// assert_eq!(config.version, 6);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Version word exchanged in the handshake (default 6, NEO's).
+    pub version: u32,
+    /// How long the version handshake (and TLS, if any) may take (default 10 s). The
+    /// original had no bound, so a silent peer held a socket forever.
+    pub handshake_timeout: Duration,
+    /// How long to remember a closed peer-initiated connection so that late packets get
+    /// "connection closed" instead of opening a new connection (default 60 s, as NEO).
+    pub keep_closed: Duration,
+    /// Most closed-connection records kept at once; the oldest are forgotten first
+    /// (default 65 536), so a peer opening and abandoning connections cannot grow memory.
+    pub max_keep_closed: usize,
+    /// Bytes of payload one connection may hold unread (default 4 MiB). With a nodelink peer
+    /// this is the flow-control window; with a strict NEO peer a connection that exceeds it
+    /// has its receive side closed (see the crate docs, "Flow control").
+    pub conn_recv_budget: usize,
+    /// Bytes of payload all connections of the link may hold unread together (default
+    /// 64 MiB). Past it the link stops reading from the socket until the application
+    /// catches up, which bounds memory even against a hostile peer.
+    pub link_recv_limit: usize,
+    /// Incoming connections waiting for `accept` (default 1024). Further new connections are
+    /// refused with NEO's "connection refused" Error.
+    pub accept_backlog: usize,
+    /// Most connections open at once on the link, both directions (default 1 048 576).
+    pub max_connections: usize,
+    /// Bytes queued for sending before senders wait (default 4 MiB).
+    pub send_buffer: usize,
+    /// Offer the flow-control extension to the peer (default true). NEO/go peers ignore
+    /// it; turn it off only for peers that treat unknown packets as fatal.
+    pub flow_control: bool,
+    /// How long `Link::close` keeps trying to send what was already queued (default 1 s).
+    pub close_linger: Duration,
+    /// Size of each read from the socket (default 64 KiB).
+    pub read_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: DEFAULT_VERSION,
+            handshake_timeout: Duration::from_secs(10),
+            keep_closed: Duration::from_secs(60),
+            max_keep_closed: 65_536,
+            conn_recv_budget: 4 << 20,
+            link_recv_limit: 64 << 20,
+            accept_backlog: 1024,
+            max_connections: 1 << 20,
+            send_buffer: 4 << 20,
+            flow_control: true,
+            close_linger: Duration::from_secs(1),
+            read_buffer: 64 << 10,
+        }
+    }
+}
+
+/// The smallest receive budget allowed; the flow-control extension relies on every window
+/// being at least this large.
+pub const MIN_RECV_BUDGET: usize = 64 << 10;
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $field:ident: $ty:ty;)*) => {
+        impl Config {
+            $(
+                $(#[$doc])*
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    /// Sets [`Config::version`].
+    with_version: version: u32;
+    /// Sets [`Config::handshake_timeout`].
+    with_handshake_timeout: handshake_timeout: Duration;
+    /// Sets [`Config::keep_closed`].
+    with_keep_closed: keep_closed: Duration;
+    /// Sets [`Config::max_keep_closed`].
+    with_max_keep_closed: max_keep_closed: usize;
+    /// Sets [`Config::link_recv_limit`].
+    with_link_recv_limit: link_recv_limit: usize;
+    /// Sets [`Config::accept_backlog`].
+    with_accept_backlog: accept_backlog: usize;
+    /// Sets [`Config::max_connections`].
+    with_max_connections: max_connections: usize;
+    /// Sets [`Config::send_buffer`].
+    with_send_buffer: send_buffer: usize;
+    /// Sets [`Config::flow_control`].
+    with_flow_control: flow_control: bool;
+    /// Sets [`Config::close_linger`].
+    with_close_linger: close_linger: Duration;
+    /// Sets [`Config::read_buffer`].
+    with_read_buffer: read_buffer: usize;
+}
+
+impl Config {
+    /// Sets [`Config::conn_recv_budget`] (raised to [`MIN_RECV_BUDGET`] if smaller).
+    pub fn with_conn_recv_budget(mut self, value: usize) -> Self {
+        self.conn_recv_budget = value.max(MIN_RECV_BUDGET);
+        self
+    }
+
+    /// The budget actually used: never below [`MIN_RECV_BUDGET`] nor above `u32::MAX`.
+    pub(crate) fn effective_budget(&self) -> usize {
+        self.conn_recv_budget
+            .clamp(MIN_RECV_BUDGET, u32::MAX as usize)
+    }
+}

@@ -1,0 +1,178 @@
+//! A connection: one conversation multiplexed over a link.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+
+use crate::conn_state::{ConnRef, RxClosed};
+use crate::error::{ErrorKind, Result};
+use crate::frame::Packet;
+use crate::link::Link;
+use crate::message::{ErrorMessage, Message};
+use crate::stats::Counters;
+use crate::table::Slot;
+use crate::writer::Body;
+
+/// A connection over a [`Link`]. All methods take `&self` and are safe to call from many
+/// tasks at once (share it with an `Arc`); every future is cancellation-safe: dropping it
+/// never corrupts the link's framing nor leaks the connection. Dropping the `Conn` closes it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> nodelink::Result<()> {
+/// use nodelink::{Config, Link, Ping, Pong, Role};
+/// let (a, b) = tokio::io::duplex(64 << 10);
+/// let (client, server) = tokio::try_join!(
+///     Link::handshake(a, Role::Client, Config::default()),
+///     Link::handshake(b, Role::Server, Config::default()),
+/// )?;
+/// let conn = client.new_conn()?;
+/// conn.send(&Ping).await?;
+/// let incoming = server.accept().await?;
+/// let _ping: Ping = incoming.expect().await?;
+/// incoming.send(&Pong).await?;
+/// let _pong: Pong = conn.expect().await?;
+/// # Ok(()) }
+/// ```
+pub struct Conn {
+    link: Link,
+    slot: ConnRef,
+    id: u32,
+    /// Opened by the peer: after close, keep a record so late packets are refused.
+    incoming: bool,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("link", &self.link.inner().name)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(link: Link, slot: ConnRef, incoming: bool) -> Conn {
+        let id = slot.id();
+        Conn {
+            link,
+            slot,
+            id,
+            incoming,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The connection id on the wire.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The link this connection runs over.
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Sends a message.
+    pub async fn send<M: Message>(&self, msg: &M) -> Result<()> {
+        let encode = |b: &mut BytesMut| msg.encode(b);
+        self.send_body(M::CODE, Body::Encode(encode), "send").await
+    }
+
+    /// Sends a raw packet; large payloads are written without being copied.
+    pub async fn send_packet(&self, code: u16, payload: Bytes) -> Result<()> {
+        self.send_body(code, Body::Bytes::<fn(&mut BytesMut)>(&payload), "send")
+            .await
+    }
+
+    async fn send_body<F: Fn(&mut BytesMut)>(
+        &self,
+        code: u16,
+        body: Body<'_, F>,
+        op: &'static str,
+    ) -> Result<()> {
+        let inner = self.link.inner();
+        inner
+            .send_frame(Some(&self.slot), self.id, code, body)
+            .await
+            .map_err(|f| inner.send_error(f, Some(self.id), op))
+    }
+
+    /// Receives the next packet, whatever its code. The payload is a zero-copy slice of
+    /// the link's read buffer.
+    pub async fn recv(&self) -> Result<Packet> {
+        self.link.inner().recv_on(&self.slot, self.id, "recv").await
+    }
+
+    /// Receives the next message, which must be of type `M`.
+    pub async fn expect<M: Message>(&self) -> Result<M> {
+        let packet = self.recv().await?;
+        packet
+            .decode::<M>()
+            .map_err(|e| self.link.inner().conn_error(ErrorKind::Decode(e), self.id, "recv"))
+    }
+
+    /// Receives the next packet, which must have one of `codes`; anything else is a
+    /// decode error naming the code that arrived.
+    pub async fn expect_any(&self, codes: &[u16]) -> Result<Packet> {
+        let packet = self.recv().await?;
+        if codes.contains(&packet.code) {
+            return Ok(packet);
+        }
+        let e = crate::DecodeError::Unexpected {
+            code: packet.code,
+            expected: codes.to_vec(),
+        };
+        Err(self.link.inner().conn_error(ErrorKind::Decode(e), self.id, "recv"))
+    }
+
+    /// Sends a request and waits for its answer; an Error answer comes back as
+    /// [`ErrorKind::Peer`].
+    pub async fn ask<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp> {
+        self.send(req).await?;
+        let packet = self.recv().await?;
+        let inner = self.link.inner();
+        if packet.code == ErrorMessage::CODE && Resp::CODE != ErrorMessage::CODE {
+            let kind = match ErrorMessage::decode(packet.payload) {
+                Ok(m) => ErrorKind::Peer(m),
+                Err(e) => ErrorKind::Decode(e),
+            };
+            return Err(inner.conn_error(kind, self.id, "ask"));
+        }
+        packet
+            .decode::<Resp>()
+            .map_err(|e| inner.conn_error(ErrorKind::Decode(e), self.id, "ask"))
+    }
+
+    /// Closes the receiving side: blocked and later receives fail with "connection closed";
+    /// packets already queued, and later ones, are answered "connection closed".
+    pub fn close_recv(&self) {
+        let inner = self.link.inner();
+        let (dropped, wake) = self.slot.close_rx(RxClosed::Local);
+        wake.wake();
+        inner.release_rx(dropped.cost);
+        if dropped.requests > 0 {
+            inner.reply_closed(self.id);
+        }
+    }
+
+    /// Closes the connection in both directions. A send already being written completes,
+    /// so the link's framing stays intact. Safe to call more than once.
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = self.link.inner();
+        self.close_recv();
+        self.slot.close_tx().wake();
+        inner.table.close(&self.slot, self.incoming, Instant::now());
+        Counters::add(&inner.stats.conns_closed, 1);
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,215 @@
+//! The packet header and the incremental packet decoder.
+//!
+//! Every packet on a link is a 10-byte header followed by the payload:
+//!
+//! ```text
+//! offset 0..3   u32 BE  connection id
+//! offset 4..5   u16 BE  message code   (0x8000 = "answer" bit)
+//! offset 6..9   u32 BE  payload length (header not included)
+//! offset 10..   payload
+//! ```
+//!
+//! A whole packet, header included, may not exceed [`MAX_PACKET_SIZE`]. The decoder checks the
+//! declared length *before* reserving room for the payload, so a hostile length never makes
+//! us allocate.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Length of the packet header in bytes.
+pub const HEADER_LEN: usize = 10;
+/// Largest packet, header included (64 MiB), as in NEO.
+pub const MAX_PACKET_SIZE: usize = 0x400_0000;
+/// Largest payload a packet can carry.
+pub const MAX_PAYLOAD_LEN: usize = MAX_PACKET_SIZE - HEADER_LEN;
+/// The bit that marks a message code as an answer (and the code of the Error message).
+pub const ANSWER_BIT: u16 = 0x8000;
+
+/// Returns true when `code` is an answer code (its 0x8000 bit is set).
+///
+/// The link never sends an automatic reply to such a packet, so two peers can never bounce
+/// Error messages at each other forever.
+pub fn is_answer(code: u16) -> bool {
+    code & ANSWER_BIT != 0
+}
+
+/// The fixed-size header in front of every packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Connection the packet belongs to.
+    pub conn_id: u32,
+    /// Message code.
+    pub code: u16,
+    /// Payload length in bytes.
+    pub len: u32,
+}
+
+impl Header {
+    /// The header as it appears on the wire.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0..4].copy_from_slice(&self.conn_id.to_be_bytes());
+        out[4..6].copy_from_slice(&self.code.to_be_bytes());
+        out[6..10].copy_from_slice(&self.len.to_be_bytes());
+        out
+    }
+
+    /// Appends the header to `dst`.
+    pub fn put(&self, dst: &mut impl BufMut) {
+        dst.put_slice(&self.to_bytes());
+    }
+
+    /// Parses a header and checks the declared length against [`MAX_PAYLOAD_LEN`].
+    pub fn parse(src: &[u8; HEADER_LEN]) -> Result<Header, FrameError> {
+        let conn_id = u32::from_be_bytes([src[0], src[1], src[2], src[3]]);
+        let code = u16::from_be_bytes([src[4], src[5]]);
+        let len = u32::from_be_bytes([src[6], src[7], src[8], src[9]]);
+        // Compare against the payload bound rather than adding the header length to `len`,
+        // so the check cannot overflow.
+        if len as usize > MAX_PAYLOAD_LEN {
+            return Err(FrameError::TooBig { len });
+        }
+        Ok(Header { conn_id, code, len })
+    }
+}
+
+/// A framing violation: the byte stream can no longer be trusted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The header announced a payload longer than the protocol allows.
+    #[error("packet too big: header announces {len} payload bytes, the limit is {MAX_PAYLOAD_LEN}")]
+    TooBig {
+        /// The announced payload length.
+        len: u32,
+    },
+}
+
+/// One packet received from the peer. The payload is a zero-copy slice of the read buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// Connection the packet arrived on.
+    pub conn_id: u32,
+    /// Message code.
+    pub code: u16,
+    /// Raw payload bytes.
+    pub payload: Bytes,
+}
+
+impl Packet {
+    /// Whether the message code has the answer bit.
+    pub fn is_answer(&self) -> bool {
+        is_answer(self.code)
+    }
+
+    /// Decodes the payload as message type `M`, checking the code first.
+    pub fn decode<M: crate::Message>(&self) -> Result<M, crate::DecodeError> {
+        if self.code != M::CODE {
+            return Err(crate::DecodeError::Unexpected {
+                code: self.code,
+                expected: vec![M::CODE],
+            });
+        }
+        M::decode(self.payload.clone())
+    }
+
+    /// Length of the packet on the wire, header included.
+    pub fn wire_len(&self) -> usize {
+        HEADER_LEN + self.payload.len()
+    }
+}
+
+/// Takes one complete packet off the front of `buf`, if it holds one.
+///
+/// Returns `Ok(None)` when more bytes are needed; in that case room for the rest of the
+/// packet has been reserved (only after the length was validated), so the next read can
+/// fetch the remainder in one system call.
+pub fn decode_packet(buf: &mut BytesMut) -> Result<Option<Packet>, FrameError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let mut raw = [0u8; HEADER_LEN];
+    raw.copy_from_slice(&buf[..HEADER_LEN]);
+    let header = Header::parse(&raw)?;
+    let total = HEADER_LEN + header.len as usize;
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let mut packet = buf.split_to(total).freeze();
+    packet.advance(HEADER_LEN);
+    Ok(Some(Packet {
+        conn_id: header.conn_id,
+        code: header.code,
+        payload: packet,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_bytes_are_big_endian() {
+        let h = Header {
+            conn_id: 0x0102_0304,
+            code: 0x8002,
+            len: 0x0003_0c0d,
+        };
+        assert_eq!(
+            h.to_bytes(),
+            [1, 2, 3, 4, 0x80, 0x02, 0x00, 0x03, 0x0c, 0x0d]
+        );
+        assert_eq!(Header::parse(&h.to_bytes()).unwrap(), h);
+    }
+
+    #[test]
+    fn size_limit_at_and_just_over_the_bound() {
+        let at = Header {
+            conn_id: 1,
+            code: 2,
+            len: (MAX_PACKET_SIZE - HEADER_LEN) as u32,
+        };
+        assert!(Header::parse(&at.to_bytes()).is_ok());
+        let over = Header {
+            len: at.len + 1,
+            ..at
+        };
+        assert_eq!(
+            Header::parse(&over.to_bytes()),
+            Err(FrameError::TooBig { len: at.len + 1 })
+        );
+        let max = Header {
+            len: u32::MAX,
+            ..at
+        };
+        assert!(Header::parse(&max.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn oversized_length_allocates_nothing() {
+        let mut buf = BytesMut::with_capacity(16);
+        buf.put_slice(&[0, 0, 0, 1, 0, 2, 0xff, 0xff, 0xff, 0xff]);
+        let cap = buf.capacity();
+        assert!(decode_packet(&mut buf).is_err());
+        assert_eq!(buf.capacity(), cap);
+    }
+
+    #[test]
+    fn decodes_back_to_back_packets_and_waits_for_partial_ones() {
+        let mut buf = BytesMut::new();
+        Header { conn_id: 1, code: 2, len: 3 }.put(&mut buf);
+        buf.put_slice(b"abc");
+        Header { conn_id: 3, code: 0x8002, len: 0 }.put(&mut buf);
+        Header { conn_id: 5, code: 7, len: 4 }.put(&mut buf);
+        buf.put_slice(b"xy");
+        let p = decode_packet(&mut buf).unwrap().unwrap();
+        assert_eq!((p.conn_id, p.code, &p.payload[..]), (1, 2, &b"abc"[..]));
+        let p = decode_packet(&mut buf).unwrap().unwrap();
+        assert_eq!((p.conn_id, p.code, p.payload.len()), (3, 0x8002, 0));
+        assert!(decode_packet(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() >= HEADER_LEN + 4);
+        buf.put_slice(b"zw");
+        let p = decode_packet(&mut buf).unwrap().unwrap();
+        assert_eq!(&p.payload[..], b"xyzw");
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,112 @@
+//! # nodelink: many connections over one link, wire-compatible with NEO
+//!
+//! A [`Link`] joins two nodes over one reliable byte stream (TCP, TLS, a Unix socket, an
+//! in-memory pipe, a KCP session) and carries many lightweight [`Conn`]ections over it,
+//! speaking NEO's `neonet` link protocol byte for byte:
+//!
+//! * a handshake where each side sends a 4-byte version word (default 6);
+//! * packets of `conn id u32 | code u16 | len u32 | payload`, at most 64 MiB;
+//! * connection ids by role: the dialer (client) uses odd ids from 1, the acceptor (server)
+//!   even ids from 0, so both sides open connections without coordination;
+//! * NEO's Error message, with the link's own "connection closed" and "connection refused"
+//!   replies.
+//!
+//! ## A round trip
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> nodelink::Result<()> {
+//! use nodelink::{Config, Ping, Pong};
+//!
+//! let mut listener = nodelink::listen("127.0.0.1:0", Config::default()).await?;
+//! let addr = listener.local_addr().unwrap();
+//! tokio::spawn(async move {
+//!     let link = listener.accept().await.unwrap();
+//!     // Lightweight mode: one request in, one answer out, no connection state kept.
+//!     while let Ok(request) = link.recv1().await {
+//!         let _ = request.reply(&Pong).await;
+//!     }
+//! });
+//!
+//! let link = nodelink::dial(addr, Config::default()).await?;
+//! let _pong: Pong = link.ask1(&Ping).await?;
+//! link.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Two ways to talk
+//!
+//! * **Full connections**: [`Link::new_conn`] / [`Link::accept`] give a [`Conn`] with
+//!   [`send`](Conn::send), [`recv`](Conn::recv), [`expect`](Conn::expect),
+//!   [`ask`](Conn::ask) and [`close`](Conn::close), for conversations of many messages.
+//! * **Lightweight mode**: [`Link::send1`], [`Link::ask1`] and [`Link::recv1`] +
+//!   [`Request::reply`] for one request and at most one answer. Connection state is pooled,
+//!   so this path does not allocate once the link is warm.
+//!
+//! Messages are types implementing [`Message`] (a code plus an encoding), or raw
+//! [`Packet`]s whose payload is a zero-copy [`bytes::Bytes`]. With the `serde` feature,
+//! [`serde_message!`] turns any serde type into a message in one line.
+//!
+//! ## Flow control
+//!
+//! NEO has none: a connection whose application stops reading either stalls every other
+//! connection of the link or grows memory without bound. nodelink bounds each connection's
+//! unread data by [`Config::conn_recv_budget`] and the whole link's by
+//! [`Config::link_recv_limit`], and never lets one connection stall the reader:
+//!
+//! * between two nodelink nodes, an extension agreed at link start (see the `control`
+//!   module's documentation in the source) gives every connection credit-based flow
+//!   control: a sender waits when the receiver's window is full, nothing else waits;
+//! * with a strict NEO peer, which cannot be slowed down per connection, a connection that
+//!   exceeds its budget has its **receive side closed**: the application's next receive
+//!   fails with [`ErrorKind::RecvBudgetExceeded`], and the peer gets NEO's
+//!   "connection closed" Error for the overflowing packet. The other connections are not
+//!   affected.
+//!
+//! ## Errors
+//!
+//! Every error is an [`Error`] whose [`kind`](Error::kind) can be matched, printed as
+//! `<local> - <remote> .<conn id>: <operation>: <cause>`.
+//!
+//! ## Observability
+//!
+//! Every packet sent and received is a `tracing` event at TRACE level (code, connection,
+//! length); [`Link::stats`] returns the link's counters.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod conn;
+mod conn_state;
+mod control;
+mod error;
+mod frame;
+mod handshake;
+mod link;
+mod message;
+mod net;
+mod reader;
+mod request;
+#[cfg(feature = "serde")]
+mod serde_codec;
+mod stats;
+mod sync;
+mod table;
+#[cfg(feature = "tls")]
+pub mod tls;
+mod waiters;
+mod writer;
+
+pub use config::{Config, DEFAULT_VERSION, MIN_RECV_BUDGET};
+pub use conn::Conn;
+pub use error::{DecodeError, Error, ErrorKind, HandshakeError, Result};
+pub use frame::{
+    decode_packet, is_answer, FrameError, Header, Packet, ANSWER_BIT, HEADER_LEN,
+    MAX_PACKET_SIZE, MAX_PAYLOAD_LEN,
+};
+pub use link::{Link, PeerFlowControl, Role};
+pub use message::{ErrorCode, ErrorMessage, Message, Ping, Pong, Raw};
+pub use net::{dial, listen, Listener};
+pub use request::Request;
+#[cfg(feature = "serde")]
+pub use serde_codec::{decode_serde, encode_serde};
+pub use stats::LinkStats;

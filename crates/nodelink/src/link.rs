@@ -1,0 +1,661 @@
+//! The link: one byte stream carrying many connections.
+//!
+//! Tasks and state (see also `docs/ARCHITECTURE.md`):
+//! * the **reader task** owns the read half and the read buffer; it is the only code that
+//!   parses packets and routes them into connection queues;
+//! * the **writer task** owns nothing permanently: it writes what callers hand it (bytes
+//!   queued by the reader, the rest of a cancelled write) and performs the final flush;
+//! * application tasks hold [`Link`] and [`Conn`](crate::Conn) handles and write to the
+//!   socket directly when it is free;
+//! * [`LinkInner`] is the state they share: the connection table, the send queue, the
+//!   counters and how the link ended.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, MIN_RECV_BUDGET};
+use crate::conn::Conn;
+use crate::conn_state::{ConnRef, RxClosed, RxEnd};
+use crate::control;
+use crate::error::{Error, ErrorKind, Place, Result};
+use crate::frame::Packet;
+use crate::handshake::exchange_versions;
+use crate::message::{ErrorCode, ErrorMessage, Message};
+use crate::request::Request;
+use crate::stats::{Counters, LinkStats};
+use crate::sync::lock_std;
+use crate::table::{AcceptPoll, ConnTable, IdState, Limits, OpenError, Slot};
+use crate::writer::{Body, BoxWrite, SendFail, TxQueue};
+
+pub(crate) type BoxRead = std::pin::Pin<Box<dyn AsyncRead + Send>>;
+
+/// Which end of the link this side is: it decides the parity of the connection ids we
+/// allocate (client odd from 1, server even from 0, like HTTP/2 streams).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The side that dialed.
+    Client,
+    /// The side that accepted.
+    Server,
+}
+
+impl Role {
+    fn first_id(self) -> u32 {
+        match self {
+            Role::Client => 1,
+            Role::Server => 0,
+        }
+    }
+
+    fn peer(self) -> Role {
+        match self {
+            Role::Client => Role::Server,
+            Role::Server => Role::Client,
+        }
+    }
+}
+
+/// Whether the peer takes part in nodelink's flow-control extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerFlowControl {
+    /// The peer has not sent anything yet.
+    Unknown,
+    /// The peer is a strict NEO node (or has the extension turned off).
+    Off,
+    /// The peer honours per-connection credit.
+    On,
+}
+
+/// How the link ended; the first reason wins.
+#[derive(Clone, Debug)]
+pub(crate) enum LinkEnd {
+    Closed,
+    Failed(Arc<io::Error>),
+}
+
+// Peer modes, written by the reader task only.
+pub(crate) const TX_PENDING: u8 = 0;
+pub(crate) const TX_NEO: u8 = 1;
+pub(crate) const TX_CREDIT: u8 = 2;
+pub(crate) const RX_UNKNOWN: u8 = 0;
+pub(crate) const RX_NEO: u8 = 1;
+pub(crate) const RX_PRE_ACK: u8 = 2;
+pub(crate) const RX_ACKED: u8 = 3;
+
+pub(crate) struct LinkInner {
+    pub(crate) role: Role,
+    pub(crate) config: Config,
+    /// `"<local> - <remote>"`, the prefix of every error and log line.
+    pub(crate) name: Arc<str>,
+    local_addr: Option<SocketAddr>,
+    remote_addr: Option<SocketAddr>,
+    pub(crate) table: ConnTable<ConnRef>,
+    pub(crate) tx: Mutex<TxQueue>,
+    pub(crate) writer_kick: Notify,
+    pub(crate) stats: Counters,
+    /// Id on which the peer sends us control frames.
+    pub(crate) control_id: u32,
+    pub(crate) peer_tx_mode: AtomicU8,
+    pub(crate) peer_window: AtomicU64,
+    pub(crate) peer_rx_mode: AtomicU8,
+    /// Cost of everything queued in connection receive queues.
+    pub(crate) rx_total: AtomicUsize,
+    pub(crate) rx_room: Notify,
+    end: OnceLock<LinkEnd>,
+    pub(crate) stop_reading: CancellationToken,
+    pub(crate) stop_writing: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// A handle to a link. Cheap to clone; the link closes when the last handle (including
+/// every [`Conn`](crate::Conn) and [`Request`]) is dropped, or on [`Link::close`].
+///
+/// ```no_run
+/// # async fn demo() -> nodelink::Result<()> {
+/// use nodelink::{Config, Ping, Pong};
+/// let link = nodelink::dial("127.0.0.1:5551", Config::default()).await?;
+/// let _pong: Pong = link.ask1(&Ping).await?;
+/// link.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Link {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    inner: Arc<LinkInner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.inner.shutdown(LinkEnd::Closed);
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("name", &self.inner().name).finish()
+    }
+}
+
+impl Link {
+    /// Performs the version handshake over any byte stream and starts the link.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> nodelink::Result<()> {
+    /// use nodelink::{Config, Link, Ping, Pong, Role};
+    /// let (a, b) = tokio::io::duplex(64 << 10);
+    /// let (client, server) = tokio::try_join!(
+    ///     Link::handshake(a, Role::Client, Config::default()),
+    ///     Link::handshake(b, Role::Server, Config::default()),
+    /// )?;
+    /// tokio::spawn(async move {
+    ///     while let Ok(req) = server.recv1().await {
+    ///         let _ = req.reply(&Pong).await;
+    ///     }
+    /// });
+    /// let _pong: Pong = client.ask1(&Ping).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn handshake<S>(stream: S, role: Role, config: Config) -> Result<Link>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (r, w) = tokio::io::split(stream);
+        Self::handshake_halves(Box::pin(r), Box::pin(w), role, config, None, None).await
+    }
+
+    pub(crate) async fn handshake_halves(
+        mut read: BoxRead,
+        mut write: BoxWrite,
+        role: Role,
+        config: Config,
+        local: Option<SocketAddr>,
+        remote: Option<SocketAddr>,
+    ) -> Result<Link> {
+        let name = link_name(local, remote);
+        let exchange = exchange_versions(&mut read, &mut write, config.version);
+        let outcome = match tokio::time::timeout(config.handshake_timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::HandshakeError::Timeout(config.handshake_timeout)),
+        };
+        if let Err(e) = outcome {
+            return Err(Error::new(e.into(), Place::link(&name), "handshake"));
+        }
+        Ok(Self::start(read, write, role, config, name, local, remote))
+    }
+
+    /// Starts the link tasks over a stream whose handshake is done.
+    fn start(
+        read: BoxRead,
+        write: BoxWrite,
+        role: Role,
+        config: Config,
+        name: Arc<str>,
+        local_addr: Option<SocketAddr>,
+        remote_addr: Option<SocketAddr>,
+    ) -> Link {
+        let limits = Limits {
+            max_conns: config.max_connections,
+            backlog: config.accept_backlog,
+            keep_closed: config.keep_closed,
+            max_keep_closed: config.max_keep_closed,
+            pool_max: 1024,
+        };
+        let inner = Arc::new(LinkInner {
+            role,
+            table: ConnTable::new(role.first_id(), control::control_id_of(role), limits),
+            tx: Mutex::new(TxQueue::new(write)),
+            writer_kick: Notify::new(),
+            stats: Counters::default(),
+            control_id: control::control_id_of(role),
+            peer_tx_mode: AtomicU8::new(TX_PENDING),
+            peer_window: AtomicU64::new(0),
+            peer_rx_mode: AtomicU8::new(RX_UNKNOWN),
+            rx_total: AtomicUsize::new(0),
+            rx_room: Notify::new(),
+            end: OnceLock::new(),
+            stop_reading: CancellationToken::new(),
+            stop_writing: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            name,
+            local_addr,
+            remote_addr,
+            config,
+        });
+        if inner.config.flow_control {
+            let window = inner.config.effective_budget() as u32;
+            inner.enqueue_nowait(control::control_id_of(role.peer()), control::CONTROL_CODE, |b| {
+                control::encode_hello(window, b)
+            });
+        }
+        inner.tasks.spawn(inner.clone().reader_task(read));
+        inner.tasks.spawn(inner.clone().writer_task());
+        inner.tasks.close();
+        tracing::debug!(link = %inner.name, ?role, "link up");
+        Link {
+            handle: Arc::new(Handle { inner }),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<LinkInner> {
+        &self.handle.inner
+    }
+
+    /// This side's role.
+    pub fn role(&self) -> Role {
+        self.inner().role
+    }
+
+    /// Local address of the underlying stream, when it has one.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner().local_addr
+    }
+
+    /// Remote address of the underlying stream, when it has one.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.inner().remote_addr
+    }
+
+    /// A snapshot of the link's counters.
+    pub fn stats(&self) -> LinkStats {
+        self.inner().stats.snapshot()
+    }
+
+    /// Whether the peer takes part in the flow-control extension.
+    pub fn peer_flow_control(&self) -> PeerFlowControl {
+        match self.inner().peer_tx_mode.load(Ordering::Acquire) {
+            TX_PENDING => PeerFlowControl::Unknown,
+            TX_CREDIT => PeerFlowControl::On,
+            _ => PeerFlowControl::Off,
+        }
+    }
+
+    /// Opens a new connection. Nothing is sent until the first message.
+    pub fn new_conn(&self) -> Result<Conn> {
+        let inner = self.inner();
+        let slot = inner
+            .table
+            .open_local(Instant::now())
+            .map_err(|e| inner.open_error(e, "newconn"))?;
+        Counters::add(&inner.stats.conns_opened, 1);
+        Ok(Conn::new(self.clone(), slot, false))
+    }
+
+    /// Waits for the peer to open a connection; its first message is already queued.
+    pub async fn accept(&self) -> Result<Conn> {
+        let slot = self.accept_slot("accept").await?;
+        Ok(Conn::new(self.clone(), slot, true))
+    }
+
+    async fn accept_slot(&self, op: &'static str) -> Result<ConnRef> {
+        let inner = self.inner();
+        poll_fn(|cx| match inner.table.poll_accept(cx.waker()) {
+            AcceptPoll::Ready(slot) => Poll::Ready(Ok(slot)),
+            AcceptPoll::Pending => Poll::Pending,
+            AcceptPoll::NotListening => Poll::Ready(Err(inner.link_error(ErrorKind::NotListening, op))),
+            AcceptPoll::Down => Poll::Ready(Err(inner.link_error(inner.end_kind(false), op))),
+        })
+        .await
+    }
+
+    /// Stops accepting incoming connections: blocked and later accepts fail with
+    /// "not listening", queued connections and new ones are answered "connection refused".
+    pub fn close_accept(&self) {
+        let inner = self.inner();
+        let (queued, wake) = inner.table.close_accept();
+        wake.wake();
+        for slot in queued {
+            let (dropped, wake) = slot.close_rx(RxClosed::Local);
+            wake.wake();
+            inner.release_rx(dropped.cost);
+            Counters::add(&inner.stats.conns_refused, 1);
+            inner.reply_refused(slot.id());
+        }
+    }
+
+    /// Closes the link: every blocked operation on it and its connections fails, what was
+    /// already queued is sent (for at most [`Config::close_linger`]), then the stream is
+    /// shut down. Safe to call more than once.
+    pub async fn close(&self) {
+        self.inner().shutdown(LinkEnd::Closed);
+        self.inner().tasks.wait().await;
+    }
+
+    /// Waits until the link has ended (closed, or failed) and its tasks have finished.
+    pub async fn closed(&self) {
+        self.inner().tasks.wait().await;
+    }
+
+    /// Whether the link has ended.
+    pub fn is_closed(&self) -> bool {
+        self.inner().end.get().is_some()
+    }
+
+    // ---- lightweight mode ----
+
+    /// Sends one message on a fresh connection that is released right away.
+    pub async fn send1<M: Message>(&self, msg: &M) -> Result<()> {
+        let inner = self.inner();
+        let id = inner
+            .table
+            .alloc_unregistered(Instant::now())
+            .map_err(|e| inner.open_error(e, "send1"))?;
+        Counters::add(&inner.stats.conns_opened, 1);
+        let encode = |b: &mut BytesMut| msg.encode(b);
+        inner
+            .send_frame(None, id, M::CODE, Body::Encode(encode))
+            .await
+            .map_err(|f| inner.send_error(f, Some(id), "send1"))
+    }
+
+    /// Sends one request on a fresh connection and waits for its answer (or an Error
+    /// message, returned as [`ErrorKind::Peer`]). The connection state is recycled.
+    pub async fn ask1<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp> {
+        let encode = |b: &mut BytesMut| req.encode(b);
+        let packet = self.ask1_with(Req::CODE, Body::Encode(encode)).await?;
+        let id = packet.conn_id;
+        packet
+            .decode::<Resp>()
+            .map_err(|e| self.inner().conn_error(ErrorKind::Decode(e), id, "ask1"))
+    }
+
+    /// [`Link::ask1`] with a raw payload; returns the raw answer packet.
+    pub async fn ask1_packet(&self, code: u16, payload: Bytes) -> Result<Packet> {
+        self.ask1_with(code, Body::Bytes::<fn(&mut BytesMut)>(&payload))
+            .await
+    }
+
+    async fn ask1_with<F: Fn(&mut BytesMut)>(&self, code: u16, body: Body<'_, F>) -> Result<Packet> {
+        let inner = self.inner();
+        let slot = inner
+            .table
+            .open_local(Instant::now())
+            .map_err(|e| inner.open_error(e, "ask1"))?;
+        Counters::add(&inner.stats.conns_opened, 1);
+        let light = LightConn {
+            inner,
+            slot: Some(slot),
+            keep: false,
+        };
+        let slot = light.slot();
+        let id = slot.id();
+        inner
+            .send_frame(Some(slot), id, code, body)
+            .await
+            .map_err(|f| inner.send_error(f, Some(id), "ask1"))?;
+        let packet = inner.recv_on(slot, id, "ask1").await?;
+        if packet.code == ErrorMessage::CODE {
+            let kind = match ErrorMessage::decode(packet.payload) {
+                Ok(m) => ErrorKind::Peer(m),
+                Err(e) => ErrorKind::Decode(e),
+            };
+            return Err(inner.conn_error(kind, id, "ask1"));
+        }
+        Ok(packet)
+    }
+
+    /// Accepts a connection together with its first message, for one-request-one-reply
+    /// exchanges. Further packets on that connection are answered "connection closed".
+    pub async fn recv1(&self) -> Result<Request> {
+        self.recv1_with(true).await
+    }
+
+    /// Like [`Link::recv1`], but keeps no record of the connection afterwards, so a later
+    /// packet on the same id is accepted as a new request. This suits stateless servers
+    /// that must answer full-connection clients (many requests on one id) and lightweight
+    /// clients alike, without holding any state per connection.
+    pub async fn recv1_stateless(&self) -> Result<Request> {
+        self.recv1_with(false).await
+    }
+
+    async fn recv1_with(&self, keep: bool) -> Result<Request> {
+        let inner = self.inner();
+        loop {
+            let slot = self.accept_slot("recv1").await?;
+            let id = slot.id();
+            let first = slot.pop_now();
+            // Anything else queued on this id gets "connection closed"; the record (or its
+            // absence, when stateless) takes over from the slot.
+            let light = LightConn {
+                inner,
+                slot: Some(slot),
+                keep,
+            };
+            drop(light);
+            if let Some((packet, cost)) = first {
+                inner.release_rx(cost);
+                return Ok(Request::new(self.clone(), packet));
+            }
+            // The link went down between accept and pop; the next accept reports it.
+            let _ = id;
+        }
+    }
+}
+
+/// A lightweight connection's state while one exchange uses it. Dropping it (including by
+/// cancellation) closes the connection and recycles the state.
+struct LightConn<'a> {
+    inner: &'a LinkInner,
+    slot: Option<ConnRef>,
+    keep: bool,
+}
+
+impl LightConn<'_> {
+    fn slot(&self) -> &ConnRef {
+        self.slot.as_ref().expect("slot present until drop")
+    }
+}
+
+impl Drop for LightConn<'_> {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else { return };
+        let (dropped, wake) = slot.close_rx(RxClosed::Local);
+        wake.wake();
+        slot.close_tx().wake();
+        self.inner.release_rx(dropped.cost);
+        if dropped.requests > 0 {
+            self.inner.reply_closed(slot.id());
+        }
+        let now = Instant::now();
+        self.inner.table.close(&slot, self.keep, now);
+        self.inner.table.release(slot);
+    }
+}
+
+impl LinkInner {
+    /// Ends the link (first reason wins): wakes every waiter, fails every connection, stops
+    /// the reader; the writer flushes what is queued when the link was closed on purpose.
+    pub(crate) fn shutdown(&self, end: LinkEnd) {
+        if self.end.set(end.clone()).is_err() {
+            return;
+        }
+        match &end {
+            LinkEnd::Closed => tracing::debug!(link = %self.name, "link closed"),
+            LinkEnd::Failed(e) => tracing::debug!(link = %self.name, error = %e, "link down"),
+        }
+        self.stop_reading.cancel();
+        let wake = {
+            let mut q = lock_std(&self.tx);
+            q_mark_down(&mut q)
+        };
+        wake.wake();
+        match end {
+            LinkEnd::Failed(_) => self.stop_writing.cancel(),
+            LinkEnd::Closed => self.writer_kick.notify_one(),
+        }
+        if let Some((slots, wake)) = self.table.shutdown() {
+            wake.wake();
+            for slot in slots {
+                let (dropped, wake) = slot.close_rx(RxClosed::Link);
+                wake.wake();
+                slot.close_tx().wake();
+                self.release_rx(dropped.cost);
+            }
+        }
+        self.rx_room.notify_waiters();
+    }
+
+    /// The error kind for operations on an ended link; `first` selects the one-time report
+    /// of the underlying I/O error.
+    pub(crate) fn end_kind(&self, first: bool) -> ErrorKind {
+        match self.end.get() {
+            None | Some(LinkEnd::Closed) => ErrorKind::LinkClosed,
+            Some(LinkEnd::Failed(e)) if first => ErrorKind::Io(e.clone()),
+            Some(LinkEnd::Failed(e)) => ErrorKind::LinkDown(e.clone()),
+        }
+    }
+
+    pub(crate) fn link_error(&self, kind: ErrorKind, op: &'static str) -> Error {
+        Error::new(kind, Place::link(&self.name), op)
+    }
+
+    pub(crate) fn conn_error(&self, kind: ErrorKind, id: u32, op: &'static str) -> Error {
+        Error::new(kind, Place::conn(&self.name, id), op)
+    }
+
+    pub(crate) fn open_error(&self, e: OpenError, op: &'static str) -> Error {
+        let kind = match e {
+            OpenError::Down => self.end_kind(false),
+            OpenError::TooMany => ErrorKind::TooManyConnections,
+        };
+        self.link_error(kind, op)
+    }
+
+    pub(crate) fn send_error(&self, f: SendFail, id: Option<u32>, op: &'static str) -> Error {
+        let kind = match f {
+            SendFail::Link => self.end_kind(false),
+            SendFail::Conn => ErrorKind::ConnectionClosed,
+            SendFail::TooBig(len) => ErrorKind::PacketTooBig {
+                len,
+                limit: crate::frame::MAX_PAYLOAD_LEN,
+            },
+        };
+        match id {
+            Some(id) => self.conn_error(kind, id, op),
+            None => self.link_error(kind, op),
+        }
+    }
+
+    pub(crate) fn recv_end_error(&self, end: RxEnd, id: u32, op: &'static str) -> Error {
+        let kind = match end.reason {
+            RxClosed::Local => ErrorKind::ConnectionClosed,
+            RxClosed::Overflow => ErrorKind::RecvBudgetExceeded,
+            RxClosed::Link => self.end_kind(end.first_link_report),
+        };
+        self.conn_error(kind, id, op)
+    }
+
+    /// The peer's window when it takes credit, else no limit.
+    pub(crate) fn peer_window(&self) -> Option<u64> {
+        if self.peer_tx_mode.load(Ordering::Acquire) == TX_CREDIT {
+            Some(self.peer_window.load(Ordering::Relaxed))
+        } else {
+            None
+        }
+    }
+
+    /// How often to return credit, when the peer takes it.
+    fn credit_every(&self) -> Option<usize> {
+        match self.peer_rx_mode.load(Ordering::Relaxed) {
+            RX_PRE_ACK | RX_ACKED if self.config.flow_control => {
+                Some((self.config.effective_budget() / 4).max(MIN_RECV_BUDGET / 4))
+            }
+            _ => None,
+        }
+    }
+
+    /// Receives the next packet of a connection, returning credit to the peer when due.
+    pub(crate) async fn recv_on(&self, slot: &ConnRef, id: u32, op: &'static str) -> Result<Packet> {
+        let credit_every = self.credit_every();
+        let popped = poll_fn(|cx| slot.poll_pop(cx, credit_every))
+            .await
+            .map_err(|end| self.recv_end_error(end, id, op))?;
+        self.release_rx(popped.cost);
+        if let Some(credit) = popped.credit {
+            let peer_control = control::control_id_of(self.role.peer());
+            self.enqueue_nowait(peer_control, control::CONTROL_CODE, |b| {
+                control::encode_credits(&[(id, credit)], b)
+            });
+        }
+        Ok(popped.packet)
+    }
+
+    /// Gives queued-packet cost back to the link-wide budget, waking the reader if it was
+    /// waiting for room.
+    pub(crate) fn release_rx(&self, cost: usize) {
+        if cost == 0 {
+            return;
+        }
+        let before = self.rx_total.fetch_sub(cost, Ordering::AcqRel);
+        let limit = self.config.link_recv_limit;
+        if before > limit && before - cost <= limit {
+            self.rx_room.notify_one();
+        }
+    }
+
+    /// Queues NEO's "connection closed" reply for `id`.
+    pub(crate) fn reply_closed(&self, id: u32) {
+        self.reply_error(id, "connection closed");
+    }
+
+    /// Queues NEO's "connection refused" reply for `id`.
+    pub(crate) fn reply_refused(&self, id: u32) {
+        self.reply_error(id, "connection refused");
+    }
+
+    fn reply_error(&self, id: u32, text: &str) {
+        self.enqueue_nowait(id, ErrorMessage::CODE, |b| {
+            ErrorMessage::encode_parts(ErrorCode::PROTOCOL_ERROR, text, b)
+        });
+    }
+
+    /// What an id maps to now (tests and diagnostics).
+    pub(crate) fn id_state(&self, id: u32) -> IdState {
+        self.table.id_state(id, Instant::now())
+    }
+}
+
+fn q_mark_down(q: &mut TxQueue) -> crate::waiters::Wake {
+    q.mark_down()
+}
+
+fn link_name(local: Option<SocketAddr>, remote: Option<SocketAddr>) -> Arc<str> {
+    let show = |a: Option<SocketAddr>| a.map_or_else(|| "?".to_string(), |a| a.to_string());
+    Arc::from(format!("{} - {}", show(local), show(remote)))
+}
+
+/// Test and diagnostic helpers.
+#[doc(hidden)]
+impl Link {
+    /// Whether `id` is open, kept closed, or free in the connection table.
+    pub fn debug_id_state(&self, id: u32) -> &'static str {
+        match self.inner().id_state(id) {
+            IdState::Open => "open",
+            IdState::KeptClosed => "kept-closed",
+            IdState::Free => "free",
+        }
+    }
+
+    /// Open connections and closed records in the table.
+    pub fn debug_table_counts(&self) -> (usize, usize) {
+        self.inner().table.counts()
+    }
+
+    /// Cost currently queued in connection receive queues.
+    pub fn debug_rx_queued(&self) -> usize {
+        self.inner().rx_total.load(Ordering::Relaxed)
+    }
+}

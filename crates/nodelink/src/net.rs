@@ -1,0 +1,145 @@
+//! TCP entry points: [`dial`], [`listen`] and the [`Listener`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Place, Result};
+use crate::link::{Link, Role};
+
+/// Handshakes in progress at once on a listener; more connections wait in the kernel's
+/// backlog until one finishes (or times out).
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
+/// Connects over TCP (with TCP_NODELAY) and returns a handshaked link in the client role.
+///
+/// ```no_run
+/// # async fn demo() -> nodelink::Result<()> {
+/// let link = nodelink::dial("127.0.0.1:5551", nodelink::Config::default()).await?;
+/// # Ok(()) }
+/// ```
+pub async fn dial(addr: impl ToSocketAddrs, config: Config) -> Result<Link> {
+    let stream = connect(addr).await?;
+    link_over_tcp(stream, Role::Client, config).await
+}
+
+pub(crate) async fn connect(addr: impl ToSocketAddrs) -> Result<TcpStream> {
+    let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
+    stream.set_nodelay(true).map_err(connect_error)?;
+    Ok(stream)
+}
+
+pub(crate) fn connect_error(e: io::Error) -> Error {
+    let place = Place::link(&Arc::from("dial"));
+    Error::new(ErrorKind::Connect(Arc::new(e)), place, "connect")
+}
+
+pub(crate) async fn link_over_tcp(stream: TcpStream, role: Role, config: Config) -> Result<Link> {
+    let local = stream.local_addr().ok();
+    let remote = stream.peer_addr().ok();
+    let (r, w) = stream.into_split();
+    Link::handshake_halves(Box::pin(r), Box::pin(w), role, config, local, remote).await
+}
+
+/// Binds a TCP listener whose [`Listener::accept`] returns handshaked links.
+pub async fn listen(addr: impl ToSocketAddrs, config: Config) -> Result<Listener> {
+    let tcp = TcpListener::bind(addr).await.map_err(connect_error)?;
+    Ok(Listener::new(tcp, config, Acceptor::Plain))
+}
+
+pub(crate) enum Acceptor {
+    Plain,
+    #[cfg(feature = "tls")]
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
+/// Accepts links. Handshakes run concurrently, so a slow or silent client never delays the
+/// others; failed handshakes are logged and skipped.
+pub struct Listener {
+    tcp: TcpListener,
+    config: Config,
+    acceptor: Arc<Acceptor>,
+    pending: JoinSet<Result<Link>>,
+    failed: u64,
+}
+
+impl Listener {
+    pub(crate) fn new(tcp: TcpListener, config: Config, acceptor: Acceptor) -> Listener {
+        Listener {
+            tcp,
+            config,
+            acceptor: Arc::new(acceptor),
+            pending: JoinSet::new(),
+            failed: 0,
+        }
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Handshakes that failed so far (timeouts, version mismatches, TLS errors).
+    pub fn failed_handshakes(&self) -> u64 {
+        self.failed
+    }
+
+    /// Waits for the next link whose handshake succeeded. Cancellation-safe.
+    pub async fn accept(&mut self) -> Result<Link> {
+        loop {
+            tokio::select! {
+                Some(done) = self.pending.join_next(), if !self.pending.is_empty() => {
+                    match done {
+                        Ok(Ok(link)) => return Ok(link),
+                        Ok(Err(e)) => {
+                            self.failed += 1;
+                            tracing::warn!(error = %e, "incoming link failed its handshake");
+                        }
+                        Err(e) => {
+                            self.failed += 1;
+                            tracing::warn!(error = %e, "handshake task failed");
+                        }
+                    }
+                }
+                accepted = self.tcp.accept(), if self.pending.len() < MAX_PENDING_HANDSHAKES => {
+                    match accepted {
+                        Ok((stream, _peer)) => self.start_handshake(stream),
+                        Err(e) if is_transient(&e) => {
+                            tracing::warn!(error = %e, "accept failed; continuing");
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        }
+                        Err(e) => return Err(connect_error(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_handshake(&mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let config = self.config.clone();
+        let acceptor = self.acceptor.clone();
+        self.pending.spawn(async move {
+            match &*acceptor {
+                Acceptor::Plain => link_over_tcp(stream, Role::Server, config).await,
+                #[cfg(feature = "tls")]
+                Acceptor::Tls(tls) => crate::tls::accept_tls(tls, stream, config).await,
+            }
+        });
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || e.raw_os_error() == Some(24) // EMFILE: out of descriptors, try again shortly
+        || e.raw_os_error() == Some(23) // ENFILE
+}

@@ -1,0 +1,243 @@
+//! The receiving half of a link: one task reads the stream into a large buffer, cuts every
+//! complete packet out of it (zero-copy), and routes each to its connection.
+//!
+//! Routing never waits on a connection: a connection that is not read fills its own
+//! budget, not the link. The only wait is the link-wide receive limit, which bounds memory
+//! when the application as a whole stops reading.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+
+use crate::conn_state::{cost_of, Budget, Push};
+use crate::control::{self, Control};
+use crate::frame::{decode_packet, Packet, HEADER_LEN};
+use crate::link::{
+    BoxRead, LinkEnd, LinkInner, RX_ACKED, RX_NEO, RX_PRE_ACK, TX_CREDIT, TX_NEO, TX_PENDING,
+};
+use crate::stats::Counters;
+use crate::table::{Route, Slot};
+
+/// Below this much free room the read buffer is topped up before the next read.
+const MIN_READ_ROOM: usize = 4 << 10;
+
+impl LinkInner {
+    pub(crate) async fn reader_task(self: Arc<Self>, mut io: BoxRead) {
+        let mut buf = BytesMut::with_capacity(self.config.read_buffer);
+        let mut first = true;
+        let err = loop {
+            match self.drain_buffer(&mut buf, &mut first).await {
+                Ok(true) => {}
+                Ok(false) => return, // stopped
+                Err(e) => break e,
+            }
+            if buf.capacity() - buf.len() < MIN_READ_ROOM {
+                buf.reserve(self.config.read_buffer);
+            }
+            tokio::select! {
+                biased;
+                _ = self.stop_reading.cancelled() => return,
+                r = io.read_buf(&mut buf) => match r {
+                    Ok(0) => break io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the link"),
+                    Ok(_) => {}
+                    Err(e) => break e,
+                },
+            }
+        };
+        self.shutdown(LinkEnd::Failed(Arc::new(err)));
+    }
+
+    /// Routes every complete packet in `buf`. Returns `Ok(false)` if the link is stopping.
+    async fn drain_buffer(&self, buf: &mut BytesMut, first: &mut bool) -> io::Result<bool> {
+        loop {
+            match decode_packet(buf) {
+                Ok(Some(packet)) => {
+                    if !self.wait_for_room().await {
+                        return Ok(false);
+                    }
+                    self.route(packet, first);
+                }
+                Ok(None) => return Ok(true),
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+        }
+    }
+
+    /// Waits while the connections' queues together exceed the link-wide limit.
+    async fn wait_for_room(&self) -> bool {
+        let limit = self.config.link_recv_limit;
+        loop {
+            if self.rx_total.load(Ordering::Acquire) <= limit {
+                return true;
+            }
+            let room = self.rx_room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.rx_total.load(Ordering::Acquire) <= limit {
+                return true;
+            }
+            tokio::select! {
+                biased;
+                _ = self.stop_reading.cancelled() => return false,
+                _ = room => {}
+            }
+        }
+    }
+
+    /// Delivers one packet (the routing rules of the NEO link protocol, section 6).
+    pub(crate) fn route(&self, packet: Packet, first: &mut bool) {
+        Counters::add(&self.stats.packets_in, 1);
+        Counters::add(&self.stats.bytes_in, (HEADER_LEN + packet.payload.len()) as u64);
+        tracing::trace!(
+            link = %self.name,
+            conn = packet.conn_id,
+            code = packet.code,
+            len = packet.payload.len(),
+            "recv"
+        );
+        if std::mem::take(first) {
+            self.learn_peer_mode(&packet);
+        }
+        if packet.conn_id == self.control_id {
+            self.on_control(&packet);
+            return;
+        }
+        let id = packet.conn_id;
+        let answer = packet.is_answer();
+        let cost = cost_of(packet.payload.len());
+        let mut packet = Some(packet);
+        let route = self.table.route(id, Instant::now(), |slot| {
+            if let Some(p) = packet.take() {
+                // A fresh queue always admits its first packet.
+                let _ = slot.push(p, Budget::Lenient);
+            }
+        });
+        match route {
+            Route::Deliver(slot) => {
+                let p = packet.take().expect("packet not consumed for an open connection");
+                match slot.push(p, self.rx_budget()) {
+                    Push::Queued(wake) => {
+                        self.rx_total.fetch_add(cost, Ordering::AcqRel);
+                        wake.wake();
+                    }
+                    Push::Closed => {
+                        if !answer {
+                            self.reply_closed(id);
+                        }
+                    }
+                    Push::Overflow { dropped, wake } => {
+                        wake.wake();
+                        self.release_rx(dropped.cost);
+                        Counters::add(&self.stats.recv_overflows, 1);
+                        tracing::warn!(
+                            link = %self.name,
+                            conn = id,
+                            "receive budget exceeded; closing the connection's receive side"
+                        );
+                        if dropped.requests > 0 {
+                            self.reply_closed(id);
+                        }
+                    }
+                }
+            }
+            Route::Accepted(wake) => {
+                self.rx_total.fetch_add(cost, Ordering::AcqRel);
+                Counters::add(&self.stats.conns_accepted, 1);
+                wake.wake();
+            }
+            Route::Closed => {
+                if !answer {
+                    self.reply_closed(id);
+                }
+            }
+            Route::Refused => {
+                Counters::add(&self.stats.conns_refused, 1);
+                if !answer {
+                    self.reply_refused(id);
+                }
+            }
+        }
+    }
+
+    /// The peer's first packet tells whether it speaks the flow-control extension.
+    fn learn_peer_mode(&self, packet: &Packet) {
+        let hello = self.config.flow_control
+            && packet.conn_id == self.control_id
+            && packet.code == control::CONTROL_CODE
+            && matches!(control::decode(&packet.payload), Some(Control::Hello { .. }));
+        if let (true, Some(Control::Hello { window })) = (hello, control::decode(&packet.payload)) {
+            let window = (window as usize).max(crate::config::MIN_RECV_BUDGET);
+            self.peer_window.store(window as u64, Ordering::Relaxed);
+            self.peer_tx_mode.store(TX_CREDIT, Ordering::Release);
+            self.peer_rx_mode.store(RX_PRE_ACK, Ordering::Relaxed);
+            let peer_control = control::control_id_of(self.role_peer());
+            self.enqueue_nowait(peer_control, control::CONTROL_CODE, control::encode_ack);
+        } else {
+            self.peer_tx_mode.store(TX_NEO, Ordering::Release);
+            self.peer_rx_mode.store(RX_NEO, Ordering::Relaxed);
+        }
+        debug_assert_ne!(self.peer_tx_mode.load(Ordering::Relaxed), TX_PENDING);
+    }
+
+    fn role_peer(&self) -> crate::Role {
+        match self.role {
+            crate::Role::Client => crate::Role::Server,
+            crate::Role::Server => crate::Role::Client,
+        }
+    }
+
+    fn on_control(&self, packet: &Packet) {
+        let usable = self.config.flow_control
+            && packet.code == control::CONTROL_CODE
+            && self.peer_tx_mode.load(Ordering::Relaxed) == TX_CREDIT;
+        let frame = if usable {
+            control::decode(&packet.payload)
+        } else {
+            None
+        };
+        match frame {
+            Some(Control::Hello { .. }) => {} // handled as the first packet
+            Some(Control::Ack) => {
+                let _ = self.peer_rx_mode.compare_exchange(
+                    RX_PRE_ACK,
+                    RX_ACKED,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Some(Control::Credit(body)) => {
+                for (id, bytes) in control::credits(body) {
+                    if let Some(slot) = self.table.get(id) {
+                        slot.add_credit(bytes).wake();
+                    }
+                }
+            }
+            None => {
+                // NEO/go answers our HELLO with "connection closed" on this id; that and
+                // anything malformed is ignored (never answered: it could ping-pong).
+                Counters::add(&self.stats.control_dropped, 1);
+            }
+        }
+    }
+
+    /// How the receive budget applies, given what we know about the peer.
+    fn rx_budget(&self) -> Budget {
+        let budget = self.config.effective_budget();
+        if !self.config.flow_control {
+            return Budget::Strict(budget);
+        }
+        match self.peer_rx_mode.load(Ordering::Relaxed) {
+            RX_PRE_ACK => Budget::Lenient,
+            RX_ACKED => Budget::Credit(budget),
+            RX_NEO => Budget::Strict(budget),
+            _ => Budget::Strict(budget),
+        }
+    }
+}
+
+#[allow(unused_imports)]
+use Slot as _;

@@ -1,0 +1,81 @@
+//! A request received in lightweight mode: one message in, at most one answer out.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::{ErrorKind, Result};
+use crate::frame::Packet;
+use crate::link::Link;
+use crate::message::Message;
+use crate::writer::Body;
+
+/// A request accepted with [`Link::recv1`]. Answer it with [`Request::reply`]; dropping it
+/// without an answer is fine too. No per-connection state is held meanwhile.
+#[derive(Debug)]
+pub struct Request {
+    link: Link,
+    packet: Packet,
+}
+
+impl Request {
+    pub(crate) fn new(link: Link, packet: Packet) -> Request {
+        Request { link, packet }
+    }
+
+    /// The connection id the request arrived on.
+    pub fn conn_id(&self) -> u32 {
+        self.packet.conn_id
+    }
+
+    /// The message code.
+    pub fn code(&self) -> u16 {
+        self.packet.code
+    }
+
+    /// The raw payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.packet.payload
+    }
+
+    /// The whole packet.
+    pub fn packet(&self) -> &Packet {
+        &self.packet
+    }
+
+    /// The link the request arrived on.
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Decodes the request as message type `M`.
+    pub fn decode<M: Message>(&self) -> Result<M> {
+        self.packet.decode::<M>().map_err(|e| {
+            self.link
+                .inner()
+                .conn_error(ErrorKind::Decode(e), self.conn_id(), "recv1")
+        })
+    }
+
+    /// Sends the answer and releases the request.
+    pub async fn reply<M: Message>(self, msg: &M) -> Result<()> {
+        let encode = |b: &mut BytesMut| msg.encode(b);
+        self.reply_body(M::CODE, Body::Encode(encode)).await
+    }
+
+    /// Sends a raw answer and releases the request.
+    pub async fn reply_packet(self, code: u16, payload: Bytes) -> Result<()> {
+        self.reply_body(code, Body::Bytes::<fn(&mut BytesMut)>(&payload))
+            .await
+    }
+
+    async fn reply_body<F: Fn(&mut BytesMut)>(self, code: u16, body: Body<'_, F>) -> Result<()> {
+        let inner = self.link.inner();
+        let id = self.conn_id();
+        inner
+            .send_frame(None, id, code, body)
+            .await
+            .map_err(|f| inner.send_error(f, Some(id), "reply"))
+    }
+
+    /// Releases the request without answering it.
+    pub fn close(self) {}
+}

@@ -1,0 +1,537 @@
+//! The connection table: who owns which connection id, and what happens to a packet that
+//! arrives for an id.
+//!
+//! One mutex guards everything whose consistency matters together: the id → connection map,
+//! the "recently closed" records, the id allocator, the accept backlog and the pool of
+//! recycled connection states. Its critical sections are short and never await.
+//!
+//! The table is generic over the slot type so that the loom model test can drive the very
+//! same code with loom's atomics (see [`crate::sync`]).
+
+use std::collections::VecDeque;
+use std::task::Waker;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use tokio::time::Instant;
+
+use crate::sync::{lock, Mutex};
+use crate::waiters::{Wake, Waiters};
+
+/// A connection state the table can hand out, look up and recycle.
+pub(crate) trait Slot: Clone {
+    /// A freshly allocated slot for connection `id`.
+    fn fresh(id: u32) -> Self;
+    /// Reinitialises a pooled slot for connection `id`. Only called on unique slots.
+    fn recycle(&self, id: u32);
+    /// True when nobody but the caller holds this slot.
+    fn is_unique(&self) -> bool;
+    /// True when both handles point at the same slot.
+    fn same(&self, other: &Self) -> bool;
+    /// The connection id the slot currently serves.
+    fn id(&self) -> u32;
+}
+
+/// Bounds of the table, from [`Config`](crate::Config).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) max_conns: usize,
+    pub(crate) backlog: usize,
+    pub(crate) keep_closed: Duration,
+    pub(crate) max_keep_closed: usize,
+    pub(crate) pool_max: usize,
+}
+
+enum Entry<T> {
+    Open(T),
+    /// A peer-initiated connection we closed; late packets get "connection closed".
+    Closed {
+        until: Instant,
+    },
+}
+
+/// What to do with a packet that arrived for some id.
+pub(crate) enum Route<T> {
+    /// Deliver to this open connection.
+    Deliver(T),
+    /// A new incoming connection was created (first packet already delivered by the
+    /// callback) and queued for accept; wake the acceptors.
+    Accepted(Wake),
+    /// Reply "connection closed" (unless the packet is an answer).
+    Closed,
+    /// Reply "connection refused" (unless the packet is an answer).
+    Refused,
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    Down,
+    TooMany,
+}
+
+/// Outcome of one accept attempt.
+pub(crate) enum AcceptPoll<T> {
+    Ready(T),
+    NotListening,
+    Down,
+    Pending,
+}
+
+/// What an id currently maps to (for tests and diagnostics).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum IdState {
+    Open,
+    KeptClosed,
+    Free,
+}
+
+pub(crate) struct ConnTable<T> {
+    state: Mutex<State<T>>,
+}
+
+struct State<T> {
+    entries: FxHashMap<u32, Entry<T>>,
+    /// Closed records in expiry order, purged lazily: no timer runs for them.
+    closed: VecDeque<(Instant, u32)>,
+    open: usize,
+    next_id: u32,
+    parity: u32,
+    reserved: u32,
+    down: bool,
+    accepting: bool,
+    backlog: VecDeque<T>,
+    acceptors: Waiters,
+    pool: Vec<T>,
+    limits: Limits,
+}
+
+impl<T: Slot> ConnTable<T> {
+    /// A table for the side whose ids start at `first_id` (0 server, 1 client) and that must
+    /// never allocate `reserved`.
+    pub(crate) fn new(first_id: u32, reserved: u32, limits: Limits) -> Self {
+        ConnTable {
+            state: Mutex::new(State {
+                entries: FxHashMap::default(),
+                closed: VecDeque::new(),
+                open: 0,
+                next_id: first_id,
+                parity: first_id % 2,
+                reserved,
+                down: false,
+                accepting: true,
+                backlog: VecDeque::new(),
+                acceptors: Waiters::default(),
+                pool: Vec::new(),
+                limits,
+            }),
+        }
+    }
+
+    /// Opens a connection initiated by us.
+    pub(crate) fn open_local(&self, now: Instant) -> Result<T, OpenError> {
+        let mut st = lock(&self.state);
+        st.expire(now);
+        if st.down {
+            return Err(OpenError::Down);
+        }
+        if st.open >= st.limits.max_conns {
+            return Err(OpenError::TooMany);
+        }
+        let id = st.alloc_id()?;
+        let slot = st.take_slot(id);
+        st.entries.insert(id, Entry::Open(slot.clone()));
+        st.open += 1;
+        Ok(slot)
+    }
+
+    /// Allocates an id without registering a connection, for fire-and-forget `send1`: a
+    /// later packet for it is of our parity and unknown, so it gets "connection closed".
+    pub(crate) fn alloc_unregistered(&self, now: Instant) -> Result<u32, OpenError> {
+        let mut st = lock(&self.state);
+        st.expire(now);
+        if st.down {
+            return Err(OpenError::Down);
+        }
+        st.alloc_id()
+    }
+
+    /// Decides what to do with a packet for `id`. For a new incoming connection, `first`
+    /// runs under the lock with the new slot, before an acceptor can see it, so that the
+    /// first packet is queued by the time the connection is accepted.
+    pub(crate) fn route(&self, id: u32, now: Instant, first: impl FnOnce(&T)) -> Route<T> {
+        let mut st = lock(&self.state);
+        st.expire(now);
+        match st.entries.get(&id) {
+            Some(Entry::Open(slot)) => return Route::Deliver(slot.clone()),
+            Some(Entry::Closed { .. }) => return Route::Closed,
+            None => {}
+        }
+        if id % 2 == st.parity {
+            return Route::Closed;
+        }
+        if st.down
+            || !st.accepting
+            || st.backlog.len() >= st.limits.backlog
+            || st.open >= st.limits.max_conns
+        {
+            return Route::Refused;
+        }
+        let slot = st.take_slot(id);
+        first(&slot);
+        st.entries.insert(id, Entry::Open(slot.clone()));
+        st.open += 1;
+        st.backlog.push_back(slot);
+        Route::Accepted(st.acceptors.take())
+    }
+
+    /// Looks up an open connection.
+    pub(crate) fn get(&self, id: u32) -> Option<T> {
+        match lock(&self.state).entries.get(&id) {
+            Some(Entry::Open(slot)) => Some(slot.clone()),
+            _ => None,
+        }
+    }
+
+    /// Takes the next incoming connection, or registers `waker`.
+    pub(crate) fn poll_accept(&self, waker: &Waker) -> AcceptPoll<T> {
+        let mut st = lock(&self.state);
+        if let Some(slot) = st.backlog.pop_front() {
+            return AcceptPoll::Ready(slot);
+        }
+        if st.down {
+            AcceptPoll::Down
+        } else if !st.accepting {
+            AcceptPoll::NotListening
+        } else {
+            st.acceptors.register(waker);
+            AcceptPoll::Pending
+        }
+    }
+
+    /// Stops accepting. Returns the queued, never accepted connections (already removed
+    /// from the table; the caller refuses them) and the acceptors to wake.
+    pub(crate) fn close_accept(&self) -> (Vec<T>, Wake) {
+        let mut st = lock(&self.state);
+        st.accepting = false;
+        let queued: Vec<T> = st.backlog.drain(..).collect();
+        for slot in &queued {
+            if st.entries.remove(&slot.id()).is_some() {
+                st.open -= 1;
+            }
+        }
+        (queued, st.acceptors.take())
+    }
+
+    /// Removes connection `slot` from the table, leaving a closed record for `keep` if given
+    /// (peer-initiated connections), so late packets are answered "connection closed".
+    pub(crate) fn close(&self, slot: &T, keep: bool, now: Instant) {
+        let mut st = lock(&self.state);
+        if st.down {
+            return;
+        }
+        let id = slot.id();
+        let ours = matches!(st.entries.get(&id), Some(Entry::Open(s)) if s.same(slot));
+        if !ours {
+            return;
+        }
+        st.open -= 1;
+        if keep && !st.limits.keep_closed.is_zero() && st.limits.max_keep_closed > 0 {
+            let until = now + st.limits.keep_closed;
+            st.entries.insert(id, Entry::Closed { until });
+            st.closed.push_back((until, id));
+            while st.closed.len() > st.limits.max_keep_closed {
+                st.forget_oldest();
+            }
+        } else {
+            st.entries.remove(&id);
+        }
+    }
+
+    /// Gives a slot back for reuse. It is pooled only when nobody else holds it, so a slot
+    /// that link shutdown is still closing can never be handed to a new exchange.
+    pub(crate) fn release(&self, slot: T) {
+        let mut st = lock(&self.state);
+        if !st.down && st.pool.len() < st.limits.pool_max && slot.is_unique() {
+            st.pool.push(slot);
+        }
+    }
+
+    /// Marks the table down and takes every open connection (for the caller to shut down
+    /// outside the lock). Returns `None` if it was already down.
+    pub(crate) fn shutdown(&self) -> Option<(Vec<T>, Wake)> {
+        let mut st = lock(&self.state);
+        if st.down {
+            return None;
+        }
+        st.down = true;
+        st.accepting = false;
+        let slots = st
+            .entries
+            .drain()
+            .filter_map(|(_, e)| match e {
+                Entry::Open(s) => Some(s),
+                Entry::Closed { .. } => None,
+            })
+            .collect();
+        st.open = 0;
+        st.closed.clear();
+        st.backlog.clear();
+        st.pool.clear();
+        Some((slots, st.acceptors.take()))
+    }
+
+    /// What `id` maps to right now.
+    pub(crate) fn id_state(&self, id: u32, now: Instant) -> IdState {
+        let mut st = lock(&self.state);
+        st.expire(now);
+        match st.entries.get(&id) {
+            Some(Entry::Open(_)) => IdState::Open,
+            Some(Entry::Closed { .. }) => IdState::KeptClosed,
+            None => IdState::Free,
+        }
+    }
+
+    /// Open connections and closed records.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let st = lock(&self.state);
+        (st.open, st.closed.len())
+    }
+}
+
+impl<T: Slot> State<T> {
+    fn alloc_id(&mut self) -> Result<u32, OpenError> {
+        // Ids are handed out +2 at a time and wrap around; skip ids still in use. The table
+        // never holds anywhere near 2^31 entries (max_conns and max_keep_closed bound it),
+        // so this loop ends quickly; the bound only guards against a misconfiguration.
+        for _ in 0..=(u32::MAX / 2) {
+            let id = self.next_id;
+            self.next_id = id.wrapping_add(2);
+            if id != self.reserved && !self.entries.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+        Err(OpenError::TooMany)
+    }
+
+    fn take_slot(&mut self, id: u32) -> T {
+        match self.pool.pop() {
+            Some(slot) => {
+                slot.recycle(id);
+                slot
+            }
+            None => T::fresh(id),
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(until, _)) = self.closed.front() {
+            if until > now {
+                break;
+            }
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((until, id)) = self.closed.pop_front() {
+            // The id may have been reused since (wrap-around, or a new record): only drop
+            // the entry this record describes.
+            if matches!(self.entries.get(&id), Some(Entry::Closed { until: u }) if *u == until) {
+                self.entries.remove(&id);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(nodelink_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[derive(Clone)]
+    struct S(Arc<AtomicU32>);
+    impl Slot for S {
+        fn fresh(id: u32) -> Self {
+            S(Arc::new(AtomicU32::new(id)))
+        }
+        fn recycle(&self, id: u32) {
+            assert_eq!(Arc::strong_count(&self.0), 1);
+            self.0.store(id, Ordering::Relaxed)
+        }
+        fn is_unique(&self) -> bool {
+            Arc::strong_count(&self.0) == 1
+        }
+        fn same(&self, other: &Self) -> bool {
+            Arc::ptr_eq(&self.0, &other.0)
+        }
+        fn id(&self) -> u32 {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_conns: 8,
+            backlog: 2,
+            keep_closed: Duration::from_secs(60),
+            max_keep_closed: 3,
+            pool_max: 4,
+        }
+    }
+
+    #[test]
+    fn ids_by_role_and_wraparound_skips_used_ids() {
+        let t = ConnTable::<S>::new(1, u32::MAX, limits());
+        let now = Instant::now();
+        let ids: Vec<u32> = (0..3).map(|_| t.open_local(now).unwrap().id()).collect();
+        assert_eq!(ids, vec![1, 3, 5]);
+        let t = ConnTable::<S>::new(0, u32::MAX - 1, limits());
+        assert_eq!(t.open_local(now).unwrap().id(), 0);
+        assert_eq!(t.open_local(now).unwrap().id(), 2);
+        // Jump near the end of the id space: the reserved id is skipped and after wrapping
+        // the ids still open (0 and 2) are skipped too.
+        lock(&t.state).next_id = u32::MAX - 3;
+        let ids: Vec<u32> = (0..3).map(|_| t.open_local(now).unwrap().id()).collect();
+        assert_eq!(ids, vec![u32::MAX - 3, 4, 6]);
+    }
+
+    #[test]
+    fn routing_by_parity_backlog_and_refusal() {
+        let t = ConnTable::<S>::new(0, u32::MAX - 1, limits());
+        let now = Instant::now();
+        assert!(matches!(t.route(2, now, |_| {}), Route::Closed)); // our parity, unknown
+        assert!(matches!(t.route(1, now, |_| {}), Route::Accepted(_)));
+        assert!(matches!(t.route(1, now, |_| {}), Route::Deliver(_)));
+        assert!(matches!(t.route(3, now, |_| {}), Route::Accepted(_)));
+        assert!(matches!(t.route(5, now, |_| {}), Route::Refused)); // backlog of 2 is full
+        let (queued, _) = t.close_accept();
+        assert_eq!(queued.len(), 2);
+        assert!(matches!(t.route(7, now, |_| {}), Route::Refused));
+        assert_eq!(t.id_state(1, now), IdState::Free);
+    }
+
+    #[test]
+    fn closed_records_expire_and_are_capped() {
+        let t = ConnTable::<S>::new(0, u32::MAX - 1, limits());
+        let now = Instant::now();
+        for id in [1, 3, 5, 7] {
+            assert!(matches!(t.route(id, now, |_| {}), Route::Accepted(_)));
+            let AcceptPoll::Ready(slot) = t.poll_accept(futures_noop_waker()) else {
+                panic!("nothing to accept")
+            };
+            t.close(&slot, true, now);
+        }
+        // Cap of 3: the oldest record (id 1) was forgotten.
+        assert_eq!(t.id_state(1, now), IdState::Free);
+        assert_eq!(t.id_state(3, now), IdState::KeptClosed);
+        assert!(matches!(t.route(3, now, |_| {}), Route::Closed));
+        let later = now + Duration::from_secs(61);
+        assert_eq!(t.id_state(3, later), IdState::Free);
+        assert_eq!(t.counts(), (0, 0));
+    }
+
+    #[test]
+    fn release_pools_only_unique_slots() {
+        let t = ConnTable::<S>::new(1, u32::MAX, limits());
+        let now = Instant::now();
+        let a = t.open_local(now).unwrap();
+        let extra = a.clone();
+        t.close(&a, false, now);
+        t.release(a);
+        assert_eq!(lock(&t.state).pool.len(), 0);
+        t.release(extra);
+        assert_eq!(lock(&t.state).pool.len(), 1);
+        let b = t.open_local(now).unwrap();
+        assert_eq!(b.id(), 3);
+        assert_eq!(lock(&t.state).pool.len(), 0);
+    }
+
+    fn futures_noop_waker() -> &'static Waker {
+        Waker::noop()
+    }
+}
+
+/// Model test (loom): a lightweight exchange closing its connection races with link
+/// shutdown. Run with `RUSTFLAGS="--cfg nodelink_loom" cargo test -p nodelink --lib loom`.
+#[cfg(all(test, nodelink_loom))]
+mod loom_model {
+    use super::*;
+    use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    struct Conn {
+        id: AtomicU32,
+        down: AtomicBool,
+    }
+
+    #[derive(Clone)]
+    struct S(Arc<Conn>);
+    impl Slot for S {
+        fn fresh(id: u32) -> Self {
+            S(Arc::new(Conn {
+                id: AtomicU32::new(id),
+                down: AtomicBool::new(false),
+            }))
+        }
+        fn recycle(&self, id: u32) {
+            // The property under test: a recycled slot is held by nobody else, in
+            // particular not by a shutdown that is about to mark it down.
+            assert_eq!(Arc::strong_count(&self.0), 1, "recycled a shared slot");
+            assert!(!self.0.down.load(Ordering::SeqCst), "recycled a slot marked down");
+            self.0.id.store(id, Ordering::SeqCst);
+        }
+        fn is_unique(&self) -> bool {
+            Arc::strong_count(&self.0) == 1
+        }
+        fn same(&self, other: &Self) -> bool {
+            Arc::ptr_eq(&self.0, &other.0)
+        }
+        fn id(&self) -> u32 {
+            self.0.id.load(Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn loom_light_close_races_link_shutdown() {
+        loom::model(|| {
+            let limits = Limits {
+                max_conns: 4,
+                backlog: 4,
+                keep_closed: Duration::from_secs(60),
+                max_keep_closed: 4,
+                pool_max: 4,
+            };
+            let table = Arc::new(ConnTable::<S>::new(1, u32::MAX, limits));
+            let now = Instant::now();
+            let slot = table.open_local(now).unwrap();
+
+            let t2 = table.clone();
+            let shutdown = thread::spawn(move || {
+                if let Some((slots, wake)) = t2.shutdown() {
+                    for s in slots {
+                        s.0.down.store(true, Ordering::SeqCst);
+                    }
+                    wake.wake();
+                }
+            });
+
+            // The light exchange finishes and recycles its state for the next one.
+            table.close(&slot, false, now);
+            table.release(slot);
+            match table.open_local(now) {
+                Ok(next) => {
+                    // Either a fresh slot or a recycled one: recycle() asserted it was
+                    // unshared. A shutdown that runs later may legitimately mark it down.
+                    table.close(&next, false, now);
+                    table.release(next);
+                }
+                Err(e) => assert_eq!(e, OpenError::Down),
+            }
+            shutdown.join().unwrap();
+            assert!(table.shutdown().is_none());
+        });
+    }
+}

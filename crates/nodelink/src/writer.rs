@@ -1,0 +1,450 @@
+//! The sending half of a link.
+//!
+//! Senders encode their packet straight into a shared queue (a `BytesMut` tail for small
+//! packets, zero-copy `Bytes` chunks for large payloads). Then, if no one is writing, the
+//! sender takes the socket and writes the queue itself: no task hop on the request path,
+//! and whatever other tasks queued meanwhile goes out in the same vectored write.
+//!
+//! Cancellation: the bytes being written live in a [`Flush`] guard, advanced as the socket
+//! accepts them. If the sending future is dropped mid-write, the guard hands the unwritten
+//! rest back to the front of the queue and wakes the background writer task, which
+//! finishes it. Framing can therefore never be broken by a cancelled send.
+//!
+//! The background writer task also sends what the reader task queues (automatic replies,
+//! flow-control frames): the reader must never block on the socket's write side, or a peer
+//! that does not read could stop us from reading.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::conn_state::{cost_of, ConnRef};
+use crate::frame::{Header, HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::link::{LinkEnd, LinkInner};
+use crate::stats::Counters;
+use crate::sync::lock_std;
+use crate::waiters::Waiters;
+
+pub(crate) type BoxWrite = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Payloads at least this large are queued by reference instead of copied.
+const ZERO_COPY_MIN: usize = 16 << 10;
+/// Most slices handed to one vectored write.
+const MAX_IOSLICES: usize = 64;
+/// A caller that found the socket free writes at most this many batches before handing the
+/// rest to the writer task, so one unlucky caller does not write for everybody forever.
+const CALLER_ROUNDS: usize = 4;
+
+/// State of the send side, behind one mutex.
+pub(crate) struct TxQueue {
+    /// The socket's write half, absent while a flusher writes.
+    io: Option<BoxWrite>,
+    /// Frozen chunks waiting to be written, oldest first.
+    chunks: VecDeque<Bytes>,
+    /// A spare deque swapped in when a flusher takes `chunks`, to keep its capacity.
+    spare: VecDeque<Bytes>,
+    /// Small packets are encoded here back to back.
+    tail: BytesMut,
+    /// Bytes in `chunks` and `tail`.
+    queued: usize,
+    /// No more sends: the link is closing or down.
+    down: bool,
+    /// Senders waiting for the queue to shrink below the send buffer size.
+    space: Waiters,
+}
+
+impl TxQueue {
+    pub(crate) fn new(io: BoxWrite) -> Self {
+        TxQueue {
+            io: Some(io),
+            chunks: VecDeque::new(),
+            spare: VecDeque::new(),
+            tail: BytesMut::with_capacity(16 << 10),
+            queued: 0,
+            down: false,
+            space: Waiters::default(),
+        }
+    }
+
+    fn has_data(&self) -> bool {
+        self.queued > 0
+    }
+
+    /// Moves everything queued into `batch`.
+    fn take_into(&mut self, batch: &mut VecDeque<Bytes>) {
+        if !self.tail.is_empty() {
+            let tail = self.tail.split().freeze();
+            self.chunks.push_back(tail);
+        }
+        std::mem::swap(&mut self.chunks, batch);
+        // `batch` was empty; what is now in `self.chunks` is that empty deque. Keep the
+        // larger allocation around for the next round.
+        if self.chunks.capacity() < self.spare.capacity() {
+            std::mem::swap(&mut self.chunks, &mut self.spare);
+        }
+        self.queued = 0;
+    }
+}
+
+/// What to send as the payload.
+pub(crate) enum Body<'a, F> {
+    /// Encode in place into the queue.
+    Encode(F),
+    /// Raw bytes (queued by reference when large).
+    Bytes(&'a Bytes),
+}
+
+/// Why a send did not happen.
+#[derive(Debug)]
+pub(crate) enum SendFail {
+    /// The link is closed or down.
+    Link,
+    /// The connection's send side is closed.
+    Conn,
+    /// The payload exceeds the packet size limit.
+    TooBig(usize),
+}
+
+/// Truncates the queue tail back to a mark if encoding panics, so a half-encoded packet is
+/// never written.
+struct Rewind<'a> {
+    buf: &'a mut BytesMut,
+    mark: usize,
+    armed: bool,
+}
+
+impl Drop for Rewind<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.buf.truncate(self.mark);
+        }
+    }
+}
+
+impl LinkInner {
+    /// Queues one packet, waiting for queue space and (on a connection) for flow-control
+    /// credit. Does not write.
+    fn poll_enqueue<F: Fn(&mut BytesMut)>(
+        &self,
+        cx: &mut Context<'_>,
+        conn: Option<&ConnRef>,
+        id: u32,
+        code: u16,
+        body: &Body<'_, F>,
+    ) -> Poll<Result<(), SendFail>> {
+        let mut q = lock_std(&self.tx);
+        if q.down {
+            return Poll::Ready(Err(SendFail::Link));
+        }
+        if q.has_data() && q.queued >= self.config.send_buffer {
+            q.space.register(cx.waker());
+            return Poll::Pending;
+        }
+        let q = &mut *q;
+        let mark = q.tail.len();
+        q.tail.put_slice(&[0u8; HEADER_LEN]);
+        let payload_len = match body {
+            Body::Encode(encode) => {
+                let mut rewind = Rewind {
+                    buf: &mut q.tail,
+                    mark,
+                    armed: true,
+                };
+                encode(rewind.buf);
+                rewind.armed = false;
+                rewind.buf.len() - mark - HEADER_LEN
+            }
+            Body::Bytes(b) => b.len(),
+        };
+        if payload_len > MAX_PAYLOAD_LEN {
+            q.tail.truncate(mark);
+            return Poll::Ready(Err(SendFail::TooBig(payload_len)));
+        }
+        if let Some(conn) = conn {
+            match conn.poll_reserve(cx, cost_of(payload_len), self.peer_window()) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(())) => {
+                    q.tail.truncate(mark);
+                    return Poll::Ready(Err(SendFail::Conn));
+                }
+                Poll::Pending => {
+                    q.tail.truncate(mark);
+                    return Poll::Pending;
+                }
+            }
+        }
+        let header = Header {
+            conn_id: id,
+            code,
+            len: payload_len as u32,
+        };
+        q.tail[mark..mark + HEADER_LEN].copy_from_slice(&header.to_bytes());
+        if let Body::Bytes(b) = body {
+            if b.len() >= ZERO_COPY_MIN {
+                let head = q.tail.split().freeze();
+                q.chunks.push_back(head);
+                q.chunks.push_back((*b).clone());
+            } else {
+                q.tail.put_slice(b);
+            }
+        }
+        let wire = HEADER_LEN + payload_len;
+        q.queued += wire;
+        Counters::add(&self.stats.packets_out, 1);
+        Counters::add(&self.stats.bytes_out, wire as u64);
+        tracing::trace!(link = %self.name, conn = id, code, len = payload_len, "send");
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends one packet: queue it, then write the queue if the socket is free.
+    pub(crate) async fn send_frame<F: Fn(&mut BytesMut)>(
+        &self,
+        conn: Option<&ConnRef>,
+        id: u32,
+        code: u16,
+        body: Body<'_, F>,
+    ) -> Result<(), SendFail> {
+        poll_fn(|cx| self.poll_enqueue(cx, conn, id, code, &body)).await?;
+        self.flush(CALLER_ROUNDS).await
+    }
+
+    /// Queues a packet from a context that must not wait (the reader task, a receive
+    /// returning credit). Returns false if it was dropped because the peer is not reading.
+    pub(crate) fn enqueue_nowait(&self, id: u32, code: u16, encode: impl FnOnce(&mut BytesMut)) -> bool {
+        let mut q = lock_std(&self.tx);
+        if q.down {
+            return false;
+        }
+        // Replies to a peer that does not read what we send must not grow memory: past
+        // twice the send buffer they are dropped (and counted).
+        if q.queued >= 2 * self.config.send_buffer {
+            Counters::add(&self.stats.replies_dropped, 1);
+            return false;
+        }
+        let mark = q.tail.len();
+        q.tail.put_slice(&[0u8; HEADER_LEN]);
+        encode(&mut q.tail);
+        let payload_len = q.tail.len() - mark - HEADER_LEN;
+        let header = Header {
+            conn_id: id,
+            code,
+            len: payload_len as u32,
+        };
+        q.tail[mark..mark + HEADER_LEN].copy_from_slice(&header.to_bytes());
+        q.queued += HEADER_LEN + payload_len;
+        let idle = q.io.is_some();
+        drop(q);
+        Counters::add(&self.stats.packets_out, 1);
+        Counters::add(&self.stats.bytes_out, (HEADER_LEN + payload_len) as u64);
+        tracing::trace!(link = %self.name, conn = id, code, len = payload_len, "send");
+        if idle {
+            self.writer_kick.notify_one();
+        }
+        true
+    }
+
+    /// Writes the queue if nobody else is writing. `rounds` bounds how many refills this
+    /// caller performs before leaving the rest to the writer task.
+    pub(crate) async fn flush(&self, rounds: usize) -> Result<(), SendFail> {
+        let mut job = {
+            let mut q = lock_std(&self.tx);
+            if !q.has_data() {
+                return Ok(());
+            }
+            let Some(io) = q.io.take() else {
+                // Someone is writing and will pick our bytes up.
+                return Ok(());
+            };
+            let mut batch = std::mem::take(&mut q.spare);
+            q.take_into(&mut batch);
+            let wake = q.space.take();
+            drop(q);
+            wake.wake();
+            Flush {
+                link: self,
+                io: Some(io),
+                batch,
+            }
+        };
+        let mut done = 0;
+        loop {
+            let written = tokio::select! {
+                biased;
+                _ = self.stop_writing.cancelled() => Err(None),
+                r = job.write_batch() => r.map_err(Some),
+            };
+            if let Err(err) = written {
+                // Drop the socket half; the guard sees it gone and does not hand back.
+                job.io = None;
+                if let Some(err) = err {
+                    self.shutdown(LinkEnd::Failed(Arc::new(err)));
+                }
+                return Err(SendFail::Link);
+            }
+            done += 1;
+            if !job.refill(done < rounds) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The background writer: flushes what was handed to it, and on a graceful close sends
+    /// what is left (bounded by the linger time) before shutting the write side down.
+    pub(crate) async fn writer_task(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stop_writing.cancelled() => break,
+                _ = self.writer_kick.notified() => {}
+            }
+            let _ = self.flush(usize::MAX).await;
+            if lock_std(&self.tx).down {
+                let linger = self.config.close_linger;
+                let _ = tokio::time::timeout(linger, self.drain_and_shutdown()).await;
+                break;
+            }
+        }
+        self.stop_writing.cancel();
+        let io = lock_std(&self.tx).io.take();
+        drop(io);
+    }
+
+    /// Waits until everything queued is written, then shuts the write side down cleanly
+    /// (FIN for TCP, close_notify for TLS).
+    async fn drain_and_shutdown(&self) {
+        loop {
+            if self.flush(usize::MAX).await.is_err() {
+                return;
+            }
+            let io = {
+                let mut q = lock_std(&self.tx);
+                if q.has_data() {
+                    None
+                } else {
+                    q.io.take()
+                }
+            };
+            if let Some(mut io) = io {
+                let _ = io.shutdown().await;
+                return;
+            }
+            // A caller is still writing; it kicks us when it hands the socket back.
+            self.writer_kick.notified().await;
+        }
+    }
+}
+
+/// A write in progress: owns the socket half and the unwritten bytes until they are out.
+struct Flush<'a> {
+    link: &'a LinkInner,
+    io: Option<BoxWrite>,
+    batch: VecDeque<Bytes>,
+}
+
+impl Flush<'_> {
+    /// Writes the whole batch; progress is kept in `self.batch`, so dropping this future
+    /// part-way loses nothing.
+    async fn write_batch(&mut self) -> io::Result<()> {
+        let Flush { io, batch, .. } = self;
+        let io = io.as_mut().expect("flush job owns the socket");
+        poll_fn(|cx| poll_write_all(io.as_mut(), batch, cx)).await?;
+        io.flush().await
+    }
+
+    /// Takes more queued bytes (when `again`), or hands the socket back. Returns whether
+    /// there is more to write.
+    fn refill(&mut self, again: bool) -> bool {
+        let mut q = lock_std(&self.link.tx);
+        if again && q.has_data() && !q.down {
+            q.take_into(&mut self.batch);
+            let wake = q.space.take();
+            drop(q);
+            wake.wake();
+            return true;
+        }
+        q.io = self.io.take();
+        q.spare = std::mem::take(&mut self.batch);
+        let leftover = q.has_data() || q.down;
+        drop(q);
+        if leftover {
+            self.link.writer_kick.notify_one();
+        }
+        false
+    }
+}
+
+impl Drop for Flush<'_> {
+    fn drop(&mut self) {
+        // Only reached with the socket still held if the sending future was cancelled
+        // mid-write: put the unwritten bytes back in front and let the writer finish them.
+        let Some(io) = self.io.take() else { return };
+        let mut q = lock_std(&self.link.tx);
+        q.queued += self.batch.iter().map(Bytes::len).sum::<usize>();
+        while let Some(chunk) = self.batch.pop_back() {
+            q.chunks.push_front(chunk);
+        }
+        // The tail holds newer bytes than anything in chunks; it stays behind them.
+        if !q.tail.is_empty() {
+            let tail = q.tail.split().freeze();
+            q.chunks.push_back(tail);
+        }
+        q.io = Some(io);
+        drop(q);
+        self.link.writer_kick.notify_one();
+    }
+}
+
+fn poll_write_all(
+    mut io: Pin<&mut (dyn AsyncWrite + Send)>,
+    batch: &mut VecDeque<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    while !batch.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOSLICES];
+        let mut n = 0;
+        for chunk in batch.iter().take(MAX_IOSLICES) {
+            slices[n] = IoSlice::new(chunk);
+            n += 1;
+        }
+        let written = match io.as_mut().poll_write_vectored(cx, &slices[..n]) {
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "socket accepted no bytes",
+                )))
+            }
+            Poll::Ready(Ok(k)) => k,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        advance(batch, written);
+    }
+    Poll::Ready(Ok(()))
+}
+
+fn advance(batch: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let front = batch.front_mut().expect("wrote more than queued");
+        if front.len() <= n {
+            n -= front.len();
+            batch.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+}
+
+impl TxQueue {
+    /// Refuses further sends and returns the senders waiting for space.
+    pub(crate) fn mark_down(&mut self) -> crate::waiters::Wake {
+        self.down = true;
+        self.space.take()
+    }
+}
