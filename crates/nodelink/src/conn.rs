@@ -108,9 +108,11 @@ impl Conn {
     /// Receives the next message, which must be of type `M`.
     pub async fn expect<M: Message>(&self) -> Result<M> {
         let packet = self.recv().await?;
-        packet
-            .decode::<M>()
-            .map_err(|e| self.link.inner().conn_error(ErrorKind::Decode(e), self.id, "recv"))
+        packet.decode::<M>().map_err(|e| {
+            self.link
+                .inner()
+                .conn_error(ErrorKind::Decode(e), self.id, "recv")
+        })
     }
 
     /// Receives the next packet, which must have one of `codes`; anything else is a
@@ -124,7 +126,10 @@ impl Conn {
             code: packet.code,
             expected: codes.to_vec(),
         };
-        Err(self.link.inner().conn_error(ErrorKind::Decode(e), self.id, "recv"))
+        Err(self
+            .link
+            .inner()
+            .conn_error(ErrorKind::Decode(e), self.id, "recv"))
     }
 
     /// Sends a request and waits for its answer; an Error answer comes back as

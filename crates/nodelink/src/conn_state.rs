@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use crate::frame::Packet;
 use crate::sync::lock_std;
 use crate::table::Slot;
-use crate::waiters::{Wake, Waiters};
+use crate::waiters::{Waiters, Wake};
 
 /// Per-packet overhead charged against budgets and credit, on top of the payload length.
 pub(crate) const PACKET_COST: usize = 64;
@@ -55,7 +55,10 @@ pub(crate) enum Push {
     /// Receive side closed: answer "connection closed".
     Closed,
     /// Over budget: the receive side is now closed; `dropped` packets were discarded.
-    Overflow { dropped: Dropped, wake: Wake },
+    Overflow {
+        dropped: Dropped,
+        wake: Wake,
+    },
 }
 
 /// What a close discarded from the receive queue.
@@ -335,7 +338,10 @@ mod tests {
     fn credit_is_returned_after_consumption() {
         let c = ConnRef::fresh(1);
         for _ in 0..4 {
-            assert!(matches!(c.push(pkt(100), Budget::Credit(1000)), Push::Queued(_)));
+            assert!(matches!(
+                c.push(pkt(100), Budget::Credit(1000)),
+                Push::Queued(_)
+            ));
         }
         let mut credits = 0;
         for _ in 0..4 {
@@ -356,7 +362,10 @@ mod tests {
         c.add_credit(200).wake();
         assert!(c.poll_reserve(&mut cx(), 200, w).is_ready());
         c.close_tx().wake();
-        assert!(matches!(c.poll_reserve(&mut cx(), 1, w), Poll::Ready(Err(()))));
+        assert!(matches!(
+            c.poll_reserve(&mut cx(), 1, w),
+            Poll::Ready(Err(()))
+        ));
     }
 
     #[test]

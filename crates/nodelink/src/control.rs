@@ -46,7 +46,9 @@ pub(crate) fn control_id_of(role: Role) -> u32 {
 /// A decoded control frame.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Control<'a> {
-    Hello { window: u32 },
+    Hello {
+        window: u32,
+    },
     Ack,
     /// Raw `(id, bytes)` pairs; iterate with [`credits`].
     Credit(&'a [u8]),

@@ -76,7 +76,9 @@ impl Header {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The header announced a payload longer than the protocol allows.
-    #[error("packet too big: header announces {len} payload bytes, the limit is {MAX_PAYLOAD_LEN}")]
+    #[error(
+        "packet too big: header announces {len} payload bytes, the limit is {MAX_PAYLOAD_LEN}"
+    )]
     TooBig {
         /// The announced payload length.
         len: u32,
@@ -196,10 +198,25 @@ mod tests {
     #[test]
     fn decodes_back_to_back_packets_and_waits_for_partial_ones() {
         let mut buf = BytesMut::new();
-        Header { conn_id: 1, code: 2, len: 3 }.put(&mut buf);
+        Header {
+            conn_id: 1,
+            code: 2,
+            len: 3,
+        }
+        .put(&mut buf);
         buf.put_slice(b"abc");
-        Header { conn_id: 3, code: 0x8002, len: 0 }.put(&mut buf);
-        Header { conn_id: 5, code: 7, len: 4 }.put(&mut buf);
+        Header {
+            conn_id: 3,
+            code: 0x8002,
+            len: 0,
+        }
+        .put(&mut buf);
+        Header {
+            conn_id: 5,
+            code: 7,
+            len: 4,
+        }
+        .put(&mut buf);
         buf.put_slice(b"xy");
         let p = decode_packet(&mut buf).unwrap().unwrap();
         assert_eq!((p.conn_id, p.code, &p.payload[..]), (1, 2, &b"abc"[..]));

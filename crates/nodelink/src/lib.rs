@@ -100,8 +100,8 @@ pub use config::{Config, DEFAULT_VERSION, MIN_RECV_BUDGET};
 pub use conn::Conn;
 pub use error::{DecodeError, Error, ErrorKind, HandshakeError, Result};
 pub use frame::{
-    decode_packet, is_answer, FrameError, Header, Packet, ANSWER_BIT, HEADER_LEN,
-    MAX_PACKET_SIZE, MAX_PAYLOAD_LEN,
+    decode_packet, is_answer, FrameError, Header, Packet, ANSWER_BIT, HEADER_LEN, MAX_PACKET_SIZE,
+    MAX_PAYLOAD_LEN,
 };
 pub use link::{Link, PeerFlowControl, Role};
 pub use message::{ErrorCode, ErrorMessage, Message, Ping, Pong, Raw};

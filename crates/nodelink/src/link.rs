@@ -106,6 +106,8 @@ pub(crate) struct LinkInner {
     pub(crate) stats: Counters,
     /// Id on which the peer sends us control frames.
     pub(crate) control_id: u32,
+    /// Id on which we send the peer control frames.
+    pub(crate) peer_control_id: u32,
     pub(crate) peer_tx_mode: AtomicU8,
     pub(crate) peer_window: AtomicU64,
     pub(crate) peer_rx_mode: AtomicU8,
@@ -146,7 +148,9 @@ impl Drop for Handle {
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Link").field("name", &self.inner().name).finish()
+        f.debug_struct("Link")
+            .field("name", &self.inner().name)
+            .finish()
     }
 }
 
@@ -221,6 +225,7 @@ impl Link {
             writer_kick: Notify::new(),
             stats: Counters::default(),
             control_id: control::control_id_of(role),
+            peer_control_id: control::control_id_of(role.peer()),
             peer_tx_mode: AtomicU8::new(TX_PENDING),
             peer_window: AtomicU64::new(0),
             peer_rx_mode: AtomicU8::new(RX_UNKNOWN),
@@ -237,7 +242,7 @@ impl Link {
         });
         if inner.config.flow_control {
             let window = inner.config.effective_budget() as u32;
-            inner.enqueue_nowait(control::control_id_of(role.peer()), control::CONTROL_CODE, |b| {
+            inner.enqueue_nowait(inner.peer_control_id, control::CONTROL_CODE, |b| {
                 control::encode_hello(window, b)
             });
         }
@@ -305,7 +310,9 @@ impl Link {
         poll_fn(|cx| match inner.table.poll_accept(cx.waker()) {
             AcceptPoll::Ready(slot) => Poll::Ready(Ok(slot)),
             AcceptPoll::Pending => Poll::Pending,
-            AcceptPoll::NotListening => Poll::Ready(Err(inner.link_error(ErrorKind::NotListening, op))),
+            AcceptPoll::NotListening => {
+                Poll::Ready(Err(inner.link_error(ErrorKind::NotListening, op)))
+            }
             AcceptPoll::Down => Poll::Ready(Err(inner.link_error(inner.end_kind(false), op))),
         })
         .await
@@ -378,7 +385,11 @@ impl Link {
             .await
     }
 
-    async fn ask1_with<F: Fn(&mut BytesMut)>(&self, code: u16, body: Body<'_, F>) -> Result<Packet> {
+    async fn ask1_with<F: Fn(&mut BytesMut)>(
+        &self,
+        code: u16,
+        body: Body<'_, F>,
+    ) -> Result<Packet> {
         let inner = self.inner();
         let slot = inner
             .table
@@ -425,7 +436,6 @@ impl Link {
         let inner = self.inner();
         loop {
             let slot = self.accept_slot("recv1").await?;
-            let id = slot.id();
             let first = slot.pop_now();
             // Anything else queued on this id gets "connection closed"; the record (or its
             // absence, when stateless) takes over from the slot.
@@ -440,7 +450,6 @@ impl Link {
                 return Ok(Request::new(self.clone(), packet));
             }
             // The link went down between accept and pop; the next accept reports it.
-            let _ = id;
         }
     }
 }
@@ -578,15 +587,19 @@ impl LinkInner {
     }
 
     /// Receives the next packet of a connection, returning credit to the peer when due.
-    pub(crate) async fn recv_on(&self, slot: &ConnRef, id: u32, op: &'static str) -> Result<Packet> {
+    pub(crate) async fn recv_on(
+        &self,
+        slot: &ConnRef,
+        id: u32,
+        op: &'static str,
+    ) -> Result<Packet> {
         let credit_every = self.credit_every();
         let popped = poll_fn(|cx| slot.poll_pop(cx, credit_every))
             .await
             .map_err(|end| self.recv_end_error(end, id, op))?;
         self.release_rx(popped.cost);
         if let Some(credit) = popped.credit {
-            let peer_control = control::control_id_of(self.role.peer());
-            self.enqueue_nowait(peer_control, control::CONTROL_CODE, |b| {
+            self.enqueue_nowait(self.peer_control_id, control::CONTROL_CODE, |b| {
                 control::encode_credits(&[(id, credit)], b)
             });
         }

@@ -20,7 +20,7 @@ use crate::link::{
     BoxRead, LinkEnd, LinkInner, RX_ACKED, RX_NEO, RX_PRE_ACK, TX_CREDIT, TX_NEO, TX_PENDING,
 };
 use crate::stats::Counters;
-use crate::table::{Route, Slot};
+use crate::table::Route;
 
 /// Below this much free room the read buffer is topped up before the next read.
 const MIN_READ_ROOM: usize = 4 << 10;
@@ -91,7 +91,10 @@ impl LinkInner {
     /// Delivers one packet (the routing rules of the NEO link protocol, section 6).
     pub(crate) fn route(&self, packet: Packet, first: &mut bool) {
         Counters::add(&self.stats.packets_in, 1);
-        Counters::add(&self.stats.bytes_in, (HEADER_LEN + packet.payload.len()) as u64);
+        Counters::add(
+            &self.stats.bytes_in,
+            (HEADER_LEN + packet.payload.len()) as u64,
+        );
         tracing::trace!(
             link = %self.name,
             conn = packet.conn_id,
@@ -106,9 +109,18 @@ impl LinkInner {
             self.on_control(&packet);
             return;
         }
+        if packet.conn_id == self.peer_control_id {
+            // Only a NEO peer answering our HELLO ("connection closed") uses this id: it
+            // is never a connection, and never answered.
+            Counters::add(&self.stats.control_dropped, 1);
+            return;
+        }
         let id = packet.conn_id;
         let answer = packet.is_answer();
         let cost = cost_of(packet.payload.len());
+        // Count the cost before the packet becomes visible to a receiver, so the
+        // receiver's release can never run ahead of it.
+        self.rx_total.fetch_add(cost, Ordering::AcqRel);
         let mut packet = Some(packet);
         let route = self.table.route(id, Instant::now(), |slot| {
             if let Some(p) = packet.take() {
@@ -116,18 +128,21 @@ impl LinkInner {
                 let _ = slot.push(p, Budget::Lenient);
             }
         });
-        match route {
+        let queued = match route {
             Route::Deliver(slot) => {
-                let p = packet.take().expect("packet not consumed for an open connection");
+                let p = packet
+                    .take()
+                    .expect("packet not consumed for an open connection");
                 match slot.push(p, self.rx_budget()) {
                     Push::Queued(wake) => {
-                        self.rx_total.fetch_add(cost, Ordering::AcqRel);
                         wake.wake();
+                        true
                     }
                     Push::Closed => {
                         if !answer {
                             self.reply_closed(id);
                         }
+                        false
                     }
                     Push::Overflow { dropped, wake } => {
                         wake.wake();
@@ -141,25 +156,31 @@ impl LinkInner {
                         if dropped.requests > 0 {
                             self.reply_closed(id);
                         }
+                        false
                     }
                 }
             }
             Route::Accepted(wake) => {
-                self.rx_total.fetch_add(cost, Ordering::AcqRel);
                 Counters::add(&self.stats.conns_accepted, 1);
                 wake.wake();
+                true
             }
             Route::Closed => {
                 if !answer {
                     self.reply_closed(id);
                 }
+                false
             }
             Route::Refused => {
                 Counters::add(&self.stats.conns_refused, 1);
                 if !answer {
                     self.reply_refused(id);
                 }
+                false
             }
+        };
+        if !queued {
+            self.release_rx(cost);
         }
     }
 
@@ -168,26 +189,25 @@ impl LinkInner {
         let hello = self.config.flow_control
             && packet.conn_id == self.control_id
             && packet.code == control::CONTROL_CODE
-            && matches!(control::decode(&packet.payload), Some(Control::Hello { .. }));
+            && matches!(
+                control::decode(&packet.payload),
+                Some(Control::Hello { .. })
+            );
         if let (true, Some(Control::Hello { window })) = (hello, control::decode(&packet.payload)) {
             let window = (window as usize).max(crate::config::MIN_RECV_BUDGET);
             self.peer_window.store(window as u64, Ordering::Relaxed);
             self.peer_tx_mode.store(TX_CREDIT, Ordering::Release);
             self.peer_rx_mode.store(RX_PRE_ACK, Ordering::Relaxed);
-            let peer_control = control::control_id_of(self.role_peer());
-            self.enqueue_nowait(peer_control, control::CONTROL_CODE, control::encode_ack);
+            self.enqueue_nowait(
+                self.peer_control_id,
+                control::CONTROL_CODE,
+                control::encode_ack,
+            );
         } else {
             self.peer_tx_mode.store(TX_NEO, Ordering::Release);
             self.peer_rx_mode.store(RX_NEO, Ordering::Relaxed);
         }
         debug_assert_ne!(self.peer_tx_mode.load(Ordering::Relaxed), TX_PENDING);
-    }
-
-    fn role_peer(&self) -> crate::Role {
-        match self.role {
-            crate::Role::Client => crate::Role::Server,
-            crate::Role::Server => crate::Role::Client,
-        }
     }
 
     fn on_control(&self, packet: &Packet) {
@@ -238,6 +258,3 @@ impl LinkInner {
         }
     }
 }
-
-#[allow(unused_imports)]
-use Slot as _;

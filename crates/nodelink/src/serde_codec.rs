@@ -10,7 +10,10 @@ pub fn encode_serde<T: serde::Serialize>(value: &T, dst: &mut BytesMut) {
     // Writing into memory only fails if the type's Serialize impl itself fails, which is a
     // bug in that type; encode an empty payload then, so the peer gets a decode error.
     if rmp_serde::encode::write_named(&mut writer, value).is_err() {
-        tracing::error!(type_name = std::any::type_name::<T>(), "serde message failed to encode");
+        tracing::error!(
+            type_name = std::any::type_name::<T>(),
+            "serde message failed to encode"
+        );
     }
 }
 

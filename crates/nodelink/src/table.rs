@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
 use crate::sync::{lock, Mutex};
-use crate::waiters::{Wake, Waiters};
+use crate::waiters::{Waiters, Wake};
 
 /// A connection state the table can hand out, look up and recycle.
 pub(crate) trait Slot: Clone {
@@ -480,7 +480,10 @@ mod loom_model {
             // The property under test: a recycled slot is held by nobody else, in
             // particular not by a shutdown that is about to mark it down.
             assert_eq!(Arc::strong_count(&self.0), 1, "recycled a shared slot");
-            assert!(!self.0.down.load(Ordering::SeqCst), "recycled a slot marked down");
+            assert!(
+                !self.0.down.load(Ordering::SeqCst),
+                "recycled a slot marked down"
+            );
             self.0.id.store(id, Ordering::SeqCst);
         }
         fn is_unique(&self) -> bool {
@@ -508,6 +511,7 @@ mod loom_model {
             let now = Instant::now();
             let slot = table.open_local(now).unwrap();
 
+            let id = slot.id();
             let t2 = table.clone();
             let shutdown = thread::spawn(move || {
                 if let Some((slots, wake)) = t2.shutdown() {
@@ -515,6 +519,14 @@ mod loom_model {
                         s.0.down.store(true, Ordering::SeqCst);
                     }
                     wake.wake();
+                }
+            });
+            // The reader task looks the connection up and delivers into it outside the
+            // table lock, so it may still hold the slot when the exchange releases it.
+            let t3 = table.clone();
+            let reader = thread::spawn(move || {
+                if let Some(s) = t3.get(id) {
+                    assert_eq!(s.id(), id, "delivered into a slot recycled for another id");
                 }
             });
 
@@ -530,6 +542,7 @@ mod loom_model {
                 }
                 Err(e) => assert_eq!(e, OpenError::Down),
             }
+            reader.join().unwrap();
             shutdown.join().unwrap();
             assert!(table.shutdown().is_none());
         });

@@ -216,7 +216,12 @@ impl LinkInner {
 
     /// Queues a packet from a context that must not wait (the reader task, a receive
     /// returning credit). Returns false if it was dropped because the peer is not reading.
-    pub(crate) fn enqueue_nowait(&self, id: u32, code: u16, encode: impl FnOnce(&mut BytesMut)) -> bool {
+    pub(crate) fn enqueue_nowait(
+        &self,
+        id: u32,
+        code: u16,
+        encode: impl FnOnce(&mut BytesMut),
+    ) -> bool {
         let mut q = lock_std(&self.tx);
         if q.down {
             return false;

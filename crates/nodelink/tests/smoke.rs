@@ -1,3 +1,4 @@
+//! Smoke tests: the main flows end to end.
 use bytes::Bytes;
 use nodelink::{Config, ErrorKind, Link, Ping, Pong, Role};
 
@@ -12,7 +13,9 @@ async fn pair(config: Config) -> (Link, Link) {
 
 #[tokio::test]
 async fn ask1_recv1_round_trip_over_tcp() {
-    let mut l = nodelink::listen("127.0.0.1:0", Config::default()).await.unwrap();
+    let mut l = nodelink::listen("127.0.0.1:0", Config::default())
+        .await
+        .unwrap();
     let addr = l.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let link = l.accept().await.unwrap();
@@ -49,7 +52,9 @@ async fn full_conn_exchange_and_big_payloads() {
     // credit while the receiver reads, so both run at once.
     let send = async {
         for i in 0..50u8 {
-            sc.send_packet(0x800a, Bytes::from(vec![i; 100_000])).await.unwrap();
+            sc.send_packet(0x800a, Bytes::from(vec![i; 100_000]))
+                .await
+                .unwrap();
         }
     };
     let recv = async {

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every check the project has: formatting, clippy (warnings denied), unit,
+# integration and doc tests, the loom model test, and a short run of every fuzz target.
+# Installs what it needs (cargo-fuzz) on a fresh machine. Bounded: no step waits forever.
+#
+#   FUZZ_SECONDS=N   seconds per fuzz target (default 30; 0 skips fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+cargo --version
+rustup component list --installed 2>/dev/null | grep -E '^(rustfmt|clippy)' || true
+if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
+if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "clippy (warnings denied)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests (unit, integration, doc)"
+cargo test --workspace --locked
+
+step "loom model test (light close vs link shutdown)"
+RUSTFLAGS="--cfg nodelink_loom" CARGO_TARGET_DIR=target/loom \
+  cargo test -p nodelink --lib --locked loom
+
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+  step "fuzz (${FUZZ_SECONDS}s per target)"
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+  fi
+  # cargo-fuzz builds with AddressSanitizer, which needs unstable flags; the stable
+  # toolchain accepts them with RUSTC_BOOTSTRAP=1.
+  (
+    cd fuzz
+    export RUSTC_BOOTSTRAP=1
+    cargo fuzz build
+    for target in $(cargo fuzz list); do
+      mkdir -p "corpus/$target"
+      log="$(mktemp)"
+      if ! cargo fuzz run "$target" -- -max_total_time="$FUZZ_SECONDS" >"$log" 2>&1; then
+        tail -n 60 "$log"
+        echo "fuzz $target: FAILED (crash input under fuzz/artifacts/$target)"
+        exit 1
+      fi
+      echo "fuzz $target: $(grep -E '^Done' "$log" || echo 'done')"
+      rm -f "$log"
+    done
+  )
+fi
+
+step "all checks passed"
