@@ -1,1 +1,129 @@
-fn main(){}
+//! `nodelink`: serve, ping and tour NEO-compatible multiplexed links.
+//!
+//! * `nodelink serve --listen ADDR` runs an echo server: every request with code `c` is
+//!   answered with code `c | 0x8000` and the same payload.
+//! * `nodelink ping ADDR` measures round trips against any NEO node (Ping/Pong), or against
+//!   `nodelink serve` with payloads (code [`ping::ECHO_CODE`]).
+//! * `nodelink tour` starts a server and a client in one process and shows what the link
+//!   does and how fast.
+//!
+//! Errors are printed as one line, `nodelink: error: <message>`, and exit with code 1.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod out;
+mod ping;
+mod serve;
+mod stats;
+mod tls_args;
+mod tour;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    install_panic_hook();
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Builds the runtime and runs the chosen command.
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Ping(args) => ping::run(args).await,
+            Command::Tour => tour::run().await,
+        }
+    });
+    // Do not wait for tasks that are still blocked (for example a link the peer never
+    // closes): everything worth finishing was awaited by the command itself.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
+}
+
+/// Prints an error chain as one line on stderr.
+fn report(e: &anyhow::Error) {
+    let message = one_line(e).replace(['\n', '\r'], " ");
+    let _ = writeln!(std::io::stderr(), "nodelink: error: {message}");
+}
+
+/// Joins an error's chain with `": "`, leaving out causes that the message so far already
+/// shows (nodelink's errors print their cause themselves and also return it as `source`).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// A panic is a bug, but the user still gets one line in the usual format rather than a
+/// backtrace.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let what = if let Some(s) = info.payload().downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = info.payload().downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "unknown cause".to_string()
+        };
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let _ = writeln!(
+            std::io::stderr(),
+            "nodelink: error: internal error{place}: {what}"
+        );
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_already_shown_are_not_repeated() {
+        let e = anyhow::Error::from(std::io::Error::other("refused"))
+            .context("dial: connect: refused")
+            .context("cannot connect to x");
+        assert_eq!(one_line(&e), "cannot connect to x: dial: connect: refused");
+        let e = anyhow::Error::from(std::io::Error::other("refused")).context("cannot connect");
+        assert_eq!(one_line(&e), "cannot connect: refused");
+    }
+}

@@ -41,6 +41,8 @@ pub struct Conn {
     /// Opened by the peer: after close, keep a record so late packets are refused.
     incoming: bool,
     closed: AtomicBool,
+    /// `close_recv` (or `close`) was called.
+    recv_closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Conn {
@@ -61,6 +63,7 @@ impl Conn {
             id,
             incoming,
             closed: AtomicBool::new(false),
+            recv_closed: AtomicBool::new(false),
         }
     }
 
@@ -93,16 +96,42 @@ impl Conn {
         op: &'static str,
     ) -> Result<()> {
         let inner = self.link.inner();
+        // Once the application closed the connection, that is what it hears about, even
+        // if the link has failed or closed since.
+        let closed = || inner.conn_error(ErrorKind::ConnectionClosed, self.id, op);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
         inner
             .send_frame(Some(&self.slot), self.id, code, body)
             .await
-            .map_err(|f| inner.send_error(f, Some(self.id), op))
+            .map_err(|f| {
+                if self.closed.load(Ordering::Acquire) {
+                    closed()
+                } else {
+                    inner.send_error(f, Some(self.id), op)
+                }
+            })
     }
 
     /// Receives the next packet, whatever its code. The payload is a zero-copy slice of
     /// the link's read buffer.
     pub async fn recv(&self) -> Result<Packet> {
-        self.link.inner().recv_on(&self.slot, self.id, "recv").await
+        let inner = self.link.inner();
+        let closed = || inner.conn_error(ErrorKind::ConnectionClosed, self.id, "recv");
+        if self.recv_closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        inner
+            .recv_on(&self.slot, self.id, "recv")
+            .await
+            .map_err(|e| {
+                if self.recv_closed.load(Ordering::Acquire) {
+                    closed()
+                } else {
+                    e
+                }
+            })
     }
 
     /// Receives the next message, which must be of type `M`.
@@ -153,6 +182,7 @@ impl Conn {
     /// Closes the receiving side: blocked and later receives fail with "connection closed";
     /// packets already queued, and later ones, are answered "connection closed".
     pub fn close_recv(&self) {
+        self.recv_closed.store(true, Ordering::Release);
         let inner = self.link.inner();
         let (dropped, wake) = self.slot.close_rx(RxClosed::Local);
         wake.wake();

@@ -9,19 +9,25 @@
 //!   *receiver's* parity (`0xFFFF_FFFE` to a server, `0xFFFF_FFFF` to a client) with code
 //!   `0xFFFF`. Neither side ever allocates that id, and the code has the answer bit, so a NEO
 //!   peer at most answers it with "connection closed", which we ignore.
-//! * A side knows its peer speaks the extension when the peer's **first** packet is HELLO.
-//!   It then starts honouring the peer's window and sends **ACK**: from the ACK on, the
-//!   peer can hold it to the window strictly. Until the ACK a sender did not know the
-//!   window; the receiver tolerates that (bounded by the link-wide receive limit).
-//! * A receiver returns credit with **CREDIT** frames (a list of `(conn id, bytes)`) as the
-//!   application consumes messages.
-//! * A sender may send a packet on a connection while `outstanding + len <= window`, or at
+//! * A side knows its peer speaks the extension when the peer's **first** packet is HELLO
+//!   (a nodelink peer always sends it before anything else). From then on it sends within
+//!   the peer's window.
+//! * Until it has heard from the peer, a side that offered HELLO sends at most the protocol
+//!   minimum window ([`MIN_RECV_BUDGET`](crate::MIN_RECV_BUDGET), 64 KiB of cost) per
+//!   connection. Every receiver's window is at least that large, so a nodelink receiver can
+//!   hold its peer to the credit rule from the very first byte. (A strict NEO peer's first
+//!   packet ends this phase, and it is then not limited at all: NEO has no credit.)
+//! * A receiver returns credit with **CREDIT** frames (a list of `(conn id, cost)`) as the
+//!   application consumes messages. Cost is the payload length plus 64 per packet, so floods
+//!   of empty packets are bounded too.
+//! * A sender may send a packet on a connection while `outstanding + cost <= window`, or at
 //!   any size when nothing is outstanding (so one message larger than the window still
-//!   goes through). The receiver checks the same rule, which can only be broken by a peer
-//!   that ignores credit.
+//!   goes through). The receiver checks the same rule; only a peer that ignores credit can
+//!   break it, and that closes the offending connection's receive side (as for a strict NEO
+//!   peer that overflows the budget), never the link.
 //!
 //! Frame payload: `"NLFC" | kind u8 | body`. HELLO body: `version u8 = 1 | window u32 BE`.
-//! ACK: empty. CREDIT: repeated `conn_id u32 BE | bytes u32 BE`.
+//! CREDIT body: repeated `conn_id u32 BE | cost u32 BE`.
 
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -31,7 +37,6 @@ use crate::link::Role;
 pub(crate) const CONTROL_CODE: u16 = 0xFFFF;
 const MAGIC: &[u8; 4] = b"NLFC";
 const KIND_HELLO: u8 = 1;
-const KIND_ACK: u8 = 2;
 const KIND_CREDIT: u8 = 3;
 const EXTENSION_VERSION: u8 = 1;
 
@@ -49,7 +54,6 @@ pub(crate) enum Control<'a> {
     Hello {
         window: u32,
     },
-    Ack,
     /// Raw `(id, bytes)` pairs; iterate with [`credits`].
     Credit(&'a [u8]),
 }
@@ -59,11 +63,6 @@ pub(crate) fn encode_hello(window: u32, dst: &mut BytesMut) {
     dst.put_u8(KIND_HELLO);
     dst.put_u8(EXTENSION_VERSION);
     dst.put_u32(window);
-}
-
-pub(crate) fn encode_ack(dst: &mut BytesMut) {
-    dst.put_slice(MAGIC);
-    dst.put_u8(KIND_ACK);
 }
 
 pub(crate) fn encode_credits(entries: &[(u32, u32)], dst: &mut BytesMut) {
@@ -90,7 +89,6 @@ pub(crate) fn decode(payload: &[u8]) -> Option<Control<'_>> {
                 window: body.get_u32(),
             })
         }
-        KIND_ACK if body.is_empty() => Some(Control::Ack),
         KIND_CREDIT if !body.is_empty() && body.len() % 8 == 0 => Some(Control::Credit(body)),
         _ => None,
     }
@@ -117,9 +115,6 @@ mod tests {
         assert_eq!(&b[..], b"NLFC\x01\x01\x00\x10\x00\x00");
         assert_eq!(decode(&b), Some(Control::Hello { window: 1 << 20 }));
         let mut b = BytesMut::new();
-        encode_ack(&mut b);
-        assert_eq!(decode(&b), Some(Control::Ack));
-        let mut b = BytesMut::new();
         encode_credits(&[(1, 10), (3, 20)], &mut b);
         match decode(&b) {
             Some(Control::Credit(body)) => {
@@ -138,7 +133,7 @@ mod tests {
             b"XLFC\x02",
             b"NLFC\x01\x01\x00",
             b"NLFC\x01\x02\x00\x00\x00\x01",
-            b"NLFC\x02x",
+            b"NLFC\x02",
             b"NLFC\x03",
             b"NLFC\x03\x00\x00\x00\x01\x00",
             b"NLFC\x09",

@@ -47,7 +47,7 @@ pub enum ErrorKind {
         limit: usize,
     },
     /// The version handshake failed.
-    #[error("handshake: {0}")]
+    #[error("{0}")]
     Handshake(#[from] HandshakeError),
     /// A received message could not be decoded or was not one of the expected types.
     #[error("decode: {0}")]
@@ -240,7 +240,7 @@ mod tests {
         );
         assert_eq!(
             e.to_string(),
-            "127.0.0.1:1 - 127.0.0.1:2: handshake: handshake: protocol version mismatch: peer = 00000002 ; our side = 00000001"
+            "127.0.0.1:1 - 127.0.0.1:2: handshake: protocol version mismatch: peer = 00000002 ; our side = 00000001"
         );
     }
 }

@@ -13,7 +13,7 @@
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 
@@ -90,8 +90,7 @@ pub(crate) const TX_NEO: u8 = 1;
 pub(crate) const TX_CREDIT: u8 = 2;
 pub(crate) const RX_UNKNOWN: u8 = 0;
 pub(crate) const RX_NEO: u8 = 1;
-pub(crate) const RX_PRE_ACK: u8 = 2;
-pub(crate) const RX_ACKED: u8 = 3;
+pub(crate) const RX_CREDIT: u8 = 2;
 
 pub(crate) struct LinkInner {
     pub(crate) role: Role,
@@ -115,6 +114,9 @@ pub(crate) struct LinkInner {
     pub(crate) rx_total: AtomicUsize,
     pub(crate) rx_room: Notify,
     end: OnceLock<LinkEnd>,
+    /// The application closed the link (even if it had failed before): later operations
+    /// report "link is closed", as NEO does.
+    closed_by_user: AtomicBool,
     pub(crate) stop_reading: CancellationToken,
     pub(crate) stop_writing: CancellationToken,
     tasks: TaskTracker,
@@ -142,7 +144,7 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.inner.shutdown(LinkEnd::Closed);
+        self.inner.close();
     }
 }
 
@@ -232,6 +234,7 @@ impl Link {
             rx_total: AtomicUsize::new(0),
             rx_room: Notify::new(),
             end: OnceLock::new(),
+            closed_by_user: AtomicBool::new(false),
             stop_reading: CancellationToken::new(),
             stop_writing: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -337,7 +340,7 @@ impl Link {
     /// already queued is sent (for at most [`Config::close_linger`]), then the stream is
     /// shut down. Safe to call more than once.
     pub async fn close(&self) {
-        self.inner().shutdown(LinkEnd::Closed);
+        self.inner().close();
         self.inner().tasks.wait().await;
     }
 
@@ -447,7 +450,15 @@ impl Link {
             drop(light);
             if let Some((packet, cost)) = first {
                 inner.release_rx(cost);
-                return Ok(Request::new(self.clone(), packet));
+                // A stateless server may be talking to a full connection that sends many
+                // requests on this id: it needs its credit back, or it stalls once it has
+                // sent a window's worth. (After recv1 the id is closed, so no credit.)
+                let credit = if !keep && inner.credit_every().is_some() {
+                    cost as u32
+                } else {
+                    0
+                };
+                return Ok(Request::new(self.clone(), packet, credit));
             }
             // The link went down between accept and pop; the next accept reports it.
         }
@@ -485,6 +496,12 @@ impl Drop for LightConn<'_> {
 }
 
 impl LinkInner {
+    /// The application closes the link.
+    pub(crate) fn close(&self) {
+        self.closed_by_user.store(true, Ordering::Release);
+        self.shutdown(LinkEnd::Closed);
+    }
+
     /// Ends the link (first reason wins): wakes every waiter, fails every connection, stops
     /// the reader; the writer flushes what is queued when the link was closed on purpose.
     pub(crate) fn shutdown(&self, end: LinkEnd) {
@@ -520,6 +537,9 @@ impl LinkInner {
     /// The error kind for operations on an ended link; `first` selects the one-time report
     /// of the underlying I/O error.
     pub(crate) fn end_kind(&self, first: bool) -> ErrorKind {
+        if self.closed_by_user.load(Ordering::Acquire) {
+            return ErrorKind::LinkClosed;
+        }
         match self.end.get() {
             None | Some(LinkEnd::Closed) => ErrorKind::LinkClosed,
             Some(LinkEnd::Failed(e)) if first => ErrorKind::Io(e.clone()),
@@ -567,23 +587,35 @@ impl LinkInner {
         self.conn_error(kind, id, op)
     }
 
-    /// The peer's window when it takes credit, else no limit.
+    /// The peer's window when it takes credit, else no limit. Until the peer's first
+    /// packet tells, a side that offered flow control stays within the protocol minimum
+    /// window, which every nodelink receiver accepts.
     pub(crate) fn peer_window(&self) -> Option<u64> {
-        if self.peer_tx_mode.load(Ordering::Acquire) == TX_CREDIT {
-            Some(self.peer_window.load(Ordering::Relaxed))
-        } else {
-            None
+        match self.peer_tx_mode.load(Ordering::Acquire) {
+            TX_CREDIT => Some(self.peer_window.load(Ordering::Relaxed)),
+            TX_PENDING if self.config.flow_control => Some(MIN_RECV_BUDGET as u64),
+            _ => None,
         }
     }
 
     /// How often to return credit, when the peer takes it.
-    fn credit_every(&self) -> Option<usize> {
+    pub(crate) fn credit_every(&self) -> Option<usize> {
         match self.peer_rx_mode.load(Ordering::Relaxed) {
-            RX_PRE_ACK | RX_ACKED if self.config.flow_control => {
+            RX_CREDIT if self.config.flow_control => {
                 Some((self.config.effective_budget() / 4).max(MIN_RECV_BUDGET / 4))
             }
             _ => None,
         }
+    }
+
+    /// Queues a CREDIT frame returning `bytes` of connection `id`'s window to the peer.
+    pub(crate) fn send_credit(&self, id: u32, bytes: u32, kick: bool) {
+        self.enqueue_control(
+            self.peer_control_id,
+            control::CONTROL_CODE,
+            |b| control::encode_credits(&[(id, bytes)], b),
+            kick,
+        );
     }
 
     /// Receives the next packet of a connection, returning credit to the peer when due.
@@ -599,9 +631,7 @@ impl LinkInner {
             .map_err(|end| self.recv_end_error(end, id, op))?;
         self.release_rx(popped.cost);
         if let Some(credit) = popped.credit {
-            self.enqueue_nowait(self.peer_control_id, control::CONTROL_CODE, |b| {
-                control::encode_credits(&[(id, credit)], b)
-            });
+            self.send_credit(id, credit, true);
         }
         Ok(popped.packet)
     }

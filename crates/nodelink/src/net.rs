@@ -34,8 +34,19 @@ pub(crate) async fn connect(addr: impl ToSocketAddrs) -> Result<TcpStream> {
 }
 
 pub(crate) fn connect_error(e: io::Error) -> Error {
-    let place = Place::link(&Arc::from("dial"));
-    Error::new(ErrorKind::Connect(Arc::new(e)), place, "connect")
+    net_error("dial", "connect", e)
+}
+
+pub(crate) fn listen_error(e: io::Error) -> Error {
+    net_error("listen", "bind", e)
+}
+
+fn net_error(place: &str, op: &'static str, e: io::Error) -> Error {
+    Error::new(
+        ErrorKind::Connect(Arc::new(e)),
+        Place::link(&Arc::from(place)),
+        op,
+    )
 }
 
 pub(crate) async fn link_over_tcp(stream: TcpStream, role: Role, config: Config) -> Result<Link> {
@@ -47,7 +58,7 @@ pub(crate) async fn link_over_tcp(stream: TcpStream, role: Role, config: Config)
 
 /// Binds a TCP listener whose [`Listener::accept`] returns handshaked links.
 pub async fn listen(addr: impl ToSocketAddrs, config: Config) -> Result<Listener> {
-    let tcp = TcpListener::bind(addr).await.map_err(connect_error)?;
+    let tcp = TcpListener::bind(addr).await.map_err(listen_error)?;
     Ok(Listener::new(tcp, config, Acceptor::Plain))
 }
 
@@ -112,7 +123,7 @@ impl Listener {
                             tracing::warn!(error = %e, "accept failed; continuing");
                             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                         }
-                        Err(e) => return Err(connect_error(e)),
+                        Err(e) => return Err(net_error("listen", "accept", e)),
                     }
                 }
             }

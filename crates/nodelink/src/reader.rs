@@ -16,9 +16,7 @@ use tokio::time::Instant;
 use crate::conn_state::{cost_of, Budget, Push};
 use crate::control::{self, Control};
 use crate::frame::{decode_packet, Packet, HEADER_LEN};
-use crate::link::{
-    BoxRead, LinkEnd, LinkInner, RX_ACKED, RX_NEO, RX_PRE_ACK, TX_CREDIT, TX_NEO, TX_PENDING,
-};
+use crate::link::{BoxRead, LinkEnd, LinkInner, RX_CREDIT, RX_NEO, TX_CREDIT, TX_NEO, TX_PENDING};
 use crate::stats::Counters;
 use crate::table::Route;
 
@@ -197,12 +195,7 @@ impl LinkInner {
             let window = (window as usize).max(crate::config::MIN_RECV_BUDGET);
             self.peer_window.store(window as u64, Ordering::Relaxed);
             self.peer_tx_mode.store(TX_CREDIT, Ordering::Release);
-            self.peer_rx_mode.store(RX_PRE_ACK, Ordering::Relaxed);
-            self.enqueue_nowait(
-                self.peer_control_id,
-                control::CONTROL_CODE,
-                control::encode_ack,
-            );
+            self.peer_rx_mode.store(RX_CREDIT, Ordering::Relaxed);
         } else {
             self.peer_tx_mode.store(TX_NEO, Ordering::Release);
             self.peer_rx_mode.store(RX_NEO, Ordering::Relaxed);
@@ -221,14 +214,6 @@ impl LinkInner {
         };
         match frame {
             Some(Control::Hello { .. }) => {} // handled as the first packet
-            Some(Control::Ack) => {
-                let _ = self.peer_rx_mode.compare_exchange(
-                    RX_PRE_ACK,
-                    RX_ACKED,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            }
             Some(Control::Credit(body)) => {
                 for (id, bytes) in control::credits(body) {
                     if let Some(slot) = self.table.get(id) {
@@ -251,8 +236,7 @@ impl LinkInner {
             return Budget::Strict(budget);
         }
         match self.peer_rx_mode.load(Ordering::Relaxed) {
-            RX_PRE_ACK => Budget::Lenient,
-            RX_ACKED => Budget::Credit(budget),
+            RX_CREDIT => Budget::Credit(budget),
             RX_NEO => Budget::Strict(budget),
             _ => Budget::Strict(budget),
         }

@@ -14,11 +14,18 @@ use crate::writer::Body;
 pub struct Request {
     link: Link,
     packet: Packet,
+    /// Flow-control credit owed to the peer for this packet (stateless mode only); sent
+    /// together with the reply, or on drop.
+    credit: u32,
 }
 
 impl Request {
-    pub(crate) fn new(link: Link, packet: Packet) -> Request {
-        Request { link, packet }
+    pub(crate) fn new(link: Link, packet: Packet, credit: u32) -> Request {
+        Request {
+            link,
+            packet,
+            credit,
+        }
     }
 
     /// The connection id the request arrived on.
@@ -67,9 +74,17 @@ impl Request {
             .await
     }
 
-    async fn reply_body<F: Fn(&mut BytesMut)>(self, code: u16, body: Body<'_, F>) -> Result<()> {
+    async fn reply_body<F: Fn(&mut BytesMut)>(
+        mut self,
+        code: u16,
+        body: Body<'_, F>,
+    ) -> Result<()> {
         let inner = self.link.inner();
         let id = self.conn_id();
+        if self.credit > 0 {
+            // Queued without waking the writer: the reply's own flush carries it.
+            inner.send_credit(id, std::mem::take(&mut self.credit), false);
+        }
         inner
             .send_frame(None, id, code, body)
             .await
@@ -78,4 +93,14 @@ impl Request {
 
     /// Releases the request without answering it.
     pub fn close(self) {}
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if self.credit > 0 {
+            self.link
+                .inner()
+                .send_credit(self.conn_id(), self.credit, true);
+        }
+    }
 }

@@ -61,7 +61,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, HandshakeError, Place, Result};
 use crate::link::{Link, Role};
-use crate::net::{connect, connect_error, Acceptor, Listener};
+use crate::net::{connect, connect_error, listen_error, Acceptor, Listener};
 
 /// The TLS side of a node: how it proves who it is and which peers it trusts.
 ///
@@ -257,7 +257,7 @@ pub async fn listen_tls(
     tls: &TlsSettings,
     config: Config,
 ) -> Result<Listener> {
-    let tcp = TcpListener::bind(addr).await.map_err(connect_error)?;
+    let tcp = TcpListener::bind(addr).await.map_err(listen_error)?;
     let acceptor = TlsAcceptor::from(tls.server.clone());
     Ok(Listener::new(tcp, config, Acceptor::Tls(acceptor)))
 }

@@ -215,12 +215,25 @@ impl LinkInner {
     }
 
     /// Queues a packet from a context that must not wait (the reader task, a receive
-    /// returning credit). Returns false if it was dropped because the peer is not reading.
+    /// returning credit) and makes sure someone writes it. Returns false if it was dropped
+    /// because the peer is not reading.
     pub(crate) fn enqueue_nowait(
         &self,
         id: u32,
         code: u16,
         encode: impl FnOnce(&mut BytesMut),
+    ) -> bool {
+        self.enqueue_control(id, code, encode, true)
+    }
+
+    /// Like [`Self::enqueue_nowait`]; with `kick` false the caller is about to send (and so
+    /// flush) another packet itself, and both go out in one write.
+    pub(crate) fn enqueue_control(
+        &self,
+        id: u32,
+        code: u16,
+        encode: impl FnOnce(&mut BytesMut),
+        kick: bool,
     ) -> bool {
         let mut q = lock_std(&self.tx);
         if q.down {
@@ -248,7 +261,7 @@ impl LinkInner {
         Counters::add(&self.stats.packets_out, 1);
         Counters::add(&self.stats.bytes_out, (HEADER_LEN + payload_len) as u64);
         tracing::trace!(link = %self.name, conn = id, code, len = payload_len, "send");
-        if idle {
+        if idle && kick {
             self.writer_kick.notify_one();
         }
         true

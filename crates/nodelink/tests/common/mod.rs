@@ -41,15 +41,12 @@ pub async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
 /// A client/server link pair over an in-memory pipe of `cap` bytes per direction.
 pub async fn pair_over(cap: usize, client: Config, server: Config) -> (Link, Link) {
     let (a, b) = tokio::io::duplex(cap);
-    within(
-        "handshake of a duplex pair",
-        async {
-            tokio::try_join!(
-                Link::handshake(a, Role::Client, client),
-                Link::handshake(b, Role::Server, server),
-            )
-        },
-    )
+    within("handshake of a duplex pair", async {
+        tokio::try_join!(
+            Link::handshake(a, Role::Client, client),
+            Link::handshake(b, Role::Server, server),
+        )
+    })
     .await
     .expect("handshake of a duplex pair")
 }
@@ -137,11 +134,6 @@ pub fn hello_payload(window: u32) -> Vec<u8> {
     v
 }
 
-/// Payload of a flow-control ACK: `"NLFC" 02`.
-pub fn ack_payload() -> Vec<u8> {
-    b"NLFC\x02".to_vec()
-}
-
 /// Payload of a flow-control CREDIT frame: `"NLFC" 03 (<conn id u32> <bytes u32>)*`.
 pub fn credit_payload(entries: &[(u32, u32)]) -> Vec<u8> {
     let mut v = b"NLFC\x03".to_vec();
@@ -208,7 +200,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawPeer<S> {
             if self.buf.len() >= 10 {
                 let len = u32::from_be_bytes([self.buf[6], self.buf[7], self.buf[8], self.buf[9]])
                     as usize;
-                assert!(len <= 0x400_0000, "peer announced an oversized packet: {len}");
+                assert!(
+                    len <= 0x400_0000,
+                    "peer announced an oversized packet: {len}"
+                );
                 if self.buf.len() >= 10 + len {
                     let wire = self.buf.split_to(10 + len).freeze();
                     let mut h = wire.clone();
@@ -279,7 +274,10 @@ pub async fn raw_and_link_v(
     })
     .await;
     let link = link.expect("link handshake with a raw peer");
-    assert_eq!(peer_version, expected_version, "version word sent by the link");
+    assert_eq!(
+        peer_version, expected_version,
+        "version word sent by the link"
+    );
     (link, raw)
 }
 
@@ -369,7 +367,10 @@ impl BreakableStream {
 
     fn check(&self) -> io::Result<()> {
         if self.broken.load(Ordering::SeqCst) {
-            Err(io::Error::new(io::ErrorKind::BrokenPipe, "test: write side broken"))
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "test: write side broken",
+            ))
         } else {
             Ok(())
         }

@@ -1,0 +1,88 @@
+//! Command-line syntax.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::tls_args::{ClientTlsArgs, ServerTlsArgs};
+
+/// Serve, ping and tour NEO-compatible multiplexed links.
+#[derive(Debug, Parser)]
+#[command(name = "nodelink", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an echo server: every request with code C is answered with code C|0x8000 and
+    /// the same payload (so NEO's Ping gets a Pong). Stops on Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Measure round trips to a node: NEO's Ping/Pong, or echoed payloads with --size.
+    Ping(PingArgs),
+    /// Start a server and a client in this process and show what happens, and how fast.
+    Tour,
+}
+
+/// Arguments of `nodelink serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, such as 127.0.0.1:5551 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// Protocol version word for the handshake.
+    #[arg(long, value_name = "N", default_value_t = nodelink::DEFAULT_VERSION)]
+    pub version: u32,
+    /// TLS settings.
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
+}
+
+/// How `ping` sends its requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PingMode {
+    /// One lightweight connection per request (`Link::ask1`).
+    Ask1,
+    /// One full connection per worker, requests sent one after another on it.
+    Conn,
+}
+
+impl PingMode {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PingMode::Ask1 => "ask1",
+            PingMode::Conn => "conn",
+        }
+    }
+}
+
+/// Arguments of `nodelink ping`.
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// Address of the node, such as 127.0.0.1:5551.
+    #[arg(value_name = "ADDR")]
+    pub addr: String,
+    /// Number of requests in total.
+    #[arg(long, short = 'c', value_name = "N", default_value_t = 10)]
+    pub count: u64,
+    /// Payload bytes per request. 0 sends NEO's Ping (code 2) and expects Pong (0x8002);
+    /// more sends code 0x0100 with pseudo-random bytes and expects them echoed with code
+    /// 0x8100 (what `nodelink serve` does).
+    #[arg(long, short = 's', value_name = "BYTES", default_value_t = 0)]
+    pub size: usize,
+    /// ask1: a lightweight connection per request; conn: one full connection per worker.
+    #[arg(long, value_enum, default_value_t = PingMode::Ask1)]
+    pub mode: PingMode,
+    /// Workers running at once; they share the requests.
+    #[arg(long, value_name = "K", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+    /// Protocol version word for the handshake.
+    #[arg(long, value_name = "N", default_value_t = nodelink::DEFAULT_VERSION)]
+    pub version: u32,
+    /// TLS settings.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}

@@ -1,0 +1,152 @@
+//! `nodelink serve`: an echo server for NEO-style requests.
+//!
+//! Every request with code `c` (answer bit clear) is answered with code `c | 0x8000` and the
+//! same payload, whether it came on a lightweight connection (`ask1`) or on a full
+//! connection carrying many requests. Packets with the answer bit set (answers, Errors) are
+//! dropped, never answered.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use nodelink::{Config, Link, ANSWER_BIT};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ServeArgs;
+use crate::out::say;
+use crate::tls_args;
+
+/// How long shutting down may wait for links to flush and close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let tls = args.tls.settings()?;
+    // Handlers go in before the address is printed: whoever reads it may signal at once.
+    let mut signals = Signals::install()?;
+    let config = Config::default().with_version(args.version);
+    let mut listener = tls_args::listen(&args.listen, config, tls.as_ref()).await?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    say!("listening on {addr}");
+    tracing::info!(%addr, tls = tls.is_some(), version = args.version, "serving");
+
+    let stop = CancellationToken::new();
+    let mut links = JoinSet::new();
+    let outcome = loop {
+        tokio::select! {
+            signal = signals.recv() => {
+                tracing::info!("{signal} received, shutting down");
+                break Ok(());
+            }
+            accepted = listener.accept() => match accepted {
+                Ok(link) => {
+                    links.spawn(serve_link(link, stop.clone()));
+                }
+                Err(e) => break Err(e).context("cannot accept links"),
+            },
+            Some(_) = links.join_next(), if !links.is_empty() => {}
+        }
+    };
+
+    drop(listener);
+    stop.cancel();
+    let drain = async { while links.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        tracing::warn!("links did not close within {SHUTDOWN_GRACE:?}; dropping them");
+        links.abort_all();
+    }
+    outcome
+}
+
+/// Answers every request of one link until it ends or `stop` is cancelled, then closes the
+/// link gracefully (queued answers are flushed).
+pub async fn serve_link(link: Link, stop: CancellationToken) {
+    let name = link_name(&link);
+    tracing::info!(link = %name, "link up");
+    let why = loop {
+        let request = tokio::select! {
+            biased;
+            r = link.recv1_stateless() => r,
+            _ = stop.cancelled() => break "server stopping".to_string(),
+        };
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => break e.to_string(),
+        };
+        if nodelink::is_answer(request.code()) {
+            // Answers and Errors are never answered, or two peers could bounce them forever.
+            continue;
+        }
+        let code = request.code() | ANSWER_BIT;
+        let payload = request.payload().clone();
+        let reply = tokio::select! {
+            biased;
+            r = request.reply_packet(code, payload) => r,
+            _ = stop.cancelled() => break "server stopping".to_string(),
+        };
+        if let Err(e) = reply {
+            if e.is_link_gone() {
+                break e.to_string();
+            }
+            tracing::debug!(link = %name, error = %e, "answer not sent");
+        }
+    };
+    link.close().await;
+    let stats = link.stats();
+    tracing::info!(
+        link = %name,
+        reason = %why,
+        packets_in = stats.packets_in,
+        packets_out = stats.packets_out,
+        "link down"
+    );
+}
+
+fn link_name(link: &Link) -> String {
+    match link.remote_addr() {
+        Some(a) => a.to_string(),
+        None => "?".to_string(),
+    }
+}
+
+/// SIGINT and SIGTERM, installed up front.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {})
+    }
+
+    /// Waits for the next signal and names it.
+    #[cfg(unix)]
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+
+    /// Waits for Ctrl-C.
+    #[cfg(not(unix))]
+    async fn recv(&mut self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
