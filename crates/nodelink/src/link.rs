@@ -223,7 +223,7 @@ impl Link {
         let inner = Arc::new(LinkInner {
             role,
             table: ConnTable::new(role.first_id(), control::control_id_of(role), limits),
-            tx: Mutex::new(TxQueue::new(write)),
+            tx: Mutex::new(TxQueue::new(write, control::control_id_of(role.peer()))),
             writer_kick: Notify::new(),
             stats: Counters::default(),
             control_id: control::control_id_of(role),
@@ -610,12 +610,7 @@ impl LinkInner {
 
     /// Queues a CREDIT frame returning `bytes` of connection `id`'s window to the peer.
     pub(crate) fn send_credit(&self, id: u32, bytes: u32, kick: bool) {
-        self.enqueue_control(
-            self.peer_control_id,
-            control::CONTROL_CODE,
-            |b| control::encode_credits(&[(id, bytes)], b),
-            kick,
-        );
+        self.owe_credit(id, bytes, kick);
     }
 
     /// Receives the next packet of a connection, returning credit to the peer when due.

@@ -57,10 +57,15 @@ pub(crate) struct TxQueue {
     down: bool,
     /// Senders waiting for the queue to shrink below the send buffer size.
     space: Waiters,
+    /// Flow-control credit owed to the peer, sent as one CREDIT frame with the next write
+    /// (a stateless server owes some for every request; batching keeps that cheap).
+    credits: Vec<(u32, u32)>,
+    /// Reserved id the peer receives control frames on.
+    peer_control_id: u32,
 }
 
 impl TxQueue {
-    pub(crate) fn new(io: BoxWrite) -> Self {
+    pub(crate) fn new(io: BoxWrite, peer_control_id: u32) -> Self {
         TxQueue {
             io: Some(io),
             chunks: VecDeque::new(),
@@ -69,15 +74,45 @@ impl TxQueue {
             queued: 0,
             down: false,
             space: Waiters::default(),
+            credits: Vec::new(),
+            peer_control_id,
         }
     }
 
     fn has_data(&self) -> bool {
-        self.queued > 0
+        self.queued > 0 || !self.credits.is_empty()
+    }
+
+    /// Encodes the owed credit as CREDIT frames at the end of the tail; returns how many
+    /// frames and bytes that added.
+    fn encode_credits(&mut self) -> (u64, u64) {
+        let start = self.tail.len();
+        let mut frames = 0;
+        const PER_FRAME: usize = 512;
+        for entries in self.credits.chunks(PER_FRAME) {
+            let mark = self.tail.len();
+            self.tail.put_slice(&[0u8; HEADER_LEN]);
+            crate::control::encode_credits(entries, &mut self.tail);
+            let len = self.tail.len() - mark - HEADER_LEN;
+            let header = Header {
+                conn_id: self.peer_control_id,
+                code: crate::control::CONTROL_CODE,
+                len: len as u32,
+            };
+            self.tail[mark..mark + HEADER_LEN].copy_from_slice(&header.to_bytes());
+            frames += 1;
+        }
+        self.credits.clear();
+        (frames, (self.tail.len() - start) as u64)
     }
 
     /// Moves everything queued into `batch`.
-    fn take_into(&mut self, batch: &mut VecDeque<Bytes>) {
+    fn take_into(&mut self, batch: &mut VecDeque<Bytes>, stats: &Counters) {
+        if !self.credits.is_empty() {
+            let (frames, bytes) = self.encode_credits();
+            Counters::add(&stats.packets_out, frames);
+            Counters::add(&stats.bytes_out, bytes);
+        }
         if !self.tail.is_empty() {
             let tail = self.tail.split().freeze();
             self.chunks.push_back(tail);
@@ -223,18 +258,6 @@ impl LinkInner {
         code: u16,
         encode: impl FnOnce(&mut BytesMut),
     ) -> bool {
-        self.enqueue_control(id, code, encode, true)
-    }
-
-    /// Like [`Self::enqueue_nowait`]; with `kick` false the caller is about to send (and so
-    /// flush) another packet itself, and both go out in one write.
-    pub(crate) fn enqueue_control(
-        &self,
-        id: u32,
-        code: u16,
-        encode: impl FnOnce(&mut BytesMut),
-        kick: bool,
-    ) -> bool {
         let mut q = lock_std(&self.tx);
         if q.down {
             return false;
@@ -261,10 +284,26 @@ impl LinkInner {
         Counters::add(&self.stats.packets_out, 1);
         Counters::add(&self.stats.bytes_out, (HEADER_LEN + payload_len) as u64);
         tracing::trace!(link = %self.name, conn = id, code, len = payload_len, "send");
-        if idle && kick {
+        if idle {
             self.writer_kick.notify_one();
         }
         true
+    }
+
+    /// Owes `bytes` of connection `id`'s window to the peer; it goes out with the next write.
+    /// With `kick`, makes sure a write happens; without, the caller is about to send (and
+    /// flush) a packet itself.
+    pub(crate) fn owe_credit(&self, id: u32, bytes: u32, kick: bool) {
+        let mut q = lock_std(&self.tx);
+        if q.down {
+            return;
+        }
+        q.credits.push((id, bytes));
+        let idle = q.io.is_some();
+        drop(q);
+        if idle && kick {
+            self.writer_kick.notify_one();
+        }
     }
 
     /// Writes the queue if nobody else is writing. `rounds` bounds how many refills this
@@ -280,7 +319,7 @@ impl LinkInner {
                 return Ok(());
             };
             let mut batch = std::mem::take(&mut q.spare);
-            q.take_into(&mut batch);
+            q.take_into(&mut batch, &self.stats);
             let wake = q.space.take();
             drop(q);
             wake.wake();
@@ -380,7 +419,7 @@ impl Flush<'_> {
     fn refill(&mut self, again: bool) -> bool {
         let mut q = lock_std(&self.link.tx);
         if again && q.has_data() && !q.down {
-            q.take_into(&mut self.batch);
+            q.take_into(&mut self.batch, &self.link.stats);
             let wake = q.space.take();
             drop(q);
             wake.wake();
