@@ -190,6 +190,7 @@ impl Conn {
         if dropped.requests > 0 {
             inner.reply_closed(self.id);
         }
+        inner.credit_back(self.id, dropped.cost + dropped.uncredited);
     }
 
     /// Closes the connection in both directions. A send already being written completes,

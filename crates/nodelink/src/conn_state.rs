@@ -22,6 +22,10 @@ use crate::waiters::{Waiters, Wake};
 /// Per-packet overhead charged against budgets and credit, on top of the payload length.
 pub(crate) const PACKET_COST: usize = 64;
 
+/// A small payload that has to wait behind others is copied out of the read buffer, so
+/// it does not keep a whole read-buffer block alive (the budget counts payload bytes).
+const COPY_WAITING_BELOW: usize = 1024;
+
 /// What a packet costs against a budget.
 pub(crate) fn cost_of(payload_len: usize) -> usize {
     payload_len + PACKET_COST
@@ -68,11 +72,50 @@ pub(crate) struct Dropped {
     pub(crate) requests: usize,
     /// Total cost discarded, to give back to the link-wide counter.
     pub(crate) cost: usize,
+    /// Cost consumed but not yet credited back; with `cost`, what the peer is owed so its
+    /// sender never waits on a connection that will not read again.
+    pub(crate) uncredited: usize,
+}
+
+/// A FIFO of packets that keeps its first element inline, so a connection that holds at
+/// most one unread packet (the common case, and every idle connection) owns no heap buffer.
+#[derive(Default)]
+struct PacketQueue {
+    head: Option<Packet>,
+    /// Everything after `head`; invariant: empty or absent when `head` is `None`. Boxed
+    /// so an idle connection pays one word for it.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<Packet>>>,
+}
+
+impl PacketQueue {
+    fn push_back(&mut self, packet: Packet) {
+        if self.head.is_none() {
+            self.head = Some(packet);
+        } else {
+            self.rest
+                .get_or_insert_with(Default::default)
+                .push_back(packet);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Packet> {
+        let head = self.head.take()?;
+        self.head = self.rest.as_mut().and_then(|rest| rest.pop_front());
+        Some(head)
+    }
+
+    /// Empties the queue, keeping the allocation of a busy connection for reuse.
+    fn drain(&mut self) -> impl Iterator<Item = Packet> + '_ {
+        let head = self.head.take();
+        let rest = self.rest.as_mut().map(|rest| rest.drain(..));
+        head.into_iter().chain(rest.into_iter().flatten())
+    }
 }
 
 #[derive(Default)]
 struct Rx {
-    queue: VecDeque<Packet>,
+    queue: PacketQueue,
     /// Cost of the packets in `queue`.
     queued: usize,
     /// Cost consumed by the application and not yet credited back to the peer.
@@ -128,7 +171,7 @@ impl Slot for ConnRef {
     fn recycle(&self, id: u32) {
         self.0.id.store(id, Ordering::Relaxed);
         let mut rx = lock_std(&self.0.rx);
-        rx.queue.clear();
+        rx.queue.drain().for_each(drop);
         rx.queued = 0;
         rx.consumed = 0;
         rx.closed = None;
@@ -150,6 +193,10 @@ impl Slot for ConnRef {
     fn id(&self) -> u32 {
         self.0.id.load(Ordering::Relaxed)
     }
+
+    fn has_queued(&self) -> bool {
+        lock_std(&self.0.rx).queue.head.is_some()
+    }
 }
 
 impl ConnRef {
@@ -169,6 +216,7 @@ impl ConnRef {
             Budget::Lenient => false,
         };
         if over {
+            // `dropped` covers the queued packets only: the caller accounts for this one.
             let mut dropped = drain(&mut rx);
             dropped.requests += usize::from(!packet.is_answer());
             rx.closed = Some(RxClosed::Overflow);
@@ -176,6 +224,10 @@ impl ConnRef {
                 dropped,
                 wake: rx.waiters.take(),
             };
+        }
+        let mut packet = packet;
+        if rx.queue.head.is_some() && packet.payload.len() < COPY_WAITING_BELOW {
+            packet.payload = bytes::Bytes::copy_from_slice(&packet.payload);
         }
         rx.queued += cost;
         rx.queue.push_back(packet);
@@ -279,6 +331,11 @@ impl ConnRef {
         tx.waiters.take()
     }
 
+    /// Wakes senders waiting for credit (the peer's flow-control mode changed).
+    pub(crate) fn wake_senders(&self) -> Wake {
+        lock_std(&self.0.tx).waiters.take()
+    }
+
     /// Closes the send side; blocked senders wake up and fail.
     pub(crate) fn close_tx(&self) -> Wake {
         let mut tx = lock_std(&self.0.tx);
@@ -288,8 +345,11 @@ impl ConnRef {
 }
 
 fn drain(rx: &mut Rx) -> Dropped {
-    let mut dropped = Dropped::default();
-    for p in rx.queue.drain(..) {
+    let mut dropped = Dropped {
+        uncredited: std::mem::take(&mut rx.consumed),
+        ..Dropped::default()
+    };
+    for p in rx.queue.drain() {
         dropped.cost += cost_of(p.payload.len());
         dropped.requests += usize::from(!p.is_answer());
     }
@@ -323,7 +383,7 @@ mod tests {
         match c.push(pkt(1), budget) {
             Push::Overflow { dropped, .. } => {
                 assert_eq!(dropped.requests, 2);
-                assert_eq!(dropped.cost, cost_of(5000)); // the refused packet was never counted
+                assert_eq!(dropped.cost, cost_of(5000)); // the refused packet is the caller's
             }
             _ => panic!("expected overflow"),
         }
@@ -366,6 +426,35 @@ mod tests {
             c.poll_reserve(&mut cx(), 1, w),
             Poll::Ready(Err(()))
         ));
+    }
+
+    #[test]
+    fn packet_queue_is_fifo_and_inline_for_one_packet() {
+        let mut q = PacketQueue::default();
+        q.push_back(pkt(1));
+        assert!(q.rest.is_none());
+        for len in 2..6 {
+            q.push_back(pkt(len));
+        }
+        let lens: Vec<usize> = std::iter::from_fn(|| q.pop_front())
+            .map(|p| p.payload.len())
+            .collect();
+        assert_eq!(lens, vec![1, 2, 3, 4, 5]);
+        q.push_back(pkt(7));
+        q.push_back(pkt(8));
+        assert_eq!(q.drain().count(), 2);
+        assert!(q.pop_front().is_none());
+    }
+
+    #[test]
+    fn idle_connection_state_stays_small() {
+        // An idle connection's whole state is one allocation of this size (plus the
+        // table entry); the idle-connection benchmark budget is 256 bytes per end.
+        assert!(
+            std::mem::size_of::<ConnState>() <= 192,
+            "{}",
+            std::mem::size_of::<ConnState>()
+        );
     }
 
     #[test]

@@ -332,7 +332,10 @@ impl Link {
             wake.wake();
             inner.release_rx(dropped.cost);
             Counters::add(&inner.stats.conns_refused, 1);
-            inner.reply_refused(slot.id());
+            if dropped.requests > 0 {
+                inner.reply_refused(slot.id());
+            }
+            inner.credit_back(slot.id(), dropped.cost + dropped.uncredited);
         }
     }
 
@@ -429,8 +432,11 @@ impl Link {
 
     /// Like [`Link::recv1`], but keeps no record of the connection afterwards, so a later
     /// packet on the same id is accepted as a new request. This suits stateless servers
-    /// that must answer full-connection clients (many requests on one id) and lightweight
-    /// clients alike, without holding any state per connection.
+    /// that must answer full-connection clients (many requests on one id, even pipelined:
+    /// they are served in order) and lightweight clients alike, without holding any state
+    /// per connection. Answers are sent without flow-control credit (there is no
+    /// connection state to hold it), so a full-connection client that pipelines more than
+    /// its receive budget of answers without reading them overflows its own budget.
     pub async fn recv1_stateless(&self) -> Result<Request> {
         self.recv1_with(false).await
     }
@@ -440,14 +446,18 @@ impl Link {
         loop {
             let slot = self.accept_slot("recv1").await?;
             let first = slot.pop_now();
-            // Anything else queued on this id gets "connection closed"; the record (or its
-            // absence, when stateless) takes over from the slot.
-            let light = LightConn {
-                inner,
-                slot: Some(slot),
-                keep,
-            };
-            drop(light);
+            if keep {
+                // Anything else queued on this id gets "connection closed"; the closed
+                // record takes over from the slot.
+                drop(LightConn {
+                    inner,
+                    slot: Some(slot),
+                    keep,
+                });
+            } else if let Some(wake) = inner.table.finish_stateless(slot) {
+                // Pipelined requests are waiting on this id: they are served next, in order.
+                wake.wake();
+            }
             if let Some((packet, cost)) = first {
                 inner.release_rx(cost);
                 // A stateless server may be talking to a full connection that sends many
@@ -489,13 +499,21 @@ impl Drop for LightConn<'_> {
         if dropped.requests > 0 {
             self.inner.reply_closed(slot.id());
         }
-        let now = Instant::now();
-        self.inner.table.close(&slot, self.keep, now);
-        self.inner.table.release(slot);
+        // Only what was discarded unread: the answer a lightweight exchange consumed was
+        // sent without credit (a `Request` reply), so returning it would be wasted traffic.
+        self.inner.credit_back(slot.id(), dropped.cost);
+        self.inner.table.retire(slot, self.keep, Instant::now());
     }
 }
 
 impl LinkInner {
+    /// Returns `bytes` of connection `id`'s window to the peer, when it takes credit.
+    pub(crate) fn credit_back(&self, id: u32, bytes: usize) {
+        if bytes > 0 && self.credit_every().is_some() {
+            self.owe_credit(id, bytes.min(u32::MAX as usize) as u32, true);
+        }
+    }
+
     /// The application closes the link.
     pub(crate) fn close(&self) {
         self.closed_by_user.store(true, Ordering::Release);
@@ -567,6 +585,7 @@ impl LinkInner {
         let kind = match f {
             SendFail::Link => self.end_kind(false),
             SendFail::Conn => ErrorKind::ConnectionClosed,
+            SendFail::Io(e) => ErrorKind::Io(e),
             SendFail::TooBig(len) => ErrorKind::PacketTooBig {
                 len,
                 limit: crate::frame::MAX_PAYLOAD_LEN,

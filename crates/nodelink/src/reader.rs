@@ -27,6 +27,10 @@ impl LinkInner {
     pub(crate) async fn reader_task(self: Arc<Self>, mut io: BoxRead) {
         let mut buf = BytesMut::with_capacity(self.config.read_buffer);
         let mut first = true;
+        // Until the peer's first packet, our senders stay within the start-up window; a
+        // peer that never speaks must not keep them there for ever.
+        let hello_deadline = Instant::now() + self.config.handshake_timeout;
+        let mut waiting_for_hello = self.config.flow_control;
         let err = loop {
             match self.drain_buffer(&mut buf, &mut first).await {
                 Ok(true) => {}
@@ -36,9 +40,14 @@ impl LinkInner {
             if buf.capacity() - buf.len() < MIN_READ_ROOM {
                 buf.reserve(self.config.read_buffer);
             }
+            waiting_for_hello &= first;
             tokio::select! {
                 biased;
                 _ = self.stop_reading.cancelled() => return,
+                _ = tokio::time::sleep_until(hello_deadline), if waiting_for_hello => {
+                    waiting_for_hello = false;
+                    self.give_up_waiting_for_hello();
+                }
                 r = io.read_buf(&mut buf) => match r {
                     Ok(0) => break io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the link"),
                     Ok(_) => {}
@@ -54,7 +63,11 @@ impl LinkInner {
         loop {
             match decode_packet(buf) {
                 Ok(Some(packet)) => {
-                    if !self.wait_for_room().await {
+                    // Control frames (credit) never wait for room: waiting for them could
+                    // be what keeps the application from freeing it.
+                    let control =
+                        packet.conn_id == self.control_id || packet.conn_id == self.peer_control_id;
+                    if !control && !self.wait_for_room().await {
                         return Ok(false);
                     }
                     self.route(packet, first);
@@ -119,46 +132,43 @@ impl LinkInner {
         // Count the cost before the packet becomes visible to a receiver, so the
         // receiver's release can never run ahead of it.
         self.rx_total.fetch_add(cost, Ordering::AcqRel);
+        let budget = self.rx_budget();
         let mut packet = Some(packet);
-        let route = self.table.route(id, Instant::now(), |slot| {
-            if let Some(p) = packet.take() {
-                // A fresh queue always admits its first packet.
-                let _ = slot.push(p, Budget::Lenient);
-            }
+        let route = self.table.route(id, Instant::now(), |slot, new| {
+            let p = packet.take().expect("delivered once");
+            // A fresh queue always admits its first packet.
+            slot.push(p, if new { Budget::Lenient } else { budget })
         });
         let queued = match route {
-            Route::Deliver(slot) => {
-                let p = packet
-                    .take()
-                    .expect("packet not consumed for an open connection");
-                match slot.push(p, self.rx_budget()) {
-                    Push::Queued(wake) => {
-                        wake.wake();
-                        true
-                    }
-                    Push::Closed => {
-                        if !answer {
-                            self.reply_closed(id);
-                        }
-                        false
-                    }
-                    Push::Overflow { dropped, wake } => {
-                        wake.wake();
-                        self.release_rx(dropped.cost);
-                        Counters::add(&self.stats.recv_overflows, 1);
-                        tracing::warn!(
-                            link = %self.name,
-                            conn = id,
-                            "receive budget exceeded; closing the connection's receive side"
-                        );
-                        if dropped.requests > 0 {
-                            self.reply_closed(id);
-                        }
-                        false
-                    }
-                }
+            Route::Delivered(Push::Queued(wake)) => {
+                wake.wake();
+                true
             }
-            Route::Accepted(wake) => {
+            Route::Delivered(Push::Closed) => {
+                if !answer {
+                    self.reply_closed(id);
+                }
+                false
+            }
+            Route::Delivered(Push::Overflow { dropped, wake }) => {
+                wake.wake();
+                self.release_rx(dropped.cost);
+                Counters::add(&self.stats.recv_overflows, 1);
+                tracing::warn!(
+                    link = %self.name,
+                    conn = id,
+                    "receive budget exceeded; closing the connection's receive side"
+                );
+                if dropped.requests > 0 {
+                    self.reply_closed(id);
+                }
+                self.credit_back(id, dropped.cost + dropped.uncredited);
+                false
+            }
+            Route::Accepted(push, wake) => {
+                if let Push::Queued(w) = push {
+                    w.wake();
+                }
                 Counters::add(&self.stats.conns_accepted, 1);
                 wake.wake();
                 true
@@ -179,6 +189,28 @@ impl LinkInner {
         };
         if !queued {
             self.release_rx(cost);
+            // The peer's sender counted this packet against its window: give it back, or
+            // a sender on a connection we no longer read would wait forever.
+            self.credit_back(id, cost);
+        }
+    }
+
+    /// Wakes every sender that may wait for credit: the peer's flow-control mode changed.
+    fn wake_all_senders(&self) {
+        for slot in self.table.open_slots() {
+            slot.wake_senders().wake();
+        }
+    }
+
+    /// No packet from the peer within the handshake timeout: treat it as a peer without
+    /// flow control, so a silent NEO peer cannot cap our senders at the start-up window.
+    fn give_up_waiting_for_hello(&self) {
+        if self
+            .peer_tx_mode
+            .compare_exchange(TX_PENDING, TX_NEO, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.wake_all_senders();
         }
     }
 
@@ -200,6 +232,7 @@ impl LinkInner {
             self.peer_tx_mode.store(TX_NEO, Ordering::Release);
             self.peer_rx_mode.store(RX_NEO, Ordering::Relaxed);
         }
+        self.wake_all_senders();
         debug_assert_ne!(self.peer_tx_mode.load(Ordering::Relaxed), TX_PENDING);
     }
 

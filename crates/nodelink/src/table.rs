@@ -30,6 +30,8 @@ pub(crate) trait Slot: Clone {
     fn same(&self, other: &Self) -> bool;
     /// The connection id the slot currently serves.
     fn id(&self) -> u32;
+    /// Whether packets are waiting in the slot's receive queue.
+    fn has_queued(&self) -> bool;
 }
 
 /// Bounds of the table, from [`Config`](crate::Config).
@@ -50,13 +52,13 @@ enum Entry<T> {
     },
 }
 
-/// What to do with a packet that arrived for some id.
-pub(crate) enum Route<T> {
-    /// Deliver to this open connection.
-    Deliver(T),
-    /// A new incoming connection was created (first packet already delivered by the
-    /// callback) and queued for accept; wake the acceptors.
-    Accepted(Wake),
+/// What happened to a packet that arrived for some id.
+pub(crate) enum Route<R> {
+    /// Delivered to an open connection; `R` is what the delivery callback returned.
+    Delivered(R),
+    /// A new incoming connection was created, the packet delivered to it, and the
+    /// connection queued for accept; wake the acceptors.
+    Accepted(R, Wake),
     /// Reply "connection closed" (unless the packet is an answer).
     Closed,
     /// Reply "connection refused" (unless the packet is an answer).
@@ -156,14 +158,19 @@ impl<T: Slot> ConnTable<T> {
         st.alloc_id()
     }
 
-    /// Decides what to do with a packet for `id`. For a new incoming connection, `first`
-    /// runs under the lock with the new slot, before an acceptor can see it, so that the
-    /// first packet is queued by the time the connection is accepted.
-    pub(crate) fn route(&self, id: u32, now: Instant, first: impl FnOnce(&T)) -> Route<T> {
+    /// Routes a packet for `id`: `deliver(slot, is_new)` runs under the table lock, so a
+    /// connection is never removed or recycled while a packet is being put into it, and a
+    /// new connection holds its first packet before an acceptor can see it.
+    pub(crate) fn route<R>(
+        &self,
+        id: u32,
+        now: Instant,
+        deliver: impl FnOnce(&T, bool) -> R,
+    ) -> Route<R> {
         let mut st = lock(&self.state);
         st.expire(now);
         match st.entries.get(&id) {
-            Some(Entry::Open(slot)) => return Route::Deliver(slot.clone()),
+            Some(Entry::Open(slot)) => return Route::Delivered(deliver(slot, false)),
             Some(Entry::Closed { .. }) => return Route::Closed,
             None => {}
         }
@@ -178,11 +185,31 @@ impl<T: Slot> ConnTable<T> {
             return Route::Refused;
         }
         let slot = st.take_slot(id);
-        first(&slot);
+        let delivered = deliver(&slot, true);
         st.entries.insert(id, Entry::Open(slot.clone()));
         st.open += 1;
         st.backlog.push_back(slot);
-        Route::Accepted(st.acceptors.take())
+        Route::Accepted(delivered, st.acceptors.take())
+    }
+
+    /// Ends a stateless request on `slot`: if more packets arrived on its id meanwhile, the
+    /// connection goes back to the front of the accept queue (returns `Some` acceptors to
+    /// wake) so they are served in order; otherwise the id is forgotten and the slot
+    /// recycled.
+    pub(crate) fn finish_stateless(&self, slot: T) -> Option<Wake> {
+        let mut st = lock(&self.state);
+        let id = slot.id();
+        let ours = matches!(st.entries.get(&id), Some(Entry::Open(s)) if s.same(&slot));
+        if !st.down && ours && slot.has_queued() {
+            st.backlog.push_front(slot);
+            return Some(st.acceptors.take());
+        }
+        if ours && !st.down {
+            st.entries.remove(&id);
+            st.open -= 1;
+        }
+        st.recycle(slot);
+        None
     }
 
     /// Looks up an open connection.
@@ -226,35 +253,28 @@ impl<T: Slot> ConnTable<T> {
     /// Removes connection `slot` from the table, leaving a closed record for `keep` if given
     /// (peer-initiated connections), so late packets are answered "connection closed".
     pub(crate) fn close(&self, slot: &T, keep: bool, now: Instant) {
-        let mut st = lock(&self.state);
-        if st.down {
-            return;
-        }
-        let id = slot.id();
-        let ours = matches!(st.entries.get(&id), Some(Entry::Open(s)) if s.same(slot));
-        if !ours {
-            return;
-        }
-        st.open -= 1;
-        if keep && !st.limits.keep_closed.is_zero() && st.limits.max_keep_closed > 0 {
-            let until = now + st.limits.keep_closed;
-            st.entries.insert(id, Entry::Closed { until });
-            st.closed.push_back((until, id));
-            while st.closed.len() > st.limits.max_keep_closed {
-                st.forget_oldest();
-            }
-        } else {
-            st.entries.remove(&id);
-        }
+        lock(&self.state).close(slot, keep, now);
     }
 
-    /// Gives a slot back for reuse. It is pooled only when nobody else holds it, so a slot
-    /// that link shutdown is still closing can never be handed to a new exchange.
-    pub(crate) fn release(&self, slot: T) {
+    /// Closes `slot` (as [`Self::close`]) and gives it back for reuse, under one lock. It is
+    /// pooled only when nobody else holds it, so a slot that link shutdown is still closing,
+    /// or that a credit update is touching, can never be handed to a new exchange.
+    pub(crate) fn retire(&self, slot: T, keep: bool, now: Instant) {
         let mut st = lock(&self.state);
-        if !st.down && st.pool.len() < st.limits.pool_max && slot.is_unique() {
-            st.pool.push(slot);
-        }
+        st.close(&slot, keep, now);
+        st.recycle(slot);
+    }
+
+    /// Every open connection (to wake their senders when the peer's mode changes).
+    pub(crate) fn open_slots(&self) -> Vec<T> {
+        lock(&self.state)
+            .entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::Open(s) => Some(s.clone()),
+                Entry::Closed { .. } => None,
+            })
+            .collect()
     }
 
     /// Marks the table down and takes every open connection (for the caller to shut down
@@ -300,6 +320,34 @@ impl<T: Slot> ConnTable<T> {
 }
 
 impl<T: Slot> State<T> {
+    fn close(&mut self, slot: &T, keep: bool, now: Instant) {
+        if self.down {
+            return;
+        }
+        let id = slot.id();
+        let ours = matches!(self.entries.get(&id), Some(Entry::Open(s)) if s.same(slot));
+        if !ours {
+            return;
+        }
+        self.open -= 1;
+        if keep && !self.limits.keep_closed.is_zero() && self.limits.max_keep_closed > 0 {
+            let until = now + self.limits.keep_closed;
+            self.entries.insert(id, Entry::Closed { until });
+            self.closed.push_back((until, id));
+            while self.closed.len() > self.limits.max_keep_closed {
+                self.forget_oldest();
+            }
+        } else {
+            self.entries.remove(&id);
+        }
+    }
+
+    fn recycle(&mut self, slot: T) {
+        if !self.down && self.pool.len() < self.limits.pool_max && slot.is_unique() {
+            self.pool.push(slot);
+        }
+    }
+
     fn alloc_id(&mut self) -> Result<u32, OpenError> {
         // Ids are handed out +2 at a time and wrap around; skip ids still in use. The table
         // never holds anywhere near 2^31 entries (max_conns and max_keep_closed bound it),
@@ -369,6 +417,9 @@ mod tests {
         fn id(&self) -> u32 {
             self.0.load(Ordering::Relaxed)
         }
+        fn has_queued(&self) -> bool {
+            false
+        }
     }
 
     fn limits() -> Limits {
@@ -401,14 +452,14 @@ mod tests {
     fn routing_by_parity_backlog_and_refusal() {
         let t = ConnTable::<S>::new(0, u32::MAX - 1, limits());
         let now = Instant::now();
-        assert!(matches!(t.route(2, now, |_| {}), Route::Closed)); // our parity, unknown
-        assert!(matches!(t.route(1, now, |_| {}), Route::Accepted(_)));
-        assert!(matches!(t.route(1, now, |_| {}), Route::Deliver(_)));
-        assert!(matches!(t.route(3, now, |_| {}), Route::Accepted(_)));
-        assert!(matches!(t.route(5, now, |_| {}), Route::Refused)); // backlog of 2 is full
+        assert!(matches!(t.route(2, now, |_, _| ()), Route::Closed)); // our parity, unknown
+        assert!(matches!(t.route(1, now, |_, _| ()), Route::Accepted(..)));
+        assert!(matches!(t.route(1, now, |_, _| ()), Route::Delivered(_)));
+        assert!(matches!(t.route(3, now, |_, _| ()), Route::Accepted(..)));
+        assert!(matches!(t.route(5, now, |_, _| ()), Route::Refused)); // backlog of 2 is full
         let (queued, _) = t.close_accept();
         assert_eq!(queued.len(), 2);
-        assert!(matches!(t.route(7, now, |_| {}), Route::Refused));
+        assert!(matches!(t.route(7, now, |_, _| ()), Route::Refused));
         assert_eq!(t.id_state(1, now), IdState::Free);
     }
 
@@ -417,7 +468,7 @@ mod tests {
         let t = ConnTable::<S>::new(0, u32::MAX - 1, limits());
         let now = Instant::now();
         for id in [1, 3, 5, 7] {
-            assert!(matches!(t.route(id, now, |_| {}), Route::Accepted(_)));
+            assert!(matches!(t.route(id, now, |_, _| ()), Route::Accepted(..)));
             let AcceptPoll::Ready(slot) = t.poll_accept(futures_noop_waker()) else {
                 panic!("nothing to accept")
             };
@@ -426,7 +477,7 @@ mod tests {
         // Cap of 3: the oldest record (id 1) was forgotten.
         assert_eq!(t.id_state(1, now), IdState::Free);
         assert_eq!(t.id_state(3, now), IdState::KeptClosed);
-        assert!(matches!(t.route(3, now, |_| {}), Route::Closed));
+        assert!(matches!(t.route(3, now, |_, _| ()), Route::Closed));
         let later = now + Duration::from_secs(61);
         assert_eq!(t.id_state(3, later), IdState::Free);
         assert_eq!(t.counts(), (0, 0));
@@ -438,10 +489,9 @@ mod tests {
         let now = Instant::now();
         let a = t.open_local(now).unwrap();
         let extra = a.clone();
-        t.close(&a, false, now);
-        t.release(a);
+        t.retire(a, false, now);
         assert_eq!(lock(&t.state).pool.len(), 0);
-        t.release(extra);
+        t.retire(extra, false, now);
         assert_eq!(lock(&t.state).pool.len(), 1);
         let b = t.open_local(now).unwrap();
         assert_eq!(b.id(), 3);
@@ -495,6 +545,9 @@ mod loom_model {
         fn id(&self) -> u32 {
             self.0.id.load(Ordering::SeqCst)
         }
+        fn has_queued(&self) -> bool {
+            false
+        }
     }
 
     #[test]
@@ -531,14 +584,12 @@ mod loom_model {
             });
 
             // The light exchange finishes and recycles its state for the next one.
-            table.close(&slot, false, now);
-            table.release(slot);
+            table.retire(slot, false, now);
             match table.open_local(now) {
                 Ok(next) => {
                     // Either a fresh slot or a recycled one: recycle() asserted it was
                     // unshared. A shutdown that runs later may legitimately mark it down.
-                    table.close(&next, false, now);
-                    table.release(next);
+                    table.retire(next, false, now);
                 }
                 Err(e) => assert_eq!(e, OpenError::Down),
             }

@@ -8,7 +8,9 @@ use std::task::Waker;
 #[derive(Default, Debug)]
 pub(crate) struct Waiters {
     first: Option<Waker>,
-    rest: Vec<Waker>,
+    /// Boxed so an idle connection pays one word for it.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<Vec<Waker>>>,
 }
 
 impl Waiters {
@@ -18,8 +20,9 @@ impl Waiters {
             None => self.first = Some(waker.clone()),
             Some(w) if w.will_wake(waker) => {}
             Some(_) => {
-                if !self.rest.iter().any(|w| w.will_wake(waker)) {
-                    self.rest.push(waker.clone());
+                let rest = self.rest.get_or_insert_with(Default::default);
+                if !rest.iter().any(|w| w.will_wake(waker)) {
+                    rest.push(waker.clone());
                 }
             }
         }
@@ -39,7 +42,8 @@ impl Waiters {
 #[derive(Default)]
 pub(crate) struct Wake {
     first: Option<Waker>,
-    rest: Vec<Waker>,
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<Vec<Waker>>>,
 }
 
 impl Wake {
@@ -47,7 +51,7 @@ impl Wake {
         if let Some(w) = self.first {
             w.wake();
         }
-        for w in self.rest {
+        for w in self.rest.into_iter().flat_map(|rest| *rest) {
             w.wake();
         }
     }

@@ -37,6 +37,9 @@ pub(crate) type BoxWrite = Pin<Box<dyn AsyncWrite + Send>>;
 const ZERO_COPY_MIN: usize = 16 << 10;
 /// Most slices handed to one vectored write.
 const MAX_IOSLICES: usize = 64;
+/// Most connections credit can be owed to at once; beyond it (a peer that sends on many
+/// connections and never reads) further credit is not returned and the count says so.
+const MAX_OWED_CREDITS: usize = 65_536;
 /// A caller that found the socket free writes at most this many batches before handing the
 /// rest to the writer task, so one unlucky caller does not write for everybody forever.
 const CALLER_ROUNDS: usize = 4;
@@ -57,9 +60,12 @@ pub(crate) struct TxQueue {
     down: bool,
     /// Senders waiting for the queue to shrink below the send buffer size.
     space: Waiters,
-    /// Flow-control credit owed to the peer, sent as one CREDIT frame with the next write
-    /// (a stateless server owes some for every request; batching keeps that cheap).
-    credits: Vec<(u32, u32)>,
+    /// Flow-control credit owed to the peer, per connection, sent as CREDIT frames with the
+    /// next write (a stateless server owes some for every request; batching keeps that
+    /// cheap). Bounded by [`MAX_OWED_CREDITS`] connections.
+    credits: rustc_hash::FxHashMap<u32, u32>,
+    /// Scratch for encoding `credits`, kept to avoid allocating per write.
+    credit_list: Vec<(u32, u32)>,
     /// Reserved id the peer receives control frames on.
     peer_control_id: u32,
 }
@@ -74,7 +80,8 @@ impl TxQueue {
             queued: 0,
             down: false,
             space: Waiters::default(),
-            credits: Vec::new(),
+            credits: Default::default(),
+            credit_list: Vec::new(),
             peer_control_id,
         }
     }
@@ -86,10 +93,12 @@ impl TxQueue {
     /// Encodes the owed credit as CREDIT frames at the end of the tail; returns how many
     /// frames and bytes that added.
     fn encode_credits(&mut self) -> (u64, u64) {
+        const PER_FRAME: usize = 512;
         let start = self.tail.len();
         let mut frames = 0;
-        const PER_FRAME: usize = 512;
-        for entries in self.credits.chunks(PER_FRAME) {
+        let mut list = std::mem::take(&mut self.credit_list);
+        list.extend(self.credits.drain());
+        for entries in list.chunks(PER_FRAME) {
             let mark = self.tail.len();
             self.tail.put_slice(&[0u8; HEADER_LEN]);
             crate::control::encode_credits(entries, &mut self.tail);
@@ -102,7 +111,8 @@ impl TxQueue {
             self.tail[mark..mark + HEADER_LEN].copy_from_slice(&header.to_bytes());
             frames += 1;
         }
-        self.credits.clear();
+        list.clear();
+        self.credit_list = list;
         (frames, (self.tail.len() - start) as u64)
     }
 
@@ -144,6 +154,8 @@ pub(crate) enum SendFail {
     Conn,
     /// The payload exceeds the packet size limit.
     TooBig(usize),
+    /// Writing failed with this error (reported to the send that hit it).
+    Io(Arc<std::io::Error>),
 }
 
 /// Truncates the queue tail back to a mark if encoding panics, so a half-encoded packet is
@@ -298,7 +310,19 @@ impl LinkInner {
         if q.down {
             return;
         }
-        q.credits.push((id, bytes));
+        let owed_ids = q.credits.len();
+        match q.credits.entry(id) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                *e.get_mut() = e.get().saturating_add(bytes)
+            }
+            std::collections::hash_map::Entry::Vacant(e) if owed_ids < MAX_OWED_CREDITS => {
+                e.insert(bytes);
+            }
+            std::collections::hash_map::Entry::Vacant(_) => {
+                Counters::add(&self.stats.replies_dropped, 1);
+                return;
+            }
+        }
         let idle = q.io.is_some();
         drop(q);
         if idle && kick {
@@ -340,7 +364,9 @@ impl LinkInner {
                 // Drop the socket half; the guard sees it gone and does not hand back.
                 job.io = None;
                 if let Some(err) = err {
-                    self.shutdown(LinkEnd::Failed(Arc::new(err)));
+                    let err = Arc::new(err);
+                    self.shutdown(LinkEnd::Failed(err.clone()));
+                    return Err(SendFail::Io(err));
                 }
                 return Err(SendFail::Link);
             }
@@ -426,6 +452,10 @@ impl Flush<'_> {
             return true;
         }
         q.io = self.io.take();
+        if self.link.stop_writing.is_cancelled() {
+            // The writer task has exited: nobody would ever write or close this half.
+            q.io = None;
+        }
         q.spare = std::mem::take(&mut self.batch);
         let leftover = q.has_data() || q.down;
         drop(q);
@@ -441,6 +471,10 @@ impl Drop for Flush<'_> {
         // Only reached with the socket still held if the sending future was cancelled
         // mid-write: put the unwritten bytes back in front and let the writer finish them.
         let Some(io) = self.io.take() else { return };
+        if self.link.stop_writing.is_cancelled() {
+            // The writer task has exited; dropping the half closes our side of the stream.
+            return;
+        }
         let mut q = lock_std(&self.link.tx);
         q.queued += self.batch.iter().map(Bytes::len).sum::<usize>();
         while let Some(chunk) = self.batch.pop_back() {

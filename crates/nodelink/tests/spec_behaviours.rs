@@ -1019,9 +1019,11 @@ async fn dropping_ask1_midway_leaves_the_link_usable() {
         let _: Pong = within("ask1", c.ask1(&Ping)).await.unwrap();
     }
     assert_eq!(c.debug_table_counts(), (0, 0));
-    // The late answers for the dropped exchanges were dropped without any reply: all the
-    // client ever sent is HELLO and its 13 requests.
-    assert_eq!(c.stats().packets_out, 1 + 13);
+    // The late answers for the dropped exchanges were dropped without any Error reply: the
+    // client sent HELLO, its 13 requests, and at most one CREDIT frame per late answer
+    // (their cost is returned to the server's window).
+    let out = c.stats().packets_out;
+    assert!((1 + 13..=1 + 13 + 3).contains(&out), "{out}");
     within("close", c.close()).await;
     within("server", server).await.unwrap();
 }
@@ -1350,7 +1352,9 @@ async fn send_error_on_the_direct_path_takes_the_link_down() {
     breaker.store(true, Ordering::SeqCst);
     let conn = link.new_conn().unwrap();
     let e = within("send", conn.send(&Ping)).await.unwrap_err();
-    let broken = |k: &ErrorKind| matches!(k, ErrorKind::LinkDown(e) if e.kind() == io::ErrorKind::BrokenPipe);
+    // The send that hit the write error reports the I/O error itself.
+    let broken =
+        |k: &ErrorKind| matches!(k, ErrorKind::Io(e) if e.kind() == io::ErrorKind::BrokenPipe);
     assert!(broken(e.kind()), "{e:?}");
     assert!(link.is_closed(), "a write error must take the link down");
     let first = within("waiting recv", recv).await.unwrap_err();
@@ -1358,8 +1362,10 @@ async fn send_error_on_the_direct_path_takes_the_link_down() {
         matches!(first.kind(), ErrorKind::Io(e) if e.kind() == io::ErrorKind::BrokenPipe),
         "{first:?}"
     );
-    assert_kind(link.accept().await, "accept", broken);
-    assert_kind(link.new_conn(), "new_conn", broken);
+    // Later operations say the link is down, with the same cause.
+    let down = |k: &ErrorKind| matches!(k, ErrorKind::LinkDown(e) if e.kind() == io::ErrorKind::BrokenPipe);
+    assert_kind(link.accept().await, "accept", down);
+    assert_kind(link.new_conn(), "new_conn", down);
     within("link tasks end", link.closed()).await;
     within("peer sees the stream closed", raw.expect_eof()).await;
 }

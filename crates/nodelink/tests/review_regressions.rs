@@ -1,0 +1,197 @@
+//! Regression tests for defects found in review: each failed before its fix.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use nodelink::{Config, ErrorMessage, Link, Message, PeerFlowControl, Ping, Pong, Role};
+
+/// A sender capped by the start-up window (the peer has not spoken yet) is woken when the
+/// peer's first packet shows it takes no credit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_waiting_for_the_start_up_window_wake_when_the_peer_speaks() {
+    let (client, server) = pair_over(
+        1 << 20,
+        Config::default(),
+        Config::default().with_flow_control(false),
+    )
+    .await;
+    let conn = Arc::new(client.new_conn().unwrap());
+    conn.send_packet(1, Bytes::from(vec![0u8; 40 << 10]))
+        .await
+        .unwrap();
+    // 80 KiB outstanding is over the 64 KiB start-up window: this send waits.
+    let mut second = Box::pin({
+        let conn = conn.clone();
+        async move { conn.send_packet(1, Bytes::from(vec![0u8; 40 << 10])).await }
+    });
+    assert!(poll_once(&mut second).await.is_pending());
+    // The server speaks first on a connection of its own: it is no nodelink credit peer.
+    server.send1(&Ping).await.unwrap();
+    let _ = within("client sees the server's packet", client.accept())
+        .await
+        .unwrap();
+    assert_eq!(client.peer_flow_control(), PeerFlowControl::Off);
+    within("the waiting send completes", second).await.unwrap();
+}
+
+/// A peer that never sends anything (here: nodelink with flow control off, only reading)
+/// cannot keep our senders at the start-up window for ever: after the handshake timeout
+/// it is treated as a peer without flow control.
+#[tokio::test(start_paused = true)]
+async fn silent_peer_without_flow_control_does_not_cap_senders_for_ever() {
+    let config = Config::default().with_handshake_timeout(Duration::from_secs(2));
+    let (client, server) =
+        pair_over(1 << 20, config, Config::default().with_flow_control(false)).await;
+    let reader = tokio::spawn(async move {
+        let conn = server.accept().await.unwrap();
+        let mut got = 0;
+        while got < 200 {
+            conn.recv().await.unwrap();
+            got += 1;
+        }
+    });
+    let conn = client.new_conn().unwrap();
+    for _ in 0..200 {
+        conn.send_packet(1, Bytes::from(vec![0u8; 1024]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(client.peer_flow_control(), PeerFlowControl::Off);
+    within("the reader got everything", reader).await.unwrap();
+}
+
+/// After the peer closed its receive side, our sends on that connection keep going (each
+/// answered "connection closed") instead of waiting for credit that would never come.
+#[tokio::test]
+async fn sends_do_not_hang_after_the_peer_closed_its_receive_side() {
+    let (client, server) = pair(Config::default().with_conn_recv_budget(64 << 10)).await;
+    warm_up(&client, &server).await;
+    let conn = client.new_conn().unwrap();
+    conn.send(&Ping).await.unwrap();
+    let accepted = within("accept", server.accept()).await.unwrap();
+    accepted.close_recv();
+    within("200 KiB more on the closed connection", async {
+        for _ in 0..200 {
+            conn.send_packet(1, Bytes::from(vec![0u8; 1024]))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let reply = within("a reply", conn.recv()).await.unwrap();
+    assert_eq!(reply.code, ErrorMessage::CODE);
+}
+
+/// close_accept refuses queued connections opened by requests, never by answers.
+#[tokio::test]
+async fn close_accept_never_answers_an_answer() {
+    let (link, mut raw) = raw_and_link(Role::Server, Config::default(), 64 << 10).await;
+    raw.send(1, Pong::CODE, b"").await;
+    within("queued", async {
+        while link.stats().conns_accepted < 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    link.close_accept();
+    raw.send(3, Ping::CODE, b"").await;
+    let p = within("the only reply", raw.next_packet()).await;
+    assert_eq!(p.wire, refused_reply(3));
+}
+
+/// recv1_stateless serves requests pipelined on one id in order, as separate requests.
+#[tokio::test]
+async fn stateless_server_serves_pipelined_requests_in_order() {
+    let (client, server) = pair(Config::default()).await;
+    let conn = client.new_conn().unwrap();
+    for i in 0..3u8 {
+        conn.send_packet(0x100, Bytes::from(vec![i])).await.unwrap();
+    }
+    within("all three queued", async {
+        while server.debug_rx_queued() < 3 * 65 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    for i in 0..3u8 {
+        let req = within("recv1", server.recv1_stateless()).await.unwrap();
+        assert_eq!(&req.payload()[..], &[i]);
+        let payload = req.payload().clone();
+        req.reply_packet(0x8100, payload).await.unwrap();
+    }
+    for i in 0..3u8 {
+        let answer = within("answer", conn.recv()).await.unwrap();
+        assert_eq!((answer.code, &answer.payload[..]), (0x8100, &[i][..]));
+    }
+}
+
+/// Credit frames are read even while the link-wide receive limit holds reading back.
+#[tokio::test]
+async fn credit_is_processed_while_the_receive_limit_is_reached() {
+    let limited = Config::default()
+        .with_conn_recv_budget(64 << 10)
+        .with_link_recv_limit(100 << 10);
+    let (a, b) = pair_over(
+        1 << 20,
+        limited,
+        Config::default().with_conn_recv_budget(64 << 10),
+    )
+    .await;
+    warm_up(&a, &b).await;
+    let b2 = b.clone();
+    tokio::spawn(async move {
+        while let Ok(c) = b2.accept().await {
+            tokio::spawn(async move { while c.recv().await.is_ok() {} });
+        }
+    });
+    // b fills a's receive limit with two connections nobody on a reads...
+    let x = b.new_conn().unwrap();
+    x.send_packet(1, Bytes::from(vec![0u8; 60 << 10]))
+        .await
+        .unwrap();
+    let y = b.new_conn().unwrap();
+    y.send_packet(1, Bytes::from(vec![0u8; 60 << 10]))
+        .await
+        .unwrap();
+    let _held = within("accept x", a.accept()).await.unwrap();
+    // ...and a streams to b, which needs b's credit to come through.
+    let z = a.new_conn().unwrap();
+    within("a's stream needs b's credit", async {
+        for _ in 0..200 {
+            z.send_packet(1, Bytes::from(vec![0u8; 1024]))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+}
+
+/// A send cancelled after the link failed does not keep the stream open.
+#[tokio::test]
+async fn cancelled_send_after_link_failure_releases_the_stream() {
+    let (a, b) = tokio::io::duplex(64 << 10);
+    let mut raw = RawPeer::new(b);
+    let (link, _) = tokio::join!(
+        Link::handshake(a, Role::Client, Config::default()),
+        raw.handshake(6)
+    );
+    let link = link.unwrap();
+    let conn = link.new_conn().unwrap();
+    let mut send = Box::pin(conn.send_packet(1, Bytes::from(vec![0u8; 1 << 20])));
+    assert!(poll_once(&mut send).await.is_pending(), "mid-write");
+    // The peer reads the handshake leftovers and goes away: the link fails.
+    drop(raw);
+    within("link ends", link.closed()).await;
+    drop(send);
+    // Our end of the pipe is gone: a new pipe's peer end would see EOF; here, the link's
+    // counters stop and a later send fails at once.
+    let e = conn
+        .send_packet(1, Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(e.is_link_gone(), "{e}");
+}
