@@ -29,6 +29,17 @@ step "loom model test (light close vs link shutdown)"
 RUSTFLAGS="--cfg nodelink_loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p nodelink --lib --locked loom
 
+step "benchmark smoke run (nodelink-bench --quick; checks it runs, asserts no timings)"
+cargo build --release --locked -p nodelink-bench
+./target/release/nodelink-bench --quick --json > target/bench-quick.jsonl
+for scenario in rtt_conn rtt_ask1 concurrent_ask1 bulk_1mib fairness_1000 idle_conn_memory; do
+  for impl in raw_tcp nodelink nodelink_duplex yamux h2; do
+    grep -q "\"scenario\":\"$scenario\".*\"impl\":\"$impl\"\|\"impl\":\"$impl\".*\"scenario\":\"$scenario\"" target/bench-quick.jsonl ||
+      { echo "bench smoke: no figure for $scenario / $impl"; exit 1; }
+  done
+done
+echo "bench smoke: $(wc -l < target/bench-quick.jsonl) figures"
+
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   step "fuzz (${FUZZ_SECONDS}s per target)"
   if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -184,7 +184,7 @@ impl Conn {
     pub fn close_recv(&self) {
         self.recv_closed.store(true, Ordering::Release);
         let inner = self.link.inner();
-        let (dropped, wake) = self.slot.close_rx(RxClosed::Local);
+        let (dropped, wake) = self.slot.close_rx(RxClosed::Local, &inner.ready);
         wake.wake();
         inner.release_rx(dropped.cost);
         if dropped.requests > 0 {

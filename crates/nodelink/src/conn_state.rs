@@ -10,7 +10,7 @@
 //! is allocated per request once the link is warm.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -123,6 +123,9 @@ struct Rx {
     closed: Option<RxClosed>,
     /// Whether this connection already reported the link's I/O error once.
     link_error_reported: bool,
+    /// A receiver was woken for queued data and has not taken it yet; counted once in the
+    /// link's `ready` counter (see [`ConnRef::push`]).
+    woken: bool,
     waiters: Waiters,
 }
 
@@ -200,8 +203,10 @@ impl Slot for ConnRef {
 }
 
 impl ConnRef {
-    /// Queues a packet from the reader.
-    pub(crate) fn push(&self, packet: Packet, budget: Budget) -> Push {
+    /// Queues a packet from the reader. `ready` counts connections whose receiver was woken
+    /// for data it has not taken yet: a sign that this side is about to send more, which
+    /// the writer uses to batch.
+    pub(crate) fn push(&self, packet: Packet, budget: Budget, ready: &AtomicUsize) -> Push {
         let cost = cost_of(packet.payload.len());
         let mut rx = lock_std(&self.0.rx);
         if rx.closed.is_some() {
@@ -217,6 +222,7 @@ impl ConnRef {
         };
         if over {
             // `dropped` covers the queued packets only: the caller accounts for this one.
+            clear_woken(&mut rx, ready);
             let mut dropped = drain(&mut rx);
             dropped.requests += usize::from(!packet.is_answer());
             rx.closed = Some(RxClosed::Overflow);
@@ -231,6 +237,10 @@ impl ConnRef {
         }
         rx.queued += cost;
         rx.queue.push_back(packet);
+        if !rx.woken && !rx.waiters.is_empty() {
+            rx.woken = true;
+            ready.fetch_add(1, Ordering::Relaxed);
+        }
         Push::Queued(rx.waiters.take())
     }
 
@@ -242,9 +252,11 @@ impl ConnRef {
         &self,
         cx: &mut Context<'_>,
         credit_every: Option<usize>,
+        ready: &AtomicUsize,
     ) -> Poll<Result<Popped, RxEnd>> {
         let mut rx = lock_std(&self.0.rx);
         if let Some(packet) = rx.queue.pop_front() {
+            clear_woken(&mut rx, ready);
             let cost = cost_of(packet.payload.len());
             rx.queued -= cost;
             rx.consumed += cost;
@@ -277,8 +289,9 @@ impl ConnRef {
     }
 
     /// Takes the packet that opened an incoming connection (recv1), if it is queued.
-    pub(crate) fn pop_now(&self) -> Option<(Packet, usize)> {
+    pub(crate) fn pop_now(&self, ready: &AtomicUsize) -> Option<(Packet, usize)> {
         let mut rx = lock_std(&self.0.rx);
+        clear_woken(&mut rx, ready);
         let packet = rx.queue.pop_front()?;
         let cost = cost_of(packet.payload.len());
         rx.queued -= cost;
@@ -288,8 +301,9 @@ impl ConnRef {
     /// Closes the receive side (idempotent: the first reason wins). Queued packets are
     /// discarded and reported so the caller can answer "connection closed" and release
     /// their cost.
-    pub(crate) fn close_rx(&self, reason: RxClosed) -> (Dropped, Wake) {
+    pub(crate) fn close_rx(&self, reason: RxClosed, ready: &AtomicUsize) -> (Dropped, Wake) {
         let mut rx = lock_std(&self.0.rx);
+        clear_woken(&mut rx, ready);
         if rx.closed.is_some() {
             return (Dropped::default(), Wake::default());
         }
@@ -344,6 +358,12 @@ impl ConnRef {
     }
 }
 
+fn clear_woken(rx: &mut Rx, ready: &AtomicUsize) {
+    if std::mem::take(&mut rx.woken) {
+        ready.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn drain(rx: &mut Rx) -> Dropped {
     let mut dropped = Dropped {
         uncredited: std::mem::take(&mut rx.consumed),
@@ -371,6 +391,8 @@ mod tests {
         }
     }
 
+    static READY: AtomicUsize = AtomicUsize::new(0);
+
     fn cx() -> Context<'static> {
         Context::from_waker(Waker::noop())
     }
@@ -379,16 +401,16 @@ mod tests {
     fn strict_budget_closes_on_overflow_but_admits_one_big_packet() {
         let c = ConnRef::fresh(1);
         let budget = Budget::Strict(1000);
-        assert!(matches!(c.push(pkt(5000), budget), Push::Queued(_)));
-        match c.push(pkt(1), budget) {
+        assert!(matches!(c.push(pkt(5000), budget, &READY), Push::Queued(_)));
+        match c.push(pkt(1), budget, &READY) {
             Push::Overflow { dropped, .. } => {
                 assert_eq!(dropped.requests, 2);
                 assert_eq!(dropped.cost, cost_of(5000)); // the refused packet is the caller's
             }
             _ => panic!("expected overflow"),
         }
-        assert!(matches!(c.push(pkt(1), budget), Push::Closed));
-        match c.poll_pop(&mut cx(), None) {
+        assert!(matches!(c.push(pkt(1), budget, &READY), Push::Closed));
+        match c.poll_pop(&mut cx(), None, &READY) {
             Poll::Ready(Err(e)) => assert_eq!(e.reason, RxClosed::Overflow),
             _ => panic!("expected overflow error"),
         }
@@ -399,13 +421,13 @@ mod tests {
         let c = ConnRef::fresh(1);
         for _ in 0..4 {
             assert!(matches!(
-                c.push(pkt(100), Budget::Credit(1000)),
+                c.push(pkt(100), Budget::Credit(1000), &READY),
                 Push::Queued(_)
             ));
         }
         let mut credits = 0;
         for _ in 0..4 {
-            let Poll::Ready(Ok(p)) = c.poll_pop(&mut cx(), Some(300)) else {
+            let Poll::Ready(Ok(p)) = c.poll_pop(&mut cx(), Some(300), &READY) else {
                 panic!()
             };
             credits += p.credit.unwrap_or(0);
@@ -460,11 +482,11 @@ mod tests {
     #[test]
     fn link_error_is_reported_once() {
         let c = ConnRef::fresh(1);
-        let _ = c.close_rx(RxClosed::Link);
-        let Poll::Ready(Err(first)) = c.poll_pop(&mut cx(), None) else {
+        let _ = c.close_rx(RxClosed::Link, &READY);
+        let Poll::Ready(Err(first)) = c.poll_pop(&mut cx(), None, &READY) else {
             panic!()
         };
-        let Poll::Ready(Err(second)) = c.poll_pop(&mut cx(), None) else {
+        let Poll::Ready(Err(second)) = c.poll_pop(&mut cx(), None, &READY) else {
             panic!()
         };
         assert!(first.first_link_report);

@@ -112,6 +112,9 @@ pub(crate) struct LinkInner {
     pub(crate) peer_rx_mode: AtomicU8,
     /// Cost of everything queued in connection receive queues.
     pub(crate) rx_total: AtomicUsize,
+    /// Connections whose receiver was woken for data it has not taken yet: this side is
+    /// about to send, so a request can leave its write to the writer and be batched.
+    pub(crate) ready: AtomicUsize,
     pub(crate) rx_room: Notify,
     end: OnceLock<LinkEnd>,
     /// The application closed the link (even if it had failed before): later operations
@@ -232,6 +235,7 @@ impl Link {
             peer_window: AtomicU64::new(0),
             peer_rx_mode: AtomicU8::new(RX_UNKNOWN),
             rx_total: AtomicUsize::new(0),
+            ready: AtomicUsize::new(0),
             rx_room: Notify::new(),
             end: OnceLock::new(),
             closed_by_user: AtomicBool::new(false),
@@ -328,7 +332,7 @@ impl Link {
         let (queued, wake) = inner.table.close_accept();
         wake.wake();
         for slot in queued {
-            let (dropped, wake) = slot.close_rx(RxClosed::Local);
+            let (dropped, wake) = slot.close_rx(RxClosed::Local, &inner.ready);
             wake.wake();
             inner.release_rx(dropped.cost);
             Counters::add(&inner.stats.conns_refused, 1);
@@ -410,7 +414,7 @@ impl Link {
         let slot = light.slot();
         let id = slot.id();
         inner
-            .send_frame(Some(slot), id, code, body)
+            .send_request(slot, id, code, body)
             .await
             .map_err(|f| inner.send_error(f, Some(id), "ask1"))?;
         let packet = inner.recv_on(slot, id, "ask1").await?;
@@ -445,7 +449,7 @@ impl Link {
         let inner = self.inner();
         loop {
             let slot = self.accept_slot("recv1").await?;
-            let first = slot.pop_now();
+            let first = slot.pop_now(&inner.ready);
             if keep {
                 // Anything else queued on this id gets "connection closed"; the closed
                 // record takes over from the slot.
@@ -492,7 +496,7 @@ impl LightConn<'_> {
 impl Drop for LightConn<'_> {
     fn drop(&mut self) {
         let Some(slot) = self.slot.take() else { return };
-        let (dropped, wake) = slot.close_rx(RxClosed::Local);
+        let (dropped, wake) = slot.close_rx(RxClosed::Local, &self.inner.ready);
         wake.wake();
         slot.close_tx().wake();
         self.inner.release_rx(dropped.cost);
@@ -543,7 +547,7 @@ impl LinkInner {
         if let Some((slots, wake)) = self.table.shutdown() {
             wake.wake();
             for slot in slots {
-                let (dropped, wake) = slot.close_rx(RxClosed::Link);
+                let (dropped, wake) = slot.close_rx(RxClosed::Link, &self.ready);
                 wake.wake();
                 slot.close_tx().wake();
                 self.release_rx(dropped.cost);
@@ -640,7 +644,7 @@ impl LinkInner {
         op: &'static str,
     ) -> Result<Packet> {
         let credit_every = self.credit_every();
-        let popped = poll_fn(|cx| slot.poll_pop(cx, credit_every))
+        let popped = poll_fn(|cx| slot.poll_pop(cx, credit_every, &self.ready))
             .await
             .map_err(|end| self.recv_end_error(end, id, op))?;
         self.release_rx(popped.cost);

@@ -137,7 +137,7 @@ impl LinkInner {
         let route = self.table.route(id, Instant::now(), |slot, new| {
             let p = packet.take().expect("delivered once");
             // A fresh queue always admits its first packet.
-            slot.push(p, if new { Budget::Lenient } else { budget })
+            slot.push(p, if new { Budget::Lenient } else { budget }, &self.ready)
         });
         let queued = match route {
             Route::Delivered(Push::Queued(wake)) => {

@@ -86,7 +86,7 @@ impl Request {
             inner.send_credit(id, std::mem::take(&mut self.credit), false);
         }
         inner
-            .send_frame(None, id, code, body)
+            .send_answer(id, code, body)
             .await
             .map_err(|f| inner.send_error(f, Some(id), "reply"))
     }

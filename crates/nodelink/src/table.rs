@@ -90,6 +90,8 @@ pub(crate) enum IdState {
 
 pub(crate) struct ConnTable<T> {
     state: Mutex<State<T>>,
+    /// Length of the accept backlog, readable without the lock (a hint for batching).
+    backlog_len: std::sync::atomic::AtomicUsize,
 }
 
 struct State<T> {
@@ -113,6 +115,7 @@ impl<T: Slot> ConnTable<T> {
     /// never allocate `reserved`.
     pub(crate) fn new(first_id: u32, reserved: u32, limits: Limits) -> Self {
         ConnTable {
+            backlog_len: std::sync::atomic::AtomicUsize::new(0),
             state: Mutex::new(State {
                 entries: FxHashMap::default(),
                 closed: VecDeque::new(),
@@ -189,6 +192,7 @@ impl<T: Slot> ConnTable<T> {
         st.entries.insert(id, Entry::Open(slot.clone()));
         st.open += 1;
         st.backlog.push_back(slot);
+        self.set_backlog_hint(&st);
         Route::Accepted(delivered, st.acceptors.take())
     }
 
@@ -202,6 +206,7 @@ impl<T: Slot> ConnTable<T> {
         let ours = matches!(st.entries.get(&id), Some(Entry::Open(s)) if s.same(&slot));
         if !st.down && ours && slot.has_queued() {
             st.backlog.push_front(slot);
+            self.set_backlog_hint(&st);
             return Some(st.acceptors.take());
         }
         if ours && !st.down {
@@ -224,6 +229,7 @@ impl<T: Slot> ConnTable<T> {
     pub(crate) fn poll_accept(&self, waker: &Waker) -> AcceptPoll<T> {
         let mut st = lock(&self.state);
         if let Some(slot) = st.backlog.pop_front() {
+            self.set_backlog_hint(&st);
             return AcceptPoll::Ready(slot);
         }
         if st.down {
@@ -242,6 +248,7 @@ impl<T: Slot> ConnTable<T> {
         let mut st = lock(&self.state);
         st.accepting = false;
         let queued: Vec<T> = st.backlog.drain(..).collect();
+        self.set_backlog_hint(&st);
         for slot in &queued {
             if st.entries.remove(&slot.id()).is_some() {
                 st.open -= 1;
@@ -297,6 +304,7 @@ impl<T: Slot> ConnTable<T> {
         st.open = 0;
         st.closed.clear();
         st.backlog.clear();
+        self.set_backlog_hint(&st);
         st.pool.clear();
         Some((slots, st.acceptors.take()))
     }
@@ -310,6 +318,16 @@ impl<T: Slot> ConnTable<T> {
             Some(Entry::Closed { .. }) => IdState::KeptClosed,
             None => IdState::Free,
         }
+    }
+
+    fn set_backlog_hint(&self, st: &State<T>) {
+        self.backlog_len
+            .store(st.backlog.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many incoming connections wait to be accepted (without taking the lock).
+    pub(crate) fn backlog_hint(&self) -> usize {
+        self.backlog_len.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Open connections and closed records.

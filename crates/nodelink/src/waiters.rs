@@ -28,6 +28,11 @@ impl Waiters {
         }
     }
 
+    /// Whether any task is registered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
     /// Takes every registered waker, to be woken after the lock is released.
     pub(crate) fn take(&mut self) -> Wake {
         Wake {

@@ -261,6 +261,42 @@ impl LinkInner {
         self.flush(CALLER_ROUNDS).await
     }
 
+    /// Sends a lightweight request. When other receivers of this side were just woken with
+    /// answers (they are about to send their next requests), the write is left to the
+    /// writer task so the burst goes out in one system call; otherwise it is written at
+    /// once. Connections nobody reads do not count, so they never slow requests down.
+    pub(crate) async fn send_request<F: Fn(&mut BytesMut)>(
+        &self,
+        slot: &ConnRef,
+        id: u32,
+        code: u16,
+        body: Body<'_, F>,
+    ) -> Result<(), SendFail> {
+        if self.ready.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return self.send_frame(Some(slot), id, code, body).await;
+        }
+        poll_fn(|cx| self.poll_enqueue(cx, Some(slot), id, code, &body)).await?;
+        self.writer_kick.notify_one();
+        Ok(())
+    }
+
+    /// Like [`Self::send_frame`], but leaves the write to the writer task when this side
+    /// has more requests waiting to be served: it runs once the serving task yields and then
+    /// sends every answer queued by then in one system call, instead of one call each.
+    pub(crate) async fn send_answer<F: Fn(&mut BytesMut)>(
+        &self,
+        id: u32,
+        code: u16,
+        body: Body<'_, F>,
+    ) -> Result<(), SendFail> {
+        if self.table.backlog_hint() == 0 {
+            return self.send_frame(None, id, code, body).await;
+        }
+        poll_fn(|cx| self.poll_enqueue(cx, None, id, code, &body)).await?;
+        self.writer_kick.notify_one();
+        Ok(())
+    }
+
     /// Queues a packet from a context that must not wait (the reader task, a receive
     /// returning credit) and makes sure someone writes it. Returns false if it was dropped
     /// because the peer is not reading.

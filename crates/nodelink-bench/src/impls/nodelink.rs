@@ -217,21 +217,27 @@ impl Client {
         let opened: Vec<Conn> = (0..conns)
             .map(|_| self.link.new_conn())
             .collect::<Result<_, _>>()?;
-        let start = Instant::now();
+        // Every task waits at the gate, so all connections start together.
+        let (gate, open_gate) = tokio::sync::watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         for conn in opened {
             let msg = msg.clone();
+            let mut gate = open_gate.clone();
             tasks.spawn(async move {
+                let _ = gate.wait_for(|open| *open).await;
                 for _ in 0..msgs {
                     conn.send_packet(REQUEST_CODE, msg.clone()).await?;
                     conn.recv().await?;
                 }
-                anyhow::Ok(start.elapsed())
+                anyhow::Ok(Instant::now())
             });
         }
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        gate.send_replace(true);
         let mut times = Vec::with_capacity(conns);
         while let Some(r) = tasks.join_next().await {
-            times.push(r??);
+            times.push(r?? - start);
         }
         Ok(times)
     }
