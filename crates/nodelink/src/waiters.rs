@@ -56,8 +56,10 @@ impl Wake {
         if let Some(w) = self.first {
             w.wake();
         }
-        for w in self.rest.into_iter().flat_map(|rest| *rest) {
-            w.wake();
+        if let Some(rest) = self.rest {
+            for w in *rest {
+                w.wake();
+            }
         }
     }
 }
