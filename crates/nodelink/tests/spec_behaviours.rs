@@ -1330,21 +1330,30 @@ async fn light_close_racing_with_link_shutdown_ends_cleanly() {
 // ---------------------------------------------------------------------------------------
 // write errors take the link down
 
-#[tokio::test]
-async fn send_error_on_the_direct_path_takes_the_link_down() {
+/// A link (without flow control) over a stream whose writes can be made to fail, with a
+/// raw peer at the other end.
+async fn breakable_link(
+    role: Role,
+) -> (
+    Link,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    RawPeer<tokio::io::DuplexStream>,
+) {
     let (a, b) = tokio::io::duplex(64 << 10);
     let stream = BreakableStream::new(a);
     let breaker = stream.breaker();
     let mut raw = RawPeer::new(b);
     let config = Config::default().with_flow_control(false);
     let (link, _) = within("handshake", async {
-        tokio::join!(
-            Link::handshake(stream, Role::Client, config),
-            raw.handshake(6)
-        )
+        tokio::join!(Link::handshake(stream, role, config), raw.handshake(6))
     })
     .await;
-    let link = link.unwrap();
+    (link.unwrap(), breaker, raw)
+}
+
+#[tokio::test]
+async fn send_error_on_the_direct_path_takes_the_link_down() {
+    let (link, breaker, mut raw) = breakable_link(Role::Client).await;
     let waiting = link.new_conn().unwrap();
     let mut recv = Box::pin(waiting.recv());
     assert!(poll_once(&mut recv).await.is_pending());
@@ -1372,19 +1381,7 @@ async fn send_error_on_the_direct_path_takes_the_link_down() {
 
 #[tokio::test]
 async fn write_error_in_the_background_writer_takes_the_link_down() {
-    let (a, b) = tokio::io::duplex(64 << 10);
-    let stream = BreakableStream::new(a);
-    let breaker = stream.breaker();
-    let mut raw = RawPeer::new(b);
-    let config = Config::default().with_flow_control(false);
-    let (link, _) = within("handshake", async {
-        tokio::join!(
-            Link::handshake(stream, Role::Server, config),
-            raw.handshake(6)
-        )
-    })
-    .await;
-    let link = link.unwrap();
+    let (link, breaker, mut raw) = breakable_link(Role::Server).await;
     breaker.store(true, Ordering::SeqCst);
     // A request on an unknown id of the server's parity makes the reader queue a
     // "connection closed" reply, which the background writer then fails to write.

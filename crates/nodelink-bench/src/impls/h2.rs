@@ -39,9 +39,9 @@ use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{Request, Response};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
-use super::{answer_len, IdleConns, ServerMode, Times};
+use super::{answer_len, IdleConns, Server, ServerMode, Times};
 
 /// Initial flow-control window of every stream, both directions.
 pub const STREAM_WINDOW: u32 = 1 << 20;
@@ -49,19 +49,6 @@ pub const STREAM_WINDOW: u32 = 1 << 20;
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
 /// Concurrent streams the server allows (and the client assumes before SETTINGS arrive).
 pub const MAX_STREAMS: u32 = 128 << 10;
-
-/// A running echo server.
-pub struct Server {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// Binds `bind` and serves every connection as an HTTP/2 echo server, every request by a
 /// task of its own ([`ServerMode::Hold`]: the first message answered by a short-lived task,

@@ -47,6 +47,20 @@ pub const REQUEST_CODE: u16 = 0x0100;
 /// nodelink answer code used by the benchmark.
 pub const ANSWER_CODE: u16 = 0x8100;
 
+/// A running echo server of any implementation; dropping it stops accepting.
+pub struct Server {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// The accept loop.
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Open streams kept alive for the idle-memory scenario; dropping closes them.
 pub struct IdleConns(
     // Never read: holding the value is the point.

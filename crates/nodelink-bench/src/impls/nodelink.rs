@@ -12,20 +12,7 @@ use bytes::Bytes;
 use nodelink::{Config, Conn, Link, Role};
 use tokio::task::JoinHandle;
 
-use super::{answer_len, IdleConns, ServerMode, Times, ANSWER_CODE, REQUEST_CODE};
-
-/// A running server: the listener task and every link it serves.
-pub struct Server {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+use super::{answer_len, IdleConns, Server, ServerMode, Times, ANSWER_CODE, REQUEST_CODE};
 
 /// Listens on `bind` and serves every link in `mode`.
 pub async fn start_server(bind: SocketAddr, mode: ServerMode) -> Result<Server> {

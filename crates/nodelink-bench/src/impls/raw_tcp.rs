@@ -14,22 +14,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
 
-use super::{answer_len, IdleConns, ServerMode, Times};
-
-/// A running echo server.
-pub struct Server {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+use super::{answer_len, IdleConns, Server, ServerMode, Times};
 
 /// Binds `bind` and serves every connection with the echo rule.
 pub async fn start_server(bind: SocketAddr, mode: ServerMode) -> Result<Server> {

@@ -33,12 +33,12 @@ use futures::future::poll_fn;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 use yamux::{Config, Connection, Mode};
 
 use super::raw_tcp::{answer_one, read_msg, serve_stream};
-use super::{answer_len, IdleConns, ServerMode, Times};
+use super::{answer_len, IdleConns, Server, ServerMode, Times};
 
 /// Streams a yamux connection may hold at once (both ends).
 pub const MAX_STREAMS: usize = 128 << 10;
@@ -56,19 +56,6 @@ pub fn config() -> Config {
 
 /// A yamux stream seen through tokio's I/O traits.
 type YStream = Compat<yamux::Stream>;
-
-/// A running echo server.
-pub struct Server {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// Binds `bind`; every accepted connection becomes a yamux server whose inbound streams are
 /// served with the echo rule, each by a task of its own ([`ServerMode::Hold`]: the first
