@@ -22,6 +22,9 @@ cargo fmt --all -- --check
 step "clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "interop peers (Debian's kcp-go, built in GOPATH mode)"
+./scripts/install-kcp-deps.sh
+
 step "tests (unit, integration, doc)"
 cargo test --workspace --locked
 
