@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::kcp_args::{KcpArgs, LinkKcpArgs};
 use crate::tls_args::{ClientTlsArgs, ServerTlsArgs};
 
 /// Serve, ping and tour NEO-compatible multiplexed links.
@@ -23,6 +24,51 @@ pub enum Command {
     Ping(PingArgs),
     /// Start a server and a client in this process and show what happens, and how fast.
     Tour,
+    /// Raw KCP sessions (reliable UDP, kcp-go / kcptun compatible): an echo server and a
+    /// throughput bench.
+    #[command(subcommand)]
+    Kcp(KcpCommand),
+}
+
+/// The `kcp` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KcpCommand {
+    /// Echo every stream byte back on every KCP session. Stops on Ctrl-C or SIGTERM.
+    Serve(KcpServeArgs),
+    /// Send pseudo-random bytes over one KCP session, verify the echo, report throughput
+    /// and the session counters.
+    Bench(KcpBenchArgs),
+}
+
+/// Arguments of `nodelink kcp serve`.
+#[derive(Debug, Args)]
+pub struct KcpServeArgs {
+    /// UDP address to listen on, such as 127.0.0.1:29900 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// KCP settings (kcptun's flag names and server defaults).
+    #[command(flatten)]
+    pub kcp: KcpArgs,
+}
+
+/// Arguments of `nodelink kcp bench`.
+#[derive(Debug, Args)]
+pub struct KcpBenchArgs {
+    /// UDP address of the echo server.
+    #[arg(value_name = "ADDR")]
+    pub addr: String,
+    /// Bytes to send (and expect back).
+    #[arg(long, short = 's', value_name = "BYTES", default_value_t = 4 << 20)]
+    pub size: usize,
+    /// Seed of the pseudo-random bytes.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Give up after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub timeout: f64,
+    /// KCP settings (kcptun's flag names and client defaults).
+    #[command(flatten)]
+    pub kcp: KcpArgs,
 }
 
 /// Arguments of `nodelink serve`.
@@ -37,6 +83,9 @@ pub struct ServeArgs {
     /// TLS settings.
     #[command(flatten)]
     pub tls: ServerTlsArgs,
+    /// KCP settings (`--kcp` and `--kcp-*`).
+    #[command(flatten)]
+    pub kcp: LinkKcpArgs,
 }
 
 /// How `ping` sends its requests.
@@ -85,4 +134,7 @@ pub struct PingArgs {
     /// TLS settings.
     #[command(flatten)]
     pub tls: ClientTlsArgs,
+    /// KCP settings (`--kcp` and `--kcp-*`).
+    #[command(flatten)]
+    pub kcp: LinkKcpArgs,
 }

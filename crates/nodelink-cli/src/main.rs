@@ -4,6 +4,8 @@
 //!   answered with code `c | 0x8000` and the same payload.
 //! * `nodelink ping ADDR` measures round trips against any NEO node (Ping/Pong), or against
 //!   `nodelink serve` with payloads (code [`ping::ECHO_CODE`]).
+//! * `nodelink kcp serve|bench` echo and measure raw KCP sessions (kcp-go / kcptun
+//!   compatible); `serve --kcp` and `ping --kcp` run links over KCP instead of TCP.
 //! * `nodelink tour` starts a server and a client in one process and shows what the link
 //!   does and how fast.
 //!
@@ -15,6 +17,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cli;
+mod kcp;
+mod kcp_args;
 mod out;
 mod ping;
 mod serve;
@@ -49,6 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Serve(args) => serve::run(args).await,
             Command::Ping(args) => ping::run(args).await,
             Command::Tour => tour::run().await,
+            Command::Kcp(command) => kcp::run(command).await,
         }
     });
     // Do not wait for tasks that are still blocked (for example a link the peer never

@@ -15,6 +15,7 @@ use nodelink::{Config, Conn, ErrorMessage, Link, Message, Ping, Pong, ANSWER_BIT
 use tokio::task::JoinSet;
 
 use crate::cli::{PingArgs, PingMode};
+use crate::kcp_args::{self, Side};
 use crate::out::say;
 use crate::stats::{per_second, Summary};
 use crate::tls_args;
@@ -223,8 +224,12 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
         );
     }
     let tls = args.tls.settings()?;
+    let kcp = args.kcp.session(Side::Client)?;
     let config = Config::default().with_version(args.version);
-    let link = tls_args::dial(&args.addr, config, tls.as_ref()).await?;
+    let link = match kcp {
+        Some(session) => kcp_args::dial(&args.addr, session, config).await?,
+        None => tls_args::dial(&args.addr, config, tls.as_ref()).await?,
+    };
 
     let what = if args.size == 0 {
         "Ping/Pong (code 2)".to_string()

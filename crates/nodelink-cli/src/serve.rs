@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
+use crate::kcp_args::{AnyListener, Side};
 use crate::out::say;
 use crate::tls_args;
 
@@ -22,15 +23,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tls = args.tls.settings()?;
+    let kcp = args.kcp.session(Side::Server)?;
     // Handlers go in before the address is printed: whoever reads it may signal at once.
     let mut signals = Signals::install()?;
     let config = Config::default().with_version(args.version);
-    let mut listener = tls_args::listen(&args.listen, config, tls.as_ref()).await?;
+    let mut listener = match kcp {
+        Some(session) => AnyListener::kcp(&args.listen, session, config).await?,
+        None => AnyListener::Tcp(tls_args::listen(&args.listen, config, tls.as_ref()).await?),
+    };
     let addr = listener
         .local_addr()
         .context("cannot read the listening address")?;
     say!("listening on {addr}");
-    tracing::info!(%addr, tls = tls.is_some(), version = args.version, "serving");
+    tracing::info!(%addr, tls = tls.is_some(), kcp = args.kcp.kcp, version = args.version, "serving");
 
     let stop = CancellationToken::new();
     let mut links = JoinSet::new();
@@ -112,7 +117,7 @@ fn link_name(link: &Link) -> String {
 }
 
 /// SIGINT and SIGTERM, installed up front.
-struct Signals {
+pub struct Signals {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -121,7 +126,7 @@ struct Signals {
 
 impl Signals {
     #[cfg(unix)]
-    fn install() -> anyhow::Result<Signals> {
+    pub fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
@@ -130,13 +135,13 @@ impl Signals {
     }
 
     #[cfg(not(unix))]
-    fn install() -> anyhow::Result<Signals> {
+    pub fn install() -> anyhow::Result<Signals> {
         Ok(Signals {})
     }
 
     /// Waits for the next signal and names it.
     #[cfg(unix)]
-    async fn recv(&mut self) -> &'static str {
+    pub async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.interrupt.recv() => "SIGINT",
             _ = self.terminate.recv() => "SIGTERM",
@@ -145,7 +150,7 @@ impl Signals {
 
     /// Waits for Ctrl-C.
     #[cfg(not(unix))]
-    async fn recv(&mut self) -> &'static str {
+    pub async fn recv(&mut self) -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
     }

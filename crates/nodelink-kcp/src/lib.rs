@@ -8,11 +8,17 @@
 //! * [`crypt`]: kcp-go's datagram encryption (nonce + CRC-32 header, every kcptun cipher)
 //!   and kcptun's key derivation.
 //!
-//! The tokio session and listener that drive these over UDP are built on top (in progress).
+//! * [`pipeline`]: one session's datagram path (crypto + FEC + KCP), still sans IO;
+//! * [`session`]: the tokio driver: [`KcpStream`] (client, `AsyncRead + AsyncWrite`) and
+//!   [`KcpListener`] (one UDP socket, sessions demultiplexed by remote address).
 
 pub mod core;
 pub mod crypt;
 mod error;
 pub mod fec;
+pub mod pipeline;
+pub mod session;
 
 pub use error::{Error, Result};
+pub use pipeline::{Mode, SessionConfig, Stats};
+pub use session::{snmp, KcpListener, KcpStream};

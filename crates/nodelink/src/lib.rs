@@ -81,6 +81,8 @@ mod control;
 mod error;
 mod frame;
 mod handshake;
+#[cfg(feature = "kcp")]
+pub mod kcp;
 mod link;
 mod message;
 mod net;
@@ -103,6 +105,8 @@ pub use frame::{
     decode_packet, is_answer, FrameError, Header, Packet, ANSWER_BIT, HEADER_LEN, MAX_PACKET_SIZE,
     MAX_PAYLOAD_LEN,
 };
+#[cfg(feature = "kcp")]
+pub use kcp::{dial_kcp, listen_kcp, KcpLinkListener};
 pub use link::{Link, PeerFlowControl, Role};
 pub use message::{ErrorCode, ErrorMessage, Message, Ping, Pong, Raw};
 pub use net::{dial, listen, Listener};

@@ -1,0 +1,336 @@
+//! The per-session driver task and the state it shares with [`super::KcpStream`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::{sleep_until, Instant};
+
+use super::{count_close, GLOBAL};
+use crate::pipeline::{Pipeline, SessionConfig, Stats};
+use crate::Error;
+
+/// Why a session stopped working.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    /// The peer stopped acknowledging.
+    Dead,
+    /// The listener replaced or dropped this session.
+    Reset(&'static str),
+    /// The socket failed.
+    Socket(io::ErrorKind, String),
+}
+
+impl Failure {
+    pub(crate) fn to_io(&self) -> io::Error {
+        match self {
+            Failure::Dead => io::Error::new(io::ErrorKind::ConnectionAborted, Error::DeadLink),
+            Failure::Reset(why) => io::Error::new(io::ErrorKind::ConnectionReset, *why),
+            Failure::Socket(kind, msg) => io::Error::new(*kind, msg.clone()),
+        }
+    }
+}
+
+/// State shared by the application side and the driver.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) pipe: Pipeline,
+    pub(crate) read_waker: Option<Waker>,
+    pub(crate) write_waker: Option<Waker>,
+    pub(crate) failure: Option<Failure>,
+    /// The application queued data: flush at once (kcp-go without write delay).
+    pub(crate) want_flush: bool,
+    /// `shutdown` was called: no more writes.
+    pub(crate) write_closed: bool,
+    /// The stream was dropped: the driver lingers, then exits.
+    pub(crate) dropped: bool,
+    /// Stats already added to the global counters.
+    reported: Stats,
+}
+
+impl State {
+    /// Wakes the reader and writer (e.g. on failure).
+    pub(crate) fn wake_all(&mut self) {
+        if let Some(w) = self.read_waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.write_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Adds the stats accumulated since the last report to the global counters.
+    fn report(&mut self) {
+        let now = self.pipe.stats();
+        GLOBAL.add(&now.delta(&self.reported));
+        self.reported = now;
+    }
+}
+
+/// What a stream and its driver share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// Kicks the driver (data queued, stream dropped, window opened by a read).
+    pub(crate) kick: Notify,
+    pub(crate) cfg: SessionConfig,
+    /// The session clock's origin.
+    epoch: Instant,
+}
+
+impl Shared {
+    pub(crate) fn new(pipe: Pipeline, cfg: SessionConfig) -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(State {
+                pipe,
+                read_waker: None,
+                write_waker: None,
+                failure: None,
+                want_flush: false,
+                write_closed: false,
+                dropped: false,
+                reported: Stats::default(),
+            }),
+            kick: Notify::new(),
+            cfg,
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Locks the state (a poisoned lock is recovered: the state stays consistent between
+    /// the short critical sections).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Milliseconds on the session clock.
+    fn now_ms(&self, at: Instant) -> u32 {
+        at.duration_since(self.epoch).as_millis() as u32
+    }
+}
+
+/// The network side of a session.
+#[derive(Debug)]
+pub(crate) enum NetSide {
+    /// A client: a connected socket, all datagrams are ours.
+    Client(Arc<UdpSocket>),
+    /// A listener's session: decrypted payloads come from the demultiplexer.
+    Server {
+        sock: Arc<UdpSocket>,
+        peer: SocketAddr,
+        rx: mpsc::Receiver<Vec<u8>>,
+        /// Told `(peer, id)` when this driver exits.
+        gone: mpsc::UnboundedSender<(SocketAddr, u64)>,
+        id: u64,
+    },
+}
+
+/// Received datagrams processed per lock acquisition at most.
+const BATCH: usize = 64;
+
+enum Event {
+    Kick,
+    Packet(usize),
+    Payload(Vec<u8>),
+    Timer,
+    Closed(Failure),
+}
+
+/// Outgoing datagrams collected under the lock, sent after it; buffers are reused.
+#[derive(Default)]
+struct OutBatch {
+    bufs: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl OutBatch {
+    fn push(&mut self, d: &[u8]) {
+        if self.len == self.bufs.len() {
+            self.bufs.push(Vec::with_capacity(1500));
+        }
+        let b = &mut self.bufs[self.len];
+        b.clear();
+        b.extend_from_slice(d);
+        self.len += 1;
+    }
+}
+
+/// Runs a session until it is dropped and flushed, dead, or reset.
+pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
+    let mut rbuf = vec![0u8; 65_536];
+    let mut out = OutBatch::default();
+    let mut last_progress = Instant::now();
+    let mut dropped_at: Option<Instant> = None;
+    let cfg_dead = shared.cfg.dead_timeout;
+    let linger = shared.cfg.linger;
+    let overhead = shared.lock().pipe.crypto().overhead();
+
+    loop {
+        // Work out when to wake up next, and whether we are done.
+        let deadline = {
+            let mut st = shared.lock();
+            let now = Instant::now();
+            let now_ms = shared.now_ms(now);
+            if st.pipe.wait_snd() == 0 {
+                last_progress = now;
+            }
+            if st.failure.is_none()
+                && (st.pipe.is_dead() || now.duration_since(last_progress) > cfg_dead)
+            {
+                st.failure = Some(Failure::Dead);
+            }
+            if st.dropped && dropped_at.is_none() {
+                dropped_at = Some(now);
+            }
+            let lingered = dropped_at.is_some_and(|t| now.duration_since(t) >= linger);
+            if st.failure.is_some() || (st.dropped && (st.pipe.wait_snd() == 0 || lingered)) {
+                if st.failure.is_none() {
+                    // Send the ACKs we still owe.
+                    st.pipe.flush(now_ms, |d| out.push(d));
+                }
+                st.report();
+                st.wake_all();
+                None
+            } else {
+                let wake_ms = st.pipe.check(now_ms).wrapping_sub(now_ms);
+                let mut deadline = now + Duration::from_millis(u64::from(wake_ms));
+                if st.pipe.wait_snd() > 0 {
+                    deadline = deadline.min(last_progress + cfg_dead + Duration::from_millis(1));
+                }
+                if let Some(t) = dropped_at {
+                    deadline = deadline.min(t + linger);
+                }
+                Some(deadline)
+            }
+        };
+        let Some(deadline) = deadline else {
+            let _ = send_all(&net, &mut out).await;
+            break;
+        };
+
+        let event = match &mut net {
+            NetSide::Client(sock) => tokio::select! {
+                _ = shared.kick.notified() => Event::Kick,
+                r = sock.recv(&mut rbuf) => match r {
+                    Ok(n) => Event::Packet(n),
+                    Err(e) if transient(&e) => Event::Timer,
+                    Err(e) => Event::Closed(Failure::Socket(e.kind(), e.to_string())),
+                },
+                _ = sleep_until(deadline) => Event::Timer,
+            },
+            NetSide::Server { rx, .. } => tokio::select! {
+                _ = shared.kick.notified() => Event::Kick,
+                r = rx.recv() => match r {
+                    Some(p) => Event::Payload(p),
+                    None => Event::Closed(Failure::Reset(
+                        "session replaced by a new conversation from the same address, \
+                         or its listener closed",
+                    )),
+                },
+                _ = sleep_until(deadline) => Event::Timer,
+            },
+        };
+
+        {
+            let mut st = shared.lock();
+            let now_ms = shared.now_ms(Instant::now());
+            let mut input_ok = false;
+            match event {
+                Event::Closed(f) => {
+                    st.failure.get_or_insert(f);
+                    continue;
+                }
+                Event::Kick | Event::Timer => {}
+                Event::Packet(n) => {
+                    input_ok |= st.pipe.input(&mut rbuf[..n], now_ms).is_ok();
+                    if let NetSide::Client(sock) = &net {
+                        for _ in 1..BATCH {
+                            match sock.try_recv(&mut rbuf) {
+                                Ok(n) => input_ok |= st.pipe.input(&mut rbuf[..n], now_ms).is_ok(),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                Event::Payload(p) => {
+                    st.pipe.count_received(p.len() + overhead);
+                    input_ok |= st.pipe.input_payload(&p, now_ms).is_ok();
+                    if let NetSide::Server { rx, .. } = &mut net {
+                        for _ in 1..BATCH {
+                            match rx.try_recv() {
+                                Ok(p) => {
+                                    st.pipe.count_received(p.len() + overhead);
+                                    input_ok |= st.pipe.input_payload(&p, now_ms).is_ok();
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+            if input_ok {
+                last_progress = Instant::now();
+            }
+            if std::mem::take(&mut st.want_flush) {
+                st.pipe.flush(now_ms, |d| out.push(d));
+            }
+            st.pipe.transmit(now_ms, |d| out.push(d));
+            if st.pipe.peek_size().is_some() {
+                if let Some(w) = st.read_waker.take() {
+                    w.wake();
+                }
+            }
+            if st.pipe.send_capacity() > 0 || st.pipe.wait_snd() == 0 {
+                if let Some(w) = st.write_waker.take() {
+                    w.wake();
+                }
+            }
+            st.report();
+        }
+        if let Err(e) = send_all(&net, &mut out).await {
+            let mut st = shared.lock();
+            st.failure
+                .get_or_insert(Failure::Socket(e.kind(), e.to_string()));
+        }
+    }
+
+    count_close();
+    if let NetSide::Server { peer, gone, id, .. } = &net {
+        let _ = gone.send((*peer, *id));
+    }
+}
+
+/// Errors a UDP socket reports for earlier datagrams (ICMP unreachable etc.): KCP
+/// treats the path as lossy, not broken.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Sends the collected datagrams, resetting the batch.
+async fn send_all(net: &NetSide, out: &mut OutBatch) -> io::Result<()> {
+    let n = std::mem::take(&mut out.len);
+    for d in &out.bufs[..n] {
+        let r = match net {
+            NetSide::Client(sock) => sock.send(d).await,
+            NetSide::Server { sock, peer, .. } => sock.send_to(d, *peer).await,
+        };
+        match r {
+            Ok(_) => {}
+            Err(e) if transient(&e) => {}
+            // A full buffer or an unreachable host loses the datagram: KCP resends it.
+            Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! [`KcpListener`]: one UDP socket, many sessions, kcp-go's demultiplexing rules.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{ToSocketAddrs, UdpSocket};
+use tokio::sync::mpsc;
+
+use super::driver::NetSide;
+use super::stream::{config_error, KcpStream};
+use super::{count_open, GLOBAL};
+use crate::core::segment::segments;
+use crate::crypt::DatagramCrypto;
+use crate::fec::{is_fec, FEC_DATA_HEADER_SIZE, TYPE_DATA};
+use crate::pipeline::{AtomicStats, Pipeline, SessionConfig, Stats};
+use crate::Error;
+
+/// Datagrams queued towards one session's driver before further ones are dropped.
+const SESSION_QUEUE: usize = 1024;
+
+/// Accepts KCP sessions on one UDP socket, like kcp-go's `Listener`.
+///
+/// Sessions are keyed by the remote address. A new session is created from the first
+/// data or plain datagram carrying a well-formed KCP segment, never from an FEC parity
+/// packet; another conv from a known address replaces its session only if the first
+/// segment's `sn` is 0 (the peer restarted), otherwise the datagram is dropped. While
+/// [`backlog`](SessionConfig::backlog) sessions wait in [`accept`](Self::accept), new
+/// sessions are refused (their datagrams dropped, counted as `InErrs`). Garbage and
+/// datagrams failing the checksum are dropped and counted ([`stats`](Self::stats)).
+///
+/// Dropping the listener stops accepting; sessions already accepted keep working, and
+/// the socket is closed once the last of them ends.
+#[derive(Debug)]
+pub struct KcpListener {
+    accept_rx: mpsc::Receiver<(KcpStream, SocketAddr)>,
+    local: SocketAddr,
+    stats: Arc<AtomicStats>,
+}
+
+struct Route {
+    conv: u32,
+    id: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+struct Demux {
+    sock: Arc<UdpSocket>,
+    cfg: SessionConfig,
+    crypto: Arc<DatagramCrypto>,
+    local: SocketAddr,
+    routes: HashMap<SocketAddr, Route>,
+    accept_tx: mpsc::Sender<(KcpStream, SocketAddr)>,
+    gone_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
+    next_id: u64,
+    stats: Arc<AtomicStats>,
+}
+
+impl KcpListener {
+    /// Binds a UDP socket and starts the demultiplexer. Derives the key once for all
+    /// sessions.
+    ///
+    /// # Errors
+    ///
+    /// Socket errors; `InvalidInput` wrapping [`Error::Config`] for a bad configuration.
+    pub async fn bind(addr: impl ToSocketAddrs, cfg: SessionConfig) -> io::Result<KcpListener> {
+        // Validate once up front (conv 1 is arbitrary).
+        Pipeline::with_crypto(1, &cfg, Arc::new(cfg.crypto().map_err(config_error)?))
+            .map_err(config_error)?;
+        let crypto = Arc::new(cfg.crypto().map_err(config_error)?);
+        let sock = Arc::new(UdpSocket::bind(addr).await?);
+        let local = sock.local_addr()?;
+        let (accept_tx, accept_rx) = mpsc::channel(cfg.backlog.max(1));
+        let (gone_tx, gone_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(AtomicStats::new());
+        let demux = Demux {
+            sock,
+            cfg,
+            crypto,
+            local,
+            routes: HashMap::new(),
+            accept_tx,
+            gone_tx,
+            next_id: 0,
+            stats: Arc::clone(&stats),
+        };
+        tokio::spawn(demux.run(gone_rx));
+        Ok(KcpListener {
+            accept_rx,
+            local,
+            stats,
+        })
+    }
+
+    /// Waits for the next session.
+    ///
+    /// # Errors
+    ///
+    /// Only if the demultiplexer stopped (its socket failed).
+    pub async fn accept(&mut self) -> io::Result<(KcpStream, SocketAddr)> {
+        self.accept_rx.recv().await.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "KCP listener socket closed or failed",
+            )
+        })
+    }
+
+    /// The local socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The listener's own counters: datagrams received and dropped before reaching any
+    /// session (`InPkts`/`InBytes` of those, `InErrs`, `InCsumErrors`), and `PassiveOpens`.
+    pub fn stats(&self) -> Stats {
+        self.stats.snapshot()
+    }
+}
+
+/// What the first segment of a datagram says, if it is a data or plain packet.
+fn classify(payload: &[u8]) -> Option<(u32, u32)> {
+    let kcp = if is_fec(payload) {
+        let ty = u16::from_le_bytes([payload[4], payload[5]]);
+        if ty != TYPE_DATA {
+            return None;
+        }
+        payload.get(FEC_DATA_HEADER_SIZE..)?
+    } else {
+        payload
+    };
+    // The first segment must be well formed (known command, length within bounds).
+    let (hdr, _) = segments(kcp).next()?.ok()?;
+    Some((hdr.conv, hdr.sn))
+}
+
+impl Demux {
+    fn drop_datagram(&self, len: usize, err: Option<bool>) {
+        let d = Stats {
+            in_pkts: 1,
+            in_bytes: len as u64,
+            in_errs: u64::from(err == Some(false)),
+            in_csum_errors: u64::from(err == Some(true)),
+            ..Stats::default()
+        };
+        self.stats.add(&d);
+        GLOBAL.add(&d);
+    }
+
+    async fn run(mut self, mut gone_rx: mpsc::UnboundedReceiver<(SocketAddr, u64)>) {
+        let mut buf = vec![0u8; 65_536];
+        let mut listener_open = true;
+        loop {
+            let accept_tx = self.accept_tx.clone();
+            tokio::select! {
+                r = self.sock.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => self.on_datagram(&mut buf[..n], from, listener_open),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock) => {}
+                    Err(e) => {
+                        tracing::warn!("KCP listener on {}: {e}", self.local);
+                        break;
+                    }
+                },
+                Some((addr, id)) = gone_rx.recv() => {
+                    if self.routes.get(&addr).is_some_and(|r| r.id == id) {
+                        self.routes.remove(&addr);
+                    }
+                }
+                _ = accept_tx.closed(), if listener_open => listener_open = false,
+            }
+            if !listener_open && self.routes.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, datagram: &mut [u8], from: SocketAddr, listener_open: bool) {
+        let len = datagram.len();
+        let payload = match self.crypto.open(datagram) {
+            Ok(p) => p,
+            Err(Error::Checksum) => return self.drop_datagram(len, Some(true)),
+            Err(_) => return self.drop_datagram(len, Some(false)),
+        };
+        let first = classify(payload);
+
+        if let Some(route) = self.routes.get(&from) {
+            match first {
+                Some((conv, sn)) if conv != route.conv => {
+                    if sn != 0 {
+                        return self.drop_datagram(len, Some(false));
+                    }
+                    // The peer restarted: dropping the route resets the old session.
+                    self.routes.remove(&from);
+                }
+                _ => match route.tx.try_send(payload.to_vec()) {
+                    Ok(()) => return,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        return self.drop_datagram(len, None);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        self.routes.remove(&from);
+                    }
+                },
+            }
+        }
+
+        let Some((conv, _)) = first else {
+            // Parity or garbage from an unknown address: no session from this.
+            return self.drop_datagram(len, Some(false));
+        };
+        if !listener_open {
+            return self.drop_datagram(len, None);
+        }
+        let Ok(permit) = self.accept_tx.try_reserve() else {
+            // Backlog full: refuse.
+            return self.drop_datagram(len, Some(false));
+        };
+        let pipe = match Pipeline::with_crypto(conv, &self.cfg, Arc::clone(&self.crypto)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("KCP listener: cannot create a session: {e}");
+                return self.drop_datagram(len, Some(false));
+            }
+        };
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let id = self.next_id;
+        self.next_id += 1;
+        let sock = Arc::clone(&self.sock);
+        let gone = self.gone_tx.clone();
+        let stream = KcpStream::spawn(pipe, self.cfg.clone(), self.local, from, |_| {
+            NetSide::Server {
+                sock,
+                peer: from,
+                rx,
+                gone,
+                id,
+            }
+        });
+        count_open(false);
+        self.stats
+            .passive_opens
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The channel is new: this cannot be full.
+        let _ = tx.try_send(payload.to_vec());
+        self.routes.insert(from, Route { conv, id, tx });
+        permit.send((stream, from));
+    }
+}

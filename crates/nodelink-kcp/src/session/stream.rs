@@ -1,0 +1,320 @@
+//! [`KcpStream`]: the application's end of a session.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
+use tokio::time::{sleep, Sleep};
+
+use super::count_open;
+use super::driver::{drive, NetSide, Shared, State};
+use crate::pipeline::{Pipeline, SessionConfig, Stats};
+use crate::Error;
+
+/// One KCP session: a reliable, ordered byte stream (or message channel) over UDP.
+///
+/// In stream mode (the default) it is a tokio [`AsyncRead`] + [`AsyncWrite`]; in message
+/// mode use [`send_message`](Self::send_message) and [`recv_message`](Self::recv_message)
+/// (a plain `write` then sends one message and a `read` returns one, failing if the buffer
+/// is too small). Writes wait while KCP's send queue is full. Reads and writes fail with
+/// `TimedOut` after the configured timeouts, and with `ConnectionAborted` wrapping
+/// [`Error::DeadLink`] once the peer is found dead. `shutdown` (and dropping the stream)
+/// lets what is queued drain, bounded by the linger time; KCP has no FIN, so the peer does
+/// not see an end of stream.
+#[derive(Debug)]
+pub struct KcpStream {
+    shared: Arc<Shared>,
+    local: SocketAddr,
+    peer: SocketAddr,
+    read_timer: Option<Pin<Box<Sleep>>>,
+    write_timer: Option<Pin<Box<Sleep>>>,
+    close_timer: Option<Pin<Box<Sleep>>>,
+}
+
+pub(crate) fn config_error(e: Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e)
+}
+
+impl KcpStream {
+    /// Opens a client session to `addr` with a random non-zero conversation id. No packet
+    /// is exchanged (KCP has no handshake): this only binds and connects a UDP socket.
+    ///
+    /// # Errors
+    ///
+    /// Address resolution or socket errors; `InvalidInput` wrapping [`Error::Config`] for
+    /// an invalid configuration.
+    pub async fn connect(addr: impl ToSocketAddrs, cfg: SessionConfig) -> io::Result<KcpStream> {
+        let peer = lookup_host(addr).await?.next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")
+        })?;
+        let bind: SocketAddr = if peer.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let sock = UdpSocket::bind(bind).await?;
+        sock.connect(peer).await?;
+        let local = sock.local_addr()?;
+        let conv = loop {
+            let c: u32 = rand::random();
+            if c != 0 {
+                break c;
+            }
+        };
+        let pipe = Pipeline::new(conv, &cfg).map_err(config_error)?;
+        let stream = KcpStream::spawn(pipe, cfg, local, peer, |_| NetSide::Client(Arc::new(sock)));
+        count_open(true);
+        Ok(stream)
+    }
+
+    /// Builds a stream and spawns its driver.
+    pub(crate) fn spawn(
+        pipe: Pipeline,
+        cfg: SessionConfig,
+        local: SocketAddr,
+        peer: SocketAddr,
+        net: impl FnOnce(&Arc<Shared>) -> NetSide,
+    ) -> KcpStream {
+        let shared = Shared::new(pipe, cfg);
+        let side = net(&shared);
+        tokio::spawn(drive(Arc::clone(&shared), side));
+        KcpStream {
+            shared,
+            local,
+            peer,
+            read_timer: None,
+            write_timer: None,
+            close_timer: None,
+        }
+    }
+
+    /// The local socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The conversation id.
+    pub fn conv(&self) -> u32 {
+        self.shared.lock().pipe.conv()
+    }
+
+    /// Largest segment payload (kcp-go 5.6.1 sends each write as messages of at most this).
+    pub fn mss(&self) -> usize {
+        self.shared.lock().pipe.mss()
+    }
+
+    /// This session's counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().pipe.stats()
+    }
+
+    /// Whether the session failed (dead peer, reset).
+    pub fn is_dead(&self) -> bool {
+        self.shared.lock().failure.is_some()
+    }
+
+    /// Sends one message (message mode; in stream mode, appends the bytes). Waits for send
+    /// capacity, then queues the whole message.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` wrapping [`Error::MessageTooLarge`]; the session's failure; `TimedOut`.
+    pub async fn send_message(&mut self, msg: &[u8]) -> io::Result<()> {
+        poll_fn(|cx| self.poll_send(cx, msg, true))
+            .await
+            .map(|_| ())
+    }
+
+    /// Receives the next message (message mode; in stream mode, whatever is buffered).
+    ///
+    /// # Errors
+    ///
+    /// The session's failure; `TimedOut` after the read timeout.
+    pub async fn recv_message(&mut self) -> io::Result<Vec<u8>> {
+        poll_fn(|cx| {
+            self.poll_recv_with(cx, |st| {
+                let Some(n) = st.pipe.peek_size() else {
+                    return Ok(None);
+                };
+                let mut v = vec![0u8; n];
+                let got = st.pipe.recv(&mut v)?.unwrap_or(0);
+                v.truncate(got);
+                Ok(Some(v))
+            })
+        })
+        .await
+    }
+
+    fn poll_recv_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut State) -> crate::Result<Option<T>>,
+    ) -> Poll<io::Result<T>> {
+        {
+            let mut st = self.shared.lock();
+            match f(&mut st) {
+                Ok(Some(v)) => {
+                    let kick = st.pipe.kcp().needs_flush();
+                    drop(st);
+                    if kick {
+                        self.shared.kick.notify_one();
+                    }
+                    self.read_timer = None;
+                    return Poll::Ready(Ok(v));
+                }
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidInput, e))),
+            }
+            if let Some(f) = &st.failure {
+                return Poll::Ready(Err(f.to_io()));
+            }
+            st.read_waker = Some(cx.waker().clone());
+        }
+        if poll_timer(&mut self.read_timer, self.shared.cfg.read_timeout, cx).is_ready() {
+            self.read_timer = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "KCP read timed out",
+            )));
+        }
+        Poll::Pending
+    }
+
+    /// Queues `buf` (all of it if `whole`, else as much as the send capacity allows).
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        whole: bool,
+    ) -> Poll<io::Result<usize>> {
+        {
+            let mut st = self.shared.lock();
+            if let Some(f) = &st.failure {
+                return Poll::Ready(Err(f.to_io()));
+            }
+            if st.write_closed {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "KCP stream was shut down for writing",
+                )));
+            }
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            let cap = st.pipe.send_capacity();
+            if cap > 0 {
+                let n = if whole {
+                    buf.len()
+                } else {
+                    buf.len().min(cap * st.pipe.mss())
+                };
+                let r = st.pipe.send(&buf[..n]);
+                st.want_flush = true;
+                drop(st);
+                self.write_timer = None;
+                self.shared.kick.notify_one();
+                return Poll::Ready(r.map_err(config_error));
+            }
+            st.write_waker = Some(cx.waker().clone());
+        }
+        if poll_timer(&mut self.write_timer, self.shared.cfg.write_timeout, cx).is_ready() {
+            self.write_timer = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "KCP write timed out",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+/// Polls an optional timeout, arming it on first use.
+fn poll_timer(
+    slot: &mut Option<Pin<Box<Sleep>>>,
+    dur: Option<Duration>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let Some(d) = dur else {
+        return Poll::Pending;
+    };
+    slot.get_or_insert_with(|| Box::pin(sleep(d)))
+        .as_mut()
+        .poll(cx)
+}
+
+impl AsyncRead for KcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let this = self.get_mut();
+        let dst = buf.initialize_unfilled();
+        match this.poll_recv_with(cx, |st| st.pipe.recv(dst)) {
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for KcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let whole = !this.shared.cfg.stream;
+        this.poll_send(cx, buf, whole)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Writes are flushed by the driver at once (no write delay).
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        {
+            let mut st = this.shared.lock();
+            st.write_closed = true;
+            if let Some(f) = &st.failure {
+                return Poll::Ready(Err(f.to_io()));
+            }
+            if st.pipe.wait_snd() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            st.write_waker = Some(cx.waker().clone());
+        }
+        let linger = Some(this.shared.cfg.linger);
+        if poll_timer(&mut this.close_timer, linger, cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for KcpStream {
+    fn drop(&mut self) {
+        self.shared.lock().dropped = true;
+        self.shared.kick.notify_one();
+    }
+}

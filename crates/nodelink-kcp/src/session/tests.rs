@@ -1,0 +1,290 @@
+//! Rust-to-Rust session tests over loopback UDP.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UdpSocket;
+use tokio::time::timeout;
+
+use super::{snmp, KcpListener, KcpStream};
+use crate::crypt::CipherKind;
+use crate::pipeline::{Mode, SessionConfig};
+use crate::Error;
+
+fn data(len: usize) -> Vec<u8> {
+    let mut x = 0x1234_5678u32;
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 16) as u8
+        })
+        .collect()
+}
+
+/// A stream echo server; returns its address.
+async fn echo_server(cfg: SessionConfig) -> String {
+    let mut l = KcpListener::bind("127.0.0.1:0", cfg).await.unwrap();
+    let addr = l.local_addr().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 16];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_echo_1mb() {
+    for cfg in [
+        SessionConfig::default(),
+        SessionConfig::default()
+            .with_fec(0, 0)
+            .with_crypt(CipherKind::Salsa20)
+            .with_mode(Mode::Fast3),
+    ] {
+        let addr = echo_server(cfg.clone()).await;
+        let s = KcpStream::connect(&addr, cfg).await.unwrap();
+        let sent = data(1 << 20);
+        let (mut rd, mut wr) = tokio::io::split(s);
+        let out = sent.clone();
+        let w = tokio::spawn(async move {
+            wr.write_all(&out).await.unwrap();
+            wr
+        });
+        let mut got = vec![0u8; sent.len()];
+        timeout(Duration::from_secs(20), rd.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(got == sent);
+        let s = rd.unsplit(w.await.unwrap());
+        let st = s.stats();
+        assert_eq!(st.in_csum_errors, 0);
+        assert_eq!(st.bytes_sent, 1 << 20);
+        assert!(st.out_pkts > 0 && st.in_segs > 0);
+    }
+    let g = snmp();
+    assert!(g.active_opens >= 2 && g.passive_opens >= 2 && g.out_bytes > 0);
+}
+
+#[tokio::test]
+async fn message_mode_keeps_boundaries() {
+    let cfg = SessionConfig::default().with_stream(false);
+    let mut l = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let addr = l.local_addr();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                while let Ok(m) = s.recv_message().await {
+                    if s.send_message(&m).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let mut c = KcpStream::connect(addr, cfg).await.unwrap();
+    let all = data(40_000);
+    let sizes = [1usize, 1298, 1299, 5000, 17, 20_000, 3];
+    let mut off = 0;
+    for n in sizes {
+        c.send_message(&all[off..off + n]).await.unwrap();
+        off += n;
+    }
+    let mut off = 0;
+    for n in sizes {
+        let m = timeout(Duration::from_secs(10), c.recv_message())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m, &all[off..off + n]);
+        off += n;
+    }
+}
+
+#[test]
+fn dead_peer_is_detected() {
+    // The peer runs in its own runtime, which is shut down (socket closed) mid-session.
+    let server_rt = tokio::runtime::Runtime::new().unwrap();
+    let cfg = SessionConfig::default()
+        .with_dead_timeout(Duration::from_millis(1500))
+        .with_fec(0, 0);
+    let addr = server_rt.block_on(echo_server(cfg.clone()));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let s = KcpStream::connect(&addr, cfg).await.unwrap();
+        let (mut rd, mut wr) = tokio::io::split(s);
+        wr.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        rd.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+
+        // A read is pending when the peer disappears.
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            rd.read(&mut buf).await
+        });
+        server_rt.shutdown_background();
+        let started = Instant::now();
+        wr.write_all(&data(10_000)).await.unwrap();
+        let err = timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the pending read must fail")
+            .unwrap()
+            .unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<Error>());
+        assert!(matches!(inner, Some(Error::DeadLink)), "{err:?}");
+        // Later writes fail too.
+        let err = wr.write_all(b"more").await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+    });
+}
+
+#[tokio::test]
+async fn read_timeout_fires() {
+    let cfg = SessionConfig::default().with_read_timeout(Some(Duration::from_millis(200)));
+    let addr = echo_server(cfg.clone()).await;
+    let mut s = KcpStream::connect(&addr, cfg).await.unwrap();
+    let mut buf = [0u8; 8];
+    let err = s.read(&mut buf).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+}
+
+#[tokio::test]
+async fn listener_backlog_is_bounded() {
+    let cfg = SessionConfig::default().with_backlog(2);
+    let mut l = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let addr = l.local_addr();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let mut c = KcpStream::connect(addr, cfg.clone()).await.unwrap();
+        c.write_all(b"hello").await.unwrap();
+        clients.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = l.stats();
+    assert_eq!(st.passive_opens, 2, "{st:?}");
+    assert!(st.in_errs >= 2, "refused datagrams are counted: {st:?}");
+    for _ in 0..2 {
+        let (mut s, _) = timeout(Duration::from_secs(1), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hello");
+    }
+    // With room again, the refused clients get in on their retransmissions.
+    for _ in 0..2 {
+        timeout(Duration::from_secs(5), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn garbage_is_counted_and_dropped() {
+    for (crypt, fec) in [(CipherKind::Aes, (10, 3)), (CipherKind::Null, (0, 0))] {
+        let cfg = SessionConfig::default()
+            .with_crypt(crypt)
+            .with_fec(fec.0, fec.1);
+        let mut l = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+        let addr = l.local_addr();
+        let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut x = 99u32;
+        let sizes = [0usize, 1, 5, 19, 20, 24, 30, 100, 1400];
+        for (i, &n) in sizes.iter().enumerate() {
+            let mut d: Vec<u8> = (0..n)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            if i == 8 && n >= 8 {
+                // Looks like an FEC parity packet: never creates a session.
+                d[4] = 0xF2;
+                d[5] = 0;
+            }
+            raw.send_to(&d, addr).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let st = l.stats();
+        assert_eq!(st.passive_opens, 0, "{crypt}: {st:?}");
+        assert_eq!(st.in_pkts, sizes.len() as u64, "{crypt}: {st:?}");
+        assert_eq!(
+            st.in_errs + st.in_csum_errors,
+            sizes.len() as u64,
+            "{crypt}: {st:?}"
+        );
+        assert!(timeout(Duration::from_millis(100), l.accept())
+            .await
+            .is_err());
+
+        // The listener still works.
+        let mut c = KcpStream::connect(addr, cfg).await.unwrap();
+        c.write_all(b"ok").await.unwrap();
+        let (mut s, _) = timeout(Duration::from_secs(2), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut buf = [0u8; 2];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ok");
+    }
+}
+
+#[tokio::test]
+async fn wrong_key_is_dropped_as_checksum_error() {
+    let cfg = SessionConfig::default();
+    let mut l = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let addr = l.local_addr();
+    let mut c = KcpStream::connect(addr, cfg.with_key("not the key"))
+        .await
+        .unwrap();
+    c.write_all(b"secret").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = l.stats();
+    assert!(st.in_csum_errors >= 1, "{st:?}");
+    assert_eq!(st.passive_opens, 0);
+    assert!(timeout(Duration::from_millis(100), l.accept())
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn same_address_new_conv_replaces_session() {
+    use crate::pipeline::Pipeline;
+    // Two pipelines with different convs sharing one UDP socket: the second starts at
+    // sn 0, so it replaces the first session.
+    let cfg = SessionConfig::default().with_fec(0, 0);
+    let mut l = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let addr = l.local_addr();
+    let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for conv in [11u32, 22] {
+        let mut p = Pipeline::new(conv, &cfg).unwrap();
+        p.send(b"x").unwrap();
+        let mut wire = Vec::new();
+        p.flush(0, |d| wire.push(d.to_vec()));
+        for d in wire {
+            raw.send_to(&d, addr).await.unwrap();
+        }
+        let (s, _) = timeout(Duration::from_secs(2), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.conv(), conv);
+    }
+}

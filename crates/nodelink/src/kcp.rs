@@ -1,0 +1,204 @@
+//! Links over KCP (reliable UDP, wire-compatible with kcp-go): [`dial_kcp`], [`listen_kcp`]
+//! and the [`KcpLinkListener`]. Needs the `kcp` feature (on by default).
+//!
+//! A KCP session from [`nodelink_kcp`] is a reliable byte stream (stream mode), so the link
+//! runs over it exactly as over TCP: the same version handshake, the same packets. Both
+//! ends must agree on the [`SessionConfig`]'s cipher, key and FEC (kcptun's rules).
+//!
+//! KCP has no handshake and no FIN of its own: dialing never fails for an absent peer (the
+//! link's version handshake does, after [`Config::handshake_timeout`]), and a peer that
+//! vanishes is only noticed when data goes unacknowledged (the session's dead-link rules),
+//! which takes the link down like a broken TCP connection.
+//!
+//! ```no_run
+//! # async fn demo() -> nodelink::Result<()> {
+//! use nodelink::kcp::{dial_kcp, listen_kcp, SessionConfig};
+//! use nodelink::{Config, Ping, Pong};
+//!
+//! let mut listener = listen_kcp("127.0.0.1:0", SessionConfig::default(), Config::default()).await?;
+//! let addr = listener.local_addr();
+//! tokio::spawn(async move {
+//!     let link = listener.accept().await.unwrap();
+//!     while let Ok(request) = link.recv1().await {
+//!         let _ = request.reply(&Pong).await;
+//!     }
+//! });
+//! let link = dial_kcp(addr, SessionConfig::default(), Config::default()).await?;
+//! let _pong: Pong = link.ask1(&Ping).await?;
+//! # Ok(()) }
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::ToSocketAddrs;
+use tokio::task::JoinSet;
+
+pub use nodelink_kcp::{KcpListener, KcpStream, Mode, SessionConfig};
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Place, Result};
+use crate::link::{Link, Role};
+
+/// Handshakes in progress at once on a listener; further sessions wait in the KCP
+/// listener's accept backlog until one finishes (or times out).
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
+/// Opens a KCP session to `addr` and returns a handshaked link in the client role.
+///
+/// Setting the session up (resolving the address, binding the UDP socket, building the
+/// cipher) fails with [`ErrorKind::Connect`]; the version handshake, bounded by
+/// [`Config::handshake_timeout`], fails with [`ErrorKind::Handshake`] (a timeout when no
+/// KCP peer answers, since KCP itself has no handshake).
+pub async fn dial_kcp(
+    addr: impl ToSocketAddrs,
+    session: SessionConfig,
+    config: Config,
+) -> Result<Link> {
+    let remote = resolve(addr, "dial").await?;
+    let stream = KcpStream::connect(remote, session)
+        .await
+        .map_err(|e| setup_error("dial", "connect", e))?;
+    let local = stream.local_addr();
+    link_over_kcp(stream, Role::Client, config, Some(local), Some(remote)).await
+}
+
+/// Binds a KCP listener whose [`KcpLinkListener::accept`] returns handshaked links.
+///
+/// Fails with [`ErrorKind::Connect`] when the address does not resolve, the UDP socket
+/// cannot be bound or the session settings are invalid.
+pub async fn listen_kcp(
+    addr: impl ToSocketAddrs,
+    session: SessionConfig,
+    config: Config,
+) -> Result<KcpLinkListener> {
+    let local = resolve(addr, "listen").await?;
+    let kcp = KcpListener::bind(local, session)
+        .await
+        .map_err(|e| setup_error("listen", "bind", e))?;
+    Ok(KcpLinkListener {
+        kcp,
+        config,
+        pending: JoinSet::new(),
+        failed: 0,
+    })
+}
+
+/// The first address `addr` resolves to.
+async fn resolve(addr: impl ToSocketAddrs, place: &str) -> Result<SocketAddr> {
+    let mut addrs = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| setup_error(place, "resolve", e))?;
+    addrs.next().ok_or_else(|| {
+        setup_error(
+            place,
+            "resolve",
+            io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing"),
+        )
+    })
+}
+
+/// An [`ErrorKind::Connect`] error for a failed setup step.
+fn setup_error(
+    place: &str,
+    op: &'static str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+    let e = match e.downcast::<io::Error>() {
+        Ok(io) => *io,
+        Err(other) => io::Error::other(other),
+    };
+    Error::new(
+        ErrorKind::Connect(Arc::new(e)),
+        Place::link(&Arc::from(place)),
+        op,
+    )
+}
+
+async fn link_over_kcp(
+    stream: KcpStream,
+    role: Role,
+    config: Config,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+) -> Result<Link> {
+    let (r, w) = tokio::io::split(stream);
+    Link::handshake_halves(Box::pin(r), Box::pin(w), role, config, local, remote).await
+}
+
+/// Accepts links over KCP. Handshakes run concurrently, so a slow or silent client never
+/// delays the others; failed handshakes are logged, counted and skipped.
+pub struct KcpLinkListener {
+    kcp: KcpListener,
+    config: Config,
+    pending: JoinSet<Result<Link>>,
+    failed: u64,
+}
+
+impl KcpLinkListener {
+    /// The bound UDP address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.kcp.local_addr()
+    }
+
+    /// Handshakes that failed so far (timeouts, version mismatches, dead sessions).
+    pub fn failed_handshakes(&self) -> u64 {
+        self.failed
+    }
+
+    /// The underlying KCP listener (for its counters).
+    pub fn kcp(&self) -> &KcpListener {
+        &self.kcp
+    }
+
+    /// Waits for the next link whose handshake succeeded. Cancellation-safe.
+    pub async fn accept(&mut self) -> Result<Link> {
+        loop {
+            tokio::select! {
+                Some(done) = self.pending.join_next(), if !self.pending.is_empty() => {
+                    match done {
+                        Ok(Ok(link)) => return Ok(link),
+                        Ok(Err(e)) => {
+                            self.failed += 1;
+                            tracing::warn!(error = %e, "incoming KCP link failed its handshake");
+                        }
+                        Err(e) => {
+                            self.failed += 1;
+                            tracing::warn!(error = %e, "KCP handshake task failed");
+                        }
+                    }
+                }
+                accepted = self.kcp.accept(), if self.pending.len() < MAX_PENDING_HANDSHAKES => {
+                    match accepted {
+                        Ok((stream, peer)) => self.start_handshake(stream, peer),
+                        Err(e) => return Err(setup_error("listen", "accept", e)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_handshake(&mut self, stream: KcpStream, peer: SocketAddr) {
+        let config = self.config.clone();
+        let local = Some(self.kcp.local_addr());
+        self.pending.spawn(link_over_kcp(
+            stream,
+            Role::Server,
+            config,
+            local,
+            Some(peer),
+        ));
+    }
+}
+
+impl std::fmt::Debug for KcpLinkListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KcpLinkListener")
+            .field("local_addr", &self.kcp.local_addr())
+            .field("pending", &self.pending.len())
+            .field("failed", &self.failed)
+            .finish()
+    }
+}

@@ -1,0 +1,147 @@
+//! Links over KCP sessions on loopback: lightweight round trips and a full connection
+//! carrying 1 MB each way.
+#![cfg(feature = "kcp")]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use nodelink::kcp::{dial_kcp, listen_kcp, Mode, SessionConfig};
+use nodelink::{Config, ErrorKind, Ping, Pong};
+
+/// Upper bound for each test's work.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn session() -> SessionConfig {
+    SessionConfig::default().with_mode(Mode::Fast3)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask1_recv1_round_trips() {
+    tokio::time::timeout(LIMIT, async {
+        let mut listener = listen_kcp("127.0.0.1:0", session(), Config::default())
+            .await
+            .unwrap();
+        let addr = listener.local_addr();
+        let server = tokio::spawn(async move {
+            let link = listener.accept().await.unwrap();
+            for _ in 0..100 {
+                let r = link.recv1().await.unwrap();
+                r.reply(&Pong).await.unwrap();
+            }
+            (link, listener.failed_handshakes())
+        });
+        let link = dial_kcp(addr, session(), Config::default()).await.unwrap();
+        assert_eq!(link.remote_addr(), Some(addr));
+        for _ in 0..100 {
+            let _: Pong = link.ask1(&Ping).await.unwrap();
+        }
+        let (slink, failed) = server.await.unwrap();
+        assert_eq!(failed, 0);
+        assert_eq!(link.stats().conns_opened, 100);
+        assert_eq!(slink.stats().conns_accepted, 100);
+        assert_eq!(slink.local_addr(), Some(addr));
+        link.close().await;
+        slink.close().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_conn_exchange_of_1_mb() {
+    tokio::time::timeout(LIMIT, async {
+        let mut listener = listen_kcp("127.0.0.1:0", session(), Config::default())
+            .await
+            .unwrap();
+        let addr = listener.local_addr();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let data = Bytes::from(data);
+        let expected = data.clone();
+        let server = tokio::spawn(async move {
+            let link = listener.accept().await.unwrap();
+            let conn = link.accept().await.unwrap();
+            let mut got = Vec::new();
+            while got.len() < expected.len() {
+                let p = conn.recv().await.unwrap();
+                assert_eq!(p.code, 10);
+                got.extend_from_slice(&p.payload);
+            }
+            assert_eq!(got, expected);
+            // Everything back, in 100 kB packets.
+            for chunk in got.chunks(100_000) {
+                conn.send_packet(0x800a, Bytes::copy_from_slice(chunk))
+                    .await
+                    .unwrap();
+            }
+            link
+        });
+        let link = dial_kcp(addr, session(), Config::default()).await.unwrap();
+        let conn = link.new_conn().unwrap();
+        for chunk in data.chunks(64 << 10) {
+            conn.send_packet(10, data.slice_ref(chunk)).await.unwrap();
+        }
+        let mut back = Vec::new();
+        while back.len() < data.len() {
+            let p = conn.recv().await.unwrap();
+            assert_eq!(p.code, 0x800a);
+            back.extend_from_slice(&p.payload);
+        }
+        assert_eq!(back, data);
+        let slink = server.await.unwrap();
+        link.close().await;
+        slink.close().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn setup_failures_are_connect_errors() {
+    let e = dial_kcp("not-an-address", session(), Config::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Connect(_)), "{e}");
+    let bad = SessionConfig::default().with_mtu(9000);
+    let e = listen_kcp("127.0.0.1:0", bad, Config::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Connect(_)), "{e}");
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_a_handshake_timeout() {
+    // A UDP socket that never answers: KCP has no handshake, so the link's fails.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let config = Config::default().with_handshake_timeout(Duration::from_millis(300));
+    let e = dial_kcp(silent.local_addr().unwrap(), session(), config)
+        .await
+        .unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Handshake(_)), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mismatched_keys_fail_the_handshake() {
+    tokio::time::timeout(LIMIT, async {
+        let quick = Config::default().with_handshake_timeout(Duration::from_millis(500));
+        let mut listener = listen_kcp("127.0.0.1:0", session(), quick.clone())
+            .await
+            .unwrap();
+        let addr = listener.local_addr();
+        let e = dial_kcp(addr, session().with_key("another key"), quick.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Handshake(_)), "{e}");
+        // A good client still gets through.
+        let accepting = async { listener.accept().await.unwrap() };
+        let dialing = async { dial_kcp(addr, session(), quick).await.unwrap() };
+        let (s, c) = tokio::join!(accepting, dialing);
+        tokio::spawn(async move {
+            while let Ok(r) = s.recv1().await {
+                let _ = r.reply(&Pong).await;
+            }
+        });
+        let _: Pong = c.ask1(&Ping).await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
