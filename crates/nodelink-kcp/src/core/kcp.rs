@@ -396,6 +396,20 @@ impl Kcp {
         self.pending != Pending::Nothing
     }
 
+    /// True when there is something to send at the next flush: owed ACKs, a window
+    /// probe or window update, or a flush requested by `input`. A reader that just made
+    /// room in the receive window uses it to get the window update out promptly.
+    pub fn wants_to_send(&self) -> bool {
+        self.needs_flush() || self.probe != 0 || !self.acklist.is_empty()
+    }
+
+    /// True when nothing at all is pending: no data queued or unacknowledged, nothing to
+    /// acknowledge, no probe. An idle session needs no timer until a datagram arrives or
+    /// the application writes; KCP's `check` alone would wake it every interval.
+    pub fn is_idle(&self) -> bool {
+        self.snd_queue.is_empty() && self.snd_buf.is_empty() && !self.wants_to_send()
+    }
+
     // ----- user data -----------------------------------------------------------------
 
     /// Queues data for sending. Message mode: the whole message, cut into up to 255

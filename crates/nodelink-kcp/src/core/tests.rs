@@ -871,3 +871,34 @@ fn random_bytes_never_panic() {
         assert!(k.peek_size().unwrap_or(0) <= 255 * 1400);
     }
 }
+
+/// A session with nothing queued, in flight, to acknowledge or to probe is idle (its
+/// driver then needs no timer); data in flight or owed ACKs make it busy until the
+/// exchange is complete.
+#[test]
+fn idle_only_when_nothing_is_pending() {
+    let mut a = Kcp::new(7);
+    let mut b = Kcp::new(7);
+    let mut now = 0u32;
+    assert!(a.is_idle() && b.is_idle());
+    a.send(b"hello").unwrap();
+    assert!(!a.is_idle(), "queued data");
+    let mut to_b = Vec::new();
+    a.flush(now, |d| to_b.push(d.to_vec()));
+    assert!(!a.is_idle(), "unacknowledged data");
+    for d in &to_b {
+        b.input(d, now, true).unwrap();
+    }
+    assert!(!b.is_idle(), "owes an ACK");
+    let mut buf = [0u8; 16];
+    assert_eq!(b.recv(&mut buf).unwrap(), Some(5));
+    now += 10;
+    let mut to_a = Vec::new();
+    b.flush(now, |d| to_a.push(d.to_vec()));
+    assert!(b.is_idle(), "ACK sent, nothing else pending");
+    for d in &to_a {
+        a.input(d, now, true).unwrap();
+    }
+    a.flush(now, |_| {});
+    assert!(a.is_idle(), "everything acknowledged");
+}

@@ -10,6 +10,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, Instant};
 
+/// How long an idle session sleeps when nothing can happen without a datagram or the
+/// application (effectively forever; a bound keeps the arithmetic far from overflow).
+const IDLE_SLEEP: Duration = Duration::from_secs(3600);
+
 use super::{count_close, GLOBAL};
 use crate::pipeline::{Pipeline, SessionConfig, Stats};
 use crate::Error;
@@ -197,7 +201,13 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
                 None
             } else {
                 let wake_ms = st.pipe.check(now_ms).wrapping_sub(now_ms);
-                let mut deadline = now + Duration::from_millis(u64::from(wake_ms));
+                let mut deadline = if st.pipe.kcp().is_idle() {
+                    // Nothing in flight or owed: sleep until a datagram or the
+                    // application wakes us (no periodic timer for idle sessions).
+                    now + IDLE_SLEEP
+                } else {
+                    now + Duration::from_millis(u64::from(wake_ms))
+                };
                 if st.pipe.wait_snd() > 0 {
                     deadline = deadline.min(last_progress + cfg_dead + Duration::from_millis(1));
                 }

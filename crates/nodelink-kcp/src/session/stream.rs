@@ -165,7 +165,7 @@ impl KcpStream {
             let mut st = self.shared.lock();
             match f(&mut st) {
                 Ok(Some(v)) => {
-                    let kick = st.pipe.kcp().needs_flush();
+                    let kick = st.pipe.kcp().wants_to_send();
                     drop(st);
                     if kick {
                         self.shared.kick.notify_one();
