@@ -12,12 +12,14 @@
 //! * [`session`]: the tokio driver: [`KcpStream`] (client, `AsyncRead + AsyncWrite`) and
 //!   [`KcpListener`] (one UDP socket, sessions demultiplexed by remote address).
 
+mod config;
 pub mod core;
 pub mod crypt;
 mod error;
 pub mod fec;
 pub mod pipeline;
 pub mod session;
+mod stats;
 
 pub use error::{Error, Result};
 pub use pipeline::{Mode, SessionConfig, Stats};

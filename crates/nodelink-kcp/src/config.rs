@@ -1,0 +1,274 @@
+//! Settings of a KCP session: kcptun's modes, flags and defaults.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::core::{DEFAULT_DEAD_LINK, HEADER_LEN};
+use crate::crypt::{derive_key, CipherKind, DatagramCrypto};
+use crate::fec::FEC_DATA_HEADER_SIZE;
+use crate::{Error, Result};
+
+/// kcptun's default passphrase (sic).
+pub const DEFAULT_KEY: &str = "it's a secrect";
+/// Largest UDP payload kcptun accepts as MTU.
+pub const MAX_SESSION_MTU: usize = 1500;
+
+/// kcptun's `-mode` presets: `(nodelay, interval, resend, nc)` for [`Kcp::set_nodelay`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// `normal`: (0, 40, 2, 1).
+    Normal,
+    /// `fast` (kcptun's default): (0, 30, 2, 1).
+    #[default]
+    Fast,
+    /// `fast2`: (1, 20, 2, 1).
+    Fast2,
+    /// `fast3`: (1, 10, 2, 1).
+    Fast3,
+}
+
+impl Mode {
+    /// `(nodelay, interval_ms, resend, no_congestion)` of this preset.
+    pub const fn params(self) -> (bool, u32, u32, bool) {
+        match self {
+            Mode::Normal => (false, 40, 2, true),
+            Mode::Fast => (false, 30, 2, true),
+            Mode::Fast2 => (true, 20, 2, true),
+            Mode::Fast3 => (true, 10, 2, true),
+        }
+    }
+
+    /// kcptun's name of the preset.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::Fast => "fast",
+            Mode::Fast2 => "fast2",
+            Mode::Fast3 => "fast3",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Mode> {
+        match s {
+            "normal" => Ok(Mode::Normal),
+            "fast" => Ok(Mode::Fast),
+            "fast2" => Ok(Mode::Fast2),
+            "fast3" => Ok(Mode::Fast3),
+            _ => Err(Error::Config(format!(
+                "unknown mode {s:?} (normal, fast, fast2, fast3)"
+            ))),
+        }
+    }
+}
+
+/// Everything a session needs to talk to a kcp-go / kcptun peer. Both ends must agree on
+/// cipher, key, stream vs message mode, and (for efficiency, not correctness) FEC.
+///
+/// [`Default`] is kcptun's client defaults (kcptun `client/main.go`): `-crypt aes`,
+/// `-key "it's a secrect"`, `-datashard 10 -parityshard 3`, `-mode fast`, `-mtu 1350`,
+/// `-sndwnd 128 -rcvwnd 512` (kcptun's *server* defaults to 1024/1024), `-acknodelay`
+/// off, stream mode (kcptun runs smux over a KCP stream). The settings kcptun does not
+/// have are this crate's: dead link after 20 transmissions (kcp-go), dead after 30 s
+/// without ACK progress, no read/write timeouts, 5 s linger on close, accept backlog 128.
+///
+/// Build variations with the `with_*` methods:
+///
+/// ```
+/// use nodelink_kcp::pipeline::{Mode, SessionConfig};
+/// let cfg = SessionConfig::default().with_fec(0, 0).with_mode(Mode::Fast3).with_mtu(1400);
+/// assert_eq!(cfg.data_shards, 0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Cipher (kcptun `-crypt`).
+    pub crypt: CipherKind,
+    /// Passphrase (kcptun `-key`), stretched with PBKDF2 as kcptun does.
+    pub key: String,
+    /// FEC data shards (0 with `parity_shards` 0 = no FEC).
+    pub data_shards: usize,
+    /// FEC parity shards.
+    pub parity_shards: usize,
+    /// Nodelay preset.
+    pub mode: Mode,
+    /// Largest UDP payload sent, all headers included.
+    pub mtu: usize,
+    /// Send window (segments).
+    pub sndwnd: u16,
+    /// Receive window (segments).
+    pub rcvwnd: u16,
+    /// Stream mode (true) or message mode.
+    pub stream: bool,
+    /// Send ACKs at once instead of at the next interval.
+    pub ack_nodelay: bool,
+    /// Transmissions of one segment after which the peer counts as dead.
+    pub dead_link: u32,
+    /// The peer counts as dead after this long without any ACK progress while data is
+    /// waiting to be acknowledged.
+    pub dead_timeout: Duration,
+    /// Fail a read that waits longer than this (`None`: wait forever).
+    pub read_timeout: Option<Duration>,
+    /// Fail a write that waits longer than this for send capacity (`None`: forever).
+    pub write_timeout: Option<Duration>,
+    /// How long a closed or dropped session keeps sending what is queued.
+    pub linger: Duration,
+    /// Listener: sessions created but not yet accepted; new sessions are refused while full.
+    pub backlog: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            crypt: CipherKind::Aes,
+            key: DEFAULT_KEY.to_owned(),
+            data_shards: 10,
+            parity_shards: 3,
+            mode: Mode::Fast,
+            mtu: 1350,
+            sndwnd: 128,
+            rcvwnd: 512,
+            stream: true,
+            ack_nodelay: false,
+            dead_link: DEFAULT_DEAD_LINK,
+            dead_timeout: Duration::from_secs(30),
+            read_timeout: None,
+            write_timeout: None,
+            linger: Duration::from_secs(5),
+            backlog: 128,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Sets the cipher.
+    pub fn with_crypt(mut self, crypt: CipherKind) -> Self {
+        self.crypt = crypt;
+        self
+    }
+    /// Sets the passphrase.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = key.into();
+        self
+    }
+    /// Sets FEC shards; `(0, 0)` disables FEC.
+    pub fn with_fec(mut self, data_shards: usize, parity_shards: usize) -> Self {
+        self.data_shards = data_shards;
+        self.parity_shards = parity_shards;
+        self
+    }
+    /// Sets the nodelay preset.
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// Sets the MTU (UDP payload limit).
+    pub fn with_mtu(mut self, mtu: usize) -> Self {
+        self.mtu = mtu;
+        self
+    }
+    /// Sets the send and receive windows (segments).
+    pub fn with_window(mut self, sndwnd: u16, rcvwnd: u16) -> Self {
+        self.sndwnd = sndwnd;
+        self.rcvwnd = rcvwnd;
+        self
+    }
+    /// Stream (true) or message mode.
+    pub fn with_stream(mut self, stream: bool) -> Self {
+        self.stream = stream;
+        self
+    }
+    /// ACK-no-delay.
+    pub fn with_ack_nodelay(mut self, on: bool) -> Self {
+        self.ack_nodelay = on;
+        self
+    }
+    /// Dead link after this many transmissions of one segment.
+    pub fn with_dead_link(mut self, transmissions: u32) -> Self {
+        self.dead_link = transmissions;
+        self
+    }
+    /// Dead after this long without ACK progress.
+    pub fn with_dead_timeout(mut self, timeout: Duration) -> Self {
+        self.dead_timeout = timeout;
+        self
+    }
+    /// Read timeout.
+    pub fn with_read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+    /// Write timeout.
+    pub fn with_write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+    /// Linger on close.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+    /// Listener accept backlog.
+    pub fn with_backlog(mut self, backlog: usize) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Whether FEC encoding is on (both shard counts non-zero).
+    pub fn fec_enabled(&self) -> bool {
+        self.data_shards > 0 && self.parity_shards > 0
+    }
+
+    /// Derives the key and builds the cipher (PBKDF2 with 4096 rounds: build it once and
+    /// share it between sessions, see [`Pipeline::with_crypto`]).
+    pub fn crypto(&self) -> Result<DatagramCrypto> {
+        DatagramCrypto::new(self.crypt, &derive_key(&self.key))
+    }
+
+    /// KCP's MTU (UDP MTU minus the crypto trailer) and headroom (crypto header + FEC
+    /// header), per spec section 4.
+    pub fn kcp_mtu_and_headroom(&self) -> (usize, usize) {
+        let fec = if self.fec_enabled() {
+            FEC_DATA_HEADER_SIZE
+        } else {
+            0
+        };
+        (
+            self.mtu.saturating_sub(self.crypt.trailer_len()),
+            self.crypt.header_len() + fec,
+        )
+    }
+
+    /// Largest segment payload: `mtu - 24 - header` (1298 with kcptun's defaults).
+    pub fn mss(&self) -> usize {
+        let (mtu, headroom) = self.kcp_mtu_and_headroom();
+        mtu.saturating_sub(HEADER_LEN + headroom)
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.mtu > MAX_SESSION_MTU {
+            return Err(Error::Config(format!(
+                "MTU {} above {MAX_SESSION_MTU}",
+                self.mtu
+            )));
+        }
+        if (self.data_shards == 0) != (self.parity_shards == 0) {
+            return Err(Error::Config(format!(
+                "FEC needs both shard counts or neither (got {}/{})",
+                self.data_shards, self.parity_shards
+            )));
+        }
+        if self.sndwnd == 0 || self.rcvwnd == 0 {
+            return Err(Error::Config("windows must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
