@@ -33,17 +33,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::ToSocketAddrs;
-use tokio::task::JoinSet;
 
 pub use nodelink_kcp::{KcpListener, KcpStream, Mode, SessionConfig};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Place, Result};
 use crate::link::{Link, Role};
-
-/// Handshakes in progress at once on a listener; further sessions wait in the KCP
-/// listener's accept backlog until one finishes (or times out).
-const MAX_PENDING_HANDSHAKES: usize = 256;
+use crate::net::{AcceptStream, Handshakes};
 
 /// Opens a KCP session to `addr` and returns a handshaked link in the client role.
 ///
@@ -80,8 +76,7 @@ pub async fn listen_kcp(
     Ok(KcpLinkListener {
         kcp,
         config,
-        pending: JoinSet::new(),
-        failed: 0,
+        handshakes: Handshakes::default(),
     })
 }
 
@@ -133,8 +128,7 @@ async fn link_over_kcp(
 pub struct KcpLinkListener {
     kcp: KcpListener,
     config: Config,
-    pending: JoinSet<Result<Link>>,
-    failed: u64,
+    handshakes: Handshakes,
 }
 
 impl KcpLinkListener {
@@ -145,7 +139,7 @@ impl KcpLinkListener {
 
     /// Handshakes that failed so far (timeouts, version mismatches, dead sessions).
     pub fn failed_handshakes(&self) -> u64 {
-        self.failed
+        self.handshakes.failed()
     }
 
     /// The underlying KCP listener (for its counters).
@@ -155,41 +149,29 @@ impl KcpLinkListener {
 
     /// Waits for the next link whose handshake succeeded. Cancellation-safe.
     pub async fn accept(&mut self) -> Result<Link> {
-        loop {
-            tokio::select! {
-                Some(done) = self.pending.join_next(), if !self.pending.is_empty() => {
-                    match done {
-                        Ok(Ok(link)) => return Ok(link),
-                        Ok(Err(e)) => {
-                            self.failed += 1;
-                            tracing::warn!(error = %e, "incoming KCP link failed its handshake");
-                        }
-                        Err(e) => {
-                            self.failed += 1;
-                            tracing::warn!(error = %e, "KCP handshake task failed");
-                        }
-                    }
-                }
-                accepted = self.kcp.accept(), if self.pending.len() < MAX_PENDING_HANDSHAKES => {
-                    match accepted {
-                        Ok((stream, peer)) => self.start_handshake(stream, peer),
-                        Err(e) => return Err(setup_error("listen", "accept", e)),
-                    }
-                }
-            }
-        }
-    }
-
-    fn start_handshake(&mut self, stream: KcpStream, peer: SocketAddr) {
-        let config = self.config.clone();
-        let local = Some(self.kcp.local_addr());
-        self.pending.spawn(link_over_kcp(
-            stream,
-            Role::Server,
+        let KcpLinkListener {
+            kcp,
             config,
-            local,
-            Some(peer),
-        ));
+            handshakes,
+        } = self;
+        let local = Some(kcp.local_addr());
+        let start = |(stream, peer): (KcpStream, SocketAddr)| {
+            link_over_kcp(stream, Role::Server, config.clone(), local, Some(peer))
+        };
+        handshakes.next(&mut KcpAccept(kcp), start).await
+    }
+}
+
+struct KcpAccept<'a>(&'a mut KcpListener);
+
+impl AcceptStream for KcpAccept<'_> {
+    type Stream = (KcpStream, SocketAddr);
+
+    async fn accept(&mut self) -> Result<Option<(KcpStream, SocketAddr)>> {
+        match self.0.accept().await {
+            Ok(accepted) => Ok(Some(accepted)),
+            Err(e) => Err(setup_error("listen", "accept", e)),
+        }
     }
 }
 
@@ -197,8 +179,8 @@ impl std::fmt::Debug for KcpLinkListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KcpLinkListener")
             .field("local_addr", &self.kcp.local_addr())
-            .field("pending", &self.pending.len())
-            .field("failed", &self.failed)
+            .field("pending", &self.handshakes.in_progress())
+            .field("failed", &self.handshakes.failed())
             .finish()
     }
 }

@@ -13,7 +13,7 @@ use crate::link::{Link, Role};
 
 /// Handshakes in progress at once on a listener; more connections wait in the kernel's
 /// backlog until one finishes (or times out).
-const MAX_PENDING_HANDSHAKES: usize = 256;
+pub(crate) const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// Connects over TCP (with TCP_NODELAY) and returns a handshaked link in the client role.
 ///
@@ -74,8 +74,7 @@ pub struct Listener {
     tcp: TcpListener,
     config: Config,
     acceptor: Arc<Acceptor>,
-    pending: JoinSet<Result<Link>>,
-    failed: u64,
+    handshakes: Handshakes,
 }
 
 impl Listener {
@@ -84,8 +83,7 @@ impl Listener {
             tcp,
             config,
             acceptor: Arc::new(acceptor),
-            pending: JoinSet::new(),
-            failed: 0,
+            handshakes: Handshakes::default(),
         }
     }
 
@@ -96,11 +94,88 @@ impl Listener {
 
     /// Handshakes that failed so far (timeouts, version mismatches, TLS errors).
     pub fn failed_handshakes(&self) -> u64 {
-        self.failed
+        self.handshakes.failed()
     }
 
     /// Waits for the next link whose handshake succeeded. Cancellation-safe.
     pub async fn accept(&mut self) -> Result<Link> {
+        let Listener {
+            tcp,
+            config,
+            acceptor,
+            handshakes,
+        } = self;
+        let start = |stream: TcpStream| {
+            let _ = stream.set_nodelay(true);
+            let config = config.clone();
+            let acceptor = acceptor.clone();
+            async move {
+                match &*acceptor {
+                    Acceptor::Plain => link_over_tcp(stream, Role::Server, config).await,
+                    #[cfg(feature = "tls")]
+                    Acceptor::Tls(tls) => crate::tls::accept_tls(tls, stream, config).await,
+                }
+            }
+        };
+        handshakes.next(&mut TcpAccept(tcp), start).await
+    }
+}
+
+/// Where a listener's incoming streams come from (see [`Handshakes::next`]).
+pub(crate) trait AcceptStream {
+    /// The stream type.
+    type Stream;
+    /// The next stream; `Ok(None)` after a transient failure (try again).
+    fn accept(&mut self) -> impl std::future::Future<Output = Result<Option<Self::Stream>>> + '_;
+}
+
+struct TcpAccept<'a>(&'a TcpListener);
+
+impl AcceptStream for TcpAccept<'_> {
+    type Stream = TcpStream;
+
+    async fn accept(&mut self) -> Result<Option<TcpStream>> {
+        match self.0.accept().await {
+            Ok((stream, _peer)) => Ok(Some(stream)),
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(error = %e, "accept failed; continuing");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                Ok(None)
+            }
+            Err(e) => Err(net_error("listen", "accept", e)),
+        }
+    }
+}
+
+/// The accept loop every listener shares: handshakes of incoming streams run concurrently
+/// (at most [`MAX_PENDING_HANDSHAKES`] at once; more streams wait in the transport's own
+/// backlog), so a slow or silent client never delays the others; failed handshakes are
+/// logged, counted and skipped.
+#[derive(Default)]
+pub(crate) struct Handshakes {
+    pending: JoinSet<Result<Link>>,
+    failed: u64,
+}
+
+impl Handshakes {
+    /// Handshakes that failed so far.
+    pub(crate) fn failed(&self) -> u64 {
+        self.failed
+    }
+
+    /// Handshakes in progress.
+    pub(crate) fn in_progress(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Returns the next handshaked link: streams come from `source`, and `start` turns
+    /// one into a handshake. Cancellation-safe as long as the source's accept is.
+    pub(crate) async fn next<A, S, SF>(&mut self, source: &mut A, mut start: S) -> Result<Link>
+    where
+        A: AcceptStream,
+        S: FnMut(A::Stream) -> SF,
+        SF: std::future::Future<Output = Result<Link>> + Send + 'static,
+    {
         loop {
             tokio::select! {
                 Some(done) = self.pending.join_next(), if !self.pending.is_empty() => {
@@ -116,31 +191,13 @@ impl Listener {
                         }
                     }
                 }
-                accepted = self.tcp.accept(), if self.pending.len() < MAX_PENDING_HANDSHAKES => {
-                    match accepted {
-                        Ok((stream, _peer)) => self.start_handshake(stream),
-                        Err(e) if is_transient(&e) => {
-                            tracing::warn!(error = %e, "accept failed; continuing");
-                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        }
-                        Err(e) => return Err(net_error("listen", "accept", e)),
+                accepted = source.accept(), if self.pending.len() < MAX_PENDING_HANDSHAKES => {
+                    if let Some(stream) = accepted? {
+                        self.pending.spawn(start(stream));
                     }
                 }
             }
         }
-    }
-
-    fn start_handshake(&mut self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let config = self.config.clone();
-        let acceptor = self.acceptor.clone();
-        self.pending.spawn(async move {
-            match &*acceptor {
-                Acceptor::Plain => link_over_tcp(stream, Role::Server, config).await,
-                #[cfg(feature = "tls")]
-                Acceptor::Tls(tls) => crate::tls::accept_tls(tls, stream, config).await,
-            }
-        });
     }
 }
 
