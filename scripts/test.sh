@@ -42,6 +42,9 @@ for scenario in rtt_conn rtt_ask1 concurrent_ask1 bulk_1mib fairness_1000 idle_c
   done
 done
 echo "bench smoke: $(wc -l < target/bench-quick.jsonl) figures"
+./target/release/nodelink-bench kcp --quick --json > target/bench-kcp-quick.jsonl
+echo "kcp bench smoke: $(wc -l < target/bench-kcp-quick.jsonl) figures"
+test -s target/bench-kcp-quick.jsonl
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   step "fuzz (${FUZZ_SECONDS}s per target)"

@@ -3,6 +3,7 @@
 //! ```text
 //! nodelink-bench [--quick] [--json] [--runs N] [--runtime multi|current]
 //!                [--scenarios a,b,..] [--impls x,y,..] [--no-2proc]
+//! nodelink-bench kcp [--quick] [--json] [--runs N] [--scenarios a,b,..]   (see kcp.rs)
 //! nodelink-bench serve --impl IMPL --mode lightweight|per-connection   (used for _2proc)
 //! ```
 //!
@@ -10,6 +11,7 @@
 //! machine is shared and noisy, ratios within one run are what can be compared.
 
 mod impls;
+mod kcp;
 mod report;
 mod runner;
 mod scenarios;
@@ -65,6 +67,8 @@ enum Cmd {
         #[arg(long, value_enum)]
         mode: Mode,
     },
+    /// KCP: nodelink-kcp vs kcp-go and tokio_kcp (see `kcp.rs`).
+    Kcp(kcp::KcpArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -103,6 +107,7 @@ fn real_main() -> Result<()> {
     runtime.block_on(async move {
         match &args.command {
             Some(Cmd::Serve { imp, mode }) => serve(imp, *mode).await,
+            Some(Cmd::Kcp(kcp_args)) => kcp::run(kcp_args).await,
             None => bench(&args).await,
         }
     })

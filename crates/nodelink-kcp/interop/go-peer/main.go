@@ -11,6 +11,13 @@
 //	    sends N pseudo-random bytes, checks the echo byte for byte, prints one JSON line
 //	    with the throughput and kcp.DefaultSnmp; exits 1 on a mismatch or a time-out.
 //
+//	kcp-go-peer rtt ADDR [options] --count N
+//	    serial 64-byte echo round trips (10 warm-up ones first), prints one JSON line with
+//	    p50_us, p99_us and cpu_s (this process's user+system CPU time, getrusage).
+//
+// The client's JSON line also carries cpu_s (user+system CPU time of the process during
+// the transfer, payload generation excluded).
+//
 // Options: --crypt NAME (kcptun's names, default aes) --key KEY (passphrase, default
 // kcptun's) --ds N --ps M (FEC, default 10/3; 0 disables) --mode normal|fast|fast2|fast3
 // --mtu M --sndwnd W --rcvwnd W --acknodelay --timeout SECONDS --seed S.
@@ -25,10 +32,13 @@ import (
 	"flag"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"math/rand"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/klauspost/reedsolomon"
@@ -266,6 +276,7 @@ type options struct {
 	nbytes     int64
 	timeout    int
 	seed       int64
+	count      int
 }
 
 func parseOptions(name string, args []string) (*options, []string) {
@@ -285,6 +296,7 @@ func parseOptions(name string, args []string) (*options, []string) {
 	fs.Int64Var(&o.nbytes, "bytes", 1<<20, "bytes to send (client)")
 	fs.IntVar(&o.timeout, "timeout", 60, "give up after this many seconds (client)")
 	fs.Int64Var(&o.seed, "seed", 1, "seed of the pseudo-random payload (client)")
+	fs.IntVar(&o.count, "count", 1000, "round trips (rtt)")
 	// Positional arguments may come before or among the flags.
 	var pos []string
 	for {
@@ -399,6 +411,7 @@ func client(args []string) {
 		}
 	}
 
+	cpu0 := cpuSeconds()
 	start := time.Now()
 	werr := make(chan error, 1)
 	go func() {
@@ -480,6 +493,7 @@ func client(args []string) {
 		"mode":     o.mode,
 		"message":  o.message,
 		"snmp":     counters,
+		"cpu_s":    cpuSeconds() - cpu0,
 	}
 	if mismatch != "" {
 		out["mismatch"] = mismatch
@@ -489,6 +503,67 @@ func client(args []string) {
 	if mismatch != "" {
 		os.Exit(1)
 	}
+}
+
+// cpuSeconds is the user+system CPU time this process has used so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return -1
+	}
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+// rtt does serial 64-byte echo round trips and prints their p50 and p99 in microseconds.
+func rtt(args []string) {
+	o, pos := parseOptions("rtt", args)
+	if len(pos) != 1 {
+		fail("usage: rtt ADDR [options] --count N")
+	}
+	conn, err := kcp.DialWithOptions(pos[0], o.block(), o.ds, o.ps)
+	if err != nil {
+		fail("dial: %v", err)
+	}
+	o.configure(conn)
+	conn.SetDeadline(time.Now().Add(time.Duration(o.timeout) * time.Second))
+	msg := patternBytes(64, 99)
+	buf := make([]byte, 64)
+	const warmup = 10
+	times := make([]float64, 0, o.count)
+	for i := 0; i < warmup+o.count; i++ {
+		t := time.Now()
+		if _, err := conn.Write(msg); err != nil {
+			fail("write: %v", err)
+		}
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			fail("read: %v (round trip %d)", err, i)
+		}
+		if !bytes.Equal(buf, msg) {
+			fail("echo mismatch at round trip %d", i)
+		}
+		if i >= warmup {
+			times = append(times, float64(time.Since(t).Nanoseconds())/1e3)
+		}
+	}
+	sort.Float64s(times)
+	pct := func(p float64) float64 {
+		if len(times) == 0 {
+			return 0
+		}
+		i := int(p * float64(len(times)))
+		if i >= len(times) {
+			i = len(times) - 1
+		}
+		return times[i]
+	}
+	emit(map[string]interface{}{
+		"count":  len(times),
+		"p50_us": pct(0.50),
+		"p99_us": pct(0.99),
+		"cpu_s":  cpuSeconds(),
+	})
+	conn.Close()
 }
 
 func usage() {
@@ -507,6 +582,8 @@ func main() {
 		echoServer(os.Args[2:])
 	case "client":
 		client(os.Args[2:])
+	case "rtt":
+		rtt(os.Args[2:])
 	default:
 		usage()
 	}
