@@ -123,6 +123,10 @@ pub struct SessionConfig {
     pub linger: Duration,
     /// Listener: sessions created but not yet accepted; new sessions are refused while full.
     pub backlog: usize,
+    /// UDP socket send and receive buffer size in bytes (kcptun `-sockbuf`, default 4 MiB;
+    /// 0 keeps the system default). A full window sent at once overflows the kernel's
+    /// default buffers even on loopback, which shows up as loss and retransmissions.
+    pub sockbuf: usize,
 }
 
 impl Default for SessionConfig {
@@ -144,6 +148,7 @@ impl Default for SessionConfig {
             write_timeout: None,
             linger: Duration::from_secs(5),
             backlog: 128,
+            sockbuf: 4 << 20,
         }
     }
 }
@@ -220,6 +225,27 @@ impl SessionConfig {
     pub fn with_backlog(mut self, backlog: usize) -> Self {
         self.backlog = backlog;
         self
+    }
+
+    /// Sets [`SessionConfig::sockbuf`].
+    pub fn with_sockbuf(mut self, bytes: usize) -> Self {
+        self.sockbuf = bytes;
+        self
+    }
+
+    /// Applies [`SessionConfig::sockbuf`] to a socket. The kernel may cap the size
+    /// (`net.core.rmem_max`); a refusal is not an error, the session just works with less.
+    pub(crate) fn apply_sockbuf(&self, sock: &tokio::net::UdpSocket) {
+        if self.sockbuf == 0 {
+            return;
+        }
+        let s = socket2::SockRef::from(sock);
+        if let Err(e) = s
+            .set_recv_buffer_size(self.sockbuf)
+            .and_then(|()| s.set_send_buffer_size(self.sockbuf))
+        {
+            tracing::debug!(error = %e, "could not set the UDP socket buffer sizes");
+        }
     }
 
     /// Whether FEC encoding is on (both shard counts non-zero).

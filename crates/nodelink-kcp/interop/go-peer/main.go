@@ -263,6 +263,7 @@ func fecGroup(codec reedsolomon.Encoder, ds, ps int, first uint32, payloads [][]
 }
 
 type options struct {
+	sockbuf    int
 	listen     string
 	crypt      string
 	key        string
@@ -291,6 +292,7 @@ func parseOptions(name string, args []string) (*options, []string) {
 	fs.IntVar(&o.mtu, "mtu", 1350, "MTU")
 	fs.IntVar(&o.sndwnd, "sndwnd", 1024, "send window")
 	fs.IntVar(&o.rcvwnd, "rcvwnd", 1024, "receive window")
+	fs.IntVar(&o.sockbuf, "sockbuf", 4194304, "UDP socket buffer bytes, as kcptun's -sockbuf (0 = system default)")
 	fs.BoolVar(&o.message, "message", false, "message mode (default stream mode)")
 	fs.BoolVar(&o.acknodelay, "acknodelay", false, "flush ACKs at once")
 	fs.Int64Var(&o.nbytes, "bytes", 1<<20, "bytes to send (client)")
@@ -351,6 +353,10 @@ func echoServer(args []string) {
 	if err != nil {
 		fail("listen: %v", err)
 	}
+	if o.sockbuf > 0 {
+		l.SetReadBuffer(o.sockbuf)
+		l.SetWriteBuffer(o.sockbuf)
+	}
 	fmt.Printf("listening on %s\n", l.Addr())
 	os.Stdout.Sync()
 	for {
@@ -385,6 +391,10 @@ func client(args []string) {
 	conn, err := kcp.DialWithOptions(pos[0], o.block(), o.ds, o.ps)
 	if err != nil {
 		fail("dial: %v", err)
+	}
+	if o.sockbuf > 0 {
+		conn.SetReadBuffer(o.sockbuf)
+		conn.SetWriteBuffer(o.sockbuf)
 	}
 	o.configure(conn)
 	deadline := time.Now().Add(time.Duration(o.timeout) * time.Second)
@@ -524,6 +534,10 @@ func rtt(args []string) {
 	conn, err := kcp.DialWithOptions(pos[0], o.block(), o.ds, o.ps)
 	if err != nil {
 		fail("dial: %v", err)
+	}
+	if o.sockbuf > 0 {
+		conn.SetReadBuffer(o.sockbuf)
+		conn.SetWriteBuffer(o.sockbuf)
 	}
 	o.configure(conn)
 	conn.SetDeadline(time.Now().Add(time.Duration(o.timeout) * time.Second))

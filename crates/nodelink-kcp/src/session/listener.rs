@@ -69,7 +69,9 @@ impl KcpListener {
         Pipeline::with_crypto(1, &cfg, Arc::new(cfg.crypto().map_err(config_error)?))
             .map_err(config_error)?;
         let crypto = Arc::new(cfg.crypto().map_err(config_error)?);
-        let sock = Arc::new(UdpSocket::bind(addr).await?);
+        let sock = UdpSocket::bind(addr).await?;
+        cfg.apply_sockbuf(&sock);
+        let sock = Arc::new(sock);
         let local = sock.local_addr()?;
         let (accept_tx, accept_rx) = mpsc::channel(cfg.backlog.max(1));
         let (gone_tx, gone_rx) = mpsc::unbounded_channel();
