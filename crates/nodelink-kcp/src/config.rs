@@ -123,6 +123,12 @@ pub struct SessionConfig {
     pub linger: Duration,
     /// Listener: sessions created but not yet accepted; new sessions are refused while full.
     pub backlog: usize,
+    /// kcptun's manual mode: `(nodelay, interval ms, resend, no congestion window)` for
+    /// [`Kcp::set_nodelay`], overriding [`SessionConfig::mode`]'s preset when set.
+    pub nodelay: Option<(bool, u32, u32, bool)>,
+    /// Write delay (kcp-go `SetWriteDelay`): when on, written data waits for the next
+    /// interval's flush instead of going out at once, trading latency for fuller packets.
+    pub write_delay: bool,
     /// UDP socket send and receive buffer size in bytes (kcptun `-sockbuf`, default 4 MiB;
     /// 0 keeps the system default). A full window sent at once overflows the kernel's
     /// default buffers even on loopback, which shows up as loss and retransmissions.
@@ -149,6 +155,8 @@ impl Default for SessionConfig {
             linger: Duration::from_secs(5),
             backlog: 128,
             sockbuf: 4 << 20,
+            nodelay: None,
+            write_delay: false,
         }
     }
 }
@@ -225,6 +233,31 @@ impl SessionConfig {
     pub fn with_backlog(mut self, backlog: usize) -> Self {
         self.backlog = backlog;
         self
+    }
+
+    /// Sets kcptun's manual-mode parameters ([`SessionConfig::nodelay`]): `nodelay` (min
+    /// RTO 30 ms and softer backoff), flush `interval_ms`, fast-retransmit threshold
+    /// `resend` (0 = off) and `no_congestion` (no congestion window).
+    pub fn with_nodelay(
+        mut self,
+        nodelay: bool,
+        interval_ms: u32,
+        resend: u32,
+        no_congestion: bool,
+    ) -> Self {
+        self.nodelay = Some((nodelay, interval_ms, resend, no_congestion));
+        self
+    }
+
+    /// Sets [`SessionConfig::write_delay`].
+    pub fn with_write_delay(mut self, on: bool) -> Self {
+        self.write_delay = on;
+        self
+    }
+
+    /// The `(nodelay, interval, resend, nc)` in force: manual parameters, or the mode's.
+    pub fn nodelay_params(&self) -> (bool, u32, u32, bool) {
+        self.nodelay.unwrap_or_else(|| self.mode.params())
     }
 
     /// Sets [`SessionConfig::sockbuf`].

@@ -93,7 +93,7 @@ impl Pipeline {
         let mut kcp = Kcp::new(conv);
         kcp.set_mtu(mtu)?;
         kcp.set_headroom(headroom)?;
-        let (nd, iv, rs, nc) = cfg.mode.params();
+        let (nd, iv, rs, nc) = cfg.nodelay_params();
         kcp.set_nodelay(nd, iv, rs, nc);
         kcp.set_window(cfg.sndwnd, cfg.rcvwnd);
         kcp.set_stream(cfg.stream);
@@ -374,6 +374,15 @@ mod tests {
             let _ = b.input(&mut d, now);
         }
         n
+    }
+
+    #[test]
+    fn manual_nodelay_overrides_the_mode() {
+        let cfg = SessionConfig::default().with_nodelay(true, 15, 3, true);
+        let pipe = Pipeline::new(7, &cfg).unwrap();
+        assert_eq!(pipe.kcp().interval(), 15);
+        let preset = Pipeline::new(7, &SessionConfig::default().with_mode(Mode::Fast3)).unwrap();
+        assert_eq!(preset.kcp().interval(), 10);
     }
 
     #[test]

@@ -221,7 +221,9 @@ impl KcpStream {
                     buf.len().min(cap * st.pipe.mss())
                 };
                 let r = st.pipe.send(&buf[..n]);
-                st.want_flush = true;
+                // With write delay the data waits for the next interval's flush; the kick
+                // below still wakes the driver so it arms that timer.
+                st.want_flush = !self.shared.cfg.write_delay;
                 drop(st);
                 self.write_timer = None;
                 self.shared.kick.notify_one();

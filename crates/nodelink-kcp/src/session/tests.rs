@@ -152,6 +152,37 @@ fn dead_peer_is_detected() {
     });
 }
 
+/// With write delay on, data waits for the next interval's flush but still arrives, and
+/// small writes spread over time go out in far fewer datagrams than without it (where the
+/// driver flushes after every write it sees).
+#[tokio::test]
+async fn write_delay_batches_small_writes() {
+    let addr = echo_server(SessionConfig::default().with_fec(0, 0)).await;
+    let mut datagrams = Vec::new();
+    for delay in [false, true] {
+        let cfg = SessionConfig::default()
+            .with_fec(0, 0)
+            .with_write_delay(delay);
+        let mut s = KcpStream::connect(addr.clone(), cfg).await.unwrap();
+        for _ in 0..50 {
+            s.write_all(b"0123456789").await.unwrap();
+            // Let the driver run between writes, as a real application would.
+            tokio::task::yield_now().await;
+        }
+        let mut back = vec![0u8; 500];
+        timeout(Duration::from_secs(10), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&back[490..], b"0123456789");
+        datagrams.push(s.stats().out_pkts);
+    }
+    assert!(
+        datagrams[1] * 2 < datagrams[0],
+        "datagrams without / with write delay: {datagrams:?}"
+    );
+}
+
 #[tokio::test]
 async fn read_timeout_fires() {
     let cfg = SessionConfig::default().with_read_timeout(Some(Duration::from_millis(200)));
