@@ -27,6 +27,8 @@ use anyhow::{bail, ensure, Context, Result};
 use nodelink_kcp::crypt::CipherKind;
 use nodelink_kcp::{KcpListener, KcpStream, Mode, SessionConfig};
 use nodelink_testkit::{Impairment, UdpRelay};
+
+use crate::scenarios::{medians, Figure};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -195,15 +197,6 @@ impl Scenario {
     }
 }
 
-/// One measured value.
-#[derive(Clone, Debug)]
-struct Figure {
-    scenario: &'static str,
-    imp: &'static str,
-    metric: &'static str,
-    value: f64,
-}
-
 /// Work per scenario.
 #[derive(Clone, Copy)]
 struct Sizes {
@@ -301,7 +294,7 @@ async fn measure(
 ) -> Result<Vec<Figure>> {
     let id = scenario.id();
     let fig = |metric, value| Figure {
-        scenario: id,
+        scenario: id.to_string(),
         imp,
         metric,
         value,
@@ -601,27 +594,6 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
             return;
         }
     }
-}
-
-/// The median of each (impl, metric) over repeated runs, in first-seen order.
-fn medians(figures: &[Figure]) -> Vec<Figure> {
-    let mut out: Vec<Figure> = Vec::new();
-    for f in figures {
-        if out.iter().any(|o| o.imp == f.imp && o.metric == f.metric) {
-            continue;
-        }
-        let mut values: Vec<f64> = figures
-            .iter()
-            .filter(|g| g.imp == f.imp && g.metric == f.metric)
-            .map(|g| g.value)
-            .collect();
-        values.sort_by(|a, b| a.total_cmp(b));
-        out.push(Figure {
-            value: values[values.len() / 2],
-            ..f.clone()
-        });
-    }
-    out
 }
 
 /// Each figure with its ratio to the scenario's baseline implementation.

@@ -169,7 +169,7 @@ async fn bench(args: &Args) -> Result<()> {
                 }
             }
             for per_impl in runs {
-                figures.extend(medians(per_impl));
+                figures.extend(scenarios::medians(&per_impl));
             }
         }
     }
@@ -198,28 +198,4 @@ fn select<T: Copy>(
             None => bail!("unknown {what} {w:?}"),
         })
         .collect()
-}
-
-/// The median of each metric over repeated runs.
-fn medians(figures: Vec<Figure>) -> Vec<Figure> {
-    let mut out: Vec<Figure> = Vec::new();
-    for f in &figures {
-        if out
-            .iter()
-            .any(|o| o.metric == f.metric && o.scenario == f.scenario)
-        {
-            continue;
-        }
-        let mut values: Vec<f64> = figures
-            .iter()
-            .filter(|g| g.metric == f.metric && g.scenario == f.scenario)
-            .map(|g| g.value)
-            .collect();
-        values.sort_by(|a, b| a.total_cmp(b));
-        out.push(Figure {
-            value: values[values.len() / 2],
-            ..f.clone()
-        });
-    }
-    out
 }

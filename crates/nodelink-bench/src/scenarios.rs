@@ -114,6 +114,30 @@ pub struct Figure {
     pub value: f64,
 }
 
+/// The median of each (scenario, implementation, metric) over repeated runs, in
+/// first-seen order.
+pub fn medians(figures: &[Figure]) -> Vec<Figure> {
+    let same =
+        |a: &Figure, b: &Figure| a.scenario == b.scenario && a.imp == b.imp && a.metric == b.metric;
+    let mut out: Vec<Figure> = Vec::new();
+    for f in figures {
+        if out.iter().any(|o| same(o, f)) {
+            continue;
+        }
+        let mut values: Vec<f64> = figures
+            .iter()
+            .filter(|g| same(g, f))
+            .map(|g| g.value)
+            .collect();
+        values.sort_by(|a, b| a.total_cmp(b));
+        out.push(Figure {
+            value: values[values.len() / 2],
+            ..f.clone()
+        });
+    }
+    out
+}
+
 /// Runs one scenario against one implementation and returns its figures.
 pub async fn run(
     scenario: Scenario,

@@ -383,12 +383,9 @@ func echoServer(args []string) {
 	}
 }
 
-func client(args []string) {
-	o, pos := parseOptions("client", args)
-	if len(pos) != 1 {
-		fail("usage: client ADDR [options] --bytes N")
-	}
-	conn, err := kcp.DialWithOptions(pos[0], o.block(), o.ds, o.ps)
+// dial opens a session to addr with every option applied (socket buffers included).
+func (o *options) dial(addr string) *kcp.UDPSession {
+	conn, err := kcp.DialWithOptions(addr, o.block(), o.ds, o.ps)
 	if err != nil {
 		fail("dial: %v", err)
 	}
@@ -397,6 +394,15 @@ func client(args []string) {
 		conn.SetWriteBuffer(o.sockbuf)
 	}
 	o.configure(conn)
+	return conn
+}
+
+func client(args []string) {
+	o, pos := parseOptions("client", args)
+	if len(pos) != 1 {
+		fail("usage: client ADDR [options] --bytes N")
+	}
+	conn := o.dial(pos[0])
 	deadline := time.Now().Add(time.Duration(o.timeout) * time.Second)
 	conn.SetDeadline(deadline)
 
@@ -531,15 +537,7 @@ func rtt(args []string) {
 	if len(pos) != 1 {
 		fail("usage: rtt ADDR [options] --count N")
 	}
-	conn, err := kcp.DialWithOptions(pos[0], o.block(), o.ds, o.ps)
-	if err != nil {
-		fail("dial: %v", err)
-	}
-	if o.sockbuf > 0 {
-		conn.SetReadBuffer(o.sockbuf)
-		conn.SetWriteBuffer(o.sockbuf)
-	}
-	o.configure(conn)
+	conn := o.dial(pos[0])
 	conn.SetDeadline(time.Now().Add(time.Duration(o.timeout) * time.Second))
 	msg := patternBytes(64, 99)
 	buf := make([]byte, 64)
