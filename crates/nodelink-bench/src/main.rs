@@ -4,6 +4,8 @@
 //! nodelink-bench [--quick] [--json] [--runs N] [--runtime multi|current]
 //!                [--scenarios a,b,..] [--impls x,y,..] [--no-2proc]
 //! nodelink-bench kcp [--quick] [--json] [--runs N] [--scenarios a,b,..]   (see kcp.rs)
+//! nodelink-bench nt [--quick] [--json] ...                                  (see nt.rs)
+//! nodelink-bench tunnel [--quick] [--json] ...                              (see tunnel.rs)
 //! nodelink-bench serve --impl IMPL --mode lightweight|per-connection   (used for _2proc)
 //! ```
 //!
@@ -12,9 +14,11 @@
 
 mod impls;
 mod kcp;
+mod nt;
 mod report;
 mod runner;
 mod scenarios;
+mod tunnel;
 
 use std::time::Instant;
 
@@ -69,6 +73,10 @@ enum Cmd {
     },
     /// KCP: nodelink-kcp vs kcp-go and tokio_kcp (see `kcp.rs`).
     Kcp(kcp::KcpArgs),
+    /// Endpoint transport: nodelink-transport vs raw TCP (see `nt.rs`).
+    Nt(nt::NtArgs),
+    /// Tunnel: nodelink tunnel vs kcptun (see `tunnel.rs`).
+    Tunnel(tunnel::TunnelArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -108,6 +116,8 @@ fn real_main() -> Result<()> {
         match &args.command {
             Some(Cmd::Serve { imp, mode }) => serve(imp, *mode).await,
             Some(Cmd::Kcp(kcp_args)) => kcp::run(kcp_args).await,
+            Some(Cmd::Nt(nt_args)) => nt::run(nt_args).await,
+            Some(Cmd::Tunnel(tunnel_args)) => tunnel::run(tunnel_args).await,
             None => bench(&args).await,
         }
     })

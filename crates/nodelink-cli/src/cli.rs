@@ -28,6 +28,13 @@ pub enum Command {
     /// throughput bench.
     #[command(subcommand)]
     Kcp(KcpCommand),
+    /// Endpoint transport compatible with Haskell's network-transport-tcp: an echo
+    /// server and a ping client.
+    #[command(subcommand)]
+    Nt(crate::nt::NtCommand),
+    /// kcptun-compatible TCP port forwarding over KCP (smux, snappy framing).
+    #[command(subcommand)]
+    Tunnel(crate::tunnel::TunnelCommand),
 }
 
 /// The `kcp` subcommands.

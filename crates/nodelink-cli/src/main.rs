@@ -19,12 +19,14 @@ use clap::Parser;
 mod cli;
 mod kcp;
 mod kcp_args;
+mod nt;
 mod out;
 mod ping;
 mod serve;
 mod stats;
 mod tls_args;
 mod tour;
+mod tunnel;
 
 use cli::{Cli, Command};
 
@@ -54,6 +56,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Ping(args) => ping::run(args).await,
             Command::Tour => tour::run().await,
             Command::Kcp(command) => kcp::run(command).await,
+            Command::Nt(command) => nt::run(command).await,
+            Command::Tunnel(command) => tunnel::run(command).await,
         }
     });
     // Do not wait for tasks that are still blocked (for example a link the peer never

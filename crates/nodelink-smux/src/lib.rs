@@ -1,0 +1,1 @@
+//! smux v1/v2 (being written).

@@ -1,0 +1,1 @@
+//! Endpoint transport wire-compatible with network-transport-tcp (being written).

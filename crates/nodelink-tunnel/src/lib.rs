@@ -1,0 +1,3 @@
+//! kcptun-compatible tunnel (being written).
+
+pub mod snappy;

@@ -1,0 +1,1 @@
+//! Snappy framed compression (being written).
