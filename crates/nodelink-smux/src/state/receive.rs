@@ -1,0 +1,184 @@
+//! The receiving half of the state machine: applying frames from the peer, buffering
+//! stream data, and the backpressure and reset policy for readers that fall behind.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::{Control, Handle, Inner, StreamEntry, REFUSAL_QUEUE_LIMIT};
+use crate::error::{Error, ErrorKind};
+use crate::frame::{Cmd, Frame};
+
+impl Inner {
+    /// Applies one received frame. An error is fatal for the session.
+    pub(crate) fn on_frame(&mut self, frame: Frame) -> Result<(), Error> {
+        let sid = frame.sid;
+        match frame.cmd {
+            Cmd::Nop => {}
+            Cmd::Syn => self.on_syn(sid)?,
+            Cmd::Fin => {
+                if let Some(entry) = self.streams.get_mut(&sid) {
+                    entry.peer_fin = true;
+                    entry.wake_all();
+                    self.maybe_remove(sid);
+                }
+            }
+            Cmd::Psh => self.on_data(sid, frame.payload),
+            Cmd::Upd => {
+                let Some((consumed, window)) = frame.upd_fields() else {
+                    return Err(Error::protocol("malformed UPD frame"));
+                };
+                if let Some(entry) = self.streams.get_mut(&sid) {
+                    entry.peer_consumed = consumed;
+                    entry.peer_window = window;
+                    if (entry.num_written.wrapping_sub(consumed) as i32) < 0 {
+                        self.reset_stream(sid, "peer acknowledged more data than was sent");
+                    } else {
+                        self.schedule(sid);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_syn(&mut self, sid: u32) -> Result<(), Error> {
+        let ours = if self.client { 1 } else { 0 };
+        if sid == 0 || sid % 2 == ours {
+            return Err(Error::protocol(format!(
+                "peer opened stream {sid}, an id reserved for this side"
+            )));
+        }
+        if self.streams.contains_key(&sid) {
+            tracing::debug!(sid, "duplicate SYN ignored");
+            return Ok(());
+        }
+        if self.accept_queue.len() >= self.backlog {
+            self.stats.syns_refused += 1;
+            tracing::warn!(
+                sid,
+                backlog = self.backlog,
+                "accept backlog full: stream refused"
+            );
+            if self.refusals < REFUSAL_QUEUE_LIMIT {
+                self.refusals += 1;
+                self.push_control(Control::Fin(sid));
+            }
+            return Ok(());
+        }
+        self.streams.insert(sid, StreamEntry::new(Handle::Pending));
+        self.accept_queue.push_back(sid);
+        self.acceptors.notify_waiters();
+        tracing::debug!(sid, "smux stream opened by peer");
+        Ok(())
+    }
+
+    fn on_data(&mut self, sid: u32, payload: Bytes) {
+        let n = payload.len();
+        if n == 0 {
+            return;
+        }
+        let accepted = match self.streams.get_mut(&sid) {
+            Some(e) if e.handle != Handle::Dropped && e.reset.is_none() && !e.peer_fin => {
+                e.recv.push_back(payload);
+                e.recv_len += n;
+                if let Some(w) = e.read_waker.take() {
+                    w.wake();
+                }
+                Some(e.recv_len)
+            }
+            _ => None,
+        };
+        let Some(stream_len) = accepted else {
+            self.stats.frames_discarded += 1;
+            self.stats.bytes_discarded += n as u64;
+            return;
+        };
+        self.buffered += n;
+        // In v2 the peer must stay within the window we granted; overrunning it is a
+        // protocol violation confined to this stream. (In v1 the reader applies
+        // backpressure instead, see `relieve`.)
+        if self.version >= 2 && stream_len > self.stream_limit {
+            self.reset_stream(sid, "peer overran the stream window");
+        }
+    }
+
+    /// Called by the reader before each read of the connection. While a buffer bound is
+    /// exceeded the reader must wait (backpressure, as Go smux does). Once the pause has
+    /// lasted `stall`, streams that consumed nothing during it count as stalled: a stalled
+    /// stream over its own bound is reset, and if the session bound is still exceeded the
+    /// stalled stream holding the most data is reset, until reading can resume. Returns when
+    /// to check again, or `None` when reading may go on.
+    pub(crate) fn relieve(&mut self, now: Instant, stall: Duration) -> Option<Instant> {
+        loop {
+            let over_stream = self
+                .streams
+                .values()
+                .any(|e| e.recv_len > self.stream_limit);
+            if !over_stream && self.buffered <= self.receive_limit {
+                self.paused = false;
+                self.pause_started = None;
+                return None;
+            }
+            self.paused = true;
+            let start = *self.pause_started.get_or_insert(now);
+            if now < start + stall {
+                return Some(start + stall);
+            }
+            let mut victim = self
+                .streams
+                .iter()
+                .find(|(_, e)| e.recv_len > self.stream_limit && e.stalled_since(start))
+                .map(|(&sid, _)| sid);
+            if victim.is_none() && self.buffered > self.receive_limit {
+                victim = self
+                    .streams
+                    .iter()
+                    .filter(|(_, e)| e.stalled_since(start))
+                    .max_by_key(|(_, e)| e.recv_len)
+                    .map(|(&sid, _)| sid);
+            }
+            match victim {
+                Some(sid) => self.reset_stream(sid, "reader stalled while its buffer was full"),
+                None => {
+                    // Every stream involved is consuming, only slowly: keep waiting, and
+                    // judge progress afresh over the next period.
+                    self.pause_started = Some(now);
+                    return Some(now + stall);
+                }
+            }
+        }
+    }
+
+    /// Ends a stream locally: buffered data both ways is dropped, the peer gets a FIN, the
+    /// application gets a [`StreamReset`](ErrorKind::StreamReset) error.
+    pub(crate) fn reset_stream(&mut self, sid: u32, reason: &str) {
+        let Some(entry) = self.streams.get_mut(&sid) else {
+            return;
+        };
+        if entry.reset.is_some() {
+            return;
+        }
+        self.buffered -= entry.recv_len;
+        entry.recv.clear();
+        entry.recv_len = 0;
+        entry.send.clear();
+        entry.reset = Some(Error::new(ErrorKind::StreamReset, reason));
+        entry.wake_all();
+        let send_fin = !entry.fin_sent;
+        entry.fin_sent = true;
+        let pending = entry.handle == Handle::Pending;
+        self.stats.streams_reset += 1;
+        tracing::warn!(sid, reason, "smux stream reset");
+        if send_fin {
+            self.push_control(Control::Fin(sid));
+        }
+        if pending {
+            self.accept_queue.retain(|&s| s != sid);
+            self.streams.remove(&sid);
+        } else {
+            self.maybe_remove(sid);
+        }
+    }
+}
