@@ -133,6 +133,9 @@ pub struct SessionConfig {
     /// 0 keeps the system default). A full window sent at once overflows the kernel's
     /// default buffers even on loopback, which shows up as loss and retransmissions.
     pub sockbuf: usize,
+    /// DSCP (6 bits, kcptun `-dscp`) written into the TOS / traffic-class byte of every
+    /// datagram, so routers can prioritise the tunnel; 0 leaves the socket's default.
+    pub dscp: u8,
 }
 
 impl Default for SessionConfig {
@@ -155,6 +158,7 @@ impl Default for SessionConfig {
             linger: Duration::from_secs(5),
             backlog: 128,
             sockbuf: 4 << 20,
+            dscp: 0,
             nodelay: None,
             write_delay: false,
         }
@@ -266,18 +270,36 @@ impl SessionConfig {
         self
     }
 
-    /// Applies [`SessionConfig::sockbuf`] to a socket. The kernel may cap the size
-    /// (`net.core.rmem_max`); a refusal is not an error, the session just works with less.
-    pub(crate) fn apply_sockbuf(&self, sock: &tokio::net::UdpSocket) {
-        if self.sockbuf == 0 {
-            return;
-        }
+    /// Sets [`SessionConfig::dscp`] (only the low 6 bits are meaningful).
+    pub fn with_dscp(mut self, dscp: u8) -> Self {
+        self.dscp = dscp;
+        self
+    }
+
+    /// Applies [`SessionConfig::sockbuf`] and [`SessionConfig::dscp`] to a socket. The
+    /// kernel may cap the buffer size (`net.core.rmem_max`) or refuse a TOS value; neither
+    /// is an error, the session just works without it (logged at debug level).
+    pub(crate) fn apply_socket_options(&self, sock: &tokio::net::UdpSocket) {
         let s = socket2::SockRef::from(sock);
-        if let Err(e) = s
-            .set_recv_buffer_size(self.sockbuf)
-            .and_then(|()| s.set_send_buffer_size(self.sockbuf))
-        {
-            tracing::debug!(error = %e, "could not set the UDP socket buffer sizes");
+        if self.sockbuf != 0 {
+            if let Err(e) = s
+                .set_recv_buffer_size(self.sockbuf)
+                .and_then(|()| s.set_send_buffer_size(self.sockbuf))
+            {
+                tracing::debug!(error = %e, "could not set the UDP socket buffer sizes");
+            }
+        }
+        if self.dscp != 0 {
+            // DSCP is the upper six bits of the IPv4 TOS byte and of the IPv6 traffic
+            // class alike.
+            let tos = u32::from(self.dscp & 0x3f) << 2;
+            let result = match sock.local_addr() {
+                Ok(std::net::SocketAddr::V6(_)) => s.set_tclass_v6(tos),
+                _ => s.set_tos_v4(tos),
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, dscp = self.dscp, "could not set DSCP");
+            }
         }
     }
 
@@ -329,5 +351,29 @@ impl SessionConfig {
             return Err(Error::Config("windows must be at least 1".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod socket_option_tests {
+    use super::SessionConfig;
+
+    #[tokio::test]
+    async fn dscp_lands_in_the_tos_byte_of_ipv4_and_ipv6_sockets() {
+        let cfg = SessionConfig::default().with_dscp(46);
+        let v4 = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        cfg.apply_socket_options(&v4);
+        assert_eq!(socket2::SockRef::from(&v4).tos_v4().unwrap(), 46 << 2);
+        if let Ok(v6) = tokio::net::UdpSocket::bind("[::1]:0").await {
+            cfg.apply_socket_options(&v6);
+            assert_eq!(socket2::SockRef::from(&v6).tclass_v6().unwrap(), 46 << 2);
+        }
+    }
+
+    #[tokio::test]
+    async fn dscp_zero_leaves_the_default() {
+        let v4 = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        SessionConfig::default().apply_socket_options(&v4);
+        assert_eq!(socket2::SockRef::from(&v4).tos_v4().unwrap(), 0);
     }
 }

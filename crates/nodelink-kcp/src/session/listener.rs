@@ -70,7 +70,7 @@ impl KcpListener {
             .map_err(config_error)?;
         let crypto = Arc::new(cfg.crypto().map_err(config_error)?);
         let sock = UdpSocket::bind(addr).await?;
-        cfg.apply_sockbuf(&sock);
+        cfg.apply_socket_options(&sock);
         let sock = Arc::new(sock);
         let local = sock.local_addr()?;
         let (accept_tx, accept_rx) = mpsc::channel(cfg.backlog.max(1));

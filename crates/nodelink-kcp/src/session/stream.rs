@@ -59,7 +59,7 @@ impl KcpStream {
             ([0u16; 8], 0).into()
         };
         let sock = UdpSocket::bind(bind).await?;
-        cfg.apply_sockbuf(&sock);
+        cfg.apply_socket_options(&sock);
         sock.connect(peer).await?;
         let local = sock.local_addr()?;
         let conv = loop {
