@@ -1,3 +1,180 @@
-//! kcptun-compatible tunnel (being written).
+//! # nodelink-tunnel: a kcptun-compatible TCP port forwarder
+//!
+//! The thing most people run KCP for: TCP connections carried over KCP (reliable UDP),
+//! wire-compatible with Debian's `kcptun-client` / `kcptun-server` (20210922) in both
+//! directions.
+//!
+//! ```text
+//!  TCP clients ──► Client ══ KCP sessions (UDP) ══► Server ──► TCP target
+//!                    one smux stream per TCP connection, over `conn` sessions
+//! ```
+//!
+//! Each KCP session carries, from the bottom up, exactly what kcptun puts on it:
+//!
+//! 1. a KCP **stream** ([`nodelink_kcp::KcpStream`]) with kcptun's settings: stream mode,
+//!    no write delay, the `mode` preset (or manual nodelay/interval/resend/nc), windows,
+//!    MTU, ack-no-delay, socket buffers, the cipher keyed by PBKDF2 with salt `kcp-go`, and
+//!    Reed-Solomon FEC;
+//! 2. **snappy framing** ([`snappy`]), unless `nocomp` (both ends must agree);
+//! 3. **smux** v1 or v2 ([`nodelink_smux`]), one stream per forwarded TCP connection.
+//!
+//! Ending a TCP connection's write side sends a FIN on its stream and the other end shuts
+//! down its TCP write side in turn (half-close both ways); see [`client`] for how sessions
+//! are chosen, expired and re-dialled, and [`server`] for how targets are dialled.
+//!
+//! Settings live in one [`TunnelConfig`] for both ends, with kcptun's names, per-role
+//! defaults and JSON keys ([`config`]); [`snmp`] writes kcptun's counter CSV.
+//!
+//! ## Example
+//!
+//! A server forwarding to a local echo service, a client in front of it, and one
+//! connection through both:
+//!
+//! ```
+//! use nodelink_tunnel::{Client, Server, TunnelConfig};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The TCP service the tunnel leads to: echoes one message.
+//! let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let echo_addr = echo.local_addr()?;
+//! tokio::spawn(async move {
+//!     let (mut s, _) = echo.accept().await.unwrap();
+//!     let mut buf = [0u8; 5];
+//!     s.read_exact(&mut buf).await.unwrap();
+//!     s.write_all(&buf).await.unwrap();
+//! });
+//!
+//! let stop = CancellationToken::new();
+//! let mut server_cfg = TunnelConfig::server();
+//! server_cfg.listen = "127.0.0.1:0".into();
+//! server_cfg.target = echo_addr.to_string();
+//! let server = Server::bind(server_cfg).await?;
+//!
+//! let mut client_cfg = TunnelConfig::client();
+//! client_cfg.listen = "127.0.0.1:0".into();
+//! client_cfg.target = server.local_addr().to_string();
+//! let client = Client::bind(client_cfg).await?;
+//! let entry = client.local_addr();
+//!
+//! let server_task = tokio::spawn(server.run(stop.clone()));
+//! let client_task = tokio::spawn(client.run(stop.clone()));
+//!
+//! let mut conn = tokio::net::TcpStream::connect(entry).await?;
+//! conn.write_all(b"hello").await?;
+//! let mut back = [0u8; 5];
+//! conn.read_exact(&mut back).await?;
+//! assert_eq!(&back, b"hello");
+//!
+//! stop.cancel();
+//! client_task.await??;
+//! server_task.await??;
+//! # Ok(())
+//! # }
+//! ```
 
+pub mod client;
+pub mod config;
+mod counters;
+mod error;
+mod mux;
+pub mod server;
 pub mod snappy;
+pub mod snmp;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use client::Client;
+pub use config::{Checked, Role, SmuxSettings, TunnelConfig};
+pub use counters::{CounterHandle, Counters};
+pub use error::Error;
+pub use server::Server;
+use tokio_util::sync::CancellationToken;
+
+/// How long shutting down waits for streams to end after their sessions were closed.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
+
+/// Either end, for callers that pick the role at run time (the CLI).
+#[derive(Debug)]
+pub enum Tunnel {
+    /// A client.
+    Client(Client),
+    /// A server.
+    Server(Server),
+}
+
+impl Tunnel {
+    /// Binds the end named by `config.role` ([`Client::bind`] or [`Server::bind`]).
+    ///
+    /// # Errors
+    ///
+    /// As those.
+    pub async fn bind(config: TunnelConfig) -> Result<Tunnel, Error> {
+        match config.role {
+            Role::Client => Client::bind(config).await.map(Tunnel::Client),
+            Role::Server => Server::bind(config).await.map(Tunnel::Server),
+        }
+    }
+
+    /// The address bound (TCP for a client, UDP for a server).
+    pub fn local_addr(&self) -> SocketAddr {
+        match self {
+            Tunnel::Client(c) => c.local_addr(),
+            Tunnel::Server(s) => s.local_addr(),
+        }
+    }
+
+    /// The end's counters ([`Client::counters`], [`Server::counters`]).
+    pub fn counters(&self) -> CounterHandle {
+        match self {
+            Tunnel::Client(c) => c.counters(),
+            Tunnel::Server(s) => s.counters(),
+        }
+    }
+
+    /// Runs until `stop` is cancelled ([`Client::run`], [`Server::run`]).
+    ///
+    /// # Errors
+    ///
+    /// As those.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), Error> {
+        match self {
+            Tunnel::Client(c) => c.run(stop).await,
+            Tunnel::Server(s) => s.run(stop).await,
+        }
+    }
+}
+
+/// One line with the settings in force, like kcptun's start-up log.
+pub(crate) fn describe(config: &TunnelConfig, checked: &Checked) -> String {
+    let s = &checked.session;
+    let (nd, interval, resend, nc) = checked.nodelay;
+    let fec = if s.fec_enabled() {
+        format!("fec {}/{}", s.data_shards, s.parity_shards)
+    } else {
+        "no fec".into()
+    };
+    format!(
+        "crypt {}, {fec}, mode {} (nodelay {} interval {interval} resend {resend} nc {}), \
+         mtu {}, sndwnd {}, rcvwnd {}, compression {}, smux v{}, smuxbuf {}, streambuf {}, \
+         keepalive {}s, conn {}, sockbuf {}, acknodelay {}",
+        s.crypt,
+        config.mode,
+        u8::from(nd),
+        u8::from(nc),
+        s.mtu,
+        s.sndwnd,
+        s.rcvwnd,
+        if config.nocomp { "off" } else { "on" },
+        checked.smux.version,
+        checked.smux.max_receive_buffer,
+        checked.smux.max_stream_buffer,
+        checked.smux.keep_alive_interval.as_secs(),
+        config.conn,
+        s.sockbuf,
+        s.ack_nodelay
+    )
+}

@@ -1,0 +1,300 @@
+//! [`Client`]: the `kcptun-client` end. Accepts TCP connections and carries each one as an
+//! smux stream over one of `conn` KCP sessions to the server.
+//!
+//! # Sessions
+//!
+//! The client keeps `conn` session slots and hands accepted connections to them in turn
+//! (round robin), as kcptun does. A slot is (re)filled lazily, when a connection is about
+//! to use it and it is empty, its session died (KCP dead link, smux keepalive timeout,
+//! the server went away), or it expired. With `autoexpire` set, a session takes new
+//! streams for that many seconds only; an expired session is handed to the **scavenger**,
+//! which closes it as soon as its last stream ends, or `scavengettl` seconds after it
+//! expired, whichever comes first (kcptun waits for the TTL even when the session is idle).
+//!
+//! Dialling cannot fail for network reasons (KCP has no handshake); a local failure (no
+//! route, bad address) is retried every second, as kcptun does, while the accepted TCP
+//! connection waits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodelink_kcp::KcpStream;
+use nodelink_smux::Session;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::instrument::WithSubscriber;
+
+use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
+use crate::mux::{open_session, pipe, End, Route};
+use crate::{describe, CounterHandle, Error, SHUTDOWN_WAIT};
+
+/// How often a failed dial is retried, and how often the scavenger looks at its sessions.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The client end of a tunnel. Build it with [`Client::bind`], run it with [`Client::run`].
+#[derive(Debug)]
+pub struct Client {
+    listener: TcpListener,
+    local: SocketAddr,
+    config: TunnelConfig,
+    checked: Checked,
+    counters: CounterHandle,
+}
+
+struct Slot {
+    session: Session,
+    /// When the session stops taking new streams (`autoexpire`).
+    expires: Option<Instant>,
+}
+
+struct Shared {
+    counters: CounterHandle,
+    config: TunnelConfig,
+    checked: Checked,
+    remote: String,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Client {
+    /// Checks `config` (its role must be [`Role::Client`]) and binds the TCP listener.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid configuration, [`Error::Io`] when the address cannot
+    /// be bound.
+    pub async fn bind(config: TunnelConfig) -> Result<Client, Error> {
+        if config.role != Role::Client {
+            return Err(Error::Config(
+                "a client needs a client configuration".into(),
+            ));
+        }
+        let checked = config.validate()?;
+        let addr = normalize_addr(&config.listen, true);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::io("cannot read the listening address", e))?;
+        Ok(Client {
+            listener,
+            local,
+            config,
+            checked,
+            counters: CounterHandle::default(),
+        })
+    }
+
+    /// Live counters of this end (sessions, streams); the handle stays valid after
+    /// [`Client::run`] returned.
+    pub fn counters(&self) -> CounterHandle {
+        self.counters.clone()
+    }
+
+    /// The TCP address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Accepts and forwards connections until `stop` is cancelled, then stops accepting,
+    /// closes every session (which ends their streams) and returns once the stream tasks
+    /// finished (waiting at most a few seconds).
+    ///
+    /// # Errors
+    ///
+    /// Only if the listener fails; per-connection problems are logged.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), Error> {
+        let remote = normalize_addr(&self.config.target, false);
+        tracing::info!(
+            "tunnel client listening on {} (TCP), server {remote} (KCP): {}",
+            self.local,
+            describe(&self.config, &self.checked)
+        );
+        let shared = Arc::new(Shared {
+            remote,
+            config: self.config,
+            checked: self.checked,
+            stop: stop.clone(),
+            tasks: TaskTracker::new(),
+            counters: self.counters,
+        });
+        if !shared.config.snmplog.is_empty() {
+            let period = Duration::from_secs(shared.config.snmpperiod as u64);
+            shared.tasks.spawn(
+                crate::snmp::run_logger(shared.config.snmplog.clone(), period, stop.clone())
+                    .with_current_subscriber(),
+            );
+        }
+        let conn = shared.config.conn as usize;
+        // Only this loop touches the slots: no lock needed.
+        let mut slots: Vec<Option<Slot>> = (0..conn).map(|_| None).collect();
+        let mut next = 0usize;
+        let result = loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => break Ok(()),
+                r = self.listener.accept() => r,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "accept failed; continuing");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => break Err(Error::io("TCP listener failed", e)),
+            };
+            let _ = tcp.set_nodelay(true);
+            let idx = next % conn;
+            next = next.wrapping_add(1);
+            let Some(session) = session_for(&shared, &mut slots, idx).await else {
+                break Ok(()); // stopped while dialling
+            };
+            let sh = Arc::clone(&shared);
+            shared
+                .tasks
+                .spawn(forward(sh, session, tcp, peer).with_current_subscriber());
+        };
+        drop(self.listener);
+        for slot in slots.iter_mut() {
+            if let Some(s) = slot.take() {
+                let _ = tokio::time::timeout(SHUTDOWN_WAIT, s.session.close()).await;
+            }
+        }
+        shared.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_WAIT, shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::debug!("some streams were still ending at shutdown");
+        }
+        result
+    }
+}
+
+/// Errors of `accept` that concern one connection (or a passing shortage), not the listener.
+fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    ) || e.raw_os_error().is_some_and(|c| c == 23 || c == 24) // ENFILE, EMFILE
+}
+
+/// The session of slot `idx`, dialled anew if the slot is empty, dead or expired. `None`
+/// when the client was stopped while dialling.
+async fn session_for(
+    shared: &Arc<Shared>,
+    slots: &mut [Option<Slot>],
+    idx: usize,
+) -> Option<Session> {
+    let now = Instant::now();
+    if let Some(slot) = &slots[idx] {
+        let expired = slot.expires.is_some_and(|t| now >= t);
+        if !slot.session.is_closed() && !expired {
+            return Some(slot.session.clone());
+        }
+        if slot.session.is_closed() {
+            tracing::info!(
+                "session {idx} to {} ended; dialling a new one",
+                shared.remote
+            );
+        } else {
+            tracing::info!("session {idx} expired; dialling a new one");
+            let old = slot.session.clone();
+            let deadline =
+                slot.expires.unwrap_or(now) + Duration::from_secs(shared.config.scavengettl as u64);
+            shared
+                .tasks
+                .spawn(scavenge(old, deadline, shared.stop.clone()).with_current_subscriber());
+        }
+    }
+    slots[idx] = None;
+    let session = dial(shared).await?;
+    let expires = (shared.config.autoexpire > 0)
+        .then(|| Instant::now() + Duration::from_secs(shared.config.autoexpire as u64));
+    slots[idx] = Some(Slot {
+        session: session.clone(),
+        expires,
+    });
+    Some(session)
+}
+
+/// Dials a KCP session and starts smux on it, retrying every second on local failures.
+async fn dial(shared: &Shared) -> Option<Session> {
+    loop {
+        let attempt = async {
+            let kcp = KcpStream::connect(shared.remote.as_str(), shared.checked.session.clone())
+                .await
+                .map_err(|e| Error::io(format!("cannot dial {}", shared.remote), e))?;
+            let (local, peer) = (kcp.local_addr(), kcp.peer_addr());
+            let session =
+                open_session(kcp, shared.config.nocomp, &shared.checked.smux, End::Client)?;
+            tracing::info!(
+                "smux version {} on KCP session {local} -> {peer}",
+                shared.checked.smux.version
+            );
+            Ok::<_, Error>(session)
+        };
+        match attempt.await {
+            Ok(s) => {
+                shared.counters.session();
+                return Some(s);
+            }
+            Err(e) => tracing::warn!(error = %e, "re-connecting in 1 s"),
+        }
+        tokio::select! {
+            _ = shared.stop.cancelled() => return None,
+            _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+/// Closes an expired session once its last stream ended, or at `deadline`.
+async fn scavenge(session: Session, deadline: Instant, stop: CancellationToken) {
+    loop {
+        if session.is_closed() {
+            tracing::info!("scavenger: expired session closed normally");
+            return;
+        }
+        if session.num_streams() == 0 {
+            tracing::info!("scavenger: expired session closed after its last stream");
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::info!("scavenger: expired session closed at its TTL");
+            break;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_WAIT, session.close()).await;
+}
+
+/// Forwards one accepted TCP connection over a new stream of `session`.
+async fn forward(shared: Arc<Shared>, session: Session, mut tcp: TcpStream, peer: SocketAddr) {
+    let mut stream = match session.open_stream().await {
+        Ok(s) => s,
+        Err(e) => {
+            // The session died under us: the next connection on this slot redials.
+            tracing::warn!(error = %e, "cannot open a stream for {peer}; connection dropped");
+            shared.counters.stream_failed();
+            return;
+        }
+    };
+    let route = Route {
+        inbound: peer.to_string(),
+        outbound: format!("{}({})", shared.remote, stream.id()),
+        quiet: shared.config.quiet,
+    };
+    shared.counters.stream();
+    route.opened();
+    let result = pipe(&mut tcp, &mut stream).await;
+    route.closed(&result);
+    shared.counters.stream_closed();
+}

@@ -1,0 +1,259 @@
+//! [`Server`]: the `kcptun-server` end. Accepts KCP sessions, runs smux on each, and
+//! forwards every stream to the TCP target (or a Unix socket, when the target has no port,
+//! as kcptun allows).
+//!
+//! A target that refuses (or cannot be reached within [`DIAL_TIMEOUT`]) ends only that
+//! stream: it is closed with a FIN, so the client's TCP connection sees an end of stream,
+//! and the session's other streams go on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodelink_kcp::{KcpListener, KcpStream};
+use nodelink_smux::{Session, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::instrument::WithSubscriber;
+
+use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
+use crate::mux::{open_session, pipe, End, Route};
+use crate::{describe, CounterHandle, Error, SHUTDOWN_WAIT};
+
+/// How long dialling the target may take before the stream is given up.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server end of a tunnel. Build it with [`Server::bind`], run it with [`Server::run`].
+#[derive(Debug)]
+pub struct Server {
+    listener: KcpListener,
+    config: TunnelConfig,
+    checked: Checked,
+    counters: CounterHandle,
+}
+
+struct Shared {
+    counters: CounterHandle,
+    config: TunnelConfig,
+    checked: Checked,
+    target: Target,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Where streams go.
+enum Target {
+    Tcp(String),
+    #[cfg(unix)]
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => f.write_str(a),
+            #[cfg(unix)]
+            Target::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl Target {
+    fn parse(s: &str) -> Target {
+        // kcptun: an address without a port is a Unix socket path.
+        #[cfg(unix)]
+        if !has_port(s) {
+            return Target::Unix(s.into());
+        }
+        Target::Tcp(normalize_addr(s, false))
+    }
+}
+
+fn has_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+}
+
+trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
+impl Server {
+    /// Checks `config` (its role must be [`Role::Server`]) and binds the UDP socket.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid configuration, [`Error::Io`] when the address cannot
+    /// be bound.
+    pub async fn bind(config: TunnelConfig) -> Result<Server, Error> {
+        if config.role != Role::Server {
+            return Err(Error::Config(
+                "a server needs a server configuration".into(),
+            ));
+        }
+        let checked = config.validate()?;
+        let addr = normalize_addr(&config.listen, true);
+        let listener = KcpListener::bind(&addr, checked.session.clone())
+            .await
+            .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
+        Ok(Server {
+            listener,
+            config,
+            checked,
+            counters: CounterHandle::default(),
+        })
+    }
+
+    /// Live counters of this end (sessions, streams); the handle stays valid after
+    /// [`Server::run`] returned.
+    pub fn counters(&self) -> CounterHandle {
+        self.counters.clone()
+    }
+
+    /// The UDP address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr()
+    }
+
+    /// Accepts sessions and forwards their streams until `stop` is cancelled, then stops
+    /// accepting, closes every session and returns once the stream tasks finished (waiting
+    /// at most a few seconds).
+    ///
+    /// # Errors
+    ///
+    /// Only if the UDP socket fails.
+    pub async fn run(mut self, stop: CancellationToken) -> Result<(), Error> {
+        let target = Target::parse(&self.config.target);
+        tracing::info!(
+            "tunnel server listening on {} (KCP), target {target}: {}",
+            self.local_addr(),
+            describe(&self.config, &self.checked)
+        );
+        let shared = Arc::new(Shared {
+            target,
+            config: self.config,
+            checked: self.checked,
+            stop: stop.clone(),
+            tasks: TaskTracker::new(),
+            counters: self.counters,
+        });
+        if !shared.config.snmplog.is_empty() {
+            let period = Duration::from_secs(shared.config.snmpperiod as u64);
+            shared.tasks.spawn(
+                crate::snmp::run_logger(shared.config.snmplog.clone(), period, stop.clone())
+                    .with_current_subscriber(),
+            );
+        }
+        let result = loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => break Ok(()),
+                r = self.listener.accept() => r,
+            };
+            match accepted {
+                Ok((kcp, peer)) => {
+                    shared.counters.session();
+                    let sh = Arc::clone(&shared);
+                    shared
+                        .tasks
+                        .spawn(serve_session(sh, kcp, peer).with_current_subscriber());
+                }
+                Err(e) => break Err(Error::io("KCP listener failed", e)),
+            }
+        };
+        drop(self.listener);
+        shared.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_WAIT, shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::debug!("some streams were still ending at shutdown");
+        }
+        result
+    }
+}
+
+/// Runs smux on one KCP session and forwards its streams until it ends or the server stops.
+async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
+    let local = kcp.local_addr();
+    let session = match open_session(kcp, shared.config.nocomp, &shared.checked.smux, End::Server) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start smux on the session from {peer}");
+            return;
+        }
+    };
+    tracing::info!(
+        "smux version {} on KCP session {local} <- {peer}",
+        shared.checked.smux.version
+    );
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            r = session.accept_stream() => r,
+        };
+        match accepted {
+            Ok(stream) => {
+                let sh = Arc::clone(&shared);
+                shared
+                    .tasks
+                    .spawn(forward(sh, stream, peer).with_current_subscriber());
+            }
+            Err(e) => {
+                tracing::info!("session from {peer} ended: {e}");
+                break;
+            }
+        }
+    }
+    close_session(&session).await;
+}
+
+async fn close_session(session: &Session) {
+    let _ = tokio::time::timeout(SHUTDOWN_WAIT, session.close()).await;
+}
+
+/// Dials the target for one stream and copies both ways.
+async fn forward(shared: Arc<Shared>, mut stream: Stream, peer: SocketAddr) {
+    let inbound = format!("{peer}({})", stream.id());
+    let dialled = tokio::time::timeout(DIAL_TIMEOUT, dial(&shared.target)).await;
+    let mut target: Box<dyn Duplex> = match dialled {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::warn!("stream {inbound}: cannot connect to {}: {e}", shared.target);
+            shared.counters.stream_failed();
+            let _ = tokio::time::timeout(SHUTDOWN_WAIT, stream.shutdown()).await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                "stream {inbound}: connecting to {} timed out after {DIAL_TIMEOUT:?}",
+                shared.target
+            );
+            shared.counters.stream_failed();
+            let _ = tokio::time::timeout(SHUTDOWN_WAIT, stream.shutdown()).await;
+            return;
+        }
+    };
+    let route = Route {
+        inbound,
+        outbound: shared.target.to_string(),
+        quiet: shared.config.quiet,
+    };
+    shared.counters.stream();
+    route.opened();
+    let result = pipe(&mut stream, &mut *target).await;
+    route.closed(&result);
+    shared.counters.stream_closed();
+}
+
+async fn dial(target: &Target) -> std::io::Result<Box<dyn Duplex>> {
+    match target {
+        Target::Tcp(addr) => {
+            let tcp = TcpStream::connect(addr.as_str()).await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(Box::new(tcp))
+        }
+        #[cfg(unix)]
+        Target::Unix(path) => Ok(Box::new(tokio::net::UnixStream::connect(path).await?)),
+    }
+}
