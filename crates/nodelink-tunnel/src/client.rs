@@ -11,6 +11,12 @@
 //! which closes it as soon as its last stream ends, or `scavengettl` seconds after it
 //! expired, whichever comes first (kcptun waits for the TTL even when the session is idle).
 //!
+//! Each connection's stream is opened in the accept loop, before the connection's task
+//! starts, so a session handed to the scavenger already counts every stream it was given.
+//!
+//! A connection ends as the crate documentation's "Closing" section says: with smux v1
+//! as soon as either the TCP client or the stream ends, with v2 one direction at a time.
+//!
 //! Dialling cannot fail for network reasons (KCP has no handshake); a local failure (no
 //! route, bad address) is retried every second, as kcptun does, while the accepted TCP
 //! connection waits.
@@ -20,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodelink_kcp::KcpStream;
-use nodelink_smux::Session;
+use nodelink_smux::{Session, Stream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use tracing::instrument::WithSubscriber;
 
 use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
-use crate::mux::{open_session, pipe, End, Route};
+use crate::mux::{open_session, pipe, Closing, End, Route};
 use crate::{describe, CounterHandle, Error, SHUTDOWN_WAIT};
 
 /// How often a failed dial is retried, and how often the scavenger looks at its sessions.
@@ -150,13 +156,15 @@ impl Client {
             let _ = tcp.set_nodelay(true);
             let idx = next % conn;
             next = next.wrapping_add(1);
-            let Some(session) = session_for(&shared, &mut slots, idx).await else {
-                break Ok(()); // stopped while dialling
+            let stream = match open_stream(&shared, &mut slots, idx, peer).await {
+                Opened::Stream(s) => s,
+                Opened::Failed => continue, // logged and counted; `tcp` is dropped
+                Opened::Stopped => break Ok(()),
             };
             let sh = Arc::clone(&shared);
             shared
                 .tasks
-                .spawn(forward(sh, session, tcp, peer).with_current_subscriber());
+                .spawn(forward(sh, stream, tcp, peer).with_current_subscriber());
         };
         drop(self.listener);
         for slot in slots.iter_mut() {
@@ -182,6 +190,55 @@ fn is_transient(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
     ) || e.raw_os_error().is_some_and(|c| c == 23 || c == 24) // ENFILE, EMFILE
+}
+
+/// What [`open_stream`] came back with.
+enum Opened {
+    Stream(Stream),
+    /// No stream could be opened; the connection is to be dropped.
+    Failed,
+    /// The client was stopped while dialling.
+    Stopped,
+}
+
+/// Opens the stream for a connection from `peer` on the session of slot `idx`.
+///
+/// The stream is opened here, in the accept loop, before the connection's task is
+/// spawned, and never inside that task: the scavenger closes an expired session as soon
+/// as it counts no streams, and it is started by a *later* pass of this loop (the
+/// connection that finds the slot expired). Opening first means the session already
+/// counts this connection's stream when any scavenger for it can run, whatever order the
+/// runtime then runs the tasks in. Opening a stream does not wait on the network (it
+/// queues a SYN), so the loop is not held up.
+async fn open_stream(
+    shared: &Arc<Shared>,
+    slots: &mut [Option<Slot>],
+    idx: usize,
+    peer: SocketAddr,
+) -> Opened {
+    // A session can die between the check in `session_for` and here; one redial is
+    // worth it before the connection is given up.
+    for _ in 0..2 {
+        let Some(session) = session_for(shared, slots, idx).await else {
+            return Opened::Stopped;
+        };
+        match session.open_stream().await {
+            Ok(stream) => return Opened::Stream(stream),
+            Err(e) if session.is_closed() => {
+                tracing::debug!(error = %e, "session {idx} died before a stream opened");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open a stream for {peer}; connection dropped");
+                shared.counters.stream_failed();
+                return Opened::Failed;
+            }
+        }
+    }
+    tracing::warn!(
+        "cannot open a stream for {peer}: session {idx} keeps dying; connection dropped"
+    );
+    shared.counters.stream_failed();
+    Opened::Failed
 }
 
 /// The session of slot `idx`, dialled anew if the slot is empty, dead or expired. `None`
@@ -276,17 +333,8 @@ async fn scavenge(session: Session, deadline: Instant, stop: CancellationToken) 
     let _ = tokio::time::timeout(SHUTDOWN_WAIT, session.close()).await;
 }
 
-/// Forwards one accepted TCP connection over a new stream of `session`.
-async fn forward(shared: Arc<Shared>, session: Session, mut tcp: TcpStream, peer: SocketAddr) {
-    let mut stream = match session.open_stream().await {
-        Ok(s) => s,
-        Err(e) => {
-            // The session died under us: the next connection on this slot redials.
-            tracing::warn!(error = %e, "cannot open a stream for {peer}; connection dropped");
-            shared.counters.stream_failed();
-            return;
-        }
-    };
+/// Forwards one accepted TCP connection over its (already opened) stream.
+async fn forward(shared: Arc<Shared>, mut stream: Stream, mut tcp: TcpStream, peer: SocketAddr) {
     let route = Route {
         inbound: peer.to_string(),
         outbound: format!("{}({})", shared.remote, stream.id()),
@@ -294,7 +342,12 @@ async fn forward(shared: Arc<Shared>, session: Session, mut tcp: TcpStream, peer
     };
     shared.counters.stream();
     route.opened();
-    let result = pipe(&mut tcp, &mut stream).await;
+    let closing = Closing::for_smux(shared.checked.smux.version);
+    let result = pipe(&mut tcp, &mut stream, closing).await;
     route.closed(&result);
     shared.counters.stream_closed();
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

@@ -16,6 +16,9 @@ pub struct Counters {
     pub streams_failed: u64,
     /// Streams whose copying has ended.
     pub streams_closed: u64,
+    /// Streams the server closed at once because it already forwarded as many as it may
+    /// ([`Server::with_max_streams`](crate::Server::with_max_streams)); always 0 on a client.
+    pub streams_refused: u64,
 }
 
 /// A live view of an end's counters; cheap to clone, valid after the end stopped.
@@ -28,6 +31,7 @@ struct Atomic {
     streams: AtomicU64,
     streams_failed: AtomicU64,
     streams_closed: AtomicU64,
+    streams_refused: AtomicU64,
 }
 
 impl CounterHandle {
@@ -38,6 +42,7 @@ impl CounterHandle {
             streams: self.0.streams.load(Relaxed),
             streams_failed: self.0.streams_failed.load(Relaxed),
             streams_closed: self.0.streams_closed.load(Relaxed),
+            streams_refused: self.0.streams_refused.load(Relaxed),
         }
     }
 
@@ -55,5 +60,9 @@ impl CounterHandle {
 
     pub(crate) fn stream_closed(&self) {
         self.0.streams_closed.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn stream_refused(&self) {
+        self.0.streams_refused.fetch_add(1, Relaxed);
     }
 }

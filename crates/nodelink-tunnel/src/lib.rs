@@ -18,9 +18,31 @@
 //! 2. **snappy framing** ([`snappy`]), unless `nocomp` (both ends must agree);
 //! 3. **smux** v1 or v2 ([`nodelink_smux`]), one stream per forwarded TCP connection.
 //!
-//! Ending a TCP connection's write side sends a FIN on its stream and the other end shuts
-//! down its TCP write side in turn (half-close both ways); see [`client`] for how sessions
-//! are chosen, expired and re-dialled, and [`server`] for how targets are dialled.
+//! See [`client`] for how sessions are chosen, expired and re-dialled, and [`server`] for
+//! how targets are dialled and how many streams are forwarded at once.
+//!
+//! ## Closing
+//!
+//! An end of stream on either side of a forwarded connection is passed on: the TCP side's
+//! end becomes a FIN on the smux stream, a FIN on the stream becomes a TCP write shutdown,
+//! each after the data read before it. What happens to the *other* direction depends on
+//! the smux version, the same way at both ends of the tunnel:
+//!
+//! - **smux v1: the first end closes the connection.** smux has no reset frame, so a FIN
+//!   may be a half close or a stream the peer dropped (kcptun's client drops its stream
+//!   when its TCP connection goes away, then discards what still arrives). Without flow
+//!   control, carrying on would push the rest of, say, a cancelled download over the
+//!   shared KCP session for nothing. So once one direction ended, the other stops
+//!   reading, writes out what it had read, shuts its destination down, and both sockets
+//!   are closed: what kcptun itself does. A TCP client that half-closes its connection
+//!   through a v1 tunnel therefore gets no answer after its FIN.
+//! - **smux v2: half-close both ways.** The peer's window bounds what can be sent in
+//!   vain (and a write that gets no window update for smux's stall timeout after the
+//!   peer's FIN resets the stream), so each direction ends on its own and a target may
+//!   still answer after the client's FIN.
+//!
+//! An error (a reset TCP connection, a dead session) ends both directions in either
+//! version.
 //!
 //! Settings live in one [`TunnelConfig`] for both ends, with kcptun's names, per-role
 //! defaults and JSON keys ([`config`]); [`snmp`] writes kcptun's counter CSV.

@@ -5,25 +5,50 @@
 //! A target that refuses (or cannot be reached within [`DIAL_TIMEOUT`]) ends only that
 //! stream: it is closed with a FIN, so the client's TCP connection sees an end of stream,
 //! and the session's other streams go on.
+//!
+//! # Bounds
+//!
+//! Every forwarded stream costs a task, a target socket and buffers, and a peer that knows
+//! the key can open streams as fast as it can send SYNs. So a server forwards at most
+//! [`MAX_STREAMS`] streams at once, over all its sessions together (change it with
+//! [`Server::with_max_streams`]; kcptun has no such bound). A stream beyond it is closed at
+//! once with a FIN, before the target is dialled, and counted in
+//! [`Counters::streams_refused`](crate::Counters::streams_refused); a warning says so at
+//! most every [`REFUSAL_LOG_EVERY`].
+//!
+//! # Closing
+//!
+//! With smux v1 a stream's connection to the target ends as soon as either side ends
+//! (kcptun's rule); with v2 each direction is half-closed on its own. The crate
+//! documentation's "Closing" section says why.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nodelink_kcp::{KcpListener, KcpStream};
 use nodelink_smux::{Session, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::instrument::WithSubscriber;
 
 use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
-use crate::mux::{open_session, pipe, End, Route};
+use crate::mux::{open_session, pipe, Closing, End, Route};
 use crate::{describe, CounterHandle, Error, SHUTDOWN_WAIT};
 
 /// How long dialling the target may take before the stream is given up.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default bound on the streams a [`Server`] forwards at once (all sessions together):
+/// well below common file descriptor limits, since each stream holds a target socket.
+pub const MAX_STREAMS: usize = 4096;
+
+/// At most one warning per this period about streams refused over [`MAX_STREAMS`] (each
+/// refusal is logged at debug level).
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The server end of a tunnel. Build it with [`Server::bind`], run it with [`Server::run`].
 #[derive(Debug)]
@@ -32,6 +57,7 @@ pub struct Server {
     config: TunnelConfig,
     checked: Checked,
     counters: CounterHandle,
+    max_streams: usize,
 }
 
 struct Shared {
@@ -41,6 +67,11 @@ struct Shared {
     target: Target,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// One permit per stream being forwarded (or having its target dialled).
+    permits: Arc<Semaphore>,
+    max_streams: usize,
+    /// When the last warning about refused streams was logged.
+    refusal_logged: Mutex<Option<Instant>>,
 }
 
 /// Where streams go.
@@ -102,7 +133,15 @@ impl Server {
             config,
             checked,
             counters: CounterHandle::default(),
+            max_streams: MAX_STREAMS,
         })
+    }
+
+    /// Sets how many streams the server forwards at once, over all sessions (default
+    /// [`MAX_STREAMS`]); streams beyond it are closed at once. At least 1.
+    pub fn with_max_streams(mut self, max_streams: usize) -> Server {
+        self.max_streams = max_streams.clamp(1, Semaphore::MAX_PERMITS);
+        self
     }
 
     /// Live counters of this end (sessions, streams); the handle stays valid after
@@ -137,6 +176,9 @@ impl Server {
             stop: stop.clone(),
             tasks: TaskTracker::new(),
             counters: self.counters,
+            permits: Arc::new(Semaphore::new(self.max_streams)),
+            max_streams: self.max_streams,
+            refusal_logged: Mutex::new(None),
         });
         if !shared.config.snmplog.is_empty() {
             let period = Duration::from_secs(shared.config.snmpperiod as u64);
@@ -194,10 +236,15 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
         };
         match accepted {
             Ok(stream) => {
+                // Taken before anything is spent on the stream (task, target socket).
+                let Ok(permit) = Arc::clone(&shared.permits).try_acquire_owned() else {
+                    refuse(&shared, stream, peer);
+                    continue;
+                };
                 let sh = Arc::clone(&shared);
                 shared
                     .tasks
-                    .spawn(forward(sh, stream, peer).with_current_subscriber());
+                    .spawn(forward(sh, stream, peer, permit).with_current_subscriber());
             }
             Err(e) => {
                 tracing::info!("session from {peer} ended: {e}");
@@ -208,12 +255,51 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
     close_session(&session).await;
 }
 
+/// Closes a stream over the bound: dropping it queues its FIN (after nothing) and makes
+/// the session discard whatever the peer still sends on it, without waiting here.
+fn refuse(shared: &Shared, stream: Stream, peer: SocketAddr) {
+    let sid = stream.id();
+    drop(stream);
+    shared.counters.stream_refused();
+    tracing::debug!(
+        "stream {peer}({sid}) refused: {} streams open",
+        shared.permits_in_use()
+    );
+    let now = Instant::now();
+    let mut last = shared
+        .refusal_logged
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if last.is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_EVERY) {
+        *last = Some(now);
+        tracing::warn!(
+            "refusing new streams: {} streams are open, the most this server forwards at once \
+             ({} refused so far)",
+            shared.permits_in_use(),
+            shared.counters.snapshot().streams_refused
+        );
+    }
+}
+
+impl Shared {
+    fn permits_in_use(&self) -> usize {
+        self.max_streams - self.permits.available_permits()
+    }
+}
+
 async fn close_session(session: &Session) {
     let _ = tokio::time::timeout(SHUTDOWN_WAIT, session.close()).await;
 }
 
 /// Dials the target for one stream and copies both ways.
-async fn forward(shared: Arc<Shared>, mut stream: Stream, peer: SocketAddr) {
+///
+/// `_permit` is this stream's place under the server's bound, given back when it ends.
+async fn forward(
+    shared: Arc<Shared>,
+    mut stream: Stream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
     let inbound = format!("{peer}({})", stream.id());
     let dialled = tokio::time::timeout(DIAL_TIMEOUT, dial(&shared.target)).await;
     let mut target: Box<dyn Duplex> = match dialled {
@@ -241,7 +327,8 @@ async fn forward(shared: Arc<Shared>, mut stream: Stream, peer: SocketAddr) {
     };
     shared.counters.stream();
     route.opened();
-    let result = pipe(&mut stream, &mut *target).await;
+    let closing = Closing::for_smux(shared.checked.smux.version);
+    let result = pipe(&mut stream, &mut *target, closing).await;
     route.closed(&result);
     shared.counters.stream_closed();
 }

@@ -273,12 +273,21 @@ impl Drop for Ours {
 
 /// Our server on a free UDP port, forwarding to `target`.
 pub async fn our_server(target: SocketAddr, flags: &[&str]) -> Ours {
+    our_server_tuned(target, flags, |s| s).await
+}
+
+/// Our server as [`our_server`], passed through `tune` (builder settings) before it runs.
+pub async fn our_server_tuned(
+    target: SocketAddr,
+    flags: &[&str],
+    tune: impl FnOnce(Server) -> Server,
+) -> Ours {
     let mut cfg = TunnelConfig::server();
     cfg.listen = "127.0.0.1:0".into();
     cfg.target = target.to_string();
     cfg.quiet = true;
     apply_flags(&mut cfg, flags);
-    let server = Server::bind(cfg).await.unwrap();
+    let server = tune(Server::bind(cfg).await.unwrap());
     let addr = server.local_addr();
     let counters = server.counters();
     let stop = CancellationToken::new();
