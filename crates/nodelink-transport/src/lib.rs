@@ -1,1 +1,99 @@
-//! Endpoint transport wire-compatible with network-transport-tcp (being written).
+//! An endpoint transport wire-compatible with Haskell's `network-transport-tcp`
+//! (protocol version 0, as spoken by versions 0.6 to 0.8.6), so that a Rust node and a
+//! Cloud Haskell node can exchange messages.
+//!
+//! # Model
+//!
+//! * A [`Transport`] owns one listening TCP socket (or none: [`Transport::unaddressable`]).
+//! * It hosts [`EndPoint`]s, each with an [`EndPointAddress`] `host:port:id` and one queue
+//!   of [`Event`]s, read with [`EndPoint::receive`] or as a `Stream`.
+//! * [`EndPoint::connect`] opens a lightweight, unidirectional [`Connection`]. All
+//!   connections between two endpoints, in both directions, share one TCP socket (the
+//!   "heavyweight connection"); the socket is closed by reference counting once nothing
+//!   uses it, and reopened on demand. A connection is closed by [`Connection::close`] or
+//!   when its last clone is dropped.
+//! * Replies go over a connection the receiver opens back to the sender's address.
+//!
+//! # Safety bounds
+//!
+//! Unlike the original, nothing waits without a bound and nothing from the network can
+//! make memory grow without a limit: see [`TransportConfig`] for the connect timeout,
+//! the maximum address and frame lengths, and the bounded event queue (a full queue
+//! stops reading the sockets that feed it).
+//!
+//! # Example
+//!
+//! ```
+//! use nodelink_transport::{Event, Transport, TransportConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), nodelink_transport::Error> {
+//! let t1 = Transport::bind("127.0.0.1", 0, TransportConfig::default()).await?;
+//! let t2 = Transport::bind("127.0.0.1", 0, TransportConfig::default()).await?;
+//! let alice = t1.new_endpoint().await?;
+//! let bob = t2.new_endpoint().await?;
+//!
+//! let conn = alice.connect(bob.address()).await?;
+//! conn.send(&[&b"hello, "[..], &b"bob"[..]]).await?;
+//!
+//! let Event::ConnectionOpened { id, address, .. } = bob.receive().await? else { panic!() };
+//! assert_eq!(&address, alice.address());
+//! let Event::Received { id: rid, data } = bob.receive().await? else { panic!() };
+//! assert_eq!(rid, id);
+//! assert_eq!(data.concat(), b"hello, bob");
+//!
+//! conn.close().await;
+//! assert_eq!(bob.receive().await?, Event::ConnectionClosed { id });
+//! t1.close().await;
+//! t2.close().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Modules
+//!
+//! The wire format lives in [`wire`] (sans-IO, usable for tests and fuzzing). The rest is
+//! one file per concept: `transport` (listener and accept loop), `inbound` (server side of
+//! the handshake, crossed requests, probing), `connect` (client side), `remote` (the
+//! per-remote-endpoint state machine), `reader` (the one task per socket), `writer`
+//! (the serialized, cancel-safe write side), `endpoint`, `connection`, `selfconn`,
+//! `queue` (the bounded event queue).
+
+mod address;
+mod config;
+mod connect;
+mod connection;
+mod endpoint;
+mod error;
+mod event;
+mod inbound;
+mod net;
+mod queue;
+mod reader;
+mod remote;
+mod selfconn;
+mod sync;
+mod transport;
+pub mod wire;
+mod writer;
+
+pub use address::EndPointAddress;
+pub use config::{ConnectHints, TransportConfig};
+pub use connection::Connection;
+pub use endpoint::EndPoint;
+pub use error::{Error, ErrorKind};
+pub use event::{ConnectionId, Event, EventErrorKind, Reliability};
+pub use transport::Transport;
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        send_sync::<crate::Transport>();
+        send_sync::<crate::EndPoint>();
+        send_sync::<crate::Connection>();
+        send_sync::<crate::Error>();
+    }
+}

@@ -1,0 +1,84 @@
+//! Transport parameters and their defaults.
+//!
+//! Every parameter of network-transport-tcp 0.8.6 is here under a Rust name. Where the
+//! original defaults to "unlimited" we pick a bound instead: the original's unlimited
+//! defaults are exactly how a hostile or silent peer exhausts its memory or parks its
+//! threads forever.
+
+use std::time::Duration;
+
+/// Parameters of a [`Transport`](crate::Transport). `Default` gives the safe defaults
+/// documented on each field.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Listen backlog. Default 1024: enough for a burst of thousands of parallel connects
+    /// (the kernel caps it at `somaxconn` anyway), which is what the original's SOMAXCONN
+    /// aims at.
+    pub backlog: u32,
+    /// `SO_REUSEADDR` on the listening and the outgoing sockets. Default true, as the
+    /// original: a restarted node can rebind its port while old sockets sit in TIME_WAIT.
+    pub reuse_address: bool,
+    /// `TCP_NODELAY`. Default true, as the original: frames are small and latency bound.
+    pub no_delay: bool,
+    /// `SO_KEEPALIVE`. Default false, as the original.
+    pub keep_alive: bool,
+    /// `TCP_USER_TIMEOUT` (Linux only, ignored elsewhere). Default none, as the original.
+    pub user_timeout: Option<Duration>,
+    /// Bounds an outgoing connect (TCP connect, handshake and any wait for a crossed or
+    /// closing socket), an incoming handshake, a probe of a possibly stale socket, the
+    /// wait for a crossed request, and how long a socket stays Closing when the peer never
+    /// answers our `CloseSocket` (then it is dropped quietly). Default 10 s: generous for
+    /// any live peer, short enough that a dead one is noticed; the original has none and
+    /// can hang forever in each of those places. `None` restores unbounded waits.
+    pub connect_timeout: Option<Duration>,
+    /// Longest endpoint address accepted in a connection request (and longest host name
+    /// in a `HostMismatch` answer). Default 1024 bytes: real addresses are tens of bytes,
+    /// and the original's unlimited default lets a client make us buffer anything.
+    pub max_address_length: usize,
+    /// Largest data frame payload accepted; a longer one drops the socket (connection
+    /// lost). Default 64 MiB: large messages work, while one announced length cannot make
+    /// us allocate gigabytes. The original is unlimited.
+    pub max_receive_length: u32,
+    /// Events an endpoint buffers for [`EndPoint::receive`](crate::EndPoint::receive).
+    /// Default 1024. When it is full, the tasks reading the sockets wait for room before
+    /// reading on, so a slow consumer slows its peers down (TCP flow control) instead of
+    /// growing memory (a self-connection's `send` waits too). Teardown frames do not
+    /// wait, so the queue may exceed this by the `ConnectionClosed`/`ConnectionLost`
+    /// events of connections already delivered — bounded by
+    /// `max_incoming_connections_per_socket` per socket. The original's queue is unbounded.
+    pub event_queue_capacity: usize,
+    /// Check that the host in an incoming request's address is the socket's peer (its
+    /// numeric address, or a name that resolves to it); answer `HostMismatch` otherwise.
+    /// Default false, as the original: NAT and multi-homed hosts make it fail.
+    pub check_peer_host: bool,
+    /// Most incoming lightweight connections one peer may hold open on its socket; one
+    /// more `CreatedNewConnection` drops the socket as a protocol violation. Default
+    /// 65 536: far above what real applications open, yet it caps the memory one peer can
+    /// pin by announcing connections it never closes (the original has no bound).
+    pub max_incoming_connections_per_socket: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            backlog: 1024,
+            reuse_address: true,
+            no_delay: true,
+            keep_alive: false,
+            user_timeout: None,
+            connect_timeout: Some(Duration::from_secs(10)),
+            max_address_length: 1024,
+            max_receive_length: 64 << 20,
+            event_queue_capacity: 1024,
+            check_peer_host: false,
+            max_incoming_connections_per_socket: 65_536,
+        }
+    }
+}
+
+/// Per-call options of [`EndPoint::connect_with`](crate::EndPoint::connect_with).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectHints {
+    /// Overrides [`TransportConfig::connect_timeout`] for this connect.
+    pub connect_timeout: Option<Duration>,
+}

@@ -1,0 +1,172 @@
+//! Lightweight connections: many per socket, each with its own sender-chosen lcid.
+//!
+//! A `Connection` is a handle; clones share it. Closing is idempotent, and dropping the
+//! last clone closes it too, so a task cancelled anywhere (even inside `connect`, once
+//! the connection was announced) never leaves the peer with a connection that stays
+//! open forever.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use crate::address::EndPointAddress;
+use crate::endpoint::EndPointShared;
+use crate::error::{Error, ErrorKind};
+use crate::remote::RemoteState;
+use crate::wire::{encode_data_header, Frame};
+use crate::writer::{Refused, SocketWriter};
+
+pub(crate) enum Kind {
+    /// To our own endpoint: events are queued directly, heavyweight id 0.
+    Local,
+    /// Over the socket of record `key` for `address`.
+    Remote {
+        address: EndPointAddress,
+        key: u64,
+        writer: Arc<SocketWriter>,
+    },
+}
+
+pub(crate) struct ConnInner {
+    pub(crate) ep: Arc<EndPointShared>,
+    pub(crate) lcid: u32,
+    pub(crate) alive: AtomicBool,
+    pub(crate) kind: Kind,
+}
+
+/// An outgoing lightweight connection. Cheap to clone and share between tasks.
+#[derive(Clone)]
+pub struct Connection(pub(crate) Arc<ConnInner>);
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("lcid", &self.0.lcid)
+            .finish()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(ep: Arc<EndPointShared>, lcid: u32, kind: Kind) -> Self {
+        Connection(Arc::new(ConnInner {
+            ep,
+            lcid,
+            alive: AtomicBool::new(true),
+            kind,
+        }))
+    }
+
+    /// Sends the concatenation of `chunks` as one message (one data frame).
+    ///
+    /// Cancel-safe: if the future is dropped, the message is either not sent at all or
+    /// sent whole; the wire never carries a partial frame. Errors: `SendClosed` after
+    /// [`close`](Self::close); `SendFailed` once the socket or the endpoint is gone
+    /// (or the message exceeds 4 GiB).
+    pub async fn send<B: AsRef<[u8]>>(&self, chunks: &[B]) -> Result<(), Error> {
+        let inner = &self.0;
+        let total: usize = chunks.iter().map(|c| c.as_ref().len()).sum();
+        let Ok(len) = u32::try_from(total) else {
+            return Err(Error::new(
+                ErrorKind::SendFailed,
+                "message longer than 4 GiB",
+            ));
+        };
+        match &inner.kind {
+            Kind::Local => crate::selfconn::send(inner, chunks, total).await,
+            Kind::Remote { writer, .. } => {
+                let mark = writer
+                    .enqueue_if(&inner.alive, |b: &mut BytesMut| {
+                        b.reserve(8 + total);
+                        encode_data_header(inner.lcid, len, b);
+                        for c in chunks {
+                            b.extend_from_slice(c.as_ref());
+                        }
+                    })
+                    .map_err(refused)?;
+                writer
+                    .flush(mark)
+                    .await
+                    .map_err(|e| Error::with_source(ErrorKind::SendFailed, "connection lost", e))
+            }
+        }
+    }
+
+    /// Closes the connection (the peer gets `ConnectionClosed`). Idempotent. When this was
+    /// the last connection either way on its socket, the socket's teardown starts.
+    pub async fn close(&self) {
+        if let Some((writer, mark)) = close_now(&self.0) {
+            let _ = writer.flush(mark).await;
+        }
+    }
+}
+
+fn refused(r: Refused) -> Error {
+    match r {
+        Refused::ConnectionClosed => Error::new(ErrorKind::SendClosed, "connection closed"),
+        Refused::SocketDead => Error::new(ErrorKind::SendFailed, "connection lost"),
+    }
+}
+
+/// The synchronous part of closing: state change and frames queued. Returns what to flush.
+fn close_now(inner: &ConnInner) -> Option<(Arc<SocketWriter>, u64)> {
+    match &inner.kind {
+        Kind::Local => {
+            crate::selfconn::close(inner);
+            None
+        }
+        Kind::Remote {
+            address,
+            key,
+            writer,
+        } => {
+            let mut st = inner.ep.lock();
+            if !writer.close_connection(&inner.alive, |b| {
+                Frame::CloseConnection(inner.lcid).encode(b)
+            }) {
+                return None;
+            }
+            let rec = st.remote_mut(address, *key)?;
+            let mut start_closing = false;
+            if let RemoteState::Valid(sock) = &mut rec.state {
+                if !Arc::ptr_eq(&sock.writer, writer) {
+                    return None;
+                }
+                sock.outgoing = sock.outgoing.saturating_sub(1);
+                if sock.unused() {
+                    let last = sock.last_incoming;
+                    let _ = writer.enqueue(|b| Frame::CloseSocket(last).encode(b));
+                    start_closing = true;
+                }
+            }
+            if start_closing {
+                rec.state.start_closing();
+                // A peer that never answers must not keep the socket (and every connect
+                // to it) in Closing forever.
+                if let Some(t) = inner.ep.config.connect_timeout {
+                    *crate::sync::lock(&writer.closing_deadline) =
+                        Some(tokio::time::Instant::now() + t);
+                    writer.deadline_wake.notify_one();
+                }
+                tracing::trace!(peer = %address, "socket unused: closing");
+            }
+            Some((writer.clone(), writer.mark()))
+        }
+    }
+}
+
+impl Drop for ConnInner {
+    fn drop(&mut self) {
+        if !self.alive.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some((writer, mark)) = close_now(self) {
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                h.spawn(async move {
+                    let _ = writer.flush(mark).await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Incoming sockets: the server side of the handshake, crossed requests and probing.
+//!
+//! The whole handshake, any renegotiation of the version and any wait for a crossed
+//! request of ours to be answered are bounded by the connect timeout; a client that stays
+//! silent is cut when it expires. On success the same task becomes the socket's reader.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::address::EndPointAddress;
+use crate::endpoint::EndPointShared;
+use crate::remote::{Origin, RemoteState, Resolution, Socket};
+use crate::transport::TransportShared;
+use crate::wire::{ConnectionRequest, Frame, HandshakeResponse, PROTOCOL_VERSION};
+use crate::writer::SocketWriter;
+
+/// Most version renegotiations on one socket before we give up on the client.
+const MAX_RENEGOTIATIONS: usize = 4;
+
+/// Where the handshake ended up.
+enum Verdict {
+    /// Become the socket for record `key` of `address`.
+    Accept {
+        ep: Arc<EndPointShared>,
+        address: EndPointAddress,
+        key: u64,
+        buf: BytesMut,
+    },
+    /// Answered and done (or dropped): close the socket.
+    Done,
+}
+
+pub(crate) async fn serve(
+    transport: Arc<TransportShared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let timeout = transport.config.connect_timeout;
+    let handshake = handshake(&transport, &mut stream, peer);
+    let verdict = match timeout {
+        Some(t) => match tokio::time::timeout(t, handshake).await {
+            Ok(v) => v,
+            Err(_) => {
+                tracing::debug!(%peer, "incoming handshake timed out");
+                Verdict::Done
+            }
+        },
+        None => handshake.await,
+    };
+    let Verdict::Accept {
+        ep,
+        address,
+        key,
+        buf,
+    } = verdict
+    else {
+        return;
+    };
+    let (read, write) = stream.into_split();
+    let writer = SocketWriter::new(write);
+    {
+        let mut st = ep.lock();
+        let Some(rec) = st.remote_mut(&address, key) else {
+            return;
+        };
+        if !matches!(
+            rec.state,
+            RemoteState::Init {
+                origin: Origin::Them,
+                ..
+            }
+        ) {
+            return;
+        }
+        rec.state = RemoteState::Valid(Socket::new(writer.clone()));
+        rec.announce(Resolution::Changed);
+    }
+    crate::reader::run(ep, address, key, read, buf, writer).await;
+}
+
+async fn respond(stream: &mut TcpStream, r: HandshakeResponse) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    r.encode(&mut out);
+    stream.write_all(&out).await
+}
+
+async fn handshake(
+    transport: &Arc<TransportShared>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+) -> Verdict {
+    let max_addr = transport.config.max_address_length;
+    let mut buf = BytesMut::with_capacity(256);
+    let mut renegotiations = 0;
+    let request = loop {
+        let req = match ConnectionRequest::decode(&mut buf, max_addr) {
+            Ok(Some(r)) => r,
+            Ok(None) => match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return Verdict::Done,
+                Ok(_) => continue,
+            },
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "bad connection request");
+                return Verdict::Done;
+            }
+        };
+        if req.version == PROTOCOL_VERSION {
+            break req;
+        }
+        renegotiations += 1;
+        if renegotiations > MAX_RENEGOTIATIONS
+            || respond(
+                stream,
+                HandshakeResponse::UnsupportedVersion(PROTOCOL_VERSION),
+            )
+            .await
+            .is_err()
+        {
+            return Verdict::Done;
+        }
+    };
+    // The original's order: the address must parse (else: closed, no answer), then the
+    // host check, then the endpoint lookup.
+    let address = match request.origin {
+        None => EndPointAddress::from_bytes(uuid::Uuid::new_v4().to_string()),
+        Some(a) => {
+            let Some((host, _, _)) = a.parse() else {
+                tracing::debug!(%peer, "unparsable origin address");
+                return Verdict::Done;
+            };
+            if transport.config.check_peer_host {
+                if let Some(mismatch) = check_peer_host(&host, peer.ip()).await {
+                    let _ = respond(stream, mismatch).await;
+                    return Verdict::Done;
+                }
+            }
+            a
+        }
+    };
+    let Some(ep) = transport.endpoint(request.target_endpoint) else {
+        let _ = respond(stream, HandshakeResponse::InvalidEndPoint).await;
+        return Verdict::Done;
+    };
+    claim(&ep, stream, address, buf).await
+}
+
+/// Compares the claimed host with the socket's peer: equal as text or as IP, or the name
+/// resolves to the peer's IP. Returns the answer to send on a mismatch.
+async fn check_peer_host(claimed: &str, peer: IpAddr) -> Option<HandshakeResponse> {
+    let peer = peer.to_canonical();
+    let numeric = peer.to_string();
+    if claimed == numeric
+        || claimed
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical() == peer)
+    {
+        return None;
+    }
+    let resolved: Vec<IpAddr> = match tokio::net::lookup_host((claimed, 0)).await {
+        Ok(addrs) => addrs.map(|a| a.ip().to_canonical()).collect(),
+        Err(_) => Vec::new(),
+    };
+    if resolved.contains(&peer) {
+        return None;
+    }
+    let resolved = resolved
+        .first()
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    Some(HandshakeResponse::HostMismatch {
+        claimed: Bytes::copy_from_slice(claimed.as_bytes()),
+        numeric: Bytes::from(numeric),
+        resolved: Bytes::from(resolved),
+    })
+}
+
+enum Claim {
+    Accept(u64),
+    Crossed(Option<(Arc<SocketWriter>, u64)>),
+    Drop,
+    /// The endpoint closed while we were deciding.
+    Invalid,
+    Wait(watch::Receiver<Resolution>),
+}
+
+/// Finds or creates the record for `address` as the side that was asked.
+async fn claim(
+    ep: &Arc<EndPointShared>,
+    stream: &mut TcpStream,
+    address: EndPointAddress,
+    buf: BytesMut,
+) -> Verdict {
+    loop {
+        let claim = {
+            let mut st = ep.lock();
+            if st.closed {
+                Claim::Invalid
+            } else {
+                match st.remotes.get_mut(&address) {
+                    None => Claim::Accept(st.insert_remote(
+                        address.clone(),
+                        RemoteState::Init {
+                            origin: Origin::Them,
+                            crossed: false,
+                        },
+                    )),
+                    Some(rec) => match &mut rec.state {
+                        RemoteState::Init {
+                            origin: Origin::Us,
+                            crossed,
+                        } => {
+                            if ep.address < address {
+                                // Ours is the smaller address: our request wins.
+                                Claim::Crossed(None)
+                            } else if *crossed {
+                                // Our request was answered Crossed: theirs becomes the socket.
+                                rec.state = RemoteState::Init {
+                                    origin: Origin::Them,
+                                    crossed: false,
+                                };
+                                Claim::Accept(rec.key)
+                            } else {
+                                Claim::Wait(rec.changed.subscribe())
+                            }
+                        }
+                        RemoteState::Init {
+                            origin: Origin::Them,
+                            ..
+                        } => Claim::Drop,
+                        RemoteState::Valid(sock) => Claim::Crossed(start_probe(ep, &sock.writer)),
+                        RemoteState::Closing(_) => Claim::Wait(rec.changed.subscribe()),
+                    },
+                }
+            }
+        };
+        match claim {
+            Claim::Accept(key) => {
+                if respond(stream, HandshakeResponse::Accepted).await.is_err() {
+                    let mut st = ep.lock();
+                    st.remove_remote(&address, key, Resolution::Changed);
+                    return Verdict::Done;
+                }
+                return Verdict::Accept {
+                    ep: ep.clone(),
+                    address,
+                    key,
+                    buf,
+                };
+            }
+            Claim::Crossed(probe) => {
+                tracing::debug!(peer = %address, probing = probe.is_some(), "request crossed ours: answered Crossed");
+                let _ = respond(stream, HandshakeResponse::Crossed).await;
+                if let Some((writer, mark)) = probe {
+                    let _ = writer.flush(mark).await;
+                }
+                return Verdict::Done;
+            }
+            Claim::Drop => return Verdict::Done,
+            Claim::Invalid => {
+                let _ = respond(stream, HandshakeResponse::InvalidEndPoint).await;
+                return Verdict::Done;
+            }
+            Claim::Wait(mut rx) => {
+                // Bounded by the handshake timeout around us.
+                let _ = rx.changed().await;
+            }
+        }
+    }
+}
+
+/// A request from a peer we have a healthy socket to: maybe the old socket is stale.
+/// Sends one ProbeSocket (unless one is outstanding); the socket's reader drops the
+/// socket if no ack comes within the connect timeout.
+fn start_probe(
+    ep: &EndPointShared,
+    writer: &Arc<SocketWriter>,
+) -> Option<(Arc<SocketWriter>, u64)> {
+    let timeout = ep.config.connect_timeout?;
+    let mut deadline = crate::sync::lock(&writer.probe_deadline);
+    if deadline.is_some() {
+        return None;
+    }
+    let mark = writer.enqueue(|b| Frame::ProbeSocket.encode(b)).ok()?;
+    *deadline = Some(Instant::now() + timeout);
+    drop(deadline);
+    writer.deadline_wake.notify_one();
+    Some((writer.clone(), mark))
+}

@@ -1,0 +1,296 @@
+//! The one task per accepted socket: reads frames and applies them to the endpoint.
+//!
+//! Before handling a data frame or a new connection the reader waits for room in the event
+//! queue, so a full queue stops the reading (and, through TCP, the peer). Teardown frames
+//! (`CloseConnection`, `CloseSocket`, `CloseEndPoint`) and probes do not wait: the events
+//! they post are bounded by the connections the peer opened earlier (each of which waited
+//! for room), and a socket must be able to finish closing — which a pending connect may
+//! be waiting for — even while the application is not receiving. Replies the protocol requires
+//! (`ProbeSocketAck`, the answering `CloseSocket`) go through the socket's one writer,
+//! behind any data already queued.
+//!
+//! The reader also enforces probe deadlines: a probe sent on this socket (because a new
+//! request from the same peer arrived) that is not acknowledged in time counts as a lost
+//! socket.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+
+use crate::address::EndPointAddress;
+use crate::endpoint::{EndPointShared, CLOSE_LINGER};
+use crate::error::ErrorKind;
+use crate::event::{ConnectionId, Event, EventErrorKind, Reliability};
+use crate::remote::{RemoteState, Resolution};
+use crate::sync::lock;
+use crate::wire::{Frame, FrameDecoder, FIRST_LCID};
+use crate::writer::SocketWriter;
+
+/// What to do after a frame.
+enum Next {
+    Continue,
+    /// Write up to this mark, then continue.
+    Flush(u64),
+    /// The socket is finished: write what is queued, close, exit.
+    Close,
+    /// The socket broke or the peer violated the protocol.
+    Lost(String),
+}
+
+const READ_CHUNK: usize = 16 << 10;
+
+pub(crate) async fn run(
+    ep: Arc<EndPointShared>,
+    address: EndPointAddress,
+    key: u64,
+    mut read: OwnedReadHalf,
+    mut buf: BytesMut,
+    writer: Arc<SocketWriter>,
+) {
+    let mut decoder = FrameDecoder::new(ep.config.max_receive_length);
+    let end = 'outer: loop {
+        loop {
+            let frame = match decoder.decode(&mut buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => break 'outer Next::Lost(format!("protocol violation: {e}")),
+            };
+            if matches!(frame, Frame::Data { .. } | Frame::CreatedNewConnection(_)) {
+                tokio::select! {
+                    _ = ep.events.wait_room() => {}
+                    _ = writer.cancel.cancelled() => break 'outer Next::Lost("socket cancelled".into()),
+                }
+            }
+            match handle(&ep, &address, key, &writer, frame) {
+                Next::Continue => {}
+                Next::Flush(mark) => {
+                    if let Err(e) = writer.flush(mark).await {
+                        break 'outer Next::Lost(format!("write failed: {e}"));
+                    }
+                }
+                other => break 'outer other,
+            }
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let probe_expired = expiry(*lock(&writer.probe_deadline));
+        let closing_expired = expiry(*lock(&writer.closing_deadline));
+        tokio::select! {
+            r = read.read_buf(&mut buf) => match r {
+                Ok(0) => break Next::Lost("the peer closed the socket".into()),
+                Ok(_) => {}
+                Err(e) => break Next::Lost(format!("read failed: {e}")),
+            },
+            _ = writer.cancel.cancelled() => break Next::Lost("socket cancelled".into()),
+            _ = writer.deadline_wake.notified() => {}
+            _ = probe_expired => break Next::Lost("no answer to ProbeSocket".into()),
+            _ = closing_expired => {
+                *lock(&writer.closing_deadline) = None;
+                if give_up_closing(&ep, &address, key, &writer) {
+                    break Next::Close;
+                }
+            }
+        }
+    };
+    if let Next::Lost(reason) = end {
+        lost(&ep, &address, key, &writer, &reason);
+        writer.abandon().await;
+    } else {
+        let _ = tokio::time::timeout(CLOSE_LINGER, writer.shutdown()).await;
+        writer.abandon().await;
+    }
+    drop(read);
+}
+
+async fn expiry(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The peer did not answer our CloseSocket in time: forget the socket quietly (a Closing
+/// socket has no connections, so nothing is lost) and let connects build a new one.
+fn give_up_closing(
+    ep: &EndPointShared,
+    address: &EndPointAddress,
+    key: u64,
+    writer: &SocketWriter,
+) -> bool {
+    let mut st = ep.lock();
+    let closing = st
+        .remote_mut(address, key)
+        .is_some_and(|r| matches!(r.state, RemoteState::Closing(_)));
+    if closing {
+        tracing::debug!(peer = %address, "no answer to CloseSocket: socket dropped");
+        writer.kill();
+        st.remove_remote(address, key, Resolution::Changed);
+    }
+    closing
+}
+
+/// Unexpected loss: a Valid socket posts ConnectionLost (even with nothing open); a
+/// Closing one just goes away.
+fn lost(
+    ep: &EndPointShared,
+    address: &EndPointAddress,
+    key: u64,
+    writer: &SocketWriter,
+    reason: &str,
+) {
+    writer.kill();
+    writer.cancel.cancel();
+    let mut st = ep.lock();
+    let Some(rec) = st.remote_mut(address, key) else {
+        return;
+    };
+    if let RemoteState::Valid(_) = rec.state {
+        tracing::debug!(peer = %address, reason, "connection lost");
+        ep.events.push(Event::Error {
+            kind: EventErrorKind::ConnectionLost(address.clone()),
+            message: format!("connection to {address} lost: {reason}"),
+        });
+    }
+    // Connects waiting on this socket fail, as the original's Failed state makes them.
+    st.remove_remote(
+        address,
+        key,
+        Resolution::Failed(
+            ErrorKind::ConnectFailed,
+            format!("connection lost: {reason}"),
+        ),
+    );
+}
+
+fn handle(
+    ep: &EndPointShared,
+    address: &EndPointAddress,
+    key: u64,
+    writer: &Arc<SocketWriter>,
+    frame: Frame,
+) -> Next {
+    let mut st = ep.lock();
+    let Some(rec) = st.remote_mut(address, key) else {
+        // The endpoint closed or forgot this socket.
+        return Next::Close;
+    };
+    let hid = rec.hid;
+    let cid = |lcid| ConnectionId::new(hid, lcid);
+    match frame {
+        Frame::Data { lcid, payload } => {
+            if let RemoteState::Valid(s) | RemoteState::Closing(s) = &rec.state {
+                if !s.incoming.contains(&lcid) {
+                    // A compliant peer only sends on connections it announced and has not
+                    // closed (it never sends CloseSocket while it has any open).
+                    return Next::Lost(format!("data for connection {lcid}, which is not open"));
+                }
+                ep.events.push(Event::Received {
+                    id: cid(lcid),
+                    data: vec![payload],
+                });
+            }
+            Next::Continue
+        }
+        Frame::CreatedNewConnection(lcid) => {
+            if lcid < FIRST_LCID {
+                return Next::Lost(format!("CreatedNewConnection with reserved id {lcid}"));
+            }
+            // A new connection cancels a close in progress.
+            if rec.state.cancel_closing() {
+                *lock(&writer.closing_deadline) = None;
+                rec.announce(Resolution::Changed);
+            }
+            let RemoteState::Valid(s) = &mut rec.state else {
+                return Next::Continue;
+            };
+            if s.incoming.len() >= ep.config.max_incoming_connections_per_socket {
+                return Next::Lost(format!(
+                    "more than {} incoming connections on one socket",
+                    ep.config.max_incoming_connections_per_socket
+                ));
+            }
+            if !s.incoming.insert(lcid) {
+                return Next::Lost(format!("CreatedNewConnection for open connection {lcid}"));
+            }
+            s.last_incoming = lcid;
+            ep.events.push(Event::ConnectionOpened {
+                id: cid(lcid),
+                reliability: Reliability::ReliableOrdered,
+                address: address.clone(),
+            });
+            Next::Continue
+        }
+        Frame::CloseConnection(lcid) => {
+            let (RemoteState::Valid(s) | RemoteState::Closing(s)) = &mut rec.state else {
+                return Next::Continue;
+            };
+            if !s.incoming.remove(&lcid) {
+                return Next::Lost(format!("CloseConnection for unknown connection {lcid}"));
+            }
+            ep.events.push(Event::ConnectionClosed { id: cid(lcid) });
+            Next::Continue
+        }
+        Frame::CloseSocket(last_received) => match &mut rec.state {
+            RemoteState::Valid(s) => {
+                let mut ids: Vec<u32> = s.incoming.drain().collect();
+                ids.sort_unstable();
+                for lcid in ids {
+                    ep.events.push(Event::ConnectionClosed { id: cid(lcid) });
+                }
+                if s.outgoing > 0 || last_received != s.last_sent() {
+                    return Next::Continue;
+                }
+                let last = s.last_incoming;
+                let _ = writer.enqueue(|b| Frame::CloseSocket(last).encode(b));
+                writer.kill();
+                st.remove_remote(address, key, Resolution::Changed);
+                Next::Close
+            }
+            RemoteState::Closing(s) => {
+                if last_received != s.last_sent() {
+                    return Next::Continue;
+                }
+                writer.kill();
+                if s.outgoing > 0 {
+                    ep.events.push(Event::Error {
+                        kind: EventErrorKind::ConnectionLost(address.clone()),
+                        message: format!("{address} closed the socket"),
+                    });
+                }
+                st.remove_remote(address, key, Resolution::Changed);
+                Next::Close
+            }
+            RemoteState::Init { .. } => Next::Continue,
+        },
+        Frame::CloseEndPoint => {
+            // Kill the writer before posting: whoever sees the events must see sends fail.
+            writer.kill();
+            if let RemoteState::Valid(s) | RemoteState::Closing(s) = &mut rec.state {
+                let mut ids: Vec<u32> = s.incoming.drain().collect();
+                ids.sort_unstable();
+                for lcid in ids {
+                    ep.events.push(Event::ConnectionClosed { id: cid(lcid) });
+                }
+                if s.outgoing > 0 {
+                    ep.events.push(Event::Error {
+                        kind: EventErrorKind::ConnectionLost(address.clone()),
+                        message: format!("{address} closed its endpoint"),
+                    });
+                }
+            }
+            st.remove_remote(address, key, Resolution::Changed);
+            Next::Close
+        }
+        Frame::ProbeSocket => match writer.enqueue(|b| Frame::ProbeSocketAck.encode(b)) {
+            Ok(mark) => Next::Flush(mark),
+            Err(_) => Next::Continue,
+        },
+        Frame::ProbeSocketAck => {
+            *lock(&writer.probe_deadline) = None;
+            Next::Continue
+        }
+    }
+}

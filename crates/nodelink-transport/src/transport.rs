@@ -1,0 +1,268 @@
+//! The transport: a listening socket (or none), its accept loop, and the endpoints.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::address::EndPointAddress;
+use crate::config::TransportConfig;
+use crate::endpoint::{EndPoint, EndPointShared};
+use crate::error::{Error, ErrorKind};
+use crate::event::{Event, EventErrorKind};
+use crate::sync::lock;
+
+pub(crate) struct TransportShared {
+    pub(crate) config: Arc<TransportConfig>,
+    /// Advertised `(host, port)`; `None` when unaddressable.
+    advertised: Option<(String, u16)>,
+    local_addr: Option<SocketAddr>,
+    state: Mutex<TState>,
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+    /// Makes the accept loop fail as if `accept` had returned a fatal error (tests only).
+    break_accept: Arc<tokio::sync::Notify>,
+}
+
+struct TState {
+    closed: bool,
+    next_id: u32,
+    endpoints: HashMap<u32, Arc<EndPointShared>>,
+}
+
+impl TransportShared {
+    pub(crate) fn addressable(&self) -> bool {
+        self.advertised.is_some()
+    }
+
+    pub(crate) fn endpoint(&self, id: u32) -> Option<Arc<EndPointShared>> {
+        lock(&self.state).endpoints.get(&id).cloned()
+    }
+
+    pub(crate) fn forget_endpoint(&self, id: u32) {
+        lock(&self.state).endpoints.remove(&id);
+    }
+
+    fn fail_all(&self, message: &str) {
+        let eps: Vec<_> = lock(&self.state).endpoints.values().cloned().collect();
+        for ep in eps {
+            let _st = ep.lock();
+            ep.events.push(Event::Error {
+                kind: EventErrorKind::TransportFailed,
+                message: message.to_owned(),
+            });
+        }
+    }
+}
+
+impl Drop for TransportShared {
+    fn drop(&mut self) {
+        if let Some(t) = lock(&self.accept_task).take() {
+            t.abort();
+        }
+    }
+}
+
+/// A network-transport-tcp transport. Cheap to clone (clones share it).
+#[derive(Clone)]
+pub struct Transport {
+    shared: Arc<TransportShared>,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("local_addr", &self.shared.local_addr)
+            .finish()
+    }
+}
+
+impl Transport {
+    /// Listens on `host:port` (port 0 picks a free port). Endpoint addresses are
+    /// `host:realport:id` with `host` as given.
+    pub async fn bind(host: &str, port: u16, config: TransportConfig) -> Result<Transport, Error> {
+        let host_owned = host.to_owned();
+        Self::bind_with_external(host, port, move |p| (host_owned.clone(), p), config).await
+    }
+
+    /// Listens on `bind_host:port` but advertises the `(host, port)` that `external`
+    /// returns for the real port (behind NAT or port forwarding).
+    pub async fn bind_with_external(
+        bind_host: &str,
+        port: u16,
+        external: impl Fn(u16) -> (String, u16) + Send + Sync + 'static,
+        config: TransportConfig,
+    ) -> Result<Transport, Error> {
+        let listener = listen(bind_host, port, &config).await?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::with_source(ErrorKind::Bind, "local address", e))?;
+        let advertised = external(local_addr.port());
+        let shared = Arc::new(TransportShared {
+            config: Arc::new(config),
+            advertised: Some(advertised),
+            local_addr: Some(local_addr),
+            state: Mutex::new(TState {
+                closed: false,
+                next_id: 0,
+                endpoints: HashMap::new(),
+            }),
+            accept_task: Mutex::new(None),
+            break_accept: Arc::new(tokio::sync::Notify::new()),
+        });
+        let task = tokio::spawn(accept_loop(
+            Arc::downgrade(&shared),
+            listener,
+            shared.break_accept.clone(),
+        ));
+        *lock(&shared.accept_task) = Some(task);
+        Ok(Transport { shared })
+    }
+
+    /// A transport without a listening socket: its endpoints have random UUID addresses
+    /// and can only connect out (peers answer over the socket that connection opened).
+    pub fn unaddressable(config: TransportConfig) -> Transport {
+        Transport {
+            shared: Arc::new(TransportShared {
+                config: Arc::new(config),
+                advertised: None,
+                local_addr: None,
+                state: Mutex::new(TState {
+                    closed: false,
+                    next_id: 0,
+                    endpoints: HashMap::new(),
+                }),
+                accept_task: Mutex::new(None),
+                break_accept: Arc::new(tokio::sync::Notify::new()),
+            }),
+        }
+    }
+
+    /// The listening socket's address, if any.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.shared.local_addr
+    }
+
+    /// Test hook: makes the accept loop fail exactly as a fatal `accept` error would, so
+    /// every endpoint gets `Event::Error { kind: TransportFailed, .. }` and no further
+    /// connection is accepted. Not for production use.
+    #[doc(hidden)]
+    pub fn break_accept_loop_for_tests(&self) {
+        self.shared.break_accept.notify_one();
+    }
+
+    /// A new endpoint; ids count up from 0.
+    pub async fn new_endpoint(&self) -> Result<EndPoint, Error> {
+        let mut st = lock(&self.shared.state);
+        if st.closed {
+            return Err(Error::new(ErrorKind::NewEndPointFailed, "transport closed"));
+        }
+        let id = st.next_id;
+        st.next_id = st.next_id.checked_add(1).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NewEndPointInsufficientResources,
+                "endpoint ids exhausted",
+            )
+        })?;
+        let address = match &self.shared.advertised {
+            Some((host, port)) => EndPointAddress::new(host, *port, id),
+            None => EndPointAddress::from_bytes(uuid::Uuid::new_v4().to_string()),
+        };
+        let ep = Arc::new(EndPointShared::new(
+            Arc::downgrade(&self.shared),
+            self.shared.config.clone(),
+            id,
+            address,
+        ));
+        st.endpoints.insert(id, ep.clone());
+        Ok(EndPoint::from_shared(ep))
+    }
+
+    /// closeTransport: stops listening and closes every endpoint.
+    pub async fn close(&self) {
+        let eps: Vec<_> = {
+            let mut st = lock(&self.shared.state);
+            st.closed = true;
+            st.endpoints.drain().map(|(_, e)| e).collect()
+        };
+        if let Some(t) = lock(&self.shared.accept_task).take() {
+            t.abort();
+        }
+        futures_util::future::join_all(eps.iter().map(|e| e.close())).await;
+    }
+}
+
+async fn listen(host: &str, port: u16, config: &TransportConfig) -> Result<TcpListener, Error> {
+    let addr = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Bind, format!("cannot resolve {host}"), e))?
+        .next()
+        .ok_or_else(|| Error::new(ErrorKind::Bind, format!("{host} resolves to no address")))?;
+    let bind_err = |e: std::io::Error| {
+        Error::with_source(ErrorKind::Bind, format!("cannot listen on {addr}: {e}"), e)
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(bind_err)?;
+    if config.reuse_address {
+        socket.set_reuse_address(true).map_err(bind_err)?;
+    }
+    socket.set_nonblocking(true).map_err(bind_err)?;
+    socket.bind(&addr.into()).map_err(bind_err)?;
+    socket
+        .listen(i32::try_from(config.backlog).unwrap_or(i32::MAX))
+        .map_err(bind_err)?;
+    TcpListener::from_std(socket.into()).map_err(bind_err)
+}
+
+/// Accepts until the transport goes away. Errors that concern one connection or a
+/// passing shortage (descriptors, memory) are retried after a pause; anything else ends
+/// the loop and every endpoint gets `TransportFailed`.
+async fn accept_loop(
+    transport: Weak<TransportShared>,
+    listener: TcpListener,
+    brk: Arc<tokio::sync::Notify>,
+) {
+    let broken = brk.notified();
+    tokio::pin!(broken);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = &mut broken => Err(std::io::Error::other("accept loop broken on purpose (test hook)")),
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let Some(t) = transport.upgrade() else { return };
+                crate::net::configure(&stream, &t.config);
+                tokio::spawn(crate::inbound::serve(t, stream, peer));
+            }
+            Err(e) => {
+                use std::io::ErrorKind as K;
+                let transient = matches!(
+                    e.kind(),
+                    K::ConnectionAborted
+                        | K::ConnectionReset
+                        | K::Interrupted
+                        | K::WouldBlock
+                        | K::OutOfMemory
+                ) || matches!(e.raw_os_error(), Some(23 | 24 | 105)); // ENFILE, EMFILE, ENOBUFS
+                if transient {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                tracing::error!(error = %e, "accept loop failed");
+                if let Some(t) = transport.upgrade() {
+                    t.fail_all(&format!("accept failed: {e}"));
+                }
+                return;
+            }
+        }
+    }
+}
