@@ -15,7 +15,9 @@ pub struct Config {
     pub keep_alive_disabled: bool,
     /// How often a NOP frame is sent. Default 10 s.
     pub keep_alive_interval: Duration,
-    /// The session dies when no frame at all arrived for this long. Default 30 s.
+    /// The session dies when no frame at all arrived for this long while it was reading.
+    /// The timer is suspended while reading is paused for backpressure (see the crate
+    /// documentation). Default 30 s.
     pub keep_alive_timeout: Duration,
     /// Largest payload of a PSH frame this side sends (at most 65535). Default 32768.
     pub max_frame_size: usize,

@@ -126,11 +126,10 @@ impl Frame {
 
     /// For a UPD frame, its `(consumed, window)` pair.
     pub fn upd_fields(&self) -> Option<(u32, u32)> {
-        if self.cmd != Cmd::Upd || self.payload.len() != UPD_PAYLOAD_LEN {
+        if self.cmd != Cmd::Upd {
             return None;
         }
-        let mut p = &self.payload[..];
-        Some((p.get_u32_le(), p.get_u32_le()))
+        upd_fields(&self.payload)
     }
 
     /// Bytes this frame occupies on the wire.
@@ -144,6 +143,35 @@ impl Frame {
         let len = self.payload.len().min(MAX_PAYLOAD_LEN);
         encode_header(dst, self.version, self.cmd, len as u16, self.sid);
         dst.extend_from_slice(&self.payload[..len]);
+    }
+}
+
+/// Reads a UPD payload: `(consumed, window)`, or `None` if it is not eight bytes long.
+pub fn upd_fields(payload: &[u8]) -> Option<(u32, u32)> {
+    if payload.len() != UPD_PAYLOAD_LEN {
+        return None;
+    }
+    let mut p = payload;
+    Some((p.get_u32_le(), p.get_u32_le()))
+}
+
+/// A validated frame header, as [`FrameDecoder::peek`] returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Protocol version byte.
+    pub version: u8,
+    /// The command.
+    pub cmd: Cmd,
+    /// Payload length.
+    pub len: usize,
+    /// Stream id.
+    pub sid: u32,
+}
+
+impl Header {
+    /// Bytes the whole frame (header and payload) occupies on the wire.
+    pub fn frame_len(&self) -> usize {
+        HEADER_LEN + self.len
     }
 }
 
@@ -173,8 +201,32 @@ impl FrameDecoder {
 
     /// Returns the next frame if `src` holds a whole one, `Ok(None)` if more bytes are
     /// needed (nothing is consumed then), or a [`Protocol`](crate::ErrorKind::Protocol)
-    /// error. Never reserves memory: a frame is at most 8 + 65535 bytes.
+    /// error.
+    ///
+    /// The payload is copied out of `src`, so a returned frame never keeps the caller's
+    /// buffer alive (a slice of it would pin the whole allocation for as long as the frame
+    /// is queued somewhere). Use [`peek`](FrameDecoder::peek) to look at a payload in place.
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        let Some((header, payload)) = self.peek(src)? else {
+            return Ok(None);
+        };
+        let payload = Bytes::copy_from_slice(payload);
+        src.advance(header.frame_len());
+        Ok(Some(Frame {
+            version: header.version,
+            cmd: header.cmd,
+            sid: header.sid,
+            payload,
+        }))
+    }
+
+    /// Validates the frame at the front of `src` without consuming or copying anything:
+    /// returns its header and its payload borrowed from `src` once the whole frame is
+    /// there, `Ok(None)` while more bytes are needed, or a
+    /// [`Protocol`](crate::ErrorKind::Protocol) error as soon as the header is bad. The
+    /// caller removes the frame with `advance(header.frame_len())`. A frame is at most
+    /// 8 + 65535 bytes, so waiting for a whole one never needs an unbounded buffer.
+    pub fn peek<'a>(&self, src: &'a [u8]) -> Result<Option<(Header, &'a [u8])>, Error> {
         if src.len() < HEADER_LEN {
             return Ok(None);
         }
@@ -206,17 +258,16 @@ impl FrameDecoder {
             }
             _ => {}
         }
-        if src.len() < HEADER_LEN + len {
-            return Ok(None);
-        }
-        src.advance(HEADER_LEN);
-        let payload = src.split_to(len).freeze();
-        Ok(Some(Frame {
+        let header = Header {
             version,
             cmd,
+            len,
             sid,
-            payload,
-        }))
+        };
+        match src.get(HEADER_LEN..header.frame_len()) {
+            Some(payload) => Ok(Some((header, payload))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -286,6 +337,40 @@ mod tests {
             let err = FrameDecoder::new(*version).decode(&mut buf).unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::Protocol, "{wire:?}");
         }
+    }
+
+    #[test]
+    fn decoded_payloads_do_not_share_the_buffer() {
+        let mut buf = BytesMut::with_capacity(4096);
+        for sid in [3u32, 5] {
+            Frame::psh(1, sid, Bytes::from_static(b"payload"))
+                .unwrap()
+                .encode(&mut buf);
+        }
+        let start = buf.as_ptr();
+        let mut dec = FrameDecoder::new(1);
+        let first = dec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(&first.payload[..], b"payload");
+        // Held while the buffer is emptied and refilled: the buffer must still be the only
+        // owner of its allocation, so reserving reuses it in place.
+        let second = dec.decode(&mut buf).unwrap().unwrap();
+        assert!(buf.is_empty());
+        buf.reserve(4090);
+        assert_eq!(buf.as_ptr(), start);
+        drop((first, second));
+    }
+
+    #[test]
+    fn peek_borrows_without_consuming() {
+        let wire = encoded(&Frame::psh(2, 9, Bytes::from_static(b"abc")).unwrap());
+        let dec = FrameDecoder::new(2);
+        let (header, payload) = dec.peek(&wire).unwrap().unwrap();
+        assert_eq!(header.cmd, Cmd::Psh);
+        assert_eq!((header.sid, header.len, header.frame_len()), (9, 3, 11));
+        assert_eq!(payload, b"abc");
+        assert_eq!(dec.peek(&wire[..10]).unwrap(), None);
+        assert_eq!(upd_fields(&[1, 0, 0, 0, 2, 0, 0, 0]), Some((1, 2)));
+        assert_eq!(upd_fields(&[1, 0, 0]), None);
     }
 
     #[test]

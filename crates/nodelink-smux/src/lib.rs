@@ -25,8 +25,13 @@
 //! then one data frame per stream in turn, so streams share the connection fairly and a
 //! window update never waits behind bulk data) and writes them out; a keepalive task sends
 //! a NOP every interval and kills the session when nothing at all has been received for the
-//! timeout. The reader never stops reading, so the keepalive timeout only fires on a peer
-//! that is really silent.
+//! timeout. The reader does stop reading at times, for backpressure (see below); the
+//! timeout is suspended while it does, so a paused reader is never mistaken for a silent
+//! peer, and it fires only when the reader is waiting for bytes that do not come.
+//!
+//! Received payloads are copied out of the reader's buffer (small ones are packed together),
+//! so the memory a stream's unread data holds stays close to the byte count the buffer
+//! bounds below limit, and the reader's buffer is reused rather than kept alive by slices.
 //!
 //! # Flow control and slow readers
 //!

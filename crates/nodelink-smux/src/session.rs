@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -210,7 +210,7 @@ async fn read_loop<R: AsyncRead>(
     _tasks: Arc<TaskGuard>,
 ) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK + HEADER_LEN + MAX_PAYLOAD_LEN);
-    let mut decoder = FrameDecoder::new(config.version);
+    let decoder = FrameDecoder::new(config.version);
     loop {
         // Backpressure: do not take more from the connection while a buffer bound is
         // exceeded, except that a stalled stream gets reset after `stall_timeout`.
@@ -251,9 +251,14 @@ async fn read_loop<R: AsyncRead>(
             let mut inner = shared.lock();
             inner.last_rx = Instant::now();
             loop {
-                match decoder.decode(&mut buf) {
-                    Ok(Some(frame)) => {
-                        if let Err(e) = inner.on_frame(frame) {
+                // Frames are handled in place: the state copies out only the payloads it
+                // keeps, so no slice of `buf` outlives this loop and the buffer is reused
+                // rather than reallocated (a kept slice would pin the whole allocation).
+                match decoder.peek(&buf) {
+                    Ok(Some((header, payload))) => {
+                        let applied = inner.on_frame(header, payload);
+                        buf.advance(header.frame_len());
+                        if let Err(e) = applied {
                             break Some(e);
                         }
                     }

@@ -45,7 +45,9 @@ impl Inner {
                 }
                 n += k;
             }
+            let before = entry.recv_len;
             entry.recv_len -= n;
+            let after = entry.recv_len;
             entry.last_progress = Some(Instant::now());
             let mut want_upd = false;
             if version >= 2 {
@@ -63,6 +65,7 @@ impl Inner {
                 }
             }
             self.buffered -= n;
+            self.recv_len_changed(before, after);
             if want_upd {
                 self.push_control(Control::Upd(sid));
             }
@@ -163,6 +166,7 @@ impl Inner {
         entry.recv.clear();
         entry.fin_requested = true;
         self.buffered -= unread;
+        self.recv_len_changed(unread, 0);
         if self.paused {
             self.progress.notify_one();
         }

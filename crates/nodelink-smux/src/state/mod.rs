@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -61,13 +61,16 @@ pub(crate) enum Handle {
 #[derive(Debug, Clone, Copy)]
 enum Control {
     Syn(u32),
+    /// The FIN of a stream this side closed or reset.
     Fin(u32),
+    /// The FIN answering a SYN refused for a full backlog; counted in `refusals`.
+    Refuse(u32),
     Upd(u32),
 }
 
 pub(crate) struct StreamEntry {
     handle: Handle,
-    recv: VecDeque<Bytes>,
+    recv: VecDeque<BytesMut>,
     recv_len: usize,
     peer_fin: bool,
     reset: Option<Error>,
@@ -144,6 +147,9 @@ pub(crate) struct Inner {
     nop_pending: bool,
     ready: VecDeque<u32>,
     buffered: usize,
+    /// Streams whose unread data exceeds `stream_limit`, kept current so the reader's
+    /// check before every read does not have to look at each stream.
+    over_limit: usize,
     death: Option<Error>,
     pub(crate) last_rx: Instant,
     pub(crate) stats: SessionStats,
@@ -187,6 +193,7 @@ impl Inner {
             nop_pending: false,
             ready: VecDeque::new(),
             buffered: 0,
+            over_limit: 0,
             death: None,
             last_rx: Instant::now(),
             stats: SessionStats::default(),
@@ -316,10 +323,23 @@ impl Inner {
     fn maybe_remove(&mut self, sid: u32) {
         if let Some(entry) = self.streams.get(&sid) {
             if entry.handle == Handle::Dropped && (entry.fin_sent || entry.reset.is_some()) {
-                self.buffered -= entry.recv_len;
+                let unread = entry.recv_len;
+                self.buffered -= unread;
+                self.recv_len_changed(unread, 0);
                 self.streams.remove(&sid);
                 tracing::debug!(sid, "smux stream closed");
             }
+        }
+    }
+
+    /// Keeps `over_limit` in step with a change of one stream's unread byte count; every
+    /// change of a `recv_len` (and every removal of a stream) must come through here.
+    fn recv_len_changed(&mut self, before: usize, after: usize) {
+        let limit = self.stream_limit;
+        match (before > limit, after > limit) {
+            (false, true) => self.over_limit += 1,
+            (true, false) => self.over_limit -= 1,
+            _ => {}
         }
     }
 
@@ -332,7 +352,9 @@ impl Inner {
         while let Some(control) = self.control.pop_front() {
             match control {
                 Control::Syn(sid) => Frame::syn(version, sid).encode(out),
-                Control::Fin(sid) => {
+                Control::Fin(sid) => Frame::fin(version, sid).encode(out),
+                Control::Refuse(sid) => {
+                    debug_assert!(self.refusals > 0, "refusal FIN not counted");
                     self.refusals = self.refusals.saturating_sub(1);
                     Frame::fin(version, sid).encode(out);
                 }
@@ -391,5 +413,113 @@ pub(crate) fn closed_error(cause: &Error) -> Error {
         cause.clone()
     } else {
         Error::new(ErrorKind::SessionClosed, cause.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Waker};
+
+    use tokio::io::ReadBuf;
+
+    use super::*;
+    use crate::frame::{FrameDecoder, Header};
+
+    fn server(config: &Config) -> Inner {
+        let notify = || Arc::new(Notify::new());
+        Inner::new(config, false, notify(), notify(), notify())
+    }
+
+    fn feed(inner: &mut Inner, cmd: Cmd, sid: u32, payload: &[u8]) {
+        let header = Header {
+            version: inner.version,
+            cmd,
+            len: payload.len(),
+            sid,
+        };
+        inner.on_frame(header, payload).unwrap();
+    }
+
+    /// The FINs of one batch, by stream id.
+    fn batch_fins(inner: &mut Inner) -> Vec<u32> {
+        let mut out = BytesMut::new();
+        inner.fill_batch(&mut out);
+        let mut dec = FrameDecoder::new(inner.version);
+        let mut fins = Vec::new();
+        while let Some(frame) = dec.decode(&mut out).unwrap() {
+            if frame.cmd == Cmd::Fin {
+                fins.push(frame.sid);
+            }
+        }
+        fins
+    }
+
+    #[test]
+    fn only_refusals_count_against_the_refusal_cap() {
+        let config = Config {
+            accept_backlog: 1,
+            ..Config::default()
+        };
+        let mut inner = server(&config);
+        feed(&mut inner, Cmd::Syn, 1, &[]);
+        feed(&mut inner, Cmd::Syn, 3, &[]);
+        assert_eq!(inner.refusals, 1);
+        // A reset's FIN is not a refusal: queuing and sending it leaves the count alone.
+        inner.reset_stream(1, "test");
+        assert_eq!(inner.refusals, 1);
+        // The reset stream left the accept queue: the next SYN fills it again.
+        feed(&mut inner, Cmd::Syn, 5, &[]);
+        let refused: Vec<u32> = (0..REFUSAL_QUEUE_LIMIT as u32 + 10)
+            .map(|i| 7 + 2 * i)
+            .collect();
+        for &sid in &refused {
+            feed(&mut inner, Cmd::Syn, sid, &[]);
+        }
+        assert_eq!(inner.refusals, REFUSAL_QUEUE_LIMIT);
+        let fins = batch_fins(&mut inner);
+        // The first refusal, the reset, then refusals up to the cap.
+        assert_eq!(fins.len(), 1 + REFUSAL_QUEUE_LIMIT);
+        assert_eq!(&fins[..2], &[3, 1]);
+        assert_eq!(inner.refusals, 0);
+        assert_eq!(inner.stats.syns_refused, 1 + refused.len() as u64);
+    }
+
+    #[test]
+    fn over_limit_count_follows_every_change() {
+        let config = Config {
+            max_stream_buffer: 16,
+            max_receive_buffer: 1024,
+            ..Config::default()
+        };
+        let mut inner = server(&config);
+        let now = Instant::now();
+        let stall = Duration::from_secs(5);
+        for sid in [1, 3, 5] {
+            feed(&mut inner, Cmd::Syn, sid, &[]);
+            assert_eq!(inner.pop_accept().unwrap(), Some(sid));
+        }
+        // Exactly at the bound is not over it.
+        feed(&mut inner, Cmd::Psh, 1, &[0; 16]);
+        assert_eq!(inner.over_limit, 0);
+        assert_eq!(inner.relieve(now, stall), None);
+        feed(&mut inner, Cmd::Psh, 1, &[0; 4]);
+        feed(&mut inner, Cmd::Psh, 3, &[0; 30]);
+        feed(&mut inner, Cmd::Psh, 5, &[0; 40]);
+        assert_eq!(inner.over_limit, 3);
+        assert!(inner.relieve(now, stall).is_some());
+
+        // Reading below the bound, a reset and a drop each take one stream off.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut space = [0u8; 8];
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(inner.poll_read(1, &mut cx, &mut buf).is_ready());
+        assert_eq!(inner.over_limit, 2);
+        inner.reset_stream(3, "test");
+        assert_eq!(inner.over_limit, 1);
+        assert!(inner.relieve(now, stall).is_some());
+        inner.handle_dropped(5);
+        assert_eq!(inner.over_limit, 0);
+        assert_eq!(inner.relieve(now, stall), None);
+        assert_eq!(inner.buffered, 12);
     }
 }

@@ -3,18 +3,23 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use tokio::time::Instant;
 
 use super::{Control, Handle, Inner, StreamEntry, REFUSAL_QUEUE_LIMIT};
 use crate::error::{Error, ErrorKind};
-use crate::frame::{Cmd, Frame};
+use crate::frame::{upd_fields, Cmd, Header};
+
+/// Received payloads are appended to a stream's last buffered chunk while it stays within
+/// this size, so a stream's buffer holds at most about two chunks per this many bytes.
+const COALESCE_LIMIT: usize = 4096;
 
 impl Inner {
     /// Applies one received frame. An error is fatal for the session.
-    pub(crate) fn on_frame(&mut self, frame: Frame) -> Result<(), Error> {
-        let sid = frame.sid;
-        match frame.cmd {
+    /// `payload` is borrowed from the reader's buffer: whatever is kept must be copied.
+    pub(crate) fn on_frame(&mut self, header: Header, payload: &[u8]) -> Result<(), Error> {
+        let sid = header.sid;
+        match header.cmd {
             Cmd::Nop => {}
             Cmd::Syn => self.on_syn(sid)?,
             Cmd::Fin => {
@@ -24,9 +29,9 @@ impl Inner {
                     self.maybe_remove(sid);
                 }
             }
-            Cmd::Psh => self.on_data(sid, frame.payload),
+            Cmd::Psh => self.on_data(sid, payload),
             Cmd::Upd => {
-                let Some((consumed, window)) = frame.upd_fields() else {
+                let Some((consumed, window)) = upd_fields(payload) else {
                     return Err(Error::protocol("malformed UPD frame"));
                 };
                 if let Some(entry) = self.streams.get_mut(&sid) {
@@ -63,7 +68,7 @@ impl Inner {
             );
             if self.refusals < REFUSAL_QUEUE_LIMIT {
                 self.refusals += 1;
-                self.push_control(Control::Fin(sid));
+                self.push_control(Control::Refuse(sid));
             }
             return Ok(());
         }
@@ -74,28 +79,38 @@ impl Inner {
         Ok(())
     }
 
-    fn on_data(&mut self, sid: u32, payload: Bytes) {
+    fn on_data(&mut self, sid: u32, payload: &[u8]) {
         let n = payload.len();
         if n == 0 {
             return;
         }
         let accepted = match self.streams.get_mut(&sid) {
             Some(e) if e.handle != Handle::Dropped && e.reset.is_none() && !e.peer_fin => {
-                e.recv.push_back(payload);
+                // Small payloads join the last chunk so that the buffer bounds, which
+                // count payload bytes, also bound the memory: a chunk of its own per
+                // one-byte frame would cost far more than the byte it holds.
+                match e.recv.back_mut() {
+                    Some(back) if back.len() + n <= COALESCE_LIMIT => {
+                        back.extend_from_slice(payload);
+                    }
+                    _ => e.recv.push_back(BytesMut::from(payload)),
+                }
+                let before = e.recv_len;
                 e.recv_len += n;
                 if let Some(w) = e.read_waker.take() {
                     w.wake();
                 }
-                Some(e.recv_len)
+                Some((before, e.recv_len))
             }
             _ => None,
         };
-        let Some(stream_len) = accepted else {
+        let Some((before, stream_len)) = accepted else {
             self.stats.frames_discarded += 1;
             self.stats.bytes_discarded += n as u64;
             return;
         };
         self.buffered += n;
+        self.recv_len_changed(before, stream_len);
         // In v2 the peer must stay within the window we granted; overrunning it is a
         // protocol violation confined to this stream. (In v1 the reader applies
         // backpressure instead, see `relieve`.)
@@ -112,11 +127,15 @@ impl Inner {
     /// to check again, or `None` when reading may go on.
     pub(crate) fn relieve(&mut self, now: Instant, stall: Duration) -> Option<Instant> {
         loop {
-            let over_stream = self
-                .streams
-                .values()
-                .any(|e| e.recv_len > self.stream_limit);
-            if !over_stream && self.buffered <= self.receive_limit {
+            debug_assert_eq!(
+                self.over_limit,
+                self.streams
+                    .values()
+                    .filter(|e| e.recv_len > self.stream_limit)
+                    .count(),
+                "over-limit stream count out of step"
+            );
+            if self.over_limit == 0 && self.buffered <= self.receive_limit {
                 self.paused = false;
                 self.pause_started = None;
                 return None;
@@ -160,15 +179,16 @@ impl Inner {
         if entry.reset.is_some() {
             return;
         }
-        self.buffered -= entry.recv_len;
+        let unread = std::mem::take(&mut entry.recv_len);
         entry.recv.clear();
-        entry.recv_len = 0;
         entry.send.clear();
         entry.reset = Some(Error::new(ErrorKind::StreamReset, reason));
         entry.wake_all();
         let send_fin = !entry.fin_sent;
         entry.fin_sent = true;
         let pending = entry.handle == Handle::Pending;
+        self.buffered -= unread;
+        self.recv_len_changed(unread, 0);
         self.stats.streams_reset += 1;
         tracing::warn!(sid, reason, "smux stream reset");
         if send_fin {
