@@ -1,17 +1,456 @@
-//! `nodelink nt` (being written).
+//! `nodelink nt echo` and `nodelink nt ping`: the endpoint transport compatible with
+//! Haskell's network-transport-tcp (protocol version 0), from the command line.
+//!
+//! * `nt echo --listen HOST:PORT` binds a transport, creates endpoint 0 and prints
+//!   `ADDRESS host:port:0` as its first stdout line. It then behaves like the conformance
+//!   suite's echo server: every `ConnectionOpened` makes it connect back to the sender's
+//!   address, every `Received` on that incoming connection is sent back on the reverse
+//!   connection, and `ConnectionClosed` closes the reverse connection. It stops on Ctrl-C
+//!   or SIGTERM, closing the transport (peers see `CloseEndPoint`).
+//! * `nt ping ADDRESS` binds its own transport (by default on the local address that routes
+//!   to the target, port 0), connects, sends `--count` pings of `--size` bytes over that one
+//!   connection and waits for each echo on the reverse connection the echo server opens,
+//!   then prints round-trip statistics.
+//!
+//! Each incoming connection of the echo server is served by a task of its own, fed through
+//! a small bounded channel: the event loop never waits for a connect-back, but a peer that
+//! floods a connection whose reverse side is stuck still slows its own events down instead
+//! of growing memory.
 
-use clap::Subcommand;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs, UdpSocket};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use nodelink_transport::{
+    Connection, ConnectionId, EndPoint, EndPointAddress, Event, EventErrorKind, Transport,
+    TransportConfig,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::out::say;
+use crate::serve::Signals;
+use crate::stats::Summary;
+
+/// How long shutting down may wait for the transport to say goodbye to its peers.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Messages queued per incoming connection while its reverse connection is being opened.
+const PER_CONNECTION_QUEUE: usize = 64;
 
 /// The `nt` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum NtCommand {
-    /// Placeholder until the real subcommands land.
-    Placeholder,
+    /// Run the conformance suite's echo server: connect back to every sender and echo each
+    /// message on that reverse connection. Prints `ADDRESS host:port:0` first. Stops on
+    /// Ctrl-C or SIGTERM.
+    Echo(EchoArgs),
+    /// Send pings over one connection to an echo endpoint, wait for each echo on the
+    /// reverse connection, and print round-trip statistics.
+    Ping(NtPingArgs),
+}
+
+/// Arguments of `nodelink nt echo`.
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Host and port to listen on, such as 127.0.0.1:10080 or [::1]:0 (port 0 picks a free
+    /// port). The host is also the one advertised in endpoint addresses.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: String,
+    /// Seconds that outbound connects, inbound handshakes and probes may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub connect_timeout: f64,
+}
+
+/// Arguments of `nodelink nt ping`.
+#[derive(Debug, Args)]
+pub struct NtPingArgs {
+    /// Endpoint address of the echo server, `host:port:id` (as `nt echo` prints it).
+    #[arg(value_name = "ADDRESS")]
+    pub address: String,
+    /// Number of pings.
+    #[arg(long, short = 'c', value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Payload bytes per ping (the first 8 carry the ping's sequence number).
+    #[arg(long, short = 's', value_name = "BYTES", default_value_t = 8)]
+    pub size: usize,
+    /// Host and port of this side's transport (default: the local address that routes to
+    /// the target, port 0). The echo server connects back to it.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Seconds that the connect (and each echo) may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub timeout: f64,
 }
 
 /// Runs a `nt` subcommand.
 pub async fn run(command: NtCommand) -> anyhow::Result<()> {
     match command {
-        NtCommand::Placeholder => anyhow::bail!("not yet available"),
+        NtCommand::Echo(args) => echo(args).await,
+        NtCommand::Ping(args) => ping(args).await,
+    }
+}
+
+/// Splits `HOST:PORT`, accepting `[v6]:port` and a bare `v6:port` (last colon).
+fn split_host_port(text: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, port) = rest
+            .split_once("]:")
+            .ok_or_else(|| anyhow!("{text:?}: expected [HOST]:PORT"))?;
+        (host, port)
+    } else {
+        text.rsplit_once(':')
+            .ok_or_else(|| anyhow!("{text:?}: expected HOST:PORT"))?
+    };
+    if host.is_empty() {
+        bail!("{text:?}: the host is empty");
+    }
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| anyhow!("{text:?}: {port:?} is not a port number"))?;
+    Ok((host.to_string(), port))
+}
+
+fn seconds(what: &str, secs: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(secs).map_err(|_| anyhow!("{what} {secs}: not a valid duration"))
+}
+
+fn config(connect_timeout: Duration) -> TransportConfig {
+    TransportConfig {
+        connect_timeout: Some(connect_timeout),
+        ..TransportConfig::default()
+    }
+}
+
+/// Closes the transport, giving up after [`SHUTDOWN_GRACE`].
+async fn close_transport(transport: &Transport) {
+    if tokio::time::timeout(SHUTDOWN_GRACE, transport.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the transport did not close within {SHUTDOWN_GRACE:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// echo
+
+/// Runs the echo server until a signal arrives or the endpoint fails.
+async fn echo(args: EchoArgs) -> anyhow::Result<()> {
+    let (host, port) = split_host_port(&args.listen).context("--listen")?;
+    let timeout = seconds("--connect-timeout", args.connect_timeout)?;
+    // Handlers go in before the address is printed: whoever reads it may signal at once.
+    let mut signals = Signals::install()?;
+    let transport = Transport::bind(&host, port, config(timeout))
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let endpoint = transport
+        .new_endpoint()
+        .await
+        .context("cannot create the endpoint")?;
+    say!("ADDRESS {}", endpoint.address());
+    tracing::info!(address = %endpoint.address(), "echo endpoint up");
+
+    let outcome = tokio::select! {
+        signal = signals.recv() => {
+            tracing::info!("{signal} received, shutting down");
+            Ok(())
+        }
+        r = echo_loop(&endpoint) => r,
+    };
+    close_transport(&transport).await;
+    outcome
+}
+
+/// One incoming connection being echoed: its sender's address and its worker's queue.
+struct Incoming {
+    from: EndPointAddress,
+    queue: mpsc::Sender<Vec<Bytes>>,
+}
+
+/// Dispatches events to per-connection workers until the endpoint closes or fails.
+async fn echo_loop(endpoint: &EndPoint) -> anyhow::Result<()> {
+    let mut incoming: HashMap<ConnectionId, Incoming> = HashMap::new();
+    let mut workers = JoinSet::new();
+    loop {
+        let event = tokio::select! {
+            event = endpoint.receive() => event,
+            Some(_) = workers.join_next(), if !workers.is_empty() => continue,
+        };
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => return Err(anyhow!(e).context("the endpoint failed")),
+        };
+        match event {
+            Event::ConnectionOpened { id, address, .. } => {
+                tracing::info!(%id, from = %address, "connection opened");
+                let (queue, rx) = mpsc::channel(PER_CONNECTION_QUEUE);
+                workers.spawn(echo_worker(endpoint.clone(), id, address.clone(), rx));
+                incoming.insert(
+                    id,
+                    Incoming {
+                        from: address,
+                        queue,
+                    },
+                );
+            }
+            Event::Received { id, data } => {
+                if let Some(conn) = incoming.get(&id) {
+                    // A worker that is gone failed to connect back; its messages are dropped.
+                    let _ = conn.queue.send(data).await;
+                } else {
+                    tracing::debug!(%id, "data on an unknown connection");
+                }
+            }
+            Event::ConnectionClosed { id } => {
+                // Dropping the queue lets the worker finish what is queued, then close.
+                if incoming.remove(&id).is_some() {
+                    tracing::info!(%id, "connection closed");
+                }
+            }
+            Event::Error {
+                kind: EventErrorKind::ConnectionLost(address),
+                message,
+            } => {
+                tracing::info!(peer = %address, %message, "connection lost");
+                // Every connection from that endpoint is gone, with no ConnectionClosed.
+                incoming.retain(|_, c| c.from != address);
+            }
+            Event::Error { kind, message } => {
+                bail!("the endpoint failed ({kind:?}): {message}");
+            }
+            Event::EndPointClosed => return Ok(()),
+        }
+    }
+}
+
+/// Connects back to `to` and echoes every queued message there; closes the reverse
+/// connection when the queue ends (the incoming connection closed or was lost).
+async fn echo_worker(
+    endpoint: EndPoint,
+    id: ConnectionId,
+    to: EndPointAddress,
+    mut queue: mpsc::Receiver<Vec<Bytes>>,
+) {
+    let reverse = match endpoint.connect(&to).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%id, peer = %to, error = %e, "cannot connect back");
+            return;
+        }
+    };
+    while let Some(data) = queue.recv().await {
+        if let Err(e) = reverse.send(&data).await {
+            tracing::warn!(%id, peer = %to, error = %e, "cannot echo");
+            break;
+        }
+    }
+    reverse.close().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// ping
+
+/// The local IP address the OS would use to reach `host:port`: an advertised address the
+/// target can connect back to (loopback for loopback targets, v6 for v6 targets).
+fn route_to(host: &str, port: u16) -> anyhow::Result<IpAddr> {
+    let target = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{host} has no address"))?;
+    let unspecified: IpAddr = if target.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    // Connecting a UDP socket sends nothing; it only asks the routing table.
+    let probe = UdpSocket::bind((unspecified, 0)).context("cannot pick a local address")?;
+    probe
+        .connect(target)
+        .with_context(|| format!("no route to {target}"))?;
+    Ok(probe
+        .local_addr()
+        .context("cannot pick a local address")?
+        .ip())
+}
+
+/// The payload of ping number `seq`: its number (big-endian) then a fixed filler, cut to
+/// `size` bytes.
+fn ping_payload(seq: u64, size: usize) -> Bytes {
+    let mut out = Vec::with_capacity(size.max(8));
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend((8..size).map(|i| (i % 251) as u8));
+    out.truncate(size);
+    Bytes::from(out)
+}
+
+/// Waits for the next echo: data on the reverse connection, which is the first connection
+/// the echo server opens to us (noted in `reverse` when it appears).
+async fn next_echo(
+    endpoint: &EndPoint,
+    reverse: &mut Option<ConnectionId>,
+) -> anyhow::Result<Bytes> {
+    loop {
+        match endpoint.receive().await.context("the endpoint failed")? {
+            Event::ConnectionOpened { id, address, .. } => {
+                tracing::debug!(%id, from = %address, "reverse connection opened");
+                if reverse.is_none() {
+                    *reverse = Some(id);
+                }
+            }
+            Event::Received { id, data } if Some(id) == *reverse => {
+                let mut all = Vec::with_capacity(data.iter().map(Bytes::len).sum());
+                for chunk in &data {
+                    all.extend_from_slice(chunk);
+                }
+                return Ok(Bytes::from(all));
+            }
+            Event::Received { id, .. } => tracing::debug!(%id, "data on another connection"),
+            Event::ConnectionClosed { id } if Some(id) == *reverse => {
+                bail!("the echo server closed the reverse connection")
+            }
+            Event::ConnectionClosed { .. } => {}
+            Event::Error { kind, message } => bail!("{kind:?}: {message}"),
+            Event::EndPointClosed => bail!("the endpoint closed"),
+        }
+    }
+}
+
+/// Connects and runs the pings; returns the round-trip times.
+async fn ping_over(
+    endpoint: &EndPoint,
+    target: &EndPointAddress,
+    args: &NtPingArgs,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Duration>> {
+    let conn: Connection = tokio::time::timeout(timeout, endpoint.connect(target))
+        .await
+        .map_err(|_| anyhow!("no connection within {timeout:?}"))?
+        .with_context(|| format!("cannot connect to {target}"))?;
+    let mut reverse = None;
+    let mut samples = Vec::with_capacity(args.count as usize);
+    for seq in 0..args.count {
+        let payload = ping_payload(seq, args.size);
+        let start = Instant::now();
+        conn.send(std::slice::from_ref(&payload))
+            .await
+            .with_context(|| format!("ping {}: cannot send", seq + 1))?;
+        let echo = tokio::time::timeout(timeout, next_echo(endpoint, &mut reverse))
+            .await
+            .map_err(|_| anyhow!("ping {}: no echo within {timeout:?}", seq + 1))?
+            .with_context(|| format!("ping {}", seq + 1))?;
+        if echo != payload {
+            bail!(
+                "ping {}: the echo differs (sent {} bytes, got {} bytes)",
+                seq + 1,
+                payload.len(),
+                echo.len()
+            );
+        }
+        samples.push(start.elapsed());
+    }
+    conn.close().await;
+    Ok(samples)
+}
+
+/// Runs `nodelink nt ping`.
+async fn ping(args: NtPingArgs) -> anyhow::Result<()> {
+    let timeout = seconds("--timeout", args.timeout)?;
+    let target: EndPointAddress = args
+        .address
+        .parse()
+        .map_err(|_| anyhow!("{:?}: not an endpoint address", args.address))?;
+    let Some((host, port, _)) = target.parse() else {
+        bail!(
+            "{:?}: not an endpoint address (expected host:port:id)",
+            args.address
+        );
+    };
+    let (local_host, local_port) = match &args.listen {
+        Some(listen) => split_host_port(listen).context("--listen")?,
+        None => (route_to(&host, port)?.to_string(), 0),
+    };
+    let transport = Transport::bind(&local_host, local_port, config(timeout))
+        .await
+        .with_context(|| format!("cannot listen on {local_host}:{local_port}"))?;
+    let result = async {
+        let endpoint = transport
+            .new_endpoint()
+            .await
+            .context("cannot create the endpoint")?;
+        say!(
+            "nt ping {target} from {}: {} pings of {} bytes over one connection",
+            endpoint.address(),
+            args.count,
+            args.size
+        );
+        let started = Instant::now();
+        let samples = ping_over(&endpoint, &target, &args, timeout).await?;
+        Ok::<_, anyhow::Error>((samples, started.elapsed()))
+    }
+    .await;
+    close_transport(&transport).await;
+    let (mut samples, elapsed) = result?;
+
+    if let Some(s) = Summary::of(&mut samples) {
+        // Summary::of sorted the samples: the first is the smallest.
+        say!(
+            "rtt: min {:.1} µs, avg {:.1} µs, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+            samples[0].as_secs_f64() * 1e6,
+            s.mean_us,
+            s.p50_us,
+            s.p99_us,
+            s.max_us
+        );
+    }
+    say!(
+        "{} pings, {} echoes, 0 errors in {:.3} s",
+        args.count,
+        samples.len(),
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port() {
+        assert_eq!(
+            split_host_port("127.0.0.1:80").unwrap(),
+            ("127.0.0.1".into(), 80)
+        );
+        assert_eq!(split_host_port("[::1]:0").unwrap(), ("::1".into(), 0));
+        assert_eq!(split_host_port("::1:7").unwrap(), ("::1".into(), 7));
+        assert!(split_host_port("nohost").is_err());
+        assert!(split_host_port(":80").is_err());
+        assert!(split_host_port("h:99999").is_err());
+        assert!(split_host_port("[::1]80").is_err());
+    }
+
+    #[test]
+    fn payloads_carry_their_number() {
+        assert_eq!(ping_payload(7, 8)[..], 7u64.to_be_bytes());
+        assert_eq!(ping_payload(7, 3).len(), 3);
+        assert_eq!(ping_payload(7, 0).len(), 0);
+        let p = ping_payload(1, 300);
+        assert_eq!(p.len(), 300);
+        assert_eq!(p[8], 8);
+        assert_ne!(ping_payload(1, 100), ping_payload(2, 100));
+    }
+
+    #[test]
+    fn routes_to_loopback() {
+        assert_eq!(
+            route_to("127.0.0.1", 9).unwrap(),
+            IpAddr::from(Ipv4Addr::LOCALHOST)
+        );
     }
 }

@@ -1,0 +1,348 @@
+//! Black-box tests of `nodelink nt echo` and `nodelink nt ping`: they run the binary as
+//! child processes on loopback only (IPv4, and IPv6 when the machine has ::1). Every wait
+//! is bounded and every child is killed when its guard is dropped. One test speaks the
+//! wire protocol by hand to the echo server, as a network-transport-tcp peer would.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Upper bound for any one step (a command to finish, a line to appear).
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodelink"));
+    cmd.env_remove("RUST_LOG").env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+/// Collects a child's output stream on a thread, which ends at end of file.
+fn collect(mut r: impl Read + Send + 'static) -> (Arc<Mutex<String>>, thread::JoinHandle<()>) {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    let reader = thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    (text, reader)
+}
+
+/// A running child that is killed on drop.
+struct Guard {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Guard {
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "child did not exit within {limit:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `nodelink nt echo` and the endpoint address it printed.
+struct Echo {
+    guard: Guard,
+    address: String,
+    _rest: mpsc::Receiver<String>,
+}
+
+/// Starts `nodelink nt echo --listen <listen>` and waits for its first line.
+fn echo(listen: &str) -> Echo {
+    let mut child = bin()
+        .args(["nt", "echo", "--listen", listen])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nodelink nt echo");
+    let (stderr, _) = collect(child.stderr.take().unwrap());
+    let stdout = child.stdout.take().unwrap();
+    let guard = Guard { child, stderr };
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = match rx.recv_timeout(LIMIT) {
+        Ok(line) => line,
+        Err(e) => panic!(
+            "no first line from nt echo ({e}); stderr: {}",
+            guard.stderr()
+        ),
+    };
+    let address = first
+        .strip_prefix("ADDRESS ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    Echo {
+        guard,
+        address,
+        _rest: rx,
+    }
+}
+
+/// Splits `host:port:id` at the last two colons.
+fn split_address(a: &str) -> (String, u16, u32) {
+    let (rest, id) = a.rsplit_once(':').expect("host:port:id");
+    let (host, port) = rest.rsplit_once(':').expect("host:port:id");
+    (
+        host.to_string(),
+        port.parse().expect("port"),
+        id.parse().expect("id"),
+    )
+}
+
+/// The outcome of a command run to completion.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        format!(
+            "status {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `nodelink <args>` to completion (at most [`LIMIT`]).
+fn run(args: &[&str]) -> Run {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nodelink");
+    let (stdout, out_reader) = collect(child.stdout.take().unwrap());
+    let (stderr, err_reader) = collect(child.stderr.take().unwrap());
+    let mut guard = Guard {
+        child,
+        stderr: stderr.clone(),
+    };
+    let status = guard.wait(LIMIT);
+    let _ = out_reader.join();
+    let _ = err_reader.join();
+    let stdout = stdout.lock().unwrap().clone();
+    let stderr = stderr.lock().unwrap().clone();
+    Run {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+fn assert_one_line_error(r: &Run) {
+    assert_eq!(r.status.code(), Some(1), "{}", r.describe());
+    assert!(
+        r.stderr.starts_with("nodelink: error: "),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.describe());
+    assert!(!r.stderr.contains("panicked"), "{}", r.describe());
+}
+
+fn assert_ping_ok(r: &Run, count: u64) {
+    assert!(r.status.success(), "{}", r.describe());
+    let summary = format!("{count} pings, {count} echoes, 0 errors");
+    assert!(r.stdout.contains(&summary), "{}", r.describe());
+    for word in ["min", "avg", "p50", "p99", "max"] {
+        assert!(r.stdout.contains(word), "{word} missing: {}", r.describe());
+    }
+}
+
+fn has_ipv6_loopback() -> bool {
+    TcpListener::bind("[::1]:0").is_ok()
+}
+
+#[test]
+fn address_line_format() {
+    let e = echo("127.0.0.1:0");
+    let (host, port, id) = split_address(&e.address);
+    assert_eq!(host, "127.0.0.1");
+    assert_ne!(port, 0);
+    assert_eq!(id, 0);
+    assert_eq!(e.address, format!("127.0.0.1:{port}:0"));
+    // Something listens there.
+    TcpStream::connect(("127.0.0.1", port)).expect("the echo server listens");
+    if has_ipv6_loopback() {
+        let e6 = echo("[::1]:0");
+        let (host, port, id) = split_address(&e6.address);
+        assert_eq!((host.as_str(), id), ("::1", 0));
+        assert_eq!(e6.address, format!("::1:{port}:0"));
+    }
+}
+
+#[test]
+fn echo_and_ping_ipv4() {
+    let e = echo("127.0.0.1:0");
+    assert_ping_ok(&run(&["nt", "ping", &e.address, "--count", "200"]), 200);
+    assert_ping_ok(
+        &run(&[
+            "nt", "ping", &e.address, "--count", "20", "--size", "100000",
+        ]),
+        20,
+    );
+    assert_ping_ok(
+        &run(&["nt", "ping", &e.address, "--size", "0", "-c", "3"]),
+        3,
+    );
+    // Default count, and an explicit --listen.
+    assert_ping_ok(
+        &run(&["nt", "ping", &e.address, "--listen", "127.0.0.1:0"]),
+        10,
+    );
+}
+
+#[test]
+fn echo_and_ping_ipv6() {
+    if !has_ipv6_loopback() {
+        println!("note: no IPv6 loopback on this machine; echo_and_ping_ipv6 skipped");
+        return;
+    }
+    let e = echo("[::1]:0");
+    // Without --listen the pinger binds the address that routes to the target: ::1.
+    let r = run(&["nt", "ping", &e.address, "--count", "50"]);
+    assert_ping_ok(&r, 50);
+    assert!(r.stdout.contains(" from ::1:"), "{}", r.describe());
+    assert_ping_ok(
+        &run(&[
+            "nt", "ping", &e.address, "-c", "5", "--listen", "[::1]:0", "-s", "3000",
+        ]),
+        5,
+    );
+}
+
+#[test]
+fn ping_against_nothing_listening_fails_cleanly() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let r = run(&["nt", "ping", &format!("127.0.0.1:{port}:0"), "-c", "3"]);
+    assert_one_line_error(&r);
+    assert!(r.stderr.contains("cannot connect"), "{}", r.describe());
+}
+
+#[test]
+fn ping_to_an_unknown_endpoint_and_bad_arguments() {
+    let e = echo("127.0.0.1:0");
+    let (host, port, _) = split_address(&e.address);
+    let r = run(&["nt", "ping", &format!("{host}:{port}:9"), "-c", "1"]);
+    assert_one_line_error(&r);
+    for bad in ["not-an-address", "127.0.0.1:1", "127.0.0.1:x:0"] {
+        let r = run(&["nt", "ping", bad]);
+        assert_one_line_error(&r);
+    }
+    let r = run(&["nt", "echo", "--listen", "nohostport"]);
+    assert_one_line_error(&r);
+    let r = run(&["nt", "ping", &e.address, "--count", "0"]);
+    assert_eq!(r.status.code(), Some(2), "{}", r.describe());
+}
+
+/// A hand-written network-transport-tcp client: request, CreatedNewConnection, data; the
+/// echo server must connect back over the same socket and echo, then close it when we
+/// close ours. The bytes are the spec's layouts.
+#[test]
+fn echo_speaks_the_wire_protocol() {
+    let e = echo("127.0.0.1:0");
+    let (_, port, _) = split_address(&e.address);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // Our advertised address: a listener nobody dials (the echo reuses our socket).
+    let mine = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("127.0.0.1:{}:0", mine.local_addr().unwrap().port());
+    let words = |w: &[u32]| w.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
+    let mut req = words(&[0, 8 + origin.len() as u32, 0, origin.len() as u32]);
+    req.extend_from_slice(origin.as_bytes());
+    s.write_all(&req).unwrap();
+    let read_u32 = |s: &mut TcpStream| {
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).unwrap();
+        u32::from_be_bytes(b)
+    };
+    assert_eq!(read_u32(&mut s), 0, "Accepted");
+    let mut msg = words(&[0, 1024, 1024, 5]);
+    msg.extend_from_slice(b"hello");
+    s.write_all(&msg).unwrap();
+    // The reverse connection: CreatedNewConnection(1024), then the echo.
+    assert_eq!((read_u32(&mut s), read_u32(&mut s)), (0, 1024));
+    assert_eq!((read_u32(&mut s), read_u32(&mut s)), (1024, 5));
+    let mut echoed = [0u8; 5];
+    s.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"hello");
+    // We close our connection: the echo server closes the reverse one.
+    s.write_all(&words(&[1, 1024])).unwrap();
+    assert_eq!((read_u32(&mut s), read_u32(&mut s)), (1, 1024));
+    // Its local close left nothing open on the socket: it starts the teardown with
+    // CloseSocket(the last lcid we announced), and our matching reply ends it.
+    assert_eq!((read_u32(&mut s), read_u32(&mut s)), (2, 1024));
+    s.write_all(&words(&[2, 1024])).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    drop(e);
+}
+
+fn stops_cleanly_on(signal: &str) {
+    let mut e = echo("127.0.0.1:0");
+    assert_ping_ok(&run(&["nt", "ping", &e.address, "-c", "2"]), 2);
+    let status = Command::new("kill")
+        .args([signal, &e.guard.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let status = e.guard.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "stderr: {}", e.guard.stderr());
+    assert!(!e.guard.stderr().contains("panicked"));
+}
+
+#[test]
+fn echo_exits_0_on_sigint() {
+    stops_cleanly_on("-INT");
+}
+
+#[test]
+fn echo_exits_0_on_sigterm() {
+    stops_cleanly_on("-TERM");
+}

@@ -1,0 +1,539 @@
+//! Hostile peers speaking raw bytes: garbage handshakes, huge lengths, floods, silence,
+//! invalid control codes, protocol abuse. Each must end in a clear error or a closed
+//! socket, with bounded memory, and a friendly peer (see `h2_support::Pinger`) keeps
+//! ping-ponging with the same endpoint throughout. Randomness is seeded.
+
+mod h2_support;
+
+use std::time::Duration;
+
+use h2_support::*;
+use nodelink_transport::{EndPoint, ErrorKind, Event, EventErrorKind, Transport, TransportConfig};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// An endpoint run by `echo_task`, with a friendly pinger already going.
+struct Arena {
+    transport: Transport,
+    ep: EndPoint,
+    events: UnboundedReceiver<Event>,
+    pinger: Pinger,
+}
+
+impl Arena {
+    async fn new(cfg: TransportConfig) -> Arena {
+        let transport = transport_with(cfg).await;
+        let ep = endpoint(&transport).await;
+        let friends = Friends::default();
+        let events = echo_task(ep.clone(), friends.clone());
+        let pinger = Pinger::start(ep.address(), &friends).await;
+        Arena {
+            transport,
+            ep,
+            events,
+            pinger,
+        }
+    }
+
+    /// The next non-friendly event.
+    async fn event(&mut self) -> Event {
+        within("event", self.events.recv()).await.expect("an event")
+    }
+
+    /// Asserts no non-friendly event arrives for a moment.
+    async fn quiet(&mut self) {
+        if let Ok(Some(e)) =
+            tokio::time::timeout(Duration::from_millis(200), self.events.recv()).await
+        {
+            panic!("unexpected event {e:?}");
+        }
+    }
+
+    /// Expects ConnectionLost for `from`, skipping ConnectionOpened/Closed on the way.
+    async fn lost(&mut self, from: &str) {
+        loop {
+            match self.event().await {
+                Event::Error {
+                    kind: EventErrorKind::ConnectionLost(a),
+                    ..
+                } if a.as_bytes() == from.as_bytes() => return,
+                Event::ConnectionOpened { .. } | Event::ConnectionClosed { .. } => {}
+                e => panic!("expected ConnectionLost({from}), got {e:?}"),
+            }
+        }
+    }
+
+    async fn finish(self) {
+        self.pinger.finish().await;
+        within("close", self.transport.close()).await;
+    }
+}
+
+/// A tiny seeded generator (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Bytes a server may send before closing when rejecting a hostile request: nothing, or an
+/// UnsupportedVersion answer (for requests with a non-zero version).
+fn acceptable_rejection(bytes: &[u8], version: u32) -> bool {
+    bytes.is_empty()
+        || (version != 0 && bytes.len() == 8 && bytes[..4] == UNSUPPORTED_VERSION.to_be_bytes())
+}
+
+/// Random garbage instead of a request: the socket closes (within the connect timeout for
+/// garbage that only looks incomplete), nothing is posted, nobody else notices.
+#[tokio::test]
+async fn garbage_handshakes() {
+    // Garbage that looks like an incomplete request waits for the handshake timeout: keep
+    // it short so the rounds stay quick.
+    let short = Duration::from_millis(300);
+    let mut arena = Arena::new(TransportConfig {
+        connect_timeout: Some(short),
+        ..config()
+    })
+    .await;
+    let addr = sock_addr(arena.ep.address());
+    let mut rng = Rng(0x5eed);
+    for round in 0..30 {
+        let n = (rng.next() % 200) as usize + 1;
+        let mut garbage = rng.bytes(n);
+        if round % 2 == 0 {
+            // Version 0 with a garbage body (the interesting path).
+            garbage[..4.min(n)].fill(0);
+        }
+        let version = if n >= 4 {
+            u32::from_be_bytes(garbage[..4].try_into().unwrap())
+        } else {
+            0
+        };
+        let mut raw = Raw::connect(addr).await;
+        let _ = raw.try_write(&garbage).await;
+        let got = raw.read_to_close(STEP).await;
+        // A random body may form a well-sized request for an unknown endpoint (Invalid),
+        // or for endpoint 0 with a parsable address (very unlikely with random bytes).
+        let ok = acceptable_rejection(&got, version)
+            || got == u32s(&[INVALID])
+            || (version != 0 && got.starts_with(&UNSUPPORTED_VERSION.to_be_bytes()));
+        assert!(ok, "round {round}: {garbage:02x?} got {got:02x?}");
+    }
+    arena.quiet().await;
+    arena.finish().await;
+}
+
+/// Huge lengths in the request: handshake length and address length near 2^32, and an
+/// address length inconsistent with the handshake length. Closed without reading or
+/// reserving that much.
+#[tokio::test]
+async fn huge_request_lengths() {
+    let mut arena = Arena::new(config()).await;
+    let addr = sock_addr(arena.ep.address());
+    let cases: [Vec<u32>; 4] = [
+        vec![0, 0xFFFF_FFFF, 0, 0xFFFF_FFF7],
+        vec![0, 0xFFFF_FFFF],
+        vec![0, 8 + 17, 0, 0xFFFF_FFFF],
+        vec![0, 8, 0, 17],
+    ];
+    let before = rss_kib();
+    for words in cases {
+        let mut raw = Raw::connect(addr).await;
+        raw.write(&u32s(&words)).await;
+        let _ = raw.try_write(&[b'a'; 64]).await;
+        let got = raw.read_to_close(STEP).await;
+        assert!(got.is_empty(), "{words:x?}: got {got:02x?}");
+    }
+    if let (Some(b), Some(a)) = (before, rss_kib()) {
+        assert!(a < b + 200 * 1024, "RSS grew from {b} KiB to {a} KiB");
+    }
+    arena.quiet().await;
+    arena.finish().await;
+}
+
+/// A data frame announcing 0xFFFFFFFF bytes drops the connection without allocating.
+#[tokio::test]
+async fn huge_data_length() {
+    let mut arena = Arena::new(config()).await;
+    let before = rss_kib();
+    let origin = "127.0.0.1:21:0";
+    let mut raw = Raw::accepted(arena.ep.address(), origin).await;
+    raw.write(&u32s(&[CREATED_NEW_CONNECTION, 1024, 1024, 0xFFFF_FFFF]))
+        .await;
+    let _ = raw.try_write(&[0u8; 4096]).await;
+    raw.read_to_close(STEP).await;
+    arena.lost(origin).await;
+    if let (Some(b), Some(a)) = (before, rss_kib()) {
+        assert!(a < b + 200 * 1024, "RSS grew from {b} KiB to {a} KiB");
+    }
+    arena.finish().await;
+}
+
+/// A flood of CreatedNewConnection on one socket: the number of open incoming connections
+/// per socket is bounded, so the socket is dropped (EventConnectionLost) once the flood
+/// passes the bound.
+#[tokio::test]
+async fn flood_of_created_new_connection() {
+    let cfg = TransportConfig {
+        max_incoming_connections_per_socket: 1000,
+        ..config()
+    };
+    let mut arena = Arena::new(cfg).await;
+    let origin = "127.0.0.1:22:0";
+    let raw = Raw::accepted(arena.ep.address(), origin).await;
+    let writer = tokio::spawn(async move {
+        let mut raw = raw;
+        // 100 000 announcements, 1024 per write; stops when the server drops the socket.
+        let lcids: Vec<u32> = (1024u32..1024 + 100_000).collect();
+        for batch in lcids.chunks(1024) {
+            let bytes: Vec<u8> = batch
+                .iter()
+                .flat_map(|&l| u32s(&[CREATED_NEW_CONNECTION, l]))
+                .collect();
+            if raw.try_write(&bytes).await.is_err() {
+                break;
+            }
+        }
+        raw
+    });
+    let mut opened = 0u64;
+    loop {
+        match arena.event().await {
+            Event::ConnectionOpened { .. } => opened += 1,
+            Event::Error {
+                kind: EventErrorKind::ConnectionLost(a),
+                ..
+            } if a.as_bytes() == origin.as_bytes() => break,
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    assert!(opened <= 1000, "{opened} connections opened past the bound");
+    let mut raw = within("the flood ends", writer).await.unwrap();
+    raw.read_to_close(STEP).await;
+    arena.finish().await;
+}
+
+/// Silence during the handshake, from either side, is bounded by the connect timeout.
+#[tokio::test]
+async fn silent_peer_during_handshake() {
+    let mut arena = Arena::new(config()).await;
+    let addr = sock_addr(arena.ep.address());
+    // A client that connects and says nothing; one that stops after a partial request.
+    let mut mute = Raw::connect(addr).await;
+    let mut partial = Raw::connect(addr).await;
+    partial.write(&request(0, b"127.0.0.1:23:0")[..10]).await;
+    let limit = CONNECT_TIMEOUT * 3 + Duration::from_secs(2);
+    assert!(mute.read_to_close(limit).await.is_empty());
+    assert!(partial.read_to_close(limit).await.is_empty());
+
+    // A server that accepts the TCP connection and never answers the request.
+    let server = RawServer::bind().await;
+    let connecting = {
+        let ep = arena.ep.clone();
+        let to = server.address.clone();
+        tokio::spawn(async move { ep.connect(&to).await })
+    };
+    let (peer, _, _) = server.accept_request().await;
+    let e = within_for(limit, "connect to a silent server", connecting)
+        .await
+        .unwrap()
+        .expect_err("fails");
+    assert_eq!(e.kind(), ErrorKind::ConnectTimeout, "{e}");
+    drop(peer);
+    arena.quiet().await;
+    arena.finish().await;
+}
+
+/// Every invalid control code 6..1023 drops the socket that sent it.
+#[tokio::test]
+async fn invalid_control_codes() {
+    let mut arena = Arena::new(config()).await;
+    for code in 6u32..1024 {
+        // A distinct origin per socket, so no request meets a socket still being torn down.
+        let origin = format!("127.0.0.1:{}:0", 30000 + code);
+        let mut raw = Raw::accepted(arena.ep.address(), &origin).await;
+        raw.write(&u32s(&[code, 0, 0])).await;
+        raw.read_to_close(STEP).await;
+        arena.lost(&origin).await;
+    }
+    arena.finish().await;
+}
+
+/// Control frames naming connections that do not exist, and abuse of a closing socket.
+#[tokio::test]
+async fn unknown_connection_ids() {
+    let mut arena = Arena::new(config()).await;
+    // CloseConnection for an id never created.
+    let origin = "127.0.0.1:24:0";
+    let mut raw = Raw::accepted(arena.ep.address(), origin).await;
+    raw.write(&u32s(&[CLOSE_CONNECTION, 5000])).await;
+    raw.read_to_close(STEP).await;
+    arena.lost(origin).await;
+    // Data on an id never created.
+    let origin = "127.0.0.1:25:0";
+    let mut raw = Raw::accepted(arena.ep.address(), origin).await;
+    raw.write(&data_frame(4242, b"who am i")).await;
+    raw.read_to_close(STEP).await;
+    arena.lost(origin).await;
+    arena.finish().await;
+}
+
+/// UnsupportedVersion: answered with the version the server wants, the announced length is
+/// discarded, and a version-0 request on the same socket then works; a peer that keeps
+/// asking for other versions, or announces a huge length to discard, gets a bounded answer.
+#[tokio::test]
+async fn unsupported_version_abuse() {
+    let mut arena = Arena::new(config()).await;
+    let addr = sock_addr(arena.ep.address());
+
+    // Renegotiation: version 1 with a body, then a proper request.
+    let mut raw = Raw::connect(addr).await;
+    let mut bytes = u32s(&[1, 12]);
+    bytes.extend([9u8; 12]);
+    bytes.extend(request(0, b"127.0.0.1:26:0"));
+    raw.write(&bytes).await;
+    assert_eq!(raw.read_u32().await.unwrap(), UNSUPPORTED_VERSION);
+    assert_eq!(
+        raw.read_u32().await.unwrap(),
+        0,
+        "the version the server wants"
+    );
+    assert_eq!(raw.read_u32().await.unwrap(), ACCEPTED);
+    raw.write(&u32s(&[CREATED_NEW_CONNECTION, 1024])).await;
+    raw.write(&data_frame(1024, b"v0")).await;
+    match arena.event().await {
+        Event::ConnectionOpened { .. } => {}
+        e => panic!("unexpected {e:?}"),
+    }
+    match arena.event().await {
+        Event::Received { data, .. } => assert_eq!(concat(&data), b"v0"),
+        e => panic!("unexpected {e:?}"),
+    }
+    drop(raw);
+    arena.lost("127.0.0.1:26:0").await;
+
+    // A huge length to discard: answered, then closed within the connect timeout rather than
+    // read forever.
+    let mut raw = Raw::connect(addr).await;
+    raw.write(&u32s(&[7, 0xFFFF_FFFF])).await;
+    let got = raw.read_to_close(CONNECT_TIMEOUT * 3 + STEP).await;
+    assert!(acceptable_rejection(&got, 7), "got {got:02x?}");
+
+    // Endless renegotiation: bounded (answered or closed), never a hang.
+    let mut raw = Raw::connect(addr).await;
+    let mut writes = 0;
+    for _ in 0..2000 {
+        if raw.try_write(&u32s(&[3, 0])).await.is_err() {
+            break;
+        }
+        writes += 1;
+    }
+    let got = raw.read_to_close(CONNECT_TIMEOUT * 3 + STEP).await;
+    assert!(
+        got.len() <= writes * 8,
+        "{} bytes for {writes} requests",
+        got.len()
+    );
+    for answer in got.chunks(8) {
+        assert_eq!(answer, &u32s(&[UNSUPPORTED_VERSION, 0])[..answer.len()]);
+    }
+    arena.quiet().await;
+    arena.finish().await;
+}
+
+/// ProbeSocket is answered with ProbeSocketAck; a flood of probes from a peer that never
+/// reads the answers stalls that peer's socket (backpressure) instead of queueing acks
+/// without bound.
+#[tokio::test]
+async fn probe_flood_is_bounded() {
+    let arena = Arena::new(config()).await;
+    let origin = "127.0.0.1:27:0";
+    let mut raw = Raw::accepted(arena.ep.address(), origin).await;
+    raw.write(&u32s(&[PROBE_SOCKET])).await;
+    assert_eq!(raw.read_u32().await.unwrap(), PROBE_SOCKET_ACK);
+
+    let before = rss_kib();
+    // 64 MiB of probes; nobody reads the acks.
+    let (mut read_half, mut write_half) = raw.stream.into_split();
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let chunk = u32s(&[PROBE_SOCKET]).repeat(16 * 1024);
+        let mut written = 0usize;
+        for _ in 0..1024 {
+            if write_half.write_all(&chunk).await.is_err() {
+                break;
+            }
+            written += chunk.len();
+        }
+        written
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !writer.is_finished(),
+        "all 64 MiB of probes were taken in while no ack was read"
+    );
+    if let (Some(b), Some(a)) = (before, rss_kib()) {
+        assert!(a < b + 100 * 1024, "RSS grew from {b} KiB to {a} KiB");
+    }
+    // The rest of the endpoint is unaffected; reading again lets the socket move on.
+    arena.pinger.wait_rounds(20).await;
+    writer.abort();
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 1 << 16];
+    let drained = within("drain acks", read_half.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(drained > 0 && buf[..4] == PROBE_SOCKET_ACK.to_be_bytes());
+    drop(read_half);
+    arena.finish().await;
+}
+
+/// A full event queue stops the reading of the sockets that feed it: a peer flooding an
+/// endpoint whose application does not receive is held back by TCP, while another
+/// endpoint of the same transport keeps working.
+#[tokio::test]
+async fn full_event_queue_applies_backpressure() {
+    let t = transport_with(TransportConfig {
+        event_queue_capacity: 16,
+        ..config()
+    })
+    .await;
+    let stalled = endpoint(&t).await; // nobody receives its events
+    let busy = endpoint(&t).await;
+    let friends = Friends::default();
+    let _events = echo_task(busy.clone(), friends.clone());
+    let pinger = Pinger::start(busy.address(), &friends).await;
+
+    let mut raw = Raw::accepted(stalled.address(), "127.0.0.1:28:0").await;
+    raw.write(&u32s(&[CREATED_NEW_CONNECTION, 1024])).await;
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let frame = data_frame(1024, &vec![0x55; 64 << 10]);
+        let mut frames = 0usize;
+        for _ in 0..4096 {
+            // 256 MiB in total: far more than queue, buffers and sockets can hold.
+            if raw.stream.write_all(&frame).await.is_err() {
+                break;
+            }
+            frames += 1;
+        }
+        frames
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !writer.is_finished(),
+        "256 MiB were taken in for an endpoint whose events nobody reads"
+    );
+    pinger.wait_rounds(20).await;
+    // Receiving frees room and the flood moves on.
+    let mut seen = 0;
+    while seen < 64 {
+        if let Event::Received { .. } = next(&stalled).await {
+            seen += 1;
+        }
+    }
+    writer.abort();
+    pinger.finish().await;
+    within("close", t.close()).await;
+}
+
+/// A second request from an address that already has a healthy socket is answered
+/// Crossed and the old socket is probed: answered, it stays; unanswered, it is closed
+/// within the connect timeout and the loss is reported.
+#[tokio::test]
+async fn duplicate_request_probes_the_old_socket() {
+    let mut arena = Arena::new(config()).await;
+    let origin = "127.0.0.1:29:0";
+    let mut old = Raw::accepted(arena.ep.address(), origin).await;
+    let (mut dup, response) = Raw::handshake(arena.ep.address(), origin).await;
+    assert_eq!(response, CROSSED);
+    dup.read_to_close(STEP).await;
+    assert_eq!(old.read_u32().await.unwrap(), PROBE_SOCKET);
+    old.write(&u32s(&[PROBE_SOCKET_ACK])).await;
+    assert!(
+        old.stays_quiet(CONNECT_TIMEOUT * 2).await,
+        "a live socket was dropped"
+    );
+    arena.quiet().await;
+
+    let (mut dup, response) = Raw::handshake(arena.ep.address(), origin).await;
+    assert_eq!(response, CROSSED);
+    dup.read_to_close(STEP).await;
+    assert_eq!(old.read_u32().await.unwrap(), PROBE_SOCKET);
+    // No answer: the old socket goes.
+    old.read_to_close(CONNECT_TIMEOUT * 3 + STEP).await;
+    arena.lost(origin).await;
+    // And the address can connect afresh.
+    let mut again = Raw::accepted(arena.ep.address(), origin).await;
+    again.write(&u32s(&[CREATED_NEW_CONNECTION, 1024])).await;
+    match arena.event().await {
+        Event::ConnectionOpened { address, .. } => {
+            assert_eq!(address.as_bytes(), origin.as_bytes())
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+    arena.finish().await;
+}
+
+/// A hostile server answering our request with nonsense: an unknown response word,
+/// UnsupportedVersion for a version we do not speak, a HostMismatch with an absurd string
+/// length, or half a response then silence. Each connect fails (ConnectFailed, or
+/// ConnectTimeout for the silence) within the connect timeout, and the next one works.
+#[tokio::test]
+async fn hostile_server_responses() {
+    let t = transport().await;
+    let ep = endpoint(&t).await;
+    let server = RawServer::bind().await;
+    let answers: [Vec<u8>; 4] = [
+        u32s(&[77]),
+        u32s(&[UNSUPPORTED_VERSION, 5]),
+        u32s(&[HOST_MISMATCH, 0xFFFF_FFF0]),
+        u32s(&[UNSUPPORTED_VERSION])[..2].to_vec(),
+    ];
+    for (i, answer) in answers.iter().enumerate() {
+        let connecting = {
+            let ep = ep.clone();
+            let to = server.address.clone();
+            tokio::spawn(async move { ep.connect(&to).await })
+        };
+        let (mut p, _, _) = server.accept_request().await;
+        p.write(answer).await;
+        let e = within_for(
+            CONNECT_TIMEOUT * 3 + Duration::from_secs(2),
+            "connect to a hostile server",
+            connecting,
+        )
+        .await
+        .unwrap()
+        .expect_err("a nonsense answer must fail the connect");
+        let want = if i == 3 {
+            ErrorKind::ConnectTimeout
+        } else {
+            ErrorKind::ConnectFailed
+        };
+        assert_eq!(e.kind(), want, "answer {answer:02x?}: {e}");
+        drop(p);
+    }
+    assert!(next_within(&ep, Duration::from_millis(200)).await.is_none());
+    let connecting = {
+        let ep = ep.clone();
+        let to = server.address.clone();
+        tokio::spawn(async move { ep.connect(&to).await })
+    };
+    let (mut p, _, _) = server.accept_request().await;
+    p.write(&u32s(&[ACCEPTED])).await;
+    within("connect", connecting)
+        .await
+        .unwrap()
+        .expect("a sane server works");
+    within("close", t.close()).await;
+}
