@@ -22,8 +22,9 @@ cargo fmt --all -- --check
 step "clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "interop peers (Debian's kcp-go, built in GOPATH mode)"
+step "interop peers (Debian's kcp-go, smux and kcptun; Go peers built in GOPATH mode)"
 ./scripts/install-kcp-deps.sh
+if [ -x scripts/build-smux-go-peer.sh ]; then ./scripts/build-smux-go-peer.sh; fi
 
 step "tests (unit, integration, doc)"
 cargo test --workspace --locked
@@ -45,6 +46,13 @@ echo "bench smoke: $(wc -l < target/bench-quick.jsonl) figures"
 ./target/release/nodelink-bench kcp --quick --json > target/bench-kcp-quick.jsonl
 echo "kcp bench smoke: $(wc -l < target/bench-kcp-quick.jsonl) figures"
 test -s target/bench-kcp-quick.jsonl
+./target/release/nodelink-bench nt --quick --json > target/bench-nt-quick.jsonl
+echo "transport bench smoke: $(wc -l < target/bench-nt-quick.jsonl) figures"
+test -s target/bench-nt-quick.jsonl
+cargo build --release --locked -p nodelink-cli
+./target/release/nodelink-bench tunnel --quick --json > target/bench-tunnel-quick.jsonl
+echo "tunnel bench smoke: $(wc -l < target/bench-tunnel-quick.jsonl) figures"
+test -s target/bench-tunnel-quick.jsonl
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   step "fuzz (${FUZZ_SECONDS}s per target)"
