@@ -355,7 +355,33 @@ async fn ping_over(
         samples.push(start.elapsed());
     }
     conn.close().await;
+    if let Some(reverse) = reverse {
+        await_reverse_close(endpoint, reverse, timeout).await;
+    }
     Ok(samples)
+}
+
+/// Waits (bounded) until the echo server has closed its reverse connection, as the
+/// conformance suite's ping client does. Closing the endpoint earlier would reach a
+/// network-transport-tcp echo server while it still has that connection open, and it
+/// would see the connection as lost (an error event ends the suite's echo server).
+async fn await_reverse_close(endpoint: &EndPoint, reverse: ConnectionId, timeout: Duration) {
+    let wait = async {
+        loop {
+            match endpoint.receive().await {
+                Ok(Event::ConnectionClosed { id }) if id == reverse => return true,
+                Ok(Event::Error { .. } | Event::EndPointClosed) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("the reverse connection ended with an error"),
+        Err(_) => tracing::warn!(
+            "the echo server did not close its reverse connection within {timeout:?}"
+        ),
+    }
 }
 
 /// Runs `nodelink nt ping`.

@@ -47,6 +47,11 @@ pub struct TransportConfig {
     /// events of connections already delivered — bounded by
     /// `max_incoming_connections_per_socket` per socket. The original's queue is unbounded.
     pub event_queue_capacity: usize,
+    /// Payload bytes of the `Received` events an endpoint buffers. Default 64 MiB. The
+    /// event count alone does not bound memory (1024 events of 64 MiB each would be
+    /// 64 GiB), so the socket readers also wait while this many bytes are queued; one
+    /// frame may overshoot it, so the worst case is this plus `max_receive_length`.
+    pub event_queue_bytes: usize,
     /// Check that the host in an incoming request's address is the socket's peer (its
     /// numeric address, or a name that resolves to it); answer `HostMismatch` otherwise.
     /// Default false, as the original: NAT and multi-homed hosts make it fail.
@@ -70,6 +75,7 @@ impl Default for TransportConfig {
             max_address_length: 1024,
             max_receive_length: 64 << 20,
             event_queue_capacity: 1024,
+            event_queue_bytes: 64 << 20,
             check_peer_host: false,
             max_incoming_connections_per_socket: 65_536,
         }

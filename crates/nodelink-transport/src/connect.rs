@@ -76,6 +76,13 @@ pub(crate) async fn connect(
                 Some(rec) => match &mut rec.state {
                     RemoteState::Valid(sock) => {
                         let lcid = sock.next_lcid;
+                        if lcid == u32::MAX {
+                            // Ids are never reused on a socket; this one has used them all.
+                            return Err(Error::new(
+                                ErrorKind::ConnectInsufficientResources,
+                                format!("connection ids to {to} exhausted on this socket"),
+                            ));
+                        }
                         match sock
                             .writer
                             .enqueue(|b| Frame::CreatedNewConnection(lcid).encode(b))

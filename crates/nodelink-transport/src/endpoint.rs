@@ -94,6 +94,7 @@ impl EndPointShared {
         address: EndPointAddress,
     ) -> Self {
         let capacity = config.event_queue_capacity;
+        let max_bytes = config.event_queue_bytes;
         EndPointShared {
             transport,
             config,
@@ -106,7 +107,7 @@ impl EndPointShared {
                 next_self_lcid: FIRST_LCID,
                 remotes: HashMap::new(),
             }),
-            events: EventQueue::new(capacity),
+            events: EventQueue::new(capacity, max_bytes),
         }
     }
 

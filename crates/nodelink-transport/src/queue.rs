@@ -8,6 +8,9 @@
 //! the queue can overshoot its capacity only by the events of frames being handled and
 //! by the closing events of connections that were already announced.
 //!
+//! Room means fewer than `capacity` events *and* fewer than `max_bytes` payload bytes
+//! queued: a count alone would let a thousand maximum-length frames in.
+//!
 //! Closing the queue keeps what is queued, then yields `EndPointClosed` once; every later
 //! receive fails at once instead of waiting.
 
@@ -22,6 +25,8 @@ use crate::sync::lock;
 pub(crate) struct EventQueue {
     inner: Mutex<Inner>,
     capacity: usize,
+    /// Bound on the payload bytes of queued `Received` events.
+    max_bytes: usize,
     /// Consumers waiting for an event.
     readable: Notify,
     /// Producers waiting for room.
@@ -30,6 +35,8 @@ pub(crate) struct EventQueue {
 
 struct Inner {
     items: VecDeque<Event>,
+    /// Payload bytes of the queued `Received` events.
+    bytes: usize,
     closed: bool,
     end_delivered: bool,
 }
@@ -42,14 +49,16 @@ pub(crate) enum Popped {
 }
 
 impl EventQueue {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Self {
         EventQueue {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
+                bytes: 0,
                 closed: false,
                 end_delivered: false,
             }),
             capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1),
             readable: Notify::new(),
             room: Notify::new(),
         }
@@ -61,6 +70,7 @@ impl EventQueue {
         if g.closed {
             return;
         }
+        g.bytes += payload_len(&ev);
         g.items.push_back(ev);
         drop(g);
         self.readable.notify_one();
@@ -84,8 +94,7 @@ impl EventQueue {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let g = lock(&self.inner);
-                if g.closed || g.items.len() < self.capacity {
+                if self.has_room() {
                     return;
                 }
             }
@@ -95,7 +104,11 @@ impl EventQueue {
 
     fn has_room(&self) -> bool {
         let g = lock(&self.inner);
-        g.closed || g.items.len() < self.capacity
+        g.closed || self.below_bounds(&g)
+    }
+
+    fn below_bounds(&self, g: &Inner) -> bool {
+        g.items.len() < self.capacity && g.bytes < self.max_bytes
     }
 
     /// The next event, waiting for one.
@@ -117,10 +130,12 @@ impl EventQueue {
 
     fn try_pop(&self) -> Option<Popped> {
         let mut g = lock(&self.inner);
+        let was_full = !self.below_bounds(&g);
         if let Some(ev) = g.items.pop_front() {
+            g.bytes -= payload_len(&ev);
             let has_more = !g.items.is_empty() || g.closed;
             // Producers wait only while the queue is full: wake them when it stops being.
-            let freed = g.items.len() + 1 == self.capacity;
+            let freed = was_full && self.below_bounds(&g);
             drop(g);
             if freed {
                 self.room.notify_waiters();
@@ -144,13 +159,21 @@ impl EventQueue {
     }
 }
 
+/// The payload bytes an event holds (what the byte bound counts).
+fn payload_len(ev: &Event) -> usize {
+    match ev {
+        Event::Received { data, .. } => data.iter().map(|c| c.len()).sum(),
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn drains_then_closed_then_finished() {
-        let q = EventQueue::new(1);
+        let q = EventQueue::new(1, 1 << 20);
         q.push(Event::EndPointClosed);
         q.push(Event::EndPointClosed);
         q.close();
@@ -171,5 +194,35 @@ mod tests {
         ));
         assert!(matches!(q.pop().await, Popped::Finished));
         assert!(matches!(q.pop().await, Popped::Finished));
+    }
+
+    #[tokio::test]
+    async fn queued_bytes_bound_the_room_too() {
+        let received = |n: usize| Event::Received {
+            id: crate::ConnectionId(1),
+            data: vec![bytes::Bytes::from(vec![0u8; n])],
+        };
+        let q = std::sync::Arc::new(EventQueue::new(1024, 100));
+        q.push(received(60));
+        assert!(q.has_room());
+        q.push(received(60));
+        // Two events, far below the count bound, but 120 bytes: readers must wait.
+        assert!(!q.has_room());
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.wait_room().await }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished());
+        assert!(matches!(
+            q.pop().await,
+            Popped::Event(Event::Received { .. })
+        ));
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("a pop that frees bytes wakes the reader")
+            .unwrap();
     }
 }

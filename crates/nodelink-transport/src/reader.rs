@@ -79,12 +79,16 @@ pub(crate) async fn run(
         let probe_expired = expiry(*lock(&writer.probe_deadline));
         let closing_expired = expiry(*lock(&writer.closing_deadline));
         tokio::select! {
+            // In this order: a cancelled socket stops even under a flood, and bytes
+            // already received win over an expiring deadline (an acknowledgement sitting
+            // in the kernel buffer must not lose a random draw against its timer).
+            biased;
+            _ = writer.cancel.cancelled() => break Next::Lost("socket cancelled".into()),
             r = read.read_buf(&mut buf) => match r {
                 Ok(0) => break Next::Lost("the peer closed the socket".into()),
                 Ok(_) => {}
                 Err(e) => break Next::Lost(format!("read failed: {e}")),
             },
-            _ = writer.cancel.cancelled() => break Next::Lost("socket cancelled".into()),
             _ = writer.deadline_wake.notified() => {}
             _ = probe_expired => break Next::Lost("no answer to ProbeSocket".into()),
             _ = closing_expired => {
