@@ -346,3 +346,79 @@ fn echo_exits_0_on_sigint() {
 fn echo_exits_0_on_sigterm() {
     stops_cleanly_on("-TERM");
 }
+
+/// `nt ping` against a hand-written network-transport-tcp echo server. After the ping's
+/// CloseConnection, the echo server still has its reverse connection open; a
+/// CloseEndPoint arriving then would make a real (0.8.6) echo server post
+/// EventConnectionLost and stop. So ping must wait until the reverse connection is
+/// closed, and only then close its endpoint.
+#[test]
+fn ping_waits_for_the_reverse_close_before_closing_its_endpoint() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let words = |w: &[u32]| w.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
+        let read_u32 = |s: &mut TcpStream| {
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).map(|()| u32::from_be_bytes(b))
+        };
+        // The request: version 0, length, endpoint 0, the ping's address.
+        assert_eq!(read_u32(&mut s).unwrap(), 0);
+        let len = read_u32(&mut s).unwrap() as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        s.write_all(&words(&[0])).unwrap();
+        let mut pings = 0;
+        loop {
+            match read_u32(&mut s).unwrap() {
+                0 => {
+                    assert_eq!(read_u32(&mut s).unwrap(), 1024);
+                    s.write_all(&words(&[0, 1024])).unwrap();
+                }
+                1024 => {
+                    let n = read_u32(&mut s).unwrap();
+                    let mut data = vec![0u8; n as usize];
+                    s.read_exact(&mut data).unwrap();
+                    let mut echo = words(&[1024, n]);
+                    echo.extend_from_slice(&data);
+                    s.write_all(&echo).unwrap();
+                    pings += 1;
+                }
+                1 => {
+                    assert_eq!(read_u32(&mut s).unwrap(), 1024);
+                    break;
+                }
+                other => panic!("unexpected control word {other}"),
+            }
+        }
+        // Our reverse connection is still open: nothing may arrive now. A read that
+        // times out is the expected outcome; CloseEndPoint (3) is the bug.
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let early = read_u32(&mut s);
+        assert!(
+            early.is_err(),
+            "the ping sent {early:?} while the reverse connection was open"
+        );
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        // Close the reverse connection and start the teardown, as the echo server does.
+        s.write_all(&words(&[1, 1024, 2, 1024])).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        pings
+    });
+    let r = run(&[
+        "nt",
+        "ping",
+        &format!("127.0.0.1:{port}:0"),
+        "--count",
+        "3",
+        "--size",
+        "16",
+    ]);
+    assert_eq!(peer.join().expect("the fake echo server"), 3);
+    assert_ping_ok(&r, 3);
+    assert!(!r.stderr.contains("WARN"), "{}", r.describe());
+}
