@@ -14,7 +14,9 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
+use std::ffi::OsString;
+
+use clap::{CommandFactory, Parser};
 
 mod cli;
 mod kcp;
@@ -32,7 +34,7 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     install_panic_hook();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(kcptun_style_args(std::env::args_os().collect()));
     init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,6 +43,41 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// kcptun, like Go programs generally, accepts long flags with a single dash (`-crypt aes`,
+/// `-key=x`); clap wants two. For `nodelink tunnel` only, `-name` and `-name=value` become
+/// `--name...` when `name` is one of the tunnel's long flags, so kcptun command lines work
+/// unchanged. Single-letter flags (`-l`, `-r`, `-t`, `-c`) are left as they are. (A value
+/// that is itself spelled like a flag, such as `--key -crypt`, would be rewritten too; use
+/// `--key=-crypt` for such a key.)
+fn kcptun_style_args(args: Vec<OsString>) -> Vec<OsString> {
+    if args.get(1).and_then(|a| a.to_str()) != Some("tunnel") {
+        return args;
+    }
+    let command = Cli::command();
+    let Some(tunnel) = command.find_subcommand("tunnel") else {
+        return args;
+    };
+    let longs: Vec<String> = tunnel
+        .get_subcommands()
+        .flat_map(|sub| sub.get_arguments())
+        .flat_map(|arg| arg.get_long_and_visible_aliases().unwrap_or_default())
+        .map(str::to_owned)
+        .collect();
+    args.into_iter()
+        .map(|arg| {
+            let Some(text) = arg.to_str() else { return arg };
+            let Some(rest) = text.strip_prefix('-') else {
+                return arg;
+            };
+            let name = rest.split('=').next().unwrap_or(rest);
+            if rest.starts_with('-') || name.len() < 2 || !longs.iter().any(|l| l == name) {
+                return arg;
+            }
+            OsString::from(format!("-{text}"))
+        })
+        .collect()
 }
 
 /// Builds the runtime and runs the chosen command.
@@ -125,6 +162,30 @@ fn install_panic_hook() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        kcptun_style_args(args.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn kcptun_single_dash_flags_are_accepted_for_tunnel_only() {
+        assert_eq!(
+            rewrite(&["nodelink", "tunnel", "client", "-crypt", "salsa20", "-key=k", "-l", ":1"]),
+            ["nodelink", "tunnel", "client", "--crypt", "salsa20", "--key=k", "-l", ":1"]
+        );
+        assert_eq!(
+            rewrite(&["nodelink", "tunnel", "server", "-ds", "5", "--ps", "2", "-bogus"]),
+            ["nodelink", "tunnel", "server", "--ds", "5", "--ps", "2", "-bogus"]
+        );
+        // Other commands keep clap's rules.
+        assert_eq!(
+            rewrite(&["nodelink", "kcp", "serve", "-crypt", "x"]),
+            ["nodelink", "kcp", "serve", "-crypt", "x"]
+        );
+    }
 
     #[test]
     fn causes_already_shown_are_not_repeated() {
