@@ -39,8 +39,13 @@ impl Shared {
     }
 
     pub(crate) fn kill(&self, err: Error) {
-        self.lock().die(err);
+        let mut inner = self.lock();
+        inner.die(err);
+        // Marked dead before the lock is released: a task woken by the failure (a stream
+        // reader ending its TCP connection, say) must already see `is_closed`, or a caller
+        // it races with could pick this session again.
         self.dead.cancel();
+        drop(inner);
     }
 }
 

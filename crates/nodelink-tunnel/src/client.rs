@@ -224,8 +224,13 @@ async fn open_stream(
         };
         match session.open_stream().await {
             Ok(stream) => return Opened::Stream(stream),
-            Err(e) if session.is_closed() => {
+            Err(e)
+                if session.is_closed() || e.kind() == nodelink_smux::ErrorKind::SessionClosed =>
+            {
                 tracing::debug!(error = %e, "session {idx} died before a stream opened");
+                // Whatever `is_closed` says at this instant, this session is done: make
+                // the next pass dial a new one.
+                slots[idx] = None;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a stream for {peer}; connection dropped");
