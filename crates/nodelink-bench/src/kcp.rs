@@ -28,6 +28,7 @@ use nodelink_kcp::crypt::CipherKind;
 use nodelink_kcp::{KcpListener, KcpStream, Mode, SessionConfig};
 use nodelink_testkit::{Impairment, UdpRelay};
 
+use crate::report;
 use crate::scenarios::{medians, Figure};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -267,9 +268,9 @@ pub async fn run(args: &KcpArgs) -> Result<()> {
         figures.extend(medians(&all));
     }
     if args.json {
-        print!("{}", json_lines(&figures));
+        print!("{}", report::json_lines_against(&figures, baseline_of));
     } else {
-        print!("{}", table(&figures));
+        print!("{}", report::table_against(&figures, baseline_of));
         println!("(total {:.1}s)", started.elapsed().as_secs_f64());
     }
     Ok(())
@@ -596,58 +597,10 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
     }
 }
 
-/// Each figure with its ratio to the scenario's baseline implementation.
-fn ratios(figures: &[Figure]) -> Vec<(&Figure, Option<f64>)> {
-    figures
-        .iter()
-        .map(|f| {
-            let base = Scenario::ALL
-                .into_iter()
-                .find(|s| s.id() == f.scenario)
-                .map_or("kcp_go", Scenario::baseline);
-            let ratio = figures
-                .iter()
-                .find(|b| b.imp == base && b.scenario == f.scenario && b.metric == f.metric)
-                .filter(|b| b.value != 0.0)
-                .map(|b| f.value / b.value);
-            (f, ratio)
-        })
-        .collect()
-}
-
-fn table(figures: &[Figure]) -> String {
-    let mut out = format!(
-        "{:<20} {:<20} {:<16} {:>12} {:>10}\n",
-        "scenario", "impl", "metric", "value", "ratio"
-    );
-    for (f, ratio) in ratios(figures) {
-        let ratio = ratio.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"));
-        let value = if f.metric == "cpu_s_per_mb" {
-            format!("{:>12.4}", f.value)
-        } else {
-            format!("{:>12.1}", f.value)
-        };
-        out += &format!(
-            "{:<20} {:<20} {:<16} {value} {ratio:>10}\n",
-            f.scenario, f.imp, f.metric
-        );
-    }
-    out
-}
-
-/// JSON lines; `ratio_to_raw` is the ratio to the scenario's baseline (kcp_go or tokio_kcp).
-fn json_lines(figures: &[Figure]) -> String {
-    let mut out = String::new();
-    for (f, ratio) in ratios(figures) {
-        let line = serde_json::json!({
-            "scenario": f.scenario,
-            "impl": f.imp,
-            "metric": f.metric,
-            "value": f.value,
-            "ratio_to_raw": ratio,
-        });
-        out += &line.to_string();
-        out.push('\n');
-    }
-    out
+/// The implementation a KCP figure is compared with: its scenario's baseline.
+fn baseline_of(f: &Figure) -> &'static str {
+    Scenario::ALL
+        .into_iter()
+        .find(|s| s.id() == f.scenario)
+        .map_or("kcp_go", Scenario::baseline)
 }

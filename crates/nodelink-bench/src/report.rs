@@ -1,52 +1,79 @@
-//! The table and the JSON lines.
+//! The table and the JSON lines, shared by every benchmark: each figure with its ratio to
+//! the same figure (scenario and metric) of a baseline implementation in the same run —
+//! raw TCP for the link benchmarks, kcp-go or kcptun for the KCP and tunnel ones.
 
 use crate::scenarios::Figure;
 
-/// A figure with its ratio to the raw TCP figure of the same scenario and metric.
+/// A figure with its ratio to the baseline's figure of the same scenario and metric.
 pub struct Row<'a> {
     /// The figure.
     pub figure: &'a Figure,
-    /// `value / raw_tcp value`, when raw TCP has that figure.
+    /// `value / baseline value`, when the baseline has that figure.
     pub ratio: Option<f64>,
 }
 
-/// Pairs every figure with its ratio to raw TCP.
-pub fn rows(figures: &[Figure]) -> Vec<Row<'_>> {
+/// Pairs every figure with its ratio to the implementation `baseline` names for it.
+pub fn rows_against<'a>(
+    figures: &'a [Figure],
+    baseline: impl Fn(&Figure) -> &'static str,
+) -> Vec<Row<'a>> {
     figures
         .iter()
         .map(|f| {
-            let raw = figures
+            let base = baseline(f);
+            let ratio = figures
                 .iter()
-                .find(|r| r.imp == "raw_tcp" && r.scenario == f.scenario && r.metric == f.metric);
-            let ratio = raw.filter(|r| r.value != 0.0).map(|r| f.value / r.value);
+                .find(|b| b.imp == base && b.scenario == f.scenario && b.metric == f.metric)
+                .filter(|b| b.value != 0.0)
+                .map(|b| f.value / b.value);
             Row { figure: f, ratio }
         })
         .collect()
 }
 
-/// The human-readable table.
+/// The human-readable table, ratios to raw TCP.
 pub fn table(figures: &[Figure]) -> String {
+    table_against(figures, |_| "raw_tcp")
+}
+
+/// The human-readable table, ratios to `baseline`'s figures.
+pub fn table_against(figures: &[Figure], baseline: impl Fn(&Figure) -> &'static str) -> String {
     let mut out = format!(
-        "{:<24} {:<16} {:<22} {:>14} {:>12}\n",
-        "scenario", "impl", "metric", "value", "ratio_to_raw"
+        "{:<24} {:<16} {:<22} {:>14} {:>10}\n",
+        "scenario", "impl", "metric", "value", "ratio"
     );
-    for row in rows(figures) {
+    for row in rows_against(figures, baseline) {
         let f = row.figure;
         let ratio = row
             .ratio
             .map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"));
+        // CPU seconds per MB are small numbers: more decimals.
+        let value = if f.metric == "cpu_s_per_mb" {
+            format!("{:>14.4}", f.value)
+        } else {
+            format!("{:>14.1}", f.value)
+        };
         out += &format!(
-            "{:<24} {:<16} {:<22} {:>14.1} {:>12}\n",
-            f.scenario, f.imp, f.metric, f.value, ratio
+            "{:<24} {:<16} {:<22} {value} {ratio:>10}\n",
+            f.scenario, f.imp, f.metric
         );
     }
     out
 }
 
-/// One JSON object per line, as outside tooling expects.
+/// One JSON object per line, as outside tooling expects; ratios to raw TCP.
 pub fn json_lines(figures: &[Figure]) -> String {
+    json_lines_against(figures, |_| "raw_tcp")
+}
+
+/// One JSON object per line; `ratio_to_raw` holds the ratio to `baseline`'s figure (the
+/// field keeps its name in every benchmark so tooling reads them all alike).
+pub fn json_lines_against(
+    figures: &[Figure],
+    baseline: impl Fn(&Figure) -> &'static str,
+) -> String {
     let mut out = String::new();
-    for row in rows(figures) {
+    for row in rows_against(figures, baseline) {
         let f = row.figure;
         let line = serde_json::json!({
             "scenario": f.scenario,

@@ -39,6 +39,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
+use crate::report;
 use crate::scenarios::{medians, Figure};
 
 /// Options of `nodelink-bench tunnel`.
@@ -145,9 +146,9 @@ pub async fn run(args: &TunnelArgs) -> Result<()> {
         figures.extend(medians(&all));
     }
     if args.json {
-        print!("{}", json_lines(&figures));
+        print!("{}", report::json_lines_against(&figures, |_| "kcptun"));
     } else {
-        print!("{}", table(&figures));
+        print!("{}", report::table_against(&figures, |_| "kcptun"));
         println!("(total {:.1}s)", started.elapsed().as_secs_f64());
     }
     Ok(())
@@ -502,57 +503,4 @@ async fn rtt(entry: SocketAddr, count: usize) -> Result<(f64, f64)> {
     samples.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     Ok((at(0.50), at(0.99)))
-}
-
-/// Each figure with its ratio to kcptun's same figure.
-fn ratios(figures: &[Figure]) -> Vec<(&Figure, Option<f64>)> {
-    figures
-        .iter()
-        .map(|f| {
-            let ratio = figures
-                .iter()
-                .find(|b| b.imp == "kcptun" && b.scenario == f.scenario && b.metric == f.metric)
-                .filter(|b| b.value != 0.0)
-                .map(|b| f.value / b.value);
-            (f, ratio)
-        })
-        .collect()
-}
-
-fn table(figures: &[Figure]) -> String {
-    let mut out = format!(
-        "{:<20} {:<10} {:<14} {:>12} {:>10}\n",
-        "scenario", "impl", "metric", "value", "ratio"
-    );
-    for (f, ratio) in ratios(figures) {
-        let ratio = ratio.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"));
-        let value = if f.metric == "cpu_s_per_mb" {
-            format!("{:>12.4}", f.value)
-        } else {
-            format!("{:>12.1}", f.value)
-        };
-        out += &format!(
-            "{:<20} {:<10} {:<14} {value} {ratio:>10}\n",
-            f.scenario, f.imp, f.metric
-        );
-    }
-    out
-}
-
-/// JSON lines; `ratio_to_raw` holds the ratio to kcptun (the field name the other
-/// benchmarks use for their baseline).
-fn json_lines(figures: &[Figure]) -> String {
-    let mut out = String::new();
-    for (f, ratio) in ratios(figures) {
-        let line = serde_json::json!({
-            "scenario": f.scenario,
-            "impl": f.imp,
-            "metric": f.metric,
-            "value": f.value,
-            "ratio_to_raw": ratio,
-        });
-        out += &line.to_string();
-        out.push('\n');
-    }
-    out
 }
