@@ -1,181 +1,44 @@
 //! Black-box tests of the `nodelink` binary: they run it as a child process, on loopback
 //! only. Every wait is bounded and every child is killed when its guard is dropped.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{bin, Guard, Run};
 
 /// Upper bound for any one step (a command to finish, a line to appear).
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodelink"));
-    cmd.env_remove("RUST_LOG").env_remove("RUST_BACKTRACE");
-    cmd
-}
-
-/// Collects a child's output stream on a thread, which ends at end of file.
-fn collect(mut r: impl Read + Send + 'static) -> (Arc<Mutex<String>>, thread::JoinHandle<()>) {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    let reader = thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = r.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    (text, reader)
-}
-
-/// A running child that is killed on drop.
-struct Guard {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Guard {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for the child to exit, at most `limit`.
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "child did not exit within {limit:?}"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A running `nodelink serve` and the address it printed.
 struct Server {
     guard: Guard,
     addr: SocketAddr,
-    /// Stdout lines after the first.
-    _rest: mpsc::Receiver<String>,
 }
 
 /// Starts `nodelink serve --listen 127.0.0.1:0 <extra>` and waits for its first line.
 fn serve(extra: &[&str]) -> Server {
-    let mut child = bin()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nodelink serve");
-    let (stderr, _) = collect(child.stderr.take().unwrap());
-    let stdout = child.stdout.take().unwrap();
-    let guard = Guard { child, stderr };
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let first = match rx.recv_timeout(LIMIT) {
-        Ok(line) => line,
-        Err(e) => panic!("no first line from serve ({e}); stderr: {}", guard.stderr()),
-    };
-    let addr = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    let mut cmd = bin();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
+    let (guard, addr) = Guard::start(cmd, "listening on ", LIMIT);
     let addr: SocketAddr = addr.parse().expect("address in the first line");
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_ne!(addr.port(), 0);
-    Server {
-        guard,
-        addr,
-        _rest: rx,
-    }
-}
-
-/// The outcome of a command run to completion.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!(
-            "status {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
+    Server { guard, addr }
 }
 
 /// Runs `nodelink <args>` to completion (at most [`LIMIT`]).
 fn run(args: &[&str]) -> Run {
-    let mut child = bin()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nodelink");
-    let (stdout, out_reader) = collect(child.stdout.take().unwrap());
-    let (stderr, err_reader) = collect(child.stderr.take().unwrap());
-    let mut guard = Guard {
-        child,
-        stderr: stderr.clone(),
-    };
-    let status = guard.wait(LIMIT);
-    // The pipes close with the process: the readers reach end of file.
-    let _ = out_reader.join();
-    let _ = err_reader.join();
-    let stdout = stdout.lock().unwrap().clone();
-    let stderr = stderr.lock().unwrap().clone();
-    Run {
-        status,
-        stdout,
-        stderr,
-    }
+    common::run_nodelink(args, LIMIT)
 }
 
-/// Checks the one-line error format and exit code 1.
+/// Checks the one-line error format and exit code 1, without a backtrace.
 fn assert_one_line_error(r: &Run) {
-    assert_eq!(r.status.code(), Some(1), "{}", r.describe());
-    assert!(
-        r.stderr.starts_with("nodelink: error: "),
-        "{}",
-        r.describe()
-    );
-    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.describe());
-    assert!(!r.stderr.contains("panicked"), "{}", r.describe());
+    common::assert_one_line_error(r);
     assert!(!r.stderr.contains("backtrace"), "{}", r.describe());
 }
 
@@ -318,11 +181,7 @@ fn stops_cleanly_on(signal: &str) {
     let mut s = raw_link(server.addr);
     s.write_all(&packet(1, 2, b"")).unwrap();
     assert_eq!(next_packet(&mut s), packet(1, 0x8002, b""));
-    let status = Command::new("kill")
-        .args([signal, &server.guard.pid().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    server.guard.signal(signal);
     let status = server.guard.wait(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "stderr: {}", server.guard.stderr());
     assert!(!server.guard.stderr().contains("panicked"));

@@ -2,22 +2,16 @@
 //! interop with the real kcp-go peer (`target/kcp-go-peer`, built by
 //! `scripts/install-kcp-deps.sh`). Every wait is bounded; children are killed on drop.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, Guard, Run};
 
 /// Upper bound for any one step (a command to finish, a line to appear).
 const LIMIT: Duration = Duration::from_secs(90);
-
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodelink"));
-    cmd.env_remove("RUST_LOG").env_remove("RUST_BACKTRACE");
-    cmd
-}
 
 /// The kcp-go peer, or a failure telling how to build it.
 fn go_peer() -> Command {
@@ -30,142 +24,35 @@ fn go_peer() -> Command {
     Command::new(path)
 }
 
-/// Collects a child's output stream on a thread, which ends at end of file.
-fn collect(mut r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = r.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    text
-}
-
 /// A running server, killed on drop, and the address it printed first.
 struct Server {
-    child: Child,
+    guard: Guard,
     addr: String,
-    stderr: Arc<Mutex<String>>,
 }
 
 impl Server {
     /// Starts `cmd`, which must print `listening on ADDR` first.
-    fn start(mut cmd: Command) -> Server {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn server");
-        let stderr = collect(child.stderr.take().unwrap());
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            addr: String::new(),
-            stderr,
-        };
-        let first = match rx.recv_timeout(LIMIT) {
-            Ok(line) => line,
-            Err(e) => panic!("no first line ({e}); stderr: {}", server.stderr()),
-        };
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    fn start(cmd: Command) -> Server {
+        let (guard, addr) = Guard::start(cmd, "listening on ", LIMIT);
         assert!(
             addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
             "{addr}"
         );
-        server.addr = addr.to_string();
-        server
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        Server { guard, addr }
     }
 
     /// Sends SIGTERM and expects exit code 0.
     #[cfg(unix)]
     fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert_eq!(status.code(), Some(0), "stderr: {}", self.stderr());
-                return;
-            }
-            assert!(Instant::now() < deadline, "server did not exit");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.guard.signal("-TERM");
+        let status = self.guard.wait(LIMIT);
+        assert_eq!(status.code(), Some(0), "stderr: {}", self.guard.stderr());
     }
 }
 
 /// Runs `cmd` to completion, within [`LIMIT`].
-fn run(mut cmd: Command) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stdout = collect(child.stdout.take().unwrap());
-    let stderr = collect(child.stderr.take().unwrap());
-    let deadline = Instant::now() + LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("command did not finish within {LIMIT:?}: {cmd:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    // Let the reader threads drain what is left.
-    thread::sleep(Duration::from_millis(50));
-    let out = stdout.lock().unwrap().clone().into_bytes();
-    let err = stderr.lock().unwrap().clone().into_bytes();
-    Output {
-        status,
-        stdout: out,
-        stderr: err,
-    }
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+fn run(cmd: Command) -> Run {
+    common::run(cmd, LIMIT)
 }
 
 fn kcp_serve(flags: &[&str]) -> Server {
@@ -181,19 +68,19 @@ fn bench_ok(addr: &str, size: usize, flags: &[&str]) {
     cmd.args(["kcp", "bench", addr, "--size", &size.to_string()])
         .args(flags);
     let o = run(cmd);
-    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", o.describe());
+    let stdout = &o.stdout;
     assert!(
         stdout.contains(&format!("echo verified: {size} bytes in ")),
         "{}",
-        describe(&o)
+        o.describe()
     );
-    assert!(stdout.contains("MB/s both ways"), "{}", describe(&o));
+    assert!(stdout.contains("MB/s both ways"), "{}", o.describe());
     assert!(
         stdout.contains(&format!("BytesSent={size} BytesReceived={size}"))
             || stdout.contains(&format!("BytesReceived={size} BytesSent={size}")),
         "{}",
-        describe(&o)
+        o.describe()
     );
 }
 
@@ -228,10 +115,10 @@ fn kcp_bench_with_the_wrong_key_fails_cleanly() {
     cmd.args(["kcp", "bench", &server.addr, "--size", "10000"])
         .args(["--key", "wrong", "--timeout", "2"]);
     let o = run(cmd);
-    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.starts_with("nodelink: error: "), "{}", describe(&o));
-    assert_eq!(stderr.lines().count(), 1, "{}", describe(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", o.describe());
+    let stderr = &o.stderr;
+    assert!(stderr.starts_with("nodelink: error: "), "{}", o.describe());
+    assert_eq!(stderr.lines().count(), 1, "{}", o.describe());
 }
 
 #[test]
@@ -262,9 +149,9 @@ fn serve_and_ping_over_kcp() {
         ])
         .args(extra);
         let o = run(cmd);
-        assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
-        let stdout = String::from_utf8_lossy(&o.stdout);
-        assert!(stdout.contains("20 requests, 0 errors"), "{}", describe(&o));
+        assert_eq!(o.status.code(), Some(0), "{}", o.describe());
+        let stdout = &o.stdout;
+        assert!(stdout.contains("20 requests, 0 errors"), "{}", o.describe());
     }
     #[cfg(unix)]
     server.terminate();
@@ -302,14 +189,14 @@ fn bad_kcp_flags_are_one_line_errors() {
         let mut cmd = bin();
         cmd.args(*args);
         let o = run(cmd);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", describe(&o));
-        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", o.describe());
+        let stderr = &o.stderr;
         assert!(
             stderr.starts_with("nodelink: error: "),
             "{args:?}: {}",
-            describe(&o)
+            o.describe()
         );
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {}", describe(&o));
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {}", o.describe());
     }
 }
 
@@ -351,12 +238,12 @@ fn the_kcp_go_client_against_our_serve() {
         ])
         .args(flags);
         let o = run(cmd);
-        assert_eq!(o.status.code(), Some(0), "{flags:?}: {}", describe(&o));
-        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{flags:?}: {}", o.describe());
+        let stdout = &o.stdout;
         assert!(
             stdout.contains("\"ok\":true"),
             "{flags:?}: {}",
-            describe(&o)
+            o.describe()
         );
     }
 }

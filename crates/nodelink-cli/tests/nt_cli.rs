@@ -3,118 +3,30 @@
 //! is bounded and every child is killed when its guard is dropped. One test speaks the
 //! wire protocol by hand to the echo server, as a network-transport-tcp peer would.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{assert_one_line_error, bin, Guard, Run};
 
 /// Upper bound for any one step (a command to finish, a line to appear).
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodelink"));
-    cmd.env_remove("RUST_LOG").env_remove("RUST_BACKTRACE");
-    cmd
-}
-
-/// Collects a child's output stream on a thread, which ends at end of file.
-fn collect(mut r: impl Read + Send + 'static) -> (Arc<Mutex<String>>, thread::JoinHandle<()>) {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    let reader = thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = r.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    (text, reader)
-}
-
-/// A running child that is killed on drop.
-struct Guard {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Guard {
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "child did not exit within {limit:?}"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A running `nodelink nt echo` and the endpoint address it printed.
 struct Echo {
     guard: Guard,
     address: String,
-    _rest: mpsc::Receiver<String>,
 }
 
 /// Starts `nodelink nt echo --listen <listen>` and waits for its first line.
 fn echo(listen: &str) -> Echo {
-    let mut child = bin()
-        .args(["nt", "echo", "--listen", listen])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nodelink nt echo");
-    let (stderr, _) = collect(child.stderr.take().unwrap());
-    let stdout = child.stdout.take().unwrap();
-    let guard = Guard { child, stderr };
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let first = match rx.recv_timeout(LIMIT) {
-        Ok(line) => line,
-        Err(e) => panic!(
-            "no first line from nt echo ({e}); stderr: {}",
-            guard.stderr()
-        ),
-    };
-    let address = first
-        .strip_prefix("ADDRESS ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_string();
-    Echo {
-        guard,
-        address,
-        _rest: rx,
-    }
+    let mut cmd = bin();
+    cmd.args(["nt", "echo", "--listen", listen]);
+    let (guard, address) = Guard::start(cmd, "ADDRESS ", LIMIT);
+    Echo { guard, address }
 }
 
 /// Splits `host:port:id` at the last two colons.
@@ -128,58 +40,9 @@ fn split_address(a: &str) -> (String, u16, u32) {
     )
 }
 
-/// The outcome of a command run to completion.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!(
-            "status {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
 /// Runs `nodelink <args>` to completion (at most [`LIMIT`]).
 fn run(args: &[&str]) -> Run {
-    let mut child = bin()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nodelink");
-    let (stdout, out_reader) = collect(child.stdout.take().unwrap());
-    let (stderr, err_reader) = collect(child.stderr.take().unwrap());
-    let mut guard = Guard {
-        child,
-        stderr: stderr.clone(),
-    };
-    let status = guard.wait(LIMIT);
-    let _ = out_reader.join();
-    let _ = err_reader.join();
-    let stdout = stdout.lock().unwrap().clone();
-    let stderr = stderr.lock().unwrap().clone();
-    Run {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-fn assert_one_line_error(r: &Run) {
-    assert_eq!(r.status.code(), Some(1), "{}", r.describe());
-    assert!(
-        r.stderr.starts_with("nodelink: error: "),
-        "{}",
-        r.describe()
-    );
-    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.describe());
-    assert!(!r.stderr.contains("panicked"), "{}", r.describe());
+    common::run_nodelink(args, LIMIT)
 }
 
 fn assert_ping_ok(r: &Run, count: u64) {
@@ -327,11 +190,7 @@ fn echo_speaks_the_wire_protocol() {
 fn stops_cleanly_on(signal: &str) {
     let mut e = echo("127.0.0.1:0");
     assert_ping_ok(&run(&["nt", "ping", &e.address, "-c", "2"]), 2);
-    let status = Command::new("kill")
-        .args([signal, &e.guard.child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    e.guard.signal(signal);
     let status = e.guard.wait(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "stderr: {}", e.guard.stderr());
     assert!(!e.guard.stderr().contains("panicked"));

@@ -3,80 +3,45 @@
 //! SNMP log, kcptun interop through the binary, and shutdown on SIGTERM. Children run on
 //! loopback and are killed on drop; every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::{Guard, Run};
 
 /// Upper bound for any one step.
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// The binary, also without a `KCPTUN_KEY` from the environment (the key must come from
+/// the test's flags).
 fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodelink"));
-    cmd.env_remove("RUST_LOG").env_remove("KCPTUN_KEY");
+    let mut cmd = common::bin();
+    cmd.env_remove("KCPTUN_KEY");
     cmd
 }
 
 /// A running child, killed on drop, with its first stdout line's address.
 struct Proc {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
+    guard: Guard,
     addr: SocketAddr,
 }
 
 impl Proc {
     /// Starts `cmd` and waits for `listening on ADDR`.
-    fn start(mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nodelink");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let mut err = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(out).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut proc = Proc {
-            child,
-            stderr,
-            addr: "0.0.0.0:0".parse().unwrap(),
-        };
-        let line = rx
-            .recv_timeout(LIMIT)
-            .unwrap_or_else(|e| panic!("no first line ({e}); stderr: {}", proc.stderr()));
-        let addr = line
-            .trim_end()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line {line:?}; stderr: {}", proc.stderr()));
-        proc.addr = addr.parse().expect("an address in the first line");
-        assert_ne!(proc.addr.port(), 0);
-        proc
+    fn start(cmd: Command) -> Proc {
+        let (guard, addr) = Guard::start(cmd, "listening on ", LIMIT);
+        let addr: SocketAddr = addr.parse().expect("an address in the first line");
+        assert_ne!(addr.port(), 0);
+        Proc { guard, addr }
     }
 
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.guard.stderr()
     }
 
     /// Waits until stderr contains `what`.
@@ -94,54 +59,22 @@ impl Proc {
 
     /// SIGTERM, then expects exit code 0 within the limit.
     fn terminate(mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "exit {status}; stderr:\n{}",
-                    self.stderr()
-                );
-                break;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.guard.signal("-TERM");
+        let status = self.guard.wait(LIMIT);
+        assert!(
+            status.success(),
+            "exit {status}; stderr:\n{}",
+            self.stderr()
+        );
         // The stderr reader ends at end of file; give it a moment to drain.
         thread::sleep(Duration::from_millis(50));
         self.stderr()
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs a command that must end by itself, within the limit.
-fn run(mut cmd: Command) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nodelink");
-    let deadline = Instant::now() + LIMIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("command did not finish within {LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+fn run(cmd: Command) -> Run {
+    common::run(cmd, LIMIT)
 }
 
 /// A TCP echo service on a thread, for as long as the test runs.
@@ -409,7 +342,7 @@ fn bad_flags_are_one_line_errors_with_exit_code_1() {
             cmd.arg("tunnel").args(&args);
         }
         let out = run(cmd);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = &out.stderr;
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
