@@ -259,8 +259,10 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
 /// the session discard whatever the peer still sends on it, without waiting here.
 fn refuse(shared: &Shared, stream: Stream, peer: SocketAddr) {
     let sid = stream.id();
-    drop(stream);
+    // Counted before the stream goes (dropping it sends the FIN): whoever sees the stream
+    // end must also see the count.
     shared.counters.stream_refused();
+    drop(stream);
     tracing::debug!(
         "stream {peer}({sid}) refused: {} streams open",
         shared.permits_in_use()
@@ -293,12 +295,13 @@ async fn close_session(session: &Session) {
 
 /// Dials the target for one stream and copies both ways.
 ///
-/// `_permit` is this stream's place under the server's bound, given back when it ends.
+/// `permit` is this stream's place under the server's bound. It is given back before the
+/// end is counted, so whoever sees the count can open a new stream at once.
 async fn forward(
     shared: Arc<Shared>,
     mut stream: Stream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     let inbound = format!("{peer}({})", stream.id());
     let dialled = tokio::time::timeout(DIAL_TIMEOUT, dial(&shared.target)).await;
@@ -306,6 +309,7 @@ async fn forward(
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             tracing::warn!("stream {inbound}: cannot connect to {}: {e}", shared.target);
+            drop(permit);
             shared.counters.stream_failed();
             let _ = tokio::time::timeout(SHUTDOWN_WAIT, stream.shutdown()).await;
             return;
@@ -315,6 +319,7 @@ async fn forward(
                 "stream {inbound}: connecting to {} timed out after {DIAL_TIMEOUT:?}",
                 shared.target
             );
+            drop(permit);
             shared.counters.stream_failed();
             let _ = tokio::time::timeout(SHUTDOWN_WAIT, stream.shutdown()).await;
             return;
@@ -330,6 +335,7 @@ async fn forward(
     let closing = Closing::for_smux(shared.checked.smux.version);
     let result = pipe(&mut stream, &mut *target, closing).await;
     route.closed(&result);
+    drop(permit);
     shared.counters.stream_closed();
 }
 
