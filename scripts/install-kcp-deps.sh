@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the kcp-go interop tests need, from Debian packages only (no Go module
-# proxy), and builds the Go peer (crates/nodelink-kcp/interop/go-peer) into
-# target/kcp-go-peer in GOPATH mode. Idempotent: packages already installed are not
-# installed again. Prints the path of the built binary on its last line.
+# proxy), and builds the Go peers (crates/nodelink-kcp/interop/go-peer and
+# crates/nodelink-smux/interop/go-peer) into target/kcp-go-peer and target/smux-go-peer in
+# GOPATH mode. Idempotent: packages already installed are not installed again. Prints the
+# paths of the built binaries, the kcp-go peer's last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -31,8 +32,15 @@ if [ -z "$GO" ]; then
   exit 1
 fi
 
-mkdir -p "$ROOT/target/go-cache"
-GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= GOCACHE="$ROOT/target/go-cache" \
-  "$GO" build -o "$ROOT/target/kcp-go-peer" ./crates/nodelink-kcp/interop/go-peer >&2
+# Builds one Go peer from this repository into target/NAME, in GOPATH mode against the
+# Debian packages above.
+build_go_peer() {
+  local name="$1" dir="$2"
+  mkdir -p "$ROOT/target/go-cache"
+  GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= GOCACHE="$ROOT/target/go-cache" \
+    "$GO" build -o "$ROOT/target/$name" "./$dir" >&2
+  echo "$ROOT/target/$name"
+}
 
-echo "$ROOT/target/kcp-go-peer"
+build_go_peer smux-go-peer crates/nodelink-smux/interop/go-peer
+build_go_peer kcp-go-peer crates/nodelink-kcp/interop/go-peer

@@ -24,7 +24,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "interop peers (Debian's kcp-go, smux and kcptun; Go peers built in GOPATH mode)"
 ./scripts/install-kcp-deps.sh
-if [ -x scripts/build-smux-go-peer.sh ]; then ./scripts/build-smux-go-peer.sh; fi
 
 step "tests (unit, integration, doc)"
 cargo test --workspace --locked
