@@ -3,11 +3,12 @@
 //! packet without panicking, keep its bookkeeping consistent, and end cleanly at EOF.
 //!
 //! Input layout: byte 0 selects options (flow control, whether the application accepts and
-//! reads connections, a tiny budget and backlog); the rest is the byte stream.
+//! reads connections or closes accept, the dialect; a tiny budget and backlog always); the
+//! rest is the byte stream.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nodelink::{Config, Link, Role};
+use nodelink::{Config, Dialect, Link, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fuzz_target!(|data: &[u8]| {
@@ -20,7 +21,13 @@ fuzz_target!(|data: &[u8]| {
 });
 
 async fn run(options: u8, stream: &[u8]) {
+    let dialect = if options & 4 != 0 {
+        Dialect::NeoPy
+    } else {
+        Dialect::NeoGo
+    };
     let config = Config::default()
+        .with_dialect(dialect)
         .with_flow_control(options & 1 != 0)
         .with_conn_recv_budget(0) // raised to the minimum: overflows are reachable
         .with_accept_backlog(4)
@@ -36,9 +43,22 @@ async fn run(options: u8, stream: &[u8]) {
     });
     wr.write_all(&6u32.to_be_bytes()).await.expect("write version");
     let link = link.await.expect("join").expect("handshake with the right version");
+    if !accept {
+        // A full backlog pauses reading until the application accepts; an application that
+        // never accepts says so, and new connections are refused instead.
+        link.close_accept();
+    }
     let app = accept.then(|| {
         let link = link.clone();
         tokio::spawn(async move {
+            if dialect == Dialect::NeoPy {
+                // One request, one answer: no full connections in this dialect.
+                while let Ok(req) = link.recv1().await {
+                    let (code, payload) = (req.code() | 0x8000, req.payload().clone());
+                    let _ = req.reply_packet(code, payload).await;
+                }
+                return;
+            }
             while let Ok(conn) = link.accept().await {
                 // Read one packet, answer it, then close: exercises close records.
                 if let Ok(p) = conn.recv().await {

@@ -12,6 +12,35 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// More log output on stderr: -v info, -vv debug, -vvv trace (default warn; RUST_LOG is
+    /// honoured when neither this nor --log-level is given).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Log filter: a level (error, warn, info, debug, trace) or RUST_LOG-style directives
+    /// such as `nodelink=debug`. Overrides -v and RUST_LOG.
+    #[arg(long, value_name = "FILTER", global = true)]
+    pub log_level: Option<String>,
+}
+
+/// Which NEO implementation's rules a link follows (`--dialect`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum DialectArg {
+    /// NEO/go's neonet: ids by role (odd/even), many messages per connection; nodelink
+    /// peers agree on flow control on top of it.
+    #[default]
+    NeoGo,
+    /// NEO/py 1.12: ids 0, 1, 2, ... on both sides, routing by the answer bit, one request
+    /// and at most one answer, nothing else ever sent.
+    NeoPy,
+}
+
+impl From<DialectArg> for nodelink::Dialect {
+    fn from(d: DialectArg) -> Self {
+        match d {
+            DialectArg::NeoGo => nodelink::Dialect::NeoGo,
+            DialectArg::NeoPy => nodelink::Dialect::NeoPy,
+        }
+    }
 }
 
 /// The subcommands.
@@ -23,7 +52,7 @@ pub enum Command {
     /// Measure round trips to a node: NEO's Ping/Pong, or echoed payloads with --size.
     Ping(PingArgs),
     /// Start a server and a client in this process and show what happens, and how fast.
-    Tour,
+    Tour(TourArgs),
     /// Raw KCP sessions (reliable UDP, kcp-go / kcptun compatible): an echo server and a
     /// throughput bench.
     #[command(subcommand)]
@@ -78,12 +107,23 @@ pub struct KcpBenchArgs {
     pub kcp: KcpArgs,
 }
 
+/// Arguments of `nodelink tour`.
+#[derive(Debug, Args)]
+pub struct TourArgs {
+    /// The dialect both sides speak.
+    #[arg(long, value_enum, default_value_t = DialectArg::NeoGo)]
+    pub dialect: DialectArg,
+}
+
 /// Arguments of `nodelink serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on, such as 127.0.0.1:5551 (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: String,
+    /// The dialect to speak: neo-go (NEO/go's neonet) or neo-py (NEO/py 1.12).
+    #[arg(long, value_enum, default_value_t = DialectArg::NeoGo)]
+    pub dialect: DialectArg,
     /// Protocol version word for the handshake.
     #[arg(long, value_name = "N", default_value_t = nodelink::DEFAULT_VERSION)]
     pub version: u32,
@@ -131,6 +171,9 @@ pub struct PingArgs {
     /// ask1: a lightweight connection per request; conn: one full connection per worker.
     #[arg(long, value_enum, default_value_t = PingMode::Ask1)]
     pub mode: PingMode,
+    /// The dialect to speak: neo-go (NEO/go's neonet) or neo-py (NEO/py 1.12, ask1 only).
+    #[arg(long, value_enum, default_value_t = DialectArg::NeoGo)]
+    pub dialect: DialectArg,
     /// Workers running at once; they share the requests.
     #[arg(long, value_name = "K", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]

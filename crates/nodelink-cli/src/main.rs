@@ -35,7 +35,7 @@ use cli::{Cli, Command};
 fn main() -> ExitCode {
     install_panic_hook();
     let cli = Cli::parse_from(kcptun_style_args(std::env::args_os().collect()));
-    init_logging();
+    init_logging(cli.verbose, cli.log_level.as_deref());
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -91,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Ping(args) => ping::run(args).await,
-            Command::Tour => tour::run().await,
+            Command::Tour(args) => tour::run(args).await,
             Command::Kcp(command) => kcp::run(command).await,
             Command::Nt(command) => nt::run(command).await,
             Command::Tunnel(command) => tunnel::run(command).await,
@@ -126,10 +126,27 @@ fn one_line(e: &anyhow::Error) -> String {
     message
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+/// Logs go to stderr, filtered by `--log-level`, else `-v` (info, debug, trace), else
+/// `RUST_LOG`, else `warn`.
+fn init_logging(verbose: u8, log_level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let from_flags = match (log_level, verbose) {
+        (Some(filter), _) => Some(filter.to_string()),
+        (None, 0) => None,
+        (None, 1) => Some("info".to_string()),
+        (None, 2) => Some("debug".to_string()),
+        (None, _) => Some("trace".to_string()),
+    };
+    let filter = match from_flags {
+        Some(f) => EnvFilter::try_new(&f).unwrap_or_else(|e| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "nodelink: warning: --log-level {f:?}: {e}; using warn"
+            );
+            EnvFilter::new("warn")
+        }),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -223,9 +223,18 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
             nodelink::MAX_PAYLOAD_LEN
         );
     }
+    let dialect: nodelink::Dialect = args.dialect.into();
+    if dialect == nodelink::Dialect::NeoPy && args.mode == PingMode::Conn {
+        bail!(
+            "--mode conn needs multi-message connections, which the neo-py dialect does not \
+             have (one request, at most one answer): use --mode ask1"
+        );
+    }
     let tls = args.tls.settings()?;
     let kcp = args.kcp.session(Side::Client)?;
-    let config = Config::default().with_version(args.version);
+    let config = Config::default()
+        .with_version(args.version)
+        .with_dialect(dialect);
     let link = match kcp {
         Some(session) => kcp_args::dial(&args.addr, session, config).await?,
         None => tls_args::dial(&args.addr, config, tls.as_ref()).await?,

@@ -26,7 +26,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let kcp = args.kcp.session(Side::Server)?;
     // Handlers go in before the address is printed: whoever reads it may signal at once.
     let mut signals = Signals::install()?;
-    let config = Config::default().with_version(args.version);
+    let config = Config::default()
+        .with_version(args.version)
+        .with_dialect(args.dialect.into());
     let mut listener = match kcp {
         Some(session) => AnyListener::kcp(&args.listen, session, config).await?,
         None => AnyListener::Tcp(tls_args::listen(&args.listen, config, tls.as_ref()).await?),
@@ -35,7 +37,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .local_addr()
         .context("cannot read the listening address")?;
     say!("listening on {addr}");
-    tracing::info!(%addr, tls = tls.is_some(), kcp = args.kcp.kcp, version = args.version, "serving");
+    tracing::info!(%addr, tls = tls.is_some(), kcp = args.kcp.kcp, version = args.version, dialect = ?args.dialect, "serving");
 
     let stop = CancellationToken::new();
     let mut links = JoinSet::new();

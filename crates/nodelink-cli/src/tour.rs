@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use nodelink::{Config, Link, LinkStats, Ping, Pong};
+use nodelink::{Config, Dialect, Link, LinkStats, Ping, Pong};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::TourArgs;
 use crate::out::say;
 use crate::ping::{payload, Probe, ECHO_CODE};
 use crate::serve::serve_link;
@@ -26,13 +27,17 @@ const CHUNK: usize = 1 << 20;
 const DATA_CODE: u16 = 0x0200;
 
 /// Runs the tour.
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(args: TourArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    say!("nodelink tour: a server and a client in this process, talking over TCP on loopback.");
+    let dialect: Dialect = args.dialect.into();
+    say!(
+        "nodelink tour: a server and a client in this process, talking over TCP on loopback \
+         (dialect {dialect})."
+    );
     say!("");
 
     // 1. A server, and a client that dials it.
-    let config = Config::default();
+    let config = Config::default().with_dialect(dialect);
     let mut listener = nodelink::listen("127.0.0.1:0", config.clone())
         .await
         .context("cannot start the server")?;
@@ -76,15 +81,29 @@ pub async fn run() -> anyhow::Result<()> {
 
 /// Everything the tour shows between setting the link up and closing it.
 async fn demos(client: &Link, server: &Link) -> anyhow::Result<()> {
-    full_connection(client).await?;
-    say!(
-        "   flow-control extension: client sees {:?}, server sees {:?} (both nodelink)",
-        client.peer_flow_control(),
-        server.peer_flow_control()
-    );
+    let full = client.dialect() == Dialect::NeoGo;
+    if full {
+        full_connection(client).await?;
+        say!(
+            "   flow-control extension: client sees {:?}, server sees {:?} (both nodelink, \
+             agreed at link start)",
+            client.peer_flow_control(),
+            server.peer_flow_control()
+        );
+    } else {
+        say!("");
+        say!("2. (no full connections in the neo-py dialect: one request, at most one answer)");
+    }
     serial_ask1(client).await?;
     concurrent_ask1(client).await?;
-    transfer(client, server).await?;
+    if full {
+        transfer(client, server).await?;
+    } else {
+        say!("");
+        say!("5. (no bulk transfer on one connection in the neo-py dialect)");
+        say!("");
+        say!("6. Closing: the client closes the link, the server sees it go and closes its side");
+    }
     Ok(())
 }
 
@@ -273,6 +292,9 @@ fn print_stats(client: &LinkStats, server: &LinkStats) -> anyhow::Result<()> {
         ("recv overflows", c.recv_overflows, s.recv_overflows),
         ("replies dropped", c.replies_dropped, s.replies_dropped),
         ("control dropped", c.control_dropped, s.control_dropped),
+        ("packets dropped", c.packets_dropped, s.packets_dropped),
+        ("accept waits", c.accept_waits, s.accept_waits),
+        ("protocol errors", c.protocol_errors, s.protocol_errors),
     ];
     say!("   {:<16} {:>15} {:>15}", "", "client", "server");
     for (name, on_client, on_server) in rows {

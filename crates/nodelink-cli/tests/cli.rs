@@ -133,20 +133,199 @@ fn raw_link(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Reads the next packet that is not on nodelink's control id 0xFFFFFFFF, as raw bytes.
+/// Reads the next packet, whatever it is, as raw bytes. A strict NEO client sees every
+/// packet: nothing is skipped.
 fn next_packet(s: &mut TcpStream) -> Vec<u8> {
-    loop {
-        let mut header = [0u8; 10];
-        s.read_exact(&mut header).unwrap();
-        let len = u32::from_be_bytes([header[6], header[7], header[8], header[9]]) as usize;
-        let mut payload = vec![0u8; len];
-        s.read_exact(&mut payload).unwrap();
-        if header[..4] == [0xff; 4] {
-            continue;
+    let mut header = [0u8; 10];
+    s.read_exact(&mut header).unwrap();
+    let len = u32::from_be_bytes([header[6], header[7], header[8], header[9]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    let mut packet = header.to_vec();
+    packet.extend_from_slice(&payload);
+    packet
+}
+
+/// Checks that the server sends nothing for a second (no unsolicited packet).
+fn assert_silent_for_a_second(s: &mut TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut byte = [0u8; 1];
+    match s.read(&mut byte) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("the server spoke first: {other:?} {byte:?}"),
+    }
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+}
+
+#[test]
+fn serve_sends_a_strict_neo_client_nothing_it_did_not_ask_for() {
+    for dialect in ["neo-go", "neo-py"] {
+        let server = serve(&["--dialect", dialect]);
+        let mut s = raw_link(server.addr);
+        assert_silent_for_a_second(&mut s);
+        // NEO/go clients use odd ids, NEO/py ones count 0, 1, 2: either way the answers
+        // come back on the same ids.
+        let ids = if dialect == "neo-go" {
+            [1, 3, 5]
+        } else {
+            [0, 1, 2]
+        };
+        for id in ids {
+            s.write_all(&packet(id, 2, b"")).unwrap();
+            assert_eq!(next_packet(&mut s), packet(id, 0x8002, b""), "{dialect}");
         }
-        let mut packet = header.to_vec();
-        packet.extend_from_slice(&payload);
-        return packet;
+    }
+}
+
+#[test]
+fn serve_answers_a_pipelined_burst_of_2000_requests_without_refusing() {
+    // A NEO client pipelining requests on 2000 new connection ids at once: more than the
+    // accept backlog (1024). Every one is answered; nothing is refused.
+    for (dialect, first, step) in [("neo-go", 1u32, 2u32), ("neo-py", 0, 1)] {
+        let server = serve(&["--dialect", dialect]);
+        let mut s = raw_link(server.addr);
+        let ids: Vec<u32> = (0..2000).map(|i| first + step * i).collect();
+        let burst: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| packet(id, 0x0100, &id.to_be_bytes()))
+            .collect();
+        let mut writer = s.try_clone().unwrap();
+        let send = thread::spawn(move || writer.write_all(&burst).unwrap());
+        let mut pending: std::collections::HashSet<u32> = ids.iter().copied().collect();
+        while !pending.is_empty() {
+            let p = next_packet(&mut s);
+            let id = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+            assert_eq!(
+                p,
+                packet(id, 0x8100, &id.to_be_bytes()),
+                "{dialect}: not an echo"
+            );
+            assert!(pending.remove(&id), "{dialect}: second answer on {id}");
+        }
+        send.join().unwrap();
+    }
+}
+
+#[test]
+fn ping_and_serve_work_in_both_dialects() {
+    for dialect in ["neo-go", "neo-py"] {
+        let server = serve(&["--dialect", dialect]);
+        let addr = server.addr.to_string();
+        for size in ["0", "1000"] {
+            let r = run(&[
+                "ping",
+                &addr,
+                "--dialect",
+                dialect,
+                "--count",
+                "200",
+                "--size",
+                size,
+                "--concurrency",
+                "4",
+            ]);
+            assert_ping_ok(&r, 200);
+        }
+    }
+    let r = run(&[
+        "ping",
+        "127.0.0.1:1",
+        "--dialect",
+        "neo-py",
+        "--mode",
+        "conn",
+    ]);
+    assert_one_line_error(&r);
+    assert!(r.stderr.contains("--mode ask1"), "{}", r.describe());
+}
+
+/// A raw server that behaves as NEO/py 1.12: it expects requests numbered 0, 1, 2, ...,
+/// answers each with Pong on the same id, and closes the link on anything else (so a
+/// flow-control offer, or an id out of sequence, ends the ping with an error).
+fn raw_neo_py_server(requests: u32) -> (SocketAddr, thread::JoinHandle<Result<(), String>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(&[0, 0, 0, 6]).unwrap();
+        let mut version = [0u8; 4];
+        s.read_exact(&mut version).unwrap();
+        for want in 0..requests {
+            let p = next_packet(&mut s);
+            let id = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+            if p[4..6] != [0, 2] || id != want {
+                return Err(format!("NEO/py would close the link on {p:02x?}"));
+            }
+            s.write_all(&packet(id, 0x8002, b"")).unwrap();
+        }
+        // Like NEO/py, keep the link until the client closes it.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        if !rest.is_empty() {
+            return Err(format!(
+                "unexpected bytes after the last request: {rest:02x?}"
+            ));
+        }
+        Ok(())
+    });
+    (addr, server)
+}
+
+#[test]
+fn ping_in_the_neo_py_dialect_talks_to_a_neo_py_server() {
+    let (addr, server) = raw_neo_py_server(50);
+    let r = run(&[
+        "ping",
+        &addr.to_string(),
+        "--dialect",
+        "neo-py",
+        "--count",
+        "50",
+    ]);
+    assert_ping_ok(&r, 50);
+    server.join().unwrap().unwrap();
+}
+
+#[test]
+fn protocol_violations_are_logged_at_the_default_level() {
+    let mut server = serve(&[]);
+    let mut s = raw_link(server.addr);
+    let local = s.local_addr().unwrap().to_string();
+    // A header announcing more than 64 MiB: fatal for the link, and said so.
+    s.write_all(&[0, 0, 0, 1, 0, 2, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    server.guard.signal("-TERM");
+    server.guard.wait(Duration::from_secs(20));
+    let stderr = server.guard.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("protocol violation"))
+        .unwrap_or_else(|| panic!("no warning: {stderr}"));
+    assert!(line.contains(&local), "peer address missing: {line}");
+    assert!(line.contains("packet too big"), "cause missing: {line}");
+}
+
+#[test]
+fn log_level_flags_select_what_is_logged() {
+    // Default (warn): serve's INFO "serving" line is not shown; -v and --log-level show it.
+    for (flags, shown) in [
+        (&[][..], false),
+        (&["-v"][..], true),
+        (&["--log-level", "info"][..], true),
+        (&["--log-level", "error"][..], false),
+    ] {
+        let mut server = serve(flags);
+        server.guard.signal("-TERM");
+        server.guard.wait(Duration::from_secs(20));
+        let stderr = server.guard.stderr();
+        assert_eq!(stderr.contains("serving"), shown, "{flags:?}: {stderr}");
     }
 }
 
@@ -205,6 +384,12 @@ fn tour_runs_and_reports_figures() {
     let r = run(&["tour"]);
     assert!(r.status.success(), "{}", r.describe());
     for word in ["req/s", "MiB/s", "p50", "p99", "packets in"] {
+        assert!(r.stdout.contains(word), "{word} missing: {}", r.describe());
+    }
+    assert!(r.stderr.is_empty(), "{}", r.describe());
+    let r = run(&["tour", "--dialect", "neo-py"]);
+    assert!(r.status.success(), "{}", r.describe());
+    for word in ["neo-py", "req/s", "p50", "packets in"] {
         assert!(r.stdout.contains(word), "{word} missing: {}", r.describe());
     }
     assert!(r.stderr.is_empty(), "{}", r.describe());

@@ -5,6 +5,65 @@ use std::time::Duration;
 /// NEO's current protocol version word (NEO/go 2020, NEO/py 1.12).
 pub const DEFAULT_VERSION: u32 = 6;
 
+/// Which NEO implementation's rules the link follows. Both share the handshake, the packet
+/// header and the Error message; they differ in how connection ids are numbered and how an
+/// incoming packet finds its connection (see `docs/protocols/link.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// NEO/go's `neonet` (the default): ids by role (the dialer odd from 1, the acceptor even
+    /// from 0, +2 each), routing by id, many messages per connection, automatic
+    /// "connection closed" / "connection refused" replies. nodelink peers may agree on the
+    /// flow-control extension on top of it.
+    #[default]
+    NeoGo,
+    /// NEO/py 1.12: both sides number their requests 0, 1, 2, ... (+1, wrapping); a packet
+    /// with the answer bit goes to our pending request with that id, anything else is a new
+    /// request from the peer, even when its id equals one of ours. One request, at most one
+    /// answer: no multi-message connections, no automatic replies, no extensions ever.
+    NeoPy,
+}
+
+impl Dialect {
+    /// The name used on the command line (`neo-go`, `neo-py`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::NeoGo => "neo-go",
+            Dialect::NeoPy => "neo-py",
+        }
+    }
+
+    /// Largest payload accepted from the peer. NEO/go bounds the whole packet (header
+    /// included) by 64 MiB; NEO/py 1.12 bounds the payload alone by 64 MiB, so it may send
+    /// up to 10 bytes more.
+    pub fn max_recv_payload(self) -> usize {
+        match self {
+            Dialect::NeoGo => crate::frame::MAX_PAYLOAD_LEN,
+            Dialect::NeoPy => crate::frame::MAX_PACKET_SIZE,
+        }
+    }
+}
+
+impl std::str::FromStr for Dialect {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "neo-go" => Ok(Dialect::NeoGo),
+            "neo-py" => Ok(Dialect::NeoPy),
+            other => Err(format!(
+                "unknown dialect {other:?} (expected neo-go or neo-py)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Dialect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Settings of a link. Start from [`Config::default()`] and change what you need:
 ///
 /// ```
@@ -17,6 +76,8 @@ pub const DEFAULT_VERSION: u32 = 6;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
+    /// NEO/go's or NEO/py's rules (default [`Dialect::NeoGo`]).
+    pub dialect: Dialect,
     /// Version word exchanged in the handshake (default 6, NEO's).
     pub version: u32,
     /// How long the version handshake (and TLS, if any) may take (default 10 s). The
@@ -36,15 +97,19 @@ pub struct Config {
     /// 64 MiB). Past it the link stops reading from the socket until the application
     /// catches up, which bounds memory even against a hostile peer.
     pub link_recv_limit: usize,
-    /// Incoming connections waiting for `accept` (default 1024). Further new connections are
-    /// refused with NEO's "connection refused" Error.
+    /// Incoming connections waiting for `accept` (default 1024). When it is full the link
+    /// stops reading from the peer until the application accepts (NEO/go never refuses while
+    /// it is accepting); "connection refused" is only sent once accept is closed or the link
+    /// is going down.
     pub accept_backlog: usize,
     /// Most connections open at once on the link, both directions (default 1 048 576).
     pub max_connections: usize,
     /// Bytes queued for sending before senders wait (default 4 MiB).
     pub send_buffer: usize,
-    /// Offer the flow-control extension to the peer (default true). NEO/go peers ignore
-    /// it; turn it off only for peers that treat unknown packets as fatal.
+    /// Take part in the flow-control extension (default true; never used in the
+    /// [`Dialect::NeoPy`] dialect). A dialing side offers it right after the handshake (NEO/go
+    /// declines with "connection closed", which is absorbed); an accepting side uses it only
+    /// with a peer that offered, so a strict NEO peer never sees an extension frame.
     pub flow_control: bool,
     /// How long `Link::close` keeps trying to send what was already queued (default 1 s).
     pub close_linger: Duration,
@@ -55,6 +120,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            dialect: Dialect::NeoGo,
             version: DEFAULT_VERSION,
             handshake_timeout: Duration::from_secs(10),
             keep_closed: Duration::from_secs(60),
@@ -90,6 +156,8 @@ macro_rules! setters {
 }
 
 setters! {
+    /// Sets [`Config::dialect`].
+    with_dialect: dialect: Dialect;
     /// Sets [`Config::version`].
     with_version: version: u32;
     /// Sets [`Config::handshake_timeout`].
@@ -119,6 +187,11 @@ impl Config {
     pub fn with_conn_recv_budget(mut self, value: usize) -> Self {
         self.conn_recv_budget = value.max(MIN_RECV_BUDGET);
         self
+    }
+
+    /// Whether this link takes part in the flow-control extension at all.
+    pub(crate) fn extension_enabled(&self) -> bool {
+        self.flow_control && self.dialect == Dialect::NeoGo
     }
 
     /// The budget actually used: never below [`MIN_RECV_BUDGET`] nor above `u32::MAX`.

@@ -298,6 +298,12 @@ impl ConnRef {
         Some((packet, cost))
     }
 
+    /// Takes the cost consumed and not yet credited back (when both sides agree on the
+    /// extension after data already flowed).
+    pub(crate) fn take_consumed(&self) -> usize {
+        std::mem::take(&mut lock_std(&self.0.rx).consumed)
+    }
+
     /// Closes the receive side (idempotent: the first reason wins). Queued packets are
     /// discarded and reported so the caller can answer "connection closed" and release
     /// their cost.

@@ -55,6 +55,10 @@ pub enum ErrorKind {
     /// The peer answered with an Error message.
     #[error("peer error: {0}")]
     Peer(ErrorMessage),
+    /// The operation does not exist in this link's dialect (for example a full
+    /// connection in the NEO/py dialect).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     /// Establishing the underlying stream failed (connect, bind, TLS setup).
     #[error("{0}")]
     Connect(Arc<io::Error>),
@@ -72,8 +76,11 @@ pub enum HandshakeError {
         /// Our version word.
         ours: u32,
     },
-    /// The peer closed the stream before sending its version.
-    #[error("peer closed the connection during the handshake")]
+    /// The peer closed the stream before sending its version. NEO/py closes without a word
+    /// when the version words differ, so this is often a version mismatch.
+    #[error(
+        "peer closed during handshake (a version mismatch on the peer's side closes without a word)"
+    )]
     PeerClosed,
     /// The peer did not complete the handshake in time.
     #[error("timed out after {0:?}")]

@@ -60,13 +60,26 @@ impl Header {
 
     /// Parses a header and checks the declared length against [`MAX_PAYLOAD_LEN`].
     pub fn parse(src: &[u8; HEADER_LEN]) -> Result<Header, FrameError> {
+        Self::parse_with_limit(src, MAX_PAYLOAD_LEN)
+    }
+
+    /// Parses a header and checks the declared length against `max_payload` (NEO/py 1.12
+    /// accepts up to [`MAX_PACKET_SIZE`] bytes of payload, see
+    /// [`Dialect::max_recv_payload`](crate::Dialect::max_recv_payload)).
+    pub fn parse_with_limit(
+        src: &[u8; HEADER_LEN],
+        max_payload: usize,
+    ) -> Result<Header, FrameError> {
         let conn_id = u32::from_be_bytes([src[0], src[1], src[2], src[3]]);
         let code = u16::from_be_bytes([src[4], src[5]]);
         let len = u32::from_be_bytes([src[6], src[7], src[8], src[9]]);
         // Compare against the payload bound rather than adding the header length to `len`,
         // so the check cannot overflow.
-        if len as usize > MAX_PAYLOAD_LEN {
-            return Err(FrameError::TooBig { len });
+        if len as usize > max_payload {
+            return Err(FrameError::TooBig {
+                len,
+                limit: max_payload,
+            });
         }
         Ok(Header { conn_id, code, len })
     }
@@ -76,12 +89,12 @@ impl Header {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The header announced a payload longer than the protocol allows.
-    #[error(
-        "packet too big: header announces {len} payload bytes, the limit is {MAX_PAYLOAD_LEN}"
-    )]
+    #[error("packet too big: header announces {len} payload bytes, the limit is {limit}")]
     TooBig {
         /// The announced payload length.
         len: u32,
+        /// The largest payload accepted.
+        limit: usize,
     },
 }
 
@@ -125,12 +138,21 @@ impl Packet {
 /// packet has been reserved (only after the length was validated), so the next read can
 /// fetch the remainder in one system call.
 pub fn decode_packet(buf: &mut BytesMut) -> Result<Option<Packet>, FrameError> {
+    decode_packet_with_limit(buf, MAX_PAYLOAD_LEN)
+}
+
+/// [`decode_packet`] with another payload limit (the dialect's, see
+/// [`Dialect::max_recv_payload`](crate::Dialect::max_recv_payload)).
+pub fn decode_packet_with_limit(
+    buf: &mut BytesMut,
+    max_payload: usize,
+) -> Result<Option<Packet>, FrameError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
     let mut raw = [0u8; HEADER_LEN];
     raw.copy_from_slice(&buf[..HEADER_LEN]);
-    let header = Header::parse(&raw)?;
+    let header = Header::parse_with_limit(&raw, max_payload)?;
     let total = HEADER_LEN + header.len as usize;
     if buf.len() < total {
         buf.reserve(total - buf.len());
@@ -177,13 +199,28 @@ mod tests {
         };
         assert_eq!(
             Header::parse(&over.to_bytes()),
-            Err(FrameError::TooBig { len: at.len + 1 })
+            Err(FrameError::TooBig {
+                len: at.len + 1,
+                limit: MAX_PAYLOAD_LEN
+            })
         );
         let max = Header {
             len: u32::MAX,
             ..at
         };
         assert!(Header::parse(&max.to_bytes()).is_err());
+        // NEO/py 1.12 counts the payload alone: 10 bytes more pass with its limit.
+        let py = Header {
+            len: MAX_PACKET_SIZE as u32,
+            ..at
+        };
+        assert!(Header::parse(&py.to_bytes()).is_err());
+        assert!(Header::parse_with_limit(&py.to_bytes(), MAX_PACKET_SIZE).is_ok());
+        let over_py = Header {
+            len: MAX_PACKET_SIZE as u32 + 1,
+            ..at
+        };
+        assert!(Header::parse_with_limit(&over_py.to_bytes(), MAX_PACKET_SIZE).is_err());
     }
 
     #[test]

@@ -85,6 +85,7 @@ mod handshake;
 pub mod kcp;
 mod link;
 mod message;
+mod negotiate;
 mod net;
 mod reader;
 mod request;
@@ -98,12 +99,12 @@ pub mod tls;
 mod waiters;
 mod writer;
 
-pub use config::{Config, DEFAULT_VERSION, MIN_RECV_BUDGET};
+pub use config::{Config, Dialect, DEFAULT_VERSION, MIN_RECV_BUDGET};
 pub use conn::Conn;
 pub use error::{DecodeError, Error, ErrorKind, HandshakeError, Result};
 pub use frame::{
-    decode_packet, is_answer, FrameError, Header, Packet, ANSWER_BIT, HEADER_LEN, MAX_PACKET_SIZE,
-    MAX_PAYLOAD_LEN,
+    decode_packet, decode_packet_with_limit, is_answer, FrameError, Header, Packet, ANSWER_BIT,
+    HEADER_LEN, MAX_PACKET_SIZE, MAX_PAYLOAD_LEN,
 };
 #[cfg(feature = "kcp")]
 pub use kcp::{dial_kcp, listen_kcp, KcpLinkListener};

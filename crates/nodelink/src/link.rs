@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, MIN_RECV_BUDGET};
+use crate::config::{Config, Dialect, MIN_RECV_BUDGET};
 use crate::conn::Conn;
 use crate::conn_state::{ConnRef, RxClosed, RxEnd};
 use crate::control;
@@ -32,10 +32,11 @@ use crate::error::{Error, ErrorKind, Place, Result};
 use crate::frame::Packet;
 use crate::handshake::exchange_versions;
 use crate::message::{ErrorCode, ErrorMessage, Message};
+use crate::negotiate::Negotiation;
 use crate::request::Request;
 use crate::stats::{Counters, LinkStats};
 use crate::sync::lock_std;
-use crate::table::{AcceptPoll, ConnTable, IdState, Limits, OpenError, Slot};
+use crate::table::{AcceptPoll, ConnTable, IdState, Limits, Numbering, OpenError, Slot};
 use crate::writer::{Body, BoxWrite, SendFail, TxQueue};
 
 pub(crate) type BoxRead = std::pin::Pin<Box<dyn AsyncRead + Send>>;
@@ -51,14 +52,14 @@ pub enum Role {
 }
 
 impl Role {
-    fn first_id(self) -> u32 {
+    pub(crate) fn first_id(self) -> u32 {
         match self {
             Role::Client => 1,
             Role::Server => 0,
         }
     }
 
-    fn peer(self) -> Role {
+    pub(crate) fn peer(self) -> Role {
         match self {
             Role::Client => Role::Server,
             Role::Server => Role::Client,
@@ -84,13 +85,11 @@ pub(crate) enum LinkEnd {
     Failed(Arc<io::Error>),
 }
 
-// Peer modes, written by the reader task only.
-pub(crate) const TX_PENDING: u8 = 0;
-pub(crate) const TX_NEO: u8 = 1;
-pub(crate) const TX_CREDIT: u8 = 2;
-pub(crate) const RX_UNKNOWN: u8 = 0;
-pub(crate) const RX_NEO: u8 = 1;
-pub(crate) const RX_CREDIT: u8 = 2;
+// The peer's flow-control mode as published by the reader task (the negotiation's
+// `PeerMode`, in an atomic that senders and receivers read without a lock).
+pub(crate) const MODE_PENDING: u8 = 0;
+pub(crate) const MODE_NEO: u8 = 1;
+pub(crate) const MODE_CREDIT: u8 = 2;
 
 pub(crate) struct LinkInner {
     pub(crate) role: Role,
@@ -107,9 +106,10 @@ pub(crate) struct LinkInner {
     pub(crate) control_id: u32,
     /// Id on which we send the peer control frames.
     pub(crate) peer_control_id: u32,
-    pub(crate) peer_tx_mode: AtomicU8,
+    /// One of the `MODE_*` values; written by the reader task only.
+    pub(crate) peer_mode: AtomicU8,
+    /// The peer's per-connection window, valid once `peer_mode` is `MODE_CREDIT`.
     pub(crate) peer_window: AtomicU64,
-    pub(crate) peer_rx_mode: AtomicU8,
     /// Cost of everything queued in connection receive queues.
     pub(crate) rx_total: AtomicUsize,
     /// Connections whose receiver was woken for data it has not taken yet: this side is
@@ -216,6 +216,21 @@ impl Link {
         local_addr: Option<SocketAddr>,
         remote_addr: Option<SocketAddr>,
     ) -> Link {
+        let numbering = match config.dialect {
+            Dialect::NeoGo => Numbering::ByParity {
+                first: role.first_id(),
+            },
+            Dialect::NeoPy => Numbering::ByAnswerBit,
+        };
+        // The control id the peer would send extension frames on is never a connection of
+        // ours (NEO/py has no extension, and every id is usable).
+        let reserved = (config.dialect == Dialect::NeoGo).then(|| control::control_id_of(role));
+        let (negotiation, offer) = Negotiation::start(
+            role,
+            config.extension_enabled(),
+            config.dialect == Dialect::NeoGo,
+            config.effective_budget() as u32,
+        );
         let limits = Limits {
             max_conns: config.max_connections,
             backlog: config.accept_backlog,
@@ -225,15 +240,18 @@ impl Link {
         };
         let inner = Arc::new(LinkInner {
             role,
-            table: ConnTable::new(role.first_id(), control::control_id_of(role), limits),
+            table: ConnTable::new(numbering, reserved, limits),
             tx: Mutex::new(TxQueue::new(write, control::control_id_of(role.peer()))),
             writer_kick: Notify::new(),
             stats: Counters::default(),
             control_id: control::control_id_of(role),
             peer_control_id: control::control_id_of(role.peer()),
-            peer_tx_mode: AtomicU8::new(TX_PENDING),
+            peer_mode: AtomicU8::new(if config.extension_enabled() {
+                MODE_PENDING
+            } else {
+                MODE_NEO
+            }),
             peer_window: AtomicU64::new(0),
-            peer_rx_mode: AtomicU8::new(RX_UNKNOWN),
             rx_total: AtomicUsize::new(0),
             ready: AtomicUsize::new(0),
             rx_room: Notify::new(),
@@ -247,13 +265,12 @@ impl Link {
             remote_addr,
             config,
         });
-        if inner.config.flow_control {
-            let window = inner.config.effective_budget() as u32;
-            inner.enqueue_nowait(inner.peer_control_id, control::CONTROL_CODE, |b| {
-                control::encode_hello(window, b)
-            });
+        if let Some(offer) = offer {
+            inner.send_negotiation(offer);
         }
-        inner.tasks.spawn(inner.clone().reader_task(read));
+        inner
+            .tasks
+            .spawn(inner.clone().reader_task(read, negotiation));
         inner.tasks.spawn(inner.clone().writer_task());
         inner.tasks.close();
         tracing::debug!(link = %inner.name, ?role, "link up");
@@ -288,16 +305,25 @@ impl Link {
 
     /// Whether the peer takes part in the flow-control extension.
     pub fn peer_flow_control(&self) -> PeerFlowControl {
-        match self.inner().peer_tx_mode.load(Ordering::Acquire) {
-            TX_PENDING => PeerFlowControl::Unknown,
-            TX_CREDIT => PeerFlowControl::On,
+        match self.inner().peer_mode.load(Ordering::Acquire) {
+            MODE_PENDING => PeerFlowControl::Unknown,
+            MODE_CREDIT => PeerFlowControl::On,
             _ => PeerFlowControl::Off,
         }
     }
 
+    /// The dialect this link speaks.
+    pub fn dialect(&self) -> Dialect {
+        self.inner().config.dialect
+    }
+
     /// Opens a new connection. Nothing is sent until the first message.
+    ///
+    /// Fails with [`ErrorKind::Unsupported`] in the NEO/py dialect, which has no
+    /// multi-message connections: use [`Link::ask1`], [`Link::send1`] and [`Link::recv1`].
     pub fn new_conn(&self) -> Result<Conn> {
         let inner = self.inner();
+        inner.full_conns_supported("newconn")?;
         let slot = inner
             .table
             .open_local(Instant::now())
@@ -307,7 +333,11 @@ impl Link {
     }
 
     /// Waits for the peer to open a connection; its first message is already queued.
+    ///
+    /// Fails with [`ErrorKind::Unsupported`] in the NEO/py dialect: every incoming packet
+    /// there is one request, taken with [`Link::recv1`].
     pub async fn accept(&self) -> Result<Conn> {
+        self.inner().full_conns_supported("accept")?;
         let slot = self.accept_slot("accept").await?;
         Ok(Conn::new(self.clone(), slot, true))
     }
@@ -610,24 +640,51 @@ impl LinkInner {
         self.conn_error(kind, id, op)
     }
 
-    /// The peer's window when it takes credit, else no limit. Until the peer's first
-    /// packet tells, a side that offered flow control stays within the protocol minimum
+    /// The peer's window when it takes credit, else no limit. Until the negotiation has
+    /// decided, a side that takes part in the extension stays within the protocol minimum
     /// window, which every nodelink receiver accepts.
     pub(crate) fn peer_window(&self) -> Option<u64> {
-        match self.peer_tx_mode.load(Ordering::Acquire) {
-            TX_CREDIT => Some(self.peer_window.load(Ordering::Relaxed)),
-            TX_PENDING if self.config.flow_control => Some(MIN_RECV_BUDGET as u64),
+        match self.peer_mode.load(Ordering::Acquire) {
+            MODE_CREDIT => Some(self.peer_window.load(Ordering::Relaxed)),
+            MODE_PENDING => Some(MIN_RECV_BUDGET as u64),
             _ => None,
         }
     }
 
     /// How often to return credit, when the peer takes it.
     pub(crate) fn credit_every(&self) -> Option<usize> {
-        match self.peer_rx_mode.load(Ordering::Relaxed) {
-            RX_CREDIT if self.config.flow_control => {
-                Some((self.config.effective_budget() / 4).max(MIN_RECV_BUDGET / 4))
-            }
+        match self.peer_mode.load(Ordering::Relaxed) {
+            MODE_CREDIT => Some((self.config.effective_budget() / 4).max(MIN_RECV_BUDGET / 4)),
             _ => None,
+        }
+    }
+
+    /// Full connections exist in the NEO/go dialect only.
+    fn full_conns_supported(&self, op: &'static str) -> Result<()> {
+        match self.config.dialect {
+            Dialect::NeoGo => Ok(()),
+            Dialect::NeoPy => Err(self.link_error(
+                ErrorKind::Unsupported(
+                    "the neo-py dialect has no multi-message connections \
+                     (one request, at most one answer): use ask1, send1 and recv1",
+                ),
+                op,
+            )),
+        }
+    }
+
+    /// Queues a frame of the extension's negotiation (our HELLO, or a decline).
+    pub(crate) fn send_negotiation(&self, frame: crate::negotiate::Reply) {
+        match frame {
+            crate::negotiate::Reply::Hello { window } => {
+                self.enqueue_nowait(self.peer_control_id, control::CONTROL_CODE, |b| {
+                    control::encode_hello(window, b)
+                });
+            }
+            // NEO/go's answer to an unknown id of its parity, on the id the offer came on.
+            crate::negotiate::Reply::Decline => {
+                self.reply_error(self.control_id, "connection closed")
+            }
         }
     }
 
@@ -678,6 +735,12 @@ impl LinkInner {
     }
 
     fn reply_error(&self, id: u32, text: &str) {
+        if self.config.dialect == Dialect::NeoPy {
+            // NEO/py never gets an automatic reply: it has no closed or refused
+            // connections, and an Error answer for a request it never made would be an
+            // answer to nothing.
+            return;
+        }
         self.enqueue_nowait(id, ErrorMessage::CODE, |b| {
             ErrorMessage::encode_parts(ErrorCode::PROTOCOL_ERROR, text, b)
         });

@@ -5,6 +5,7 @@
 //! budget, not the link. The only wait is the link-wide receive limit, which bounds memory
 //! when the application as a whole stops reading.
 
+use std::future::poll_fn;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,25 +15,25 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::conn_state::{cost_of, Budget, Push};
-use crate::control::{self, Control};
-use crate::frame::{decode_packet, Packet, HEADER_LEN};
-use crate::link::{BoxRead, LinkEnd, LinkInner, RX_CREDIT, RX_NEO, TX_CREDIT, TX_NEO, TX_PENDING};
+use crate::control;
+use crate::frame::{decode_packet_with_limit, Packet, HEADER_LEN};
+use crate::link::{BoxRead, LinkEnd, LinkInner, MODE_CREDIT, MODE_NEO, MODE_PENDING};
+use crate::negotiate::{Negotiation, PeerMode, Verdict};
 use crate::stats::Counters;
 use crate::table::Route;
+use crate::table::Slot;
 
 /// Below this much free room the read buffer is topped up before the next read.
 const MIN_READ_ROOM: usize = 4 << 10;
 
 impl LinkInner {
-    pub(crate) async fn reader_task(self: Arc<Self>, mut io: BoxRead) {
+    pub(crate) async fn reader_task(self: Arc<Self>, mut io: BoxRead, mut neg: Negotiation) {
         let mut buf = BytesMut::with_capacity(self.config.read_buffer);
-        let mut first = true;
-        // Until the peer's first packet, our senders stay within the start-up window; a
-        // peer that never speaks must not keep them there for ever.
-        let hello_deadline = Instant::now() + self.config.handshake_timeout;
-        let mut waiting_for_hello = self.config.flow_control;
+        // Until the negotiation of the extension has decided, our senders stay within the
+        // start-up window; a peer that never tells must not keep them there for ever.
+        let deadline = Instant::now() + self.config.handshake_timeout;
         let err = loop {
-            match self.drain_buffer(&mut buf, &mut first).await {
+            match self.drain_buffer(&mut buf, &mut neg).await {
                 Ok(true) => {}
                 Ok(false) => return, // stopped
                 Err(e) => break e,
@@ -40,13 +41,14 @@ impl LinkInner {
             if buf.capacity() - buf.len() < MIN_READ_ROOM {
                 buf.reserve(self.config.read_buffer);
             }
-            waiting_for_hello &= first;
             tokio::select! {
                 biased;
                 _ = self.stop_reading.cancelled() => return,
-                _ = tokio::time::sleep_until(hello_deadline), if waiting_for_hello => {
-                    waiting_for_hello = false;
-                    self.give_up_waiting_for_hello();
+                _ = tokio::time::sleep_until(deadline), if neg.waiting() => {
+                    let before = neg.mode();
+                    neg.on_timeout();
+                    tracing::debug!(link = %self.name, "no flow-control verdict from the peer in time: none used");
+                    self.publish_mode(before, neg.mode());
                 }
                 r = io.read_buf(&mut buf) => match r {
                     Ok(0) => break io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the link"),
@@ -59,22 +61,102 @@ impl LinkInner {
     }
 
     /// Routes every complete packet in `buf`. Returns `Ok(false)` if the link is stopping.
-    async fn drain_buffer(&self, buf: &mut BytesMut, first: &mut bool) -> io::Result<bool> {
+    async fn drain_buffer(&self, buf: &mut BytesMut, neg: &mut Negotiation) -> io::Result<bool> {
+        let limit = self.config.dialect.max_recv_payload();
         loop {
-            match decode_packet(buf) {
-                Ok(Some(packet)) => {
-                    // Control frames (credit) never wait for room: waiting for them could
-                    // be what keeps the application from freeing it.
-                    let control =
-                        packet.conn_id == self.control_id || packet.conn_id == self.peer_control_id;
-                    if !control && !self.wait_for_room().await {
-                        return Ok(false);
-                    }
-                    self.route(packet, first);
-                }
+            let packet = match decode_packet_with_limit(buf, limit) {
+                Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(true),
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+                Err(e) => {
+                    // Link-fatal: the byte stream cannot be trusted any more.
+                    Counters::add(&self.stats.protocol_errors, 1);
+                    tracing::warn!(link = %self.name, error = %e, "protocol violation by the peer; closing the link");
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            };
+            self.count_in(&packet);
+            let before = neg.mode();
+            let verdict = neg.on_packet(packet.conn_id, packet.code, &packet.payload);
+            // Publish a new mode before the packet is routed: the acceptor learns that its
+            // peer is a strict NEO node from that very packet.
+            self.publish_mode(before, neg.mode());
+            match verdict {
+                Verdict::Route => {}
+                Verdict::Consumed(Some(reply)) => {
+                    self.send_negotiation(reply);
+                    continue;
+                }
+                Verdict::Consumed(None) => {
+                    if !matches!(neg.mode(), PeerMode::Credit { .. }) {
+                        // NEO/go's "connection closed" for our offer, absorbed.
+                        Counters::add(&self.stats.control_dropped, 1);
+                    }
+                    continue;
+                }
+                Verdict::Credit(body) => {
+                    for (id, bytes) in control::credits(body) {
+                        if let Some(slot) = self.table.get(id) {
+                            slot.add_credit(bytes).wake();
+                        }
+                    }
+                    continue;
+                }
+                Verdict::Dropped => {
+                    Counters::add(&self.stats.control_dropped, 1);
+                    continue;
+                }
             }
+            // Control frames never wait for room (above): waiting for them could be what
+            // keeps the application from freeing it. Data waits for the link-wide limit,
+            // then, if it opens a connection, for room in the accept backlog.
+            if !self.wait_for_room().await {
+                return Ok(false);
+            }
+            let mut packet = packet;
+            while let Some(back) = self.route(packet) {
+                packet = back;
+                if !self.wait_for_backlog().await {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    /// Makes a new peer mode visible to senders and receivers.
+    fn publish_mode(&self, before: PeerMode, now: PeerMode) {
+        if before == now {
+            return;
+        }
+        let mode = match now {
+            PeerMode::Pending => MODE_PENDING,
+            PeerMode::Neo => MODE_NEO,
+            PeerMode::Credit { window } => {
+                let window = (window as usize).max(crate::config::MIN_RECV_BUDGET);
+                self.peer_window.store(window as u64, Ordering::Relaxed);
+                MODE_CREDIT
+            }
+        };
+        self.peer_mode.store(mode, Ordering::Release);
+        tracing::debug!(link = %self.name, mode = ?now, "peer flow-control mode");
+        for slot in self.table.open_slots() {
+            slot.wake_senders().wake();
+            if mode == MODE_CREDIT {
+                // What the application consumed before both sides agreed was not credited:
+                // the peer counted it, so give it back now or its sender may wait forever.
+                let consumed = slot.take_consumed();
+                self.credit_back(slot.id(), consumed);
+            }
+        }
+    }
+
+    /// Waits until the accept backlog has room (or accepting ended). False if stopping.
+    async fn wait_for_backlog(&self) -> bool {
+        Counters::add(&self.stats.accept_waits, 1);
+        tracing::debug!(link = %self.name, "accept backlog full: reading paused until the application accepts");
+        tokio::select! {
+            biased;
+            _ = self.stop_reading.cancelled() => false,
+            _ = poll_fn(|cx| self.table.poll_backlog_room(cx.waker())) => true,
         }
     }
 
@@ -99,8 +181,7 @@ impl LinkInner {
         }
     }
 
-    /// Delivers one packet (the routing rules of the NEO link protocol, section 6).
-    pub(crate) fn route(&self, packet: Packet, first: &mut bool) {
+    fn count_in(&self, packet: &Packet) {
         Counters::add(&self.stats.packets_in, 1);
         Counters::add(
             &self.stats.bytes_in,
@@ -113,19 +194,12 @@ impl LinkInner {
             len = packet.payload.len(),
             "recv"
         );
-        if std::mem::take(first) {
-            self.learn_peer_mode(&packet);
-        }
-        if packet.conn_id == self.control_id {
-            self.on_control(&packet);
-            return;
-        }
-        if packet.conn_id == self.peer_control_id {
-            // Only a NEO peer answering our HELLO ("connection closed") uses this id: it
-            // is never a connection, and never answered.
-            Counters::add(&self.stats.control_dropped, 1);
-            return;
-        }
+    }
+
+    /// Delivers one packet by the dialect's routing rules (`docs/protocols/link.md`,
+    /// "Routing"). Gives the packet back when it opens a connection and the accept backlog
+    /// is full: the caller waits for room and routes it again.
+    fn route(&self, packet: Packet) -> Option<Packet> {
         let id = packet.conn_id;
         let answer = packet.is_answer();
         let cost = cost_of(packet.payload.len());
@@ -134,7 +208,7 @@ impl LinkInner {
         self.rx_total.fetch_add(cost, Ordering::AcqRel);
         let budget = self.rx_budget();
         let mut packet = Some(packet);
-        let route = self.table.route(id, Instant::now(), |slot, new| {
+        let route = self.table.route(id, answer, Instant::now(), |slot, new| {
             let p = packet.take().expect("delivered once");
             // A fresh queue always admits its first packet.
             slot.push(p, if new { Budget::Lenient } else { budget }, &self.ready)
@@ -186,6 +260,15 @@ impl LinkInner {
                 }
                 false
             }
+            Route::Dropped => {
+                Counters::add(&self.stats.packets_dropped, 1);
+                false
+            }
+            Route::Full => {
+                // Not taken: undo the count without waking anyone, and hand it back.
+                self.rx_total.fetch_sub(cost, Ordering::AcqRel);
+                return packet;
+            }
         };
         if !queued {
             self.release_rx(cost);
@@ -193,84 +276,14 @@ impl LinkInner {
             // a sender on a connection we no longer read would wait forever.
             self.credit_back(id, cost);
         }
-    }
-
-    /// Wakes every sender that may wait for credit: the peer's flow-control mode changed.
-    fn wake_all_senders(&self) {
-        for slot in self.table.open_slots() {
-            slot.wake_senders().wake();
-        }
-    }
-
-    /// No packet from the peer within the handshake timeout: treat it as a peer without
-    /// flow control, so a silent NEO peer cannot cap our senders at the start-up window.
-    fn give_up_waiting_for_hello(&self) {
-        if self
-            .peer_tx_mode
-            .compare_exchange(TX_PENDING, TX_NEO, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            self.wake_all_senders();
-        }
-    }
-
-    /// The peer's first packet tells whether it speaks the flow-control extension.
-    fn learn_peer_mode(&self, packet: &Packet) {
-        let hello = self.config.flow_control
-            && packet.conn_id == self.control_id
-            && packet.code == control::CONTROL_CODE
-            && matches!(
-                control::decode(&packet.payload),
-                Some(Control::Hello { .. })
-            );
-        if let (true, Some(Control::Hello { window })) = (hello, control::decode(&packet.payload)) {
-            let window = (window as usize).max(crate::config::MIN_RECV_BUDGET);
-            self.peer_window.store(window as u64, Ordering::Relaxed);
-            self.peer_tx_mode.store(TX_CREDIT, Ordering::Release);
-            self.peer_rx_mode.store(RX_CREDIT, Ordering::Relaxed);
-        } else {
-            self.peer_tx_mode.store(TX_NEO, Ordering::Release);
-            self.peer_rx_mode.store(RX_NEO, Ordering::Relaxed);
-        }
-        self.wake_all_senders();
-        debug_assert_ne!(self.peer_tx_mode.load(Ordering::Relaxed), TX_PENDING);
-    }
-
-    fn on_control(&self, packet: &Packet) {
-        let usable = self.config.flow_control
-            && packet.code == control::CONTROL_CODE
-            && self.peer_tx_mode.load(Ordering::Relaxed) == TX_CREDIT;
-        let frame = if usable {
-            control::decode(&packet.payload)
-        } else {
-            None
-        };
-        match frame {
-            Some(Control::Hello { .. }) => {} // handled as the first packet
-            Some(Control::Credit(body)) => {
-                for (id, bytes) in control::credits(body) {
-                    if let Some(slot) = self.table.get(id) {
-                        slot.add_credit(bytes).wake();
-                    }
-                }
-            }
-            None => {
-                // NEO/go answers our HELLO with "connection closed" on this id; that and
-                // anything malformed is ignored (never answered: it could ping-pong).
-                Counters::add(&self.stats.control_dropped, 1);
-            }
-        }
+        None
     }
 
     /// How the receive budget applies, given what we know about the peer.
     fn rx_budget(&self) -> Budget {
         let budget = self.config.effective_budget();
-        if !self.config.flow_control {
-            return Budget::Strict(budget);
-        }
-        match self.peer_rx_mode.load(Ordering::Relaxed) {
-            RX_CREDIT => Budget::Credit(budget),
-            RX_NEO => Budget::Strict(budget),
+        match self.peer_mode.load(Ordering::Relaxed) {
+            MODE_CREDIT => Budget::Credit(budget),
             _ => Budget::Strict(budget),
         }
     }

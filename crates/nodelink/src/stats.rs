@@ -26,8 +26,18 @@ pub struct LinkStats {
     pub recv_overflows: u64,
     /// Automatic replies not sent because the peer was not reading them.
     pub replies_dropped: u64,
-    /// Malformed or unexpected control frames ignored.
+    /// Malformed or unexpected control frames ignored (NEO/go's "connection closed" answer
+    /// to our flow-control offer is counted here too).
     pub control_dropped: u64,
+    /// Packets dropped without a reply under NEO/py rules: an answer for no pending
+    /// request of ours, or a request while nobody accepts.
+    pub packets_dropped: u64,
+    /// Times the reader paused because the accept backlog was full (backpressure: the
+    /// peer's new connections wait in the stream until the application accepts).
+    pub accept_waits: u64,
+    /// Protocol violations that took the link down (oversized length, unparsable bytes):
+    /// each is also logged at WARN with the peer's address.
+    pub protocol_errors: u64,
 }
 
 #[derive(Default)]
@@ -43,6 +53,9 @@ pub(crate) struct Counters {
     pub(crate) recv_overflows: AtomicU64,
     pub(crate) replies_dropped: AtomicU64,
     pub(crate) control_dropped: AtomicU64,
+    pub(crate) packets_dropped: AtomicU64,
+    pub(crate) accept_waits: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
 }
 
 impl Counters {
@@ -63,6 +76,9 @@ impl Counters {
             recv_overflows: self.recv_overflows.load(Relaxed),
             replies_dropped: self.replies_dropped.load(Relaxed),
             control_dropped: self.control_dropped.load(Relaxed),
+            packets_dropped: self.packets_dropped.load(Relaxed),
+            accept_waits: self.accept_waits.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
         }
     }
 }

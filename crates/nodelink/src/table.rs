@@ -9,7 +9,7 @@
 //! same code with loom's atomics (see [`crate::sync`]).
 
 use std::collections::VecDeque;
-use std::task::Waker;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -52,6 +52,21 @@ enum Entry<T> {
     },
 }
 
+/// How connection ids are numbered and packets routed: the two NEO dialects
+/// (`docs/protocols/link.md`, "Connection ids" and "Routing").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Numbering {
+    /// NEO/go: our ids have our role's parity (+2 each); an unknown id of the peer's parity
+    /// opens a new incoming connection, one of ours is answered "connection closed".
+    ByParity {
+        /// Our first id: 1 for the dialer, 0 for the acceptor.
+        first: u32,
+    },
+    /// NEO/py 1.12: our ids count 0, 1, 2, ...; the answer bit, not the id, says whether a
+    /// packet is for one of our requests or a new request of the peer's.
+    ByAnswerBit,
+}
+
 /// What happened to a packet that arrived for some id.
 pub(crate) enum Route<R> {
     /// Delivered to an open connection; `R` is what the delivery callback returned.
@@ -63,6 +78,12 @@ pub(crate) enum Route<R> {
     Closed,
     /// Reply "connection refused" (unless the packet is an answer).
     Refused,
+    /// The accept backlog is full: the packet was not taken; wait for room
+    /// ([`ConnTable::poll_backlog_room`]) and route it again.
+    Full,
+    /// Dropped without a reply (NEO/py rules: an answer for no pending request, or a
+    /// request while nobody accepts).
+    Dropped,
 }
 
 /// Why a connection could not be opened.
@@ -100,20 +121,26 @@ struct State<T> {
     closed: VecDeque<(Instant, u32)>,
     open: usize,
     next_id: u32,
-    parity: u32,
-    reserved: u32,
+    numbering: Numbering,
+    /// An id never handed out (the control id the peer sends us extension frames on).
+    reserved: Option<u32>,
     down: bool,
     accepting: bool,
     backlog: VecDeque<T>,
     acceptors: Waiters,
+    /// The reader, waiting for room in a full backlog.
+    backlog_waiter: Option<Waker>,
     pool: Vec<T>,
     limits: Limits,
 }
 
 impl<T: Slot> ConnTable<T> {
-    /// A table for the side whose ids start at `first_id` (0 server, 1 client) and that must
-    /// never allocate `reserved`.
-    pub(crate) fn new(first_id: u32, reserved: u32, limits: Limits) -> Self {
+    /// A table numbering ids as `numbering` says, that must never allocate `reserved`.
+    pub(crate) fn new(numbering: Numbering, reserved: Option<u32>, limits: Limits) -> Self {
+        let first_id = match numbering {
+            Numbering::ByParity { first } => first,
+            Numbering::ByAnswerBit => 0,
+        };
         ConnTable {
             backlog_len: std::sync::atomic::AtomicUsize::new(0),
             state: Mutex::new(State {
@@ -121,12 +148,13 @@ impl<T: Slot> ConnTable<T> {
                 closed: VecDeque::new(),
                 open: 0,
                 next_id: first_id,
-                parity: first_id % 2,
+                numbering,
                 reserved,
                 down: false,
                 accepting: true,
                 backlog: VecDeque::new(),
                 acceptors: Waiters::default(),
+                backlog_waiter: None,
                 pool: Vec::new(),
                 limits,
             }),
@@ -161,39 +189,74 @@ impl<T: Slot> ConnTable<T> {
         st.alloc_id()
     }
 
-    /// Routes a packet for `id`: `deliver(slot, is_new)` runs under the table lock, so a
-    /// connection is never removed or recycled while a packet is being put into it, and a
-    /// new connection holds its first packet before an acceptor can see it.
+    /// Routes a packet for `id` (`answer`: its code has the answer bit):
+    /// `deliver(slot, is_new)` runs under the table lock, so a connection is never removed
+    /// or recycled while a packet is being put into it, and a new connection holds its
+    /// first packet before an acceptor can see it.
     pub(crate) fn route<R>(
         &self,
         id: u32,
+        answer: bool,
         now: Instant,
         deliver: impl FnOnce(&T, bool) -> R,
     ) -> Route<R> {
         let mut st = lock(&self.state);
         st.expire(now);
-        match st.entries.get(&id) {
-            Some(Entry::Open(slot)) => return Route::Delivered(deliver(slot, false)),
-            Some(Entry::Closed { .. }) => return Route::Closed,
-            None => {}
+        let parity = match st.numbering {
+            Numbering::ByParity { first } => Some(first % 2),
+            Numbering::ByAnswerBit => None,
+        };
+        match parity {
+            Some(parity) => {
+                match st.entries.get(&id) {
+                    Some(Entry::Open(slot)) => return Route::Delivered(deliver(slot, false)),
+                    Some(Entry::Closed { .. }) => return Route::Closed,
+                    None => {}
+                }
+                if id % 2 == parity {
+                    return Route::Closed;
+                }
+                if st.down || !st.accepting || st.open >= st.limits.max_conns {
+                    return Route::Refused;
+                }
+            }
+            None if answer => {
+                return match st.entries.get(&id) {
+                    Some(Entry::Open(slot)) => Route::Delivered(deliver(slot, false)),
+                    _ => Route::Dropped,
+                };
+            }
+            None => {
+                if st.down || !st.accepting {
+                    return Route::Dropped;
+                }
+            }
         }
-        if id % 2 == st.parity {
-            return Route::Closed;
-        }
-        if st.down
-            || !st.accepting
-            || st.backlog.len() >= st.limits.backlog
-            || st.open >= st.limits.max_conns
-        {
-            return Route::Refused;
+        if st.backlog.len() >= st.limits.backlog {
+            return Route::Full;
         }
         let slot = st.take_slot(id);
         let delivered = deliver(&slot, true);
-        st.entries.insert(id, Entry::Open(slot.clone()));
-        st.open += 1;
+        if parity.is_some() {
+            st.entries.insert(id, Entry::Open(slot.clone()));
+            st.open += 1;
+        }
+        // NEO/py: a request of the peer's is never registered under its id (that id may
+        // be one of our pending requests); it lives in the backlog until recv1 takes it.
         st.backlog.push_back(slot);
         self.set_backlog_hint(&st);
         Route::Accepted(delivered, st.acceptors.take())
+    }
+
+    /// Ready when the accept backlog has room again (or nobody will ever accept, so the
+    /// packet that waits can be refused); otherwise registers the reader's waker.
+    pub(crate) fn poll_backlog_room(&self, waker: &Waker) -> Poll<()> {
+        let mut st = lock(&self.state);
+        if st.down || !st.accepting || st.backlog.len() < st.limits.backlog {
+            return Poll::Ready(());
+        }
+        st.backlog_waiter = Some(waker.clone());
+        Poll::Pending
     }
 
     /// Ends a stateless request on `slot`: if more packets arrived on its id meanwhile, the
@@ -230,6 +293,11 @@ impl<T: Slot> ConnTable<T> {
         let mut st = lock(&self.state);
         if let Some(slot) = st.backlog.pop_front() {
             self.set_backlog_hint(&st);
+            let reader = st.backlog_waiter.take();
+            drop(st);
+            if let Some(reader) = reader {
+                reader.wake();
+            }
             return AcceptPoll::Ready(slot);
         }
         if st.down {
@@ -250,11 +318,17 @@ impl<T: Slot> ConnTable<T> {
         let queued: Vec<T> = st.backlog.drain(..).collect();
         self.set_backlog_hint(&st);
         for slot in &queued {
-            if st.entries.remove(&slot.id()).is_some() {
+            // Only the slot's own entry: under NEO/py rules a queued request is not in
+            // the table, and its id may be one of our pending requests.
+            let id = slot.id();
+            if matches!(st.entries.get(&id), Some(Entry::Open(s)) if s.same(slot)) {
+                st.entries.remove(&id);
                 st.open -= 1;
             }
         }
-        (queued, st.acceptors.take())
+        let mut wake = st.acceptors.take();
+        wake.add(st.backlog_waiter.take());
+        (queued, wake)
     }
 
     /// Removes connection `slot` from the table, leaving a closed record for `keep` if given
@@ -306,7 +380,9 @@ impl<T: Slot> ConnTable<T> {
         st.backlog.clear();
         self.set_backlog_hint(&st);
         st.pool.clear();
-        Some((slots, st.acceptors.take()))
+        let mut wake = st.acceptors.take();
+        wake.add(st.backlog_waiter.take());
+        Some((slots, wake))
     }
 
     /// What `id` maps to right now.
@@ -367,13 +443,18 @@ impl<T: Slot> State<T> {
     }
 
     fn alloc_id(&mut self) -> Result<u32, OpenError> {
-        // Ids are handed out +2 at a time and wrap around; skip ids still in use. The table
-        // never holds anywhere near 2^31 entries (max_conns and max_keep_closed bound it),
-        // so this loop ends quickly; the bound only guards against a misconfiguration.
-        for _ in 0..=(u32::MAX / 2) {
+        // Ids are handed out +2 (NEO/go) or +1 (NEO/py) at a time and wrap around; skip ids
+        // still in use. The table never holds anywhere near 2^31 entries (max_conns and
+        // max_keep_closed bound it), so this loop ends quickly; the bound only guards
+        // against a misconfiguration.
+        let step = match self.numbering {
+            Numbering::ByParity { .. } => 2,
+            Numbering::ByAnswerBit => 1,
+        };
+        for _ in 0..=(u32::MAX / step) {
             let id = self.next_id;
-            self.next_id = id.wrapping_add(2);
-            if id != self.reserved && !self.entries.contains_key(&id) {
+            self.next_id = id.wrapping_add(step);
+            if Some(id) != self.reserved && !self.entries.contains_key(&id) {
                 return Ok(id);
             }
         }
@@ -452,11 +533,15 @@ mod tests {
 
     #[test]
     fn ids_by_role_and_wraparound_skips_used_ids() {
-        let t = ConnTable::<S>::new(1, u32::MAX, limits());
+        let t = ConnTable::<S>::new(Numbering::ByParity { first: 1 }, Some(u32::MAX), limits());
         let now = Instant::now();
         let ids: Vec<u32> = (0..3).map(|_| t.open_local(now).unwrap().id()).collect();
         assert_eq!(ids, vec![1, 3, 5]);
-        let t = ConnTable::<S>::new(0, u32::MAX - 1, limits());
+        let t = ConnTable::<S>::new(
+            Numbering::ByParity { first: 0 },
+            Some(u32::MAX - 1),
+            limits(),
+        );
         assert_eq!(t.open_local(now).unwrap().id(), 0);
         assert_eq!(t.open_local(now).unwrap().id(), 2);
         // Jump near the end of the id space: the reserved id is skipped and after wrapping
@@ -468,25 +553,88 @@ mod tests {
 
     #[test]
     fn routing_by_parity_backlog_and_refusal() {
-        let t = ConnTable::<S>::new(0, u32::MAX - 1, limits());
+        let t = ConnTable::<S>::new(
+            Numbering::ByParity { first: 0 },
+            Some(u32::MAX - 1),
+            limits(),
+        );
         let now = Instant::now();
-        assert!(matches!(t.route(2, now, |_, _| ()), Route::Closed)); // our parity, unknown
-        assert!(matches!(t.route(1, now, |_, _| ()), Route::Accepted(..)));
-        assert!(matches!(t.route(1, now, |_, _| ()), Route::Delivered(_)));
-        assert!(matches!(t.route(3, now, |_, _| ()), Route::Accepted(..)));
-        assert!(matches!(t.route(5, now, |_, _| ()), Route::Refused)); // backlog of 2 is full
+        assert!(matches!(t.route(2, false, now, |_, _| ()), Route::Closed)); // our parity, unknown
+        assert!(matches!(
+            t.route(1, false, now, |_, _| ()),
+            Route::Accepted(..)
+        ));
+        assert!(matches!(
+            t.route(1, false, now, |_, _| ()),
+            Route::Delivered(_)
+        ));
+        assert!(matches!(
+            t.route(3, false, now, |_, _| ()),
+            Route::Accepted(..)
+        ));
+        // The backlog of 2 is full: the packet waits (backpressure), it is not refused.
+        assert!(matches!(t.route(5, false, now, |_, _| ()), Route::Full));
+        assert!(t.poll_backlog_room(Waker::noop()).is_pending());
         let (queued, _) = t.close_accept();
+        assert!(t.poll_backlog_room(Waker::noop()).is_ready());
         assert_eq!(queued.len(), 2);
-        assert!(matches!(t.route(7, now, |_, _| ()), Route::Refused));
+        assert!(matches!(t.route(7, false, now, |_, _| ()), Route::Refused));
         assert_eq!(t.id_state(1, now), IdState::Free);
     }
 
     #[test]
+    fn neo_py_numbering_counts_by_one_wraps_and_skips_pending_ids() {
+        let t = ConnTable::<S>::new(Numbering::ByAnswerBit, None, limits());
+        let now = Instant::now();
+        let ids: Vec<u32> = (0..3).map(|_| t.open_local(now).unwrap().id()).collect();
+        assert_eq!(ids, vec![0, 1, 2]);
+        lock(&t.state).next_id = u32::MAX - 1;
+        // Every id is usable (no reserved control id), and after wrapping the pending
+        // 0, 1 and 2 are skipped.
+        let ids: Vec<u32> = (0..3).map(|_| t.open_local(now).unwrap().id()).collect();
+        assert_eq!(ids, vec![u32::MAX - 1, u32::MAX, 3]);
+    }
+
+    #[test]
+    fn neo_py_routes_by_answer_bit_and_never_replies() {
+        let t = ConnTable::<S>::new(Numbering::ByAnswerBit, None, limits());
+        let now = Instant::now();
+        let mine = t.open_local(now).unwrap();
+        assert_eq!(mine.id(), 0);
+        // The peer's request 0 is a new request even though our request 0 is pending.
+        assert!(matches!(
+            t.route(0, false, now, |_, new| assert!(new)),
+            Route::Accepted(..)
+        ));
+        assert!(matches!(
+            t.route(0, true, now, |s, new| {
+                assert!(!new);
+                assert!(s.same(&mine));
+            }),
+            Route::Delivered(..)
+        ));
+        // An answer for nothing pending: dropped, no reply.
+        assert!(matches!(t.route(9, true, now, |_, _| ()), Route::Dropped));
+        // Refusing the queued request leaves our pending request 0 alone.
+        let (queued, _) = t.close_accept();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(t.id_state(0, now), IdState::Open);
+        assert!(matches!(t.route(1, false, now, |_, _| ()), Route::Dropped));
+    }
+
+    #[test]
     fn closed_records_expire_and_are_capped() {
-        let t = ConnTable::<S>::new(0, u32::MAX - 1, limits());
+        let t = ConnTable::<S>::new(
+            Numbering::ByParity { first: 0 },
+            Some(u32::MAX - 1),
+            limits(),
+        );
         let now = Instant::now();
         for id in [1, 3, 5, 7] {
-            assert!(matches!(t.route(id, now, |_, _| ()), Route::Accepted(..)));
+            assert!(matches!(
+                t.route(id, false, now, |_, _| ()),
+                Route::Accepted(..)
+            ));
             let AcceptPoll::Ready(slot) = t.poll_accept(futures_noop_waker()) else {
                 panic!("nothing to accept")
             };
@@ -495,7 +643,7 @@ mod tests {
         // Cap of 3: the oldest record (id 1) was forgotten.
         assert_eq!(t.id_state(1, now), IdState::Free);
         assert_eq!(t.id_state(3, now), IdState::KeptClosed);
-        assert!(matches!(t.route(3, now, |_, _| ()), Route::Closed));
+        assert!(matches!(t.route(3, false, now, |_, _| ()), Route::Closed));
         let later = now + Duration::from_secs(61);
         assert_eq!(t.id_state(3, later), IdState::Free);
         assert_eq!(t.counts(), (0, 0));
@@ -503,7 +651,7 @@ mod tests {
 
     #[test]
     fn release_pools_only_unique_slots() {
-        let t = ConnTable::<S>::new(1, u32::MAX, limits());
+        let t = ConnTable::<S>::new(Numbering::ByParity { first: 1 }, Some(u32::MAX), limits());
         let now = Instant::now();
         let a = t.open_local(now).unwrap();
         let extra = a.clone();
@@ -578,7 +726,11 @@ mod loom_model {
                 max_keep_closed: 4,
                 pool_max: 4,
             };
-            let table = Arc::new(ConnTable::<S>::new(1, u32::MAX, limits));
+            let table = Arc::new(ConnTable::<S>::new(
+                Numbering::ByParity { first: 1 },
+                Some(u32::MAX),
+                limits,
+            ));
             let now = Instant::now();
             let slot = table.open_local(now).unwrap();
 

@@ -52,6 +52,16 @@ pub(crate) struct Wake {
 }
 
 impl Wake {
+    /// Adds one more waker to wake.
+    pub(crate) fn add(&mut self, waker: Option<Waker>) {
+        let Some(waker) = waker else { return };
+        if self.first.is_none() {
+            self.first = Some(waker);
+        } else {
+            self.rest.get_or_insert_with(Default::default).push(waker);
+        }
+    }
+
     pub(crate) fn wake(self) {
         if let Some(w) = self.first {
             w.wake();

@@ -188,7 +188,10 @@ async fn random_well_framed_packets_then_oversize_fail_cleanly() {
 // connection floods
 
 #[tokio::test]
-async fn flood_of_new_connections_is_bounded_by_the_accept_backlog() {
+async fn flood_of_new_connections_pauses_reading_instead_of_refusing() {
+    // NEO/go never refuses while it is accepting: a full backlog pauses the reader (the
+    // rest of the flood waits in the stream), memory stays at the backlog's size, and
+    // every connection is served once the application accepts.
     const N: u32 = 500;
     let config = Config::default().with_accept_backlog(16);
     let (link, mut raw) = raw_and_link(Role::Server, config, 1 << 20).await;
@@ -198,29 +201,56 @@ async fn flood_of_new_connections_is_bounded_by_the_accept_backlog() {
     }
     flood.extend_from_slice(&packet_bytes(0, 2, b"")); // sync: answered "connection closed"
     raw.write_all(&flood).await;
-    for i in 16..N {
-        assert_eq!(
-            within("refusal", raw.next_packet()).await.wire,
-            refused_reply(2 * i + 1)
-        );
+    within("reader pauses on the full backlog", async {
+        while link.stats().accept_waits == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let st = link.stats();
+    assert_eq!(st.conns_accepted, 16);
+    assert_eq!(st.conns_refused, 0);
+    assert_eq!(link.debug_table_counts(), (16, 0));
+    let mut conns = Vec::new();
+    for i in 0..N {
+        let conn = within("accept", link.accept()).await.unwrap();
+        assert_eq!(conn.id(), 2 * i + 1);
+        assert_eq!(within("recv", conn.recv()).await.unwrap().code, 2);
+        conns.push(conn);
     }
+    // Nothing was refused: the first packet the peer gets is the sync's reply.
     assert_eq!(
         within("sync", raw.next_packet()).await.wire,
         closed_reply(0)
     );
     let st = link.stats();
-    assert_eq!(st.conns_accepted, 16);
-    assert_eq!(st.conns_refused, u64::from(N - 16));
-    assert_eq!(link.debug_table_counts(), (16, 0));
-    for i in 0..16 {
-        let conn = within("accept", link.accept()).await.unwrap();
-        assert_eq!(conn.id(), 2 * i + 1);
-        assert_eq!(within("recv", conn.recv()).await.unwrap().code, 2);
+    assert_eq!((st.conns_accepted, st.conns_refused), (u64::from(N), 0));
+    assert!(st.accept_waits >= 1);
+}
+
+#[tokio::test]
+async fn full_backlog_refuses_once_accept_is_closed() {
+    let config = Config::default().with_accept_backlog(2);
+    let (link, mut raw) = raw_and_link(Role::Server, config, 1 << 20).await;
+    for i in 0..5u32 {
+        raw.send(2 * i + 1, 2, b"").await;
     }
-    // Once the backlog drained, new connections are accepted again.
-    raw.send(2 * N + 1, 2, b"").await;
-    let conn = within("accept", link.accept()).await.unwrap();
-    assert_eq!(conn.id(), 2 * N + 1);
+    within("reader pauses", async {
+        while link.stats().accept_waits == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    // Closing accept refuses the two queued connections and the three still in the
+    // stream, in order.
+    link.close_accept();
+    for i in 0..5u32 {
+        assert_eq!(
+            within("refusal", raw.next_packet()).await.wire,
+            refused_reply(2 * i + 1)
+        );
+    }
+    assert_eq!(link.stats().conns_refused, 5);
 }
 
 #[tokio::test]

@@ -1393,3 +1393,65 @@ async fn write_error_in_the_background_writer_takes_the_link_down() {
     );
     within("link tasks end", link.closed()).await;
 }
+
+// ---------------------------------------------------------------------------------------
+// the flow-control extension between two nodelink sides (agreed, never imposed)
+
+#[tokio::test]
+async fn nodelink_peers_agree_on_flow_control_and_a_never_read_conn_stalls_no_neighbour() {
+    let config = Config::default().with_conn_recv_budget(64 << 10);
+    let (client, server) = tcp_pair(config).await;
+    // The dialer offered, the acceptor answered: both sides know before any data.
+    within("agreement", async {
+        while client.peer_flow_control() != nodelink::PeerFlowControl::On
+            || server.peer_flow_control() != nodelink::PeerFlowControl::On
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    // One connection the server never reads: its sender stops at the window.
+    let stuck = client.new_conn().unwrap();
+    let chunk = Bytes::from(vec![7u8; 16 << 10]);
+    let blocked = tokio::spawn({
+        let chunk = chunk.clone();
+        async move {
+            loop {
+                if stuck.send_packet(0x0300, chunk.clone()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let _unread = within("accept the stuck conn", server.accept())
+        .await
+        .unwrap();
+    // A neighbour moves 100 times the window meanwhile.
+    let busy = client.new_conn().unwrap();
+    let sender = tokio::spawn({
+        let chunk = chunk.clone();
+        async move {
+            for _ in 0..400 {
+                busy.send_packet(0x0301, chunk.clone()).await.unwrap();
+            }
+            busy
+        }
+    });
+    let reader = within("accept the busy conn", server.accept())
+        .await
+        .unwrap();
+    for _ in 0..400 {
+        let p = within("recv", reader.recv()).await.unwrap();
+        assert_eq!((p.code, p.payload.len()), (0x0301, 16 << 10));
+    }
+    within("sender done", sender).await.unwrap();
+    assert!(
+        !blocked.is_finished(),
+        "the unread connection is held at its window"
+    );
+    assert_eq!(server.stats().recv_overflows, 0);
+    client.close().await;
+    within("stuck sender fails on close", blocked)
+        .await
+        .unwrap();
+}

@@ -126,8 +126,18 @@ async fn hello_bytes_to_a_server_and_to_a_client() {
             &[0x00, 0x40, 0x00, 0x00],
         ])
     );
-    // A nodelink server greets a client on 0xFFFFFFFF.
-    let (_s, mut raw) = raw_and_link(Role::Server, Config::default(), 64 << 10).await;
+    // A nodelink server never speaks first: before anything else, a raw (strict NEO)
+    // client's probe on an unknown id of the server's parity gets NEO's reply, nothing else.
+    let (s, mut raw) = raw_and_link(Role::Server, Config::default(), 64 << 10).await;
+    raw.send(0, 2, b"").await;
+    let p = within("reply", raw.read_packet()).await.unwrap().unwrap();
+    assert_eq!(p.wire, closed_reply(0));
+    assert_eq!(s.peer_flow_control(), nodelink::PeerFlowControl::Off);
+    assert_eq!(s.stats().packets_out, 1);
+    // Offered the extension, it answers with its HELLO on 0xFFFFFFFF.
+    let (s, mut raw) = raw_and_link(Role::Server, Config::default(), 64 << 10).await;
+    raw.send(CONTROL_TO_SERVER, CONTROL_CODE, &hello_payload(64 << 10))
+        .await;
     let p = within("hello", raw.read_packet()).await.unwrap().unwrap();
     assert_eq!(
         p.wire,
@@ -139,6 +149,38 @@ async fn hello_bytes_to_a_server_and_to_a_client() {
             &[0x00, 0x40, 0x00, 0x00],
         ])
     );
+    assert_eq!(s.peer_flow_control(), nodelink::PeerFlowControl::On);
+}
+
+#[tokio::test]
+async fn server_without_the_extension_declines_an_offer_as_neo_go_does() {
+    let config = Config::default().with_flow_control(false);
+    let (s, mut raw) = raw_and_link(Role::Server, config, 64 << 10).await;
+    raw.send(CONTROL_TO_SERVER, CONTROL_CODE, &hello_payload(64 << 10))
+        .await;
+    let p = within("decline", raw.read_packet()).await.unwrap().unwrap();
+    assert_eq!(p.wire, closed_reply(CONTROL_TO_SERVER));
+    assert_eq!(s.peer_flow_control(), nodelink::PeerFlowControl::Off);
+}
+
+#[tokio::test]
+async fn client_absorbs_neo_go_closed_answer_to_its_offer() {
+    // The raw server behaves as NEO/go: "connection closed" on the offer's id. The client
+    // then works as a plain NEO client; the application never sees that answer.
+    let (c, mut raw) = raw_and_link(Role::Client, Config::default(), 64 << 10).await;
+    let offer = within("offer", raw.read_packet()).await.unwrap().unwrap();
+    assert_eq!(offer.id, CONTROL_TO_SERVER);
+    raw.write_all(&closed_reply(CONTROL_TO_SERVER)).await;
+    let ask = tokio::spawn({
+        let c = c.clone();
+        async move { c.ask1::<_, Pong>(&Ping).await }
+    });
+    let req = within("request", raw.read_packet()).await.unwrap().unwrap();
+    assert_eq!(req.wire, [0, 0, 0, 1, 0, 2, 0, 0, 0, 0]);
+    raw.send(1, 0x8002, b"").await;
+    within("answer", ask).await.unwrap().unwrap();
+    assert_eq!(c.peer_flow_control(), nodelink::PeerFlowControl::Off);
+    assert_eq!(c.stats().control_dropped, 1);
 }
 
 #[tokio::test]
@@ -437,4 +479,26 @@ async fn raw_packet_of_exactly_max_size_is_received() {
     );
     assert!(p.payload.iter().all(|&b| b == 0xee));
     within("writer", writer).await.unwrap();
+}
+
+#[tokio::test]
+async fn data_consumed_before_the_agreement_is_credited_once_agreed() {
+    // A nodelink acceptor may send on its own connections before it has read our offer.
+    // What the client consumed meanwhile is credited as soon as the HELLO comes back, or
+    // the acceptor's sender could wait for it forever.
+    let (c, mut raw) = raw_and_link(Role::Client, Config::default(), 1 << 20).await;
+    let offer = within("offer", raw.read_packet()).await.unwrap().unwrap();
+    assert_eq!(offer.id, CONTROL_TO_SERVER);
+    raw.send(0, 0x0300, &[1u8; 30_000]).await;
+    let conn = within("accept", c.accept()).await.unwrap();
+    assert_eq!(
+        within("recv", conn.recv()).await.unwrap().payload.len(),
+        30_000
+    );
+    raw.send(CONTROL_TO_CLIENT, CONTROL_CODE, &hello_payload(64 << 10))
+        .await;
+    let credit = within("credit", raw.read_packet()).await.unwrap().unwrap();
+    assert_eq!(credit.id, CONTROL_TO_SERVER);
+    assert_eq!(credit.payload[..], credit_payload(&[(0, 30_064)])[..]);
+    assert_eq!(c.peer_flow_control(), nodelink::PeerFlowControl::On);
 }
