@@ -239,6 +239,9 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
         Some(session) => kcp_args::dial(&args.addr, session, config).await?,
         None => tls_args::dial(&args.addr, config, tls.as_ref()).await?,
     };
+    // ping only asks: a connection the node opens towards us is refused at once rather
+    // than left waiting in the accept backlog (which would pause the link once full).
+    link.close_accept();
 
     let what = if args.size == 0 {
         "Ping/Pong (code 2)".to_string()

@@ -1,4 +1,5 @@
-//! Test helpers for nodelink, starting with a seeded UDP impairment relay.
+//! Test helpers for nodelink: a seeded UDP impairment relay for real sockets, and a
+//! deterministic simulator ([`sim`]) for the I/O-free protocol cores.
 //!
 //! Transport code such as the KCP crate (`nodelink-kcp`) has to cope with a
 //! network that loses, duplicates, reorders, delays and corrupts datagrams.
@@ -66,6 +67,7 @@
 
 mod impairment;
 mod relay;
+pub mod sim;
 
 pub use impairment::{Impairment, ImpairmentError};
 pub use relay::{DirectionStats, RelayStats, UdpRelay, MAX_QUEUED, REORDER_TIMEOUT};

@@ -5,13 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use crate::conn_state::{ConnRef, RxClosed};
+use crate::core::ConnKey;
 use crate::error::{ErrorKind, Result};
 use crate::frame::Packet;
 use crate::link::Link;
 use crate::message::{ErrorMessage, Message};
-use crate::stats::Counters;
-use crate::table::Slot;
 use crate::writer::Body;
 
 /// A connection over a [`Link`]. All methods take `&self` and are safe to call from many
@@ -36,10 +34,8 @@ use crate::writer::Body;
 /// ```
 pub struct Conn {
     link: Link,
-    slot: ConnRef,
+    key: ConnKey,
     id: u32,
-    /// Opened by the peer: after close, keep a record so late packets are refused.
-    incoming: bool,
     closed: AtomicBool,
     /// `close_recv` (or `close`) was called.
     recv_closed: AtomicBool,
@@ -55,13 +51,11 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(link: Link, slot: ConnRef, incoming: bool) -> Conn {
-        let id = slot.id();
+    pub(crate) fn new(link: Link, key: ConnKey, id: u32) -> Conn {
         Conn {
             link,
-            slot,
+            key,
             id,
-            incoming,
             closed: AtomicBool::new(false),
             recv_closed: AtomicBool::new(false),
         }
@@ -103,7 +97,7 @@ impl Conn {
             return Err(closed());
         }
         inner
-            .send_frame(Some(&self.slot), self.id, code, body)
+            .send_frame(Some(self.key), self.id, code, body)
             .await
             .map_err(|f| {
                 if self.closed.load(Ordering::Acquire) {
@@ -122,16 +116,13 @@ impl Conn {
         if self.recv_closed.load(Ordering::Acquire) {
             return Err(closed());
         }
-        inner
-            .recv_on(&self.slot, self.id, "recv")
-            .await
-            .map_err(|e| {
-                if self.recv_closed.load(Ordering::Acquire) {
-                    closed()
-                } else {
-                    e
-                }
-            })
+        inner.recv_on(self.key, self.id, "recv").await.map_err(|e| {
+            if self.recv_closed.load(Ordering::Acquire) {
+                closed()
+            } else {
+                e
+            }
+        })
     }
 
     /// Receives the next message, which must be of type `M`.
@@ -183,14 +174,8 @@ impl Conn {
     /// packets already queued, and later ones, are answered "connection closed".
     pub fn close_recv(&self) {
         self.recv_closed.store(true, Ordering::Release);
-        let inner = self.link.inner();
-        let (dropped, wake) = self.slot.close_rx(RxClosed::Local, &inner.ready);
-        wake.wake();
-        inner.release_rx(dropped.cost);
-        if dropped.requests > 0 {
-            inner.reply_closed(self.id);
-        }
-        inner.credit_back(self.id, dropped.cost + dropped.uncredited);
+        let key = self.key;
+        self.link.inner().with_core(|s| s.core.close_recv(key));
     }
 
     /// Closes the connection in both directions. A send already being written completes,
@@ -199,11 +184,11 @@ impl Conn {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let inner = self.link.inner();
-        self.close_recv();
-        self.slot.close_tx().wake();
-        inner.table.close(&self.slot, self.incoming, Instant::now());
-        Counters::add(&inner.stats.conns_closed, 1);
+        self.recv_closed.store(true, Ordering::Release);
+        let key = self.key;
+        self.link
+            .inner()
+            .with_core(|s| s.core.close(key, Instant::now()));
     }
 }
 

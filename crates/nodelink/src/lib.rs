@@ -76,16 +76,16 @@
 
 mod config;
 mod conn;
-mod conn_state;
 mod control;
+mod core;
 mod error;
 mod frame;
 mod handshake;
+mod inner;
 #[cfg(feature = "kcp")]
 pub mod kcp;
 mod link;
 mod message;
-mod negotiate;
 mod net;
 mod reader;
 mod request;
@@ -93,7 +93,6 @@ mod request;
 mod serde_codec;
 mod stats;
 mod sync;
-mod table;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod waiters;

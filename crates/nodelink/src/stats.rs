@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::core::CoreStats;
+
 /// A snapshot of a link's counters, from [`Link::stats`](crate::Link::stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -40,22 +42,12 @@ pub struct LinkStats {
     pub protocol_errors: u64,
 }
 
+/// Counters of the send side; the protocol core keeps the others.
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub(crate) packets_in: AtomicU64,
     pub(crate) packets_out: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
-    pub(crate) conns_opened: AtomicU64,
-    pub(crate) conns_accepted: AtomicU64,
-    pub(crate) conns_refused: AtomicU64,
-    pub(crate) conns_closed: AtomicU64,
-    pub(crate) recv_overflows: AtomicU64,
     pub(crate) replies_dropped: AtomicU64,
-    pub(crate) control_dropped: AtomicU64,
-    pub(crate) packets_dropped: AtomicU64,
-    pub(crate) accept_waits: AtomicU64,
-    pub(crate) protocol_errors: AtomicU64,
 }
 
 impl Counters {
@@ -63,22 +55,22 @@ impl Counters {
         counter.fetch_add(n, Relaxed);
     }
 
-    pub(crate) fn snapshot(&self) -> LinkStats {
+    pub(crate) fn snapshot(&self, core: &CoreStats) -> LinkStats {
         LinkStats {
-            packets_in: self.packets_in.load(Relaxed),
+            packets_in: core.packets_in,
             packets_out: self.packets_out.load(Relaxed),
-            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_in: core.bytes_in,
             bytes_out: self.bytes_out.load(Relaxed),
-            conns_opened: self.conns_opened.load(Relaxed),
-            conns_accepted: self.conns_accepted.load(Relaxed),
-            conns_refused: self.conns_refused.load(Relaxed),
-            conns_closed: self.conns_closed.load(Relaxed),
-            recv_overflows: self.recv_overflows.load(Relaxed),
+            conns_opened: core.conns_opened,
+            conns_accepted: core.conns_accepted,
+            conns_refused: core.conns_refused,
+            conns_closed: core.conns_closed,
+            recv_overflows: core.recv_overflows,
             replies_dropped: self.replies_dropped.load(Relaxed),
-            control_dropped: self.control_dropped.load(Relaxed),
-            packets_dropped: self.packets_dropped.load(Relaxed),
-            accept_waits: self.accept_waits.load(Relaxed),
-            protocol_errors: self.protocol_errors.load(Relaxed),
+            control_dropped: core.control_dropped,
+            packets_dropped: core.packets_dropped,
+            accept_waits: core.accept_waits,
+            protocol_errors: core.protocol_errors,
         }
     }
 }

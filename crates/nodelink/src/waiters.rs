@@ -52,13 +52,11 @@ pub(crate) struct Wake {
 }
 
 impl Wake {
-    /// Adds one more waker to wake.
-    pub(crate) fn add(&mut self, waker: Option<Waker>) {
-        let Some(waker) = waker else { return };
-        if self.first.is_none() {
-            self.first = Some(waker);
-        } else {
-            self.rest.get_or_insert_with(Default::default).push(waker);
+    /// One waker.
+    pub(crate) fn one(waker: Waker) -> Wake {
+        Wake {
+            first: Some(waker),
+            rest: None,
         }
     }
 

@@ -24,9 +24,9 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::conn_state::{cost_of, ConnRef};
+use crate::core::{cost_of, ConnKey, Reserve};
 use crate::frame::{Header, HEADER_LEN, MAX_PAYLOAD_LEN};
-use crate::link::{LinkEnd, LinkInner};
+use crate::inner::{LinkEnd, LinkInner};
 use crate::stats::Counters;
 use crate::sync::lock_std;
 use crate::waiters::Waiters;
@@ -180,7 +180,7 @@ impl LinkInner {
     fn poll_enqueue<F: Fn(&mut BytesMut)>(
         &self,
         cx: &mut Context<'_>,
-        conn: Option<&ConnRef>,
+        conn: Option<ConnKey>,
         id: u32,
         code: u16,
         body: &Body<'_, F>,
@@ -213,14 +213,25 @@ impl LinkInner {
             q.tail.truncate(mark);
             return Poll::Ready(Err(SendFail::TooBig(payload_len)));
         }
-        if let Some(conn) = conn {
-            match conn.poll_reserve(cx, cost_of(payload_len), self.peer_window()) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(())) => {
+        if let Some(key) = conn {
+            // Lock order: the send queue, then the core.
+            let reserved = {
+                let mut s = lock_std(&self.shared);
+                let r = s.core.reserve(key, cost_of(payload_len));
+                if r == Reserve::Wait {
+                    if let Some(parked) = s.core.ext(key) {
+                        parked.tx.register(cx.waker());
+                    }
+                }
+                r
+            };
+            match reserved {
+                Reserve::Ok => {}
+                Reserve::Closed => {
                     q.tail.truncate(mark);
                     return Poll::Ready(Err(SendFail::Conn));
                 }
-                Poll::Pending => {
+                Reserve::Wait => {
                     q.tail.truncate(mark);
                     return Poll::Pending;
                 }
@@ -252,7 +263,7 @@ impl LinkInner {
     /// Sends one packet: queue it, then write the queue if the socket is free.
     pub(crate) async fn send_frame<F: Fn(&mut BytesMut)>(
         &self,
-        conn: Option<&ConnRef>,
+        conn: Option<ConnKey>,
         id: u32,
         code: u16,
         body: Body<'_, F>,
@@ -267,15 +278,15 @@ impl LinkInner {
     /// once. Connections nobody reads do not count, so they never slow requests down.
     pub(crate) async fn send_request<F: Fn(&mut BytesMut)>(
         &self,
-        slot: &ConnRef,
+        key: ConnKey,
         id: u32,
         code: u16,
         body: Body<'_, F>,
     ) -> Result<(), SendFail> {
         if self.ready.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            return self.send_frame(Some(slot), id, code, body).await;
+            return self.send_frame(Some(key), id, code, body).await;
         }
-        poll_fn(|cx| self.poll_enqueue(cx, Some(slot), id, code, &body)).await?;
+        poll_fn(|cx| self.poll_enqueue(cx, Some(key), id, code, &body)).await?;
         self.writer_kick.notify_one();
         Ok(())
     }
@@ -289,7 +300,7 @@ impl LinkInner {
         code: u16,
         body: Body<'_, F>,
     ) -> Result<(), SendFail> {
-        if self.table.backlog_hint() == 0 {
+        if self.backlog_len.load(std::sync::atomic::Ordering::Relaxed) == 0 {
             return self.send_frame(None, id, code, body).await;
         }
         poll_fn(|cx| self.poll_enqueue(cx, None, id, code, &body)).await?;

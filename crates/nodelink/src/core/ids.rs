@@ -1,0 +1,235 @@
+//! Connection ids: who owns which id, how new ones are numbered, and the "recently closed"
+//! records (`docs/protocols/link.md`, "Connection ids" and "Routing").
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use tokio::time::Instant;
+
+/// How connection ids are numbered and packets routed: the two NEO dialects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Numbering {
+    /// NEO/go: our ids have our role's parity (+2 each); an unknown id of the peer's parity
+    /// opens a new incoming connection, one of ours is answered "connection closed".
+    ByParity {
+        /// Our first id: 1 for the dialer, 0 for the acceptor.
+        first: u32,
+    },
+    /// NEO/py 1.12: our ids count 0, 1, 2, ...; the answer bit, not the id, says whether a
+    /// packet is for one of our requests or a new request of the peer's.
+    ByAnswerBit,
+}
+
+/// What an id maps to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// An open connection, at this index of the core's slots.
+    Open(u32),
+    /// A peer-initiated connection we closed; late packets get "connection closed".
+    Closed { until: Instant },
+}
+
+/// What an id currently maps to (tests and diagnostics).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum IdState {
+    Open,
+    KeptClosed,
+    Free,
+}
+
+/// The id map and the id allocator.
+pub(crate) struct Ids {
+    pub(crate) numbering: Numbering,
+    map: FxHashMap<u32, Entry>,
+    /// Closed records in expiry order, purged lazily: no timer runs for them.
+    closed: VecDeque<(Instant, u32)>,
+    next: u32,
+    /// An id never handed out (the control id the peer sends extension frames on).
+    reserved: Option<u32>,
+    keep_closed: Duration,
+    max_keep_closed: usize,
+}
+
+impl Ids {
+    pub(crate) fn new(
+        numbering: Numbering,
+        reserved: Option<u32>,
+        keep_closed: Duration,
+        max_keep_closed: usize,
+    ) -> Ids {
+        let next = match numbering {
+            Numbering::ByParity { first } => first,
+            Numbering::ByAnswerBit => 0,
+        };
+        Ids {
+            numbering,
+            map: FxHashMap::default(),
+            closed: VecDeque::new(),
+            next,
+            reserved,
+            keep_closed,
+            max_keep_closed,
+        }
+    }
+
+    /// The parity of our ids, under NEO/go rules.
+    pub(crate) fn our_parity(&self) -> Option<u32> {
+        match self.numbering {
+            Numbering::ByParity { first } => Some(first % 2),
+            Numbering::ByAnswerBit => None,
+        }
+    }
+
+    pub(crate) fn get(&self, id: u32) -> Option<Entry> {
+        self.map.get(&id).copied()
+    }
+
+    pub(crate) fn insert_open(&mut self, id: u32, index: u32) {
+        self.map.insert(id, Entry::Open(index));
+    }
+
+    /// Removes the open entry of `id` if it points at `index`, leaving a closed record when
+    /// `keep` (and records are kept at all).
+    pub(crate) fn close(&mut self, id: u32, index: u32, keep: bool, now: Instant) {
+        if self.map.get(&id) != Some(&Entry::Open(index)) {
+            return;
+        }
+        if keep && !self.keep_closed.is_zero() && self.max_keep_closed > 0 {
+            let until = now + self.keep_closed;
+            self.map.insert(id, Entry::Closed { until });
+            self.closed.push_back((until, id));
+            while self.closed.len() > self.max_keep_closed {
+                self.forget_oldest();
+            }
+        } else {
+            self.map.remove(&id);
+        }
+    }
+
+    /// Allocates our next id: +2 (NEO/go) or +1 (NEO/py), wrapping, skipping ids in use.
+    /// The map never holds anywhere near 2^31 entries (the limits bound it), so the loop
+    /// ends quickly; its bound only guards against a misconfiguration.
+    pub(crate) fn alloc(&mut self) -> Option<u32> {
+        let step = match self.numbering {
+            Numbering::ByParity { .. } => 2,
+            Numbering::ByAnswerBit => 1,
+        };
+        for _ in 0..=(u32::MAX / step) {
+            let id = self.next;
+            self.next = id.wrapping_add(step);
+            if Some(id) != self.reserved && !self.map.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn expire(&mut self, now: Instant) {
+        while let Some(&(until, _)) = self.closed.front() {
+            if until > now {
+                break;
+            }
+            self.forget_oldest();
+        }
+    }
+
+    pub(crate) fn state(&mut self, id: u32, now: Instant) -> IdState {
+        self.expire(now);
+        match self.map.get(&id) {
+            Some(Entry::Open(_)) => IdState::Open,
+            Some(Entry::Closed { .. }) => IdState::KeptClosed,
+            None => IdState::Free,
+        }
+    }
+
+    /// Closed records kept now.
+    pub(crate) fn closed_records(&self) -> usize {
+        self.closed.len()
+    }
+
+    /// Forgets everything (the link is down).
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+        self.closed.clear();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_next(&mut self, next: u32) {
+        self.next = next;
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((until, id)) = self.closed.pop_front() {
+            // The id may have been reused since (wrap-around, or a new record): only drop
+            // the entry this record describes.
+            if self.map.get(&id) == Some(&Entry::Closed { until }) {
+                self.map.remove(&id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_by_role_wrap_around_and_skip_used_and_reserved_ids() {
+        let mut ids = Ids::new(
+            Numbering::ByParity { first: 0 },
+            Some(u32::MAX - 1),
+            Duration::from_secs(60),
+            4,
+        );
+        assert_eq!((ids.alloc(), ids.alloc()), (Some(0), Some(2)));
+        ids.insert_open(0, 0);
+        ids.insert_open(2, 1);
+        ids.set_next(u32::MAX - 3);
+        let got: Vec<u32> = (0..3).map(|_| ids.alloc().unwrap()).collect();
+        assert_eq!(got, vec![u32::MAX - 3, 4, 6]);
+    }
+
+    #[test]
+    fn neo_py_numbering_counts_by_one_and_skips_pending_ids() {
+        let mut ids = Ids::new(Numbering::ByAnswerBit, None, Duration::from_secs(60), 4);
+        for i in 0..3 {
+            let id = ids.alloc().unwrap();
+            assert_eq!(id, i);
+            ids.insert_open(id, i);
+        }
+        ids.set_next(u32::MAX - 1);
+        let got: Vec<u32> = (0..3).map(|_| ids.alloc().unwrap()).collect();
+        assert_eq!(got, vec![u32::MAX - 1, u32::MAX, 3]);
+    }
+
+    #[test]
+    fn closed_records_expire_and_are_capped() {
+        let mut ids = Ids::new(
+            Numbering::ByParity { first: 0 },
+            None,
+            Duration::from_secs(60),
+            3,
+        );
+        let now = Instant::now();
+        for (index, id) in [1u32, 3, 5, 7].into_iter().enumerate() {
+            ids.insert_open(id, index as u32);
+            ids.close(id, index as u32, true, now);
+        }
+        // Cap of 3: the oldest record (id 1) was forgotten.
+        assert_eq!(ids.state(1, now), IdState::Free);
+        assert_eq!(ids.state(3, now), IdState::KeptClosed);
+        let later = now + Duration::from_secs(61);
+        assert_eq!(ids.state(3, later), IdState::Free);
+        assert_eq!(ids.closed_records(), 0);
+    }
+
+    #[test]
+    fn closing_a_stale_index_leaves_the_new_owner_alone() {
+        let mut ids = Ids::new(Numbering::ByAnswerBit, None, Duration::ZERO, 0);
+        let now = Instant::now();
+        ids.insert_open(5, 1);
+        ids.close(5, 0, false, now);
+        assert_eq!(ids.state(5, now), IdState::Open);
+    }
+}

@@ -1,0 +1,981 @@
+//! The link protocol as an I/O-free state machine.
+//!
+//! [`LinkCore`] holds everything the NEO link protocol decides (`docs/protocols/link.md`):
+//! which connection a packet belongs to, new connections and their accept backlog, the
+//! ids we hand out, "recently closed" records, automatic Error replies, the receive
+//! budgets, and the flow-control extension (its negotiation and credit accounting). It owns
+//! no socket, no task, no lock and no clock:
+//!
+//! * **in**: received bytes ([`LinkCore::handle_input`]), the application's operations
+//!   (open, reserve send credit, receive, close, accept), the expiry of its one timer
+//!   ([`LinkCore::handle_timeout`]) and the current time;
+//! * **out**: [`Transmit`]s (packets the protocol itself sends: replies, negotiation, credit)
+//!   and [`Wakeup`]s (who may now proceed: a receiver, a sender waiting for credit, the
+//!   acceptors, the reader), drained by the driver after each call.
+//!
+//! The driver (`link.rs`, `reader.rs`, `writer.rs`) keeps the core behind one mutex, moves
+//! bytes between it and the stream, frames the application's own messages, and turns
+//! wakeups into task wakeups. It stores its wakers in the core's per-connection slot
+//! (the `W` parameter), which the core never looks into.
+//!
+//! Because the core is deterministic, its tests drive two cores back to back on a virtual
+//! clock (`sim_tests.rs`, with `nodelink_testkit::sim`).
+
+mod conn;
+mod ids;
+mod negotiate;
+#[cfg(test)]
+mod sim_tests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::time::Instant;
+
+use crate::config::{Config, Dialect, MIN_RECV_BUDGET};
+use crate::control;
+use crate::frame::{decode_packet_with_limit, FrameError, Packet, HEADER_LEN};
+use crate::link::Role;
+
+pub(crate) use conn::{cost_of, RxClosed};
+use conn::{Budget, ConnState, Pop, Push};
+pub(crate) use ids::IdState;
+use ids::{Entry, Ids, Numbering};
+use negotiate::{Negotiation, Verdict};
+pub(crate) use negotiate::{PeerMode, Reply};
+
+/// Names one connection's slot in the core. A key outlives its connection harmlessly: once
+/// the slot is released, its generation changes and the old key finds nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ConnKey {
+    index: u32,
+    gen: u32,
+}
+
+/// A packet the protocol itself sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Transmit {
+    /// NEO's Error(PROTOCOL_ERROR, "connection closed") on this id.
+    Closed(u32),
+    /// NEO's Error(PROTOCOL_ERROR, "connection refused") on this id.
+    Refused(u32),
+    /// A frame of the extension's negotiation, on the peer's control id.
+    Negotiation(Reply),
+    /// Return `bytes` of connection `id`'s window to the peer (batched into CREDIT frames).
+    Credit {
+        /// The connection.
+        id: u32,
+        /// Cost returned.
+        bytes: u32,
+    },
+}
+
+/// Who may proceed after a call.
+#[derive(Debug)]
+pub(crate) enum Wakeup<W> {
+    /// A receiver of this connection: data arrived, or its receive side closed.
+    Readable(ConnKey),
+    /// A sender of this connection: credit came back, or its send side closed.
+    Writable(ConnKey),
+    /// Every sender (the peer's flow-control mode changed).
+    AllWritable,
+    /// The slot of a released connection, with whatever the driver stored in it (tasks
+    /// still parked on it must learn that it is gone).
+    Released(W),
+    /// Tasks waiting in accept.
+    Acceptors,
+    /// The reader, which was told to wait ([`Input::Blocked`]).
+    Reader,
+}
+
+/// Why an id could not be allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    /// The link is down.
+    Down,
+    /// No id is free, or the connection limit is reached.
+    TooMany,
+}
+
+/// Outcome of one accept attempt.
+#[derive(Debug)]
+pub(crate) enum AcceptPoll<T> {
+    Ready(T),
+    NotListening,
+    Down,
+    /// Nothing yet: park the acceptor; [`Wakeup::Acceptors`] comes when something does.
+    Pending,
+}
+
+/// What [`LinkCore::handle_input`] did with the buffered bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// Every complete packet was handled; read more.
+    Drained,
+    /// A packet must wait (the link-wide receive limit, or a full accept backlog): stop
+    /// reading until [`Wakeup::Reader`], then call again.
+    Blocked,
+}
+
+/// Outcome of reserving send credit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reserve {
+    Ok,
+    /// The peer's window is full: park the sender; [`Wakeup::Writable`] comes with credit.
+    Wait,
+    /// The connection's send side is closed (or the connection is gone).
+    Closed,
+}
+
+/// Outcome of a receive.
+#[derive(Debug)]
+pub(crate) enum Recv {
+    Packet(Packet),
+    /// Nothing queued: park the receiver; [`Wakeup::Readable`] comes.
+    Empty,
+    /// The receive side is closed.
+    Ended {
+        reason: RxClosed,
+        /// True the first time this connection reports a link failure.
+        first_link_report: bool,
+    },
+}
+
+/// A request taken with recv1: the packet and the credit owed for it (stateless mode with
+/// a peer that takes credit; 0 otherwise).
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub(crate) packet: Packet,
+    pub(crate) credit: u32,
+}
+
+/// Counters kept by the core.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CoreStats {
+    pub(crate) packets_in: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) conns_opened: u64,
+    pub(crate) conns_accepted: u64,
+    pub(crate) conns_refused: u64,
+    pub(crate) conns_closed: u64,
+    pub(crate) recv_overflows: u64,
+    pub(crate) control_dropped: u64,
+    pub(crate) packets_dropped: u64,
+    pub(crate) accept_waits: u64,
+    pub(crate) protocol_errors: u64,
+}
+
+/// Why the reader waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Blocked {
+    /// The connections' queues together exceed the link-wide limit.
+    Room,
+    /// A packet would open a connection, and the accept backlog is full.
+    Backlog,
+}
+
+struct Slot<W> {
+    gen: u32,
+    live: bool,
+    conn: ConnState,
+    ext: W,
+}
+
+/// Where a routed packet goes.
+enum Target {
+    Existing(u32),
+    New { registered: bool },
+    Closed,
+    Refused,
+    Dropped,
+}
+
+/// The link protocol's state for one link. `W` is the driver's per-connection data (its
+/// parked tasks).
+pub(crate) struct LinkCore<W> {
+    name: Arc<str>,
+    dialect: Dialect,
+    budget: usize,
+    link_recv_limit: usize,
+    backlog_limit: usize,
+    max_conns: usize,
+    neg: Negotiation,
+    neg_deadline: Instant,
+    ids: Ids,
+    slots: Vec<Slot<W>>,
+    free: Vec<u32>,
+    /// Connections in the id map.
+    open: usize,
+    backlog: VecDeque<ConnKey>,
+    accepting: bool,
+    down: bool,
+    /// Cost of everything queued in connection receive queues.
+    rx_total: usize,
+    /// Receivers woken for data they have not taken yet.
+    ready: usize,
+    blocked: Option<Blocked>,
+    /// The packet the reader could not deliver yet.
+    pending: Option<Packet>,
+    transmits: Vec<Transmit>,
+    wakeups: Vec<Wakeup<W>>,
+    stats: CoreStats,
+}
+
+impl<W: Default> LinkCore<W> {
+    /// The core of a link whose handshake just finished. An offering dialer's HELLO is the
+    /// first transmit.
+    pub(crate) fn new(role: Role, config: &Config, name: Arc<str>, now: Instant) -> Self {
+        let dialect = config.dialect;
+        let numbering = match dialect {
+            Dialect::NeoGo => Numbering::ByParity {
+                first: role.first_id(),
+            },
+            Dialect::NeoPy => Numbering::ByAnswerBit,
+        };
+        // The control id the peer would send extension frames on is never a connection of
+        // ours (NEO/py has no extension, and every id is usable there).
+        let reserved = (dialect == Dialect::NeoGo).then(|| control::control_id_of(role));
+        let budget = config.effective_budget();
+        let (neg, offer) = Negotiation::start(
+            role,
+            config.extension_enabled(),
+            dialect == Dialect::NeoGo,
+            budget as u32,
+        );
+        let mut core = LinkCore {
+            name,
+            dialect,
+            budget,
+            link_recv_limit: config.link_recv_limit,
+            backlog_limit: config.accept_backlog,
+            max_conns: config.max_connections,
+            neg,
+            neg_deadline: now + config.handshake_timeout,
+            ids: Ids::new(
+                numbering,
+                reserved,
+                config.keep_closed,
+                config.max_keep_closed,
+            ),
+            slots: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            backlog: VecDeque::new(),
+            accepting: true,
+            down: false,
+            rx_total: 0,
+            ready: 0,
+            blocked: None,
+            pending: None,
+            transmits: Vec::new(),
+            wakeups: Vec::new(),
+            stats: CoreStats::default(),
+        };
+        if let Some(offer) = offer {
+            core.transmits.push(Transmit::Negotiation(offer));
+        }
+        core
+    }
+
+    // ---- what the driver reads ----
+
+    /// The peer's flow-control mode.
+    pub(crate) fn mode(&self) -> PeerMode {
+        self.neg.mode()
+    }
+
+    pub(crate) fn stats(&self) -> CoreStats {
+        self.stats
+    }
+
+    /// Receivers told about data they have not taken (a hint that this side is about to
+    /// send, used to batch writes).
+    pub(crate) fn ready(&self) -> usize {
+        self.ready
+    }
+
+    /// Incoming connections waiting to be accepted.
+    pub(crate) fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Cost queued in connection receive queues.
+    pub(crate) fn rx_total(&self) -> usize {
+        self.rx_total
+    }
+
+    /// Open connections and closed records.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.open, self.ids.closed_records())
+    }
+
+    pub(crate) fn id_state(&mut self, id: u32, now: Instant) -> IdState {
+        self.ids.state(id, now)
+    }
+
+    /// Whether the reader must still wait.
+    pub(crate) fn reader_blocked(&self) -> bool {
+        self.blocked.is_some() && !self.down
+    }
+
+    /// The one timer: until the extension's negotiation decides.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.neg.waiting().then_some(self.neg_deadline)
+    }
+
+    /// The driver's data for a live connection.
+    pub(crate) fn ext(&mut self, key: ConnKey) -> Option<&mut W> {
+        self.slot(key).map(|s| &mut s.ext)
+    }
+
+    /// The driver's data of every live connection.
+    pub(crate) fn exts(&mut self) -> impl Iterator<Item = &mut W> + '_ {
+        self.slots.iter_mut().filter(|s| s.live).map(|s| &mut s.ext)
+    }
+
+    /// Moves the pending transmits into `out`.
+    pub(crate) fn take_transmits(&mut self, out: &mut Vec<Transmit>) {
+        out.append(&mut self.transmits);
+    }
+
+    /// Takes the pending wakeups; hand the emptied list back with
+    /// [`Self::recycle_wakeups`] to keep its allocation.
+    pub(crate) fn take_wakeups(&mut self) -> Vec<Wakeup<W>> {
+        std::mem::take(&mut self.wakeups)
+    }
+
+    pub(crate) fn recycle_wakeups(&mut self, mut list: Vec<Wakeup<W>>) {
+        if self.wakeups.is_empty() {
+            list.clear();
+            self.wakeups = list;
+        }
+    }
+
+    pub(crate) fn has_output(&self) -> bool {
+        !self.transmits.is_empty() || !self.wakeups.is_empty()
+    }
+
+    // ---- the application's operations ----
+
+    /// Opens a connection of ours (a full connection, or one lightweight exchange).
+    pub(crate) fn open(&mut self, now: Instant) -> Result<(ConnKey, u32), OpenError> {
+        self.ids.expire(now);
+        if self.down {
+            return Err(OpenError::Down);
+        }
+        if self.open >= self.max_conns {
+            return Err(OpenError::TooMany);
+        }
+        let id = self.ids.alloc().ok_or(OpenError::TooMany)?;
+        let key = self.alloc_slot(id, false, true);
+        self.ids.insert_open(id, key.index);
+        self.open += 1;
+        self.stats.conns_opened += 1;
+        Ok((key, id))
+    }
+
+    /// Allocates an id for a fire-and-forget `send1`, keeping no state for it: a later
+    /// packet on it is answered as for any unknown id.
+    pub(crate) fn open_unregistered(&mut self, now: Instant) -> Result<u32, OpenError> {
+        self.ids.expire(now);
+        if self.down {
+            return Err(OpenError::Down);
+        }
+        let id = self.ids.alloc().ok_or(OpenError::TooMany)?;
+        self.stats.conns_opened += 1;
+        Ok(id)
+    }
+
+    /// Reserves send credit for a packet of `cost` on `key`.
+    pub(crate) fn reserve(&mut self, key: ConnKey, cost: usize) -> Reserve {
+        let window = self.peer_window();
+        let Some(slot) = self.slot(key) else {
+            return Reserve::Closed;
+        };
+        if slot.conn.tx_closed() {
+            Reserve::Closed
+        } else if slot.conn.reserve(cost, window) {
+            Reserve::Ok
+        } else {
+            Reserve::Wait
+        }
+    }
+
+    /// Takes the next packet of `key`; credit due to the peer becomes a transmit.
+    pub(crate) fn recv(&mut self, key: ConnKey) -> Recv {
+        let credit_every = self.credit_every();
+        let Some(slot) = self.slots.get_mut(key.index as usize) else {
+            return gone();
+        };
+        if !slot.live || slot.gen != key.gen {
+            return gone();
+        }
+        let id = slot.conn.id;
+        match slot.conn.pop(credit_every, &mut self.ready) {
+            Pop::Packet {
+                packet,
+                cost,
+                credit,
+            } => {
+                self.release_rx(cost);
+                if let Some(bytes) = credit {
+                    self.transmits.push(Transmit::Credit { id, bytes });
+                }
+                Recv::Packet(packet)
+            }
+            Pop::Empty => Recv::Empty,
+            Pop::Ended {
+                reason,
+                first_link_report,
+            } => Recv::Ended {
+                reason,
+                first_link_report,
+            },
+        }
+    }
+
+    /// Closes the receive side of `key`: queued and later packets are answered
+    /// "connection closed".
+    pub(crate) fn close_recv(&mut self, key: ConnKey) {
+        let Some((id, dropped)) = self.close_rx_of(key) else {
+            return;
+        };
+        self.wakeups.push(Wakeup::Readable(key));
+        if let Some(d) = dropped {
+            self.release_rx(d.cost);
+            if d.requests > 0 {
+                self.reply(Transmit::Closed(id));
+            }
+            self.credit_back(id, d.cost + d.uncredited);
+        }
+    }
+
+    /// Closes a full connection in both directions and releases it. A connection the peer
+    /// opened leaves a "closed" record (NEO/go rules).
+    pub(crate) fn close(&mut self, key: ConnKey, now: Instant) {
+        if self.slot(key).is_none() {
+            return;
+        }
+        self.close_recv(key);
+        let slot = &mut self.slots[key.index as usize];
+        let keep = slot.conn.incoming;
+        self.stats.conns_closed += 1;
+        self.release(key, keep, now);
+    }
+
+    /// Ends a lightweight exchange (ask1, or recv1 keeping a closed record when `keep`):
+    /// anything still queued is answered "connection closed", and the slot released.
+    pub(crate) fn finish_light(&mut self, key: ConnKey, keep: bool, now: Instant) {
+        let Some((id, dropped)) = self.close_rx_of(key) else {
+            return;
+        };
+        if let Some(d) = dropped {
+            self.release_rx(d.cost);
+            if d.requests > 0 {
+                self.reply(Transmit::Closed(id));
+            }
+            // Only what was discarded unread: the answer an exchange consumed was sent
+            // without credit (a reply), so returning it would be wasted traffic.
+            self.credit_back(id, d.cost);
+        }
+        self.release(key, keep, now);
+    }
+
+    /// Takes the next incoming connection.
+    pub(crate) fn accept(&mut self) -> AcceptPoll<(ConnKey, u32)> {
+        if let Some(key) = self.pop_backlog() {
+            let id = self.slots[key.index as usize].conn.id;
+            return AcceptPoll::Ready((key, id));
+        }
+        self.accept_end()
+    }
+
+    /// recv1: takes the next incoming connection's first packet, and ends that connection
+    /// at once. With `keep`, the id keeps a closed record (later packets on it are answered
+    /// "connection closed"); without, the id is forgotten, and packets that already
+    /// followed the first one are served next, in order (stateless servers).
+    pub(crate) fn accept_request(&mut self, keep: bool, now: Instant) -> AcceptPoll<Taken> {
+        while let Some(key) = self.pop_backlog() {
+            let slot = &mut self.slots[key.index as usize];
+            let first = slot.conn.pop_first(&mut self.ready);
+            if keep {
+                self.finish_light(key, true, now);
+            } else {
+                self.finish_stateless(key, now);
+            }
+            if let Some((packet, cost)) = first {
+                self.release_rx(cost);
+                // A stateless server may be talking to a full connection that sends many
+                // requests on one id: it needs its credit back, or it stalls once it sent a
+                // window's worth. It goes out with the reply.
+                let credit = if !keep && matches!(self.mode(), PeerMode::Credit { .. }) {
+                    cost as u32
+                } else {
+                    0
+                };
+                return AcceptPoll::Ready(Taken { packet, credit });
+            }
+            // The link went down between queueing and now; the next round reports it.
+        }
+        self.accept_end()
+    }
+
+    /// Stops accepting: queued connections are refused, acceptors and a waiting reader
+    /// are told.
+    pub(crate) fn close_accept(&mut self, now: Instant) {
+        self.accepting = false;
+        while let Some(key) = self.backlog.pop_front() {
+            let slot = &mut self.slots[key.index as usize];
+            let id = slot.conn.id;
+            let dropped = slot.conn.close_rx(RxClosed::Local, &mut self.ready);
+            self.stats.conns_refused += 1;
+            if let Some(d) = dropped {
+                self.release_rx(d.cost);
+                if d.requests > 0 {
+                    self.reply(Transmit::Refused(id));
+                }
+                self.credit_back(id, d.cost + d.uncredited);
+            }
+            self.release(key, false, now);
+        }
+        self.wakeups.push(Wakeup::Acceptors);
+        self.unblock_reader();
+    }
+
+    /// The link ended: every connection's receive and send side closes, the id map is
+    /// forgotten, every parked task is told.
+    pub(crate) fn shutdown(&mut self) {
+        if self.down {
+            return;
+        }
+        self.down = true;
+        self.accepting = false;
+        self.pending = None;
+        self.ids.clear();
+        self.open = 0;
+        while let Some(key) = self.backlog.pop_front() {
+            self.free_slot(key.index);
+        }
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            if !slot.live {
+                continue;
+            }
+            let _ = slot.conn.close_rx(RxClosed::Link, &mut self.ready);
+            slot.conn.close_tx();
+            slot.conn.registered = false;
+            let key = ConnKey {
+                index: index as u32,
+                gen: slot.gen,
+            };
+            self.wakeups.push(Wakeup::Readable(key));
+            self.wakeups.push(Wakeup::Writable(key));
+        }
+        self.rx_total = 0;
+        self.transmits.clear();
+        self.wakeups.push(Wakeup::Acceptors);
+        self.wakeups.push(Wakeup::Reader);
+    }
+
+    // ---- the peer's side ----
+
+    /// Handles every complete packet in `buf` (bytes read from the stream; what is used is
+    /// split off). A framing violation is fatal for the link.
+    pub(crate) fn handle_input(
+        &mut self,
+        buf: &mut BytesMut,
+        now: Instant,
+    ) -> Result<Input, FrameError> {
+        if self.down {
+            return Ok(Input::Drained);
+        }
+        self.ids.expire(now);
+        if let Some(packet) = self.pending.take() {
+            self.blocked = None;
+            if !self.deliver(packet) {
+                return Ok(Input::Blocked);
+            }
+        }
+        let limit = self.dialect.max_recv_payload();
+        loop {
+            let packet = match decode_packet_with_limit(buf, limit) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(Input::Drained),
+                Err(e) => {
+                    self.stats.protocol_errors += 1;
+                    return Err(e);
+                }
+            };
+            self.stats.packets_in += 1;
+            self.stats.bytes_in += (HEADER_LEN + packet.payload.len()) as u64;
+            tracing::trace!(
+                link = %self.name,
+                conn = packet.conn_id,
+                code = packet.code,
+                len = packet.payload.len(),
+                "recv"
+            );
+            let before = self.neg.mode();
+            let verdict = self
+                .neg
+                .on_packet(packet.conn_id, packet.code, &packet.payload);
+            match verdict {
+                Verdict::Route => {
+                    // A new mode applies before the packet is routed: the acceptor learns
+                    // that its peer is a strict NEO node from that very packet.
+                    self.mode_changed(before);
+                    if !self.deliver(packet) {
+                        return Ok(Input::Blocked);
+                    }
+                }
+                Verdict::Consumed(reply) => {
+                    if let Some(reply) = reply {
+                        self.transmits.push(Transmit::Negotiation(reply));
+                    } else if !matches!(self.neg.mode(), PeerMode::Credit { .. }) {
+                        // NEO/go's "connection closed" for our offer, absorbed.
+                        self.stats.control_dropped += 1;
+                    }
+                    self.mode_changed(before);
+                }
+                Verdict::Credit(body) => {
+                    for (id, bytes) in control::credits(body) {
+                        self.add_credit(id, bytes);
+                    }
+                }
+                Verdict::Dropped => self.stats.control_dropped += 1,
+            }
+        }
+    }
+
+    /// The timer of [`Self::poll_timeout`] expired (or may have).
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.neg.waiting() && now >= self.neg_deadline {
+            let before = self.neg.mode();
+            self.neg.on_timeout();
+            tracing::debug!(link = %self.name, "no flow-control verdict from the peer in time: none used");
+            self.mode_changed(before);
+        }
+    }
+
+    // ---- internals ----
+
+    /// Closes the receive side of a live connection: its id and what was discarded.
+    fn close_rx_of(&mut self, key: ConnKey) -> Option<(u32, Option<conn::Dropped>)> {
+        let slot = self
+            .slots
+            .get_mut(key.index as usize)
+            .filter(|s| s.live && s.gen == key.gen)?;
+        let dropped = slot.conn.close_rx(RxClosed::Local, &mut self.ready);
+        Some((slot.conn.id, dropped))
+    }
+
+    fn slot(&mut self, key: ConnKey) -> Option<&mut Slot<W>> {
+        self.slots
+            .get_mut(key.index as usize)
+            .filter(|s| s.live && s.gen == key.gen)
+    }
+
+    fn alloc_slot(&mut self, id: u32, incoming: bool, registered: bool) -> ConnKey {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.slots.push(Slot {
+                    gen: 0,
+                    live: false,
+                    conn: ConnState::default(),
+                    ext: W::default(),
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.live = true;
+        slot.conn.reset(id, incoming, registered);
+        ConnKey {
+            index,
+            gen: slot.gen,
+        }
+    }
+
+    /// Forgets `key`'s id (with a closed record when `keep`) and frees its slot.
+    fn release(&mut self, key: ConnKey, keep: bool, now: Instant) {
+        let slot = &mut self.slots[key.index as usize];
+        slot.conn.close_tx();
+        if slot.conn.registered {
+            slot.conn.registered = false;
+            let id = slot.conn.id;
+            self.ids.close(id, key.index, keep, now);
+            self.open -= 1;
+        }
+        self.free_slot(key.index);
+    }
+
+    fn free_slot(&mut self, index: u32) {
+        let slot = &mut self.slots[index as usize];
+        let _ = slot.conn.close_rx(RxClosed::Local, &mut self.ready);
+        slot.live = false;
+        slot.gen = slot.gen.wrapping_add(1);
+        let ext = std::mem::take(&mut slot.ext);
+        self.wakeups.push(Wakeup::Released(ext));
+        self.free.push(index);
+    }
+
+    /// A stateless request is done: if more packets arrived on its id meanwhile, the
+    /// connection goes back to the front of the accept queue so they are served in order;
+    /// otherwise the id is forgotten.
+    fn finish_stateless(&mut self, key: ConnKey, now: Instant) {
+        let slot = &self.slots[key.index as usize];
+        if !self.down && slot.conn.registered && slot.conn.has_queued() {
+            self.backlog.push_front(key);
+            self.wakeups.push(Wakeup::Acceptors);
+            return;
+        }
+        self.release(key, false, now);
+    }
+
+    fn pop_backlog(&mut self) -> Option<ConnKey> {
+        let key = self.backlog.pop_front()?;
+        if self.blocked == Some(Blocked::Backlog) && self.backlog.len() < self.backlog_limit {
+            self.unblock_reader();
+        }
+        Some(key)
+    }
+
+    fn accept_end<T>(&self) -> AcceptPoll<T> {
+        if self.down {
+            AcceptPoll::Down
+        } else if !self.accepting {
+            AcceptPoll::NotListening
+        } else {
+            AcceptPoll::Pending
+        }
+    }
+
+    fn unblock_reader(&mut self) {
+        if self.blocked.take().is_some() {
+            self.wakeups.push(Wakeup::Reader);
+        }
+    }
+
+    /// Gives queued cost back to the link-wide budget.
+    fn release_rx(&mut self, cost: usize) {
+        self.rx_total -= cost;
+        if self.blocked == Some(Blocked::Room) && self.rx_total <= self.link_recv_limit {
+            self.unblock_reader();
+        }
+    }
+
+    /// The peer's window when it takes credit, else no limit. Until the negotiation has
+    /// decided, a side that takes part stays within the protocol minimum window, which
+    /// every nodelink receiver accepts.
+    fn peer_window(&self) -> Option<u64> {
+        match self.neg.mode() {
+            PeerMode::Credit { window } => Some((window as u64).max(MIN_RECV_BUDGET as u64)),
+            PeerMode::Pending => Some(MIN_RECV_BUDGET as u64),
+            PeerMode::Neo => None,
+        }
+    }
+
+    /// How often to return credit, when the peer takes it.
+    fn credit_every(&self) -> Option<usize> {
+        match self.neg.mode() {
+            PeerMode::Credit { .. } => Some((self.budget / 4).max(MIN_RECV_BUDGET / 4)),
+            _ => None,
+        }
+    }
+
+    fn rx_budget(&self) -> Budget {
+        match self.neg.mode() {
+            PeerMode::Credit { .. } => Budget::Credit(self.budget),
+            _ => Budget::Strict(self.budget),
+        }
+    }
+
+    /// Returns `bytes` of connection `id`'s window to the peer, when it takes credit.
+    fn credit_back(&mut self, id: u32, bytes: usize) {
+        if bytes > 0 && matches!(self.neg.mode(), PeerMode::Credit { .. }) {
+            let bytes = bytes.min(u32::MAX as usize) as u32;
+            self.transmits.push(Transmit::Credit { id, bytes });
+        }
+    }
+
+    /// An automatic Error reply; never under NEO/py rules (NEO/py has no closed or refused
+    /// connections, and an Error for a request it never made would answer nothing).
+    fn reply(&mut self, t: Transmit) {
+        if self.dialect == Dialect::NeoGo {
+            self.transmits.push(t);
+        }
+    }
+
+    fn add_credit(&mut self, id: u32, bytes: u32) {
+        if let Some(Entry::Open(index)) = self.ids.get(id) {
+            let slot = &mut self.slots[index as usize];
+            slot.conn.add_credit(bytes);
+            let key = ConnKey {
+                index,
+                gen: slot.gen,
+            };
+            self.wakeups.push(Wakeup::Writable(key));
+        }
+    }
+
+    fn mode_changed(&mut self, before: PeerMode) {
+        let now = self.neg.mode();
+        if now == before {
+            return;
+        }
+        tracing::debug!(link = %self.name, mode = ?now, "peer flow-control mode");
+        if matches!(now, PeerMode::Credit { .. }) {
+            // What the application consumed before both sides agreed was not credited:
+            // the peer counted it, so give it back now or its sender may wait forever.
+            for index in 0..self.slots.len() {
+                let slot = &mut self.slots[index];
+                if slot.live && slot.conn.registered {
+                    let (id, consumed) = (slot.conn.id, slot.conn.take_consumed());
+                    self.credit_back(id, consumed);
+                }
+            }
+        }
+        self.wakeups.push(Wakeup::AllWritable);
+    }
+
+    /// Delivers a packet, or keeps it and returns false when the reader must wait.
+    fn deliver(&mut self, packet: Packet) -> bool {
+        if self.rx_total > self.link_recv_limit {
+            self.pending = Some(packet);
+            self.blocked = Some(Blocked::Room);
+            return false;
+        }
+        match self.route(packet) {
+            None => true,
+            Some(packet) => {
+                self.pending = Some(packet);
+                self.blocked = Some(Blocked::Backlog);
+                self.stats.accept_waits += 1;
+                tracing::debug!(link = %self.name, "accept backlog full: reading paused until the application accepts");
+                false
+            }
+        }
+    }
+
+    /// Routes one packet by the dialect's rules. Gives it back when it would open a
+    /// connection and the accept backlog is full.
+    fn route(&mut self, packet: Packet) -> Option<Packet> {
+        let id = packet.conn_id;
+        let answer = packet.is_answer();
+        let cost = cost_of(packet.payload.len());
+        let target = match self.ids.our_parity() {
+            Some(parity) => match self.ids.get(id) {
+                Some(Entry::Open(index)) => Target::Existing(index),
+                Some(Entry::Closed { .. }) => Target::Closed,
+                None if id % 2 == parity => Target::Closed,
+                None if !self.accepting || self.open >= self.max_conns => Target::Refused,
+                None => Target::New { registered: true },
+            },
+            None => match self.ids.get(id) {
+                Some(Entry::Open(index)) if answer => Target::Existing(index),
+                _ if answer || !self.accepting => Target::Dropped,
+                // NEO/py: a request of the peer's is never registered under its id (that id
+                // may be one of our pending requests); it waits in the backlog for recv1.
+                _ => Target::New { registered: false },
+            },
+        };
+        let queued = match target {
+            Target::Existing(index) => self.push_existing(index, packet),
+            Target::New { registered } => {
+                if self.backlog.len() >= self.backlog_limit {
+                    return Some(packet);
+                }
+                let key = self.alloc_slot(id, true, registered);
+                let slot = &mut self.slots[key.index as usize];
+                // A fresh queue always admits its first packet.
+                let _ = slot.conn.push(packet, Budget::Lenient, &mut self.ready);
+                if registered {
+                    self.ids.insert_open(id, key.index);
+                    self.open += 1;
+                }
+                self.backlog.push_back(key);
+                self.stats.conns_accepted += 1;
+                self.wakeups.push(Wakeup::Acceptors);
+                true
+            }
+            Target::Closed => {
+                if !answer {
+                    self.reply(Transmit::Closed(id));
+                }
+                false
+            }
+            Target::Refused => {
+                self.stats.conns_refused += 1;
+                if !answer {
+                    self.reply(Transmit::Refused(id));
+                }
+                false
+            }
+            Target::Dropped => {
+                self.stats.packets_dropped += 1;
+                false
+            }
+        };
+        if queued {
+            self.rx_total += cost;
+        } else {
+            // The peer's sender counted this packet against its window: give it back, or
+            // a sender on a connection we no longer read would wait forever.
+            self.credit_back(id, cost);
+        }
+        None
+    }
+
+    /// Delivers to an open connection; false when the packet was not queued.
+    fn push_existing(&mut self, index: u32, packet: Packet) -> bool {
+        let budget = self.rx_budget();
+        let id = packet.conn_id;
+        let answer = packet.is_answer();
+        let slot = &mut self.slots[index as usize];
+        let key = ConnKey {
+            index,
+            gen: slot.gen,
+        };
+        match slot.conn.push(packet, budget, &mut self.ready) {
+            Push::Queued { wake } => {
+                if wake {
+                    self.wakeups.push(Wakeup::Readable(key));
+                }
+                true
+            }
+            Push::Closed => {
+                if !answer {
+                    self.reply(Transmit::Closed(id));
+                }
+                false
+            }
+            Push::Overflow(dropped) => {
+                self.wakeups.push(Wakeup::Readable(key));
+                self.release_rx(dropped.cost);
+                self.stats.recv_overflows += 1;
+                tracing::warn!(
+                    link = %self.name,
+                    conn = id,
+                    "receive budget exceeded; closing the connection's receive side"
+                );
+                if dropped.requests > 0 {
+                    self.reply(Transmit::Closed(id));
+                }
+                self.credit_back(id, dropped.cost + dropped.uncredited);
+                false
+            }
+        }
+    }
+}
+
+/// A receive on a connection that is gone.
+fn gone() -> Recv {
+    Recv::Ended {
+        reason: RxClosed::Local,
+        first_link_report: false,
+    }
+}
