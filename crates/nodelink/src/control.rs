@@ -1,25 +1,26 @@
-//! The flow-control extension: control frames both nodelink sides agree on at link start.
+//! The flow-control extension's frames: what they look like on the wire.
 //!
 //! NEO has no flow control, so one connection whose application stops reading either stalls
-//! the whole link or grows memory without bound. nodelink adds per-connection credit, as an
-//! extension that NEO peers never see in a way that matters:
+//! the whole link or grows memory without bound. nodelink adds per-connection credit as an
+//! extension that is used only when both sides agree on it (`docs/protocols/link.md`,
+//! "Extensions"); the agreement itself is the state machine in `core/negotiate.rs`. In
+//! short:
 //!
-//! * Right after the version handshake each nodelink side sends **HELLO** with its
-//!   per-connection receive window. It travels on a reserved connection id of the
-//!   *receiver's* parity (`0xFFFF_FFFE` to a server, `0xFFFF_FFFF` to a client) with code
-//!   `0xFFFF`. Neither side ever allocates that id, and the code has the answer bit, so a NEO
-//!   peer at most answers it with "connection closed", which we ignore.
-//! * A side knows its peer speaks the extension when the peer's **first** packet is HELLO
-//!   (a nodelink peer always sends it before anything else). From then on it sends within
-//!   the peer's window.
-//! * Until it has heard from the peer, a side that offered HELLO sends at most the protocol
-//!   minimum window ([`MIN_RECV_BUDGET`](crate::MIN_RECV_BUDGET), 64 KiB of cost) per
-//!   connection. Every receiver's window is at least that large, so a nodelink receiver can
-//!   hold its peer to the credit rule from the very first byte. (A strict NEO peer's first
-//!   packet ends this phase, and it is then not limited at all: NEO has no credit.)
-//! * A receiver returns credit with **CREDIT** frames (a list of `(conn id, cost)`) as the
-//!   application consumes messages. Cost is the payload length plus 64 per packet, so floods
-//!   of empty packets are bounded too.
+//! * Only the **dialing** side offers: its first packet after the handshake is **HELLO**
+//!   with its per-connection receive window. The **accepting** side never speaks first: it
+//!   answers an offer with its own HELLO (agreed), or declines it the way NEO/go does (a
+//!   "connection closed" Error on the same id), and a peer whose first packet is anything
+//!   else is a strict NEO peer that never sees an extension frame. In the NEO/py dialect
+//!   nothing is offered or answered at all: NEO/py 1.12 closes the link on an unknown code.
+//! * HELLO travels on a reserved connection id of the *receiver's* parity (`0xFFFF_FFFE`
+//!   to an acceptor, `0xFFFF_FFFF` to a dialer) with code `0xFFFF`. Neither side ever
+//!   allocates those ids, and the code has the answer bit, so it is never auto-answered.
+//! * Until the verdict, the dialer sends at most the protocol minimum window
+//!   ([`MIN_RECV_BUDGET`](crate::MIN_RECV_BUDGET), 64 KiB of cost) per connection; every
+//!   nodelink receiver's window is at least that large.
+//! * Once agreed, a receiver returns credit with **CREDIT** frames (a list of
+//!   `(conn id, cost)`) as the application consumes messages. Cost is the payload length
+//!   plus 64 per packet, so floods of empty packets are bounded too.
 //! * A sender may send a packet on a connection while `outstanding + cost <= window`, or at
 //!   any size when nothing is outstanding (so one message larger than the window still
 //!   goes through). The receiver checks the same rule; only a peer that ignores credit can

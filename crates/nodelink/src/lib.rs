@@ -53,14 +53,29 @@
 //! unread data by [`Config::conn_recv_budget`] and the whole link's by
 //! [`Config::link_recv_limit`], and never lets one connection stall the reader:
 //!
-//! * between two nodelink nodes, an extension agreed at link start (see the `control`
-//!   module's documentation in the source) gives every connection credit-based flow
-//!   control: a sender waits when the receiver's window is full, nothing else waits;
+//! * between two nodelink nodes, a credit extension gives every connection its own flow
+//!   control: a sender waits when the receiver's window is full, nothing else waits. It is
+//!   used only by agreement: the dialing side offers it, the accepting side answers, and a
+//!   peer that did not ask never sees an extension frame ([`Config::flow_control`], NEO/go
+//!   dialect only);
 //! * with a strict NEO peer, which cannot be slowed down per connection, a connection that
 //!   exceeds its budget has its **receive side closed**: the application's next receive
 //!   fails with [`ErrorKind::RecvBudgetExceeded`], and the peer gets NEO's
 //!   "connection closed" Error for the overflowing packet. The other connections are not
 //!   affected.
+//!
+//! New connections are paced, not refused: when [`Config::accept_backlog`] connections
+//! wait for [`Link::accept`], the link stops reading from the socket until the application
+//! accepts one, which pushes back on the peer through TCP (as NEO/go does). An application
+//! that never accepts should call [`Link::close_accept`], after which new connections are
+//! refused with NEO's "connection refused" Error.
+//!
+//! ## Dialects
+//!
+//! [`Config::dialect`] picks how connection ids are numbered and routed: [`Dialect::NeoGo`]
+//! (the default; odd ids from the dialer, even from the acceptor) or [`Dialect::NeoPy`]
+//! (NEO/py 1.12: one counter per side, routed by the answer bit). The wire format of both,
+//! the extension and the budgets are described in `docs/protocols/link.md`.
 //!
 //! ## Errors
 //!
