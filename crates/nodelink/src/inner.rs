@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Waker;
 
+use smallvec::SmallVec;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,17 +56,20 @@ pub(crate) struct Shared {
     pub(crate) reader: Option<Waker>,
 }
 
-/// What one core operation left to do once the lock is released.
+/// What one core operation left to do once the lock is released. Nearly always a waker
+/// or two and no transmit, so both lists start inline: most operations allocate nothing.
 #[derive(Default)]
 pub(crate) struct Output {
-    wakes: Vec<Wake>,
-    transmits: Vec<Transmit>,
+    wakes: SmallVec<[Wake; 2]>,
+    transmits: SmallVec<[Transmit; 1]>,
 }
 
 impl Shared {
     /// Turns the core's wakeups into wakers to call and moves its transmits out.
     fn collect(&mut self, out: &mut Output) {
-        self.core.take_transmits(&mut out.transmits);
+        if self.core.has_transmits() {
+            self.core.take_transmits(&mut out.transmits);
+        }
         let mut list = self.core.take_wakeups();
         for w in list.drain(..) {
             match w {
@@ -100,7 +104,7 @@ impl Shared {
     }
 }
 
-fn push_wake(wakes: &mut Vec<Wake>, waiters: &mut Waiters) {
+fn push_wake(wakes: &mut SmallVec<[Wake; 2]>, waiters: &mut Waiters) {
     if !waiters.is_empty() {
         wakes.push(waiters.take());
     }
@@ -135,8 +139,16 @@ impl LinkInner {
     /// Runs one operation on the core, then wakes the tasks it names and queues the packets
     /// it produced, outside the lock.
     pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> R {
+        let mut s = lock_std(&self.shared);
+        let r = f(&mut s);
+        self.publish_hints(&s);
+        // Most operations (a receive, a send's bookkeeping) wake nobody and send nothing.
+        if !s.core.has_output() {
+            return r;
+        }
         let mut out = Output::default();
-        let r = self.with_core_into(&mut out, f);
+        s.collect(&mut out);
+        drop(s);
         self.dispatch(&mut out);
         r
     }
@@ -152,16 +164,24 @@ impl LinkInner {
         if s.core.has_output() {
             s.collect(out);
         }
+        self.publish_hints(&s);
+        r
+    }
+
+    /// The core's hints that other tasks read without its lock.
+    fn publish_hints(&self, s: &Shared) {
         self.ready.store(s.core.ready(), Ordering::Relaxed);
         self.backlog_len
             .store(s.core.backlog_len(), Ordering::Relaxed);
-        r
     }
 
     /// Wakes and sends what a core operation produced.
     pub(crate) fn dispatch(&self, out: &mut Output) {
         for w in out.wakes.drain(..) {
             w.wake();
+        }
+        if out.transmits.is_empty() {
+            return;
         }
         for t in out.transmits.drain(..) {
             match t {

@@ -153,7 +153,9 @@ pub(crate) enum Pop {
 impl ConnState {
     /// Makes the state ready for connection `id`, keeping the queue's allocation.
     pub(crate) fn reset(&mut self, id: u32, incoming: bool, registered: bool) {
-        self.queue.drain().for_each(drop);
+        if !self.queue.is_empty() {
+            self.queue.drain().for_each(drop);
+        }
         let queue = std::mem::take(&mut self.queue);
         *self = ConnState {
             id,
@@ -313,11 +315,14 @@ impl ConnState {
             uncredited: std::mem::take(&mut self.consumed),
             ..Dropped::default()
         };
+        self.queued = 0;
+        if self.queue.is_empty() {
+            return dropped;
+        }
         for p in self.queue.drain() {
             dropped.cost += cost_of(p.payload.len());
             dropped.requests += usize::from(!p.is_answer());
         }
-        self.queued = 0;
         dropped
     }
 }

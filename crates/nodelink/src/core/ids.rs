@@ -27,7 +27,9 @@ pub(crate) enum Entry {
     /// An open connection, at this index of the core's slots.
     Open(u32),
     /// A peer-initiated connection we closed; late packets get "connection closed".
-    Closed { until: Instant },
+    /// `record` numbers the closed record, so an expiring record removes only itself (its
+    /// expiry time lives in the record list: the map stays at 12 bytes per id).
+    Closed { record: u32 },
 }
 
 /// What an id currently maps to (tests and diagnostics).
@@ -42,8 +44,12 @@ pub(crate) enum IdState {
 pub(crate) struct Ids {
     pub(crate) numbering: Numbering,
     map: FxHashMap<u32, Entry>,
-    /// Closed records in expiry order, purged lazily: no timer runs for them.
-    closed: VecDeque<(Instant, u32)>,
+    /// Closed records in expiry order (expiry, id, record number), purged lazily: no timer
+    /// runs for them.
+    closed: VecDeque<(Instant, u32, u32)>,
+    /// The number of the next closed record (wrapping; only equality with a live record
+    /// matters, and far fewer than 2^32 records are ever kept).
+    next_record: u32,
     next: u32,
     /// An id never handed out (the control id the peer sends extension frames on).
     reserved: Option<u32>,
@@ -66,6 +72,7 @@ impl Ids {
             numbering,
             map: FxHashMap::default(),
             closed: VecDeque::new(),
+            next_record: 0,
             next,
             reserved,
             keep_closed,
@@ -92,13 +99,18 @@ impl Ids {
     /// Removes the open entry of `id` if it points at `index`, leaving a closed record when
     /// `keep` (and records are kept at all).
     pub(crate) fn close(&mut self, id: u32, index: u32, keep: bool, now: Instant) {
-        if self.map.get(&id) != Some(&Entry::Open(index)) {
+        let Some(entry) = self.map.get_mut(&id) else {
+            return;
+        };
+        if *entry != Entry::Open(index) {
             return;
         }
         if keep && !self.keep_closed.is_zero() && self.max_keep_closed > 0 {
             let until = now + self.keep_closed;
-            self.map.insert(id, Entry::Closed { until });
-            self.closed.push_back((until, id));
+            let record = self.next_record;
+            self.next_record = record.wrapping_add(1);
+            *entry = Entry::Closed { record };
+            self.closed.push_back((until, id, record));
             while self.closed.len() > self.max_keep_closed {
                 self.forget_oldest();
             }
@@ -126,7 +138,7 @@ impl Ids {
     }
 
     pub(crate) fn expire(&mut self, now: Instant) {
-        while let Some(&(until, _)) = self.closed.front() {
+        while let Some(&(until, _, _)) = self.closed.front() {
             if until > now {
                 break;
             }
@@ -160,10 +172,10 @@ impl Ids {
     }
 
     fn forget_oldest(&mut self) {
-        if let Some((until, id)) = self.closed.pop_front() {
+        if let Some((_, id, record)) = self.closed.pop_front() {
             // The id may have been reused since (wrap-around, or a new record): only drop
             // the entry this record describes.
-            if self.map.get(&id) == Some(&Entry::Closed { until }) {
+            if self.map.get(&id) == Some(&Entry::Closed { record }) {
                 self.map.remove(&id);
             }
         }
@@ -222,6 +234,36 @@ mod tests {
         let later = now + Duration::from_secs(61);
         assert_eq!(ids.state(3, later), IdState::Free);
         assert_eq!(ids.closed_records(), 0);
+    }
+
+    #[test]
+    fn an_id_costs_twelve_bytes_in_the_map() {
+        // Every open connection has an entry: keep it small (idle memory per connection).
+        assert_eq!(std::mem::size_of::<(u32, Entry)>(), 12);
+    }
+
+    #[test]
+    fn an_expiring_record_leaves_a_newer_record_of_the_same_id_alone() {
+        let mut ids = Ids::new(
+            Numbering::ByParity { first: 0 },
+            None,
+            Duration::from_secs(60),
+            8,
+        );
+        let now = Instant::now();
+        ids.insert_open(1, 0);
+        ids.close(1, 0, true, now);
+        // The peer reuses the id after our record: a new connection, closed again later.
+        ids.map.remove(&1);
+        ids.insert_open(1, 1);
+        let later = now + Duration::from_secs(30);
+        ids.close(1, 1, true, later);
+        // The first record expires; the second still holds.
+        assert_eq!(
+            ids.state(1, now + Duration::from_secs(61)),
+            IdState::KeptClosed
+        );
+        assert_eq!(ids.state(1, later + Duration::from_secs(61)), IdState::Free);
     }
 
     #[test]

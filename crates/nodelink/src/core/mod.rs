@@ -337,8 +337,8 @@ impl<W: Default> LinkCore<W> {
     }
 
     /// Moves the pending transmits into `out`.
-    pub(crate) fn take_transmits(&mut self, out: &mut Vec<Transmit>) {
-        out.append(&mut self.transmits);
+    pub(crate) fn take_transmits(&mut self, out: &mut impl Extend<Transmit>) {
+        out.extend(self.transmits.drain(..));
     }
 
     /// Takes the pending wakeups; hand the emptied list back with
@@ -352,6 +352,10 @@ impl<W: Default> LinkCore<W> {
             list.clear();
             self.wakeups = list;
         }
+    }
+
+    pub(crate) fn has_transmits(&self) -> bool {
+        !self.transmits.is_empty()
     }
 
     pub(crate) fn has_output(&self) -> bool {
@@ -822,11 +826,16 @@ impl<W: Default> LinkCore<W> {
         }
     }
 
+    #[inline]
     fn mode_changed(&mut self, before: PeerMode) {
         let now = self.neg.mode();
-        if now == before {
-            return;
+        if now != before {
+            self.enter_mode(now);
         }
+    }
+
+    #[cold]
+    fn enter_mode(&mut self, now: PeerMode) {
         tracing::debug!(link = %self.name, mode = ?now, "peer flow-control mode");
         if matches!(now, PeerMode::Credit { .. }) {
             // What the application consumed before both sides agreed was not credited:
