@@ -90,6 +90,7 @@ pub(crate) async fn connect(
                             Ok(mark) => {
                                 sock.next_lcid += 1;
                                 sock.outgoing += 1;
+                                sock.close_when_unused = false;
                                 let writer = sock.writer.clone();
                                 let kind = Kind::Remote {
                                     address: to.clone(),

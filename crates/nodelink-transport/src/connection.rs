@@ -128,28 +128,18 @@ fn close_now(inner: &ConnInner) -> Option<(Arc<SocketWriter>, u64)> {
                 return None;
             }
             let rec = st.remote_mut(address, *key)?;
-            let mut start_closing = false;
             if let RemoteState::Valid(sock) = &mut rec.state {
                 if !Arc::ptr_eq(&sock.writer, writer) {
                     return None;
                 }
                 sock.outgoing = sock.outgoing.saturating_sub(1);
-                if sock.unused() {
-                    let last = sock.last_incoming;
-                    let _ = writer.enqueue(|b| Frame::CloseSocket(last).encode(b));
-                    start_closing = true;
+                if sock.outgoing == 0 && !sock.unused() {
+                    sock.close_when_unused = true;
                 }
             }
-            if start_closing {
-                rec.state.start_closing();
-                // A peer that never answers must not keep the socket (and every connect
-                // to it) in Closing forever.
-                if let Some(t) = inner.ep.config.connect_timeout {
-                    *crate::sync::lock(&writer.closing_deadline) =
-                        Some(tokio::time::Instant::now() + t);
-                    writer.deadline_wake.notify_one();
-                }
+            if let Some(flush) = rec.begin_close(inner.ep.config.connect_timeout) {
                 tracing::trace!(peer = %address, "socket unused: closing");
+                return Some(flush);
             }
             Some((writer.clone(), writer.mark()))
         }

@@ -202,14 +202,17 @@ fn handle(
             if lcid < FIRST_LCID {
                 return Next::Lost(format!("CreatedNewConnection with reserved id {lcid}"));
             }
-            // A new connection cancels a close in progress.
-            if rec.state.cancel_closing() {
+            // A new connection cancels a close in progress; the close is still owed once
+            // this connection (and any other) is gone.
+            let cancelled = rec.state.cancel_closing();
+            if cancelled {
                 *lock(&writer.closing_deadline) = None;
                 rec.announce(Resolution::Changed);
             }
             let RemoteState::Valid(s) = &mut rec.state else {
                 return Next::Continue;
             };
+            s.close_when_unused |= cancelled;
             if s.incoming.len() >= ep.config.max_incoming_connections_per_socket {
                 return Next::Lost(format!(
                     "more than {} incoming connections on one socket",
@@ -235,7 +238,19 @@ fn handle(
                 return Next::Lost(format!("CloseConnection for unknown connection {lcid}"));
             }
             ep.events.push(Event::ConnectionClosed { id: cid(lcid) });
-            Next::Continue
+            // A received CloseConnection starts no teardown by itself (the peer does that
+            // when it closes its last connection), except when our own close came first
+            // and is still owed: then the two closes crossed and nobody else will.
+            if !s.close_when_unused || !s.unused() {
+                return Next::Continue;
+            }
+            match rec.begin_close(ep.config.connect_timeout) {
+                Some((_, mark)) => {
+                    tracing::trace!(peer = %address, "closes crossed: closing the socket");
+                    Next::Flush(mark)
+                }
+                None => Next::Continue,
+            }
         }
         Frame::CloseSocket(last_received) => match &mut rec.state {
             RemoteState::Valid(s) => {

@@ -7,6 +7,7 @@
 //!   Init{Us}  --Crossed; their request taken over--> Init{Them} --> Valid
 //!   Init{Them} --we answered Accepted------------------> Valid
 //!   Valid --local close leaves nothing open: send CloseSocket--> Closing
+//!   Valid --peer's CloseConnection leaves nothing open after our own close: same--> Closing
 //!   Closing --CreatedNewConnection from the peer--> Valid
 //!   Closing/Valid --CloseSocket agreement, CloseEndPoint, socket loss--> (removed)
 //!   Closing --no answer to our CloseSocket within the connect timeout--> (removed)
@@ -18,11 +19,12 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::error::ErrorKind;
-use crate::wire::FIRST_LCID;
+use crate::wire::{Frame, FIRST_LCID};
 use crate::writer::SocketWriter;
 
 /// Who asked for the socket being set up.
@@ -97,6 +99,35 @@ impl Remote {
     pub(crate) fn announce(&self, r: Resolution) {
         self.changed.send_replace(r);
     }
+
+    /// Starts the CloseSocket exchange on a Valid socket with nothing open in either
+    /// direction: queues `CloseSocket(last incoming lcid)`, enters Closing and arms the
+    /// deadline after which an unanswered close is given up (`timeout`, the connect
+    /// timeout). Returns the writer and the mark to flush, or `None` if the socket is not
+    /// Valid and unused or can no longer write.
+    pub(crate) fn begin_close(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Option<(Arc<SocketWriter>, u64)> {
+        let RemoteState::Valid(sock) = &mut self.state else {
+            return None;
+        };
+        if !sock.unused() {
+            return None;
+        }
+        let last = sock.last_incoming;
+        let writer = sock.writer.clone();
+        sock.close_when_unused = false;
+        let mark = writer
+            .enqueue(|b| Frame::CloseSocket(last).encode(b))
+            .ok()?;
+        self.state.start_closing();
+        if let Some(t) = timeout {
+            *crate::sync::lock(&writer.closing_deadline) = Some(tokio::time::Instant::now() + t);
+            writer.deadline_wake.notify_one();
+        }
+        Some((writer, mark))
+    }
 }
 
 /// Reference counts of one accepted socket.
@@ -110,6 +141,12 @@ pub(crate) struct Socket {
     pub(crate) last_incoming: u32,
     /// The lcid our next connection gets.
     pub(crate) next_lcid: u32,
+    /// We closed our last outgoing connection while the peer still had connections open:
+    /// the teardown we could not start then is owed once the peer's last one closes.
+    /// Without this, two ends that close their last connections at the same moment each
+    /// see the other's CloseConnection arrive after their own close, neither sends
+    /// CloseSocket, and an unused socket stays open (docs/protocols/transport.md).
+    pub(crate) close_when_unused: bool,
 }
 
 impl Socket {
@@ -120,6 +157,7 @@ impl Socket {
             incoming: HashSet::new(),
             last_incoming: 0,
             next_lcid: FIRST_LCID,
+            close_when_unused: false,
         }
     }
 

@@ -246,6 +246,44 @@ async fn churn_in_both_directions() {
     }
     within("A's events", ca).await.unwrap();
     within("B's events", cb).await.unwrap();
+    // Whatever the schedule, once nothing is open no socket is left between the two.
+    assert_eq!(no_socket_between(a.address(), b.address()).await, 0);
+}
+
+/// Both ends close their last connection at the same moment, round after round: each
+/// receives the other's CloseConnection after its own close, and the socket must still be
+/// torn down (not left open and unused until a later connect or the peer's death).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossed_closes_leave_no_socket() {
+    let (_ta, a) = endpoint().await;
+    let (_tb, b) = endpoint().await;
+    for round in 0..30 {
+        let ab = within("connect a->b", a.connect(b.address()))
+            .await
+            .unwrap();
+        let (ba_id, _) = expect_opened(&b).await;
+        let ba = within("connect b->a", b.connect(a.address()))
+            .await
+            .unwrap();
+        let (ab_id, _) = expect_opened(&a).await;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let closers = [(ab, barrier.clone()), (ba, barrier)].map(|(c, bar)| {
+            tokio::spawn(async move {
+                bar.wait().await;
+                c.close().await;
+            })
+        });
+        for c in closers {
+            within("close", c).await.unwrap();
+        }
+        assert_eq!(expect_closed(&b).await, ba_id);
+        assert_eq!(expect_closed(&a).await, ab_id);
+        assert_eq!(
+            no_socket_between(a.address(), b.address()).await,
+            0,
+            "round {round}: a socket with nothing open stayed up"
+        );
+    }
 }
 
 /// A peer that never answers our CloseSocket does not keep the socket in Closing forever:

@@ -175,6 +175,79 @@ async fn test_ignore_close_socket() {
     within("close", t.close()).await;
 }
 
+/// Closes that cross (spec: docs/protocols/transport.md, "Closes that cross"): the peer
+/// closes its last connection to us at the moment we close our last one to it, so each
+/// CloseConnection arrives after the receiver's own close. We must still start the
+/// CloseSocket exchange once nothing is open, and the socket must end; the raw peer answers
+/// as the original does (a CloseSocket naming its last lcid, received while it has nothing
+/// open, is acknowledged and the socket closed).
+#[tokio::test]
+async fn test_crossed_closes_end_the_socket() {
+    let t = transport().await;
+    let ep = endpoint(&t).await;
+    let server = RawServer::bind().await;
+    let origin = server.address.to_string();
+    let mut raw = Raw::accepted(ep.address(), &origin).await;
+    raw.write(&u32s(&[CREATED_NEW_CONNECTION, 1024])).await;
+    let (id, _) = expect_opened(&ep).await;
+    let conn = within("connect back", ep.connect(&server.address))
+        .await
+        .expect("connect back over the live socket");
+    assert_eq!(
+        raw.read_frame().await.unwrap(),
+        RawFrame::Control(CREATED_NEW_CONNECTION, Some(1024))
+    );
+
+    // Our close: the peer still has a connection open, so no CloseSocket yet.
+    within("close conn", conn.close()).await;
+    assert_eq!(
+        raw.read_frame().await.unwrap(),
+        RawFrame::Control(CLOSE_CONNECTION, Some(1024))
+    );
+    // The peer's close, sent before it saw ours: it has nothing open after it either, and
+    // (like the original) starts no teardown on a received CloseConnection.
+    raw.write(&u32s(&[CLOSE_CONNECTION, 1024])).await;
+    expect_closed(&ep, id).await;
+    // So we must: CloseSocket naming the last lcid the peer announced.
+    assert_eq!(
+        raw.read_frame().await.unwrap(),
+        RawFrame::Control(CLOSE_SOCKET, Some(1024))
+    );
+    raw.write(&u32s(&[CLOSE_SOCKET, 1024])).await;
+    let rest = raw.read_to_close(STEP).await;
+    assert!(rest.is_empty(), "unexpected bytes {rest:?}");
+    // The socket ended by agreement: no ConnectionLost for a peer we have nothing open with.
+    assert!(next_within(&ep, Duration::from_millis(200)).await.is_none());
+    within("close", t.close()).await;
+}
+
+/// A received CloseConnection that leaves nothing open starts no teardown when we closed
+/// nothing ourselves: the peer, which closed last, is the one that sends CloseSocket.
+#[tokio::test]
+async fn test_peer_close_connection_alone_starts_no_teardown() {
+    let t = transport().await;
+    let ep = endpoint(&t).await;
+    let server = RawServer::bind().await;
+    let origin = server.address.to_string();
+    let mut raw = Raw::accepted(ep.address(), &origin).await;
+    raw.write(&u32s(&[
+        CREATED_NEW_CONNECTION,
+        1024,
+        CLOSE_CONNECTION,
+        1024,
+    ]))
+    .await;
+    let (id, _) = expect_opened(&ep).await;
+    expect_closed(&ep, id).await;
+    // A probe's answer shows that everything before it was handled and nothing was sent.
+    raw.write(&u32s(&[PROBE_SOCKET])).await;
+    assert_eq!(
+        raw.read_frame().await.unwrap(),
+        RawFrame::Control(PROBE_SOCKET_ACK, None)
+    );
+    within("close", t.close()).await;
+}
+
 /// After sending CloseSocket to a peer that never answers, the endpoint does not block:
 /// a new connect to that peer ends within the connect timeout, other peers are served, and
 /// closing the endpoint returns.

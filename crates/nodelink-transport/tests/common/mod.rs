@@ -160,3 +160,50 @@ pub async fn ping_pong(client: &EndPoint, conn: &Connection, back: ConnectionId,
         assert_eq!(data, msg);
     }
 }
+
+/// How many ESTABLISHED TCP sockets on this machine have `a`'s or `b`'s listening port at
+/// either end (read from /proc/net/tcp and /proc/net/tcp6; ephemeral ports never equal a
+/// listening port on loopback, so these are exactly the sockets between the two).
+pub fn established_between(a: &EndPointAddress, b: &EndPointAddress) -> usize {
+    let ports: Vec<u16> = [a, b]
+        .iter()
+        .map(|x| x.parse().expect("a host:port:id address").1)
+        .collect();
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 || f[3] != "01" {
+                continue;
+            }
+            let port = |s: &str| {
+                s.rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            if [f[1], f[2]]
+                .iter()
+                .any(|e| port(e).is_some_and(|p| ports.contains(&p)))
+            {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Waits (bounded by [`WAIT`]) until no socket joins `a` and `b`; returns how many were
+/// left if some remain. Polls: the kernel's table offers nothing to wait on.
+pub async fn no_socket_between(a: &EndPointAddress, b: &EndPointAddress) -> usize {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let n = established_between(a, b);
+        if n == 0 || tokio::time::Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
