@@ -118,6 +118,12 @@ fn one_line(e: &anyhow::Error) -> String {
         if message.contains(&text) {
             continue;
         }
+        // A cause that repeats everything said so far (a context naming what the cause
+        // already names) replaces it rather than doubling it.
+        if !message.is_empty() && text.contains(&message) {
+            message = text;
+            continue;
+        }
         if !message.is_empty() {
             message.push_str(": ");
         }
@@ -212,5 +218,9 @@ mod tests {
         assert_eq!(one_line(&e), "cannot connect to x: dial: connect: refused");
         let e = anyhow::Error::from(std::io::Error::other("refused")).context("cannot connect");
         assert_eq!(one_line(&e), "cannot connect: refused");
+        // A context that the cause repeats in full is said once.
+        let e = anyhow::Error::from(std::io::Error::other("cannot listen on h:1: in use"))
+            .context("cannot listen on h:1");
+        assert_eq!(one_line(&e), "cannot listen on h:1: in use");
     }
 }

@@ -41,6 +41,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Messages queued per incoming connection while its reverse connection is being opened.
 const PER_CONNECTION_QUEUE: usize = 64;
 
+/// `--max-message` by default: the transport's own default, 64 MiB.
+const DEFAULT_MAX_MESSAGE: u32 = 64 << 20;
+
 /// The `nt` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum NtCommand {
@@ -63,6 +66,10 @@ pub struct EchoArgs {
     /// Seconds that outbound connects, inbound handshakes and probes may take.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub connect_timeout: f64,
+    /// Largest message accepted from a peer, in bytes. A peer that sends a larger one is
+    /// disconnected (logged as a warning naming it).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE)]
+    pub max_message: u32,
 }
 
 /// Arguments of `nodelink nt ping`.
@@ -85,6 +92,10 @@ pub struct NtPingArgs {
     /// Seconds that the connect (and each echo) may take.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub timeout: f64,
+    /// Largest message accepted from a peer, in bytes; the echoes too, so `--size` may not
+    /// exceed it.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE)]
+    pub max_message: u32,
 }
 
 /// Runs a `nt` subcommand.
@@ -119,9 +130,10 @@ fn seconds(what: &str, secs: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(secs).map_err(|_| anyhow!("{what} {secs}: not a valid duration"))
 }
 
-fn config(connect_timeout: Duration) -> TransportConfig {
+fn config(connect_timeout: Duration, max_message: u32) -> TransportConfig {
     TransportConfig {
         connect_timeout: Some(connect_timeout),
+        max_receive_length: max_message,
         ..TransportConfig::default()
     }
 }
@@ -145,9 +157,8 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     let timeout = seconds("--connect-timeout", args.connect_timeout)?;
     // Handlers go in before the address is printed: whoever reads it may signal at once.
     let mut signals = Signals::install()?;
-    let transport = Transport::bind(&host, port, config(timeout))
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // The transport's error names the address and the cause.
+    let transport = Transport::bind(&host, port, config(timeout, args.max_message)).await?;
     let endpoint = transport
         .new_endpoint()
         .await
@@ -187,7 +198,7 @@ async fn echo_loop(endpoint: &EndPoint) -> anyhow::Result<()> {
         };
         match event {
             Event::ConnectionOpened { id, address, .. } => {
-                tracing::info!(%id, from = %address, "connection opened");
+                tracing::debug!(%id, from = %address, "echoing a new connection");
                 let (queue, rx) = mpsc::channel(PER_CONNECTION_QUEUE);
                 workers.spawn(echo_worker(endpoint.clone(), id, address.clone(), rx));
                 incoming.insert(
@@ -209,19 +220,19 @@ async fn echo_loop(endpoint: &EndPoint) -> anyhow::Result<()> {
             Event::ConnectionClosed { id } => {
                 // Dropping the queue lets the worker finish what is queued, then close.
                 if incoming.remove(&id).is_some() {
-                    tracing::info!(%id, "connection closed");
+                    tracing::debug!(%id, "echo of a closed connection ends");
                 }
             }
             Event::Error {
                 kind: EventErrorKind::ConnectionLost(address),
                 message,
             } => {
-                tracing::info!(peer = %address, %message, "connection lost");
+                tracing::debug!(peer = %address, %message, "echoes to a lost peer end");
                 // Every connection from that endpoint is gone, with no ConnectionClosed.
                 incoming.retain(|_, c| c.from != address);
             }
             Event::Error { kind, message } => {
-                bail!("the endpoint failed ({kind:?}): {message}");
+                bail!("{kind}: {message}");
             }
             Event::EndPointClosed => return Ok(()),
         }
@@ -289,18 +300,39 @@ fn ping_payload(seq: u64, size: usize) -> Bytes {
     Bytes::from(out)
 }
 
-/// Waits for the next echo: data on the reverse connection, which is the first connection
-/// the echo server opens to us (noted in `reverse` when it appears).
+/// Whether a connection opened by `from` is the echo server's reverse connection to us.
+///
+/// By address: the target itself, or the same port and endpoint id under another host name
+/// (the server may advertise `127.0.0.1` where we dialled `localhost`), but never our own
+/// endpoint (a ping that reached itself must not take its own connection for an echo).
+fn is_echo_server(from: &EndPointAddress, target: &EndPointAddress, us: &EndPointAddress) -> bool {
+    if from == us {
+        return false;
+    }
+    if from == target {
+        return true;
+    }
+    match (from.parse(), target.parse()) {
+        (Some((_, port, id)), Some((_, tport, tid))) => (port, id) == (tport, tid),
+        _ => false,
+    }
+}
+
+/// Waits for the next echo: data on the reverse connection, which is the connection the
+/// echo server opens to us (noted in `reverse` when it appears).
 async fn next_echo(
     endpoint: &EndPoint,
+    target: &EndPointAddress,
     reverse: &mut Option<ConnectionId>,
 ) -> anyhow::Result<Bytes> {
     loop {
         match endpoint.receive().await.context("the endpoint failed")? {
             Event::ConnectionOpened { id, address, .. } => {
-                tracing::debug!(%id, from = %address, "reverse connection opened");
-                if reverse.is_none() {
+                if reverse.is_none() && is_echo_server(&address, target, endpoint.address()) {
+                    tracing::debug!(%id, from = %address, "reverse connection opened");
                     *reverse = Some(id);
+                } else {
+                    tracing::debug!(%id, from = %address, "connection from another endpoint");
                 }
             }
             Event::Received { id, data } if Some(id) == *reverse => {
@@ -312,10 +344,20 @@ async fn next_echo(
             }
             Event::Received { id, .. } => tracing::debug!(%id, "data on another connection"),
             Event::ConnectionClosed { id } if Some(id) == *reverse => {
-                bail!("the echo server closed the reverse connection")
+                // An echo server closing its whole endpoint closes the reverse connection,
+                // then (in the same step, so the event is already queued) loses ours.
+                let next = tokio::time::timeout(Duration::from_millis(50), endpoint.receive());
+                if let Ok(Ok(Event::Error {
+                    kind: EventErrorKind::ConnectionLost(_),
+                    message,
+                })) = next.await
+                {
+                    bail!("{message}");
+                }
+                bail!("the echo server {target} closed the reverse connection")
             }
             Event::ConnectionClosed { .. } => {}
-            Event::Error { kind, message } => bail!("{kind:?}: {message}"),
+            Event::Error { message, .. } => bail!("{message}"),
             Event::EndPointClosed => bail!("the endpoint closed"),
         }
     }
@@ -340,9 +382,14 @@ async fn ping_over(
         conn.send(std::slice::from_ref(&payload))
             .await
             .with_context(|| format!("ping {}: cannot send", seq + 1))?;
-        let echo = tokio::time::timeout(timeout, next_echo(endpoint, &mut reverse))
+        let echo = tokio::time::timeout(timeout, next_echo(endpoint, target, &mut reverse))
             .await
-            .map_err(|_| anyhow!("ping {}: no echo within {timeout:?}", seq + 1))?
+            .map_err(|_| {
+                anyhow!(
+                    "ping {}: no echo from {target} within {timeout:?} (is it an echo server?)",
+                    seq + 1
+                )
+            })?
             .with_context(|| format!("ping {}", seq + 1))?;
         if echo != payload {
             bail!(
@@ -401,14 +448,23 @@ async fn ping(args: NtPingArgs) -> anyhow::Result<()> {
         Some(listen) => split_host_port(listen).context("--listen")?,
         None => (route_to(&host, port)?.to_string(), 0),
     };
-    let transport = Transport::bind(&local_host, local_port, config(timeout))
-        .await
-        .with_context(|| format!("cannot listen on {local_host}:{local_port}"))?;
+    if args.size > args.max_message as usize {
+        bail!(
+            "--size {} exceeds --max-message {}: the echo could not be received",
+            args.size,
+            args.max_message
+        );
+    }
+    let transport =
+        Transport::bind(&local_host, local_port, config(timeout, args.max_message)).await?;
     let result = async {
         let endpoint = transport
             .new_endpoint()
             .await
             .context("cannot create the endpoint")?;
+        if *endpoint.address() == target {
+            bail!("{target} is this ping's own address: refusing to ping itself");
+        }
         say!(
             "nt ping {target} from {}: {} pings of {} bytes over one connection",
             endpoint.address(),
@@ -470,6 +526,21 @@ mod tests {
         assert_eq!(p.len(), 300);
         assert_eq!(p[8], 8);
         assert_ne!(ping_payload(1, 100), ping_payload(2, 100));
+    }
+
+    #[test]
+    fn the_echo_server_is_known_by_its_address() {
+        let a = |s: &str| s.parse::<EndPointAddress>().unwrap();
+        let (us, target) = (a("127.0.0.1:5000:0"), a("127.0.0.1:6000:0"));
+        assert!(is_echo_server(&target, &target, &us));
+        // The same server advertising another name for its host.
+        assert!(is_echo_server(&a("localhost:6000:0"), &target, &us));
+        // Ourselves, another port, another endpoint id, an unaddressable peer: no.
+        assert!(!is_echo_server(&us, &us, &us));
+        assert!(!is_echo_server(&us, &target, &us));
+        assert!(!is_echo_server(&a("127.0.0.1:6001:0"), &target, &us));
+        assert!(!is_echo_server(&a("127.0.0.1:6000:1"), &target, &us));
+        assert!(!is_echo_server(&a("3f2a-uuid"), &target, &us));
     }
 
     #[test]

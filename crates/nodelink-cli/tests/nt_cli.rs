@@ -23,8 +23,13 @@ struct Echo {
 
 /// Starts `nodelink nt echo --listen <listen>` and waits for its first line.
 fn echo(listen: &str) -> Echo {
+    echo_with(listen, &[])
+}
+
+/// Same, with more arguments.
+fn echo_with(listen: &str, more: &[&str]) -> Echo {
     let mut cmd = bin();
-    cmd.args(["nt", "echo", "--listen", listen]);
+    cmd.args(["nt", "echo", "--listen", listen]).args(more);
     let (guard, address) = Guard::start(cmd, "ADDRESS ", LIMIT);
     Echo { guard, address }
 }
@@ -71,8 +76,9 @@ fn address_line_format() {
     if has_ipv6_loopback() {
         let e6 = echo("[::1]:0");
         let (host, port, id) = split_address(&e6.address);
-        assert_eq!((host.as_str(), id), ("::1", 0));
-        assert_eq!(e6.address, format!("::1:{port}:0"));
+        // IPv6 hosts are printed in brackets, as --listen takes them.
+        assert_eq!((host.as_str(), id), ("[::1]", 0));
+        assert_eq!(e6.address, format!("[::1]:{port}:0"));
     }
 }
 
@@ -107,7 +113,13 @@ fn echo_and_ping_ipv6() {
     // Without --listen the pinger binds the address that routes to the target: ::1.
     let r = run(&["nt", "ping", &e.address, "--count", "50"]);
     assert_ping_ok(&r, 50);
-    assert!(r.stdout.contains(" from ::1:"), "{}", r.describe());
+    assert!(r.stdout.contains(" from [::1]:"), "{}", r.describe());
+    // The bare form of the same address is accepted too.
+    let (_, port, _) = split_address(&e.address);
+    assert_ping_ok(
+        &run(&["nt", "ping", &format!("::1:{port}:0"), "-c", "2"]),
+        2,
+    );
     assert_ping_ok(
         &run(&[
             "nt", "ping", &e.address, "-c", "5", "--listen", "[::1]:0", "-s", "3000",
@@ -280,4 +292,159 @@ fn ping_waits_for_the_reverse_close_before_closing_its_endpoint() {
     assert_eq!(peer.join().expect("the fake echo server"), 3);
     assert_ping_ok(&r, 3);
     assert!(!r.stderr.contains("WARN"), "{}", r.describe());
+}
+
+/// Pinging one's own address would find no echo server, only itself: refused up front.
+#[test]
+fn ping_refuses_to_ping_itself() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let own = format!("127.0.0.1:{port}");
+    let r = run(&[
+        "nt",
+        "ping",
+        &format!("{own}:0"),
+        "--listen",
+        &own,
+        "-c",
+        "3",
+    ]);
+    assert_one_line_error(&r);
+    assert!(
+        r.stderr.contains("refusing to ping itself"),
+        "{}",
+        r.describe()
+    );
+    assert!(!r.stdout.contains("echoes"), "{}", r.describe());
+}
+
+/// A peer that accepts the connection and reads the pings but never echoes (written from
+/// the spec: it answers the request with Accepted, then only reads) makes ping fail,
+/// naming the target.
+#[test]
+fn ping_without_an_echo_fails_clearly() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut head = [0u8; 8];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes(head[4..].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        s.write_all(&0u32.to_be_bytes()).unwrap(); // Accepted
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    });
+    let target = format!("127.0.0.1:{port}:0");
+    let r = run(&["nt", "ping", &target, "-c", "2", "--timeout", "1"]);
+    assert_one_line_error(&r);
+    assert!(
+        r.stderr.contains(&format!("no echo from {target}")),
+        "{}",
+        r.describe()
+    );
+    peer.join().unwrap();
+}
+
+/// `--max-message` bounds what each side accepts: the echo server drops a sender of a
+/// larger message and says so in its log, naming the sender; ping refuses a `--size` whose
+/// echo it could not receive.
+#[test]
+fn max_message_is_enforced_and_logged() {
+    let e = echo_with("127.0.0.1:0", &["--max-message", "1000"]);
+    assert_ping_ok(
+        &run(&["nt", "ping", &e.address, "-c", "2", "-s", "1000"]),
+        2,
+    );
+    let r = run(&["nt", "ping", &e.address, "-c", "1", "-s", "1001"]);
+    assert_one_line_error(&r);
+    let from = r
+        .stdout
+        .split(" from ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .expect("the ping's first line names its address");
+    let log = e.guard.wait_stderr("message over the size limit", LIMIT);
+    let line = log
+        .lines()
+        .find(|l| l.contains("message over the size limit"))
+        .unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(&format!("peer={from}:")), "{line}");
+    assert!(line.contains("1001") && line.contains("1000"), "{line}");
+
+    let r = run(&[
+        "nt",
+        "ping",
+        &e.address,
+        "-s",
+        "2000",
+        "--max-message",
+        "1000",
+    ]);
+    assert_one_line_error(&r);
+    assert!(r.stderr.contains("--max-message"), "{}", r.describe());
+}
+
+/// At info level (`-v`) the echo server reports each peer event; at the default level a
+/// healthy exchange writes nothing.
+#[test]
+fn echo_reports_peer_events_at_info() {
+    let quiet = echo("127.0.0.1:0");
+    assert_ping_ok(&run(&["nt", "ping", &quiet.address, "-c", "2"]), 2);
+    let e = echo_with("127.0.0.1:0", &["-v"]);
+    assert_ping_ok(&run(&["nt", "ping", &e.address, "-c", "2"]), 2);
+    // The reverse connection closes last.
+    let log = e.guard.wait_stderr("outgoing connection closed", LIMIT);
+    for event in [
+        "incoming connection opened",
+        "outgoing connection opened",
+        "incoming connection closed",
+        "outgoing connection closed",
+    ] {
+        let line = log.lines().find(|l| l.contains(event));
+        assert!(
+            line.is_some_and(|l| l.contains("INFO") && l.contains("peer=")),
+            "{event}: {log}"
+        );
+    }
+    assert!(quiet.guard.stderr().is_empty(), "{}", quiet.guard.stderr());
+}
+
+/// An error event (here: the echo server drops us for an over-limit message) prints as a
+/// sentence naming the peer, not as Rust debug output.
+#[test]
+fn ping_errors_have_no_debug_formatting() {
+    let e = echo_with("127.0.0.1:0", &["--max-message", "100"]);
+    let r = run(&["nt", "ping", &e.address, "-c", "1", "-s", "200"]);
+    assert_one_line_error(&r);
+    assert!(
+        r.stderr
+            .contains(&format!("connection to {} lost", e.address)),
+        "{}",
+        r.describe()
+    );
+    for leak in ["EndPointAddress(", "ConnectionLost(", "Some(", "kind:"] {
+        assert!(!r.stderr.contains(leak), "{}", r.describe());
+    }
+}
+
+/// A busy port: the error names the address once, then the cause.
+#[test]
+fn busy_port_error_is_said_once() {
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let r = run(&["nt", "echo", "--listen", &addr]);
+    assert_one_line_error(&r);
+    assert_eq!(
+        r.stderr.matches("cannot listen on").count(),
+        1,
+        "{}",
+        r.describe()
+    );
+    assert!(r.stderr.contains(&addr), "{}", r.describe());
 }

@@ -14,9 +14,11 @@ use bytes::Bytes;
 pub struct EndPointAddress(Bytes);
 
 impl EndPointAddress {
-    /// `host:port:endpoint_id`. An IPv6 host is written as is (no brackets): parsing
-    /// splits at the last two colons.
+    /// `host:port:endpoint_id`. On the wire an IPv6 host is written as is, without
+    /// brackets (the original's form; parsing splits at the last two colons), so
+    /// `new("[::1]", ..)` and `new("::1", ..)` give the same address.
     pub fn new(host: &str, port: u16, endpoint_id: u32) -> Self {
+        let host = unbracket(host);
         EndPointAddress(Bytes::from(format!("{host}:{port}:{endpoint_id}")))
     }
 
@@ -35,17 +37,31 @@ impl EndPointAddress {
         self.0.clone()
     }
 
-    /// `(host, port, endpoint id)`, splitting at the last two colons; `None` unless the
-    /// bytes are UTF-8 with a non-empty host and decimal port and id.
+    /// `(host, port, endpoint id)`, splitting at the last two colons (a bracketed IPv6
+    /// host loses its brackets); `None` unless the bytes are UTF-8 with a non-empty host
+    /// and decimal port and id.
     pub fn parse(&self) -> Option<(String, u16, u32)> {
         let s = std::str::from_utf8(&self.0).ok()?;
-        let (rest, id) = s.rsplit_once(':')?;
-        let (host, port) = rest.rsplit_once(':')?;
-        if host.is_empty() || !is_decimal(port) || !is_decimal(id) {
-            return None;
-        }
-        Some((host.to_owned(), port.parse().ok()?, id.parse().ok()?))
+        let (host, port, id) = split(s)?;
+        Some((unbracket(host).to_owned(), port, id))
     }
+}
+
+/// `host`, `port`, `id` of `host:port:id`, split at the last two colons.
+fn split(s: &str) -> Option<(&str, u16, u32)> {
+    let (rest, id) = s.rsplit_once(':')?;
+    let (host, port) = rest.rsplit_once(':')?;
+    if unbracket(host).is_empty() || !is_decimal(port) || !is_decimal(id) {
+        return None;
+    }
+    Some((host, port.parse().ok()?, id.parse().ok()?))
+}
+
+/// `::1` for `[::1]`; anything else unchanged.
+fn unbracket(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 fn is_decimal(s: &str) -> bool {
@@ -55,14 +71,29 @@ fn is_decimal(s: &str) -> bool {
 impl FromStr for EndPointAddress {
     type Err = std::convert::Infallible;
 
-    /// Takes the text as is; it is not validated.
+    /// Accepts what [`Display`](fmt::Display) prints: `host:port:id`, with an IPv6 host in
+    /// brackets (`[::1]:4000:0`) or bare (`::1:4000:0`); both give the bare wire form.
+    /// Any other text is taken as is, unvalidated (addresses are opaque bytes).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some((host, port, id)) = split(s) {
+            if host.starts_with('[') && unbracket(host) != host {
+                return Ok(EndPointAddress::new(host, port, id));
+            }
+        }
         Ok(EndPointAddress(Bytes::copy_from_slice(s.as_bytes())))
     }
 }
 
+/// `host:port:id`, with an IPv6 host in brackets (`[::1]:4000:0`) so that the port and id
+/// stand out; [`FromStr`] reads it back. Other bytes are shown as they are (lossily, if
+/// not UTF-8); [`as_bytes`](EndPointAddress::as_bytes) has the exact wire form.
 impl fmt::Display for EndPointAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((host, port, id)) = std::str::from_utf8(&self.0).ok().and_then(split) {
+            if host.contains(':') && !host.starts_with('[') {
+                return write!(f, "[{host}]:{port}:{id}");
+            }
+        }
         f.write_str(&String::from_utf8_lossy(&self.0))
     }
 }
@@ -86,12 +117,43 @@ mod tests {
             EndPointAddress::new("127.0.0.1", 1, 0).parse(),
             Some(("127.0.0.1".into(), 1, 0))
         );
-        for bad in ["", "a:b", ":1:2", "h:x:1", "h:1:", "h:99999:1", "h:1:-1"] {
+        for bad in [
+            "",
+            "a:b",
+            ":1:2",
+            "[]:1:2",
+            "h:x:1",
+            "h:1:",
+            "h:99999:1",
+            "h:1:-1",
+        ] {
             assert_eq!(
                 bad.parse::<EndPointAddress>().unwrap().parse(),
                 None,
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn ipv6_hosts_print_in_brackets_and_parse_either_way() {
+        let bare: EndPointAddress = "::1:4000:7".parse().unwrap();
+        let bracketed: EndPointAddress = "[::1]:4000:7".parse().unwrap();
+        assert_eq!(bare, bracketed);
+        assert_eq!(bracketed.as_bytes(), b"::1:4000:7");
+        assert_eq!(bare.to_string(), "[::1]:4000:7");
+        assert_eq!(bare.to_string().parse::<EndPointAddress>().unwrap(), bare);
+        assert_eq!(
+            EndPointAddress::new("[fe80::1]", 1, 0).as_bytes(),
+            b"fe80::1:1:0"
+        );
+        assert_eq!(
+            EndPointAddress::from_bytes(&b"[::1]:4000:7"[..]).parse(),
+            Some(("::1".to_owned(), 4000, 7))
+        );
+        // IPv4, names and opaque bytes are printed as they are.
+        for s in ["127.0.0.1:1:0", "localhost:1:0", "a9c4-uuid", "[::1]:x"] {
+            assert_eq!(s.parse::<EndPointAddress>().unwrap().to_string(), s);
         }
     }
 

@@ -113,7 +113,15 @@ pub(crate) async fn connect(
             Step::Done(conn, writer, mark) => {
                 // If this future is dropped here, dropping `conn` closes the connection.
                 return match writer.flush(mark).await {
-                    Ok(()) => Ok(conn),
+                    Ok(()) => {
+                        tracing::info!(
+                            peer = %to,
+                            endpoint = %ep.address,
+                            lcid = conn.0.lcid,
+                            "outgoing connection opened"
+                        );
+                        Ok(conn)
+                    }
                     Err(e) => Err(Error::with_source(
                         ErrorKind::ConnectFailed,
                         "connection lost during connect",

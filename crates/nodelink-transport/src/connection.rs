@@ -127,6 +127,12 @@ fn close_now(inner: &ConnInner) -> Option<(Arc<SocketWriter>, u64)> {
             }) {
                 return None;
             }
+            tracing::info!(
+                peer = %address,
+                endpoint = %inner.ep.address,
+                lcid = inner.lcid,
+                "outgoing connection closed"
+            );
             let rec = st.remote_mut(address, *key)?;
             if let RemoteState::Valid(sock) = &mut rec.state {
                 if !Arc::ptr_eq(&sock.writer, writer) {

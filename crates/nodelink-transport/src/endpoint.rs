@@ -20,6 +20,7 @@ use crate::connection::Connection;
 use crate::error::{Error, ErrorKind};
 use crate::event::Event;
 use crate::queue::{EventQueue, Popped};
+use crate::ratelimit::WarnLimiter;
 use crate::remote::{Remote, RemoteState, Resolution};
 use crate::sync::lock;
 use crate::transport::TransportShared;
@@ -33,6 +34,8 @@ pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(2);
 pub(crate) struct EndPointShared {
     pub(crate) transport: Weak<TransportShared>,
     pub(crate) config: Arc<TransportConfig>,
+    /// The transport's budget of peer-caused warnings.
+    pub(crate) warn_limit: Arc<WarnLimiter>,
     pub(crate) id: u32,
     pub(crate) address: EndPointAddress,
     pub(crate) state: Mutex<EpState>,
@@ -90,6 +93,7 @@ impl EndPointShared {
     pub(crate) fn new(
         transport: Weak<TransportShared>,
         config: Arc<TransportConfig>,
+        warn_limit: Arc<WarnLimiter>,
         id: u32,
         address: EndPointAddress,
     ) -> Self {
@@ -98,6 +102,7 @@ impl EndPointShared {
         EndPointShared {
             transport,
             config,
+            warn_limit,
             id,
             address,
             state: Mutex::new(EpState {
@@ -139,6 +144,7 @@ impl EndPointShared {
                 ));
             }
             self.events.close();
+            tracing::info!(endpoint = %self.address, peers = writers.len(), "endpoint closed");
             writers
         };
         if let Some(t) = self.transport.upgrade() {

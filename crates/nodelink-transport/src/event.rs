@@ -56,6 +56,17 @@ pub enum EventErrorKind {
     TransportFailed,
 }
 
+/// A short description for people: `connection to 127.0.0.1:4000:0 lost`.
+impl fmt::Display for EventErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventErrorKind::ConnectionLost(peer) => write!(f, "connection to {peer} lost"),
+            EventErrorKind::EndPointFailed => f.write_str("endpoint failed"),
+            EventErrorKind::TransportFailed => f.write_str("transport failed"),
+        }
+    }
+}
+
 /// One event of an endpoint, in the order [`EndPoint::receive`](crate::EndPoint::receive)
 /// returns them.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -87,7 +98,7 @@ pub enum Event {
     Error {
         /// What failed.
         kind: EventErrorKind,
-        /// Human-readable detail.
+        /// Human-readable detail, complete in itself (it names the peer): print this.
         message: String,
     },
 }

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::address::EndPointAddress;
 use crate::endpoint::EndPointShared;
+use crate::ratelimit::peer_warn;
 use crate::remote::{Origin, RemoteState, Resolution, Socket};
 use crate::transport::TransportShared;
 use crate::wire::{ConnectionRequest, Frame, HandshakeResponse, PROTOCOL_VERSION};
@@ -47,7 +48,12 @@ pub(crate) async fn serve(
         Some(t) => match tokio::time::timeout(t, handshake).await {
             Ok(v) => v,
             Err(_) => {
-                tracing::debug!(%peer, "incoming handshake timed out");
+                peer_warn!(
+                    transport.warn_limit,
+                    %peer,
+                    timeout = ?t,
+                    "incoming handshake timed out: socket closed"
+                );
                 Verdict::Done
             }
         },
@@ -102,11 +108,19 @@ async fn handshake(
         let req = match ConnectionRequest::decode(&mut buf, max_addr) {
             Ok(Some(r)) => r,
             Ok(None) => match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return Verdict::Done,
+                Ok(0) | Err(_) => {
+                    tracing::debug!(%peer, "the peer left during the handshake");
+                    return Verdict::Done;
+                }
                 Ok(_) => continue,
             },
             Err(e) => {
-                tracing::debug!(%peer, error = %e, "bad connection request");
+                peer_warn!(
+                    transport.warn_limit,
+                    %peer,
+                    error = %e,
+                    "bad connection request: socket closed"
+                );
                 return Verdict::Done;
             }
         };
@@ -114,13 +128,21 @@ async fn handshake(
             break req;
         }
         renegotiations += 1;
-        if renegotiations > MAX_RENEGOTIATIONS
-            || respond(
-                stream,
-                HandshakeResponse::UnsupportedVersion(PROTOCOL_VERSION),
-            )
-            .await
-            .is_err()
+        if renegotiations > MAX_RENEGOTIATIONS {
+            peer_warn!(
+                transport.warn_limit,
+                %peer,
+                version = req.version,
+                "connection request: no common protocol version after {MAX_RENEGOTIATIONS} tries: socket closed"
+            );
+            return Verdict::Done;
+        }
+        if respond(
+            stream,
+            HandshakeResponse::UnsupportedVersion(PROTOCOL_VERSION),
+        )
+        .await
+        .is_err()
         {
             return Verdict::Done;
         }
@@ -131,11 +153,22 @@ async fn handshake(
         None => EndPointAddress::from_bytes(uuid::Uuid::new_v4().to_string()),
         Some(a) => {
             let Some((host, _, _)) = a.parse() else {
-                tracing::debug!(%peer, "unparsable origin address");
+                peer_warn!(
+                    transport.warn_limit,
+                    %peer,
+                    origin = %a,
+                    "connection request: the origin is not host:port:id: socket closed"
+                );
                 return Verdict::Done;
             };
             if transport.config.check_peer_host {
                 if let Some(mismatch) = check_peer_host(&host, peer.ip()).await {
+                    peer_warn!(
+                        transport.warn_limit,
+                        %peer,
+                        origin = %a,
+                        "connection request: the origin's host is not the peer's: rejected"
+                    );
                     let _ = respond(stream, mismatch).await;
                     return Verdict::Done;
                 }
@@ -144,6 +177,13 @@ async fn handshake(
         }
     };
     let Some(ep) = transport.endpoint(request.target_endpoint) else {
+        peer_warn!(
+            transport.warn_limit,
+            %peer,
+            origin = %address,
+            endpoint = request.target_endpoint,
+            "connection request for an endpoint that does not exist: rejected"
+        );
         let _ = respond(stream, HandshakeResponse::InvalidEndPoint).await;
         return Verdict::Done;
     };

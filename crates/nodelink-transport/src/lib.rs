@@ -69,6 +69,7 @@ mod event;
 mod inbound;
 mod net;
 mod queue;
+mod ratelimit;
 mod reader;
 mod remote;
 mod selfconn;

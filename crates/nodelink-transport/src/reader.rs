@@ -23,9 +23,10 @@ use crate::address::EndPointAddress;
 use crate::endpoint::{EndPointShared, CLOSE_LINGER};
 use crate::error::ErrorKind;
 use crate::event::{ConnectionId, Event, EventErrorKind, Reliability};
+use crate::ratelimit::peer_warn;
 use crate::remote::{RemoteState, Resolution};
 use crate::sync::lock;
-use crate::wire::{Frame, FrameDecoder, FIRST_LCID};
+use crate::wire::{Frame, FrameDecoder, WireError, FIRST_LCID};
 use crate::writer::SocketWriter;
 
 /// What to do after a frame.
@@ -35,8 +36,10 @@ enum Next {
     Flush(u64),
     /// The socket is finished: write what is queued, close, exit.
     Close,
-    /// The socket broke or the peer violated the protocol.
+    /// The socket broke.
     Lost(String),
+    /// The peer broke the protocol: warn (within the budget), then as `Lost`.
+    Violation(String),
 }
 
 const READ_CHUNK: usize = 16 << 10;
@@ -55,7 +58,17 @@ pub(crate) async fn run(
             let frame = match decoder.decode(&mut buf) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(e) => break 'outer Next::Lost(format!("protocol violation: {e}")),
+                Err(e @ WireError::TooLong { .. }) => {
+                    peer_warn!(
+                        ep.warn_limit,
+                        peer = %address,
+                        endpoint = %ep.address,
+                        error = %e,
+                        "message over the size limit (max_receive_length): socket dropped"
+                    );
+                    break 'outer Next::Lost(format!("message over the size limit: {e}"));
+                }
+                Err(e) => break 'outer Next::Violation(e.to_string()),
             };
             if matches!(frame, Frame::Data { .. } | Frame::CreatedNewConnection(_)) {
                 tokio::select! {
@@ -99,7 +112,16 @@ pub(crate) async fn run(
             }
         }
     };
-    if let Next::Lost(reason) = end {
+    if let Next::Violation(reason) = &end {
+        peer_warn!(
+            ep.warn_limit,
+            peer = %address,
+            endpoint = %ep.address,
+            %reason,
+            "protocol violation: socket dropped"
+        );
+    }
+    if let Next::Lost(reason) | Next::Violation(reason) = end {
         lost(&ep, &address, key, &writer, &reason);
         writer.abandon().await;
     } else {
@@ -129,7 +151,12 @@ fn give_up_closing(
         .remote_mut(address, key)
         .is_some_and(|r| matches!(r.state, RemoteState::Closing(_)));
     if closing {
-        tracing::debug!(peer = %address, "no answer to CloseSocket: socket dropped");
+        peer_warn!(
+            ep.warn_limit,
+            peer = %address,
+            endpoint = %ep.address,
+            "no answer to our CloseSocket within the connect timeout: socket dropped"
+        );
         writer.kill();
         st.remove_remote(address, key, Resolution::Changed);
     }
@@ -152,7 +179,7 @@ fn lost(
         return;
     };
     if let RemoteState::Valid(_) = rec.state {
-        tracing::debug!(peer = %address, reason, "connection lost");
+        tracing::info!(peer = %address, endpoint = %ep.address, reason, "connection lost");
         ep.events.push(Event::Error {
             kind: EventErrorKind::ConnectionLost(address.clone()),
             message: format!("connection to {address} lost: {reason}"),
@@ -189,7 +216,9 @@ fn handle(
                 if !s.incoming.contains(&lcid) {
                     // A compliant peer only sends on connections it announced and has not
                     // closed (it never sends CloseSocket while it has any open).
-                    return Next::Lost(format!("data for connection {lcid}, which is not open"));
+                    return Next::Violation(format!(
+                        "data for connection {lcid}, which is not open"
+                    ));
                 }
                 ep.events.push(Event::Received {
                     id: cid(lcid),
@@ -200,7 +229,7 @@ fn handle(
         }
         Frame::CreatedNewConnection(lcid) => {
             if lcid < FIRST_LCID {
-                return Next::Lost(format!("CreatedNewConnection with reserved id {lcid}"));
+                return Next::Violation(format!("CreatedNewConnection with reserved id {lcid}"));
             }
             // A new connection cancels a close in progress; the close is still owed once
             // this connection (and any other) is gone.
@@ -214,15 +243,21 @@ fn handle(
             };
             s.close_when_unused |= cancelled;
             if s.incoming.len() >= ep.config.max_incoming_connections_per_socket {
-                return Next::Lost(format!(
+                return Next::Violation(format!(
                     "more than {} incoming connections on one socket",
                     ep.config.max_incoming_connections_per_socket
                 ));
             }
             if !s.incoming.insert(lcid) {
-                return Next::Lost(format!("CreatedNewConnection for open connection {lcid}"));
+                return Next::Violation(format!("CreatedNewConnection for open connection {lcid}"));
             }
             s.last_incoming = lcid;
+            tracing::info!(
+                peer = %address,
+                endpoint = %ep.address,
+                id = %cid(lcid),
+                "incoming connection opened"
+            );
             ep.events.push(Event::ConnectionOpened {
                 id: cid(lcid),
                 reliability: Reliability::ReliableOrdered,
@@ -235,8 +270,14 @@ fn handle(
                 return Next::Continue;
             };
             if !s.incoming.remove(&lcid) {
-                return Next::Lost(format!("CloseConnection for unknown connection {lcid}"));
+                return Next::Violation(format!("CloseConnection for unknown connection {lcid}"));
             }
+            tracing::info!(
+                peer = %address,
+                endpoint = %ep.address,
+                id = %cid(lcid),
+                "incoming connection closed"
+            );
             ep.events.push(Event::ConnectionClosed { id: cid(lcid) });
             // A received CloseConnection starts no teardown by itself (the peer does that
             // when it closes its last connection), except when our own close came first
@@ -256,6 +297,14 @@ fn handle(
             RemoteState::Valid(s) => {
                 let mut ids: Vec<u32> = s.incoming.drain().collect();
                 ids.sort_unstable();
+                if !ids.is_empty() {
+                    tracing::info!(
+                        peer = %address,
+                        endpoint = %ep.address,
+                        count = ids.len(),
+                        "the peer closed its socket: its incoming connections are closed"
+                    );
+                }
                 for lcid in ids {
                     ep.events.push(Event::ConnectionClosed { id: cid(lcid) });
                 }
@@ -265,6 +314,7 @@ fn handle(
                 let last = s.last_incoming;
                 let _ = writer.enqueue(|b| Frame::CloseSocket(last).encode(b));
                 writer.kill();
+                tracing::debug!(peer = %address, "socket closed at the peer's request");
                 st.remove_remote(address, key, Resolution::Changed);
                 Next::Close
             }
@@ -274,10 +324,13 @@ fn handle(
                 }
                 writer.kill();
                 if s.outgoing > 0 {
+                    tracing::info!(peer = %address, endpoint = %ep.address, "connection lost: the peer closed the socket");
                     ep.events.push(Event::Error {
                         kind: EventErrorKind::ConnectionLost(address.clone()),
                         message: format!("{address} closed the socket"),
                     });
+                } else {
+                    tracing::debug!(peer = %address, "socket closed by agreement");
                 }
                 st.remove_remote(address, key, Resolution::Changed);
                 Next::Close
@@ -290,6 +343,13 @@ fn handle(
             if let RemoteState::Valid(s) | RemoteState::Closing(s) = &mut rec.state {
                 let mut ids: Vec<u32> = s.incoming.drain().collect();
                 ids.sort_unstable();
+                tracing::info!(
+                    peer = %address,
+                    endpoint = %ep.address,
+                    incoming = ids.len(),
+                    outgoing = s.outgoing,
+                    "the peer closed its endpoint"
+                );
                 for lcid in ids {
                     ep.events.push(Event::ConnectionClosed { id: cid(lcid) });
                 }

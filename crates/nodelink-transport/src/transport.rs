@@ -14,6 +14,7 @@ use crate::config::TransportConfig;
 use crate::endpoint::{EndPoint, EndPointShared};
 use crate::error::{Error, ErrorKind};
 use crate::event::{Event, EventErrorKind};
+use crate::ratelimit::WarnLimiter;
 use crate::sync::lock;
 
 pub(crate) struct TransportShared {
@@ -25,6 +26,8 @@ pub(crate) struct TransportShared {
     accept_task: Mutex<Option<JoinHandle<()>>>,
     /// Makes the accept loop fail as if `accept` had returned a fatal error (tests only).
     break_accept: Arc<tokio::sync::Notify>,
+    /// The budget of peer-caused warnings, shared by the transport's endpoints.
+    pub(crate) warn_limit: Arc<WarnLimiter>,
 }
 
 struct TState {
@@ -112,6 +115,7 @@ impl Transport {
             }),
             accept_task: Mutex::new(None),
             break_accept: Arc::new(tokio::sync::Notify::new()),
+            warn_limit: Arc::new(WarnLimiter::new()),
         });
         let task = tokio::spawn(accept_loop(
             Arc::downgrade(&shared),
@@ -137,6 +141,7 @@ impl Transport {
                 }),
                 accept_task: Mutex::new(None),
                 break_accept: Arc::new(tokio::sync::Notify::new()),
+                warn_limit: Arc::new(WarnLimiter::new()),
             }),
         }
     }
@@ -174,6 +179,7 @@ impl Transport {
         let ep = Arc::new(EndPointShared::new(
             Arc::downgrade(&self.shared),
             self.shared.config.clone(),
+            self.shared.warn_limit.clone(),
             id,
             address,
         ));
@@ -202,7 +208,7 @@ async fn listen(host: &str, port: u16, config: &TransportConfig) -> Result<TcpLi
         .next()
         .ok_or_else(|| Error::new(ErrorKind::Bind, format!("{host} resolves to no address")))?;
     let bind_err = |e: std::io::Error| {
-        Error::with_source(ErrorKind::Bind, format!("cannot listen on {addr}: {e}"), e)
+        Error::with_source(ErrorKind::Bind, format!("cannot listen on {addr}"), e)
     };
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),

@@ -498,7 +498,8 @@ async fn test_ipv6_both_directions() {
     let aep = endpoint(&a).await;
     let bep = endpoint(&b).await;
     let port = a.local_addr().unwrap().port();
-    assert_eq!(aep.address().to_string(), format!("::1:{port}:0"));
+    assert_eq!(aep.address().as_bytes(), format!("::1:{port}:0").as_bytes());
+    assert_eq!(aep.address().to_string(), format!("[::1]:{port}:0"));
     assert_eq!(aep.address().parse(), Some(("::1".to_string(), port, 0)));
 
     let ab = within("a -> b", aep.connect(bep.address()))

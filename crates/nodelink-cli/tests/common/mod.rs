@@ -125,6 +125,23 @@ impl Guard {
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// Waits, at most `limit`, until the child's stderr contains `needle`; returns all of
+    /// it. Polls: the stderr pipe is drained by a thread that signals nothing.
+    pub fn wait_stderr(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let text = self.stderr();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not in stderr within {limit:?}: {text}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Guard {
