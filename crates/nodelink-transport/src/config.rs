@@ -88,3 +88,13 @@ pub struct ConnectHints {
     /// Overrides [`TransportConfig::connect_timeout`] for this connect.
     pub connect_timeout: Option<Duration>,
 }
+
+impl TransportConfig {
+    /// The limits every socket's core enforces.
+    pub(crate) fn socket_limits(&self) -> crate::core::socket::SocketLimits {
+        crate::core::socket::SocketLimits {
+            max_incoming: self.max_incoming_connections_per_socket,
+            answer_timeout: self.connect_timeout,
+        }
+    }
+}

@@ -18,11 +18,12 @@ use tokio::time::Instant;
 
 use crate::address::EndPointAddress;
 use crate::connection::{Connection, Kind};
+use crate::core::socket::OpenRefused;
 use crate::endpoint::EndPointShared;
 use crate::error::{Error, ErrorKind};
 use crate::net::{dial, DialError};
 use crate::remote::{Origin, RemoteState, Resolution, Socket};
-use crate::wire::{ConnectionRequest, Frame, HandshakeResponse};
+use crate::wire::{ConnectionRequest, HandshakeResponse};
 use crate::writer::SocketWriter;
 
 enum Step {
@@ -74,23 +75,9 @@ pub(crate) async fn connect(
                     Step::Wait(rx)
                 }
                 Some(rec) => match &mut rec.state {
-                    RemoteState::Valid(sock) => {
-                        let lcid = sock.next_lcid;
-                        if lcid == u32::MAX {
-                            // Ids are never reused on a socket; this one has used them all.
-                            return Err(Error::new(
-                                ErrorKind::ConnectInsufficientResources,
-                                format!("connection ids to {to} exhausted on this socket"),
-                            ));
-                        }
-                        match sock
-                            .writer
-                            .enqueue(|b| Frame::CreatedNewConnection(lcid).encode(b))
-                        {
-                            Ok(mark) => {
-                                sock.next_lcid += 1;
-                                sock.outgoing += 1;
-                                sock.close_when_unused = false;
+                    RemoteState::Open(sock) => match sock.core.open() {
+                        Ok(lcid) => match sock.transmit() {
+                            Some(mark) => {
                                 let writer = sock.writer.clone();
                                 let kind = Kind::Remote {
                                     address: to.clone(),
@@ -100,12 +87,19 @@ pub(crate) async fn connect(
                                 Step::Done(Connection::new(ep.clone(), lcid, kind), writer, mark)
                             }
                             // The socket is failing; its reader will remove the record.
-                            Err(_) => Step::Wait(rec.changed.subscribe()),
+                            None => Step::Wait(rec.changed.subscribe()),
+                        },
+                        // Closing: wait until the close is cancelled or completed.
+                        Err(OpenRefused::NotOpen) => Step::Wait(rec.changed.subscribe()),
+                        Err(OpenRefused::Exhausted) => {
+                            // Ids are never reused on a socket; this one has used them all.
+                            return Err(Error::new(
+                                ErrorKind::ConnectInsufficientResources,
+                                format!("connection ids to {to} exhausted on this socket"),
+                            ));
                         }
-                    }
-                    RemoteState::Init { .. } | RemoteState::Closing(_) => {
-                        Step::Wait(rec.changed.subscribe())
-                    }
+                    },
+                    RemoteState::Init { .. } => Step::Wait(rec.changed.subscribe()),
                 },
             }
         };
@@ -293,7 +287,8 @@ impl Setup {
             if !matches!(rec.state, RemoteState::Init { .. }) {
                 return;
             }
-            rec.state = RemoteState::Valid(Socket::new(writer.clone()));
+            rec.state =
+                RemoteState::Open(Socket::new(writer.clone(), self.ep.config.socket_limits()));
             rec.announce(Resolution::Changed);
         }
         crate::reader::run(self.ep, self.to, self.key, read, leftover, writer).await;

@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use tokio::time::Instant;
 
 use crate::address::EndPointAddress;
 use crate::endpoint::EndPointShared;
 use crate::error::{Error, ErrorKind};
 use crate::remote::RemoteState;
-use crate::wire::{encode_data_header, Frame};
+use crate::wire::encode_data_header;
 use crate::writer::{Refused, SocketWriter};
 
 pub(crate) enum Kind {
@@ -122,9 +123,20 @@ fn close_now(inner: &ConnInner) -> Option<(Arc<SocketWriter>, u64)> {
             writer,
         } => {
             let mut st = inner.ep.lock();
-            if !writer.close_connection(&inner.alive, |b| {
-                Frame::CloseConnection(inner.lcid).encode(b)
-            }) {
+            let sock = match st.remote_mut(address, *key).map(|r| &mut r.state) {
+                Some(RemoteState::Open(sock)) if Arc::ptr_eq(&sock.writer, writer) => sock,
+                _ => {
+                    // The socket is gone: only the handle is left to close.
+                    writer.close_connection(&inner.alive, |_| {});
+                    return None;
+                }
+            };
+            let core = &mut sock.core;
+            let closed = writer.close_connection(&inner.alive, |b| {
+                core.close(inner.lcid, Instant::now());
+                core.write_transmit(b);
+            });
+            if !closed {
                 return None;
             }
             tracing::info!(
@@ -133,19 +145,10 @@ fn close_now(inner: &ConnInner) -> Option<(Arc<SocketWriter>, u64)> {
                 lcid = inner.lcid,
                 "outgoing connection closed"
             );
-            let rec = st.remote_mut(address, *key)?;
-            if let RemoteState::Valid(sock) = &mut rec.state {
-                if !Arc::ptr_eq(&sock.writer, writer) {
-                    return None;
-                }
-                sock.outgoing = sock.outgoing.saturating_sub(1);
-                if sock.outgoing == 0 && !sock.unused() {
-                    sock.close_when_unused = true;
-                }
-            }
-            if let Some(flush) = rec.begin_close(inner.ep.config.connect_timeout) {
+            if sock.closing() {
+                // The core now waits for the peer's CloseSocket, with a deadline.
+                writer.deadline_wake.notify_one();
                 tracing::trace!(peer = %address, "socket unused: closing");
-                return Some(flush);
             }
             Some((writer.clone(), writer.mark()))
         }

@@ -24,7 +24,7 @@ use crate::ratelimit::WarnLimiter;
 use crate::remote::{Remote, RemoteState, Resolution};
 use crate::sync::lock;
 use crate::transport::TransportShared;
-use crate::wire::{Frame, FIRST_LCID};
+use crate::wire::FIRST_LCID;
 use crate::writer::SocketWriter;
 
 /// How long closing an endpoint waits for its last frames to reach each peer before it
@@ -129,10 +129,11 @@ impl EndPointShared {
             }
             st.closed = true;
             let mut writers = Vec::new();
-            for (_, rec) in st.remotes.drain() {
-                match &rec.state {
-                    RemoteState::Valid(s) | RemoteState::Closing(s) => {
-                        let _ = s.writer.enqueue(|b| Frame::CloseEndPoint.encode(b));
+            for (_, mut rec) in st.remotes.drain() {
+                match &mut rec.state {
+                    RemoteState::Open(s) => {
+                        s.core.close_endpoint();
+                        let _ = s.transmit();
                         s.writer.kill();
                         writers.push(s.writer.clone());
                     }

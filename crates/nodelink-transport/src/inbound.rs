@@ -18,7 +18,7 @@ use crate::endpoint::EndPointShared;
 use crate::ratelimit::peer_warn;
 use crate::remote::{Origin, RemoteState, Resolution, Socket};
 use crate::transport::TransportShared;
-use crate::wire::{ConnectionRequest, Frame, HandshakeResponse, PROTOCOL_VERSION};
+use crate::wire::{ConnectionRequest, HandshakeResponse, PROTOCOL_VERSION};
 use crate::writer::SocketWriter;
 
 /// Most version renegotiations on one socket before we give up on the client.
@@ -84,7 +84,7 @@ pub(crate) async fn serve(
         ) {
             return;
         }
-        rec.state = RemoteState::Valid(Socket::new(writer.clone()));
+        rec.state = RemoteState::Open(Socket::new(writer.clone(), ep.config.socket_limits()));
         rec.announce(Resolution::Changed);
     }
     crate::reader::run(ep, address, key, read, buf, writer).await;
@@ -273,8 +273,10 @@ async fn claim(
                             origin: Origin::Them,
                             ..
                         } => Claim::Drop,
-                        RemoteState::Valid(sock) => Claim::Crossed(start_probe(ep, &sock.writer)),
-                        RemoteState::Closing(_) => Claim::Wait(rec.changed.subscribe()),
+                        RemoteState::Open(sock) if sock.closing() => {
+                            Claim::Wait(rec.changed.subscribe())
+                        }
+                        RemoteState::Open(sock) => Claim::Crossed(start_probe(sock)),
                     },
                 }
             }
@@ -315,20 +317,13 @@ async fn claim(
 }
 
 /// A request from a peer we have a healthy socket to: maybe the old socket is stale.
-/// Sends one ProbeSocket (unless one is outstanding); the socket's reader drops the
-/// socket if no ack comes within the connect timeout.
-fn start_probe(
-    ep: &EndPointShared,
-    writer: &Arc<SocketWriter>,
-) -> Option<(Arc<SocketWriter>, u64)> {
-    let timeout = ep.config.connect_timeout?;
-    let mut deadline = crate::sync::lock(&writer.probe_deadline);
-    if deadline.is_some() {
+/// The core sends one ProbeSocket (unless one is outstanding); the socket's reader drops
+/// the socket if no ack comes within the connect timeout.
+fn start_probe(sock: &mut Socket) -> Option<(Arc<SocketWriter>, u64)> {
+    if !sock.core.probe(Instant::now()) {
         return None;
     }
-    let mark = writer.enqueue(|b| Frame::ProbeSocket.encode(b)).ok()?;
-    *deadline = Some(Instant::now() + timeout);
-    drop(deadline);
-    writer.deadline_wake.notify_one();
-    Some((writer.clone(), mark))
+    let mark = sock.transmit()?;
+    sock.writer.deadline_wake.notify_one();
+    Some((sock.writer.clone(), mark))
 }

@@ -63,6 +63,7 @@ mod address;
 mod config;
 mod connect;
 mod connection;
+mod core;
 mod endpoint;
 mod error;
 mod event;

@@ -3,28 +3,30 @@
 //! There is at most one record (and so one socket) per remote address. Its life:
 //!
 //! ```text
-//!   Init{Us}  --Accepted------------------------------> Valid
-//!   Init{Us}  --Crossed; their request taken over--> Init{Them} --> Valid
-//!   Init{Them} --we answered Accepted------------------> Valid
-//!   Valid --local close leaves nothing open: send CloseSocket--> Closing
-//!   Valid --peer's CloseConnection leaves nothing open after our own close: same--> Closing
-//!   Closing --CreatedNewConnection from the peer--> Valid
-//!   Closing/Valid --CloseSocket agreement, CloseEndPoint, socket loss--> (removed)
-//!   Closing --no answer to our CloseSocket within the connect timeout--> (removed)
+//!   Init{Us}  --Accepted------------------------------> Open
+//!   Init{Us}  --Crossed; their request taken over--> Init{Them} --> Open
+//!   Init{Them} --we answered Accepted------------------> Open
+//!   Open --the socket's core finishes (teardown agreed, CloseEndPoint, loss)--> (removed)
 //! ```
 //!
-//! Every change that someone may be waiting for ("resolution": leaving Init or Closing,
-//! removal) is announced on the record's watch channel, to which waiters subscribe while
-//! holding the endpoint lock, so no change is missed.
+//! Once open, the protocol on the socket (connections each way, the CloseSocket exchange,
+//! probes) is decided by its [`SocketCore`]; [`Remote::pump`] carries what the core
+//! produced to the socket's write queue and the endpoint's event queue.
+//!
+//! Every change that someone may be waiting for ("resolution": leaving Init, a close
+//! resolving, removal) is announced on the record's watch channel, to which waiters
+//! subscribe while holding the endpoint lock, so no change is missed.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::address::EndPointAddress;
+use crate::core::socket::{End, Phase, SocketCore, SocketEvent, SocketLimits};
 use crate::error::ErrorKind;
-use crate::wire::{Frame, FIRST_LCID};
+use crate::event::{ConnectionId, Event, EventErrorKind, Reliability};
+use crate::queue::EventQueue;
+use crate::ratelimit::{peer_warn, WarnLimiter};
 use crate::writer::SocketWriter;
 
 /// Who asked for the socket being set up.
@@ -39,43 +41,15 @@ pub(crate) enum Origin {
 pub(crate) enum Resolution {
     Pending,
     Changed,
-    /// The outgoing setup failed; connects that waited for it fail the same way.
+    /// The outgoing setup failed, or the socket was lost; connects that waited for it
+    /// fail the same way.
     Failed(ErrorKind, String),
 }
 
 pub(crate) enum RemoteState {
     Init { origin: Origin, crossed: bool },
-    Valid(Socket),
-    Closing(Socket),
+    Open(Socket),
 }
-
-impl RemoteState {
-    /// Valid -> Closing; any other state is left alone.
-    pub(crate) fn start_closing(&mut self) {
-        if let RemoteState::Valid(_) = self {
-            if let RemoteState::Valid(s) = std::mem::replace(self, PLACEHOLDER) {
-                *self = RemoteState::Closing(s);
-            }
-        }
-    }
-
-    /// Closing -> Valid; returns whether a close was cancelled.
-    pub(crate) fn cancel_closing(&mut self) -> bool {
-        if let RemoteState::Closing(_) = self {
-            if let RemoteState::Closing(s) = std::mem::replace(self, PLACEHOLDER) {
-                *self = RemoteState::Valid(s);
-                return true;
-            }
-        }
-        false
-    }
-}
-
-/// Briefly stands in for a state being moved between variants.
-const PLACEHOLDER: RemoteState = RemoteState::Init {
-    origin: Origin::Us,
-    crossed: false,
-};
 
 pub(crate) struct Remote {
     /// Distinguishes this record from earlier and later ones for the same address.
@@ -84,6 +58,55 @@ pub(crate) struct Remote {
     pub(crate) hid: u32,
     pub(crate) state: RemoteState,
     pub(crate) changed: watch::Sender<Resolution>,
+}
+
+/// An accepted socket: its writer and its protocol core.
+pub(crate) struct Socket {
+    pub(crate) writer: Arc<SocketWriter>,
+    pub(crate) core: SocketCore,
+}
+
+impl Socket {
+    pub(crate) fn new(writer: Arc<SocketWriter>, limits: SocketLimits) -> Self {
+        Socket {
+            writer,
+            core: SocketCore::new(limits),
+        }
+    }
+
+    /// Whether a connect must wait for this socket's close to resolve.
+    pub(crate) fn closing(&self) -> bool {
+        self.core.phase() == Phase::Closing
+    }
+
+    /// Queues the core's control frames; returns the mark to flush, if any were queued.
+    pub(crate) fn transmit(&mut self) -> Option<u64> {
+        if !self.core.has_transmit() {
+            return None;
+        }
+        let core = &mut self.core;
+        self.writer
+            .enqueue(|b| {
+                core.write_transmit(b);
+            })
+            .ok()
+    }
+}
+
+/// Where [`Remote::pump`] delivers: the endpoint's event queue, address and warning budget.
+pub(crate) struct Sink<'a> {
+    pub(crate) events: &'a EventQueue,
+    pub(crate) us: &'a EndPointAddress,
+    pub(crate) warn_limit: &'a WarnLimiter,
+}
+
+/// What [`Remote::pump`] leaves for the caller.
+pub(crate) struct Pumped {
+    /// Control frames were queued up to this mark.
+    pub(crate) mark: Option<u64>,
+    /// The socket finished: the caller must forget the record (with this resolution)
+    /// and end the socket.
+    pub(crate) finished: Option<(End, Resolution)>,
 }
 
 impl Remote {
@@ -100,78 +123,101 @@ impl Remote {
         self.changed.send_replace(r);
     }
 
-    /// Starts the CloseSocket exchange on a Valid socket with nothing open in either
-    /// direction: queues `CloseSocket(last incoming lcid)`, enters Closing and arms the
-    /// deadline after which an unanswered close is given up (`timeout`, the connect
-    /// timeout). Returns the writer and the mark to flush, or `None` if the socket is not
-    /// Valid and unused or can no longer write.
-    pub(crate) fn begin_close(
-        &mut self,
-        timeout: Option<Duration>,
-    ) -> Option<(Arc<SocketWriter>, u64)> {
-        let RemoteState::Valid(sock) = &mut self.state else {
-            return None;
+    /// Carries out what the socket's core produced: frames to the write queue, events to
+    /// `events` (as the application sees them: connection ids with our heavyweight id for
+    /// this peer), one log line per event an operator cares about.
+    pub(crate) fn pump(&mut self, to: &Sink<'_>, peer: &EndPointAddress) -> Pumped {
+        let RemoteState::Open(sock) = &mut self.state else {
+            return Pumped {
+                mark: None,
+                finished: None,
+            };
         };
-        if !sock.unused() {
-            return None;
+        let (events, us) = (to.events, to.us);
+        let hid = self.hid;
+        let cid = |lcid| ConnectionId::new(hid, lcid);
+        let mark = sock.transmit();
+        if sock.core.phase() == Phase::Finished {
+            // Before any event of this batch: whoever sees them must see sends fail.
+            sock.writer.kill();
         }
-        let last = sock.last_incoming;
-        let writer = sock.writer.clone();
-        sock.close_when_unused = false;
-        let mark = writer
-            .enqueue(|b| Frame::CloseSocket(last).encode(b))
-            .ok()?;
-        self.state.start_closing();
-        if let Some(t) = timeout {
-            *crate::sync::lock(&writer.closing_deadline) = Some(tokio::time::Instant::now() + t);
-            writer.deadline_wake.notify_one();
+        let mut finished = None;
+        let mut resumed = false;
+        while let Some(ev) = sock.core.poll_event() {
+            match ev {
+                SocketEvent::Opened(lcid) => {
+                    tracing::info!(%peer, endpoint = %us, id = %cid(lcid), "incoming connection opened");
+                    events.push(Event::ConnectionOpened {
+                        id: cid(lcid),
+                        reliability: Reliability::ReliableOrdered,
+                        address: peer.clone(),
+                    });
+                }
+                SocketEvent::Received(lcid, payload) => events.push(Event::Received {
+                    id: cid(lcid),
+                    data: vec![payload],
+                }),
+                SocketEvent::Closed(lcid) => {
+                    tracing::info!(%peer, endpoint = %us, id = %cid(lcid), "incoming connection closed");
+                    events.push(Event::ConnectionClosed { id: cid(lcid) });
+                }
+                SocketEvent::Resumed => resumed = true,
+                SocketEvent::Finished(end) => {
+                    let resolution = report_end(&end, to, peer, sock.core.outgoing());
+                    finished = Some((end, resolution));
+                }
+            }
         }
-        Some((writer, mark))
+        if resumed {
+            self.announce(Resolution::Changed);
+        }
+        Pumped { mark, finished }
     }
 }
 
-/// Reference counts of one accepted socket.
-pub(crate) struct Socket {
-    pub(crate) writer: Arc<SocketWriter>,
-    /// Our open lightweight connections on this socket.
-    pub(crate) outgoing: u32,
-    /// The peer's open lightweight connections.
-    pub(crate) incoming: HashSet<u32>,
-    /// The last lcid the peer announced (0 if none yet).
-    pub(crate) last_incoming: u32,
-    /// The lcid our next connection gets.
-    pub(crate) next_lcid: u32,
-    /// We closed our last outgoing connection while the peer still had connections open:
-    /// the teardown we could not start then is owed once the peer's last one closes.
-    /// Without this, two ends that close their last connections at the same moment each
-    /// see the other's CloseConnection arrive after their own close, neither sends
-    /// CloseSocket, and an unused socket stays open (docs/protocols/transport.md).
-    pub(crate) close_when_unused: bool,
-}
-
-impl Socket {
-    pub(crate) fn new(writer: Arc<SocketWriter>) -> Self {
-        Socket {
-            writer,
-            outgoing: 0,
-            incoming: HashSet::new(),
-            last_incoming: 0,
-            next_lcid: FIRST_LCID,
-            close_when_unused: false,
+/// Logs how a socket ended and posts ConnectionLost where the application must hear it;
+/// returns what connects waiting on the socket learn.
+fn report_end(end: &End, to: &Sink<'_>, peer: &EndPointAddress, outgoing: u32) -> Resolution {
+    let (events, us) = (to.events, to.us);
+    match end {
+        End::Agreed => {
+            tracing::debug!(%peer, endpoint = %us, "socket closed by agreement");
+            Resolution::Changed
         }
-    }
-
-    /// The last lcid we announced, 0 if none: what a peer's CloseSocket must name for the
-    /// close to be agreed.
-    pub(crate) fn last_sent(&self) -> u32 {
-        if self.next_lcid == FIRST_LCID {
-            0
-        } else {
-            self.next_lcid - 1
+        End::Abandoned => {
+            peer_warn!(
+                to.warn_limit,
+                %peer,
+                endpoint = %us,
+                "no answer to our CloseSocket within the connect timeout: socket dropped"
+            );
+            Resolution::Changed
         }
-    }
-
-    pub(crate) fn unused(&self) -> bool {
-        self.outgoing == 0 && self.incoming.is_empty()
+        End::Closed => Resolution::Failed(ErrorKind::ConnectFailed, "endpoint closed".into()),
+        End::PeerEndPointClosed => {
+            tracing::info!(%peer, endpoint = %us, outgoing, "the peer closed its endpoint");
+            if outgoing > 0 {
+                events.push(Event::Error {
+                    kind: EventErrorKind::ConnectionLost(peer.clone()),
+                    message: format!("connection to {peer} lost: the peer closed its endpoint"),
+                });
+            }
+            Resolution::Changed
+        }
+        End::Lost { reason, report } => {
+            if *report {
+                tracing::info!(%peer, endpoint = %us, %reason, "connection lost");
+                events.push(Event::Error {
+                    kind: EventErrorKind::ConnectionLost(peer.clone()),
+                    message: format!("connection to {peer} lost: {reason}"),
+                });
+            }
+            // Connects waiting on this socket fail, as the original's Failed state makes
+            // them.
+            Resolution::Failed(
+                ErrorKind::ConnectFailed,
+                format!("connection lost: {reason}"),
+            )
+        }
     }
 }

@@ -35,13 +35,7 @@ pub(crate) struct SocketWriter {
     io: Arc<tokio::sync::Mutex<Io>>,
     /// Cancels the socket: its reader exits and blocked writes give up.
     pub(crate) cancel: CancellationToken,
-    /// When an unanswered `ProbeSocket` expires (set by whoever sent the probe, cleared
-    /// by the reader on `ProbeSocketAck`).
-    pub(crate) probe_deadline: Mutex<Option<tokio::time::Instant>>,
-    /// When a close we started (CloseSocket sent, state Closing) is given up on if the
-    /// peer never answers; cleared when the close is cancelled.
-    pub(crate) closing_deadline: Mutex<Option<tokio::time::Instant>>,
-    /// Wakes the reader so it notices a new deadline.
+    /// Wakes the reader so it notices a new deadline of the socket's core.
     pub(crate) deadline_wake: tokio::sync::Notify,
 }
 
@@ -72,8 +66,6 @@ impl SocketWriter {
                 written: 0,
             })),
             cancel: CancellationToken::new(),
-            probe_deadline: Mutex::new(None),
-            closing_deadline: Mutex::new(None),
             deadline_wake: tokio::sync::Notify::new(),
         })
     }
