@@ -55,6 +55,9 @@ pub(crate) async fn run(
     writer: Arc<SocketWriter>,
 ) {
     let mut decoder = FrameDecoder::new(ep.config.max_receive_length);
+    // The core's next deadline, as of the last step here; others that give the core a
+    // deadline (a probe, a close) wake us through `deadline_wake` to look again.
+    let mut deadline = None;
     let end = 'outer: loop {
         loop {
             let frame = match decoder.decode(&mut buf) {
@@ -78,7 +81,7 @@ pub(crate) async fn run(
                     _ = writer.cancel.cancelled() => break 'outer Next::Lost("socket cancelled".into()),
                 }
             }
-            let next = step(&ep, &address, key, |core| {
+            let next = step(&ep, &address, key, &mut deadline, |core| {
                 core.on_frame(frame, Instant::now()).map_err(|v| v.0)
             });
             match next {
@@ -94,7 +97,6 @@ pub(crate) async fn run(
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        let deadline = next_timer(&ep, &address, key);
         tokio::select! {
             // In this order: a cancelled socket stops even under a flood, and bytes
             // already received win over an expiring deadline (an acknowledgement sitting
@@ -106,9 +108,9 @@ pub(crate) async fn run(
                 Ok(_) => {}
                 Err(e) => break Next::Lost(format!("read failed: {e}")),
             },
-            _ = writer.deadline_wake.notified() => {}
+            _ = writer.deadline_wake.notified() => deadline = next_timer(&ep, &address, key),
             _ = expiry(deadline) => {
-                match step(&ep, &address, key, |core| {
+                match step(&ep, &address, key, &mut deadline, |core| {
                     core.on_timer(Instant::now());
                     Ok(())
                 }) {
@@ -161,11 +163,13 @@ fn next_timer(ep: &EndPointShared, address: &EndPointAddress, key: u64) -> Optio
     }
 }
 
-/// Runs `f` on the socket's core under the endpoint lock and carries out the result.
+/// Runs `f` on the socket's core under the endpoint lock and carries out the result;
+/// leaves the core's next deadline in `deadline`.
 fn step(
     ep: &EndPointShared,
     address: &EndPointAddress,
     key: u64,
+    deadline: &mut Option<Instant>,
     f: impl FnOnce(&mut SocketCore) -> Result<(), String>,
 ) -> Next {
     let mut st = ep.lock();
@@ -179,6 +183,7 @@ fn step(
     if let Err(violation) = f(&mut sock.core) {
         return Next::Violation(violation);
     }
+    *deadline = sock.core.next_timer();
     let sink = Sink {
         events: &ep.events,
         us: &ep.address,
@@ -201,7 +206,7 @@ fn step(
 /// The socket broke or was dropped for a violation: the core decides what the application
 /// hears (ConnectionLost if it was in use), then the record goes.
 fn lost(ep: &EndPointShared, address: &EndPointAddress, key: u64, reason: String) -> Next {
-    match step(ep, address, key, |core| {
+    match step(ep, address, key, &mut None, |core| {
         core.fail(reason);
         Ok(())
     }) {
