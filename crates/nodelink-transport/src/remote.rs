@@ -181,7 +181,11 @@ fn report_end(end: &End, to: &Sink<'_>, peer: &EndPointAddress, outgoing: u32) -
     let (events, us) = (to.events, to.us);
     match end {
         End::Agreed => {
-            tracing::debug!(%peer, endpoint = %us, "socket closed by agreement");
+            tracing::info!(
+                %peer,
+                endpoint = %us,
+                "socket closed: nothing open either way (CloseSocket exchange)"
+            );
             Resolution::Changed
         }
         End::Abandoned => {

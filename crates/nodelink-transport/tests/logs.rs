@@ -92,6 +92,16 @@ async fn connection_events_are_info() {
     expect_closed(&b, id).await;
     log.expect_one("INFO", &["outgoing connection closed", &pb]);
     log.expect_one("INFO", &["incoming connection closed", &pa]);
+    // Nothing is open any more: both ends say the socket went, the peer's end included.
+    let teardown = "socket closed: nothing open either way";
+    let wait = async {
+        while log.find("INFO", &[teardown]).len() < 2 {
+            tokio::task::yield_now().await;
+        }
+    };
+    within("both ends to log the teardown", wait).await;
+    log.expect_one("INFO", &[teardown, &format!("peer={pa}")]);
+    log.expect_one("INFO", &[teardown, &format!("peer={pb}")]);
 
     // B connects to A, then closes its whole endpoint: A hears the remote endpoint close.
     let _back = within("connect back", b.connect(a.address()))
