@@ -22,7 +22,7 @@ use crate::cli::{KcpBenchArgs, KcpCommand, KcpServeArgs};
 use crate::kcp_args::{counters_line, Describe, Side};
 use crate::out::say;
 use crate::ping::payload;
-use crate::serve::Signals;
+use crate::shutdown::Signals;
 
 /// An echo session idle this long is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);

@@ -25,6 +25,7 @@ mod nt;
 mod out;
 mod ping;
 mod serve;
+mod shutdown;
 mod stats;
 mod tls_args;
 mod tour;

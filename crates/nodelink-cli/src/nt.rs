@@ -32,11 +32,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::out::say;
-use crate::serve::Signals;
+use crate::shutdown::{Signals, SHUTDOWN_GRACE};
 use crate::stats::Summary;
-
-/// How long shutting down may wait for the transport to say goodbye to its peers.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Messages queued per incoming connection while its reverse connection is being opened.
 const PER_CONNECTION_QUEUE: usize = 64;

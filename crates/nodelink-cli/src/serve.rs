@@ -5,8 +5,6 @@
 //! connection carrying many requests. Packets with the answer bit set (answers, Errors) are
 //! dropped, never answered.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use nodelink::{Config, Link, ANSWER_BIT};
 use tokio::task::JoinSet;
@@ -15,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::ServeArgs;
 use crate::kcp_args::{AnyListener, Side};
 use crate::out::say;
+use crate::shutdown::{Signals, SHUTDOWN_GRACE};
 use crate::tls_args;
 
 /// How long shutting down may wait for links to flush and close.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -115,45 +113,5 @@ fn link_name(link: &Link) -> String {
     match link.remote_addr() {
         Some(a) => a.to_string(),
         None => "?".to_string(),
-    }
-}
-
-/// SIGINT and SIGTERM, installed up front.
-pub struct Signals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    #[cfg(unix)]
-    pub fn install() -> anyhow::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
-            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
-        })
-    }
-
-    #[cfg(not(unix))]
-    pub fn install() -> anyhow::Result<Signals> {
-        Ok(Signals {})
-    }
-
-    /// Waits for the next signal and names it.
-    #[cfg(unix)]
-    pub async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
-        }
-    }
-
-    /// Waits for Ctrl-C.
-    #[cfg(not(unix))]
-    pub async fn recv(&mut self) -> &'static str {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
     }
 }

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
 
 use crate::out::say;
-use crate::serve::Signals;
+use crate::shutdown::Signals;
 
 /// The `tunnel` subcommands.
 #[derive(Debug, Subcommand)]
