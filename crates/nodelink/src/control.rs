@@ -32,7 +32,7 @@
 
 use bytes::{Buf, BufMut, BytesMut};
 
-use crate::link::Role;
+use crate::role::Role;
 
 /// Message code of control frames (answer bit set: never auto-answered).
 pub(crate) const CONTROL_CODE: u16 = 0xFFFF;

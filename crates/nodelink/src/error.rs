@@ -228,6 +228,24 @@ impl From<Error> for io::Error {
     }
 }
 
+/// A TCP connect (or a socket option on the new stream) failed.
+pub(crate) fn connect_error(e: std::io::Error) -> Error {
+    net_error("dial", "connect", e)
+}
+
+/// Binding a listener failed.
+pub(crate) fn listen_error(e: std::io::Error) -> Error {
+    net_error("listen", "bind", e)
+}
+
+pub(crate) fn net_error(place: &str, op: &'static str, e: std::io::Error) -> Error {
+    Error::new(
+        ErrorKind::Connect(Arc::new(e)),
+        Place::link(&Arc::from(place)),
+        op,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,8 +38,9 @@ pub use nodelink_kcp::{KcpListener, KcpStream, Mode, SessionConfig};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Place, Result};
-use crate::link::{Link, Role};
+use crate::link::Link;
 use crate::net::{AcceptStream, Handshakes};
+use crate::role::Role;
 
 /// Opens a KCP session to `addr` and returns a handshaked link in the client role.
 ///

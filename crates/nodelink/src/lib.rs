@@ -104,12 +104,15 @@ mod message;
 mod net;
 mod reader;
 mod request;
+mod role;
 #[cfg(feature = "serde")]
 mod serde_codec;
 mod stats;
 mod sync;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "tls")]
+mod tls_start;
 mod waiters;
 mod writer;
 
@@ -122,10 +125,11 @@ pub use frame::{
 };
 #[cfg(feature = "kcp")]
 pub use kcp::{dial_kcp, listen_kcp, KcpLinkListener};
-pub use link::{Link, PeerFlowControl, Role};
+pub use link::Link;
 pub use message::{ErrorCode, ErrorMessage, Message, Ping, Pong, Raw};
 pub use net::{dial, listen, Listener};
 pub use request::Request;
+pub use role::{PeerFlowControl, Role};
 #[cfg(feature = "serde")]
 pub use serde_codec::{decode_serde, encode_serde};
 pub use stats::LinkStats;

@@ -26,49 +26,12 @@ use crate::handshake::exchange_versions;
 use crate::inner::{LinkInner, Output, Shared};
 use crate::message::{ErrorMessage, Message};
 use crate::request::Request;
+use crate::role::{PeerFlowControl, Role};
 use crate::stats::{Counters, LinkStats};
 use crate::sync::lock_std;
 use crate::writer::{Body, BoxWrite, TxQueue};
 
 pub(crate) type BoxRead = std::pin::Pin<Box<dyn AsyncRead + Send>>;
-
-/// Which end of the link this side is: it decides the parity of the connection ids we
-/// allocate under NEO/go rules (client odd from 1, server even from 0, like HTTP/2
-/// streams), and which side may offer the flow-control extension (the client).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// The side that dialed.
-    Client,
-    /// The side that accepted.
-    Server,
-}
-
-impl Role {
-    pub(crate) fn first_id(self) -> u32 {
-        match self {
-            Role::Client => 1,
-            Role::Server => 0,
-        }
-    }
-
-    pub(crate) fn peer(self) -> Role {
-        match self {
-            Role::Client => Role::Server,
-            Role::Server => Role::Client,
-        }
-    }
-}
-
-/// Whether the peer takes part in nodelink's flow-control extension.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PeerFlowControl {
-    /// Not decided yet (our offer is unanswered, or the peer has not sent anything).
-    Unknown,
-    /// The peer is a strict NEO node (or has the extension turned off).
-    Off,
-    /// The peer honours per-connection credit.
-    On,
-}
 
 /// A handle to a link. Cheap to clone; the link closes when the last handle (including
 /// every [`Conn`](crate::Conn) and [`Request`]) is dropped, or on [`Link::close`].

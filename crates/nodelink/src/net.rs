@@ -8,8 +8,9 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::error::{Error, ErrorKind, Place, Result};
-use crate::link::{Link, Role};
+use crate::error::{connect_error, listen_error, net_error, Result};
+use crate::link::Link;
+use crate::role::Role;
 
 /// Handshakes in progress at once on a listener; more connections wait in the kernel's
 /// backlog until one finishes (or times out).
@@ -31,22 +32,6 @@ pub(crate) async fn connect(addr: impl ToSocketAddrs) -> Result<TcpStream> {
     let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
     stream.set_nodelay(true).map_err(connect_error)?;
     Ok(stream)
-}
-
-pub(crate) fn connect_error(e: io::Error) -> Error {
-    net_error("dial", "connect", e)
-}
-
-pub(crate) fn listen_error(e: io::Error) -> Error {
-    net_error("listen", "bind", e)
-}
-
-fn net_error(place: &str, op: &'static str, e: io::Error) -> Error {
-    Error::new(
-        ErrorKind::Connect(Arc::new(e)),
-        Place::link(&Arc::from(place)),
-        op,
-    )
 }
 
 pub(crate) async fn link_over_tcp(stream: TcpStream, role: Role, config: Config) -> Result<Link> {
@@ -113,7 +98,7 @@ impl Listener {
                 match &*acceptor {
                     Acceptor::Plain => link_over_tcp(stream, Role::Server, config).await,
                     #[cfg(feature = "tls")]
-                    Acceptor::Tls(tls) => crate::tls::accept_tls(tls, stream, config).await,
+                    Acceptor::Tls(tls) => crate::tls_start::accept_tls(tls, stream, config).await,
                 }
             }
         };

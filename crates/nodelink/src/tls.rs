@@ -42,7 +42,6 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -54,14 +53,16 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
     SignatureScheme,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::Config;
-use crate::error::{Error, ErrorKind, HandshakeError, Place, Result};
-use crate::link::{Link, Role};
-use crate::net::{connect, connect_error, listen_error, Acceptor, Listener};
+use crate::error::listen_error;
+use crate::error::{Error, ErrorKind, Place, Result};
+use crate::link::Link;
+use crate::net::{connect, Acceptor, Listener};
+use crate::role::Role;
+use crate::tls_start::{addresses, bounded, link_name, link_over, tls_error};
 
 /// The TLS side of a node: how it proves who it is and which peers it trusts.
 ///
@@ -260,86 +261,6 @@ pub async fn listen_tls(
     let tcp = TcpListener::bind(addr).await.map_err(listen_error)?;
     let acceptor = TlsAcceptor::from(tls.server.clone());
     Ok(Listener::new(tcp, config, Acceptor::Tls(acceptor)))
-}
-
-/// Runs the server side of the TLS handshake and then the version handshake on an accepted
-/// TCP stream, bounded together by [`Config::handshake_timeout`].
-pub(crate) async fn accept_tls(
-    acceptor: &TlsAcceptor,
-    stream: TcpStream,
-    config: Config,
-) -> Result<Link> {
-    let (local, remote) = addresses(&stream)?;
-    let timeout = config.handshake_timeout;
-    let name = link_name(local, remote);
-    let start = async {
-        let stream = acceptor
-            .accept(stream)
-            .await
-            .map_err(|e| tls_error(&name, e))?;
-        link_over(stream, Role::Server, config, local, remote).await
-    };
-    bounded(timeout, &name, start).await
-}
-
-/// Splits a TLS stream into halves and runs the version handshake over it.
-async fn link_over<S>(
-    stream: S,
-    role: Role,
-    config: Config,
-    local: SocketAddr,
-    remote: SocketAddr,
-) -> Result<Link>
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (read, write) = tokio::io::split(stream);
-    Link::handshake_halves(
-        Box::pin(read),
-        Box::pin(write),
-        role,
-        config,
-        Some(local),
-        Some(remote),
-    )
-    .await
-}
-
-/// Bounds the whole start of a link (TLS plus version handshake) by one timeout. The version
-/// handshake has its own timeout of the same length, but it starts later, so this one fires
-/// first when the total is exceeded.
-async fn bounded(
-    timeout: std::time::Duration,
-    name: &Arc<str>,
-    start: impl std::future::Future<Output = Result<Link>>,
-) -> Result<Link> {
-    match tokio::time::timeout(timeout, start).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::new(
-            ErrorKind::Handshake(HandshakeError::Timeout(timeout)),
-            Place::link(name),
-            "handshake",
-        )),
-    }
-}
-
-fn addresses(stream: &TcpStream) -> Result<(SocketAddr, SocketAddr)> {
-    let local = stream.local_addr().map_err(connect_error)?;
-    let remote = stream.peer_addr().map_err(connect_error)?;
-    Ok((local, remote))
-}
-
-/// The same `"<local> - <remote>"` name the link itself uses in its errors.
-fn link_name(local: SocketAddr, remote: SocketAddr) -> Arc<str> {
-    Arc::from(format!("{local} - {remote}"))
-}
-
-fn tls_error(name: &Arc<str>, e: io::Error) -> Error {
-    Error::new(
-        ErrorKind::Handshake(HandshakeError::Tls(Arc::new(e))),
-        Place::link(name),
-        "handshake",
-    )
 }
 
 /// A configuration mistake: an `InvalidInput` error carrying `message`.

@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use crate::config::{Config, Dialect, MIN_RECV_BUDGET};
 use crate::control;
 use crate::frame::{decode_packet_with_limit, FrameError, Packet, HEADER_LEN};
-use crate::link::Role;
+use crate::role::Role;
 
 pub(crate) use conn::{cost_of, RxClosed};
 use conn::{Budget, ConnState, Pop, Push};

@@ -27,7 +27,7 @@
 //! and no clock, so its tests run without a runtime.
 
 use crate::control::{self, Control};
-use crate::link::Role;
+use crate::role::Role;
 
 /// What the peer does about the extension, as far as we know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
