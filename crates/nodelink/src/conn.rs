@@ -8,9 +8,9 @@ use tokio::time::Instant;
 use crate::core::ConnKey;
 use crate::error::{ErrorKind, Result};
 use crate::frame::Packet;
-use crate::link::Link;
+use crate::handle::Link;
 use crate::message::{ErrorMessage, Message};
-use crate::writer::Body;
+use crate::txqueue::Body;
 
 /// A connection over a [`Link`]. All methods take `&self` and are safe to call from many
 /// tasks at once (share it with an `Arc`); every future is cancellation-safe: dropping it

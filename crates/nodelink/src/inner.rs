@@ -31,8 +31,8 @@ use crate::message::{ErrorCode, ErrorMessage, Message};
 use crate::role::Role;
 use crate::stats::{Counters, LinkStats};
 use crate::sync::lock_std;
+use crate::txqueue::{SendFail, TxQueue};
 use crate::waiters::{Waiters, Wake};
-use crate::writer::{SendFail, TxQueue};
 
 /// How the link ended; the first reason wins.
 #[derive(Clone, Debug)]

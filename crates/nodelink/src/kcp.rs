@@ -38,7 +38,7 @@ pub use nodelink_kcp::{KcpListener, KcpStream, Mode, SessionConfig};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Place, Result};
-use crate::link::Link;
+use crate::handle::Link;
 use crate::net::{AcceptStream, Handshakes};
 use crate::role::Role;
 

@@ -95,6 +95,7 @@ mod control;
 mod core;
 mod error;
 mod frame;
+mod handle;
 mod handshake;
 mod inner;
 #[cfg(feature = "kcp")]
@@ -113,6 +114,7 @@ mod sync;
 pub mod tls;
 #[cfg(feature = "tls")]
 mod tls_start;
+mod txqueue;
 mod waiters;
 mod writer;
 
@@ -123,9 +125,9 @@ pub use frame::{
     decode_packet, decode_packet_with_limit, is_answer, FrameError, Header, Packet, ANSWER_BIT,
     HEADER_LEN, MAX_PACKET_SIZE, MAX_PAYLOAD_LEN,
 };
+pub use handle::Link;
 #[cfg(feature = "kcp")]
 pub use kcp::{dial_kcp, listen_kcp, KcpLinkListener};
-pub use link::Link;
 pub use message::{ErrorCode, ErrorMessage, Message, Ping, Pong, Raw};
 pub use net::{dial, listen, Listener};
 pub use request::Request;

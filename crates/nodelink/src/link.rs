@@ -22,6 +22,7 @@ use crate::control;
 use crate::core::{AcceptPoll, ConnKey, IdState, LinkCore, PeerMode, Recv};
 use crate::error::{Error, ErrorKind, Place, Result};
 use crate::frame::Packet;
+use crate::handle::Link;
 use crate::handshake::exchange_versions;
 use crate::inner::{LinkInner, Output, Shared};
 use crate::message::{ErrorMessage, Message};
@@ -29,35 +30,9 @@ use crate::request::Request;
 use crate::role::{PeerFlowControl, Role};
 use crate::stats::{Counters, LinkStats};
 use crate::sync::lock_std;
-use crate::writer::{Body, BoxWrite, TxQueue};
+use crate::txqueue::{Body, BoxWrite, TxQueue};
 
 pub(crate) type BoxRead = std::pin::Pin<Box<dyn AsyncRead + Send>>;
-
-/// A handle to a link. Cheap to clone; the link closes when the last handle (including
-/// every [`Conn`](crate::Conn) and [`Request`]) is dropped, or on [`Link::close`].
-///
-/// ```no_run
-/// # async fn demo() -> nodelink::Result<()> {
-/// use nodelink::{Config, Ping, Pong};
-/// let link = nodelink::dial("127.0.0.1:5551", Config::default()).await?;
-/// let _pong: Pong = link.ask1(&Ping).await?;
-/// link.close().await;
-/// # Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct Link {
-    handle: Arc<Handle>,
-}
-
-struct Handle {
-    inner: Arc<LinkInner>,
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.inner.close();
-    }
-}
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,13 +130,7 @@ impl Link {
         inner.tasks.spawn(inner.clone().writer_task());
         inner.tasks.close();
         tracing::debug!(link = %inner.name, ?role, dialect = %inner.config.dialect, "link up");
-        Link {
-            handle: Arc::new(Handle { inner }),
-        }
-    }
-
-    pub(crate) fn inner(&self) -> &Arc<LinkInner> {
-        &self.handle.inner
+        Link::from_inner(inner)
     }
 
     /// This side's role.

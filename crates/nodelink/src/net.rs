@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::error::{connect_error, listen_error, net_error, Result};
-use crate::link::Link;
+use crate::handle::Link;
 use crate::role::Role;
 
 /// Handshakes in progress at once on a listener; more connections wait in the kernel's

@@ -4,9 +4,9 @@ use bytes::{Bytes, BytesMut};
 
 use crate::error::{ErrorKind, Result};
 use crate::frame::Packet;
-use crate::link::Link;
+use crate::handle::Link;
 use crate::message::Message;
-use crate::writer::Body;
+use crate::txqueue::Body;
 
 /// A request accepted with [`Link::recv1`]. Answer it with [`Request::reply`]; dropping it
 /// without an answer is fine too. No per-connection state is held meanwhile.

@@ -59,7 +59,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::config::Config;
 use crate::error::listen_error;
 use crate::error::{Error, ErrorKind, Place, Result};
-use crate::link::Link;
+use crate::handle::Link;
 use crate::net::{connect, Acceptor, Listener};
 use crate::role::Role;
 use crate::tls_start::{addresses, bounded, link_name, link_over, tls_error};

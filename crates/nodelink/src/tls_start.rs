@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::error::{connect_error, Error, ErrorKind, HandshakeError, Place, Result};
-use crate::link::Link;
+use crate::handle::Link;
 use crate::role::Role;
 
 /// Runs the server side of the TLS handshake and then the version handshake on an accepted

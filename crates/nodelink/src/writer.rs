@@ -29,150 +29,15 @@ use crate::frame::{Header, HEADER_LEN, MAX_PAYLOAD_LEN};
 use crate::inner::{LinkEnd, LinkInner};
 use crate::stats::Counters;
 use crate::sync::lock_std;
-use crate::waiters::Waiters;
-
-pub(crate) type BoxWrite = Pin<Box<dyn AsyncWrite + Send>>;
+use crate::txqueue::{Body, BoxWrite, Rewind, SendFail, MAX_OWED_CREDITS};
 
 /// Payloads at least this large are queued by reference instead of copied.
 const ZERO_COPY_MIN: usize = 16 << 10;
 /// Most slices handed to one vectored write.
 const MAX_IOSLICES: usize = 64;
-/// Most connections credit can be owed to at once; beyond it (a peer that sends on many
-/// connections and never reads) further credit is not returned and the count says so.
-const MAX_OWED_CREDITS: usize = 65_536;
 /// A caller that found the socket free writes at most this many batches before handing the
 /// rest to the writer task, so one unlucky caller does not write for everybody forever.
 const CALLER_ROUNDS: usize = 4;
-
-/// State of the send side, behind one mutex.
-pub(crate) struct TxQueue {
-    /// The socket's write half, absent while a flusher writes.
-    io: Option<BoxWrite>,
-    /// Frozen chunks waiting to be written, oldest first.
-    chunks: VecDeque<Bytes>,
-    /// A spare deque swapped in when a flusher takes `chunks`, to keep its capacity.
-    spare: VecDeque<Bytes>,
-    /// Small packets are encoded here back to back.
-    tail: BytesMut,
-    /// Bytes in `chunks` and `tail`.
-    queued: usize,
-    /// No more sends: the link is closing or down.
-    down: bool,
-    /// Senders waiting for the queue to shrink below the send buffer size.
-    space: Waiters,
-    /// Flow-control credit owed to the peer, per connection, sent as CREDIT frames with the
-    /// next write (a stateless server owes some for every request; batching keeps that
-    /// cheap). Bounded by [`MAX_OWED_CREDITS`] connections.
-    credits: rustc_hash::FxHashMap<u32, u32>,
-    /// Scratch for encoding `credits`, kept to avoid allocating per write.
-    credit_list: Vec<(u32, u32)>,
-    /// Reserved id the peer receives control frames on.
-    peer_control_id: u32,
-}
-
-impl TxQueue {
-    pub(crate) fn new(io: BoxWrite, peer_control_id: u32) -> Self {
-        TxQueue {
-            io: Some(io),
-            chunks: VecDeque::new(),
-            spare: VecDeque::new(),
-            tail: BytesMut::with_capacity(16 << 10),
-            queued: 0,
-            down: false,
-            space: Waiters::default(),
-            credits: Default::default(),
-            credit_list: Vec::new(),
-            peer_control_id,
-        }
-    }
-
-    fn has_data(&self) -> bool {
-        self.queued > 0 || !self.credits.is_empty()
-    }
-
-    /// Encodes the owed credit as CREDIT frames at the end of the tail; returns how many
-    /// frames and bytes that added.
-    fn encode_credits(&mut self) -> (u64, u64) {
-        const PER_FRAME: usize = 512;
-        let start = self.tail.len();
-        let mut frames = 0;
-        let mut list = std::mem::take(&mut self.credit_list);
-        list.extend(self.credits.drain());
-        for entries in list.chunks(PER_FRAME) {
-            let mark = self.tail.len();
-            self.tail.put_slice(&[0u8; HEADER_LEN]);
-            crate::control::encode_credits(entries, &mut self.tail);
-            let len = self.tail.len() - mark - HEADER_LEN;
-            let header = Header {
-                conn_id: self.peer_control_id,
-                code: crate::control::CONTROL_CODE,
-                len: len as u32,
-            };
-            self.tail[mark..mark + HEADER_LEN].copy_from_slice(&header.to_bytes());
-            frames += 1;
-        }
-        list.clear();
-        self.credit_list = list;
-        (frames, (self.tail.len() - start) as u64)
-    }
-
-    /// Moves everything queued into `batch`.
-    fn take_into(&mut self, batch: &mut VecDeque<Bytes>, stats: &Counters) {
-        if !self.credits.is_empty() {
-            let (frames, bytes) = self.encode_credits();
-            Counters::add(&stats.packets_out, frames);
-            Counters::add(&stats.bytes_out, bytes);
-        }
-        if !self.tail.is_empty() {
-            let tail = self.tail.split().freeze();
-            self.chunks.push_back(tail);
-        }
-        std::mem::swap(&mut self.chunks, batch);
-        // `batch` was empty; what is now in `self.chunks` is that empty deque. Keep the
-        // larger allocation around for the next round.
-        if self.chunks.capacity() < self.spare.capacity() {
-            std::mem::swap(&mut self.chunks, &mut self.spare);
-        }
-        self.queued = 0;
-    }
-}
-
-/// What to send as the payload.
-pub(crate) enum Body<'a, F> {
-    /// Encode in place into the queue.
-    Encode(F),
-    /// Raw bytes (queued by reference when large).
-    Bytes(&'a Bytes),
-}
-
-/// Why a send did not happen.
-#[derive(Debug)]
-pub(crate) enum SendFail {
-    /// The link is closed or down.
-    Link,
-    /// The connection's send side is closed.
-    Conn,
-    /// The payload exceeds the packet size limit.
-    TooBig(usize),
-    /// Writing failed with this error (reported to the send that hit it).
-    Io(Arc<std::io::Error>),
-}
-
-/// Truncates the queue tail back to a mark if encoding panics, so a half-encoded packet is
-/// never written.
-struct Rewind<'a> {
-    buf: &'a mut BytesMut,
-    mark: usize,
-    armed: bool,
-}
-
-impl Drop for Rewind<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.buf.truncate(self.mark);
-        }
-    }
-}
 
 impl LinkInner {
     /// Queues one packet, waiting for queue space and (on a connection) for flow-control
@@ -576,13 +441,5 @@ fn advance(batch: &mut VecDeque<Bytes>, mut n: usize) {
             front.advance(n);
             n = 0;
         }
-    }
-}
-
-impl TxQueue {
-    /// Refuses further sends and returns the senders waiting for space.
-    pub(crate) fn mark_down(&mut self) -> crate::waiters::Wake {
-        self.down = true;
-        self.space.take()
     }
 }
