@@ -93,6 +93,7 @@ mod config;
 mod error;
 pub mod frame;
 mod session;
+mod shared;
 mod state;
 mod stream;
 

@@ -2,7 +2,7 @@
 //! decodes frames into the shared state, a writer that drains it into the connection, and
 //! a keepalive timer.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::frame::{FrameDecoder, HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::shared::{LifeGuard, Shared};
 use crate::state::{Inner, SessionStats, BATCH_LIMIT};
 use crate::stream::Stream;
 
@@ -21,48 +22,6 @@ use crate::stream::Stream;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Room the reader keeps free in its buffer before each read.
 const READ_CHUNK: usize = 64 * 1024;
-
-pub(crate) struct Shared {
-    inner: Mutex<Inner>,
-    writer: Arc<Notify>,
-    acceptors: Arc<Notify>,
-    progress: Arc<Notify>,
-    dead: CancellationToken,
-    finished: CancellationToken,
-}
-
-impl Shared {
-    /// Locks the state. A poisoned lock means a panic elsewhere already broke an invariant;
-    /// carrying on with the data is still memory-safe, so the poison is ignored.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn kill(&self, err: Error) {
-        let mut inner = self.lock();
-        inner.die(err);
-        // Marked dead before the lock is released: a task woken by the failure (a stream
-        // reader ending its TCP connection, say) must already see `is_closed`, or a caller
-        // it races with could pick this session again.
-        self.dead.cancel();
-        drop(inner);
-    }
-}
-
-/// Keeps the session alive while any [`Session`] clone or [`Stream`] exists; the last one
-/// to go closes it.
-pub(crate) struct LifeGuard {
-    shared: Arc<Shared>,
-}
-
-impl Drop for LifeGuard {
-    fn drop(&mut self) {
-        self.shared.kill(Error::new(
-            ErrorKind::SessionClosed,
-            "every session and stream handle was dropped",
-        ));
-    }
-}
 
 /// Cancels `finished` when the last task holding it ends, i.e. when the connection has been
 /// released.

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use crate::session::{LifeGuard, Shared};
+use crate::shared::{LifeGuard, Shared};
 use crate::state::Inner;
 
 /// One stream of a [`Session`](crate::Session).
