@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::address::EndPointAddress;
 use crate::connection::{Connection, Kind};
 use crate::core::socket::OpenRefused;
-use crate::endpoint::EndPointShared;
+use crate::endpoint_shared::EndPointShared;
 use crate::error::{Error, ErrorKind};
 use crate::net::{dial, DialError};
 use crate::remote::{Origin, RemoteState, Resolution, Socket};
@@ -37,7 +37,8 @@ pub(crate) async fn connect(
     timeout: Option<Duration>,
 ) -> Result<Connection, Error> {
     if *to == ep.address {
-        return crate::selfconn::connect(ep);
+        let lcid = crate::selfconn::open(ep)?;
+        return Ok(Connection::new(ep.clone(), lcid, Kind::Local));
     }
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
@@ -194,7 +195,7 @@ impl Setup {
             }
             Err(DialError::Unreachable(m)) => return Outcome::Fail(ErrorKind::ConnectNotFound, m),
         };
-        let origin = if self.ep.transport.upgrade().is_some_and(|t| t.addressable()) {
+        let origin = if self.ep.addressable {
             Some(self.ep.address.clone())
         } else {
             None

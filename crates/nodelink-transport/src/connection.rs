@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use tokio::time::Instant;
 
 use crate::address::EndPointAddress;
-use crate::endpoint::EndPointShared;
+use crate::endpoint_shared::EndPointShared;
 use crate::error::{Error, ErrorKind};
 use crate::remote::RemoteState;
 use crate::wire::encode_data_header;
@@ -75,7 +75,9 @@ impl Connection {
             ));
         };
         match &inner.kind {
-            Kind::Local => crate::selfconn::send(inner, chunks, total).await,
+            Kind::Local => {
+                crate::selfconn::send(&inner.ep, inner.lcid, &inner.alive, chunks, total).await
+            }
             Kind::Remote { writer, .. } => {
                 let mark = writer
                     .enqueue_if(&inner.alive, |b: &mut BytesMut| {
@@ -114,7 +116,7 @@ fn refused(r: Refused) -> Error {
 fn close_now(inner: &ConnInner) -> Option<(Arc<SocketWriter>, u64)> {
     match &inner.kind {
         Kind::Local => {
-            crate::selfconn::close(inner);
+            crate::selfconn::close(&inner.ep, inner.lcid, &inner.alive);
             None
         }
         Kind::Remote {

@@ -14,10 +14,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::address::EndPointAddress;
-use crate::endpoint::EndPointShared;
+use crate::endpoint_shared::EndPointShared;
 use crate::ratelimit::peer_warn;
 use crate::remote::{Origin, RemoteState, Resolution, Socket};
-use crate::transport::TransportShared;
+use crate::transport_shared::TransportShared;
 use crate::wire::{ConnectionRequest, HandshakeResponse, PROTOCOL_VERSION};
 use crate::writer::SocketWriter;
 

@@ -52,12 +52,17 @@
 //!
 //! # Modules
 //!
-//! The wire format lives in [`wire`] (sans-IO, usable for tests and fuzzing). The rest is
-//! one file per concept: `transport` (listener and accept loop), `inbound` (server side of
-//! the handshake, crossed requests, probing), `connect` (client side), `remote` (the
-//! per-remote-endpoint state machine), `reader` (the one task per socket), `writer`
-//! (the serialized, cancel-safe write side), `endpoint`, `connection`, `selfconn`,
-//! `queue` (the bounded event queue).
+//! The wire format lives in [`wire`] (sans-IO, usable for tests and fuzzing), and what
+//! happens on an accepted socket (connections each way, the CloseSocket teardown, probes)
+//! in the I/O-free `core` (docs/protocols/transport.md). The rest is one file per concept:
+//! `transport` (the public handle, listener and accept loop) over `transport_shared` (its
+//! state: configuration, endpoint table); `endpoint` (the public handle) over
+//! `endpoint_shared` (its state: remote records, event queue); `inbound` (server side of
+//! the handshake, crossed requests, probing) and `connect` (client side); `remote` (a
+//! remote endpoint's record, with its socket's core); `reader` (the one task per socket,
+//! feeding the core) and `writer` (the serialized, cancel-safe write side); `connection`,
+//! `selfconn` (connections to oneself), `queue` (the bounded event queue), `ratelimit`
+//! (the budget of peer-caused warnings). No file imports one that imports it back.
 
 mod address;
 mod config;
@@ -65,6 +70,7 @@ mod connect;
 mod connection;
 mod core;
 mod endpoint;
+mod endpoint_shared;
 mod error;
 mod event;
 mod inbound;
@@ -76,6 +82,7 @@ mod remote;
 mod selfconn;
 mod sync;
 mod transport;
+mod transport_shared;
 pub mod wire;
 mod writer;
 

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::address::EndPointAddress;
 use crate::core::socket::{End, SocketCore};
-use crate::endpoint::{EndPointShared, CLOSE_LINGER};
+use crate::endpoint_shared::{EndPointShared, CLOSE_LINGER};
 use crate::ratelimit::peer_warn;
 use crate::remote::{RemoteState, Sink};
 use crate::wire::{Frame, FrameDecoder, WireError};

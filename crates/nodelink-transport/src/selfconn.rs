@@ -5,17 +5,16 @@
 //! that sends to itself without ever receiving stops at the queue's capacity instead of
 //! growing memory.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 
-use crate::connection::{ConnInner, Connection, Kind};
-use crate::endpoint::EndPointShared;
+use crate::endpoint_shared::EndPointShared;
 use crate::error::{Error, ErrorKind};
 use crate::event::{ConnectionId, Event, Reliability};
 
-pub(crate) fn connect(ep: &Arc<EndPointShared>) -> Result<Connection, Error> {
+/// Opens a connection to ourselves; returns its lcid (the caller makes the handle).
+pub(crate) fn open(ep: &EndPointShared) -> Result<u32, Error> {
     let mut st = ep.lock();
     if st.closed {
         return Err(Error::new(ErrorKind::ConnectFailed, "endpoint closed"));
@@ -30,42 +29,46 @@ pub(crate) fn connect(ep: &Arc<EndPointShared>) -> Result<Connection, Error> {
         reliability: Reliability::ReliableOrdered,
         address: ep.address.clone(),
     });
-    Ok(Connection::new(ep.clone(), lcid, Kind::Local))
+    Ok(lcid)
 }
 
+/// Sends on our connection `lcid` to ourselves (`alive` is the handle's open flag).
 pub(crate) async fn send<B: AsRef<[u8]>>(
-    inner: &ConnInner,
+    ep: &EndPointShared,
+    lcid: u32,
+    alive: &AtomicBool,
     chunks: &[B],
     total: usize,
 ) -> Result<(), Error> {
-    if !inner.alive.load(Ordering::Acquire) {
+    if !alive.load(Ordering::Acquire) {
         return Err(Error::new(ErrorKind::SendClosed, "connection closed"));
     }
-    inner.ep.events.wait_room().await;
+    ep.events.wait_room().await;
     let mut data = bytes::BytesMut::with_capacity(total);
     for c in chunks {
         data.extend_from_slice(c.as_ref());
     }
-    let st = inner.ep.lock();
-    if !inner.alive.load(Ordering::Acquire) {
+    let st = ep.lock();
+    if !alive.load(Ordering::Acquire) {
         return Err(Error::new(ErrorKind::SendClosed, "connection closed"));
     }
     if st.closed {
         return Err(Error::new(ErrorKind::SendFailed, "endpoint closed"));
     }
     let data: Vec<Bytes> = vec![data.freeze()];
-    inner.ep.events.push(Event::Received {
-        id: ConnectionId::new(0, inner.lcid),
+    ep.events.push(Event::Received {
+        id: ConnectionId::new(0, lcid),
         data,
     });
     Ok(())
 }
 
-pub(crate) fn close(inner: &ConnInner) {
-    let st = inner.ep.lock();
-    if inner.alive.swap(false, Ordering::AcqRel) && !st.closed {
-        inner.ep.events.push(Event::ConnectionClosed {
-            id: ConnectionId::new(0, inner.lcid),
+/// Closes our connection `lcid` to ourselves, once.
+pub(crate) fn close(ep: &EndPointShared, lcid: u32, alive: &AtomicBool) {
+    let st = ep.lock();
+    if alive.swap(false, Ordering::AcqRel) && !st.closed {
+        ep.events.push(Event::ConnectionClosed {
+            id: ConnectionId::new(0, lcid),
         });
     }
 }

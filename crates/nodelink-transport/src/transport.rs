@@ -7,67 +7,15 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use crate::address::EndPointAddress;
 use crate::config::TransportConfig;
-use crate::endpoint::{EndPoint, EndPointShared};
+use crate::endpoint::EndPoint;
+use crate::endpoint_shared::{EndPointShared, Owner};
 use crate::error::{Error, ErrorKind};
-use crate::event::{Event, EventErrorKind};
 use crate::ratelimit::WarnLimiter;
 use crate::sync::lock;
-
-pub(crate) struct TransportShared {
-    pub(crate) config: Arc<TransportConfig>,
-    /// Advertised `(host, port)`; `None` when unaddressable.
-    advertised: Option<(String, u16)>,
-    local_addr: Option<SocketAddr>,
-    state: Mutex<TState>,
-    accept_task: Mutex<Option<JoinHandle<()>>>,
-    /// Makes the accept loop fail as if `accept` had returned a fatal error (tests only).
-    break_accept: Arc<tokio::sync::Notify>,
-    /// The budget of peer-caused warnings, shared by the transport's endpoints.
-    pub(crate) warn_limit: Arc<WarnLimiter>,
-}
-
-struct TState {
-    closed: bool,
-    next_id: u32,
-    endpoints: HashMap<u32, Arc<EndPointShared>>,
-}
-
-impl TransportShared {
-    pub(crate) fn addressable(&self) -> bool {
-        self.advertised.is_some()
-    }
-
-    pub(crate) fn endpoint(&self, id: u32) -> Option<Arc<EndPointShared>> {
-        lock(&self.state).endpoints.get(&id).cloned()
-    }
-
-    pub(crate) fn forget_endpoint(&self, id: u32) {
-        lock(&self.state).endpoints.remove(&id);
-    }
-
-    fn fail_all(&self, message: &str) {
-        let eps: Vec<_> = lock(&self.state).endpoints.values().cloned().collect();
-        for ep in eps {
-            let _st = ep.lock();
-            ep.events.push(Event::Error {
-                kind: EventErrorKind::TransportFailed,
-                message: message.to_owned(),
-            });
-        }
-    }
-}
-
-impl Drop for TransportShared {
-    fn drop(&mut self) {
-        if let Some(t) = lock(&self.accept_task).take() {
-            t.abort();
-        }
-    }
-}
+use crate::transport_shared::{TState, TransportShared};
 
 /// A network-transport-tcp transport. Cheap to clone (clones share it).
 #[derive(Clone)]
@@ -177,11 +125,12 @@ impl Transport {
             None => EndPointAddress::from_bytes(uuid::Uuid::new_v4().to_string()),
         };
         let ep = Arc::new(EndPointShared::new(
-            Arc::downgrade(&self.shared),
+            Arc::downgrade(&self.shared) as Weak<dyn Owner>,
             self.shared.config.clone(),
             self.shared.warn_limit.clone(),
             id,
             address,
+            self.shared.advertised.is_some(),
         ));
         st.endpoints.insert(id, ep.clone());
         Ok(EndPoint::from_shared(ep))

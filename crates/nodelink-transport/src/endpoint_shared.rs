@@ -1,0 +1,174 @@
+//! An endpoint's state, shared by its handles and by the tasks of its sockets: an
+//! address, a queue of events, and one record (and socket) per remote endpoint.
+//!
+//! All of an endpoint's bookkeeping — its remote records, their reference counts, its
+//! lcid counters — sits behind one synchronous lock that is never held across an await.
+//! Frames that a state change requires are queued on the socket's writer and events are
+//! queued on the event queue *under* that lock, so both follow the order of the state
+//! changes; the bytes are written after the lock is released.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::address::EndPointAddress;
+use crate::config::TransportConfig;
+use crate::error::{Error, ErrorKind};
+use crate::event::Event;
+use crate::queue::{EventQueue, Popped};
+use crate::ratelimit::WarnLimiter;
+use crate::remote::{Remote, RemoteState, Resolution};
+use crate::sync::lock;
+use crate::wire::FIRST_LCID;
+use crate::writer::SocketWriter;
+
+/// What holds the endpoints: told when one closes, so it forgets it. (A trait, so that
+/// the endpoint's state does not depend on the transport that owns it.)
+pub(crate) trait Owner: Send + Sync {
+    fn forget_endpoint(&self, id: u32);
+}
+
+/// How long closing an endpoint waits for its last frames to reach each peer before it
+/// cuts the socket: a peer that does not read must not make `close` hang.
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+pub(crate) struct EndPointShared {
+    /// Who keeps the table of endpoints (the transport), told when this one closes.
+    pub(crate) owner: Weak<dyn Owner>,
+    pub(crate) config: Arc<TransportConfig>,
+    /// The transport's budget of peer-caused warnings.
+    pub(crate) warn_limit: Arc<WarnLimiter>,
+    pub(crate) id: u32,
+    pub(crate) address: EndPointAddress,
+    /// Whether peers can connect to `address` (false: a UUID naming an endpoint without a
+    /// listening socket, which sends an empty origin in its requests).
+    pub(crate) addressable: bool,
+    pub(crate) state: Mutex<EpState>,
+    pub(crate) events: EventQueue,
+}
+
+pub(crate) struct EpState {
+    pub(crate) closed: bool,
+    next_hid: u32,
+    next_key: u64,
+    pub(crate) next_self_lcid: u32,
+    pub(crate) remotes: HashMap<EndPointAddress, Remote>,
+}
+
+impl EpState {
+    /// Creates (and stores) a record for `address`; returns its key.
+    pub(crate) fn insert_remote(&mut self, address: EndPointAddress, state: RemoteState) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        let hid = self.next_hid;
+        // Heavyweight ids are 32 bits on the wire of connection ids; 0 is reserved for
+        // self-connections, so wrap to 1.
+        self.next_hid = self.next_hid.checked_add(1).unwrap_or(1);
+        self.remotes.insert(address, Remote::new(key, hid, state));
+        key
+    }
+
+    /// The record for `address` if it is still the one with `key`.
+    pub(crate) fn remote_mut(
+        &mut self,
+        address: &EndPointAddress,
+        key: u64,
+    ) -> Option<&mut Remote> {
+        self.remotes.get_mut(address).filter(|r| r.key == key)
+    }
+
+    /// Removes the record for `address` if it is still the one with `key`, announcing `r`.
+    pub(crate) fn remove_remote(
+        &mut self,
+        address: &EndPointAddress,
+        key: u64,
+        r: Resolution,
+    ) -> Option<Remote> {
+        if self.remotes.get(address).is_some_and(|x| x.key == key) {
+            let rec = self.remotes.remove(address)?;
+            rec.announce(r);
+            Some(rec)
+        } else {
+            None
+        }
+    }
+}
+
+impl EndPointShared {
+    pub(crate) fn new(
+        owner: Weak<dyn Owner>,
+        config: Arc<TransportConfig>,
+        warn_limit: Arc<WarnLimiter>,
+        id: u32,
+        address: EndPointAddress,
+        addressable: bool,
+    ) -> Self {
+        let capacity = config.event_queue_capacity;
+        let max_bytes = config.event_queue_bytes;
+        EndPointShared {
+            owner,
+            config,
+            warn_limit,
+            id,
+            address,
+            addressable,
+            state: Mutex::new(EpState {
+                closed: false,
+                next_hid: 1,
+                next_key: 0,
+                next_self_lcid: FIRST_LCID,
+                remotes: HashMap::new(),
+            }),
+            events: EventQueue::new(capacity, max_bytes),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, EpState> {
+        lock(&self.state)
+    }
+
+    /// closeEndPoint: tell every peer, cut every socket, end the event stream.
+    pub(crate) async fn close(&self) {
+        let writers: Vec<Arc<SocketWriter>> = {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            let mut writers = Vec::new();
+            for (_, mut rec) in st.remotes.drain() {
+                match &mut rec.state {
+                    RemoteState::Open(s) => {
+                        s.core.close_endpoint();
+                        let _ = s.transmit();
+                        s.writer.kill();
+                        writers.push(s.writer.clone());
+                    }
+                    RemoteState::Init { .. } => {}
+                }
+                rec.announce(Resolution::Failed(
+                    ErrorKind::ConnectFailed,
+                    "endpoint closed".into(),
+                ));
+            }
+            self.events.close();
+            tracing::info!(endpoint = %self.address, peers = writers.len(), "endpoint closed");
+            writers
+        };
+        if let Some(owner) = self.owner.upgrade() {
+            owner.forget_endpoint(self.id);
+        }
+        let closing = writers.into_iter().map(|w| async move {
+            let _ = tokio::time::timeout(CLOSE_LINGER, w.shutdown()).await;
+            w.abandon().await;
+        });
+        futures_util::future::join_all(closing).await;
+    }
+
+    pub(crate) async fn receive(&self) -> Result<Event, Error> {
+        match self.events.pop().await {
+            Popped::Event(ev) => Ok(ev),
+            Popped::Finished => Err(Error::new(ErrorKind::EndPointClosed, "endpoint closed")),
+        }
+    }
+}
