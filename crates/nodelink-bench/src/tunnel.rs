@@ -373,18 +373,9 @@ async fn serve_target(mut conn: TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Pseudo-random bytes (xorshift), incompressible for snappy.
+/// Pseudo-random bytes, incompressible for snappy.
 fn payload(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
+    nodelink_testkit::seeded_bytes(0x9E37_79B9, len)
 }
 
 async fn measure(

@@ -16,8 +16,6 @@ use crate::out::say;
 use crate::shutdown::{Signals, SHUTDOWN_GRACE};
 use crate::tls_args;
 
-/// How long shutting down may wait for links to flush and close.
-
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tls = args.tls.settings()?;

@@ -66,17 +66,9 @@ fn rust_cfg(crypt: &str, ds: usize, ps: usize) -> SessionConfig {
         .with_window(WINDOW, WINDOW)
 }
 
-/// Pseudo-random bytes from a seed (xorshift).
+/// Pseudo-random bytes from a seed.
 fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    nodelink_testkit::seeded_bytes(seed, len)
 }
 
 /// Starts the Go echo server and returns it with its address.

@@ -4,37 +4,7 @@
 use super::segment::segments;
 use super::*;
 use crate::Error;
-
-/// Tiny deterministic PRNG (xorshift64*).
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        XorShift(seed.max(1))
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    /// True with probability `per_mille / 1000`.
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+use nodelink_testkit::SeededRng;
 
 fn later(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
@@ -85,7 +55,7 @@ impl Link {
         }
     }
 
-    fn offer(&mut self, now: u32, dgram: &[u8], headroom: usize, rng: &mut XorShift) {
+    fn offer(&mut self, now: u32, dgram: &[u8], headroom: usize, rng: &mut SeededRng) {
         assert!(
             dgram[..headroom].iter().all(|&b| b == 0),
             "headroom not zeroed"
@@ -134,7 +104,7 @@ struct Sim {
     ab: Link,
     ba: Link,
     now: u32,
-    rng: XorShift,
+    rng: SeededRng,
 }
 
 impl Sim {
@@ -149,7 +119,7 @@ impl Sim {
             ab: Link::new(imp),
             ba: Link::new(imp),
             now: 0,
-            rng: XorShift::new(seed),
+            rng: SeededRng::new(seed),
         }
     }
 
@@ -267,7 +237,7 @@ fn transfer(sim: &mut Sim, chunks: &[Vec<u8>], stream: bool, max_ms: u32) -> (Ve
     (got, received)
 }
 
-fn random_messages(rng: &mut XorShift, total: usize, max_len: usize) -> Vec<Vec<u8>> {
+fn random_messages(rng: &mut SeededRng, total: usize, max_len: usize) -> Vec<Vec<u8>> {
     let mut v = Vec::new();
     let mut sum = 0;
     while sum < total {
@@ -837,7 +807,7 @@ fn bad_input_errors_after_processing_good_segments() {
 
 #[test]
 fn random_bytes_never_panic() {
-    let mut rng = XorShift::new(0xDEAD_BEEF);
+    let mut rng = SeededRng::new(0xDEAD_BEEF);
     let mut k = Kcp::new(0x0102_0304);
     k.set_nodelay(true, 10, 2, false);
     k.send(&[1u8; 5000]).unwrap();

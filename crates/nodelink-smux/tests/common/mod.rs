@@ -13,9 +13,7 @@ pub const LIMIT: Duration = Duration::from_secs(60);
 
 /// Awaits `fut`, failing the test if it takes longer than [`LIMIT`].
 pub async fn within<F: Future>(fut: F) -> F::Output {
-    tokio::time::timeout(LIMIT, fut)
-        .await
-        .expect("test step timed out")
+    nodelink_testkit::within_for(LIMIT, "a test step", fut).await
 }
 
 /// The wire bytes of one frame.

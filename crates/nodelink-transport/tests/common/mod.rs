@@ -17,10 +17,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 /// Awaits `f`, failing the test if it takes longer than [`WAIT`].
 pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(WAIT, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
+    nodelink_testkit::within_for(WAIT, what, f).await
 }
 
 /// A transport on 127.0.0.1, port picked by the kernel, default config.

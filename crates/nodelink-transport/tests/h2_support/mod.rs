@@ -44,13 +44,7 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     within_for(STEP, what, f).await
 }
 
-/// Awaits `f`, panicking with `what` if it takes longer than `limit`.
-pub async fn within_for<F: Future>(limit: Duration, what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(limit, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: not done within {limit:?}"),
-    }
-}
+pub use nodelink_testkit::within_for;
 
 /// The suites' default configuration: safe defaults with a short connect timeout.
 pub fn config() -> TransportConfig {

@@ -349,24 +349,8 @@ pub async fn echo_target() -> Echo {
     Echo { addr, task }
 }
 
-/// Deterministic pseudo-random bytes (xorshift64*), cheap enough for hundreds of MB.
-pub struct Pattern(u64);
-
-impl Pattern {
-    pub fn new(seed: u64) -> Pattern {
-        Pattern(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
+/// Deterministic pseudo-random bytes, cheap enough for hundreds of MB.
+pub use nodelink_testkit::SeededRng as Pattern;
 
 /// Sends `size` pattern bytes on one connection to `entry`, reads them back and compares
 /// them byte for byte, then closes its write side and expects the end of stream. The

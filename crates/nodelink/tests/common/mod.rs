@@ -27,10 +27,7 @@ pub const CONTROL_CODE: u16 = 0xFFFF;
 
 /// Awaits `fut`, failing the test with `what` if it takes longer than [`STEP`].
 pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(STEP, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {STEP:?}: {what}"),
-    }
+    nodelink_testkit::within_for(STEP, what, fut).await
 }
 
 /// Polls a future exactly once, without waiting.
@@ -320,31 +317,9 @@ pub async fn raw_client_tcp(config: Config) -> (Link, RawPeer<TcpStream>) {
     (link.expect("listener accept"), raw)
 }
 
-/// A deterministic pseudo-random generator (xorshift64*), for seeded garbage.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next_u64() as u8).collect()
-    }
-}
+/// The seeded generator every test suite shares.
+#[allow(unused_imports)]
+pub use nodelink_testkit::SeededRng as Rng;
 
 /// An in-memory stream whose write side can be broken on demand: every write after
 /// [`BreakableStream::breaker`] is set fails with `BrokenPipe`, while reads keep working.
