@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -188,7 +187,7 @@ async fn accept_loop(
     tokio::pin!(broken);
     loop {
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            r = nodelink_accept::accept(&listener) => r,
             _ = &mut broken => Err(std::io::Error::other("accept loop broken on purpose (test hook)")),
         };
         match accepted {
@@ -198,20 +197,6 @@ async fn accept_loop(
                 tokio::spawn(crate::inbound::serve(t, stream, peer));
             }
             Err(e) => {
-                use std::io::ErrorKind as K;
-                let transient = matches!(
-                    e.kind(),
-                    K::ConnectionAborted
-                        | K::ConnectionReset
-                        | K::Interrupted
-                        | K::WouldBlock
-                        | K::OutOfMemory
-                ) || matches!(e.raw_os_error(), Some(23 | 24 | 105)); // ENFILE, EMFILE, ENOBUFS
-                if transient {
-                    tracing::warn!(error = %e, "accept failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
                 tracing::error!(error = %e, "accept loop failed");
                 if let Some(t) = transport.upgrade() {
                     t.fail_all(&format!("accept failed: {e}"));

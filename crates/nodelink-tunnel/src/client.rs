@@ -142,15 +142,10 @@ impl Client {
         let result = loop {
             let accepted = tokio::select! {
                 _ = stop.cancelled() => break Ok(()),
-                r = self.listener.accept() => r,
+                r = nodelink_accept::accept(&self.listener) => r,
             };
             let (tcp, peer) = match accepted {
                 Ok(a) => a,
-                Err(e) if is_transient(&e) => {
-                    tracing::warn!(error = %e, "accept failed; continuing");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
                 Err(e) => break Err(Error::io("TCP listener failed", e)),
             };
             let _ = tcp.set_nodelay(true);
@@ -181,15 +176,6 @@ impl Client {
         }
         result
     }
-}
-
-/// Errors of `accept` that concern one connection (or a passing shortage), not the listener.
-fn is_transient(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
-    ) || e.raw_os_error().is_some_and(|c| c == 23 || c == 24) // ENFILE, EMFILE
 }
 
 /// What [`open_stream`] came back with.

@@ -120,13 +120,9 @@ impl AcceptStream for TcpAccept<'_> {
     type Stream = TcpStream;
 
     async fn accept(&mut self) -> Result<Option<TcpStream>> {
-        match self.0.accept().await {
+        // Passing failures are retried inside (nodelink_accept); what returns is fatal.
+        match nodelink_accept::accept(self.0).await {
             Ok((stream, _peer)) => Ok(Some(stream)),
-            Err(e) if is_transient(&e) => {
-                tracing::warn!(error = %e, "accept failed; continuing");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                Ok(None)
-            }
             Err(e) => Err(net_error("listen", "accept", e)),
         }
     }
@@ -184,15 +180,4 @@ impl Handshakes {
             }
         }
     }
-}
-
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    ) || e.raw_os_error() == Some(24) // EMFILE: out of descriptors, try again shortly
-        || e.raw_os_error() == Some(23) // ENFILE
 }

@@ -1,0 +1,145 @@
+//! Accepting TCP connections without giving up on errors that pass.
+//!
+//! `accept` fails for two very different reasons. Most failures concern one incoming
+//! connection (the peer reset it before we took it) or a shortage that passes (out of file
+//! descriptors until some connection closes, out of kernel buffers): the listener is fine
+//! and the right thing is to wait a moment and accept again. A few mean the listening
+//! socket itself is broken: then the server must say so and stop. Every nodelink listener
+//! (the link's, the endpoint transport's, the tunnel client's) uses this one rule, so they
+//! behave alike under the same pressure.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! loop {
+//!     // Transient errors are logged and retried inside; only a broken listener returns.
+//!     let (stream, peer) = nodelink_accept::accept(&listener).await?;
+//!     # drop((stream, peer)); break;
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long to wait before accepting again after a transient failure: long enough that a
+/// listener out of descriptors does not spin, short enough that clients barely notice.
+pub const RETRY_AFTER: Duration = Duration::from_millis(50);
+
+/// Whether an `accept` error leaves the listener usable (retry after [`RETRY_AFTER`]) rather
+/// than broken (stop).
+///
+/// Transient: the connection was aborted or reset before we took it, the call was
+/// interrupted, the process or system is out of descriptors (EMFILE, ENFILE), memory or
+/// buffers (ENOMEM, ENOBUFS), and the network errors Linux reports from `accept` for a
+/// connection that already failed (EPROTO, ENETDOWN, ENETUNREACH, EHOSTDOWN,
+/// EHOSTUNREACH, ENONET, ENOPROTOOPT, EOPNOTSUPP, EPERM from a firewall rule).
+pub fn is_transient(e: &io::Error) -> bool {
+    use io::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::ConnectionAborted
+            | K::ConnectionReset
+            | K::ConnectionRefused
+            | K::Interrupted
+            | K::WouldBlock
+            | K::OutOfMemory
+    ) {
+        return true;
+    }
+    // Linux errno values (the same on every Linux architecture nodelink builds for).
+    const EPERM: i32 = 1;
+    const ENOMEM: i32 = 12;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    const ENONET: i32 = 64;
+    const EPROTO: i32 = 71;
+    const ENOPROTOOPT: i32 = 92;
+    const EOPNOTSUPP: i32 = 95;
+    const ENETDOWN: i32 = 100;
+    const ENETUNREACH: i32 = 101;
+    const ENOBUFS: i32 = 105;
+    const EHOSTDOWN: i32 = 112;
+    const EHOSTUNREACH: i32 = 113;
+    cfg!(target_os = "linux")
+        && matches!(
+            e.raw_os_error(),
+            Some(
+                EPERM
+                    | ENOMEM
+                    | ENFILE
+                    | EMFILE
+                    | ENONET
+                    | EPROTO
+                    | ENOPROTOOPT
+                    | EOPNOTSUPP
+                    | ENETDOWN
+                    | ENETUNREACH
+                    | ENOBUFS
+                    | EHOSTDOWN
+                    | EHOSTUNREACH
+            )
+        )
+}
+
+/// Accepts the next connection. Transient failures ([`is_transient`]) are logged at WARN
+/// and retried after [`RETRY_AFTER`]; only an error that means the listener is broken is
+/// returned. Cancel-safe, like [`TcpListener::accept`].
+pub async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return Ok(accepted),
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(error = %e, "accept failed; retrying");
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passing_failures_are_transient_and_a_broken_listener_is_not() {
+        for kind in [
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::Interrupted,
+            io::ErrorKind::WouldBlock,
+        ] {
+            assert!(is_transient(&io::Error::from(kind)), "{kind:?}");
+        }
+        if cfg!(target_os = "linux") {
+            for errno in [23, 24, 105, 12, 71] {
+                assert!(
+                    is_transient(&io::Error::from_raw_os_error(errno)),
+                    "{errno}"
+                );
+            }
+            // EBADF, EINVAL, ENOTSOCK: the listening socket itself is unusable.
+            for errno in [9, 22, 88] {
+                assert!(
+                    !is_transient(&io::Error::from_raw_os_error(errno)),
+                    "{errno}"
+                );
+            }
+        }
+        assert!(!is_transient(&io::Error::other("listener gone")));
+    }
+
+    #[tokio::test]
+    async fn accepts_a_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dial = tokio::spawn(async move { TcpStream::connect(addr).await.unwrap() });
+        let (_stream, peer) = accept(&listener).await.unwrap();
+        let dialed = dial.await.unwrap();
+        assert_eq!(peer, dialed.local_addr().unwrap());
+    }
+}
