@@ -8,7 +8,7 @@ mod h2_support;
 use std::time::Duration;
 
 use h2_support::*;
-use nodelink_transport::{EndPointAddress, ErrorKind, Event, Transport};
+use nodelink_transport::{Connection, EndPoint, EndPointAddress, ErrorKind, Event, Transport};
 
 /// A peer that disconnects without any goodbye: EventConnectionLost, never ConnectionClosed,
 /// in both roles (it had connected to us; we had connected to it).
@@ -126,9 +126,7 @@ async fn test_early_close_socket() {
 async fn test_ignore_close_socket() {
     let t = transport().await;
     let ep = endpoint(&t).await;
-    let server = RawServer::bind().await; // the peer's advertised address (never dialled)
-    let origin = server.address.to_string();
-    let mut raw = Raw::accepted(ep.address(), &origin).await;
+    let (server, mut raw) = raw_peer(&ep).await;
     raw.write(&u32s(&[
         CREATED_NEW_CONNECTION,
         1024,
@@ -140,13 +138,7 @@ async fn test_ignore_close_socket() {
     expect_closed(&ep, id).await;
 
     // We open a connection to the peer: it must reuse the socket.
-    let conn = within("connect back", ep.connect(&server.address))
-        .await
-        .expect("connect back over the live socket");
-    assert_eq!(
-        raw.read_frame().await.unwrap(),
-        RawFrame::Control(CREATED_NEW_CONNECTION, Some(1024))
-    );
+    let conn = connect_back(&ep, &server, &mut raw).await;
     // The peer, as if it had not seen that yet, asks to close (it has received nothing).
     raw.write(&u32s(&[CLOSE_SOCKET, 0])).await;
     conn.send(&[b"still here"]).await.expect("send");
@@ -185,18 +177,10 @@ async fn test_ignore_close_socket() {
 async fn test_crossed_closes_end_the_socket() {
     let t = transport().await;
     let ep = endpoint(&t).await;
-    let server = RawServer::bind().await;
-    let origin = server.address.to_string();
-    let mut raw = Raw::accepted(ep.address(), &origin).await;
+    let (server, mut raw) = raw_peer(&ep).await;
     raw.write(&u32s(&[CREATED_NEW_CONNECTION, 1024])).await;
     let (id, _) = expect_opened(&ep).await;
-    let conn = within("connect back", ep.connect(&server.address))
-        .await
-        .expect("connect back over the live socket");
-    assert_eq!(
-        raw.read_frame().await.unwrap(),
-        RawFrame::Control(CREATED_NEW_CONNECTION, Some(1024))
-    );
+    let conn = connect_back(&ep, &server, &mut raw).await;
 
     // Our close: the peer still has a connection open, so no CloseSocket yet.
     within("close conn", conn.close()).await;
@@ -227,9 +211,7 @@ async fn test_crossed_closes_end_the_socket() {
 async fn test_peer_close_connection_alone_starts_no_teardown() {
     let t = transport().await;
     let ep = endpoint(&t).await;
-    let server = RawServer::bind().await;
-    let origin = server.address.to_string();
-    let mut raw = Raw::accepted(ep.address(), &origin).await;
+    let (_server, mut raw) = raw_peer(&ep).await;
     raw.write(&u32s(&[
         CREATED_NEW_CONNECTION,
         1024,
@@ -255,9 +237,7 @@ async fn test_peer_close_connection_alone_starts_no_teardown() {
 async fn test_block_after_close_socket() {
     let t = transport().await;
     let ep = endpoint(&t).await;
-    let server = RawServer::bind().await;
-    let origin = server.address.to_string();
-    let mut raw = Raw::accepted(ep.address(), &origin).await;
+    let (server, mut raw) = raw_peer(&ep).await;
     let conn = within("connect back", ep.connect(&server.address))
         .await
         .expect("connect over the live socket");
@@ -315,18 +295,10 @@ async fn test_block_after_close_socket() {
 async fn test_unidirectional_error() {
     let t = transport().await;
     let ep = endpoint(&t).await;
-    let server = RawServer::bind().await;
-    let origin = server.address.to_string();
-    let mut raw = Raw::accepted(ep.address(), &origin).await;
+    let (server, mut raw) = raw_peer(&ep).await;
     raw.write(&u32s(&[CREATED_NEW_CONNECTION, 1024])).await;
     let (_, from) = expect_opened(&ep).await;
-    let conn = within("connect back", ep.connect(&server.address))
-        .await
-        .expect("connect");
-    assert_eq!(
-        raw.read_frame().await.unwrap(),
-        RawFrame::Control(CREATED_NEW_CONNECTION, Some(1024))
-    );
+    let conn = connect_back(&ep, &server, &mut raw).await;
     use tokio::io::AsyncWriteExt;
     within("shutdown", raw.stream.shutdown()).await.unwrap();
     expect_lost(&ep, &from).await;
@@ -393,9 +365,7 @@ async fn test_invalid_close_connection() {
 async fn test_close_end_point_silent_client() {
     let t = transport().await;
     let ep = endpoint(&t).await;
-    let server = RawServer::bind().await;
-    let origin = server.address.to_string();
-    let raw = Raw::accepted(ep.address(), &origin).await;
+    let (server, raw) = raw_peer(&ep).await;
     // Our outgoing connection to it, with far more queued than socket buffers hold.
     let conn = within("connect back", ep.connect(&server.address))
         .await
@@ -441,9 +411,7 @@ async fn test_peer_close_end_point() {
     assert!(next_within(&ep, Duration::from_millis(200)).await.is_none());
 
     // With an outgoing connection: ConnectionClosed, then ConnectionLost.
-    let server = RawServer::bind().await;
-    let origin = server.address.to_string();
-    let mut raw = Raw::accepted(ep.address(), &origin).await;
+    let (server, mut raw) = raw_peer(&ep).await;
     raw.write(&u32s(&[CREATED_NEW_CONNECTION, 1024])).await;
     let (id, _) = expect_opened(&ep).await;
     let conn = within("connect back", ep.connect(&server.address))
@@ -462,6 +430,27 @@ async fn test_peer_close_end_point() {
         .expect_err("peer gone");
     assert_eq!(e.kind(), ErrorKind::SendFailed, "{e}");
     within("close", t.close()).await;
+}
+
+/// A raw peer that connected to `ep` and was accepted. It advertises `server`'s address,
+/// which nobody dials: our connects to it reuse this socket.
+async fn raw_peer(ep: &EndPoint) -> (RawServer, Raw) {
+    let server = RawServer::bind().await;
+    let origin = server.address.to_string();
+    let raw = Raw::accepted(ep.address(), &origin).await;
+    (server, raw)
+}
+
+/// Connects `ep` back to the raw peer over its socket; the peer reads the announcement.
+async fn connect_back(ep: &EndPoint, server: &RawServer, raw: &mut Raw) -> Connection {
+    let conn = within("connect back", ep.connect(&server.address))
+        .await
+        .expect("connect back over the live socket");
+    assert_eq!(
+        raw.read_frame().await.unwrap(),
+        RawFrame::Control(CREATED_NEW_CONNECTION, Some(1024))
+    );
+    conn
 }
 
 /// A raw server listening on `host`, posing as a transport there.
