@@ -158,12 +158,8 @@ async fn test_ignore_close_socket() {
         raw.read_frame().await.unwrap(),
         RawFrame::Control(CLOSE_SOCKET, Some(1024))
     );
-    // Our reply acknowledges its last lcid: the socket is closed.
-    raw.write(&u32s(&[CLOSE_SOCKET, 1024])).await;
-    let rest = raw.read_to_close(STEP).await;
-    assert!(rest.is_empty(), "unexpected bytes {rest:?}");
-    // An orderly teardown posts no error.
-    assert!(next_within(&ep, Duration::from_millis(200)).await.is_none());
+    // Our reply acknowledges its last lcid: the socket is closed, with no error.
+    agree_close(&mut raw, &ep, 1024).await;
     within("close", t.close()).await;
 }
 
@@ -197,11 +193,8 @@ async fn test_crossed_closes_end_the_socket() {
         raw.read_frame().await.unwrap(),
         RawFrame::Control(CLOSE_SOCKET, Some(1024))
     );
-    raw.write(&u32s(&[CLOSE_SOCKET, 1024])).await;
-    let rest = raw.read_to_close(STEP).await;
-    assert!(rest.is_empty(), "unexpected bytes {rest:?}");
-    // The socket ended by agreement: no ConnectionLost for a peer we have nothing open with.
-    assert!(next_within(&ep, Duration::from_millis(200)).await.is_none());
+    // The socket ends by agreement: no ConnectionLost for a peer we have nothing open with.
+    agree_close(&mut raw, &ep, 1024).await;
     within("close", t.close()).await;
 }
 
@@ -451,6 +444,15 @@ async fn connect_back(ep: &EndPoint, server: &RawServer, raw: &mut Raw) -> Conne
         RawFrame::Control(CREATED_NEW_CONNECTION, Some(1024))
     );
     conn
+}
+
+/// The raw peer answers our CloseSocket with its own naming `last` (our last lcid): the
+/// socket must end with nothing more on the wire and no error event.
+async fn agree_close(raw: &mut Raw, ep: &EndPoint, last: u32) {
+    raw.write(&u32s(&[CLOSE_SOCKET, last])).await;
+    let rest = raw.read_to_close(STEP).await;
+    assert!(rest.is_empty(), "unexpected bytes {rest:?}");
+    assert!(next_within(ep, Duration::from_millis(200)).await.is_none());
 }
 
 /// A raw server listening on `host`, posing as a transport there.
