@@ -98,10 +98,10 @@ impl Transport {
         self.shared.local_addr
     }
 
-    /// Test hook: makes the accept loop fail exactly as a fatal `accept` error would, so
-    /// every endpoint gets `Event::Error { kind: TransportFailed, .. }` and no further
-    /// connection is accepted. Not for production use.
-    #[doc(hidden)]
+    /// Test hook, built with the `testing` feature: makes the accept loop fail exactly as a
+    /// fatal `accept` error would, so every endpoint gets
+    /// `Event::Error { kind: TransportFailed, .. }` and no further connection is accepted.
+    #[cfg(any(test, feature = "testing"))]
     pub fn break_accept_loop_for_tests(&self) {
         self.shared.break_accept.notify_one();
     }

@@ -401,25 +401,16 @@ fn link_name(local: Option<SocketAddr>, remote: Option<SocketAddr>) -> Arc<str> 
     Arc::from(format!("{} - {}", show(local), show(remote)))
 }
 
-/// Test and diagnostic helpers.
-#[doc(hidden)]
+/// What the connection table says of one id; for tests of id reuse, built with the
+/// `testing` feature (the crate's own tests turn it on).
+#[cfg(any(test, feature = "testing"))]
 impl Link {
     /// Whether `id` is open, kept closed, or free in the connection table.
-    pub fn debug_id_state(&self, id: u32) -> &'static str {
+    pub fn id_state_for_tests(&self, id: u32) -> &'static str {
         match self.inner().id_state(id) {
             IdState::Open => "open",
             IdState::KeptClosed => "kept-closed",
             IdState::Free => "free",
         }
-    }
-
-    /// Open connections and closed records in the table.
-    pub fn debug_table_counts(&self) -> (usize, usize) {
-        lock_std(&self.inner().shared).core.counts()
-    }
-
-    /// Cost currently queued in connection receive queues.
-    pub fn debug_rx_queued(&self) -> usize {
-        lock_std(&self.inner().shared).core.rx_total()
     }
 }

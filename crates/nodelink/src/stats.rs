@@ -40,6 +40,14 @@ pub struct LinkStats {
     /// Protocol violations that took the link down (oversized length, unparsable bytes):
     /// each is also logged at WARN with the peer's address.
     pub protocol_errors: u64,
+    /// Connections open now (a gauge, not a counter).
+    pub open_conns: u64,
+    /// Ids of closed connections still remembered, so that late packets for them are
+    /// recognised (a gauge; they expire).
+    pub closed_records: u64,
+    /// Bytes received and not yet taken by the application, over all connections (a gauge;
+    /// bounded by the receive budgets).
+    pub rx_queued: u64,
 }
 
 /// Counters of the send side; the protocol core keeps the others.
@@ -71,6 +79,9 @@ impl Counters {
             packets_dropped: core.packets_dropped,
             accept_waits: core.accept_waits,
             protocol_errors: core.protocol_errors,
+            open_conns: core.open_conns,
+            closed_records: core.closed_records,
+            rx_queued: core.rx_queued,
         }
     }
 }

@@ -52,7 +52,7 @@ async fn oversized_length_header_takes_the_link_down_as_packet_too_big() {
     assert!(io_with(&first, io::ErrorKind::InvalidData), "{first:?}");
     assert!(first.to_string().contains("packet too big"), "{first}");
     assert_eq!(link.stats().packets_in, 0);
-    assert_eq!(link.debug_rx_queued(), 0);
+    assert_eq!((link.stats().rx_queued as usize), 0);
     // The other side sees the stream closed.
     assert_eq!(within("peer sees EOF", raw.expect_eof()).await, 0);
 }
@@ -210,7 +210,7 @@ async fn flood_of_new_connections_pauses_reading_instead_of_refusing() {
     let st = link.stats();
     assert_eq!(st.conns_accepted, 16);
     assert_eq!(st.conns_refused, 0);
-    assert_eq!(link.debug_table_counts(), (16, 0));
+    assert_eq!(table(&link), (16, 0));
     let mut conns = Vec::new();
     for i in 0..N {
         let conn = within("accept", link.accept()).await.unwrap();
@@ -269,7 +269,7 @@ async fn flood_beyond_max_connections_is_refused() {
             refused_reply(2 * i + 1)
         );
     }
-    assert_eq!(link.debug_table_counts(), (8, 0));
+    assert_eq!(table(&link), (8, 0));
     let e = link.new_conn().unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::TooManyConnections), "{e:?}");
     drop(accepted.pop());
@@ -471,9 +471,9 @@ async fn unread_connection_blocks_only_its_own_sender_with_credit() {
         "still no credit"
     );
     assert!(
-        s.debug_rx_queued() <= (64 << 10) + 64,
+        (s.stats().rx_queued as usize) <= (64 << 10) + 64,
         "{}",
-        s.debug_rx_queued()
+        (s.stats().rx_queued as usize)
     );
 
     // Reading the stuck connection returns credit and releases its sender.
@@ -518,7 +518,7 @@ async fn unread_connection_against_strict_neo_peer_overflows_only_that_connectio
     assert!(matches!(e.kind(), ErrorKind::RecvBudgetExceeded), "{e:?}");
     assert_eq!(link.stats().recv_overflows, 1);
     assert_eq!(
-        link.debug_rx_queued(),
+        (link.stats().rx_queued as usize),
         0,
         "the overflowed queue was released"
     );
@@ -560,7 +560,7 @@ async fn flood_of_empty_packets_on_one_connection_hits_its_budget() {
         closed_reply(0)
     );
     assert_eq!(link.stats().recv_overflows, 1);
-    assert_eq!(link.debug_rx_queued(), 0);
+    assert_eq!((link.stats().rx_queued as usize), 0);
     let conn = within("accept", link.accept()).await.unwrap();
     let e = within("recv", conn.recv()).await.unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::RecvBudgetExceeded), "{e:?}");
@@ -614,7 +614,7 @@ async fn peer_that_ignores_credit_from_the_start_cannot_stall_other_connections(
         .await
         .unwrap();
     let _: Ping = within("other recv", other.expect()).await.unwrap();
-    assert!(link.debug_rx_queued() <= (512 << 10) + (64 << 10) + 64);
+    assert!((link.stats().rx_queued as usize) <= (512 << 10) + (64 << 10) + 64);
     within("writer", writer).await.unwrap();
 }
 
@@ -640,7 +640,7 @@ async fn link_wide_receive_limit_pauses_reading_when_nobody_reads() {
         still_blocked.is_err(),
         "the link kept reading although nobody read"
     );
-    let queued = link.debug_rx_queued();
+    let queued = link.stats().rx_queued as usize;
     assert!(
         queued <= LIMIT + SIZE + 64,
         "{queued} bytes queued with a limit of {LIMIT}"
@@ -652,10 +652,10 @@ async fn link_wide_receive_limit_pauses_reading_when_nobody_reads() {
         assert_eq!(conn.id(), 2 * i + 1);
         let p = within("recv", conn.recv()).await.unwrap();
         assert_eq!((p.payload.len(), p.payload[0]), (SIZE, i as u8));
-        assert!(link.debug_rx_queued() <= LIMIT + SIZE + 64);
+        assert!((link.stats().rx_queued as usize) <= LIMIT + SIZE + 64);
     }
     within("writer", writer).await.unwrap();
-    assert_eq!(link.debug_rx_queued(), 0);
+    assert_eq!((link.stats().rx_queued as usize), 0);
 }
 
 // ---------------------------------------------------------------------------------------

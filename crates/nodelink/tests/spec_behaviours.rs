@@ -203,7 +203,7 @@ async fn closed_conn_reports_connection_closed_while_link_lives() {
     assert_kind(conn.recv().await, "recv", is_conn_closed);
     assert_kind(conn.send(&Ping).await, "send", is_conn_closed);
     assert_kind(conn.ask::<Ping, Pong>(&Ping).await, "ask", is_conn_closed);
-    assert_eq!(c.debug_table_counts(), (0, 0));
+    assert_eq!(table(&c), (0, 0));
     warm_up(&c, &s).await;
 }
 
@@ -322,7 +322,7 @@ async fn after_link_close_every_operation_reports_link_closed() {
     assert_kind(c.send1(&Ping).await, "send1", is_link_closed);
     assert_kind(c.ask1::<Ping, Pong>(&Ping).await, "ask1", is_link_closed);
     assert_kind(c.recv1().await, "recv1", is_link_closed);
-    assert_eq!(c.debug_table_counts(), (0, 0));
+    assert_eq!(table(&c), (0, 0));
     // The peer sees the link go down.
     let e = within("peer accept", s.accept()).await.unwrap_err();
     assert!(e.is_link_gone(), "{e}");
@@ -434,7 +434,7 @@ async fn close_recv_answers_already_queued_packets_with_connection_closed() {
         within("raw read", raw.next_packet()).await.wire,
         closed_reply(1)
     );
-    assert_eq!(link.debug_rx_queued(), 0);
+    assert_eq!((link.stats().rx_queued as usize), 0);
 }
 
 #[tokio::test]
@@ -453,7 +453,7 @@ async fn peer_close_accept_answers_connection_refused_bytes() {
     );
     assert_eq!(link.stats().conns_refused, 2);
     assert_eq!(link.stats().conns_accepted, 0);
-    assert_eq!(link.debug_table_counts(), (0, 0));
+    assert_eq!(table(&link), (0, 0));
 }
 
 #[tokio::test]
@@ -466,7 +466,7 @@ async fn close_accept_refuses_connections_queued_but_not_accepted() {
         within("sync", raw.next_packet()).await.wire,
         closed_reply(0)
     );
-    assert_eq!(link.debug_table_counts(), (2, 0));
+    assert_eq!(table(&link), (2, 0));
     link.close_accept();
     assert_eq!(
         within("raw read", raw.next_packet()).await.wire,
@@ -476,8 +476,8 @@ async fn close_accept_refuses_connections_queued_but_not_accepted() {
         within("raw read", raw.next_packet()).await.wire,
         refused_reply(3)
     );
-    assert_eq!(link.debug_table_counts(), (0, 0));
-    assert_eq!(link.debug_rx_queued(), 0);
+    assert_eq!(table(&link), (0, 0));
+    assert_eq!((link.stats().rx_queued as usize), 0);
     let st = link.stats();
     assert_eq!((st.conns_accepted, st.conns_refused), (2, 2));
 }
@@ -516,10 +516,10 @@ async fn keep_closed_record_exists_after_close_and_is_gone_after_keep_time() {
     let inc = within("accept", s.accept()).await.unwrap();
     let id = inc.id();
     let _: Ping = within("recv", inc.expect()).await.unwrap();
-    assert_eq!(s.debug_id_state(id), "open");
+    assert_eq!(s.id_state_for_tests(id), "open");
     inc.close();
-    assert_eq!(s.debug_id_state(id), "kept-closed");
-    assert_eq!(s.debug_table_counts(), (0, 1));
+    assert_eq!(s.id_state_for_tests(id), "kept-closed");
+    assert_eq!(table(&s), (0, 1));
 
     // While the record lives, a late packet gets "connection closed", not a new connection.
     let e = within("ask", conn.ask::<Ping, Pong>(&Ping))
@@ -531,10 +531,10 @@ async fn keep_closed_record_exists_after_close_and_is_gone_after_keep_time() {
     );
 
     tokio::time::advance(Duration::from_secs(9)).await;
-    assert_eq!(s.debug_id_state(id), "kept-closed");
+    assert_eq!(s.id_state_for_tests(id), "kept-closed");
     tokio::time::advance(Duration::from_secs(2)).await;
-    assert_eq!(s.debug_id_state(id), "free");
-    assert_eq!(s.debug_table_counts(), (0, 0));
+    assert_eq!(s.id_state_for_tests(id), "free");
+    assert_eq!(table(&s), (0, 0));
 
     // Once forgotten, the same id opens a new incoming connection.
     within("send", conn.send(&Ping)).await.unwrap();
@@ -570,23 +570,23 @@ async fn keep_closed_record_only_for_peer_initiated_connections() {
         conn.close();
     }
     for id in [1, 3, 5] {
-        assert_eq!(c.debug_id_state(id), "free", "client's own conn {id}");
+        assert_eq!(c.id_state_for_tests(id), "free", "client's own conn {id}");
         assert_eq!(
-            s.debug_id_state(id),
+            s.id_state_for_tests(id),
             "kept-closed",
             "server's accepted conn {id}"
         );
     }
     for id in [0, 2, 4] {
-        assert_eq!(s.debug_id_state(id), "free", "server's own conn {id}");
+        assert_eq!(s.id_state_for_tests(id), "free", "server's own conn {id}");
         assert_eq!(
-            c.debug_id_state(id),
+            c.id_state_for_tests(id),
             "kept-closed",
             "client's accepted conn {id}"
         );
     }
-    assert_eq!(c.debug_table_counts(), (0, 3));
-    assert_eq!(s.debug_table_counts(), (0, 3));
+    assert_eq!(table(&c), (0, 3));
+    assert_eq!(table(&s), (0, 3));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -656,7 +656,7 @@ async fn send1_reaches_accept_and_recv_and_the_next_recv_gets_connection_closed(
     let inc = within("accept", s.accept()).await.unwrap();
     assert_eq!(inc.id(), 1);
     let _: Ping = within("recv", inc.expect()).await.unwrap();
-    assert_eq!(c.debug_table_counts(), (0, 0), "send1 keeps no connection");
+    assert_eq!(table(&c), (0, 0), "send1 keeps no connection");
 
     within("send answer", inc.send(&Pong)).await.unwrap();
     within("send request", inc.send(&Ping)).await.unwrap();
@@ -684,7 +684,7 @@ async fn after_recv1_further_packets_with_the_same_id_get_connection_closed() {
     let _: Ping = req.decode().unwrap();
     within("reply", req.reply(&Pong)).await.unwrap();
     let _: Pong = within("answer", conn.expect()).await.unwrap();
-    assert_eq!(s.debug_id_state(conn.id()), "kept-closed");
+    assert_eq!(s.id_state_for_tests(conn.id()), "kept-closed");
     for _ in 0..2 {
         let e = within("ask", conn.ask::<Ping, Pong>(&Ping))
             .await
@@ -707,11 +707,11 @@ async fn recv1_stateless_takes_later_packets_on_the_same_id_as_new_requests() {
             .await
             .unwrap();
         assert_eq!(req.conn_id(), conn.id());
-        assert_eq!(s.debug_id_state(conn.id()), "free");
+        assert_eq!(s.id_state_for_tests(conn.id()), "free");
         within("reply", req.reply(&Pong)).await.unwrap();
         let _: Pong = within("answer", conn.expect()).await.unwrap();
     }
-    assert_eq!(s.debug_table_counts(), (0, 0));
+    assert_eq!(table(&s), (0, 0));
 }
 
 #[tokio::test]
@@ -735,7 +735,7 @@ async fn ask1_gets_the_answer_or_the_peer_error() {
         Some(&ErrorMessage::new(ErrorCode::NOT_READY, "busy"))
     );
     let _s = within("server", server).await.unwrap();
-    assert_eq!(c.debug_table_counts(), (0, 0));
+    assert_eq!(table(&c), (0, 0));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1013,12 +1013,12 @@ async fn dropping_ask1_midway_leaves_the_link_usable() {
             "request sent, answer pending"
         );
         drop(ask);
-        assert_eq!(c.debug_table_counts(), (0, 0));
+        assert_eq!(table(&c), (0, 0));
     }
     for _ in 0..10 {
         let _: Pong = within("ask1", c.ask1(&Ping)).await.unwrap();
     }
-    assert_eq!(c.debug_table_counts(), (0, 0));
+    assert_eq!(table(&c), (0, 0));
     // The late answers for the dropped exchanges were dropped without any Error reply: the
     // client sent HELLO, its 13 requests, and at most one CREDIT frame per late answer
     // (their cost is returned to the server's window).
@@ -1055,8 +1055,8 @@ async fn dropping_recv_and_accept_midway_loses_nothing() {
         &b"two"[..]
     );
     drop((conn, inc));
-    assert_eq!(c.debug_table_counts(), (0, 0));
-    assert_eq!(s.debug_table_counts().0, 0);
+    assert_eq!(table(&c), (0, 0));
+    assert_eq!(table(&s).0, 0);
 }
 
 #[tokio::test]
@@ -1322,8 +1322,8 @@ async fn light_close_racing_with_link_shutdown_ends_cleanly() {
         within("client closed", c.closed()).await;
         within("server closed", s.closed()).await;
         within("server loop", server).await.unwrap();
-        assert_eq!(c.debug_table_counts(), (0, 0));
-        assert_eq!(s.debug_table_counts(), (0, 0));
+        assert_eq!(table(&c), (0, 0));
+        assert_eq!(table(&s), (0, 0));
     }
 }
 

@@ -457,7 +457,7 @@ async fn payload_of_exactly_max_len_is_sent_and_one_more_is_packet_too_big() {
     let _: Ping = within("recv", inc.expect()).await.unwrap();
     within("answer", inc.send(&Pong)).await.unwrap();
     let _: Pong = within("recv", conn.expect()).await.unwrap();
-    assert_eq!(c.debug_table_counts(), (1, 0));
+    assert_eq!(table(&c), (1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -166,6 +166,11 @@ pub(crate) struct CoreStats {
     pub(crate) packets_dropped: u64,
     pub(crate) accept_waits: u64,
     pub(crate) protocol_errors: u64,
+    /// Gauges, filled in by [`LinkCore::stats`]: connections open now, closed ids
+    /// remembered, bytes waiting in receive queues.
+    pub(crate) open_conns: u64,
+    pub(crate) closed_records: u64,
+    pub(crate) rx_queued: u64,
 }
 
 /// Why the reader waits.
@@ -288,7 +293,12 @@ impl<W: Default> LinkCore<W> {
     }
 
     pub(crate) fn stats(&self) -> CoreStats {
-        self.stats
+        CoreStats {
+            open_conns: self.open as u64,
+            closed_records: self.ids.closed_records() as u64,
+            rx_queued: self.rx_total as u64,
+            ..self.stats
+        }
     }
 
     /// Receivers told about data they have not taken (a hint that this side is about to
@@ -303,11 +313,13 @@ impl<W: Default> LinkCore<W> {
     }
 
     /// Cost queued in connection receive queues.
+    #[cfg(test)]
     pub(crate) fn rx_total(&self) -> usize {
         self.rx_total
     }
 
     /// Open connections and closed records.
+    #[cfg(test)]
     pub(crate) fn counts(&self) -> (usize, usize) {
         (self.open, self.ids.closed_records())
     }

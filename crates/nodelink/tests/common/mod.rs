@@ -317,6 +317,12 @@ pub async fn raw_client_tcp(config: Config) -> (Link, RawPeer<TcpStream>) {
     (link.expect("listener accept"), raw)
 }
 
+/// The link's connection table: (open connections, closed ids remembered), from its stats.
+pub fn table(link: &Link) -> (u64, u64) {
+    let s = link.stats();
+    (s.open_conns, s.closed_records)
+}
+
 /// The seeded generator every test suite shares.
 #[allow(unused_imports)]
 pub use nodelink_testkit::SeededRng as Rng;
