@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use nodelink_transport::{
-    Connection, ConnectionId, EndPoint, EndPointAddress, Event, Transport, TransportConfig,
+    Config, Connection, ConnectionId, EndPoint, EndPointAddress, Event, Transport,
 };
 use tokio::task::JoinSet;
 
@@ -179,7 +179,7 @@ async fn measure(
 
 /// A transport on loopback with one endpoint.
 async fn endpoint() -> Result<(Transport, EndPoint)> {
-    let transport = Transport::bind("127.0.0.1", 0, TransportConfig::default())
+    let transport = Transport::bind("127.0.0.1", 0, Config::default())
         .await
         .context("bind")?;
     let endpoint = transport.new_endpoint().await.context("new endpoint")?;

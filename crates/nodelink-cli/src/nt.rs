@@ -25,8 +25,7 @@ use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use nodelink_transport::{
-    Connection, ConnectionId, EndPoint, EndPointAddress, Event, EventErrorKind, Transport,
-    TransportConfig,
+    Config, Connection, ConnectionId, EndPoint, EndPointAddress, Event, EventErrorKind, Transport,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -127,12 +126,10 @@ fn seconds(what: &str, secs: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(secs).map_err(|_| anyhow!("{what} {secs}: not a valid duration"))
 }
 
-fn config(connect_timeout: Duration, max_message: u32) -> TransportConfig {
-    TransportConfig {
-        connect_timeout: Some(connect_timeout),
-        max_receive_length: max_message,
-        ..TransportConfig::default()
-    }
+fn config(connect_timeout: Duration, max_message: u32) -> Config {
+    Config::default()
+        .with_connect_timeout(Some(connect_timeout))
+        .with_max_receive_length(max_message)
 }
 
 /// Closes the transport, giving up after [`SHUTDOWN_GRACE`].

@@ -8,9 +8,19 @@
 use std::time::Duration;
 
 /// Parameters of a [`Transport`](crate::Transport). `Default` gives the safe defaults
-/// documented on each field.
+/// documented on each field; change one with its `with_*` setter
+/// (docs/CONVENTIONS.md, "Configuration"):
+///
+/// ```
+/// use std::time::Duration;
+/// let config = nodelink_transport::Config::default()
+///     .with_connect_timeout(Some(Duration::from_secs(2)))
+///     .with_max_receive_length(1 << 20);
+/// assert_eq!(config.max_receive_length, 1 << 20);
+/// ```
 #[derive(Debug, Clone)]
-pub struct TransportConfig {
+#[non_exhaustive]
+pub struct Config {
     /// Listen backlog. Default 1024: enough for a burst of thousands of parallel connects
     /// (the kernel caps it at `somaxconn` anyway), which is what the original's SOMAXCONN
     /// aims at.
@@ -63,9 +73,9 @@ pub struct TransportConfig {
     pub max_incoming_connections_per_socket: usize,
 }
 
-impl Default for TransportConfig {
+impl Default for Config {
     fn default() -> Self {
-        TransportConfig {
+        Config {
             backlog: 1024,
             reuse_address: true,
             no_delay: true,
@@ -82,14 +92,88 @@ impl Default for TransportConfig {
     }
 }
 
+impl Config {
+    /// Sets [`Config::backlog`].
+    pub fn with_backlog(mut self, value: u32) -> Self {
+        self.backlog = value;
+        self
+    }
+
+    /// Sets [`Config::reuse_address`].
+    pub fn with_reuse_address(mut self, value: bool) -> Self {
+        self.reuse_address = value;
+        self
+    }
+
+    /// Sets [`Config::no_delay`].
+    pub fn with_no_delay(mut self, value: bool) -> Self {
+        self.no_delay = value;
+        self
+    }
+
+    /// Sets [`Config::keep_alive`].
+    pub fn with_keep_alive(mut self, value: bool) -> Self {
+        self.keep_alive = value;
+        self
+    }
+
+    /// Sets [`Config::user_timeout`].
+    pub fn with_user_timeout(mut self, value: Option<Duration>) -> Self {
+        self.user_timeout = value;
+        self
+    }
+
+    /// Sets [`Config::connect_timeout`].
+    pub fn with_connect_timeout(mut self, value: Option<Duration>) -> Self {
+        self.connect_timeout = value;
+        self
+    }
+
+    /// Sets [`Config::max_address_length`].
+    pub fn with_max_address_length(mut self, value: usize) -> Self {
+        self.max_address_length = value;
+        self
+    }
+
+    /// Sets [`Config::max_receive_length`].
+    pub fn with_max_receive_length(mut self, value: u32) -> Self {
+        self.max_receive_length = value;
+        self
+    }
+
+    /// Sets [`Config::event_queue_capacity`].
+    pub fn with_event_queue_capacity(mut self, value: usize) -> Self {
+        self.event_queue_capacity = value;
+        self
+    }
+
+    /// Sets [`Config::event_queue_bytes`].
+    pub fn with_event_queue_bytes(mut self, value: usize) -> Self {
+        self.event_queue_bytes = value;
+        self
+    }
+
+    /// Sets [`Config::check_peer_host`].
+    pub fn with_check_peer_host(mut self, value: bool) -> Self {
+        self.check_peer_host = value;
+        self
+    }
+
+    /// Sets [`Config::max_incoming_connections_per_socket`].
+    pub fn with_max_incoming_connections_per_socket(mut self, value: usize) -> Self {
+        self.max_incoming_connections_per_socket = value;
+        self
+    }
+}
+
 /// Per-call options of [`EndPoint::connect_with`](crate::EndPoint::connect_with).
 #[derive(Debug, Clone, Default)]
 pub struct ConnectHints {
-    /// Overrides [`TransportConfig::connect_timeout`] for this connect.
+    /// Overrides [`Config::connect_timeout`] for this connect.
     pub connect_timeout: Option<Duration>,
 }
 
-impl TransportConfig {
+impl Config {
     /// The limits every socket's core enforces.
     pub(crate) fn socket_limits(&self) -> crate::core::socket::SocketLimits {
         crate::core::socket::SocketLimits {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::address::EndPointAddress;
-use crate::config::TransportConfig;
+use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::event::Event;
 use crate::queue::{EventQueue, Popped};
@@ -35,7 +35,7 @@ pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(2);
 pub(crate) struct EndPointShared {
     /// Who keeps the table of endpoints (the transport), told when this one closes.
     pub(crate) owner: Weak<dyn Owner>,
-    pub(crate) config: Arc<TransportConfig>,
+    pub(crate) config: Arc<Config>,
     /// The transport's budget of peer-caused warnings.
     pub(crate) warn_limit: Arc<WarnLimiter>,
     pub(crate) id: u32,
@@ -97,7 +97,7 @@ impl EpState {
 impl EndPointShared {
     pub(crate) fn new(
         owner: Weak<dyn Owner>,
-        config: Arc<TransportConfig>,
+        config: Arc<Config>,
         warn_limit: Arc<WarnLimiter>,
         id: u32,
         address: EndPointAddress,

@@ -17,19 +17,19 @@
 //! # Safety bounds
 //!
 //! Unlike the original, nothing waits without a bound and nothing from the network can
-//! make memory grow without a limit: see [`TransportConfig`] for the connect timeout,
+//! make memory grow without a limit: see [`Config`] for the connect timeout,
 //! the maximum address and frame lengths, and the bounded event queue (a full queue
 //! stops reading the sockets that feed it).
 //!
 //! # Example
 //!
 //! ```
-//! use nodelink_transport::{Event, Transport, TransportConfig};
+//! use nodelink_transport::{Event, Transport, Config};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), nodelink_transport::Error> {
-//! let t1 = Transport::bind("127.0.0.1", 0, TransportConfig::default()).await?;
-//! let t2 = Transport::bind("127.0.0.1", 0, TransportConfig::default()).await?;
+//! let t1 = Transport::bind("127.0.0.1", 0, Config::default()).await?;
+//! let t2 = Transport::bind("127.0.0.1", 0, Config::default()).await?;
 //! let alice = t1.new_endpoint().await?;
 //! let bob = t2.new_endpoint().await?;
 //!
@@ -87,7 +87,7 @@ pub mod wire;
 mod writer;
 
 pub use address::EndPointAddress;
-pub use config::{ConnectHints, TransportConfig};
+pub use config::{Config, ConnectHints};
 pub use connection::Connection;
 pub use endpoint::EndPoint;
 pub use error::{Error, ErrorKind};

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::config::TransportConfig;
+use crate::config::Config;
 
 /// Applies the per-socket options of `config` to a connected socket.
-pub(crate) fn configure(stream: &TcpStream, config: &TransportConfig) {
+pub(crate) fn configure(stream: &TcpStream, config: &Config) {
     if let Err(e) = stream.set_nodelay(config.no_delay) {
         tracing::debug!(error = %e, "TCP_NODELAY");
     }
@@ -35,11 +35,7 @@ pub(crate) enum DialError {
 }
 
 /// Resolves `host:port` and connects to the first address that accepts.
-pub(crate) async fn dial(
-    host: &str,
-    port: u16,
-    config: &TransportConfig,
-) -> Result<TcpStream, DialError> {
+pub(crate) async fn dial(host: &str, port: u16, config: &Config) -> Result<TcpStream, DialError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| DialError::Unreachable(format!("cannot resolve {host}: {e}")))?

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::net::TcpListener;
 
 use crate::address::EndPointAddress;
-use crate::config::TransportConfig;
+use crate::config::Config;
 use crate::endpoint::EndPoint;
 use crate::endpoint_shared::{EndPointShared, Owner};
 use crate::error::{Error, ErrorKind};
@@ -33,7 +33,7 @@ impl fmt::Debug for Transport {
 impl Transport {
     /// Listens on `host:port` (port 0 picks a free port). Endpoint addresses are
     /// `host:realport:id` with `host` as given.
-    pub async fn bind(host: &str, port: u16, config: TransportConfig) -> Result<Transport, Error> {
+    pub async fn bind(host: &str, port: u16, config: Config) -> Result<Transport, Error> {
         let host_owned = host.to_owned();
         Self::bind_with_external(host, port, move |p| (host_owned.clone(), p), config).await
     }
@@ -44,7 +44,7 @@ impl Transport {
         bind_host: &str,
         port: u16,
         external: impl Fn(u16) -> (String, u16) + Send + Sync + 'static,
-        config: TransportConfig,
+        config: Config,
     ) -> Result<Transport, Error> {
         let listener = listen(bind_host, port, &config).await?;
         let local_addr = listener
@@ -75,7 +75,7 @@ impl Transport {
 
     /// A transport without a listening socket: its endpoints have random UUID addresses
     /// and can only connect out (peers answer over the socket that connection opened).
-    pub fn unaddressable(config: TransportConfig) -> Transport {
+    pub fn unaddressable(config: Config) -> Transport {
         Transport {
             shared: Arc::new(TransportShared {
                 config: Arc::new(config),
@@ -149,7 +149,7 @@ impl Transport {
     }
 }
 
-async fn listen(host: &str, port: u16, config: &TransportConfig) -> Result<TcpListener, Error> {
+async fn listen(host: &str, port: u16, config: &Config) -> Result<TcpListener, Error> {
     let addr = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| Error::with_source(ErrorKind::Bind, format!("cannot resolve {host}"), e))?

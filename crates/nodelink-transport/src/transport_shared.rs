@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
 
-use crate::config::TransportConfig;
+use crate::config::Config;
 use crate::endpoint_shared::{EndPointShared, Owner};
 use crate::event::{Event, EventErrorKind};
 use crate::ratelimit::WarnLimiter;
 use crate::sync::lock;
 
 pub(crate) struct TransportShared {
-    pub(crate) config: Arc<TransportConfig>,
+    pub(crate) config: Arc<Config>,
     /// Advertised `(host, port)`; `None` when unaddressable.
     pub(crate) advertised: Option<(String, u16)>,
     pub(crate) local_addr: Option<SocketAddr>,

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use nodelink_transport::{Event, EventErrorKind, Transport, TransportConfig};
+use nodelink_transport::{Config, Event, EventErrorKind, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -29,10 +29,7 @@ async fn read_u32(s: &mut TcpStream) -> u32 {
 /// connects again, and dropped (ConnectionLost) once the probe times out.
 #[tokio::test]
 async fn unanswered_probe_drops_the_stale_socket() {
-    let config = TransportConfig {
-        connect_timeout: Some(Duration::from_millis(300)),
-        ..Default::default()
-    };
+    let config = Config::default().with_connect_timeout(Some(Duration::from_millis(300)));
     let t = transport_with(config).await;
     let ep = t.new_endpoint().await.unwrap();
     let origin = b"127.0.0.1:11:0";
@@ -67,10 +64,7 @@ async fn unanswered_probe_drops_the_stale_socket() {
 async fn full_event_queue_holds_the_sender_back() {
     const MSG: usize = 256 << 10;
     const COUNT: usize = 256; // 64 MiB in all: more than loopback buffers can hold
-    let config = TransportConfig {
-        event_queue_capacity: 4,
-        ..Default::default()
-    };
+    let config = Config::default().with_event_queue_capacity(4);
     let server_t = transport_with(config).await;
     let server = server_t.new_endpoint().await.unwrap();
     let (_tc, client) = endpoint().await;
@@ -175,7 +169,7 @@ async fn dropping_a_connection_closes_it() {
 #[tokio::test]
 async fn unaddressable_endpoint_gets_replies_over_its_socket() {
     let server = spawn_echo_server().await;
-    let t = Transport::unaddressable(TransportConfig::default());
+    let t = Transport::unaddressable(Config::default());
     assert!(t.local_addr().is_none());
     let client = t.new_endpoint().await.unwrap();
     assert!(client.address().parse().is_none());
@@ -290,10 +284,7 @@ async fn crossed_closes_leave_no_socket() {
 /// after the connect timeout it is dropped quietly and the next connect dials anew.
 #[tokio::test]
 async fn unanswered_close_socket_is_given_up() {
-    let config = TransportConfig {
-        connect_timeout: Some(Duration::from_millis(300)),
-        ..Default::default()
-    };
+    let config = Config::default().with_connect_timeout(Some(Duration::from_millis(300)));
     let t = transport_with(config).await;
     let ep = t.new_endpoint().await.unwrap();
     let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use nodelink_transport::{
-    ConnectHints, ConnectionId, EndPoint, ErrorKind, Event, EventErrorKind, TransportConfig,
+    Config, ConnectHints, ConnectionId, EndPoint, ErrorKind, Event, EventErrorKind,
 };
 use rand::{Rng, SeedableRng};
 
@@ -237,10 +237,7 @@ async fn parallel_connects_to_a_plain_server() {
 /// queue leaves nothing locked: later sends, close and its event all still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_self_send() {
-    let config = TransportConfig {
-        event_queue_capacity: 2,
-        ..Default::default()
-    };
+    let config = Config::default().with_event_queue_capacity(2);
     let t = transport_with(config).await;
     let ep = t.new_endpoint().await.unwrap();
     let conn = ep.connect(ep.address()).await.unwrap();
@@ -580,10 +577,7 @@ async fn test_exception_on_receive() {
 /// fresh connect and send succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_send_exception() {
-    let small = TransportConfig {
-        max_receive_length: 1024,
-        ..Default::default()
-    };
+    let small = Config::default().with_max_receive_length(1024);
     let server_t = transport_with(small).await;
     let server = server_t.new_endpoint().await.unwrap();
     let (_tc, client) = endpoint().await;

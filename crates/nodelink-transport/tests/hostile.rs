@@ -8,7 +8,7 @@ mod h2_support;
 use std::time::Duration;
 
 use h2_support::*;
-use nodelink_transport::{EndPoint, ErrorKind, Event, EventErrorKind, Transport, TransportConfig};
+use nodelink_transport::{Config, EndPoint, ErrorKind, Event, EventErrorKind, Transport};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// An endpoint run by `echo_task`, with a friendly pinger already going.
@@ -20,7 +20,7 @@ struct Arena {
 }
 
 impl Arena {
-    async fn new(cfg: TransportConfig) -> Arena {
+    async fn new(cfg: Config) -> Arena {
         let transport = transport_with(cfg).await;
         let ep = endpoint(&transport).await;
         let friends = Friends::default();
@@ -99,11 +99,7 @@ async fn garbage_handshakes() {
     // Garbage that looks like an incomplete request waits for the handshake timeout: keep
     // it short so the rounds stay quick.
     let short = Duration::from_millis(300);
-    let mut arena = Arena::new(TransportConfig {
-        connect_timeout: Some(short),
-        ..config()
-    })
-    .await;
+    let mut arena = Arena::new(config().with_connect_timeout(Some(short))).await;
     let addr = sock_addr(arena.ep.address());
     let mut rng = Rng(0x5eed);
     for round in 0..30 {
@@ -183,10 +179,7 @@ async fn huge_data_length() {
 /// passes the bound.
 #[tokio::test]
 async fn flood_of_created_new_connection() {
-    let cfg = TransportConfig {
-        max_incoming_connections_per_socket: 1000,
-        ..config()
-    };
+    let cfg = config().with_max_incoming_connections_per_socket(1000);
     let mut arena = Arena::new(cfg).await;
     let origin = "127.0.0.1:22:0";
     let raw = Raw::accepted(arena.ep.address(), origin).await;
@@ -402,11 +395,7 @@ async fn probe_flood_is_bounded() {
 /// endpoint of the same transport keeps working.
 #[tokio::test]
 async fn full_event_queue_applies_backpressure() {
-    let t = transport_with(TransportConfig {
-        event_queue_capacity: 16,
-        ..config()
-    })
-    .await;
+    let t = transport_with(config().with_event_queue_capacity(16)).await;
     let stalled = endpoint(&t).await; // nobody receives its events
     let busy = endpoint(&t).await;
     let friends = Friends::default();

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use h2_support::*;
-use nodelink_transport::{EndPointAddress, TransportConfig};
+use nodelink_transport::EndPointAddress;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// A log sink shared with the test.
@@ -166,11 +166,7 @@ async fn protocol_violations_are_warnings() {
 async fn over_limit_messages_are_warnings() {
     let log = Captured::default();
     let _guard = log.install();
-    let t = transport_with(TransportConfig {
-        max_receive_length: 1000,
-        ..config()
-    })
-    .await;
+    let t = transport_with(config().with_max_receive_length(1000)).await;
     let ep = endpoint(&t).await;
     let mut raw = Raw::accepted(ep.address(), "127.0.0.1:13:0").await;
     raw.write(&u32s(&[CREATED_NEW_CONNECTION, 1024])).await;
@@ -193,11 +189,11 @@ async fn over_limit_messages_are_warnings() {
 async fn failed_handshakes_are_warnings() {
     let log = Captured::default();
     let _guard = log.install();
-    let t = transport_with(TransportConfig {
-        connect_timeout: Some(Duration::from_millis(300)),
-        max_address_length: 64,
-        ..config()
-    })
+    let t = transport_with(
+        config()
+            .with_connect_timeout(Some(Duration::from_millis(300)))
+            .with_max_address_length(64),
+    )
     .await;
     let ep = endpoint(&t).await;
     let at = sock_addr(ep.address());

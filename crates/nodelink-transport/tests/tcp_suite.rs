@@ -9,9 +9,7 @@ mod h2_support;
 use std::time::Duration;
 
 use h2_support::*;
-use nodelink_transport::{
-    EndPointAddress, ErrorKind, Event, EventErrorKind, Transport, TransportConfig,
-};
+use nodelink_transport::{EndPointAddress, ErrorKind, Event, EventErrorKind, Transport};
 
 /// Binding port 0 reports the real port in the local address and in endpoint addresses.
 #[tokio::test]
@@ -302,11 +300,9 @@ async fn test_reconnect() {
 /// the limit and other clients are unaffected.
 #[tokio::test]
 async fn test_max_length() {
-    let cfg = TransportConfig {
-        max_address_length: 64,
-        max_receive_length: 1024,
-        ..config()
-    };
+    let cfg = config()
+        .with_max_address_length(64)
+        .with_max_receive_length(1024);
     let t = transport_with(cfg.clone()).await;
     let ep = endpoint(&t).await;
     let friends = Friends::default();
@@ -370,11 +366,7 @@ async fn test_max_length() {
 /// accepted; our own client reports the rejection as ConnectFailed.
 #[tokio::test]
 async fn test_check_peer_host_reject() {
-    let t = transport_with(TransportConfig {
-        check_peer_host: true,
-        ..config()
-    })
-    .await;
+    let t = transport_with(config().with_check_peer_host(true)).await;
     let ep = endpoint(&t).await;
 
     let (mut raw, response) = Raw::handshake(ep.address(), "10.9.8.7:1234:0").await;

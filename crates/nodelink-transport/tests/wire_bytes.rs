@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use nodelink_transport::{EndPointAddress, Event, Transport, TransportConfig};
+use nodelink_transport::{Config, EndPointAddress, Event, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -52,7 +52,7 @@ async fn example_transport() -> Transport {
         "127.0.0.1",
         0,
         |_| ("127.0.0.1".into(), 40477),
-        TransportConfig::default(),
+        Config::default(),
     )
     .await
     .unwrap()
@@ -141,7 +141,7 @@ async fn frames_we_send_after_accepted() {
 
 #[tokio::test]
 async fn close_end_point_and_unaddressable_request() {
-    let t = Transport::unaddressable(TransportConfig::default());
+    let t = Transport::unaddressable(Config::default());
     let ep = t.new_endpoint().await.unwrap();
     assert_eq!(ep.address().as_bytes().len(), 36);
     let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -220,10 +220,7 @@ async fn server_answers_crossed_and_probes_the_old_socket() {
 
 #[tokio::test]
 async fn server_answers_host_mismatch() {
-    let config = TransportConfig {
-        check_peer_host: true,
-        ..Default::default()
-    };
+    let config = Config::default().with_check_peer_host(true);
     let t = transport_with(config).await;
     let _ep = t.new_endpoint().await.unwrap();
     let mut s = TcpStream::connect(t.local_addr().unwrap()).await.unwrap();
@@ -263,10 +260,7 @@ async fn server_renegotiates_an_unsupported_version_on_the_same_socket() {
 
 #[tokio::test]
 async fn bad_requests_close_without_an_answer() {
-    let config = TransportConfig {
-        max_address_length: 32,
-        ..Default::default()
-    };
+    let config = Config::default().with_max_address_length(32);
     let t = transport_with(config).await;
     let _ep = t.new_endpoint().await.unwrap();
     let too_long = vec![b'a'; 33];
@@ -287,10 +281,7 @@ async fn bad_requests_close_without_an_answer() {
 
 #[tokio::test]
 async fn silent_client_is_cut_after_the_connect_timeout() {
-    let config = TransportConfig {
-        connect_timeout: Some(Duration::from_millis(200)),
-        ..Default::default()
-    };
+    let config = Config::default().with_connect_timeout(Some(Duration::from_millis(200)));
     let t = transport_with(config).await;
     let _ep = t.new_endpoint().await.unwrap();
     let mut s = TcpStream::connect(t.local_addr().unwrap()).await.unwrap();
@@ -301,15 +292,13 @@ async fn silent_client_is_cut_after_the_connect_timeout() {
 
 #[tokio::test]
 async fn ipv6_both_directions() {
-    let Ok(t6) = Transport::bind("::1", 0, TransportConfig::default()).await else {
+    let Ok(t6) = Transport::bind("::1", 0, Config::default()).await else {
         eprintln!("no IPv6 loopback here; skipped");
         return;
     };
     let server = t6.new_endpoint().await.unwrap();
     assert!(server.address().as_bytes().starts_with(b"::1:"));
-    let t2 = Transport::bind("::1", 0, TransportConfig::default())
-        .await
-        .unwrap();
+    let t2 = Transport::bind("::1", 0, Config::default()).await.unwrap();
     let client = t2.new_endpoint().await.unwrap();
     let c = client.connect(server.address()).await.unwrap();
     c.send(&[b"v6"]).await.unwrap();
@@ -349,7 +338,7 @@ async fn crossing(
         "127.0.0.1",
         0,
         move |_| ("127.0.0.1".into(), our_port),
-        TransportConfig::default(),
+        Config::default(),
     )
     .await
     .unwrap();

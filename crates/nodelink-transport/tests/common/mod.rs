@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nodelink_transport::{
-    Connection, ConnectionId, EndPoint, EndPointAddress, Event, Transport, TransportConfig,
+    Config, Connection, ConnectionId, EndPoint, EndPointAddress, Event, Transport,
 };
 use tokio::task::JoinHandle;
 
@@ -22,11 +22,11 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
 
 /// A transport on 127.0.0.1, port picked by the kernel, default config.
 pub async fn transport() -> Transport {
-    transport_with(TransportConfig::default()).await
+    transport_with(Config::default()).await
 }
 
 /// A transport on 127.0.0.1 with `config`.
-pub async fn transport_with(config: TransportConfig) -> Transport {
+pub async fn transport_with(config: Config) -> Transport {
     Transport::bind("127.0.0.1", 0, config)
         .await
         .expect("bind 127.0.0.1:0")

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nodelink_transport::{
-    ConnectionId, EndPoint, EndPointAddress, Event, EventErrorKind, Transport, TransportConfig,
+    Config, ConnectionId, EndPoint, EndPointAddress, Event, EventErrorKind, Transport,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,11 +47,8 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
 pub use nodelink_testkit::within_for;
 
 /// The suites' default configuration: safe defaults with a short connect timeout.
-pub fn config() -> TransportConfig {
-    TransportConfig {
-        connect_timeout: Some(CONNECT_TIMEOUT),
-        ..TransportConfig::default()
-    }
+pub fn config() -> Config {
+    Config::default().with_connect_timeout(Some(CONNECT_TIMEOUT))
 }
 
 /// A transport on 127.0.0.1, port 0.
@@ -60,7 +57,7 @@ pub async fn transport() -> Transport {
 }
 
 /// A transport on 127.0.0.1, port 0, with `config`.
-pub async fn transport_with(config: TransportConfig) -> Transport {
+pub async fn transport_with(config: Config) -> Transport {
     within("bind", Transport::bind("127.0.0.1", 0, config))
         .await
         .expect("bind 127.0.0.1:0")
