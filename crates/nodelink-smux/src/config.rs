@@ -7,6 +7,7 @@ use crate::error::{Error, ErrorKind};
 /// Settings of one session. Both ends must agree on [`version`](Config::version); the other
 /// values are local (each side advertises its own stream buffer in v2 window updates).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Protocol version, 1 or 2. Version 2 adds per-stream flow control (UPD frames).
     /// Default 1, the default of Debian's kcptun.
@@ -53,6 +54,60 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Sets [`Config::version`].
+    pub fn with_version(mut self, value: u8) -> Self {
+        self.version = value;
+        self
+    }
+
+    /// Sets [`Config::keep_alive_disabled`].
+    pub fn with_keep_alive_disabled(mut self, value: bool) -> Self {
+        self.keep_alive_disabled = value;
+        self
+    }
+
+    /// Sets [`Config::keep_alive_interval`].
+    pub fn with_keep_alive_interval(mut self, value: Duration) -> Self {
+        self.keep_alive_interval = value;
+        self
+    }
+
+    /// Sets [`Config::keep_alive_timeout`].
+    pub fn with_keep_alive_timeout(mut self, value: Duration) -> Self {
+        self.keep_alive_timeout = value;
+        self
+    }
+
+    /// Sets [`Config::max_frame_size`].
+    pub fn with_max_frame_size(mut self, value: usize) -> Self {
+        self.max_frame_size = value;
+        self
+    }
+
+    /// Sets [`Config::max_receive_buffer`].
+    pub fn with_max_receive_buffer(mut self, value: usize) -> Self {
+        self.max_receive_buffer = value;
+        self
+    }
+
+    /// Sets [`Config::max_stream_buffer`].
+    pub fn with_max_stream_buffer(mut self, value: usize) -> Self {
+        self.max_stream_buffer = value;
+        self
+    }
+
+    /// Sets [`Config::accept_backlog`].
+    pub fn with_accept_backlog(mut self, value: usize) -> Self {
+        self.accept_backlog = value;
+        self
+    }
+
+    /// Sets [`Config::stall_timeout`].
+    pub fn with_stall_timeout(mut self, value: Duration) -> Self {
+        self.stall_timeout = value;
+        self
+    }
+
     /// Checks the values the way Go smux's `VerifyConfig` does, plus a non-zero backlog.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |msg: &str| Err(Error::new(ErrorKind::InvalidConfig, msg));

@@ -38,10 +38,7 @@ impl Drop for Reap {
 }
 
 fn rust_config(version: u8) -> Config {
-    Config {
-        version,
-        ..Config::default()
-    }
+    Config::default().with_version(version)
 }
 
 /// Writes `data`, reads the same length back and checks it, then closes the stream. Go v2

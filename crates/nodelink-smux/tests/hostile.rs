@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use nodelink_smux::{Config, ErrorKind, Session};
+use nodelink_smux::{ErrorKind, Session};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -80,10 +80,7 @@ async fn truncated_frame_then_eof_closes_cleanly() {
 
 #[tokio::test]
 async fn syn_flood_beyond_the_backlog_is_refused_with_fins() {
-    let cfg = Config {
-        accept_backlog: 4,
-        ..config(1)
-    };
+    let cfg = config(1).with_accept_backlog(4);
     let (server, mut raw) = server_with_raw(cfg);
     let mut flood = Vec::new();
     for i in 0..10u32 {
@@ -122,10 +119,7 @@ async fn duplicate_syn_and_stray_fin_or_upd_are_ignored() {
 
 #[tokio::test]
 async fn v2_window_overrun_resets_only_that_stream() {
-    let cfg = Config {
-        max_stream_buffer: 65536,
-        ..config(2)
-    };
+    let cfg = config(2).with_max_stream_buffer(65536);
     let (server, mut raw) = server_with_raw(cfg);
     send(&mut raw, &frame(2, 0, 3, &[])).await;
     send(&mut raw, &frame(2, 0, 5, &[])).await;

@@ -11,12 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const MOVED: usize = 8 << 20;
 
 fn cfg(version: u8) -> Config {
-    Config {
-        max_stream_buffer: 128 * 1024,
-        max_receive_buffer: 1024 * 1024,
-        stall_timeout: Duration::from_millis(300),
-        ..config(version)
-    }
+    config(version)
+        .with_max_stream_buffer(128 * 1024)
+        .with_max_receive_buffer(1024 * 1024)
+        .with_stall_timeout(Duration::from_millis(300))
 }
 
 /// Opens stream A (never read by the server) and stream B; writes `a_bytes` to A in the
@@ -88,12 +86,10 @@ async fn v1_slow_reader_loses_nothing() {
     // A reader that keeps consuming, however slowly, is never reset: the session slows to
     // its pace instead (the v1 trade-off).
     let (c, s) = tokio::io::duplex(64 * 1024);
-    let config = Config {
-        max_stream_buffer: 64 * 1024,
-        max_receive_buffer: 256 * 1024,
-        stall_timeout: Duration::from_secs(30),
-        ..config(1)
-    };
+    let config = config(1)
+        .with_max_stream_buffer(64 * 1024)
+        .with_max_receive_buffer(256 * 1024)
+        .with_stall_timeout(Duration::from_secs(30));
     let client = Session::client(c, config.clone()).unwrap();
     let server = Session::server(s, config).unwrap();
     let mut w = within(client.open_stream()).await.unwrap();
@@ -121,12 +117,10 @@ async fn v1_slow_reader_loses_nothing() {
 #[tokio::test]
 async fn session_bound_resets_the_largest_stalled_stream() {
     let (c, s) = tokio::io::duplex(256 * 1024);
-    let config = Config {
-        max_stream_buffer: 200 * 1024,
-        max_receive_buffer: 300 * 1024,
-        stall_timeout: Duration::from_millis(200),
-        ..config(1)
-    };
+    let config = config(1)
+        .with_max_stream_buffer(200 * 1024)
+        .with_max_receive_buffer(300 * 1024)
+        .with_stall_timeout(Duration::from_millis(200));
     let client = Session::client(c, config.clone()).unwrap();
     let server = Session::server(s, config).unwrap();
     // Two unread streams: 150 KiB then 180 KiB, together past the 300 KiB session bound.

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use nodelink_smux::{Config, ErrorKind, Session};
+use nodelink_smux::{ErrorKind, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -58,10 +58,7 @@ async fn v1_tcp_parallel_streams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_tcp_parallel_streams() {
     let (c, s) = tcp_pair().await;
-    let cfg = Config {
-        max_stream_buffer: 256 * 1024,
-        ..config(2)
-    };
+    let cfg = config(2).with_max_stream_buffer(256 * 1024);
     let client = Session::client(c, cfg.clone()).unwrap();
     let server = Session::server(s, cfg).unwrap();
     many_streams(client, server, 8, 2 << 20).await;

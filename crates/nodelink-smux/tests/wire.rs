@@ -36,10 +36,7 @@ async fn client_frames_are_byte_exact() {
 
 #[tokio::test]
 async fn writes_are_cut_at_the_max_frame_size() {
-    let cfg = Config {
-        max_frame_size: 1000,
-        ..config(1)
-    };
+    let cfg = config(1).with_max_frame_size(1000);
     let (client, mut raw) = client_with_raw(cfg);
     let mut s = within(client.open_stream()).await.unwrap();
     s.write_all(&payload(1, 2500)).await.unwrap();
@@ -75,10 +72,7 @@ async fn server_opens_even_ids_and_accepts_odd_ones() {
 
 #[tokio::test]
 async fn v2_sends_upd_on_first_read_and_every_half_window() {
-    let cfg = Config {
-        max_stream_buffer: 8192,
-        ..config(2)
-    };
+    let cfg = config(2).with_max_stream_buffer(8192);
     let (server, mut raw) = server_with_raw(cfg);
     send(&mut raw, &frame(2, 0, 3, &[])).await;
     send(&mut raw, &frame(2, 2, 3, &[7u8; 1000])).await;
@@ -142,10 +136,7 @@ async fn v2_sender_respects_the_peer_window() {
 
 #[tokio::test(start_paused = true)]
 async fn keepalive_sends_nops() {
-    let cfg = Config {
-        keep_alive_interval: std::time::Duration::from_secs(10),
-        ..Config::default()
-    };
+    let cfg = Config::default().with_keep_alive_interval(std::time::Duration::from_secs(10));
     let (_client, mut raw) = client_with_raw(cfg);
     for _ in 0..2 {
         assert_eq!(read_frame(&mut raw).await, (1, 3, 0, vec![]));
@@ -203,10 +194,7 @@ async fn v2_half_close_lets_a_large_reply_through() {
 
 #[tokio::test]
 async fn streams_share_the_connection_frame_by_frame() {
-    let cfg = Config {
-        max_frame_size: 16 * 1024,
-        ..config(1)
-    };
+    let cfg = config(1).with_max_frame_size(16 * 1024);
     let (client, mut raw) = client_with_raw(cfg);
     let mut a = within(client.open_stream()).await.unwrap();
     let mut b = within(client.open_stream()).await.unwrap();

@@ -29,13 +29,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// smux settings with kcptun's values; everything else keeps smux's defaults.
 pub(crate) fn smux_config(s: &SmuxSettings) -> SmuxConfig {
-    SmuxConfig {
-        version: s.version,
-        keep_alive_interval: s.keep_alive_interval,
-        max_receive_buffer: s.max_receive_buffer,
-        max_stream_buffer: s.max_stream_buffer,
-        ..SmuxConfig::default()
-    }
+    SmuxConfig::default()
+        .with_version(s.version)
+        .with_keep_alive_interval(s.keep_alive_interval)
+        .with_max_receive_buffer(s.max_receive_buffer)
+        .with_max_stream_buffer(s.max_stream_buffer)
 }
 
 /// Which smux end to run.

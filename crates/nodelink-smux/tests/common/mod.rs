@@ -65,11 +65,9 @@ pub fn payload(n: u64, len: usize) -> Vec<u8> {
 
 /// A config of `version` with keepalive off, so paused-clock-free tests stay quiet.
 pub fn config(version: u8) -> Config {
-    Config {
-        version,
-        keep_alive_disabled: true,
-        ..Config::default()
-    }
+    Config::default()
+        .with_version(version)
+        .with_keep_alive_disabled(true)
 }
 
 /// A client session over one end of a duplex pipe, and the raw other end.
