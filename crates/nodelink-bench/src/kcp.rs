@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use nodelink_kcp::crypt::CipherKind;
-use nodelink_kcp::{KcpListener, KcpStream, Mode, SessionConfig};
+use nodelink_kcp::{Config as KcpConfig, KcpListener, KcpStream, Mode};
 use nodelink_testkit::{Impairment, UdpRelay};
 
 use crate::report;
@@ -88,9 +88,9 @@ impl Setting {
         }
     }
 
-    fn config(self, server: bool) -> SessionConfig {
+    fn config(self, server: bool) -> KcpConfig {
         let (snd, rcv) = Setting::windows(server);
-        let base = SessionConfig::default()
+        let base = KcpConfig::default()
             .with_mode(Mode::Fast)
             .with_mtu(1350)
             .with_window(snd, rcv);

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use nodelink::kcp::{KcpLinkListener, Mode, SessionConfig};
+use nodelink::kcp::{KcpConfig, KcpLinkListener, Mode};
 use nodelink::{Config, Link, Listener};
 use nodelink_kcp::crypt::CipherKind;
 use nodelink_kcp::pipeline::MAX_SESSION_MTU;
@@ -80,7 +80,7 @@ pub struct KcpFlags {
 
 impl KcpFlags {
     /// Checks the flags and builds the session configuration for `side`.
-    pub fn session(&self, side: Side) -> anyhow::Result<SessionConfig> {
+    pub fn session(&self, side: Side) -> anyhow::Result<KcpConfig> {
         let p = self.prefix;
         let crypt: CipherKind = self
             .crypt
@@ -105,7 +105,7 @@ impl KcpFlags {
         let (default_snd, default_rcv) = side.default_windows();
         let sndwnd = window(p, "sndwnd", self.sndwnd.unwrap_or(default_snd))?;
         let rcvwnd = window(p, "rcvwnd", self.rcvwnd.unwrap_or(default_rcv))?;
-        let session = SessionConfig::default()
+        let session = KcpConfig::default()
             .with_crypt(crypt)
             .with_key(self.key.clone())
             .with_fec(ds, ps)
@@ -135,7 +135,7 @@ fn window(prefix: &str, name: &str, value: u32) -> anyhow::Result<u16> {
 }
 
 /// One line describing a session configuration.
-pub struct Describe<'a>(pub &'a SessionConfig);
+pub struct Describe<'a>(pub &'a KcpConfig);
 
 impl fmt::Display for Describe<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -268,7 +268,7 @@ pub struct LinkKcpArgs {
 
 impl LinkKcpArgs {
     /// The checked session configuration, when `--kcp` was given.
-    pub fn session(&self, side: Side) -> anyhow::Result<Option<SessionConfig>> {
+    pub fn session(&self, side: Side) -> anyhow::Result<Option<KcpConfig>> {
         if !self.kcp {
             return Ok(None);
         }
@@ -290,7 +290,7 @@ impl LinkKcpArgs {
 }
 
 /// Dials `addr` over KCP within [`DIAL_TIMEOUT`].
-pub async fn dial(addr: &str, session: SessionConfig, config: Config) -> anyhow::Result<Link> {
+pub async fn dial(addr: &str, session: KcpConfig, config: Config) -> anyhow::Result<Link> {
     match tokio::time::timeout(DIAL_TIMEOUT, nodelink::dial_kcp(addr, session, config)).await {
         Ok(Ok(link)) => Ok(link),
         Ok(Err(e)) => Err(e).with_context(|| format!("cannot connect over KCP to {addr}")),
@@ -310,7 +310,7 @@ impl AnyListener {
     /// Binds a KCP listener on `addr`.
     pub async fn kcp(
         addr: &str,
-        session: SessionConfig,
+        session: KcpConfig,
         config: Config,
     ) -> anyhow::Result<AnyListener> {
         let listener = nodelink::listen_kcp(addr, session, config)

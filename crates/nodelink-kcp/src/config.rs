@@ -84,12 +84,13 @@ impl FromStr for Mode {
 /// Build variations with the `with_*` methods:
 ///
 /// ```
-/// use nodelink_kcp::pipeline::{Mode, SessionConfig};
-/// let cfg = SessionConfig::default().with_fec(0, 0).with_mode(Mode::Fast3).with_mtu(1400);
+/// use nodelink_kcp::pipeline::{Mode, Config};
+/// let cfg = Config::default().with_fec(0, 0).with_mode(Mode::Fast3).with_mtu(1400);
 /// assert_eq!(cfg.data_shards, 0);
 /// ```
 #[derive(Debug, Clone)]
-pub struct SessionConfig {
+#[non_exhaustive]
+pub struct Config {
     /// Cipher (kcptun `-crypt`).
     pub crypt: CipherKind,
     /// Passphrase (kcptun `-key`), stretched with PBKDF2 as kcptun does.
@@ -124,7 +125,7 @@ pub struct SessionConfig {
     /// Listener: sessions created but not yet accepted; new sessions are refused while full.
     pub backlog: usize,
     /// kcptun's manual mode: `(nodelay, interval ms, resend, no congestion window)` for
-    /// [`Kcp::set_nodelay`], overriding [`SessionConfig::mode`]'s preset when set.
+    /// [`Kcp::set_nodelay`], overriding [`Config::mode`]'s preset when set.
     pub nodelay: Option<(bool, u32, u32, bool)>,
     /// Write delay (kcp-go `SetWriteDelay`): when on, written data waits for the next
     /// interval's flush instead of going out at once, trading latency for fuller packets.
@@ -138,9 +139,9 @@ pub struct SessionConfig {
     pub dscp: u8,
 }
 
-impl Default for SessionConfig {
+impl Default for Config {
     fn default() -> Self {
-        SessionConfig {
+        Config {
             crypt: CipherKind::Aes,
             key: DEFAULT_KEY.to_owned(),
             data_shards: 10,
@@ -165,7 +166,7 @@ impl Default for SessionConfig {
     }
 }
 
-impl SessionConfig {
+impl Config {
     /// Sets the cipher.
     pub fn with_crypt(mut self, crypt: CipherKind) -> Self {
         self.crypt = crypt;
@@ -239,7 +240,7 @@ impl SessionConfig {
         self
     }
 
-    /// Sets kcptun's manual-mode parameters ([`SessionConfig::nodelay`]): `nodelay` (min
+    /// Sets kcptun's manual-mode parameters ([`Config::nodelay`]): `nodelay` (min
     /// RTO 30 ms and softer backoff), flush `interval_ms`, fast-retransmit threshold
     /// `resend` (0 = off) and `no_congestion` (no congestion window).
     pub fn with_nodelay(
@@ -253,7 +254,7 @@ impl SessionConfig {
         self
     }
 
-    /// Sets [`SessionConfig::write_delay`].
+    /// Sets [`Config::write_delay`].
     pub fn with_write_delay(mut self, on: bool) -> Self {
         self.write_delay = on;
         self
@@ -264,19 +265,19 @@ impl SessionConfig {
         self.nodelay.unwrap_or_else(|| self.mode.params())
     }
 
-    /// Sets [`SessionConfig::sockbuf`].
+    /// Sets [`Config::sockbuf`].
     pub fn with_sockbuf(mut self, bytes: usize) -> Self {
         self.sockbuf = bytes;
         self
     }
 
-    /// Sets [`SessionConfig::dscp`] (only the low 6 bits are meaningful).
+    /// Sets [`Config::dscp`] (only the low 6 bits are meaningful).
     pub fn with_dscp(mut self, dscp: u8) -> Self {
         self.dscp = dscp;
         self
     }
 
-    /// Applies [`SessionConfig::sockbuf`] and [`SessionConfig::dscp`] to a socket. The
+    /// Applies [`Config::sockbuf`] and [`Config::dscp`] to a socket. The
     /// kernel may cap the buffer size (`net.core.rmem_max`) or refuse a TOS value; neither
     /// is an error, the session just works without it (logged at debug level).
     pub(crate) fn apply_socket_options(&self, sock: &tokio::net::UdpSocket) {
@@ -356,11 +357,11 @@ impl SessionConfig {
 
 #[cfg(test)]
 mod socket_option_tests {
-    use super::SessionConfig;
+    use super::Config;
 
     #[tokio::test]
     async fn dscp_lands_in_the_tos_byte_of_ipv4_and_ipv6_sockets() {
-        let cfg = SessionConfig::default().with_dscp(46);
+        let cfg = Config::default().with_dscp(46);
         let v4 = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         cfg.apply_socket_options(&v4);
         assert_eq!(socket2::SockRef::from(&v4).tos_v4().unwrap(), 46 << 2);
@@ -373,7 +374,7 @@ mod socket_option_tests {
     #[tokio::test]
     async fn dscp_zero_leaves_the_default() {
         let v4 = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        SessionConfig::default().apply_socket_options(&v4);
+        Config::default().apply_socket_options(&v4);
         assert_eq!(socket2::SockRef::from(&v4).tos_v4().unwrap(), 0);
     }
 }

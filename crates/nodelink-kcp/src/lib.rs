@@ -22,5 +22,5 @@ pub mod session;
 mod stats;
 
 pub use error::{Error, Result};
-pub use pipeline::{Mode, SessionConfig, Stats};
+pub use pipeline::{Config, Mode, Stats};
 pub use session::{snmp, KcpListener, KcpStream};

@@ -11,7 +11,7 @@
 //! The KCP state machine reserves room for the outer headers at the front of every datagram
 //! it emits (its *headroom* = crypto header + 8 if FEC), and the MTU it packs to is the UDP
 //! payload limit minus the crypto trailer (the 16-byte GCM tag), so a sealed datagram never
-//! exceeds [`SessionConfig::mtu`]. With kcptun's defaults (aes, FEC 10/3, MTU 1350) that
+//! exceeds [`Config::mtu`]. With kcptun's defaults (aes, FEC 10/3, MTU 1350) that
 //! leaves `1350 - 24 - 20 - 8 = 1298` bytes of payload per segment.
 //!
 //! Incoming, [`Pipeline::input`] undoes the layers: open (decrypt + CRC), then, if the
@@ -28,9 +28,9 @@
 //! clock, the same for every call. [`crate::session`] drives pipelines over tokio UDP.
 //!
 //! ```
-//! use nodelink_kcp::pipeline::{Pipeline, SessionConfig};
+//! use nodelink_kcp::pipeline::{Pipeline, Config};
 //!
-//! let cfg = SessionConfig::default(); // kcptun defaults: aes, FEC 10/3, fast, MTU 1350
+//! let cfg = Config::default(); // kcptun defaults: aes, FEC 10/3, fast, MTU 1350
 //! let mut a = Pipeline::new(7, &cfg).unwrap();
 //! let mut b = Pipeline::new(7, &cfg).unwrap();
 //! a.send(b"hello").unwrap();
@@ -47,7 +47,7 @@
 
 use std::sync::Arc;
 
-pub use crate::config::{Mode, SessionConfig, DEFAULT_KEY, MAX_SESSION_MTU};
+pub use crate::config::{Config, Mode, DEFAULT_KEY, MAX_SESSION_MTU};
 pub use crate::stats::Stats;
 pub(crate) use crate::stats::{AtomicStats, Own};
 
@@ -70,17 +70,13 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline for conversation `conv` configured by `cfg` (derives the key: see
     /// [`with_crypto`](Self::with_crypto) to share one cipher between sessions).
-    pub fn new(conv: u32, cfg: &SessionConfig) -> Result<Pipeline> {
+    pub fn new(conv: u32, cfg: &Config) -> Result<Pipeline> {
         cfg.validate()?;
         Self::with_crypto(conv, cfg, Arc::new(cfg.crypto()?))
     }
 
     /// Like [`new`](Self::new) with an already keyed cipher (must be `cfg.crypt`'s kind).
-    pub fn with_crypto(
-        conv: u32,
-        cfg: &SessionConfig,
-        crypto: Arc<DatagramCrypto>,
-    ) -> Result<Pipeline> {
+    pub fn with_crypto(conv: u32, cfg: &Config, crypto: Arc<DatagramCrypto>) -> Result<Pipeline> {
         cfg.validate()?;
         if crypto.kind() != cfg.crypt {
             return Err(Error::Config(format!(
@@ -356,7 +352,7 @@ mod tests {
     use super::*;
     use crate::crypt::CipherKind;
 
-    fn pair(cfg: &SessionConfig) -> (Pipeline, Pipeline) {
+    fn pair(cfg: &Config) -> (Pipeline, Pipeline) {
         (
             Pipeline::new(9, cfg).unwrap(),
             Pipeline::new(9, cfg).unwrap(),
@@ -378,19 +374,19 @@ mod tests {
 
     #[test]
     fn manual_nodelay_overrides_the_mode() {
-        let cfg = SessionConfig::default().with_nodelay(true, 15, 3, true);
+        let cfg = Config::default().with_nodelay(true, 15, 3, true);
         let pipe = Pipeline::new(7, &cfg).unwrap();
         assert_eq!(pipe.kcp().interval(), 15);
-        let preset = Pipeline::new(7, &SessionConfig::default().with_mode(Mode::Fast3)).unwrap();
+        let preset = Pipeline::new(7, &Config::default().with_mode(Mode::Fast3)).unwrap();
         assert_eq!(preset.kcp().interval(), 10);
     }
 
     #[test]
     fn mss_matches_spec() {
-        assert_eq!(SessionConfig::default().mss(), 1298);
-        let gcm = SessionConfig::default().with_crypt(CipherKind::Aes128Gcm);
+        assert_eq!(Config::default().mss(), 1298);
+        let gcm = Config::default().with_crypt(CipherKind::Aes128Gcm);
         assert_eq!(gcm.mss(), 1350 - 24 - 12 - 16 - 8);
-        let null = SessionConfig::default()
+        let null = Config::default()
             .with_crypt(CipherKind::Null)
             .with_fec(0, 0);
         assert_eq!(null.mss(), 1350 - 24);
@@ -400,9 +396,7 @@ mod tests {
     fn round_trip_every_cipher_with_loss() {
         for kind in CipherKind::ALL {
             for fec in [(0, 0), (10, 3)] {
-                let cfg = SessionConfig::default()
-                    .with_crypt(kind)
-                    .with_fec(fec.0, fec.1);
+                let cfg = Config::default().with_crypt(kind).with_fec(fec.0, fec.1);
                 let (mut a, mut b) = pair(&cfg);
                 let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + 3) as u8).collect();
                 a.send(&data).unwrap();
@@ -429,7 +423,7 @@ mod tests {
     #[test]
     fn sealed_datagrams_respect_mtu() {
         for kind in CipherKind::ALL {
-            let cfg = SessionConfig::default().with_crypt(kind);
+            let cfg = Config::default().with_crypt(kind);
             let mut a = Pipeline::new(1, &cfg).unwrap();
             a.send(&vec![1u8; 50_000]).unwrap();
             let mut max = 0;
@@ -440,7 +434,7 @@ mod tests {
 
     #[test]
     fn wrong_key_counts_checksum_errors() {
-        let cfg = SessionConfig::default();
+        let cfg = Config::default();
         let mut a = Pipeline::new(1, &cfg).unwrap();
         let mut b = Pipeline::new(1, &cfg.clone().with_key("other")).unwrap();
         a.send(b"x").unwrap();
@@ -457,7 +451,7 @@ mod tests {
 
     #[test]
     fn no_fec_session_decodes_peer_fec() {
-        let fec = SessionConfig::default();
+        let fec = Config::default();
         let plain = fec.clone().with_fec(0, 0);
         let mut a = Pipeline::new(3, &fec).unwrap();
         let mut b = Pipeline::new(3, &plain).unwrap();

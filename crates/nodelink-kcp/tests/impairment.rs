@@ -10,7 +10,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use nodelink_kcp::crypt::CipherKind;
-use nodelink_kcp::{Error, KcpListener, KcpStream, SessionConfig, Stats};
+use nodelink_kcp::{Config, Error, KcpListener, KcpStream, Stats};
 use nodelink_testkit::{Impairment, RelayStats, UdpRelay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
@@ -127,7 +127,7 @@ async fn sink(mut listener: KcpListener, len: usize, seed: u64) -> io::Result<Se
 /// the server's "ok". Returns the client session's counters.
 async fn source(
     relay_addr: std::net::SocketAddr,
-    cfg: SessionConfig,
+    cfg: Config,
     len: usize,
     seed: u64,
 ) -> io::Result<Stats> {
@@ -160,7 +160,7 @@ struct Transfer {
 /// Besides the relay's impairment, loopback itself drops datagrams when KCP sends a whole
 /// window at once and a socket buffer overflows (the client's `OutPkts` exceed the relay's
 /// `received`): extra, unseeded loss that the transfer must survive too.
-async fn transfer(cfg: SessionConfig, imp: Impairment, len: usize, bound: Duration) -> Transfer {
+async fn transfer(cfg: Config, imp: Impairment, len: usize, bound: Duration) -> Transfer {
     let seed = imp.seed ^ 0x5EED;
     let listener = KcpListener::bind("127.0.0.1:0", cfg.clone())
         .await
@@ -244,7 +244,7 @@ async fn transfer_16mb_through_a_lossy_relay_arrives_intact() {
     // `none` still frames every datagram with nonce + CRC-32, so corruption is caught, but
     // spends no time encrypting: the test exercises loss recovery, not the cipher. FEC
     // 10/3 (kcptun's default) recovers many of the dropped datagrams without a resend.
-    let cfg = SessionConfig::default()
+    let cfg = Config::default()
         .with_crypt(CipherKind::None)
         .with_fec(10, 3);
     // Measured (debug build with the workspace's opt-level overrides for nodelink-kcp and
@@ -312,7 +312,7 @@ const STALL: Duration = Duration::from_secs(5);
 async fn transfer_through_a_jittery_relay_never_stalls() {
     // Heavy jitter (5 ± 5 ms: datagrams overtake each other all the time) on top of 10%
     // loss: retransmissions and FEC must keep the data flowing, second after second.
-    let cfg = SessionConfig::default().with_crypt(CipherKind::None);
+    let cfg = Config::default().with_crypt(CipherKind::None);
     let imp = Impairment {
         delay: Duration::from_millis(5),
         jitter: Duration::from_millis(5),
@@ -328,9 +328,7 @@ async fn transfer_through_a_jittery_relay_never_stalls() {
 async fn transfer_4mb_with_aes_and_no_fec_arrives_intact() {
     // Without FEC every lost datagram is resent by KCP itself; aes (CFB over the whole
     // datagram, CRC inside) also garbles the CRC of any corrupted datagram.
-    let cfg = SessionConfig::default()
-        .with_crypt(CipherKind::Aes)
-        .with_fec(0, 0);
+    let cfg = Config::default().with_crypt(CipherKind::Aes).with_fec(0, 0);
     let imp = Impairment {
         drop: 0.05,
         ..rough_network(3)
@@ -354,7 +352,7 @@ async fn transfer_4mb_with_aes_and_no_fec_arrives_intact() {
 async fn peer_silenced_by_the_relay_is_declared_dead() {
     const DEAD_TIMEOUT: Duration = Duration::from_secs(2);
     const FIRST: usize = 256 * 1024;
-    let cfg = SessionConfig::default()
+    let cfg = Config::default()
         .with_crypt(CipherKind::None)
         .with_dead_timeout(DEAD_TIMEOUT)
         .with_linger(Duration::from_millis(100));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodelink_kcp::crypt::CipherKind;
-use nodelink_kcp::{KcpListener, KcpStream, SessionConfig};
+use nodelink_kcp::{Config, KcpListener, KcpStream};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
@@ -59,8 +59,8 @@ fn go_flags(crypt: &str, ds: usize, ps: usize) -> Vec<String> {
     .collect()
 }
 
-fn rust_cfg(crypt: &str, ds: usize, ps: usize) -> SessionConfig {
-    SessionConfig::default()
+fn rust_cfg(crypt: &str, ds: usize, ps: usize) -> Config {
+    Config::default()
         .with_crypt(crypt.parse::<CipherKind>().expect("cipher name"))
         .with_fec(ds, ps)
         .with_window(WINDOW, WINDOW)
@@ -121,7 +121,7 @@ async fn rust_client_case(crypt: &'static str, ds: usize, ps: usize) {
 }
 
 /// Our echo server: every accepted stream echoes until it fails.
-async fn rust_echo_server(cfg: SessionConfig, message: bool) -> String {
+async fn rust_echo_server(cfg: Config, message: bool) -> String {
     let mut listener = KcpListener::bind("127.0.0.1:0", cfg).await.expect("bind");
     let addr = listener.local_addr().to_string();
     tokio::spawn(async move {

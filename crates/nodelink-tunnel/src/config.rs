@@ -8,7 +8,7 @@
 //! 3. a JSON file ([`TunnelConfig::apply_json`], kcptun's `-c`), whose keys **override** the
 //!    command line, as kcptun's do;
 //! 4. [`TunnelConfig::validate`], which turns the raw values into a KCP
-//!    [`SessionConfig`] and the smux settings, or a one-line error naming the flag.
+//!    [`KcpConfig`] and the smux settings, or a one-line error naming the flag.
 //!
 //! The numeric fields are `i64`, like kcptun's `int`s, so that a negative value read from a
 //! file reaches validation and gets a message rather than a parse failure.
@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use nodelink_kcp::crypt::CipherKind;
 use nodelink_kcp::pipeline::MAX_SESSION_MTU;
-use nodelink_kcp::{Mode, SessionConfig};
+use nodelink_kcp::{Config as KcpConfig, Mode};
 use serde_json::Value;
 
 use crate::Error;
@@ -124,7 +124,7 @@ pub struct TunnelConfig {
 #[derive(Debug, Clone)]
 pub struct Checked {
     /// The KCP session settings.
-    pub session: SessionConfig,
+    pub session: KcpConfig,
     /// The smux settings.
     pub smux: SmuxSettings,
     /// The KCP `(nodelay, interval, resend, nc)` in force (preset or manual).
@@ -351,7 +351,7 @@ impl TunnelConfig {
         let dscp = range("--dscp", self.dscp, 0, 63)? as u8;
         let sockbuf = range("--sockbuf", self.sockbuf, 0, i64::from(i32::MAX))? as usize;
         let mtu = range("--mtu", self.mtu, 1, MAX_SESSION_MTU as i64)? as usize;
-        let mut session = SessionConfig::default()
+        let mut session = KcpConfig::default()
             .with_crypt(crypt)
             .with_key(self.key.clone())
             .with_fec(ds, ps)

@@ -3,7 +3,7 @@
 //!
 //! A KCP session from [`nodelink_kcp`] is a reliable byte stream (stream mode), so the link
 //! runs over it exactly as over TCP: the same version handshake, the same packets. Both
-//! ends must agree on the [`SessionConfig`]'s cipher, key and FEC (kcptun's rules).
+//! ends must agree on the [`KcpConfig`]'s cipher, key and FEC (kcptun's rules).
 //!
 //! KCP has no handshake and no FIN of its own: dialing never fails for an absent peer (the
 //! link's version handshake does, after [`Config::handshake_timeout`]), and a peer that
@@ -12,10 +12,10 @@
 //!
 //! ```no_run
 //! # async fn demo() -> nodelink::Result<()> {
-//! use nodelink::kcp::{dial_kcp, listen_kcp, SessionConfig};
+//! use nodelink::kcp::{dial_kcp, listen_kcp, KcpConfig};
 //! use nodelink::{Config, Ping, Pong};
 //!
-//! let mut listener = listen_kcp("127.0.0.1:0", SessionConfig::default(), Config::default()).await?;
+//! let mut listener = listen_kcp("127.0.0.1:0", KcpConfig::default(), Config::default()).await?;
 //! let addr = listener.local_addr();
 //! tokio::spawn(async move {
 //!     let link = listener.accept().await.unwrap();
@@ -23,7 +23,7 @@
 //!         let _ = request.reply(&Pong).await;
 //!     }
 //! });
-//! let link = dial_kcp(addr, SessionConfig::default(), Config::default()).await?;
+//! let link = dial_kcp(addr, KcpConfig::default(), Config::default()).await?;
 //! let _pong: Pong = link.ask1(&Ping).await?;
 //! # Ok(()) }
 //! ```
@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use tokio::net::ToSocketAddrs;
 
-pub use nodelink_kcp::{KcpListener, KcpStream, Mode, SessionConfig};
+pub use nodelink_kcp::{Config as KcpConfig, KcpListener, KcpStream, Mode};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Place, Result};
@@ -50,7 +50,7 @@ use crate::role::Role;
 /// KCP peer answers, since KCP itself has no handshake).
 pub async fn dial_kcp(
     addr: impl ToSocketAddrs,
-    session: SessionConfig,
+    session: KcpConfig,
     config: Config,
 ) -> Result<Link> {
     let remote = resolve(addr, "dial").await?;
@@ -67,7 +67,7 @@ pub async fn dial_kcp(
 /// cannot be bound or the session settings are invalid.
 pub async fn listen_kcp(
     addr: impl ToSocketAddrs,
-    session: SessionConfig,
+    session: KcpConfig,
     config: Config,
 ) -> Result<KcpLinkListener> {
     let local = resolve(addr, "listen").await?;

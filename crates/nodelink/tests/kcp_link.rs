@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use nodelink::kcp::{dial_kcp, listen_kcp, Mode, SessionConfig};
+use nodelink::kcp::{dial_kcp, listen_kcp, KcpConfig, Mode};
 use nodelink::{Config, ErrorKind, Ping, Pong};
 
 /// Upper bound for each test's work.
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn session() -> SessionConfig {
-    SessionConfig::default().with_mode(Mode::Fast3)
+fn session() -> KcpConfig {
+    KcpConfig::default().with_mode(Mode::Fast3)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +101,7 @@ async fn setup_failures_are_connect_errors() {
         .await
         .unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::Connect(_)), "{e}");
-    let bad = SessionConfig::default().with_mtu(9000);
+    let bad = KcpConfig::default().with_mtu(9000);
     let e = listen_kcp("127.0.0.1:0", bad, Config::default())
         .await
         .unwrap_err();

@@ -15,7 +15,7 @@ use tokio::time::{sleep_until, Instant};
 const IDLE_SLEEP: Duration = Duration::from_secs(3600);
 
 use super::{count_close, GLOBAL};
-use crate::pipeline::{Pipeline, SessionConfig, Stats};
+use crate::pipeline::{Config, Pipeline, Stats};
 use crate::Error;
 
 /// Why a session stopped working.
@@ -81,13 +81,13 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Kicks the driver (data queued, stream dropped, window opened by a read).
     pub(crate) kick: Notify,
-    pub(crate) cfg: SessionConfig,
+    pub(crate) cfg: Config,
     /// The session clock's origin.
     epoch: Instant,
 }
 
 impl Shared {
-    pub(crate) fn new(pipe: Pipeline, cfg: SessionConfig) -> Arc<Shared> {
+    pub(crate) fn new(pipe: Pipeline, cfg: Config) -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(State {
                 pipe,

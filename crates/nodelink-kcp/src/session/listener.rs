@@ -14,7 +14,7 @@ use super::{count_open, GLOBAL};
 use crate::core::segment::segments;
 use crate::crypt::DatagramCrypto;
 use crate::fec::{is_fec, FEC_DATA_HEADER_SIZE, TYPE_DATA};
-use crate::pipeline::{AtomicStats, Pipeline, SessionConfig, Stats};
+use crate::pipeline::{AtomicStats, Config, Pipeline, Stats};
 use crate::Error;
 
 /// Datagrams queued towards one session's driver before further ones are dropped.
@@ -26,7 +26,7 @@ const SESSION_QUEUE: usize = 1024;
 /// data or plain datagram carrying a well-formed KCP segment, never from an FEC parity
 /// packet; another conv from a known address replaces its session only if the first
 /// segment's `sn` is 0 (the peer restarted), otherwise the datagram is dropped. While
-/// [`backlog`](SessionConfig::backlog) sessions wait in [`accept`](Self::accept), new
+/// [`backlog`](Config::backlog) sessions wait in [`accept`](Self::accept), new
 /// sessions are refused (their datagrams dropped, counted as `InErrs`). Garbage and
 /// datagrams failing the checksum are dropped and counted ([`stats`](Self::stats)).
 ///
@@ -47,7 +47,7 @@ struct Route {
 
 struct Demux {
     sock: Arc<UdpSocket>,
-    cfg: SessionConfig,
+    cfg: Config,
     crypto: Arc<DatagramCrypto>,
     local: SocketAddr,
     routes: HashMap<SocketAddr, Route>,
@@ -64,7 +64,7 @@ impl KcpListener {
     /// # Errors
     ///
     /// Socket errors; `InvalidInput` wrapping [`Error::Config`] for a bad configuration.
-    pub async fn bind(addr: impl ToSocketAddrs, cfg: SessionConfig) -> io::Result<KcpListener> {
+    pub async fn bind(addr: impl ToSocketAddrs, cfg: Config) -> io::Result<KcpListener> {
         // Validate once up front (conv 1 is arbitrary).
         Pipeline::with_crypto(1, &cfg, Arc::new(cfg.crypto().map_err(config_error)?))
             .map_err(config_error)?;

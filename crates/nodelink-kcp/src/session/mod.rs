@@ -31,11 +31,11 @@
 //!
 //! KCP has no handshake and no FIN: a peer that vanishes is only noticed when our data
 //! goes unacknowledged. A session is declared dead when KCP's dead-link count is
-//! reached or when data waited [`dead_timeout`](crate::SessionConfig::dead_timeout)
+//! reached or when data waited [`dead_timeout`](crate::Config::dead_timeout)
 //! without any ACK progress; every pending and later read or write then fails with an
 //! `io::Error` of kind `ConnectionAborted` wrapping [`crate::Error::DeadLink`].
 //! Dropping a stream (or `shutdown`) keeps the driver sending what is queued until it is
-//! acknowledged or [`linger`](crate::SessionConfig::linger) elapses.
+//! acknowledged or [`linger`](crate::Config::linger) elapses.
 //!
 //! # Counters
 //!

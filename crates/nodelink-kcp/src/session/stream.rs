@@ -14,7 +14,7 @@ use tokio::time::{sleep, Sleep};
 
 use super::count_open;
 use super::driver::{drive, NetSide, Shared, State};
-use crate::pipeline::{Pipeline, SessionConfig, Stats};
+use crate::pipeline::{Config, Pipeline, Stats};
 use crate::Error;
 
 /// One KCP session: a reliable, ordered byte stream (or message channel) over UDP.
@@ -49,7 +49,7 @@ impl KcpStream {
     ///
     /// Address resolution or socket errors; `InvalidInput` wrapping [`Error::Config`] for
     /// an invalid configuration.
-    pub async fn connect(addr: impl ToSocketAddrs, cfg: SessionConfig) -> io::Result<KcpStream> {
+    pub async fn connect(addr: impl ToSocketAddrs, cfg: Config) -> io::Result<KcpStream> {
         let peer = lookup_host(addr).await?.next().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")
         })?;
@@ -77,7 +77,7 @@ impl KcpStream {
     /// Builds a stream and spawns its driver.
     pub(crate) fn spawn(
         pipe: Pipeline,
-        cfg: SessionConfig,
+        cfg: Config,
         local: SocketAddr,
         peer: SocketAddr,
         net: impl FnOnce(&Arc<Shared>) -> NetSide,

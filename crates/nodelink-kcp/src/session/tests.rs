@@ -9,7 +9,7 @@ use tokio::time::timeout;
 
 use super::{snmp, KcpListener, KcpStream};
 use crate::crypt::CipherKind;
-use crate::pipeline::{Mode, SessionConfig};
+use crate::pipeline::{Config, Mode};
 use crate::Error;
 
 fn data(len: usize) -> Vec<u8> {
@@ -23,7 +23,7 @@ fn data(len: usize) -> Vec<u8> {
 }
 
 /// A stream echo server; returns its address.
-async fn echo_server(cfg: SessionConfig) -> String {
+async fn echo_server(cfg: Config) -> String {
     let mut l = KcpListener::bind("127.0.0.1:0", cfg).await.unwrap();
     let addr = l.local_addr().to_string();
     tokio::spawn(async move {
@@ -44,8 +44,8 @@ async fn echo_server(cfg: SessionConfig) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_echo_1mb() {
     for cfg in [
-        SessionConfig::default(),
-        SessionConfig::default()
+        Config::default(),
+        Config::default()
             .with_fec(0, 0)
             .with_crypt(CipherKind::Salsa20)
             .with_mode(Mode::Fast3),
@@ -77,7 +77,7 @@ async fn stream_echo_1mb() {
 
 #[tokio::test]
 async fn message_mode_keeps_boundaries() {
-    let cfg = SessionConfig::default().with_stream(false);
+    let cfg = Config::default().with_stream(false);
     let mut l = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
     let addr = l.local_addr();
     tokio::spawn(async move {
@@ -114,7 +114,7 @@ async fn message_mode_keeps_boundaries() {
 fn dead_peer_is_detected() {
     // The peer runs in its own runtime, which is shut down (socket closed) mid-session.
     let server_rt = tokio::runtime::Runtime::new().unwrap();
-    let cfg = SessionConfig::default()
+    let cfg = Config::default()
         .with_dead_timeout(Duration::from_millis(1500))
         .with_fec(0, 0);
     let addr = server_rt.block_on(echo_server(cfg.clone()));
@@ -157,12 +157,10 @@ fn dead_peer_is_detected() {
 /// driver flushes after every write it sees).
 #[tokio::test]
 async fn write_delay_batches_small_writes() {
-    let addr = echo_server(SessionConfig::default().with_fec(0, 0)).await;
+    let addr = echo_server(Config::default().with_fec(0, 0)).await;
     let mut datagrams = Vec::new();
     for delay in [false, true] {
-        let cfg = SessionConfig::default()
-            .with_fec(0, 0)
-            .with_write_delay(delay);
+        let cfg = Config::default().with_fec(0, 0).with_write_delay(delay);
         let mut s = KcpStream::connect(addr.clone(), cfg).await.unwrap();
         for _ in 0..50 {
             s.write_all(b"0123456789").await.unwrap();
@@ -185,7 +183,7 @@ async fn write_delay_batches_small_writes() {
 
 #[tokio::test]
 async fn read_timeout_fires() {
-    let cfg = SessionConfig::default().with_read_timeout(Some(Duration::from_millis(200)));
+    let cfg = Config::default().with_read_timeout(Some(Duration::from_millis(200)));
     let addr = echo_server(cfg.clone()).await;
     let mut s = KcpStream::connect(&addr, cfg).await.unwrap();
     let mut buf = [0u8; 8];
@@ -195,7 +193,7 @@ async fn read_timeout_fires() {
 
 #[tokio::test]
 async fn listener_backlog_is_bounded() {
-    let cfg = SessionConfig::default().with_backlog(2);
+    let cfg = Config::default().with_backlog(2);
     let mut l = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
     let addr = l.local_addr();
     let mut clients = Vec::new();
@@ -229,9 +227,7 @@ async fn listener_backlog_is_bounded() {
 #[tokio::test]
 async fn garbage_is_counted_and_dropped() {
     for (crypt, fec) in [(CipherKind::Aes, (10, 3)), (CipherKind::Null, (0, 0))] {
-        let cfg = SessionConfig::default()
-            .with_crypt(crypt)
-            .with_fec(fec.0, fec.1);
+        let cfg = Config::default().with_crypt(crypt).with_fec(fec.0, fec.1);
         let mut l = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
         let addr = l.local_addr();
         let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -279,7 +275,7 @@ async fn garbage_is_counted_and_dropped() {
 
 #[tokio::test]
 async fn wrong_key_is_dropped_as_checksum_error() {
-    let cfg = SessionConfig::default();
+    let cfg = Config::default();
     let mut l = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
     let addr = l.local_addr();
     let mut c = KcpStream::connect(addr, cfg.with_key("not the key"))
@@ -300,7 +296,7 @@ async fn same_address_new_conv_replaces_session() {
     use crate::pipeline::Pipeline;
     // Two pipelines with different convs sharing one UDP socket: the second starts at
     // sn 0, so it replaces the first session.
-    let cfg = SessionConfig::default().with_fec(0, 0);
+    let cfg = Config::default().with_fec(0, 0);
     let mut l = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
     let addr = l.local_addr();
     let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
