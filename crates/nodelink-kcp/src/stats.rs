@@ -6,6 +6,7 @@ macro_rules! stats_struct {
         /// crypto, FEC and KCP layers. Per session ([`Pipeline::stats`]) or process-wide
         /// ([`crate::session::snmp`]).
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        #[non_exhaustive]
         pub struct Stats {
             $( $(#[$doc])* pub $field: u64, )*
         }

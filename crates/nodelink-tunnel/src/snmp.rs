@@ -329,12 +329,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("nodelink-snmp-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let pattern = format!("{}/snmp-20060102.log", dir.display());
-        let stats = Stats {
-            bytes_sent: 7,
-            bytes_received: 9,
-            fec_short_shards: 3,
-            ..Stats::default()
-        };
+        let mut stats = Stats::default();
+        stats.bytes_sent = 7;
+        stats.bytes_received = 9;
+        stats.fec_short_shards = 3;
         let now = Local::now();
         let path = append(&pattern, &now, &stats).unwrap();
         append(&pattern, &now, &stats).unwrap();

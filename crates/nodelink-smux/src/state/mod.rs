@@ -36,6 +36,7 @@ const REFUSAL_QUEUE_LIMIT: usize = 4096;
 
 /// Counters of one session, for logs and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionStats {
     /// Streams reset because their unread data outgrew a buffer bound.
     pub streams_reset: u64,
