@@ -13,6 +13,7 @@ use crate::connection::Connection;
 use crate::endpoint_shared::EndPointShared;
 use crate::error::{Error, ErrorKind};
 use crate::event::Event;
+use crate::stats::EndPointStats;
 
 type Pending = Pin<Box<dyn Future<Output = Option<Event>> + Send>>;
 
@@ -83,6 +84,12 @@ impl EndPoint {
     /// stream ends with `EndPointClosed`. Idempotent.
     pub async fn close(&self) {
         self.shared.close().await
+    }
+
+    /// Counters and gauges of this endpoint (sockets, connections each way, messages,
+    /// losses, protocol violations).
+    pub fn stats(&self) -> EndPointStats {
+        self.shared.stats()
     }
 
     /// Multicast is not offered by this transport.

@@ -18,6 +18,7 @@ use crate::event::Event;
 use crate::queue::{EventQueue, Popped};
 use crate::ratelimit::WarnLimiter;
 use crate::remote::{Remote, RemoteState, Resolution};
+use crate::stats::{Counters, EndPointStats};
 use crate::sync::lock;
 use crate::wire::FIRST_LCID;
 use crate::writer::SocketWriter;
@@ -45,6 +46,8 @@ pub(crate) struct EndPointShared {
     pub(crate) addressable: bool,
     pub(crate) state: Mutex<EpState>,
     pub(crate) events: EventQueue,
+    /// Counters for [`EndPointStats`](crate::EndPointStats), outside the lock.
+    pub(crate) counters: Counters,
 }
 
 pub(crate) struct EpState {
@@ -120,6 +123,7 @@ impl EndPointShared {
                 remotes: HashMap::new(),
             }),
             events: EventQueue::new(capacity, max_bytes),
+            counters: Counters::default(),
         }
     }
 
@@ -163,6 +167,23 @@ impl EndPointShared {
             w.abandon().await;
         });
         futures_util::future::join_all(closing).await;
+    }
+
+    /// Counters and gauges of this endpoint now.
+    pub(crate) fn stats(&self) -> EndPointStats {
+        let mut stats = EndPointStats::default();
+        {
+            let st = self.lock();
+            for rec in st.remotes.values() {
+                if let RemoteState::Open(sock) = &rec.state {
+                    stats.sockets += 1;
+                    stats.connections_in += sock.core.incoming() as u64;
+                    stats.connections_out += u64::from(sock.core.outgoing());
+                }
+            }
+        }
+        self.counters.fill(&mut stats);
+        stats
     }
 
     pub(crate) async fn receive(&self) -> Result<Event, Error> {

@@ -5,6 +5,7 @@
 //! silent is cut when it expires. On success the same task becomes the socket's reader.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -48,6 +49,7 @@ pub(crate) async fn serve(
         Some(t) => match tokio::time::timeout(t, handshake).await {
             Ok(v) => v,
             Err(_) => {
+                transport.handshakes_failed.fetch_add(1, Relaxed);
                 peer_warn!(
                     transport.warn_limit,
                     %peer,
@@ -115,6 +117,7 @@ async fn handshake(
                 Ok(_) => continue,
             },
             Err(e) => {
+                transport.handshakes_failed.fetch_add(1, Relaxed);
                 peer_warn!(
                     transport.warn_limit,
                     %peer,
@@ -129,6 +132,7 @@ async fn handshake(
         }
         renegotiations += 1;
         if renegotiations > MAX_RENEGOTIATIONS {
+            transport.handshakes_failed.fetch_add(1, Relaxed);
             peer_warn!(
                 transport.warn_limit,
                 %peer,
@@ -153,6 +157,7 @@ async fn handshake(
         None => EndPointAddress::from_bytes(uuid::Uuid::new_v4().to_string()),
         Some(a) => {
             let Some((host, _, _)) = a.parse() else {
+                transport.handshakes_failed.fetch_add(1, Relaxed);
                 peer_warn!(
                     transport.warn_limit,
                     %peer,
@@ -163,6 +168,7 @@ async fn handshake(
             };
             if transport.config.check_peer_host {
                 if let Some(mismatch) = check_peer_host(&host, peer.ip()).await {
+                    transport.handshakes_failed.fetch_add(1, Relaxed);
                     peer_warn!(
                         transport.warn_limit,
                         %peer,
@@ -177,6 +183,7 @@ async fn handshake(
         }
     };
     let Some(ep) = transport.endpoint(request.target_endpoint) else {
+        transport.handshakes_failed.fetch_add(1, Relaxed);
         peer_warn!(
             transport.warn_limit,
             %peer,

@@ -80,6 +80,7 @@ mod ratelimit;
 mod reader;
 mod remote;
 mod selfconn;
+mod stats;
 mod sync;
 mod transport;
 mod transport_shared;
@@ -92,6 +93,7 @@ pub use connection::Connection;
 pub use endpoint::EndPoint;
 pub use error::{Error, ErrorKind};
 pub use event::{ConnectionId, Event, EventErrorKind, Reliability};
+pub use stats::{EndPointStats, TransportStats};
 pub use transport::Transport;
 
 #[cfg(test)]

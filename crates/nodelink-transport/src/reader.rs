@@ -26,6 +26,7 @@ use crate::core::socket::{End, SocketCore};
 use crate::endpoint_shared::{EndPointShared, CLOSE_LINGER};
 use crate::ratelimit::peer_warn;
 use crate::remote::{RemoteState, Sink};
+use crate::stats::Counters;
 use crate::wire::{Frame, FrameDecoder, WireError};
 use crate::writer::SocketWriter;
 
@@ -64,6 +65,7 @@ pub(crate) async fn run(
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e @ WireError::TooLong { .. }) => {
+                    Counters::add(&ep.counters.protocol_violations, 1);
                     peer_warn!(
                         ep.warn_limit,
                         peer = %address,
@@ -122,6 +124,7 @@ pub(crate) async fn run(
     };
     let end = match end {
         Next::Violation(reason) => {
+            Counters::add(&ep.counters.protocol_violations, 1);
             peer_warn!(
                 ep.warn_limit,
                 peer = %address,
@@ -188,6 +191,7 @@ fn step(
         events: &ep.events,
         us: &ep.address,
         warn_limit: &ep.warn_limit,
+        counters: &ep.counters,
     };
     let pumped = rec.pump(&sink, address);
     if let Some((end, resolution)) = pumped.finished {

@@ -27,6 +27,7 @@ use crate::error::ErrorKind;
 use crate::event::{ConnectionId, Event, EventErrorKind, Reliability};
 use crate::queue::EventQueue;
 use crate::ratelimit::{peer_warn, WarnLimiter};
+use crate::stats::Counters;
 use crate::writer::SocketWriter;
 
 /// Who asked for the socket being set up.
@@ -98,6 +99,7 @@ pub(crate) struct Sink<'a> {
     pub(crate) events: &'a EventQueue,
     pub(crate) us: &'a EndPointAddress,
     pub(crate) warn_limit: &'a WarnLimiter,
+    pub(crate) counters: &'a Counters,
 }
 
 /// What [`Remote::pump`] leaves for the caller.
@@ -153,10 +155,14 @@ impl Remote {
                         address: peer.clone(),
                     });
                 }
-                SocketEvent::Received(lcid, payload) => events.push(Event::Received {
-                    id: cid(lcid),
-                    data: vec![payload],
-                }),
+                SocketEvent::Received(lcid, payload) => {
+                    Counters::add(&to.counters.messages_in, 1);
+                    Counters::add(&to.counters.bytes_in, payload.len() as u64);
+                    events.push(Event::Received {
+                        id: cid(lcid),
+                        data: vec![payload],
+                    })
+                }
                 SocketEvent::Closed(lcid) => {
                     tracing::info!(%peer, endpoint = %us, id = %cid(lcid), "incoming connection closed");
                     events.push(Event::ConnectionClosed { id: cid(lcid) });
@@ -210,6 +216,7 @@ fn report_end(end: &End, to: &Sink<'_>, peer: &EndPointAddress, outgoing: u32) -
         }
         End::Lost { reason, report } => {
             if *report {
+                Counters::add(&to.counters.sockets_lost, 1);
                 tracing::info!(%peer, endpoint = %us, %reason, "connection lost");
                 events.push(Event::Error {
                     kind: EventErrorKind::ConnectionLost(peer.clone()),

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::net::TcpListener;
@@ -13,6 +14,7 @@ use crate::endpoint::EndPoint;
 use crate::endpoint_shared::{EndPointShared, Owner};
 use crate::error::{Error, ErrorKind};
 use crate::ratelimit::WarnLimiter;
+use crate::stats::TransportStats;
 use crate::sync::lock;
 use crate::transport_shared::{TState, TransportShared};
 
@@ -63,6 +65,7 @@ impl Transport {
             accept_task: Mutex::new(None),
             break_accept: Arc::new(tokio::sync::Notify::new()),
             warn_limit: Arc::new(WarnLimiter::new()),
+            handshakes_failed: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept_loop(
             Arc::downgrade(&shared),
@@ -89,6 +92,7 @@ impl Transport {
                 accept_task: Mutex::new(None),
                 break_accept: Arc::new(tokio::sync::Notify::new()),
                 warn_limit: Arc::new(WarnLimiter::new()),
+                handshakes_failed: AtomicU64::new(0),
             }),
         }
     }
@@ -104,6 +108,15 @@ impl Transport {
     #[cfg(any(test, feature = "testing"))]
     pub fn break_accept_loop_for_tests(&self) {
         self.shared.break_accept.notify_one();
+    }
+
+    /// Counters and gauges of the transport as a whole (each endpoint has its own
+    /// [`EndPoint::stats`]).
+    pub fn stats(&self) -> TransportStats {
+        TransportStats {
+            endpoints: lock(&self.shared.state).endpoints.len() as u64,
+            handshakes_failed: self.shared.handshakes_failed.load(Ordering::Relaxed),
+        }
     }
 
     /// A new endpoint; ids count up from 0.

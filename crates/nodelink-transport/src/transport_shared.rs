@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
@@ -24,6 +25,8 @@ pub(crate) struct TransportShared {
     pub(crate) break_accept: Arc<tokio::sync::Notify>,
     /// The budget of peer-caused warnings, shared by the transport's endpoints.
     pub(crate) warn_limit: Arc<WarnLimiter>,
+    /// Incoming handshakes that failed ([`TransportStats`](crate::TransportStats)).
+    pub(crate) handshakes_failed: AtomicU64,
 }
 
 pub(crate) struct TState {

@@ -145,7 +145,6 @@ impl SocketCore {
     }
 
     /// The peer's open connections.
-    #[cfg(test)]
     pub(crate) fn incoming(&self) -> usize {
         self.incoming.len()
     }
