@@ -71,7 +71,7 @@ async fn run(options: u8, stream: &[u8]) {
     let _ = wr.shutdown().await;
     link.closed().await;
     assert!(link.is_closed());
-    let (open, _) = link.debug_table_counts();
+    let open = link.stats().open_conns;
     assert_eq!(open, 0, "connections left open after the link ended");
     if let Some(app) = app {
         let _ = app.await;

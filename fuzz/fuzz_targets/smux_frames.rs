@@ -66,15 +66,13 @@ fuzz_target!(|data: &[u8]| {
     let bytes = stream.to_vec();
     runtime().block_on(async move {
         let (a, mut raw) = tokio::io::duplex(1 << 16);
-        let config = Config {
-            version,
-            keep_alive_disabled: true,
-            accept_backlog: 8,
-            max_stream_buffer: 4096,
-            max_receive_buffer: 16384,
-            stall_timeout: std::time::Duration::from_millis(1),
-            ..Config::default()
-        };
+        let config = Config::default()
+            .with_version(version)
+            .with_keep_alive_disabled(true)
+            .with_accept_backlog(8)
+            .with_max_stream_buffer(4096)
+            .with_max_receive_buffer(16384)
+            .with_stall_timeout(std::time::Duration::from_millis(1));
         let server = Session::server(a, config).expect("valid config");
         let app = {
             let server = server.clone();

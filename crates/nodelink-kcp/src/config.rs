@@ -316,7 +316,7 @@ impl Config {
     }
 
     /// KCP's MTU (UDP MTU minus the crypto trailer) and headroom (crypto header + FEC
-    /// header), per spec section 4.
+    /// header), per docs/protocols/kcp.md, section 4.
     pub fn kcp_mtu_and_headroom(&self) -> (usize, usize) {
         let fec = if self.fec_enabled() {
             FEC_DATA_HEADER_SIZE

@@ -1,6 +1,6 @@
 //! One session's datagram pipeline: crypto + FEC + KCP, sans IO.
 //!
-//! A kcp-go datagram is built in layers (spec section 4). Outgoing, innermost first:
+//! A kcp-go datagram is built in layers (docs/protocols/kcp.md, section 4). Outgoing, innermost first:
 //!
 //! ```text
 //! KCP segments                              (core::Kcp, mss = mtu - 24 - headroom)

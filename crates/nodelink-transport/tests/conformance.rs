@@ -1,5 +1,6 @@
-//! The generic conformance suite of network-transport-tests (spec §10), one named test per
-//! upstream test, against this implementation over loopback TCP.
+//! The generic conformance suite of network-transport-tests, one named test per upstream
+//! test, against this implementation over loopback TCP (the protocol is described in
+//! docs/protocols/transport.md).
 
 mod common;
 

@@ -1,7 +1,7 @@
-//! The TCP-specific suite of network-transport-tcp (spec §10), as named tests, first half:
-//! binding, connecting and its errors, limits, the peer-host check, unaddressable
+//! The TCP-specific conformance suite of network-transport-tcp, as named tests, first
+//! half: binding, connecting and its errors, limits, the peer-host check, unaddressable
 //! endpoints and IPv6. Where the original speaks raw bytes on a plain socket, so do these
-//! (see `h2_support::Raw`): the layouts come from the spec, not from the crate's codec.
+//! (see `h2_support::Raw`): the layouts come from docs/protocols/transport.md, not from the crate's codec.
 //! The teardown and socket-state tests are in `tcp_teardown.rs`. Every wait is bounded.
 
 mod h2_support;

@@ -1,4 +1,4 @@
-//! The TCP-specific suite of network-transport-tcp (spec §10), second half: teardown and
+//! The TCP-specific suite of network-transport-tcp (its conformance tests), second half: teardown and
 //! socket-state tests (early disconnects, CloseSocket handling, half-closed sockets,
 //! CloseEndPoint, crossed requests), speaking raw bytes on a plain socket as the original
 //! does (see `h2_support::Raw`). The first half is `tcp_suite.rs`. Every wait is bounded.
@@ -163,7 +163,7 @@ async fn test_ignore_close_socket() {
     within("close", t.close()).await;
 }
 
-/// Closes that cross (spec: docs/protocols/transport.md, "Closes that cross"): the peer
+/// Closes that cross (docs/protocols/transport.md, "Closes that cross"): the peer
 /// closes its last connection to us at the moment we close our last one to it, so each
 /// CloseConnection arrives after the receiver's own close. We must still start the
 /// CloseSocket exchange once nothing is open, and the socket must end; the raw peer answers
@@ -467,7 +467,7 @@ async fn raw_server_on(host: &str) -> RawServer {
     }
 }
 
-/// Crossed requests on the wire (spec §5): the request from the smaller address wins.
+/// Crossed requests on the wire (docs/protocols/transport.md, "Crossed requests and probes"): the request from the smaller address wins.
 /// 127.0.0.1 sorts before 127.0.0.2, which fixes who is smaller.
 #[tokio::test]
 async fn test_crossed_requests_raw() {

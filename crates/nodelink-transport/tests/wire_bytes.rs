@@ -1,5 +1,5 @@
 //! Byte-exact checks of everything this side puts on the wire, against the layouts of
-//! spec §2-§3, using raw sockets on the other end.
+//! docs/protocols/transport.md ("Opening a socket", "Frames"), using raw sockets on the other end.
 
 mod common;
 

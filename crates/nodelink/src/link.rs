@@ -19,7 +19,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, Dialect};
 use crate::conn::Conn;
 use crate::control;
-use crate::core::{AcceptPoll, ConnKey, IdState, LinkCore, PeerMode, Recv};
+#[cfg(any(test, feature = "testing"))]
+use crate::core::IdState;
+use crate::core::{AcceptPoll, ConnKey, LinkCore, PeerMode, Recv};
 use crate::error::{Error, ErrorKind, Place, Result};
 use crate::frame::Packet;
 use crate::handle::Link;
@@ -391,6 +393,7 @@ impl LinkInner {
     }
 
     /// What an id maps to now (tests and diagnostics).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn id_state(&self, id: u32) -> IdState {
         lock_std(&self.shared).core.id_state(id, Instant::now())
     }

@@ -24,7 +24,7 @@ pub const STEP: Duration = Duration::from_secs(20);
 /// The connect timeout the suites configure: short, so silent peers are dealt with fast.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// Control codes (spec §3).
+/// Control codes (docs/protocols/transport.md, "Frames").
 pub const CREATED_NEW_CONNECTION: u32 = 0;
 pub const CLOSE_CONNECTION: u32 = 1;
 pub const CLOSE_SOCKET: u32 = 2;
@@ -32,7 +32,7 @@ pub const CLOSE_END_POINT: u32 = 3;
 pub const PROBE_SOCKET: u32 = 4;
 pub const PROBE_SOCKET_ACK: u32 = 5;
 
-/// Handshake responses (spec §2).
+/// Handshake responses (docs/protocols/transport.md, "Opening a socket").
 pub const ACCEPTED: u32 = 0;
 pub const INVALID: u32 = 1;
 pub const CROSSED: u32 = 2;

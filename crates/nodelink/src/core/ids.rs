@@ -33,6 +33,7 @@ pub(crate) enum Entry {
 }
 
 /// What an id currently maps to (tests and diagnostics).
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum IdState {
     Open,
@@ -146,6 +147,7 @@ impl Ids {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn state(&mut self, id: u32, now: Instant) -> IdState {
         self.expire(now);
         match self.map.get(&id) {

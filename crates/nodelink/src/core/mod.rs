@@ -42,6 +42,7 @@ use crate::role::Role;
 
 pub(crate) use conn::{cost_of, RxClosed};
 use conn::{Budget, ConnState, Pop, Push};
+#[cfg(any(test, feature = "testing"))]
 pub(crate) use ids::IdState;
 use ids::{Entry, Ids, Numbering};
 use negotiate::{Negotiation, Verdict};
@@ -324,6 +325,7 @@ impl<W: Default> LinkCore<W> {
         (self.open, self.ids.closed_records())
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn id_state(&mut self, id: u32, now: Instant) -> IdState {
         self.ids.state(id, now)
     }
