@@ -144,6 +144,7 @@ impl Handshakes {
         self.failed
     }
 
+    #[cfg(feature = "kcp")]
     /// Handshakes in progress.
     pub(crate) fn in_progress(&self) -> usize {
         self.pending.len()
