@@ -1,0 +1,214 @@
+//! The peer's side of the core: packets read from the stream, routed to their connection
+//! (or opening one, or answered automatically) under the receive budgets, and the expiry
+//! of the core's timer (see `mod.rs` for the whole picture).
+
+use super::*;
+
+impl<W: Default> LinkCore<W> {
+    /// Handles every complete packet in `buf` (bytes read from the stream; what is used is
+    /// split off). A framing violation is fatal for the link.
+    pub(crate) fn handle_input(
+        &mut self,
+        buf: &mut BytesMut,
+        now: Instant,
+    ) -> Result<Input, FrameError> {
+        if self.down {
+            return Ok(Input::Drained);
+        }
+        self.ids.expire(now);
+        if let Some(packet) = self.pending.take() {
+            self.blocked = None;
+            if !self.deliver(packet) {
+                return Ok(Input::Blocked);
+            }
+        }
+        let limit = self.dialect.max_recv_payload();
+        loop {
+            let packet = match decode_packet_with_limit(buf, limit) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(Input::Drained),
+                Err(e) => {
+                    self.stats.protocol_errors += 1;
+                    return Err(e);
+                }
+            };
+            self.stats.packets_in += 1;
+            self.stats.bytes_in += (HEADER_LEN + packet.payload.len()) as u64;
+            tracing::trace!(
+                link = %self.name,
+                conn = packet.conn_id,
+                code = packet.code,
+                len = packet.payload.len(),
+                "recv"
+            );
+            let before = self.neg.mode();
+            let verdict = self
+                .neg
+                .on_packet(packet.conn_id, packet.code, &packet.payload);
+            match verdict {
+                Verdict::Route => {
+                    // A new mode applies before the packet is routed: the acceptor learns
+                    // that its peer is a strict NEO node from that very packet.
+                    self.mode_changed(before);
+                    if !self.deliver(packet) {
+                        return Ok(Input::Blocked);
+                    }
+                }
+                Verdict::Consumed(reply) => {
+                    if let Some(reply) = reply {
+                        self.transmits.push(Transmit::Negotiation(reply));
+                    } else if !matches!(self.neg.mode(), PeerMode::Credit { .. }) {
+                        // NEO/go's "connection closed" for our offer, absorbed.
+                        self.stats.control_dropped += 1;
+                    }
+                    self.mode_changed(before);
+                }
+                Verdict::Credit(body) => {
+                    for (id, bytes) in control::credits(body) {
+                        self.add_credit(id, bytes);
+                    }
+                }
+                Verdict::Dropped => self.stats.control_dropped += 1,
+            }
+        }
+    }
+
+    /// The timer of [`Self::poll_timeout`] expired (or may have).
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.neg.waiting() && now >= self.neg_deadline {
+            let before = self.neg.mode();
+            self.neg.on_timeout();
+            tracing::debug!(link = %self.name, "no flow-control verdict from the peer in time: none used");
+            self.mode_changed(before);
+        }
+    }
+
+    /// Delivers a packet, or keeps it and returns false when the reader must wait.
+    fn deliver(&mut self, packet: Packet) -> bool {
+        if self.rx_total > self.link_recv_limit {
+            self.pending = Some(packet);
+            self.blocked = Some(Blocked::Room);
+            return false;
+        }
+        match self.route(packet) {
+            None => true,
+            Some(packet) => {
+                self.pending = Some(packet);
+                self.blocked = Some(Blocked::Backlog);
+                self.stats.accept_waits += 1;
+                tracing::debug!(link = %self.name, "accept backlog full: reading paused until the application accepts");
+                false
+            }
+        }
+    }
+
+    /// Routes one packet by the dialect's rules. Gives it back when it would open a
+    /// connection and the accept backlog is full.
+    fn route(&mut self, packet: Packet) -> Option<Packet> {
+        let id = packet.conn_id;
+        let answer = packet.is_answer();
+        let cost = cost_of(packet.payload.len());
+        let target = match self.ids.our_parity() {
+            Some(parity) => match self.ids.get(id) {
+                Some(Entry::Open(index)) => Target::Existing(index),
+                Some(Entry::Closed { .. }) => Target::Closed,
+                None if id % 2 == parity => Target::Closed,
+                None if !self.accepting || self.open >= self.max_conns => Target::Refused,
+                None => Target::New { registered: true },
+            },
+            None => match self.ids.get(id) {
+                Some(Entry::Open(index)) if answer => Target::Existing(index),
+                _ if answer || !self.accepting => Target::Dropped,
+                // NEO/py: a request of the peer's is never registered under its id (that id
+                // may be one of our pending requests); it waits in the backlog for recv1.
+                _ => Target::New { registered: false },
+            },
+        };
+        let queued = match target {
+            Target::Existing(index) => self.push_existing(index, packet),
+            Target::New { registered } => {
+                if self.backlog.len() >= self.backlog_limit {
+                    return Some(packet);
+                }
+                let key = self.alloc_slot(id, true, registered);
+                let slot = &mut self.slots[key.index as usize];
+                // A fresh queue always admits its first packet.
+                let _ = slot.conn.push(packet, Budget::Lenient, &mut self.ready);
+                if registered {
+                    self.ids.insert_open(id, key.index);
+                    self.open += 1;
+                }
+                self.backlog.push_back(key);
+                self.stats.conns_accepted += 1;
+                self.wakeups.push(Wakeup::Acceptors);
+                true
+            }
+            Target::Closed => {
+                if !answer {
+                    self.reply(Transmit::Closed(id));
+                }
+                false
+            }
+            Target::Refused => {
+                self.stats.conns_refused += 1;
+                if !answer {
+                    self.reply(Transmit::Refused(id));
+                }
+                false
+            }
+            Target::Dropped => {
+                self.stats.packets_dropped += 1;
+                false
+            }
+        };
+        if queued {
+            self.rx_total += cost;
+        } else {
+            // The peer's sender counted this packet against its window: give it back, or
+            // a sender on a connection we no longer read would wait forever.
+            self.credit_back(id, cost);
+        }
+        None
+    }
+
+    /// Delivers to an open connection; false when the packet was not queued.
+    fn push_existing(&mut self, index: u32, packet: Packet) -> bool {
+        let budget = self.rx_budget();
+        let id = packet.conn_id;
+        let answer = packet.is_answer();
+        let slot = &mut self.slots[index as usize];
+        let key = ConnKey {
+            index,
+            gen: slot.gen,
+        };
+        match slot.conn.push(packet, budget, &mut self.ready) {
+            Push::Queued { wake } => {
+                if wake {
+                    self.wakeups.push(Wakeup::Readable(key));
+                }
+                true
+            }
+            Push::Closed => {
+                if !answer {
+                    self.reply(Transmit::Closed(id));
+                }
+                false
+            }
+            Push::Overflow(dropped) => {
+                self.wakeups.push(Wakeup::Readable(key));
+                self.release_rx(dropped.cost);
+                self.stats.recv_overflows += 1;
+                tracing::warn!(
+                    link = %self.name,
+                    conn = id,
+                    "receive budget exceeded; closing the connection's receive side"
+                );
+                if dropped.requests > 0 {
+                    self.reply(Transmit::Closed(id));
+                }
+                self.credit_back(id, dropped.cost + dropped.uncredited);
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The application's side of the core: opening, sending credit, receiving, closing and
+//! accepting connections, and the link's shutdown (see `mod.rs` for the whole picture).
+
+use super::*;
+
+impl<W: Default> LinkCore<W> {
+    /// Opens a connection of ours (a full connection, or one lightweight exchange).
+    pub(crate) fn open(&mut self, now: Instant) -> Result<(ConnKey, u32), OpenError> {
+        self.ids.expire(now);
+        if self.down {
+            return Err(OpenError::Down);
+        }
+        if self.open >= self.max_conns {
+            return Err(OpenError::TooMany);
+        }
+        let id = self.ids.alloc().ok_or(OpenError::TooMany)?;
+        let key = self.alloc_slot(id, false, true);
+        self.ids.insert_open(id, key.index);
+        self.open += 1;
+        self.stats.conns_opened += 1;
+        Ok((key, id))
+    }
+
+    /// Allocates an id for a fire-and-forget `send1`, keeping no state for it: a later
+    /// packet on it is answered as for any unknown id.
+    pub(crate) fn open_unregistered(&mut self, now: Instant) -> Result<u32, OpenError> {
+        self.ids.expire(now);
+        if self.down {
+            return Err(OpenError::Down);
+        }
+        let id = self.ids.alloc().ok_or(OpenError::TooMany)?;
+        self.stats.conns_opened += 1;
+        Ok(id)
+    }
+
+    /// Reserves send credit for a packet of `cost` on `key`.
+    pub(crate) fn reserve(&mut self, key: ConnKey, cost: usize) -> Reserve {
+        let window = self.peer_window();
+        let Some(slot) = self.slot(key) else {
+            return Reserve::Closed;
+        };
+        if slot.conn.tx_closed() {
+            Reserve::Closed
+        } else if slot.conn.reserve(cost, window) {
+            Reserve::Ok
+        } else {
+            Reserve::Wait
+        }
+    }
+
+    /// Takes the next packet of `key`; credit due to the peer becomes a transmit.
+    pub(crate) fn recv(&mut self, key: ConnKey) -> Recv {
+        let credit_every = self.credit_every();
+        let Some(slot) = self.slots.get_mut(key.index as usize) else {
+            return gone();
+        };
+        if !slot.live || slot.gen != key.gen {
+            return gone();
+        }
+        let id = slot.conn.id;
+        match slot.conn.pop(credit_every, &mut self.ready) {
+            Pop::Packet {
+                packet,
+                cost,
+                credit,
+            } => {
+                self.release_rx(cost);
+                if let Some(bytes) = credit {
+                    self.transmits.push(Transmit::Credit { id, bytes });
+                }
+                Recv::Packet(packet)
+            }
+            Pop::Empty => Recv::Empty,
+            Pop::Ended {
+                reason,
+                first_link_report,
+            } => Recv::Ended {
+                reason,
+                first_link_report,
+            },
+        }
+    }
+
+    /// Closes the receive side of `key`: queued and later packets are answered
+    /// "connection closed".
+    pub(crate) fn close_recv(&mut self, key: ConnKey) {
+        let Some((id, dropped)) = self.close_rx_of(key) else {
+            return;
+        };
+        self.wakeups.push(Wakeup::Readable(key));
+        if let Some(d) = dropped {
+            self.release_rx(d.cost);
+            if d.requests > 0 {
+                self.reply(Transmit::Closed(id));
+            }
+            self.credit_back(id, d.cost + d.uncredited);
+        }
+    }
+
+    /// Closes a full connection in both directions and releases it. A connection the peer
+    /// opened leaves a "closed" record (NEO/go rules).
+    pub(crate) fn close(&mut self, key: ConnKey, now: Instant) {
+        if self.slot(key).is_none() {
+            return;
+        }
+        self.close_recv(key);
+        let slot = &mut self.slots[key.index as usize];
+        let keep = slot.conn.incoming;
+        self.stats.conns_closed += 1;
+        self.release(key, keep, now);
+    }
+
+    /// Ends a lightweight exchange (ask1, or recv1 keeping a closed record when `keep`):
+    /// anything still queued is answered "connection closed", and the slot released.
+    pub(crate) fn finish_light(&mut self, key: ConnKey, keep: bool, now: Instant) {
+        let Some((id, dropped)) = self.close_rx_of(key) else {
+            return;
+        };
+        if let Some(d) = dropped {
+            self.release_rx(d.cost);
+            if d.requests > 0 {
+                self.reply(Transmit::Closed(id));
+            }
+            // Only what was discarded unread: the answer an exchange consumed was sent
+            // without credit (a reply), so returning it would be wasted traffic.
+            self.credit_back(id, d.cost);
+        }
+        self.release(key, keep, now);
+    }
+
+    /// Takes the next incoming connection.
+    pub(crate) fn accept(&mut self) -> AcceptPoll<(ConnKey, u32)> {
+        if let Some(key) = self.pop_backlog() {
+            let id = self.slots[key.index as usize].conn.id;
+            return AcceptPoll::Ready((key, id));
+        }
+        self.accept_end()
+    }
+
+    /// recv1: takes the next incoming connection's first packet, and ends that connection
+    /// at once. With `keep`, the id keeps a closed record (later packets on it are answered
+    /// "connection closed"); without, the id is forgotten, and packets that already
+    /// followed the first one are served next, in order (stateless servers).
+    pub(crate) fn accept_request(&mut self, keep: bool, now: Instant) -> AcceptPoll<Taken> {
+        while let Some(key) = self.pop_backlog() {
+            let slot = &mut self.slots[key.index as usize];
+            let first = slot.conn.pop_first(&mut self.ready);
+            if keep {
+                self.finish_light(key, true, now);
+            } else {
+                self.finish_stateless(key, now);
+            }
+            if let Some((packet, cost)) = first {
+                self.release_rx(cost);
+                // A stateless server may be talking to a full connection that sends many
+                // requests on one id: it needs its credit back, or it stalls once it sent a
+                // window's worth. It goes out with the reply.
+                let credit = if !keep && matches!(self.mode(), PeerMode::Credit { .. }) {
+                    cost as u32
+                } else {
+                    0
+                };
+                return AcceptPoll::Ready(Taken { packet, credit });
+            }
+            // The link went down between queueing and now; the next round reports it.
+        }
+        self.accept_end()
+    }
+
+    /// Stops accepting: queued connections are refused, acceptors and a waiting reader
+    /// are told.
+    pub(crate) fn close_accept(&mut self, now: Instant) {
+        self.accepting = false;
+        while let Some(key) = self.backlog.pop_front() {
+            let slot = &mut self.slots[key.index as usize];
+            let id = slot.conn.id;
+            let dropped = slot.conn.close_rx(RxClosed::Local, &mut self.ready);
+            self.stats.conns_refused += 1;
+            if let Some(d) = dropped {
+                self.release_rx(d.cost);
+                if d.requests > 0 {
+                    self.reply(Transmit::Refused(id));
+                }
+                self.credit_back(id, d.cost + d.uncredited);
+            }
+            self.release(key, false, now);
+        }
+        self.wakeups.push(Wakeup::Acceptors);
+        self.unblock_reader();
+    }
+
+    /// The link ended: every connection's receive and send side closes, the id map is
+    /// forgotten, every parked task is told.
+    pub(crate) fn shutdown(&mut self) {
+        if self.down {
+            return;
+        }
+        self.down = true;
+        self.accepting = false;
+        self.pending = None;
+        self.ids.clear();
+        self.open = 0;
+        while let Some(key) = self.backlog.pop_front() {
+            self.free_slot(key.index);
+        }
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            if !slot.live {
+                continue;
+            }
+            let _ = slot.conn.close_rx(RxClosed::Link, &mut self.ready);
+            slot.conn.close_tx();
+            slot.conn.registered = false;
+            let key = ConnKey {
+                index: index as u32,
+                gen: slot.gen,
+            };
+            self.wakeups.push(Wakeup::Readable(key));
+            self.wakeups.push(Wakeup::Writable(key));
+        }
+        self.rx_total = 0;
+        self.transmits.clear();
+        self.wakeups.push(Wakeup::Acceptors);
+        self.wakeups.push(Wakeup::Reader);
+    }
+}
