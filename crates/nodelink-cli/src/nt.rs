@@ -167,6 +167,15 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
         }
         r = echo_loop(&endpoint) => r,
     };
+    let s = endpoint.stats();
+    tracing::info!(
+        messages_in = s.messages_in,
+        bytes_in = s.bytes_in,
+        sockets_lost = s.sockets_lost,
+        protocol_violations = s.protocol_violations,
+        handshakes_failed = transport.stats().handshakes_failed,
+        "echo endpoint stopping"
+    );
     close_transport(&transport).await;
     outcome
 }

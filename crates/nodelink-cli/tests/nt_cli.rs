@@ -396,7 +396,7 @@ fn max_message_is_enforced_and_logged() {
 fn echo_reports_peer_events_at_info() {
     let quiet = echo("127.0.0.1:0");
     assert_ping_ok(&run(&["nt", "ping", &quiet.address, "-c", "2"]), 2);
-    let e = echo_with("127.0.0.1:0", &["-v"]);
+    let mut e = echo_with("127.0.0.1:0", &["-v"]);
     assert_ping_ok(&run(&["nt", "ping", &e.address, "-c", "2"]), 2);
     // The reverse connection closes last.
     let log = e.guard.wait_stderr("outgoing connection closed", LIMIT);
@@ -413,6 +413,15 @@ fn echo_reports_peer_events_at_info() {
         );
     }
     assert!(quiet.guard.stderr().is_empty(), "{}", quiet.guard.stderr());
+    // Stopping, it sums up what it saw.
+    e.guard.signal("-TERM");
+    assert_eq!(e.guard.wait(LIMIT).code(), Some(0));
+    let log = e.guard.wait_stderr("echo endpoint stopping", LIMIT);
+    let line = log
+        .lines()
+        .find(|l| l.contains("echo endpoint stopping"))
+        .unwrap();
+    assert!(line.contains("messages_in=2"), "{line}");
 }
 
 /// An error event (here: the echo server drops us for an over-limit message) prints as a
