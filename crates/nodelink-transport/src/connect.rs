@@ -76,23 +76,22 @@ pub(crate) async fn connect(
                     Step::Wait(rx)
                 }
                 Some(rec) => match &mut rec.state {
-                    RemoteState::Open(sock) => match sock.core.open() {
-                        Ok(lcid) => match sock.transmit() {
-                            Some(mark) => {
-                                let writer = sock.writer.clone();
-                                let kind = Kind::Remote {
-                                    address: to.clone(),
-                                    key: rec.key,
-                                    writer: writer.clone(),
-                                };
-                                Step::Done(Connection::new(ep.clone(), lcid, kind), writer, mark)
-                            }
-                            // The socket is failing; its reader will remove the record.
-                            None => Step::Wait(rec.changed.subscribe()),
-                        },
-                        // Closing: wait until the close is cancelled or completed.
-                        Err(OpenRefused::NotOpen) => Step::Wait(rec.changed.subscribe()),
-                        Err(OpenRefused::Exhausted) => {
+                    RemoteState::Open(sock) => match sock.with_core(|core| core.open()) {
+                        Some((Ok(lcid), mark)) => {
+                            let writer = sock.writer.clone();
+                            let kind = Kind::Remote {
+                                address: to.clone(),
+                                key: rec.key,
+                                writer: writer.clone(),
+                            };
+                            Step::Done(Connection::new(ep.clone(), lcid, kind), writer, mark)
+                        }
+                        // Closing: wait until the close is cancelled or completed. (`None`:
+                        // the socket is failing; its reader will remove the record.)
+                        Some((Err(OpenRefused::NotOpen), _)) | None => {
+                            Step::Wait(rec.changed.subscribe())
+                        }
+                        Some((Err(OpenRefused::Exhausted), _)) => {
                             // Ids are never reused on a socket; this one has used them all.
                             return Err(Error::new(
                                 ErrorKind::ConnectInsufficientResources,

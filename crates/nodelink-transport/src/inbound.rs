@@ -327,10 +327,10 @@ async fn claim(
 /// The core sends one ProbeSocket (unless one is outstanding); the socket's reader drops
 /// the socket if no ack comes within the connect timeout.
 fn start_probe(sock: &mut Socket) -> Option<(Arc<SocketWriter>, u64)> {
-    if !sock.core.probe(Instant::now()) {
+    let (probed, mark) = sock.with_core(|core| core.probe(Instant::now()))?;
+    if !probed {
         return None;
     }
-    let mark = sock.transmit()?;
     sock.writer.deadline_wake.notify_one();
     Some((sock.writer.clone(), mark))
 }

@@ -116,7 +116,12 @@ pub(crate) async fn run(
                     core.on_timer(Instant::now());
                     Ok(())
                 }) {
-                    Next::Continue | Next::Flush(_) => {}
+                    Next::Continue => {}
+                    Next::Flush(mark) => {
+                        if let Err(e) = writer.flush(mark).await {
+                            break Next::Lost(format!("write failed: {e}"));
+                        }
+                    }
                     other => break other,
                 }
             }

@@ -80,6 +80,25 @@ impl Socket {
         self.core.phase() == Phase::Closing
     }
 
+    /// Runs `f` on the core and queues the frames it produced, under the writer's queue lock:
+    /// if the socket can no longer write, `f` does not run (the core stays as it was) and
+    /// `None` is returned. Otherwise returns `f`'s result and the mark to flush.
+    pub(crate) fn with_core<T>(
+        &mut self,
+        f: impl FnOnce(&mut SocketCore) -> T,
+    ) -> Option<(T, u64)> {
+        let core = &mut self.core;
+        let mut result = None;
+        let mark = self
+            .writer
+            .enqueue(|b| {
+                result = Some(f(core));
+                core.write_transmit(b);
+            })
+            .ok()?;
+        Some((result?, mark))
+    }
+
     /// Queues the core's control frames; returns the mark to flush, if any were queued.
     pub(crate) fn transmit(&mut self) -> Option<u64> {
         if !self.core.has_transmit() {
@@ -215,7 +234,9 @@ fn report_end(end: &End, to: &Sink<'_>, peer: &EndPointAddress, outgoing: u32) -
             Resolution::Changed
         }
         End::Lost { reason, report } => {
-            if *report {
+            if !*report {
+                tracing::debug!(%peer, endpoint = %us, %reason, "socket lost while closing");
+            } else {
                 Counters::add(&to.counters.sockets_lost, 1);
                 tracing::info!(%peer, endpoint = %us, %reason, "connection lost");
                 events.push(Event::Error {

@@ -18,7 +18,9 @@ pub struct EndPointStats {
     pub messages_in: u64,
     /// Payload bytes received from remote endpoints.
     pub bytes_in: u64,
-    /// Sockets lost while in use (each also posted as `ConnectionLost`).
+    /// Sockets that broke, or were dropped for a violation or an unanswered probe, while
+    /// open (each also posted as `ConnectionLost`; a peer closing its endpoint is not
+    /// counted here).
     pub sockets_lost: u64,
     /// Sockets dropped because the peer broke the protocol or sent a message over
     /// `max_receive_length` (each also logged at WARN, within the warning budget).

@@ -321,7 +321,7 @@ impl SocketCore {
                     self.begin_close(now);
                 }
             }
-            Frame::CloseSocket(last_received) => self.on_close_socket(last_received),
+            Frame::CloseSocket(last_received) => self.on_close_socket(last_received, now),
             Frame::CloseEndPoint => {
                 self.close_all_incoming();
                 self.finish(End::PeerEndPointClosed);
@@ -332,14 +332,18 @@ impl SocketCore {
         Ok(())
     }
 
-    fn on_close_socket(&mut self, last_received: u32) {
+    fn on_close_socket(&mut self, last_received: u32, now: Instant) {
         match self.phase {
             Phase::Open => {
                 // The peer has nothing open any more, whatever it announced.
                 self.close_all_incoming();
                 if self.outgoing > 0 || last_received != self.last_sent() {
                     // We still use the socket, or the peer has not seen our latest
-                    // connection: its close is stale and ignored.
+                    // connection: its close is stale and ignored. If that left nothing
+                    // open and our own close is owed, it goes now.
+                    if self.close_owed {
+                        self.begin_close(now);
+                    }
                     return;
                 }
                 self.transmit.push(Frame::CloseSocket(self.last_incoming));
@@ -460,6 +464,21 @@ mod tests {
         assert_eq!(c.next_timer(), None);
         // Its close leaves nothing open: the close we started is still owed.
         c.on_frame(Frame::CloseConnection(1024), now).unwrap();
+        assert_eq!(sent(&mut c), frames(&[Frame::CloseSocket(1024)]));
+        assert_eq!(c.phase(), Phase::Closing);
+    }
+
+    #[test]
+    fn a_stale_close_socket_that_empties_the_socket_sends_the_owed_close() {
+        let now = Instant::now();
+        let mut c = core();
+        c.on_frame(Frame::CreatedNewConnection(1024), now).unwrap();
+        c.open().unwrap();
+        c.close(1024, now);
+        sent(&mut c);
+        // The peer asks to close without having seen our connection (it names 0, we sent
+        // 1024): stale, but it closes the peer's connection, and our close was owed.
+        c.on_frame(Frame::CloseSocket(0), now).unwrap();
         assert_eq!(sent(&mut c), frames(&[Frame::CloseSocket(1024)]));
         assert_eq!(c.phase(), Phase::Closing);
     }
