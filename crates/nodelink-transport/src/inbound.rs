@@ -304,10 +304,14 @@ async fn claim(
             }
             Claim::Crossed(probe) => {
                 tracing::debug!(peer = %address, probing = probe.is_some(), "request crossed ours: answered Crossed");
-                let _ = respond(stream, HandshakeResponse::Crossed).await;
+                // The probe goes out on its own task: its deadline is already running, and
+                // this handshake's own timeout must not be able to cut its write short.
                 if let Some((writer, mark)) = probe {
-                    let _ = writer.flush(mark).await;
+                    tokio::spawn(async move {
+                        let _ = writer.flush(mark).await;
+                    });
                 }
+                let _ = respond(stream, HandshakeResponse::Crossed).await;
                 return Verdict::Done;
             }
             Claim::Drop => return Verdict::Done,
