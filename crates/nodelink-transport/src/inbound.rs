@@ -22,6 +22,15 @@ use crate::transport_shared::TransportShared;
 use crate::wire::{ConnectionRequest, HandshakeResponse, PROTOCOL_VERSION};
 use crate::writer::SocketWriter;
 
+/// Counts a failed incoming handshake and says why at WARN, within the transport's budget
+/// of peer-caused warnings; arguments after the transport as for `tracing::warn!`.
+macro_rules! handshake_failed {
+    ($transport:expr, $($arg:tt)+) => {{
+        $transport.handshakes_failed.fetch_add(1, Relaxed);
+        peer_warn!($transport.warn_limit, $($arg)+);
+    }};
+}
+
 /// Most version renegotiations on one socket before we give up on the client.
 const MAX_RENEGOTIATIONS: usize = 4;
 
@@ -49,9 +58,8 @@ pub(crate) async fn serve(
         Some(t) => match tokio::time::timeout(t, handshake).await {
             Ok(v) => v,
             Err(_) => {
-                transport.handshakes_failed.fetch_add(1, Relaxed);
-                peer_warn!(
-                    transport.warn_limit,
+                handshake_failed!(
+                    transport,
                     %peer,
                     timeout = ?t,
                     "incoming handshake timed out: socket closed"
@@ -117,9 +125,8 @@ async fn handshake(
                 Ok(_) => continue,
             },
             Err(e) => {
-                transport.handshakes_failed.fetch_add(1, Relaxed);
-                peer_warn!(
-                    transport.warn_limit,
+                handshake_failed!(
+                    transport,
                     %peer,
                     error = %e,
                     "bad connection request: socket closed"
@@ -132,9 +139,8 @@ async fn handshake(
         }
         renegotiations += 1;
         if renegotiations > MAX_RENEGOTIATIONS {
-            transport.handshakes_failed.fetch_add(1, Relaxed);
-            peer_warn!(
-                transport.warn_limit,
+            handshake_failed!(
+                transport,
                 %peer,
                 version = req.version,
                 "connection request: no common protocol version after {MAX_RENEGOTIATIONS} tries: socket closed"
@@ -157,9 +163,8 @@ async fn handshake(
         None => EndPointAddress::from_bytes(uuid::Uuid::new_v4().to_string()),
         Some(a) => {
             let Some((host, _, _)) = a.parse() else {
-                transport.handshakes_failed.fetch_add(1, Relaxed);
-                peer_warn!(
-                    transport.warn_limit,
+                handshake_failed!(
+                    transport,
                     %peer,
                     origin = %a,
                     "connection request: the origin is not host:port:id: socket closed"
@@ -168,9 +173,8 @@ async fn handshake(
             };
             if transport.config.check_peer_host {
                 if let Some(mismatch) = check_peer_host(&host, peer.ip()).await {
-                    transport.handshakes_failed.fetch_add(1, Relaxed);
-                    peer_warn!(
-                        transport.warn_limit,
+                    handshake_failed!(
+                        transport,
                         %peer,
                         origin = %a,
                         "connection request: the origin's host is not the peer's: rejected"
@@ -183,9 +187,8 @@ async fn handshake(
         }
     };
     let Some(ep) = transport.endpoint(request.target_endpoint) else {
-        transport.handshakes_failed.fetch_add(1, Relaxed);
-        peer_warn!(
-            transport.warn_limit,
+        handshake_failed!(
+            transport,
             %peer,
             origin = %address,
             endpoint = request.target_endpoint,
