@@ -35,6 +35,8 @@ struct Node {
     /// The peer's connections: messages received so far, and whether it closed.
     incoming: HashMap<u32, (u64, bool)>,
     ended: Option<End>,
+    /// Whether the socket was still open (in use) when the stream broke.
+    open_when_broken: Option<bool>,
     problems: Vec<String>,
 }
 
@@ -52,6 +54,7 @@ impl Node {
             sent: HashMap::new(),
             incoming: HashMap::new(),
             ended: None,
+            open_when_broken: None,
             problems: Vec::new(),
         }
     }
@@ -169,6 +172,7 @@ impl StreamNode for Node {
     }
 
     fn on_broken(&mut self, _now: Instant) {
+        self.open_when_broken = Some(self.core.phase() == Phase::Open);
         self.core.fail("broken");
         self.drain();
     }
@@ -297,6 +301,12 @@ fn a_broken_stream_ends_both_sides() {
             assert!(node.problems.is_empty(), "seed {seed}: {:?}", node.problems);
             assert!(node.ended.is_some(), "seed {seed}: a side never ended");
             assert_eq!(node.core.phase(), Phase::Finished);
+            // A loss is reported exactly when the socket was open, not while closing.
+            if let (Some(open), Some(End::Lost { report, .. })) =
+                (node.open_when_broken, &node.ended)
+            {
+                assert_eq!(*report, open, "seed {seed}");
+            }
         }
     }
 }

@@ -374,15 +374,11 @@ impl SocketCore {
         self.events.push_back(SocketEvent::Finished(end));
     }
 
-    /// Appends the control frames to send to `out`; returns whether there were any.
-    pub(crate) fn write_transmit(&mut self, out: &mut BytesMut) -> bool {
-        if self.transmit.is_empty() {
-            return false;
-        }
+    /// Appends the control frames to send to `out`.
+    pub(crate) fn write_transmit(&mut self, out: &mut BytesMut) {
         for f in self.transmit.drain(..) {
             f.encode(out);
         }
-        true
     }
 
     /// Whether control frames wait to be sent.
