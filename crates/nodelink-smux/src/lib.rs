@@ -20,14 +20,17 @@
 //!
 //! # Architecture
 //!
-//! Three tasks per session share one state under a mutex: a reader decodes frames and files
-//! data into per-stream buffers; a writer takes batches of frames (control frames first,
-//! then one data frame per stream in turn, so streams share the connection fairly and a
-//! window update never waits behind bulk data) and writes them out; a keepalive task sends
-//! a NOP every interval and kills the session when nothing at all has been received for the
-//! timeout. The reader does stop reading at times, for backpressure (see below); the
-//! timeout is suspended while it does, so a paused reader is never mistaken for a silent
-//! peer, and it fires only when the reader is waiting for bytes that do not come.
+//! The protocol lives in an I/O-free core (a state machine fed with the bytes read, the
+//! application's operations and the current time, which returns frames to write, events
+//! and its next deadline); three tasks per session drive it under one mutex. A reader
+//! hands it what the connection delivers; a writer takes batches of frames (control
+//! frames first, then one data frame per stream in turn, so streams share the connection
+//! fairly and a window update never waits behind bulk data) and writes them out; a timer
+//! hands it the time when its next deadline comes: a NOP every keepalive interval, and the
+//! session's death when nothing at all has been received for the timeout. The reader does
+//! stop reading at times, for backpressure (see below); the timeout is suspended while it
+//! does, so a paused reader is never mistaken for a silent peer, and it fires only when
+//! the reader is waiting for bytes that do not come.
 //!
 //! Received payloads are copied out of the reader's buffer (small ones are packed together),
 //! so the memory a stream's unread data holds stays close to the byte count the buffer
@@ -90,15 +93,15 @@
 //!   session buffer is full.
 
 mod config;
+mod core;
 mod error;
 pub mod frame;
 mod session;
 mod shared;
-mod state;
 mod stream;
 
+pub use crate::core::SessionStats;
 pub use config::Config;
 pub use error::{Error, ErrorKind};
 pub use session::Session;
-pub use state::SessionStats;
 pub use stream::Stream;

@@ -1,21 +1,22 @@
-//! [`Session`]: the public handle, and the three tasks that drive a session — a reader that
-//! decodes frames into the shared state, a writer that drains it into the connection, and
-//! a keepalive timer.
+//! [`Session`]: the public handle, and the three tasks that drive a session's core
+//! (`core/`): a reader that moves bytes from the connection into it, a writer that moves
+//! its frames to the connection, and a timer that hands it the time when its next deadline
+//! comes. The protocol's decisions are all in the core; these tasks only move bytes and
+//! wait.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::core::{SessionCore, SessionStats, BATCH_LIMIT};
 use crate::error::{Error, ErrorKind};
-use crate::frame::{FrameDecoder, HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::frame::{HEADER_LEN, MAX_PAYLOAD_LEN};
 use crate::shared::{LifeGuard, Shared};
-use crate::state::{Inner, SessionStats, BATCH_LIMIT};
 use crate::stream::Stream;
 
 /// How long closing waits for the connection's own shutdown (a FIN on TCP, say).
@@ -75,31 +76,16 @@ impl Session {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| Error::new(ErrorKind::NoRuntime, e.to_string()))?;
-        let writer = Arc::new(Notify::new());
-        let acceptors = Arc::new(Notify::new());
-        let progress = Arc::new(Notify::new());
-        let inner = Inner::new(
+        let shared = Arc::new(Shared::new(SessionCore::new(
             &config,
             client,
-            writer.clone(),
-            acceptors.clone(),
-            progress.clone(),
-        );
-        let shared = Arc::new(Shared {
-            inner: Mutex::new(inner),
-            writer,
-            acceptors,
-            progress,
-            dead: CancellationToken::new(),
-            finished: CancellationToken::new(),
-        });
+            Instant::now(),
+        )));
         let (rd, wr) = tokio::io::split(io);
         let tasks = Arc::new(TaskGuard(shared.finished.clone()));
-        runtime.spawn(read_loop(shared.clone(), rd, config.clone(), tasks.clone()));
+        runtime.spawn(read_loop(shared.clone(), rd, tasks.clone()));
         runtime.spawn(write_loop(shared.clone(), wr, tasks.clone()));
-        if !config.keep_alive_disabled {
-            runtime.spawn(keepalive_loop(shared.clone(), config, tasks));
-        }
+        runtime.spawn(timer_loop(shared.clone(), tasks));
         let guard = Arc::new(LifeGuard {
             shared: shared.clone(),
         });
@@ -109,7 +95,7 @@ impl Session {
     /// Opens a stream: allocates the next id and queues its SYN. Data written to the stream
     /// follows the SYN on the wire.
     pub async fn open_stream(&self) -> Result<Stream, Error> {
-        let sid = self.shared.lock().open_local()?;
+        let sid = self.shared.with(|core| core.open())?;
         Ok(Stream::new(sid, self.shared.clone(), self.guard.clone()))
     }
 
@@ -120,7 +106,7 @@ impl Session {
             let notified = self.shared.acceptors.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(sid) = self.shared.lock().pop_accept()? {
+            if let Some(sid) = self.shared.with(|core| core.accept())? {
                 return Ok(Stream::new(sid, self.shared.clone(), self.guard.clone()));
             }
             tokio::select! {
@@ -153,39 +139,34 @@ impl Session {
     /// [`Protocol`](ErrorKind::Protocol) or [`SessionClosed`](ErrorKind::SessionClosed);
     /// `None` while it is alive.
     pub fn close_reason(&self) -> Option<Error> {
-        self.shared.lock().death().cloned()
+        self.shared.with(|core| core.death().cloned())
     }
 
     /// Streams currently known to the session (0 once it is closed).
     pub fn num_streams(&self) -> usize {
-        self.shared.lock().num_streams()
+        self.shared.with(|core| core.num_streams())
     }
 
     /// The session's counters.
     pub fn stats(&self) -> SessionStats {
-        self.shared.lock().stats
+        self.shared.with(|core| core.stats())
     }
 }
 
-async fn read_loop<R: AsyncRead>(
-    shared: Arc<Shared>,
-    mut rd: ReadHalf<R>,
-    config: Config,
-    _tasks: Arc<TaskGuard>,
-) {
+/// Moves bytes from the connection into the core, pausing whenever the core says a buffer
+/// bound is exceeded (it says when to look again with `Event::Resume`).
+async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, mut rd: ReadHalf<R>, _tasks: Arc<TaskGuard>) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK + HEADER_LEN + MAX_PAYLOAD_LEN);
-    let decoder = FrameDecoder::new(config.version);
     loop {
-        // Backpressure: do not take more from the connection while a buffer bound is
-        // exceeded, except that a stalled stream gets reset after `stall_timeout`.
         loop {
-            let wait = shared.lock().relieve(Instant::now(), config.stall_timeout);
-            let Some(deadline) = wait else {
+            let resumed = shared.resume.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            if shared.with(|core| core.may_read(Instant::now())) {
                 break;
-            };
+            }
             tokio::select! {
-                _ = shared.progress.notified() => {}
-                _ = tokio::time::sleep_until(deadline) => {}
+                _ = resumed => {}
                 _ = shared.dead.cancelled() => return,
             }
         }
@@ -211,34 +192,17 @@ async fn read_loop<R: AsyncRead>(
                 return;
             }
         }
-        let failure = {
-            let mut inner = shared.lock();
-            inner.last_rx = Instant::now();
-            loop {
-                // Frames are handled in place: the state copies out only the payloads it
-                // keeps, so no slice of `buf` outlives this loop and the buffer is reused
-                // rather than reallocated (a kept slice would pin the whole allocation).
-                match decoder.peek(&buf) {
-                    Ok(Some((header, payload))) => {
-                        let applied = inner.on_frame(header, payload);
-                        buf.advance(header.frame_len());
-                        if let Err(e) = applied {
-                            break Some(e);
-                        }
-                    }
-                    Ok(None) => break None,
-                    Err(e) => break Some(e),
-                }
-            }
-        };
-        if let Some(err) = failure {
-            tracing::warn!(error = %err, "smux peer broke the protocol; closing the session");
-            shared.kill(err);
+        // The core copies out only the payloads it keeps, so the buffer is reused rather
+        // than reallocated (a kept slice would pin the whole allocation).
+        let used = shared.with(|core| core.handle_input(&buf, Instant::now()));
+        buf.advance(used);
+        if shared.dead.is_cancelled() {
             return;
         }
     }
 }
 
+/// Moves the core's frames to the connection in batches, flushing when it runs dry.
 async fn write_loop<W: AsyncWrite>(
     shared: Arc<Shared>,
     mut wr: WriteHalf<W>,
@@ -247,12 +211,12 @@ async fn write_loop<W: AsyncWrite>(
     let mut out = BytesMut::with_capacity(BATCH_LIMIT + HEADER_LEN + MAX_PAYLOAD_LEN);
     let mut unflushed = false;
     loop {
-        {
-            let mut inner = shared.lock();
-            if inner.death().is_some() {
-                break;
-            }
-            inner.fill_batch(&mut out);
+        let wanted = shared.writer.notified();
+        tokio::pin!(wanted);
+        wanted.as_mut().enable();
+        shared.with(|core| core.write_transmit(&mut out));
+        if shared.dead.is_cancelled() {
+            break;
         }
         if out.is_empty() {
             if unflushed {
@@ -264,7 +228,7 @@ async fn write_loop<W: AsyncWrite>(
                 continue;
             }
             tokio::select! {
-                _ = shared.writer.notified() => {}
+                _ = wanted => {}
                 _ = shared.dead.cancelled() => break,
             }
             continue;
@@ -283,34 +247,26 @@ async fn write_loop<W: AsyncWrite>(
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, wr.shutdown()).await;
 }
 
-async fn keepalive_loop(shared: Arc<Shared>, config: Config, _tasks: Arc<TaskGuard>) {
-    let interval = config.keep_alive_interval;
-    let timeout = config.keep_alive_timeout;
-    let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Sleeps until the core's next deadline (keepalive, stall verdicts) and hands it the time.
+async fn timer_loop(shared: Arc<Shared>, _tasks: Arc<TaskGuard>) {
     loop {
-        let deadline = shared.lock().last_rx + timeout;
+        let rearmed = shared.rearm.notified();
+        tokio::pin!(rearmed);
+        rearmed.as_mut().enable();
+        let deadline = shared.with(|core| {
+            core.handle_timeout(Instant::now());
+            core.poll_timeout()
+        });
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shared.dead.cancelled() => return,
-            _ = ping.tick() => shared.lock().queue_nop(),
-            _ = tokio::time::sleep_until(deadline) => {
-                let mut inner = shared.lock();
-                if inner.paused {
-                    // The reader is holding back on purpose; the peer is not silent.
-                    inner.last_rx = Instant::now();
-                    continue;
-                }
-                let idle = Instant::now().saturating_duration_since(inner.last_rx);
-                drop(inner);
-                if idle >= timeout {
-                    tracing::warn!(?timeout, "smux keepalive timeout: nothing received");
-                    shared.kill(Error::new(
-                        ErrorKind::Timeout,
-                        format!("no frame received for {timeout:?}"),
-                    ));
-                    return;
-                }
-            }
+            _ = rearmed => {}
+            _ = sleep => {}
         }
     }
 }

@@ -1,50 +1,155 @@
-//! What a session's tasks and handles share: the state under its mutex, the signals that
-//! wake the tasks, and the guard whose last drop closes the session.
+//! What a session's tasks and handles share: the protocol core and the wakers of blocked
+//! streams under one mutex, the signals that wake the tasks, and the guard whose last drop
+//! closes the session.
+//!
+//! Every call into the core goes through [`Shared::with`], which afterwards turns the
+//! core's [`Event`]s into wake-ups while still holding the lock, so no event is lost
+//! between a task's check and its wait.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::core::{Event, SessionCore};
 use crate::error::{Error, ErrorKind};
-use crate::state::Inner;
+
+/// The wakers of one stream's blocked reader and writer.
+#[derive(Default)]
+struct Wakers {
+    read: Option<Waker>,
+    write: Option<Waker>,
+}
+
+pub(crate) struct Locked {
+    pub(crate) core: SessionCore,
+    wakers: HashMap<u32, Wakers>,
+}
 
 pub(crate) struct Shared {
-    pub(crate) inner: Mutex<Inner>,
+    locked: Mutex<Locked>,
     /// Wakes the writer task: there is something to send.
-    pub(crate) writer: Arc<Notify>,
+    pub(crate) writer: Notify,
     /// Wakes tasks waiting in `accept`.
-    pub(crate) acceptors: Arc<Notify>,
-    /// Wakes tasks waiting for stream progress (data, window, close).
-    pub(crate) progress: Arc<Notify>,
+    pub(crate) acceptors: Notify,
+    /// Wakes the reader task: reading may resume.
+    pub(crate) resume: Notify,
+    /// Wakes the timer task: the core's next deadline may have moved earlier.
+    pub(crate) rearm: Notify,
     /// Cancelled when the session fails or closes.
     pub(crate) dead: CancellationToken,
     /// Cancelled when every task released the connection.
     pub(crate) finished: CancellationToken,
 }
 
+/// Which of a stream's wakers an operation waits with.
+#[derive(Clone, Copy)]
+pub(crate) enum Side {
+    Read,
+    Write,
+}
+
 impl Shared {
+    pub(crate) fn new(core: SessionCore) -> Shared {
+        Shared {
+            locked: Mutex::new(Locked {
+                core,
+                wakers: HashMap::new(),
+            }),
+            writer: Notify::new(),
+            acceptors: Notify::new(),
+            resume: Notify::new(),
+            rearm: Notify::new(),
+            dead: CancellationToken::new(),
+            finished: CancellationToken::new(),
+        }
+    }
+
     /// Locks the state. A poisoned lock means a panic elsewhere already broke an invariant;
     /// carrying on with the data is still memory-safe, so the poison is ignored.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Locked> {
+        self.locked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `op` on the core, then delivers the events it caused.
+    pub(crate) fn with<R>(&self, op: impl FnOnce(&mut SessionCore) -> R) -> R {
+        let mut locked = self.lock();
+        let result = op(&mut locked.core);
+        self.dispatch(&mut locked);
+        result
+    }
+
+    /// Runs a stream operation with the current time; if it must wait, `cx`'s waker is
+    /// kept until the core says the stream can make progress on that `side`.
+    pub(crate) fn poll_stream<T>(
+        &self,
+        sid: u32,
+        side: Side,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&mut SessionCore, Instant) -> Poll<T>,
+    ) -> Poll<T> {
+        let mut locked = self.lock();
+        let polled = op(&mut locked.core, Instant::now());
+        if polled.is_pending() {
+            let wakers = locked.wakers.entry(sid).or_default();
+            let slot = match side {
+                Side::Read => &mut wakers.read,
+                Side::Write => &mut wakers.write,
+            };
+            match slot {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *slot = Some(cx.waker().clone()),
+            }
+        }
+        self.dispatch(&mut locked);
+        polled
+    }
+
+    /// The stream's handle is gone: its wakers go too.
+    pub(crate) fn drop_stream(&self, sid: u32) {
+        let mut locked = self.lock();
+        locked.wakers.remove(&sid);
+        locked.core.drop_stream(sid);
+        self.dispatch(&mut locked);
+    }
+
+    fn dispatch(&self, locked: &mut Locked) {
+        while let Some(event) = locked.core.poll_event() {
+            match event {
+                // Marked dead before the lock is released: a task woken by the failure (a
+                // stream reader ending its TCP connection, say) must already see
+                // `is_closed`, or a caller it races with could pick this session again.
+                Event::Closed => self.dead.cancel(),
+                Event::Transmit => self.writer.notify_one(),
+                Event::Incoming => self.acceptors.notify_waiters(),
+                Event::Resume => self.resume.notify_one(),
+                Event::Rearm => self.rearm.notify_one(),
+                Event::Readable(sid) => {
+                    if let Some(w) = locked.wakers.get_mut(&sid).and_then(|w| w.read.take()) {
+                        w.wake();
+                    }
+                }
+                Event::Writable(sid) => {
+                    if let Some(w) = locked.wakers.get_mut(&sid).and_then(|w| w.write.take()) {
+                        w.wake();
+                    }
+                }
+            }
+        }
     }
 
     pub(crate) fn kill(&self, err: Error) {
-        let mut inner = self.lock();
-        inner.die(err);
-        // Marked dead before the lock is released: a task woken by the failure (a stream
-        // reader ending its TCP connection, say) must already see `is_closed`, or a caller
-        // it races with could pick this session again.
-        self.dead.cancel();
-        drop(inner);
+        self.with(|core| core.die(err));
     }
 }
 
-/// Keeps the session alive while any [`Session`] clone or [`Stream`] exists; the last one
-/// to go closes it.
+/// Keeps the session alive while any [`Session`](crate::Session) clone or
+/// [`Stream`](crate::Stream) exists; the last one to go closes it.
 pub(crate) struct LifeGuard {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: std::sync::Arc<Shared>,
 }
 
 impl Drop for LifeGuard {

@@ -1,16 +1,13 @@
 //! [`Stream`]: one multiplexed byte stream, as tokio `AsyncRead` + `AsyncWrite`.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
 
-use crate::shared::{LifeGuard, Shared};
-use crate::state::Inner;
+use crate::shared::{LifeGuard, Shared, Side};
 
 /// One stream of a [`Session`](crate::Session).
 ///
@@ -32,8 +29,6 @@ use crate::state::Inner;
 pub struct Stream {
     sid: u32,
     shared: Arc<Shared>,
-    /// Armed while writes wait for a window the peer may never open (see above).
-    fin_stall: Option<Pin<Box<Sleep>>>,
     // Held so the session outlives its last stream even if every Session clone is gone.
     _guard: Arc<LifeGuard>,
 }
@@ -43,37 +38,8 @@ impl Stream {
         Stream {
             sid,
             shared,
-            fin_stall: None,
             _guard: guard,
         }
-    }
-
-    /// Runs a write-side operation; if it must wait for window after the peer's FIN, arms
-    /// the give-up timer and resets the stream when it fires.
-    fn poll_write_side<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut op: impl FnMut(&mut Inner, &mut Context<'_>) -> Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        let mut inner = self.shared.lock();
-        let polled = op(&mut inner, cx);
-        if polled.is_ready() || !inner.blocked_after_fin(self.sid) {
-            self.fin_stall = None;
-            return polled;
-        }
-        let timeout = inner.stall_timeout;
-        let timer = self
-            .fin_stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if timer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        self.fin_stall = None;
-        inner.reset_stream(
-            self.sid,
-            "peer closed the stream without opening its window",
-        );
-        op(&mut inner, cx)
     }
 
     /// The stream id (odd when opened by the client, even when opened by the server).
@@ -94,7 +60,23 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.shared.lock().poll_read(self.sid, cx, buf)
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let sid = self.sid;
+        self.shared.poll_stream(sid, Side::Read, cx, |core, now| {
+            // Only the bytes about to be copied are initialised (at least one, so an empty
+            // stream still reports its end, reset or wait).
+            let want = core.unread(sid).clamp(1, buf.remaining());
+            let dst = &mut buf.initialize_unfilled_to(want)[..want];
+            core.read(sid, dst, now).map(|read| match read {
+                Ok(n) => {
+                    buf.advance(n);
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            })
+        })
     }
 }
 
@@ -104,26 +86,29 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let sid = this.sid;
-        this.poll_write_side(cx, |inner, cx| inner.poll_write(sid, cx, data))
+        let sid = self.sid;
+        self.shared
+            .poll_stream(sid, Side::Write, cx, |core, now| core.write(sid, data, now))
+            .map_err(io::Error::from)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let sid = this.sid;
-        this.poll_write_side(cx, |inner, cx| inner.poll_flush(sid, cx))
+        let sid = self.sid;
+        self.shared
+            .poll_stream(sid, Side::Write, cx, |core, now| core.flush(sid, now))
+            .map_err(io::Error::from)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let sid = this.sid;
-        this.poll_write_side(cx, |inner, cx| inner.poll_shutdown(sid, cx))
+        let sid = self.sid;
+        self.shared
+            .poll_stream(sid, Side::Write, cx, |core, now| core.shutdown(sid, now))
+            .map_err(io::Error::from)
     }
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.shared.lock().handle_dropped(self.sid);
+        self.shared.drop_stream(self.sid);
     }
 }

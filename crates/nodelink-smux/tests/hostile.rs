@@ -150,17 +150,17 @@ async fn random_garbage_never_panics() {
         // Mostly well-formed headers with random fields, sometimes pure noise.
         let mut bytes = Vec::new();
         for _ in 0..50 {
-            if rng.gen_bool(0.8) {
-                let cmd = rng.gen_range(0..6u8);
+            if rng.random_bool(0.8) {
+                let cmd = rng.random_range(0..6u8);
                 let len = if cmd == 2 {
-                    rng.gen_range(0..300usize)
+                    rng.random_range(0..300usize)
                 } else {
                     0
                 };
-                let body: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
-                bytes.extend(frame(version, cmd, rng.gen_range(0..12), &body));
+                let body: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+                bytes.extend(frame(version, cmd, rng.random_range(0..12), &body));
             } else {
-                bytes.extend((0..rng.gen_range(1..20)).map(|_| rng.gen::<u8>()));
+                bytes.extend((0..rng.random_range(1..20)).map(|_| rng.random::<u8>()));
             }
         }
         let accepter = {

@@ -1,20 +1,56 @@
-//! The receiving half of the state machine: applying frames from the peer, buffering
-//! stream data, and the backpressure and reset policy for readers that fall behind.
-
-use std::time::Duration;
+//! The receiving half of the state machine: decoding and applying frames from the peer,
+//! buffering stream data, and the backpressure and reset policy for readers that fall
+//! behind.
 
 use bytes::BytesMut;
 use tokio::time::Instant;
 
-use super::{Control, Handle, Inner, StreamEntry, REFUSAL_QUEUE_LIMIT};
+use super::{
+    wake_reader, wake_writer, Control, Handle, SessionCore, StreamEntry, REFUSAL_QUEUE_LIMIT,
+};
 use crate::error::{Error, ErrorKind};
-use crate::frame::{upd_fields, Cmd, Header};
+use crate::frame::{upd_fields, Cmd, FrameDecoder, Header};
 
 /// Received payloads are appended to a stream's last buffered chunk while it stays within
 /// this size, so a stream's buffer holds at most about two chunks per this many bytes.
 const COALESCE_LIMIT: usize = 4096;
 
-impl Inner {
+impl SessionCore {
+    /// Takes bytes read from the connection at `now`: applies every complete frame at the
+    /// front of `input` and returns how many bytes it used (the rest is an incomplete frame
+    /// the driver keeps for the next call). A frame that breaks the protocol kills the
+    /// session (logged, [`Protocol`](ErrorKind::Protocol)); nothing more is used after it.
+    ///
+    /// Only call this while [`may_read`](Self::may_read) says so: that is what bounds the
+    /// memory unread data holds.
+    pub(crate) fn handle_input(&mut self, input: &[u8], now: Instant) -> usize {
+        if self.death.is_some() {
+            return input.len();
+        }
+        self.last_rx = now;
+        let decoder = FrameDecoder::new(self.version);
+        let mut used = 0;
+        loop {
+            // Frames are handled in place: the state copies out only the payloads it keeps,
+            // so no slice of the driver's buffer outlives this call.
+            let failure = match decoder.peek(&input[used..]) {
+                Ok(Some((header, payload))) => {
+                    let applied = self.on_frame(header, payload);
+                    used += header.frame_len();
+                    match applied {
+                        Ok(()) => continue,
+                        Err(e) => e,
+                    }
+                }
+                Ok(None) => return used,
+                Err(e) => e,
+            };
+            tracing::warn!(error = %failure, "smux peer broke the protocol; closing the session");
+            self.die(failure);
+            return input.len();
+        }
+    }
+
     /// Applies one received frame. An error is fatal for the session.
     /// `payload` is borrowed from the reader's buffer: whatever is kept must be copied.
     pub(crate) fn on_frame(&mut self, header: Header, payload: &[u8]) -> Result<(), Error> {
@@ -25,7 +61,8 @@ impl Inner {
             Cmd::Fin => {
                 if let Some(entry) = self.streams.get_mut(&sid) {
                     entry.peer_fin = true;
-                    entry.wake_all();
+                    wake_reader(sid, entry, &mut self.outbox);
+                    wake_writer(sid, entry, &mut self.outbox);
                     self.maybe_remove(sid);
                 }
             }
@@ -74,7 +111,7 @@ impl Inner {
         }
         self.streams.insert(sid, StreamEntry::new(Handle::Pending));
         self.accept_queue.push_back(sid);
-        self.acceptors.notify_waiters();
+        self.outbox.incoming = true;
         tracing::debug!(sid, "smux stream opened by peer");
         Ok(())
     }
@@ -97,9 +134,7 @@ impl Inner {
                 }
                 let before = e.recv_len;
                 e.recv_len += n;
-                if let Some(w) = e.read_waker.take() {
-                    w.wake();
-                }
+                wake_reader(sid, e, &mut self.outbox);
                 Some((before, e.recv_len))
             }
             _ => None,
@@ -119,13 +154,39 @@ impl Inner {
         }
     }
 
-    /// Called by the reader before each read of the connection. While a buffer bound is
-    /// exceeded the reader must wait (backpressure, as Go smux does). Once the pause has
-    /// lasted `stall`, streams that consumed nothing during it count as stalled: a stalled
+    /// Whether the driver may read the connection now. While a buffer bound is exceeded
+    /// it must not (backpressure, as Go smux does); it waits for [`Event::Resume`]
+    /// (a reader consumed data, or the pause's verdict is due) and asks again.
+    ///
+    /// [`Event::Resume`]: super::Event::Resume
+    pub(crate) fn may_read(&mut self, now: Instant) -> bool {
+        self.death.is_none() && self.relieve(now).is_none()
+    }
+
+    /// While a buffer bound is exceeded, reading is paused. Once the pause has lasted
+    /// `stall_timeout`, streams that consumed nothing during it count as stalled: a stalled
     /// stream over its own bound is reset, and if the session bound is still exceeded the
     /// stalled stream holding the most data is reset, until reading can resume. Returns when
-    /// to check again, or `None` when reading may go on.
-    pub(crate) fn relieve(&mut self, now: Instant, stall: Duration) -> Option<Instant> {
+    /// to judge again, or `None` when reading may go on.
+    pub(super) fn relieve(&mut self, now: Instant) -> Option<Instant> {
+        let stall = self.stall_timeout;
+        let deadline = self.relieve_inner(now, stall);
+        if deadline != self.pause_deadline {
+            if deadline.is_some() {
+                self.outbox.rearm = true;
+            }
+            if deadline.is_none() && self.paused {
+                // Reading resumes: the peer's silence is measured from now on, since
+                // nothing was read while paused.
+                self.last_rx = self.last_rx.max(now);
+            }
+            self.pause_deadline = deadline;
+        }
+        self.paused = deadline.is_some();
+        deadline
+    }
+
+    fn relieve_inner(&mut self, now: Instant, stall: std::time::Duration) -> Option<Instant> {
         loop {
             debug_assert_eq!(
                 self.over_limit,
@@ -136,11 +197,9 @@ impl Inner {
                 "over-limit stream count out of step"
             );
             if self.over_limit == 0 && self.buffered <= self.receive_limit {
-                self.paused = false;
                 self.pause_started = None;
                 return None;
             }
-            self.paused = true;
             let start = *self.pause_started.get_or_insert(now);
             if now < start + stall {
                 return Some(start + stall);
@@ -183,7 +242,8 @@ impl Inner {
         entry.recv.clear();
         entry.send.clear();
         entry.reset = Some(Error::new(ErrorKind::StreamReset, reason));
-        entry.wake_all();
+        wake_reader(sid, entry, &mut self.outbox);
+        wake_writer(sid, entry, &mut self.outbox);
         let send_fin = !entry.fin_sent;
         entry.fin_sent = true;
         let pending = entry.handle == Handle::Pending;
@@ -194,6 +254,7 @@ impl Inner {
         if send_fin {
             self.push_control(Control::Fin(sid));
         }
+        self.fin_stalls.remove(&sid);
         if pending {
             self.accept_queue.retain(|&s| s != sid);
             self.streams.remove(&sid);

@@ -1,26 +1,45 @@
-//! The session's shared state machine: streams, their buffers and windows, the accept queue
-//! and the queues the writer drains. Everything here runs under the session mutex and does
-//! no I/O; the tasks in `session.rs` feed it frames and take batches of bytes from it.
+//! The smux protocol as a state machine without I/O (`docs/protocols/smux.md`): streams,
+//! their buffers and windows, the accept queue, the slow-reader policy, keepalive
+//! bookkeeping and the frames waiting to be sent.
+//!
+//! [`SessionCore`] owns no socket, no task and no clock. Its driver (`session.rs`,
+//! `stream.rs`) feeds it:
+//! - bytes read from the connection ([`SessionCore::handle_input`]),
+//! - the application's operations (open, accept, read, write, flush, shutdown, drop),
+//! - the current time, with every call that needs it, and [`SessionCore::handle_timeout`]
+//!   when the deadline it asked for ([`SessionCore::poll_timeout`]) has come;
+//!
+//! and takes from it:
+//! - bytes to write ([`SessionCore::write_transmit`]),
+//! - [`Event`]s saying who can make progress now ([`SessionCore::poll_event`]): a stream's
+//!   blocked reader or writer, the acceptors, the connection reader, the writer, the timer.
+//!
+//! Application operations return [`Poll`](std::task::Poll): `Pending` means "wait for this
+//! stream's `Readable`/`Writable` event", which the core emits exactly once per wait.
 //!
 //! Scheduling: control frames (NOP, SYN, UPD, out-of-band FIN) always go first in a batch,
 //! then data frames are taken round-robin, one frame per stream per turn, so one busy
 //! writer cannot starve the others and a window update never waits behind bulk data.
 //!
 //! `receive` holds what frames from the peer do (and the slow-reader policy), `app` what
-//! the application's reads, writes and drops do; this module holds the shared types, the
-//! scheduling and the batch building.
+//! the application's reads, writes and drops do, `timers` the keepalive and give-up
+//! deadlines; this module holds the shared types, the events, the scheduling and the batch
+//! building.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::task::Waker;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 mod app;
 mod receive;
+mod timers;
+
+#[cfg(test)]
+mod sim_tests;
+#[cfg(test)]
+mod tests;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
@@ -46,6 +65,37 @@ pub struct SessionStats {
     pub frames_discarded: u64,
     /// Payload bytes in those dropped frames.
     pub bytes_discarded: u64,
+}
+
+/// Who can make progress now; the driver wakes the matching task or waker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// The session died ([`SessionCore::death`] says why).
+    Closed,
+    /// There are frames to send.
+    Transmit,
+    /// A peer-opened stream waits in the accept queue (or the session died).
+    Incoming,
+    /// Reading the connection may resume (or the pause's verdict should be taken again).
+    Resume,
+    /// [`SessionCore::poll_timeout`] may have moved earlier.
+    Rearm,
+    /// A read of this stream that returned `Pending` can now make progress.
+    Readable(u32),
+    /// A write, flush or shutdown of this stream that returned `Pending` can now make
+    /// progress.
+    Writable(u32),
+}
+
+/// Session-wide events, each pending at most once, plus per-stream ones in order.
+#[derive(Default)]
+struct Outbox {
+    closed: bool,
+    transmit: bool,
+    incoming: bool,
+    resume: bool,
+    rearm: bool,
+    streams: VecDeque<Event>,
 }
 
 /// Who holds the application side of a stream.
@@ -75,12 +125,14 @@ pub(crate) struct StreamEntry {
     recv_len: usize,
     peer_fin: bool,
     reset: Option<Error>,
-    read_waker: Option<Waker>,
+    /// A read returned `Pending`: the next change a reader cares about emits `Readable`.
+    read_blocked: bool,
     num_read: u32,
     incr: u32,
     upd_queued: bool,
     send: BytesMut,
-    write_waker: Option<Waker>,
+    /// A write, flush or shutdown returned `Pending`: progress emits `Writable`.
+    write_blocked: bool,
     fin_requested: bool,
     fin_sent: bool,
     num_written: u32,
@@ -99,12 +151,12 @@ impl StreamEntry {
             recv_len: 0,
             peer_fin: false,
             reset: None,
-            read_waker: None,
+            read_blocked: false,
             num_read: 0,
             incr: 0,
             upd_queued: false,
             send: BytesMut::new(),
-            write_waker: None,
+            write_blocked: false,
             fin_requested: false,
             fin_sent: false,
             num_written: 0,
@@ -119,18 +171,31 @@ impl StreamEntry {
     fn stalled_since(&self, since: Instant) -> bool {
         self.recv_len > 0 && self.last_progress.is_none_or(|t| t < since)
     }
+}
 
-    fn wake_all(&mut self) {
-        if let Some(w) = self.read_waker.take() {
-            w.wake();
-        }
-        if let Some(w) = self.write_waker.take() {
-            w.wake();
-        }
+/// Emits `Readable` for a blocked reader of `entry`.
+fn wake_reader(sid: u32, entry: &mut StreamEntry, out: &mut Outbox) {
+    if std::mem::take(&mut entry.read_blocked) {
+        out.streams.push_back(Event::Readable(sid));
     }
 }
 
-pub(crate) struct Inner {
+/// Emits `Writable` for a blocked writer of `entry`.
+fn wake_writer(sid: u32, entry: &mut StreamEntry, out: &mut Outbox) {
+    if std::mem::take(&mut entry.write_blocked) {
+        out.streams.push_back(Event::Writable(sid));
+    }
+}
+
+/// Keepalive bookkeeping: when to send the next NOP, when silence becomes fatal.
+struct KeepAlive {
+    interval: Duration,
+    timeout: Duration,
+    next_ping: Instant,
+}
+
+/// One smux session's protocol state (see the module documentation).
+pub(crate) struct SessionCore {
     version: u8,
     client: bool,
     max_frame: usize,
@@ -139,7 +204,7 @@ pub(crate) struct Inner {
     receive_limit: usize,
     send_limit: usize,
     backlog: usize,
-    pub(crate) stall_timeout: Duration,
+    stall_timeout: Duration,
     streams: HashMap<u32, StreamEntry>,
     next_id: u64,
     accept_queue: VecDeque<u32>,
@@ -152,31 +217,37 @@ pub(crate) struct Inner {
     /// check before every read does not have to look at each stream.
     over_limit: usize,
     death: Option<Error>,
-    pub(crate) last_rx: Instant,
-    pub(crate) stats: SessionStats,
-    /// The reader has stopped reading the connection because a buffer bound is exceeded.
-    pub(crate) paused: bool,
+    /// When a frame last arrived (or reading last resumed after a pause).
+    last_rx: Instant,
+    keepalive: Option<KeepAlive>,
+    /// v2 streams whose writes wait for window after the peer's FIN, and when they give
+    /// up (see `timers`).
+    fin_stalls: BTreeMap<u32, Instant>,
+    stats: SessionStats,
+    /// Reading the connection is paused because a buffer bound is exceeded.
+    paused: bool,
     pause_started: Option<Instant>,
-    writer: Arc<Notify>,
-    acceptors: Arc<Notify>,
-    progress: Arc<Notify>,
+    /// When the pause's verdict is due (see `receive::relieve`).
+    pause_deadline: Option<Instant>,
+    outbox: Outbox,
 }
 
-impl Inner {
-    pub(crate) fn new(
-        config: &Config,
-        client: bool,
-        writer: Arc<Notify>,
-        acceptors: Arc<Notify>,
-        progress: Arc<Notify>,
-    ) -> Inner {
+impl SessionCore {
+    /// A session that has just started at `now`; `client` opens odd stream ids.
+    /// `config` must have passed [`Config::validate`].
+    pub(crate) fn new(config: &Config, client: bool, now: Instant) -> SessionCore {
         let stream_limit = if config.version >= 2 {
             // A Go v2 sender may use its initial 256 KiB guess before our first UPD.
             config.max_stream_buffer.max(INITIAL_PEER_WINDOW as usize)
         } else {
             config.max_stream_buffer
         };
-        Inner {
+        let keepalive = (!config.keep_alive_disabled).then(|| KeepAlive {
+            interval: config.keep_alive_interval,
+            timeout: config.keep_alive_timeout,
+            next_ping: now + config.keep_alive_interval,
+        });
+        SessionCore {
             version: config.version,
             client,
             max_frame: config.max_frame_size,
@@ -196,26 +267,55 @@ impl Inner {
             buffered: 0,
             over_limit: 0,
             death: None,
-            last_rx: Instant::now(),
+            last_rx: now,
+            keepalive,
+            fin_stalls: BTreeMap::new(),
             stats: SessionStats::default(),
             paused: false,
             pause_started: None,
-            writer,
-            acceptors,
-            progress,
+            pause_deadline: None,
+            outbox: Outbox::default(),
         }
     }
 
+    /// Why the session died, or `None` while it is alive.
     pub(crate) fn death(&self) -> Option<&Error> {
         self.death.as_ref()
     }
 
+    /// Streams currently known to the session (0 once it is dead).
     pub(crate) fn num_streams(&self) -> usize {
         if self.death.is_some() {
             0
         } else {
             self.streams.len()
         }
+    }
+
+    /// The session's counters.
+    pub(crate) fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// The next thing that happened, for the driver to act on.
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        let out = &mut self.outbox;
+        if std::mem::take(&mut out.closed) {
+            return Some(Event::Closed);
+        }
+        if std::mem::take(&mut out.transmit) {
+            return Some(Event::Transmit);
+        }
+        if std::mem::take(&mut out.incoming) {
+            return Some(Event::Incoming);
+        }
+        if std::mem::take(&mut out.resume) {
+            return Some(Event::Resume);
+        }
+        if std::mem::take(&mut out.rearm) {
+            return Some(Event::Rearm);
+        }
+        out.streams.pop_front()
     }
 
     /// Marks the session dead (the first reason wins) and wakes everyone waiting on it.
@@ -225,25 +325,25 @@ impl Inner {
         }
         tracing::debug!(error = %err, "smux session closing");
         self.death = Some(err);
-        for entry in self.streams.values_mut() {
-            entry.wake_all();
+        for (&sid, entry) in self.streams.iter_mut() {
+            wake_reader(sid, entry, &mut self.outbox);
+            wake_writer(sid, entry, &mut self.outbox);
         }
-        self.acceptors.notify_waiters();
-        self.writer.notify_one();
-    }
-
-    pub(crate) fn queue_nop(&mut self) {
-        self.nop_pending = true;
-        self.writer.notify_one();
+        let out = &mut self.outbox;
+        out.closed = true;
+        out.incoming = true;
+        out.transmit = true;
+        out.resume = true;
+        out.rearm = true;
     }
 
     fn push_control(&mut self, control: Control) {
         self.control.push_back(control);
-        self.writer.notify_one();
+        self.outbox.transmit = true;
     }
 
     /// Allocates the next local stream id and queues its SYN.
-    pub(crate) fn open_local(&mut self) -> Result<u32, Error> {
+    pub(crate) fn open(&mut self) -> Result<u32, Error> {
         if let Some(err) = &self.death {
             return Err(closed_error(err));
         }
@@ -261,8 +361,9 @@ impl Inner {
         Ok(sid)
     }
 
-    /// Hands the oldest peer-opened stream to an acceptor.
-    pub(crate) fn pop_accept(&mut self) -> Result<Option<u32>, Error> {
+    /// Hands the oldest peer-opened stream to an acceptor; `None` when there is none yet
+    /// (wait for [`Event::Incoming`]).
+    pub(crate) fn accept(&mut self) -> Result<Option<u32>, Error> {
         if let Some(err) = &self.death {
             return Err(closed_error(err));
         }
@@ -278,7 +379,7 @@ impl Inner {
     /// v2 only: data waits for window, but the peer has sent its FIN. A Go peer's FIN is a
     /// full close, after which no window update will ever come (Go's writer gives up at
     /// this point); a peer of this crate may still read and update the window.
-    pub(crate) fn blocked_after_fin(&self, sid: u32) -> bool {
+    fn blocked_after_fin(&self, sid: u32) -> bool {
         self.streams.get(&sid).is_some_and(|e| {
             self.version >= 2
                 && e.peer_fin
@@ -318,7 +419,7 @@ impl Inner {
             entry.in_ready = true;
         }
         self.ready.push_back(sid);
-        self.writer.notify_one();
+        self.outbox.transmit = true;
     }
 
     fn maybe_remove(&mut self, sid: u32) {
@@ -328,6 +429,7 @@ impl Inner {
                 self.buffered -= unread;
                 self.recv_len_changed(unread, 0);
                 self.streams.remove(&sid);
+                self.fin_stalls.remove(&sid);
                 tracing::debug!(sid, "smux stream closed");
             }
         }
@@ -344,8 +446,12 @@ impl Inner {
         }
     }
 
-    /// Appends the next frames to send to `out`: control first, then data round-robin.
-    pub(crate) fn fill_batch(&mut self, out: &mut BytesMut) {
+    /// Appends the next frames to send to `out` (up to about [`BATCH_LIMIT`] bytes):
+    /// control first, then data round-robin. Nothing once the session is dead.
+    pub(crate) fn write_transmit(&mut self, out: &mut BytesMut) {
+        if self.death.is_some() {
+            return;
+        }
         let version = self.version;
         if std::mem::take(&mut self.nop_pending) {
             Frame::nop(version).encode(out);
@@ -389,16 +495,12 @@ impl Inner {
                 out.extend_from_slice(&entry.send[..n]);
                 entry.send.advance(n);
                 entry.num_written = entry.num_written.wrapping_add(n as u32);
-                if let Some(w) = entry.write_waker.take() {
-                    w.wake();
-                }
+                wake_writer(sid, entry, &mut self.outbox);
             }
             if entry.send.is_empty() && entry.fin_requested && !entry.fin_sent {
                 entry.fin_sent = true;
                 Frame::fin(version, sid).encode(out);
-                if let Some(w) = entry.write_waker.take() {
-                    w.wake();
-                }
+                wake_writer(sid, entry, &mut self.outbox);
                 self.maybe_remove(sid);
             } else {
                 self.schedule(sid);
@@ -407,120 +509,12 @@ impl Inner {
     }
 }
 
-/// The error `open_stream`/`accept_stream` report on a dead session: always of kind
+/// The error `open`/`accept` report on a dead session: always of kind
 /// [`SessionClosed`](ErrorKind::SessionClosed), with the original reason in the detail.
 pub(crate) fn closed_error(cause: &Error) -> Error {
     if cause.kind() == ErrorKind::SessionClosed {
         cause.clone()
     } else {
         Error::new(ErrorKind::SessionClosed, cause.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::task::{Context, Waker};
-
-    use tokio::io::ReadBuf;
-
-    use super::*;
-    use crate::frame::{FrameDecoder, Header};
-
-    fn server(config: &Config) -> Inner {
-        let notify = || Arc::new(Notify::new());
-        Inner::new(config, false, notify(), notify(), notify())
-    }
-
-    fn feed(inner: &mut Inner, cmd: Cmd, sid: u32, payload: &[u8]) {
-        let header = Header {
-            version: inner.version,
-            cmd,
-            len: payload.len(),
-            sid,
-        };
-        inner.on_frame(header, payload).unwrap();
-    }
-
-    /// The FINs of one batch, by stream id.
-    fn batch_fins(inner: &mut Inner) -> Vec<u32> {
-        let mut out = BytesMut::new();
-        inner.fill_batch(&mut out);
-        let mut dec = FrameDecoder::new(inner.version);
-        let mut fins = Vec::new();
-        while let Some(frame) = dec.decode(&mut out).unwrap() {
-            if frame.cmd == Cmd::Fin {
-                fins.push(frame.sid);
-            }
-        }
-        fins
-    }
-
-    #[test]
-    fn only_refusals_count_against_the_refusal_cap() {
-        let config = Config {
-            accept_backlog: 1,
-            ..Config::default()
-        };
-        let mut inner = server(&config);
-        feed(&mut inner, Cmd::Syn, 1, &[]);
-        feed(&mut inner, Cmd::Syn, 3, &[]);
-        assert_eq!(inner.refusals, 1);
-        // A reset's FIN is not a refusal: queuing and sending it leaves the count alone.
-        inner.reset_stream(1, "test");
-        assert_eq!(inner.refusals, 1);
-        // The reset stream left the accept queue: the next SYN fills it again.
-        feed(&mut inner, Cmd::Syn, 5, &[]);
-        let refused: Vec<u32> = (0..REFUSAL_QUEUE_LIMIT as u32 + 10)
-            .map(|i| 7 + 2 * i)
-            .collect();
-        for &sid in &refused {
-            feed(&mut inner, Cmd::Syn, sid, &[]);
-        }
-        assert_eq!(inner.refusals, REFUSAL_QUEUE_LIMIT);
-        let fins = batch_fins(&mut inner);
-        // The first refusal, the reset, then refusals up to the cap.
-        assert_eq!(fins.len(), 1 + REFUSAL_QUEUE_LIMIT);
-        assert_eq!(&fins[..2], &[3, 1]);
-        assert_eq!(inner.refusals, 0);
-        assert_eq!(inner.stats.syns_refused, 1 + refused.len() as u64);
-    }
-
-    #[test]
-    fn over_limit_count_follows_every_change() {
-        let config = Config {
-            max_stream_buffer: 16,
-            max_receive_buffer: 1024,
-            ..Config::default()
-        };
-        let mut inner = server(&config);
-        let now = Instant::now();
-        let stall = Duration::from_secs(5);
-        for sid in [1, 3, 5] {
-            feed(&mut inner, Cmd::Syn, sid, &[]);
-            assert_eq!(inner.pop_accept().unwrap(), Some(sid));
-        }
-        // Exactly at the bound is not over it.
-        feed(&mut inner, Cmd::Psh, 1, &[0; 16]);
-        assert_eq!(inner.over_limit, 0);
-        assert_eq!(inner.relieve(now, stall), None);
-        feed(&mut inner, Cmd::Psh, 1, &[0; 4]);
-        feed(&mut inner, Cmd::Psh, 3, &[0; 30]);
-        feed(&mut inner, Cmd::Psh, 5, &[0; 40]);
-        assert_eq!(inner.over_limit, 3);
-        assert!(inner.relieve(now, stall).is_some());
-
-        // Reading below the bound, a reset and a drop each take one stream off.
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut space = [0u8; 8];
-        let mut buf = ReadBuf::new(&mut space);
-        assert!(inner.poll_read(1, &mut cx, &mut buf).is_ready());
-        assert_eq!(inner.over_limit, 2);
-        inner.reset_stream(3, "test");
-        assert_eq!(inner.over_limit, 1);
-        assert!(inner.relieve(now, stall).is_some());
-        inner.handle_dropped(5);
-        assert_eq!(inner.over_limit, 0);
-        assert_eq!(inner.relieve(now, stall), None);
-        assert_eq!(inner.buffered, 12);
     }
 }
