@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
         let app = {
             let server = server.clone();
             tokio::spawn(async move {
-                while let Ok(mut s) = server.accept_stream().await {
+                while let Ok(mut s) = server.accept().await {
                     let mut buf = [0u8; 512];
                     let _ = s.read(&mut buf).await;
                     let _ = s.write_all(b"reply").await;

@@ -10,7 +10,7 @@
 //! # async fn demo(tcp: tokio::net::TcpStream) -> Result<(), nodelink_smux::Error> {
 //! use tokio::io::AsyncWriteExt;
 //! let session = nodelink_smux::Session::client(tcp, nodelink_smux::Config::default())?;
-//! let mut stream = session.open_stream().await?;
+//! let mut stream = session.open().await?;
 //! stream.write_all(b"hello").await.map_err(|e| {
 //!     nodelink_smux::Error::new(nodelink_smux::ErrorKind::Io, e.to_string())
 //! })?;

@@ -4,7 +4,9 @@
 //! comes. The protocol's decisions are all in the core; these tasks only move bytes and
 //! wait.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -41,6 +43,23 @@ impl Drop for TaskGuard {
 pub struct Session {
     shared: Arc<Shared>,
     guard: Arc<LifeGuard>,
+    /// This handle's `Stream` of accepted streams has yielded its final error.
+    incoming_ended: bool,
+}
+
+impl futures_core::Stream for Session {
+    type Item = Result<Stream, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.incoming_ended {
+            return Poll::Ready(None);
+        }
+        let polled = self.poll_accept(cx);
+        if let Poll::Ready(Err(_)) = &polled {
+            self.incoming_ended = true;
+        }
+        polled.map(Some)
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -89,31 +108,34 @@ impl Session {
         let guard = Arc::new(LifeGuard {
             shared: shared.clone(),
         });
-        Ok(Session { shared, guard })
+        Ok(Session {
+            shared,
+            guard,
+            incoming_ended: false,
+        })
     }
 
     /// Opens a stream: allocates the next id and queues its SYN. Data written to the stream
     /// follows the SYN on the wire.
-    pub async fn open_stream(&self) -> Result<Stream, Error> {
+    pub async fn open(&self) -> Result<Stream, Error> {
         let sid = self.shared.with(|core| core.open())?;
         Ok(Stream::new(sid, self.shared.clone(), self.guard.clone()))
     }
 
     /// Waits for the next stream opened by the peer. Fails with
     /// [`SessionClosed`](ErrorKind::SessionClosed) once the session is dead.
-    pub async fn accept_stream(&self) -> Result<Stream, Error> {
-        loop {
-            let notified = self.shared.acceptors.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(sid) = self.shared.with(|core| core.accept())? {
-                return Ok(Stream::new(sid, self.shared.clone(), self.guard.clone()));
-            }
-            tokio::select! {
-                _ = notified => {}
-                _ = self.shared.dead.cancelled() => {}
-            }
-        }
+    ///
+    /// A session is also a [`Stream`](futures_core::Stream) of the streams the peer opens,
+    /// which yields the error that ended the session once and then ends.
+    pub async fn accept(&self) -> Result<Stream, Error> {
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// The polling form of [`accept`](Session::accept).
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<Stream, Error>> {
+        self.shared
+            .poll_accept(cx)
+            .map_ok(|sid| Stream::new(sid, self.shared.clone(), self.guard.clone()))
     }
 
     /// Closes the session: every stream fails, the tasks stop and the connection is shut
@@ -291,6 +313,34 @@ mod tests {
         let (a, _b) = tokio::io::duplex(1024);
         let err = Session::client(a, Config::default()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NoRuntime);
+    }
+
+    #[tokio::test]
+    async fn a_session_is_a_stream_of_accepted_streams_that_ends_after_its_error() {
+        use futures_core::Stream as _;
+        use tokio::io::AsyncWriteExt;
+
+        async fn next(s: &mut Session) -> Option<Result<Stream, Error>> {
+            std::future::poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
+        }
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let client = Session::client(a, Config::default()).unwrap();
+        let mut server = Session::server(b, Config::default()).unwrap();
+        let mut opened = Vec::new();
+        for _ in 0..2 {
+            let mut s = client.open().await.unwrap();
+            s.write_all(b"x").await.unwrap();
+            opened.push(s.id());
+        }
+        let mut accepted = Vec::new();
+        for _ in 0..2 {
+            accepted.push(next(&mut server).await.unwrap().unwrap().id());
+        }
+        assert_eq!(accepted, opened);
+        client.close().await;
+        let err = next(&mut server).await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SessionClosed);
+        assert!(next(&mut server).await.is_none());
     }
 
     #[tokio::test]

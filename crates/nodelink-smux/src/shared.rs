@@ -27,14 +27,14 @@ struct Wakers {
 pub(crate) struct Locked {
     pub(crate) core: SessionCore,
     wakers: HashMap<u32, Wakers>,
+    /// Tasks waiting for a peer-opened stream (one entry per task).
+    acceptors: Vec<Waker>,
 }
 
 pub(crate) struct Shared {
     locked: Mutex<Locked>,
     /// Wakes the writer task: there is something to send.
     pub(crate) writer: Notify,
-    /// Wakes tasks waiting in `accept`.
-    pub(crate) acceptors: Notify,
     /// Wakes the reader task: reading may resume.
     pub(crate) resume: Notify,
     /// Wakes the timer task: the core's next deadline may have moved earlier.
@@ -58,9 +58,9 @@ impl Shared {
             locked: Mutex::new(Locked {
                 core,
                 wakers: HashMap::new(),
+                acceptors: Vec::new(),
             }),
             writer: Notify::new(),
-            acceptors: Notify::new(),
             resume: Notify::new(),
             rearm: Notify::new(),
             dead: CancellationToken::new(),
@@ -108,6 +108,25 @@ impl Shared {
         polled
     }
 
+    /// The next peer-opened stream's id; `Pending` keeps `cx`'s waker until one arrives or
+    /// the session dies.
+    pub(crate) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<u32, Error>> {
+        let mut locked = self.lock();
+        let accepted = locked.core.accept();
+        let polled = match accepted {
+            Ok(Some(sid)) => Poll::Ready(Ok(sid)),
+            Err(e) => Poll::Ready(Err(e)),
+            Ok(None) => {
+                if !locked.acceptors.iter().any(|w| w.will_wake(cx.waker())) {
+                    locked.acceptors.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        };
+        self.dispatch(&mut locked);
+        polled
+    }
+
     /// The stream's handle is gone: its wakers go too.
     pub(crate) fn drop_stream(&self, sid: u32) {
         let mut locked = self.lock();
@@ -124,7 +143,7 @@ impl Shared {
                 // `is_closed`, or a caller it races with could pick this session again.
                 Event::Closed => self.dead.cancel(),
                 Event::Transmit => self.writer.notify_one(),
-                Event::Incoming => self.acceptors.notify_waiters(),
+                Event::Incoming => locked.acceptors.drain(..).for_each(Waker::wake),
                 Event::Resume => self.resume.notify_one(),
                 Event::Rearm => self.rearm.notify_one(),
                 Event::Readable(sid) => {

@@ -81,7 +81,7 @@ async fn rust_client_go_server(version: u8) {
     let client = Session::client(tcp, rust_config(version)).unwrap();
     let mut tasks = Vec::new();
     for n in 0..STREAMS {
-        let stream = within(client.open_stream()).await.unwrap();
+        let stream = within(client.open()).await.unwrap();
         tasks.push(tokio::spawn(echo_then_close(stream, payload(n, BYTES))));
     }
     for t in tasks {

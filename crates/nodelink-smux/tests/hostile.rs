@@ -50,7 +50,7 @@ async fn huge_psh_to_an_unknown_stream_is_discarded() {
     send(&mut raw, &frame(1, 2, 99, &vec![0xab; 65535])).await;
     send(&mut raw, &frame(1, 0, 3, &[])).await;
     send(&mut raw, &frame(1, 2, 3, b"ok")).await;
-    let mut s = within(server.accept_stream()).await.unwrap();
+    let mut s = within(server.accept()).await.unwrap();
     let mut buf = [0u8; 2];
     within(s.read_exact(&mut buf)).await.unwrap();
     assert_eq!(&buf, b"ok");
@@ -93,13 +93,13 @@ async fn syn_flood_beyond_the_backlog_is_refused_with_fins() {
     }
     assert_eq!(server.stats().syns_refused, 6);
     for i in 0..4u32 {
-        let s = within(server.accept_stream()).await.unwrap();
+        let s = within(server.accept()).await.unwrap();
         assert_eq!(s.id(), 3 + 2 * i);
     }
     // Data for a refused stream is dropped; the accepted backlog is free again.
     send(&mut raw, &frame(1, 2, 11, b"late")).await;
     send(&mut raw, &frame(1, 0, 41, &[])).await;
-    let s = within(server.accept_stream()).await.unwrap();
+    let s = within(server.accept()).await.unwrap();
     assert_eq!(s.id(), 41);
     assert_eq!(server.stats().frames_discarded, 1);
 }
@@ -112,8 +112,8 @@ async fn duplicate_syn_and_stray_fin_or_upd_are_ignored() {
     send(&mut raw, &frame(2, 1, 77, &[])).await;
     send(&mut raw, &frame(2, 4, 79, &[0; 8])).await;
     send(&mut raw, &frame(2, 0, 5, &[])).await;
-    assert_eq!(within(server.accept_stream()).await.unwrap().id(), 3);
-    assert_eq!(within(server.accept_stream()).await.unwrap().id(), 5);
+    assert_eq!(within(server.accept()).await.unwrap().id(), 3);
+    assert_eq!(within(server.accept()).await.unwrap().id(), 5);
     assert!(!server.is_closed());
 }
 
@@ -123,8 +123,8 @@ async fn v2_window_overrun_resets_only_that_stream() {
     let (server, mut raw) = server_with_raw(cfg);
     send(&mut raw, &frame(2, 0, 3, &[])).await;
     send(&mut raw, &frame(2, 0, 5, &[])).await;
-    let mut s3 = within(server.accept_stream()).await.unwrap();
-    let mut s5 = within(server.accept_stream()).await.unwrap();
+    let mut s3 = within(server.accept()).await.unwrap();
+    let mut s5 = within(server.accept()).await.unwrap();
     // 5 x 60000 bytes on stream 3 without any UPD: past the 256 KiB initial window.
     for _ in 0..5 {
         send(&mut raw, &frame(2, 2, 3, &[1; 60_000])).await;
@@ -166,7 +166,7 @@ async fn random_garbage_never_panics() {
         let accepter = {
             let server = server.clone();
             tokio::spawn(async move {
-                while let Ok(mut s) = server.accept_stream().await {
+                while let Ok(mut s) = server.accept().await {
                     let _ = s.read(&mut [0u8; 64]).await;
                 }
             })

@@ -27,9 +27,9 @@ async fn stalled_neighbour(
     let client = Session::client(c, cfg(version)).unwrap();
     let server = Session::server(s, cfg(version)).unwrap();
 
-    let mut a = within(client.open_stream()).await.unwrap();
+    let mut a = within(client.open()).await.unwrap();
     a.write_all(b"first").await.unwrap();
-    let a_server = within(server.accept_stream()).await.unwrap();
+    let a_server = within(server.accept()).await.unwrap();
     assert_eq!(a_server.id(), 3);
     tokio::spawn(async move {
         let data = payload(1, a_bytes);
@@ -38,8 +38,8 @@ async fn stalled_neighbour(
         std::future::pending::<()>().await;
     });
 
-    let mut b = within(client.open_stream()).await.unwrap();
-    let mut b_server = within(server.accept_stream()).await.unwrap();
+    let mut b = within(client.open()).await.unwrap();
+    let mut b_server = within(server.accept()).await.unwrap();
     let reader = tokio::spawn(async move {
         let mut got = Vec::with_capacity(MOVED);
         b_server.read_to_end(&mut got).await.unwrap();
@@ -92,14 +92,14 @@ async fn v1_slow_reader_loses_nothing() {
         .with_stall_timeout(Duration::from_secs(30));
     let client = Session::client(c, config.clone()).unwrap();
     let server = Session::server(s, config).unwrap();
-    let mut w = within(client.open_stream()).await.unwrap();
+    let mut w = within(client.open()).await.unwrap();
     let data = payload(5, 1 << 20);
     let sent = data.clone();
     tokio::spawn(async move {
         w.write_all(&sent).await.unwrap();
         w.shutdown().await.unwrap();
     });
-    let mut r = within(server.accept_stream()).await.unwrap();
+    let mut r = within(server.accept()).await.unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -124,12 +124,12 @@ async fn session_bound_resets_the_largest_stalled_stream() {
     let client = Session::client(c, config.clone()).unwrap();
     let server = Session::server(s, config).unwrap();
     // Two unread streams: 150 KiB then 180 KiB, together past the 300 KiB session bound.
-    let mut small = within(client.open_stream()).await.unwrap();
+    let mut small = within(client.open()).await.unwrap();
     small.write_all(&payload(1, 150 * 1024)).await.unwrap();
-    let mut big = within(client.open_stream()).await.unwrap();
+    let mut big = within(client.open()).await.unwrap();
     big.write_all(&payload(2, 180 * 1024)).await.unwrap();
-    let mut small_s = within(server.accept_stream()).await.unwrap();
-    let mut big_s = within(server.accept_stream()).await.unwrap();
+    let mut small_s = within(server.accept()).await.unwrap();
+    let mut big_s = within(server.accept()).await.unwrap();
     // Past the stall timeout the larger stalled stream is reset.
     within(async {
         while server.stats().streams_reset == 0 {
@@ -138,9 +138,9 @@ async fn session_bound_resets_the_largest_stalled_stream() {
     })
     .await;
     // A third stream gets through.
-    let mut third = within(client.open_stream()).await.unwrap();
+    let mut third = within(client.open()).await.unwrap();
     third.write_all(b"hello").await.unwrap();
-    let mut third_s = within(server.accept_stream()).await.unwrap();
+    let mut third_s = within(server.accept()).await.unwrap();
     let mut buf = [0u8; 5];
     within(third_s.read_exact(&mut buf)).await.unwrap();
     assert_eq!(&buf, b"hello");

@@ -11,14 +11,14 @@ use tokio::io::AsyncReadExt;
 #[tokio::test(start_paused = true)]
 async fn silent_peer_times_the_session_out() {
     let (client, _raw) = client_with_raw(Config::default());
-    let mut s = within(client.open_stream()).await.unwrap();
+    let mut s = within(client.open()).await.unwrap();
     let started = tokio::time::Instant::now();
     within(client.closed()).await;
     assert!(started.elapsed() >= Duration::from_secs(30));
     assert_eq!(client.close_reason().unwrap().kind(), ErrorKind::Timeout);
     let err = within(s.read(&mut [0u8; 4])).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
-    let err = within(client.accept_stream()).await.unwrap_err();
+    let err = within(client.accept()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SessionClosed);
 }
 

@@ -29,7 +29,7 @@ async fn tiny_unread_frames_do_not_pin_read_buffers() {
     let _turn = TURN.lock().await;
     let (server, mut raw) = server_with_raw(config(1));
     send(&mut raw, &frame(1, 0, 3, &[])).await;
-    let stream = within(server.accept_stream()).await.unwrap();
+    let stream = within(server.accept()).await.unwrap();
     let mut round = frame(1, 2, 3, b"x");
     round.extend_from_slice(&frame(1, 2, 99, &vec![0u8; 60_000]));
     let rounds = 400u64;
@@ -61,7 +61,7 @@ async fn one_byte_frames_cost_about_what_they_count() {
     let _turn = TURN.lock().await;
     let (server, mut raw) = server_with_raw(config(1));
     send(&mut raw, &frame(1, 0, 3, &[])).await;
-    let stream = within(server.accept_stream()).await.unwrap();
+    let stream = within(server.accept()).await.unwrap();
     let n = 60_000;
     let mut wire = Vec::with_capacity(n * 9 + 8);
     for _ in 0..n {
@@ -75,7 +75,7 @@ async fn one_byte_frames_cost_about_what_they_count() {
         send(&mut raw, piece).await;
         tokio::task::yield_now().await;
     }
-    let second = within(server.accept_stream()).await.unwrap();
+    let second = within(server.accept()).await.unwrap();
     let grown = live_growth(&region);
     assert_eq!(server.stats().frames_discarded, 0);
     // 60 000 bytes are counted; a 32-byte queue entry per frame alone would be 2 MiB.

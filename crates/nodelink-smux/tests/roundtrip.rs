@@ -12,7 +12,7 @@ async fn many_streams(client: Session, server: Session, streams: u64, bytes: usi
     let echo = spawn_echo_server(server.clone());
     let mut tasks = Vec::new();
     for n in 0..streams {
-        let stream = within(client.open_stream()).await.unwrap();
+        let stream = within(client.open()).await.unwrap();
         assert_eq!(stream.id(), 3 + 2 * n as u32);
         tasks.push(tokio::spawn(echo_and_verify(stream, payload(n, bytes))));
     }
@@ -70,13 +70,13 @@ async fn half_close_works_both_ways() {
         let (a, b) = tokio::io::duplex(4096);
         let client = Session::client(a, config(version)).unwrap();
         let server = Session::server(b, config(version)).unwrap();
-        let mut c = within(client.open_stream()).await.unwrap();
+        let mut c = within(client.open()).await.unwrap();
         c.write_all(b"request").await.unwrap();
         within(c.shutdown()).await.unwrap();
         let err = c.write_all(b"more").await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
 
-        let mut s = within(server.accept_stream()).await.unwrap();
+        let mut s = within(server.accept()).await.unwrap();
         assert_eq!(s.id(), 3);
         let mut got = Vec::new();
         within(s.read_to_end(&mut got)).await.unwrap();
@@ -105,11 +105,11 @@ async fn dropping_a_stream_sends_fin_after_its_data() {
     let (a, b) = tokio::io::duplex(4096);
     let client = Session::client(a, config(1)).unwrap();
     let server = Session::server(b, config(1)).unwrap();
-    let mut s_out = within(server.open_stream()).await.unwrap();
+    let mut s_out = within(server.open()).await.unwrap();
     assert_eq!(s_out.id(), 2);
     s_out.write_all(&payload(9, 100_000)).await.unwrap();
     drop(s_out);
-    let mut c_in = within(client.accept_stream()).await.unwrap();
+    let mut c_in = within(client.accept()).await.unwrap();
     let mut got = Vec::new();
     within(c_in.read_to_end(&mut got)).await.unwrap();
     assert!(got == payload(9, 100_000));
@@ -120,11 +120,11 @@ async fn closing_the_session_fails_streams_and_acceptors() {
     let (a, b) = tokio::io::duplex(4096);
     let client = Session::client(a, config(2)).unwrap();
     let server = Session::server(b, config(2)).unwrap();
-    let mut c = within(client.open_stream()).await.unwrap();
-    let _s = within(server.accept_stream()).await.unwrap();
+    let mut c = within(client.open()).await.unwrap();
+    let _s = within(server.accept()).await.unwrap();
     let acceptor = {
         let server = server.clone();
-        tokio::spawn(async move { server.accept_stream().await })
+        tokio::spawn(async move { server.accept().await })
     };
     within(server.close()).await;
     let err = within(acceptor).await.unwrap().unwrap_err();
@@ -133,7 +133,7 @@ async fn closing_the_session_fails_streams_and_acceptors() {
     within(client.closed()).await;
     let err = within(c.read(&mut [0u8; 8])).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted);
-    let err = within(client.open_stream()).await.unwrap_err();
+    let err = within(client.open()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SessionClosed);
     assert_eq!(client.num_streams(), 0);
 }

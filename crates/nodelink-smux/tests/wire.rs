@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[tokio::test]
 async fn client_frames_are_byte_exact() {
     let (client, mut raw) = client_with_raw(config(1));
-    let mut s = within(client.open_stream()).await.unwrap();
+    let mut s = within(client.open()).await.unwrap();
     assert_eq!(s.id(), 3);
     let mut syn = [0u8; 8];
     within(raw.read_exact(&mut syn)).await.unwrap();
@@ -29,7 +29,7 @@ async fn client_frames_are_byte_exact() {
     within(raw.read_exact(&mut fin)).await.unwrap();
     assert_eq!(fin, [0x01, 0x01, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00]);
 
-    let s2 = within(client.open_stream()).await.unwrap();
+    let s2 = within(client.open()).await.unwrap();
     assert_eq!(s2.id(), 5);
     assert_eq!(read_frame(&mut raw).await, (1, 0, 5, vec![]));
 }
@@ -38,7 +38,7 @@ async fn client_frames_are_byte_exact() {
 async fn writes_are_cut_at_the_max_frame_size() {
     let cfg = config(1).with_max_frame_size(1000);
     let (client, mut raw) = client_with_raw(cfg);
-    let mut s = within(client.open_stream()).await.unwrap();
+    let mut s = within(client.open()).await.unwrap();
     s.write_all(&payload(1, 2500)).await.unwrap();
     assert_eq!(read_frame(&mut raw).await.1, 0);
     let mut got = Vec::new();
@@ -55,15 +55,15 @@ async fn server_opens_even_ids_and_accepts_odd_ones() {
     let (server, mut raw) = server_with_raw(config(1));
     send(&mut raw, &frame(1, 0, 3, &[])).await;
     send(&mut raw, &frame(1, 2, 3, b"data")).await;
-    let mut s = within(server.accept_stream()).await.unwrap();
+    let mut s = within(server.accept()).await.unwrap();
     assert_eq!(s.id(), 3);
     let mut buf = [0u8; 4];
     within(s.read_exact(&mut buf)).await.unwrap();
     assert_eq!(&buf, b"data");
-    let own = within(server.open_stream()).await.unwrap();
+    let own = within(server.open()).await.unwrap();
     assert_eq!(own.id(), 2);
     assert_eq!(read_frame(&mut raw).await, (1, 0, 2, vec![]));
-    let own2 = within(server.open_stream()).await.unwrap();
+    let own2 = within(server.open()).await.unwrap();
     assert_eq!(own2.id(), 4);
     // The peer's FIN ends our reading side with EOF.
     send(&mut raw, &frame(1, 1, 3, &[])).await;
@@ -76,7 +76,7 @@ async fn v2_sends_upd_on_first_read_and_every_half_window() {
     let (server, mut raw) = server_with_raw(cfg);
     send(&mut raw, &frame(2, 0, 3, &[])).await;
     send(&mut raw, &frame(2, 2, 3, &[7u8; 1000])).await;
-    let mut s = within(server.accept_stream()).await.unwrap();
+    let mut s = within(server.accept()).await.unwrap();
     let mut buf = vec![0u8; 1000];
     within(s.read_exact(&mut buf)).await.unwrap();
     // consumed 1000, window 8192
@@ -98,7 +98,7 @@ async fn v2_sends_upd_on_first_read_and_every_half_window() {
 #[tokio::test]
 async fn v2_sender_respects_the_peer_window() {
     let (client, mut raw) = client_with_raw(config(2));
-    let s = within(client.open_stream()).await.unwrap();
+    let s = within(client.open()).await.unwrap();
     assert_eq!(read_frame(&mut raw).await.1, 0);
     let (_r, mut w) = tokio::io::split(s);
     let data = payload(3, 600_000);
@@ -150,7 +150,7 @@ async fn v2_gives_up_on_a_window_closed_by_the_peers_fin() {
     // A Go peer's FIN is a full close: it will never update the window again. Data still
     // waiting is given up after the stall timeout instead of blocking forever.
     let (client, mut raw) = client_with_raw(config(2));
-    let mut s = within(client.open_stream()).await.unwrap();
+    let mut s = within(client.open()).await.unwrap();
     assert_eq!(read_frame(&mut raw).await.1, 0);
     let mut received = 0;
     let drain = async {
@@ -175,9 +175,9 @@ async fn v2_half_close_lets_a_large_reply_through() {
     let (a, b) = tokio::io::duplex(64 * 1024);
     let client = nodelink_smux::Session::client(a, config(2)).unwrap();
     let server = nodelink_smux::Session::server(b, config(2)).unwrap();
-    let mut c = within(client.open_stream()).await.unwrap();
+    let mut c = within(client.open()).await.unwrap();
     within(c.shutdown()).await.unwrap();
-    let mut s = within(server.accept_stream()).await.unwrap();
+    let mut s = within(server.accept()).await.unwrap();
     let reply = payload(6, 2 << 20);
     let sent = reply.clone();
     let writer = tokio::spawn(async move {
@@ -196,8 +196,8 @@ async fn v2_half_close_lets_a_large_reply_through() {
 async fn streams_share_the_connection_frame_by_frame() {
     let cfg = config(1).with_max_frame_size(16 * 1024);
     let (client, mut raw) = client_with_raw(cfg);
-    let mut a = within(client.open_stream()).await.unwrap();
-    let mut b = within(client.open_stream()).await.unwrap();
+    let mut a = within(client.open()).await.unwrap();
+    let mut b = within(client.open()).await.unwrap();
     // Both writes are buffered before the session writer runs (single-threaded runtime).
     a.write_all(&payload(1, 64 * 1024)).await.unwrap();
     b.write_all(&payload(2, 64 * 1024)).await.unwrap();

@@ -151,7 +151,7 @@ impl Client {
             let _ = tcp.set_nodelay(true);
             let idx = next % conn;
             next = next.wrapping_add(1);
-            let stream = match open_stream(&shared, &mut slots, idx, peer).await {
+            let stream = match open(&shared, &mut slots, idx, peer).await {
                 Opened::Stream(s) => s,
                 Opened::Failed => continue, // logged and counted; `tcp` is dropped
                 Opened::Stopped => break Ok(()),
@@ -178,7 +178,7 @@ impl Client {
     }
 }
 
-/// What [`open_stream`] came back with.
+/// What [`open`] came back with.
 enum Opened {
     Stream(Stream),
     /// No stream could be opened; the connection is to be dropped.
@@ -196,7 +196,7 @@ enum Opened {
 /// counts this connection's stream when any scavenger for it can run, whatever order the
 /// runtime then runs the tasks in. Opening a stream does not wait on the network (it
 /// queues a SYN), so the loop is not held up.
-async fn open_stream(
+async fn open(
     shared: &Arc<Shared>,
     slots: &mut [Option<Slot>],
     idx: usize,
@@ -208,7 +208,7 @@ async fn open_stream(
         let Some(session) = session_for(shared, slots, idx).await else {
             return Opened::Stopped;
         };
-        match session.open_stream().await {
+        match session.open().await {
             Ok(stream) => return Opened::Stream(stream),
             Err(e)
                 if session.is_closed() || e.kind() == nodelink_smux::ErrorKind::SessionClosed =>

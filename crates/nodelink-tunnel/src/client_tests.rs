@@ -37,7 +37,7 @@ async fn expired_session_keeps_the_stream_the_loop_gave_it() {
 
     // Connection N: the loop opens its stream on S. Its task is not spawned (the worst
     // case: it has not run at all yet).
-    let Opened::Stream(first) = open_stream(&shared, &mut slots, 0, who).await else {
+    let Opened::Stream(first) = open(&shared, &mut slots, 0, who).await else {
         panic!("no stream on a fresh session");
     };
     let s = slots[0].as_ref().unwrap().session.clone();
@@ -45,7 +45,7 @@ async fn expired_session_keeps_the_stream_the_loop_gave_it() {
 
     // S expires; connection N+1 hands it to the scavenger and gets a new session.
     slots[0].as_mut().unwrap().expires = Some(Instant::now());
-    let Opened::Stream(second) = open_stream(&shared, &mut slots, 0, who).await else {
+    let Opened::Stream(second) = open(&shared, &mut slots, 0, who).await else {
         panic!("no stream on the new session");
     };
     assert!(!slots[0].as_ref().unwrap().session.is_closed());

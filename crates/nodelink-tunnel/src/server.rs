@@ -232,7 +232,7 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
     loop {
         let accepted = tokio::select! {
             _ = shared.stop.cancelled() => break,
-            r = session.accept_stream() => r,
+            r = session.accept() => r,
         };
         match accepted {
             Ok(stream) => {

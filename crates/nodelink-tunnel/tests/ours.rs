@@ -338,7 +338,7 @@ async fn dead_session_is_redialled() {
         .unwrap()
         .unwrap();
     let smux = nodelink_smux::Session::server(second, nodelink_smux::Config::default()).unwrap();
-    let mut stream = tokio::time::timeout(LIMIT, smux.accept_stream())
+    let mut stream = tokio::time::timeout(LIMIT, smux.accept())
         .await
         .unwrap()
         .unwrap();

@@ -85,7 +85,7 @@ pub fn server_with_raw(config: Config) -> (Session, DuplexStream) {
 /// Echoes every accepted stream back to its sender until the session ends.
 pub fn spawn_echo_server(server: Session) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        while let Ok(stream) = server.accept_stream().await {
+        while let Ok(stream) = server.accept().await {
             tokio::spawn(async move {
                 let (mut r, mut w) = tokio::io::split(stream);
                 if tokio::io::copy(&mut r, &mut w).await.is_ok() {
