@@ -22,7 +22,8 @@ use crate::shared::{LifeGuard, Shared, Side};
 /// - In v2, once the peer has sent its FIN, data still waiting for window is given up
 ///   after [`Config::stall_timeout`](crate::Config::stall_timeout) without a window
 ///   update (a Go peer's FIN is a full close; Go's own writer gives up at once), and the
-///   stream is reset. Dropping such a stream gives the data up at once.
+///   stream is reset, whether or not a write is still waiting by then. Dropping such a
+///   stream gives the data up at once.
 /// - A reset stream (see the crate documentation) fails reads and writes with
 ///   `ConnectionReset`, carrying an [`Error`](crate::Error) of kind
 ///   [`StreamReset`](crate::ErrorKind::StreamReset).

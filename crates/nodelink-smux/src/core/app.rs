@@ -157,7 +157,12 @@ impl SessionCore {
     pub(crate) fn shutdown(&mut self, sid: u32, now: Instant) -> Poll<Result<(), Error>> {
         let death = self.death.clone();
         let entry = self.entry(sid)?;
-        if entry.reset.is_some() || entry.fin_sent {
+        if let Some(err) = &entry.reset {
+            // Data that was still queued is lost: the caller must not take this for a
+            // clean close.
+            return Poll::Ready(Err(err.clone()));
+        }
+        if entry.fin_sent {
             self.fin_stalls.remove(&sid);
             return Poll::Ready(Ok(()));
         }

@@ -76,7 +76,7 @@ pub(crate) enum Event {
     Transmit,
     /// A peer-opened stream waits in the accept queue (or the session died).
     Incoming,
-    /// Reading the connection may resume (or the pause's verdict should be taken again).
+    /// Reading the connection may resume: ask [`SessionCore::may_read`] again.
     Resume,
     /// [`SessionCore::poll_timeout`] may have moved earlier.
     Rearm,
@@ -217,7 +217,7 @@ pub(crate) struct SessionCore {
     /// check before every read does not have to look at each stream.
     over_limit: usize,
     death: Option<Error>,
-    /// When a frame last arrived (or reading last resumed after a pause).
+    /// When bytes last arrived (or reading last resumed after a pause).
     last_rx: Instant,
     keepalive: Option<KeepAlive>,
     /// v2 streams whose writes wait for window after the peer's FIN, and when they give

@@ -35,7 +35,7 @@ impl SessionCore {
             // so no slice of the driver's buffer outlives this call.
             let failure = match decoder.peek(&input[used..]) {
                 Ok(Some((header, payload))) => {
-                    let applied = self.on_frame(header, payload);
+                    let applied = self.on_frame(header, payload, now);
                     used += header.frame_len();
                     match applied {
                         Ok(()) => continue,
@@ -53,7 +53,12 @@ impl SessionCore {
 
     /// Applies one received frame. An error is fatal for the session.
     /// `payload` is borrowed from the reader's buffer: whatever is kept must be copied.
-    pub(crate) fn on_frame(&mut self, header: Header, payload: &[u8]) -> Result<(), Error> {
+    pub(crate) fn on_frame(
+        &mut self,
+        header: Header,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<(), Error> {
         let sid = header.sid;
         match header.cmd {
             Cmd::Nop => {}
@@ -77,6 +82,10 @@ impl SessionCore {
                     if (entry.num_written.wrapping_sub(consumed) as i32) < 0 {
                         self.reset_stream(sid, "peer acknowledged more data than was sent");
                     } else {
+                        if let Some(give_up) = self.fin_stalls.get_mut(&sid) {
+                            // The peer still grants window after its FIN: the wait goes on.
+                            *give_up = now + self.stall_timeout;
+                        }
                         self.schedule(sid);
                     }
                 }
@@ -156,7 +165,8 @@ impl SessionCore {
 
     /// Whether the driver may read the connection now. While a buffer bound is exceeded
     /// it must not (backpressure, as Go smux does); it waits for [`Event::Resume`]
-    /// (a reader consumed data, or the pause's verdict is due) and asks again.
+    /// (buffered data was consumed or dropped, or the pause's verdict let reading resume)
+    /// and asks again.
     ///
     /// [`Event::Resume`]: super::Event::Resume
     pub(crate) fn may_read(&mut self, now: Instant) -> bool {
@@ -255,6 +265,10 @@ impl SessionCore {
             self.push_control(Control::Fin(sid));
         }
         self.fin_stalls.remove(&sid);
+        if self.paused && unread > 0 {
+            // The freed room may let reading resume before the pause's verdict is due.
+            self.outbox.resume = true;
+        }
         if pending {
             self.accept_queue.retain(|&s| s != sid);
             self.streams.remove(&sid);

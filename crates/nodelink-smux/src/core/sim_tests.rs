@@ -1,19 +1,23 @@
 //! Property tests: two session cores joined by the deterministic stream simulator
 //! (`nodelink_testkit::sim`), each with a model application that opens streams at random
 //! moments, writes a random amount in random pieces, reads with random buffer sizes and
-//! random pauses, and ends each stream by shutting it down or by dropping it. The model
-//! retries an operation that returned `Pending` only after the core's event for it, so a
-//! missed wake-up shows as a stream that never finishes. Checked for every seed, smux v1
-//! and v2, with small buffers so that windows and backpressure are exercised:
+//! random pauses, and ends each stream by flushing and shutting it down or by dropping it.
+//! The model behaves like the driver's tasks: it retries a stream operation that returned
+//! `Pending` only after the core's `Readable`/`Writable` event for it, reads input again
+//! after `may_read` said no only on `Resume`, asks for frames again after none came only on
+//! `Transmit`, and asks for the next deadline only after a timeout or `Rearm`; so a missed
+//! wake-up shows as a stream that never finishes. Checked for every seed, smux v1 and v2,
+//! with small buffers and, in v2, more data than a window so that windows and backpressure
+//! are exercised:
 //! - every byte arrives once and in order, on the stream it was written to, and every
 //!   stream's end is seen by the reader that waited for it;
 //! - once both applications are done, every stream is gone on both sides and the session
 //!   is still up (keepalive NOPs keep an idle session alive);
 //! - the unread data a core holds never exceeds its session bound by more than one
 //!   delivery of input;
-//! - a reader that never reads costs only its own stream (reset in v1, held by the window
-//!   in v2): the others finish;
-//! - a broken connection fails every operation still waiting.
+//! - a reader that never reads costs only its own stream (its sender waits or the stream
+//!   is reset once it holds the session up): the others finish;
+//! - a broken connection wakes and fails every operation still waiting.
 
 use std::collections::BTreeMap;
 use std::task::Poll;
@@ -45,6 +49,9 @@ struct Model {
     sent: usize,
     /// Drop the stream as soon as everything is written, without reading to the end.
     drop_early: bool,
+    /// Flush before shutting down.
+    flush: bool,
+    flushed: bool,
     shutdown_done: bool,
     received: usize,
     eof: bool,
@@ -64,6 +71,12 @@ struct Node {
     rng: StdRng,
     input: BytesMut,
     output: BytesMut,
+    /// The reader task waits for `Resume`.
+    reader_waiting: bool,
+    /// The writer task waits for `Transmit`.
+    writer_idle: bool,
+    /// The timer task's deadline, as of its last look.
+    timer_at: Option<Instant>,
     streams: BTreeMap<u32, Model>,
     to_open: usize,
     next_open: Option<Instant>,
@@ -78,16 +91,25 @@ impl Node {
     fn new(config: &Config, client: bool, seed: u64, now: Instant) -> Node {
         let mut rng = StdRng::seed_from_u64(seed);
         let to_open = rng.random_range(0..=5);
+        let core = SessionCore::new(config, client, now);
         Node {
             side: client,
-            core: SessionCore::new(config, client, now),
+            timer_at: core.poll_timeout(),
+            core,
+            reader_waiting: false,
+            writer_idle: false,
             next_open: Some(now + Duration::from_millis(rng.random_range(0..200))),
             rng,
             input: BytesMut::new(),
             output: BytesMut::new(),
             streams: BTreeMap::new(),
             to_open,
-            max_send: 96 << 10,
+            // v2: more than the 256 KiB a sender may have in flight before the first UPD.
+            max_send: if config.version == 2 {
+                1 << 20
+            } else {
+                96 << 10
+            },
             stuck_accepts: 0,
             bound: config.max_receive_buffer + FEED_CHUNK + HEADER_LEN + MAX_PAYLOAD_LEN,
             problems: Vec::new(),
@@ -95,10 +117,15 @@ impl Node {
     }
 
     fn new_model(&mut self, stuck: bool) -> Model {
+        let drop_early = self.rng.random_bool(0.25);
         Model {
             to_send: self.rng.random_range(0..=self.max_send),
             sent: 0,
-            drop_early: self.rng.random_bool(0.25),
+            drop_early,
+            // Dropping with unsent data after the peer's FIN gives the data up (v2), so a
+            // stream that drops early flushes first, as an application that cares would.
+            flush: drop_early || self.rng.random_bool(0.3),
+            flushed: false,
             shutdown_done: false,
             received: 0,
             eof: false,
@@ -126,9 +153,12 @@ impl Node {
                 moved |= self.work_stream(sid, now);
             }
             moved |= self.feed(now);
-            let before = self.output.len();
-            self.core.write_transmit(&mut self.output);
-            moved |= self.output.len() != before;
+            if !self.writer_idle {
+                let before = self.output.len();
+                self.core.write_transmit(&mut self.output);
+                self.writer_idle = self.output.len() == before;
+                moved |= !self.writer_idle;
+            }
             if self.core.buffered > self.bound {
                 self.problems.push(format!(
                     "{} bytes unread, bound {}",
@@ -165,7 +195,10 @@ impl Node {
                         self.streams.insert(sid, model);
                     }
                 }
-                Event::Closed | Event::Transmit | Event::Resume | Event::Rearm => {}
+                Event::Transmit => self.writer_idle = false,
+                Event::Resume => self.reader_waiting = false,
+                Event::Rearm => self.timer_at = self.core.poll_timeout(),
+                Event::Closed => {}
             }
         }
         moved
@@ -183,7 +216,10 @@ impl Node {
                 let model = self.new_model(false);
                 self.streams.insert(sid, model);
             }
-            Err(e) => self.problems.push(format!("open failed: {e}")),
+            Err(e) if self.core.death().is_none() => {
+                self.problems.push(format!("open failed: {e}"));
+            }
+            Err(_) => {}
         }
         true
     }
@@ -210,14 +246,35 @@ impl Node {
                     moved = true;
                 }
                 Poll::Ready(Err(e)) => {
+                    // The application gives the stream up.
                     m.failed = Some(e);
+                    self.core.drop_stream(sid);
+                    m.dropped = true;
+                    return true;
+                }
+                Poll::Pending => m.write_wait = true,
+            }
+        }
+        // Flush, if this stream does.
+        if m.sent == m.to_send && m.flush && !m.flushed && !m.write_wait {
+            match self.core.flush(sid, now) {
+                Poll::Ready(Ok(())) => {
+                    m.flushed = true;
+                    moved = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    // The application gives the stream up.
+                    m.failed = Some(e);
+                    self.core.drop_stream(sid);
+                    m.dropped = true;
                     return true;
                 }
                 Poll::Pending => m.write_wait = true,
             }
         }
         // End the writing side.
-        if m.sent == m.to_send && !m.write_wait && !m.shutdown_done {
+        let flushed = m.flushed || !m.flush;
+        if m.sent == m.to_send && flushed && !m.write_wait && !m.shutdown_done {
             if m.drop_early {
                 self.core.drop_stream(sid);
                 m.dropped = true;
@@ -229,7 +286,10 @@ impl Node {
                     moved = true;
                 }
                 Poll::Ready(Err(e)) => {
+                    // The application gives the stream up.
                     m.failed = Some(e);
+                    self.core.drop_stream(sid);
+                    m.dropped = true;
                     return true;
                 }
                 Poll::Pending => m.write_wait = true,
@@ -261,7 +321,10 @@ impl Node {
                     }
                 }
                 Poll::Ready(Err(e)) => {
+                    // The application gives the stream up.
                     m.failed = Some(e);
+                    self.core.drop_stream(sid);
+                    m.dropped = true;
                     return true;
                 }
                 Poll::Pending => m.read_wait = true,
@@ -279,7 +342,11 @@ impl Node {
     /// buffer at a time.
     fn feed(&mut self, now: Instant) -> bool {
         let mut moved = false;
-        while !self.input.is_empty() && self.core.may_read(now) {
+        while !self.input.is_empty() && !self.reader_waiting {
+            if !self.core.may_read(now) {
+                self.reader_waiting = true;
+                break;
+            }
             let n = self
                 .input
                 .len()
@@ -293,6 +360,30 @@ impl Node {
             moved = true;
         }
         moved
+    }
+
+    /// The state of every stream, for failure messages.
+    fn describe(&self) -> String {
+        let streams: Vec<String> = self
+            .streams
+            .iter()
+            .map(|(sid, m)| {
+                format!(
+                    "{sid}: sent {}/{} received {} eof {} shut {} dropped {} waits r{} w{} failed {:?}",
+                    m.sent, m.to_send, m.received, m.eof, m.shutdown_done, m.dropped,
+                    m.read_wait, m.write_wait, m.failed
+                )
+            })
+            .collect();
+        format!(
+            "reader waiting {} writer idle {} input {} unread {} paused {}; {}",
+            self.reader_waiting,
+            self.writer_idle,
+            self.input.len(),
+            self.core.buffered,
+            self.core.paused,
+            streams.join("; ")
+        )
     }
 
     fn model_timer(&self) -> Option<Instant> {
@@ -320,14 +411,17 @@ impl StreamNode for Node {
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        [self.core.poll_timeout(), self.model_timer()]
+        [self.timer_at, self.model_timer()]
             .into_iter()
             .flatten()
             .min()
     }
 
     fn on_timer(&mut self, now: Instant) {
-        self.core.handle_timeout(now);
+        if self.timer_at.is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+            self.timer_at = self.core.poll_timeout();
+        }
         self.act(now);
     }
 
@@ -335,6 +429,12 @@ impl StreamNode for Node {
         let cause = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         self.core.die(Error::io("reading the connection", cause));
         let _ = self.take_events();
+        for (sid, m) in &self.streams {
+            if !m.dropped && (m.read_wait || m.write_wait) {
+                self.problems
+                    .push(format!("stream {sid} not woken by the break"));
+            }
+        }
     }
 }
 
@@ -404,25 +504,37 @@ fn check_delivery(seed: u64, from: &Node, to: &Node) {
 
 #[test]
 fn every_byte_arrives_once_in_order_and_every_stream_ends() {
-    for seed in seeds(120) {
+    for seed in seeds(80) {
         let mut p = pair(seed, faults(seed));
         assert!(
             run_to_end(&mut p, Duration::from_secs(600)),
-            "seed {seed}: did not finish (a: {:?}, b: {:?})",
-            p.a.streams.keys().collect::<Vec<_>>(),
-            p.b.streams.keys().collect::<Vec<_>>()
+            "seed {seed}: did not finish\na: {}\nb: {}",
+            p.a.describe(),
+            p.b.describe()
         );
         for node in [&p.a, &p.b] {
             assert!(node.problems.is_empty(), "seed {seed}: {:?}", node.problems);
+            let peer = if node.side { &p.b } else { &p.a };
             for (sid, m) in &node.streams {
-                assert!(
-                    m.failed.is_none(),
-                    "seed {seed}: stream {sid}: {:?}",
-                    m.failed
-                );
+                // The one failure allowed: a v2 write waiting for window after the peer
+                // dropped the stream (a full close for a Go peer) is given up.
+                if let Some(e) = &m.failed {
+                    let peer_dropped = peer.streams.get(sid).is_some_and(|m| m.drop_early);
+                    assert!(
+                        peer_dropped && e.kind() == ErrorKind::StreamReset,
+                        "seed {seed}: stream {sid}: {e}"
+                    );
+                }
             }
             assert_eq!(node.core.num_streams(), 0, "seed {seed}: streams left");
-            assert_eq!(node.core.stats().streams_reset, 0, "seed {seed}");
+            let failed = node.streams.values().filter(|m| m.failed.is_some()).count();
+            assert_eq!(
+                node.core.stats().streams_reset,
+                failed as u64,
+                "seed {seed}: {}\npeer: {}",
+                node.describe(),
+                peer.describe()
+            );
         }
         check_delivery(seed, &p.a, &p.b);
         check_delivery(seed, &p.b, &p.a);
@@ -467,7 +579,14 @@ fn a_reader_that_never_reads_costs_only_its_own_stream() {
                 continue;
             }
             assert_eq!(got.received, sent.sent, "seed {seed}: stream {sid}");
-            assert!(got.eof && got.failed.is_none(), "seed {seed}: stream {sid}");
+            assert!(got.eof, "seed {seed}: stream {sid}");
+            // As in the main property: only a write the dropping peer will not take fails.
+            if let Some(e) = &got.failed {
+                assert!(
+                    sent.drop_early && e.kind() == ErrorKind::StreamReset,
+                    "seed {seed}: {e}"
+                );
+            }
         }
         assert!(
             p.a.problems.is_empty() && p.b.problems.is_empty(),
@@ -489,6 +608,7 @@ fn a_broken_connection_fails_every_waiting_operation() {
         assert!(p.is_broken());
         let now = p.now();
         for node in [&mut p.a, &mut p.b] {
+            assert!(node.problems.is_empty(), "seed {seed}: {:?}", node.problems);
             assert_eq!(
                 node.core.death().map(Error::kind),
                 Some(ErrorKind::Io),

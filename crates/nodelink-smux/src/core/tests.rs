@@ -20,7 +20,7 @@ fn feed(core: &mut SessionCore, cmd: Cmd, sid: u32, payload: &[u8]) {
         len: payload.len(),
         sid,
     };
-    core.on_frame(header, payload).unwrap();
+    core.on_frame(header, payload, Instant::now()).unwrap();
 }
 
 /// The frames of one batch.
