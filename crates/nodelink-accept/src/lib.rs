@@ -19,11 +19,15 @@
 //! # Ok(()) }
 //! ```
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
 
 /// How long to wait before accepting again after a transient failure: long enough that a
 /// listener out of descriptors does not spin, short enough that clients barely notice.
@@ -89,14 +93,39 @@ pub fn is_transient(e: &io::Error) -> bool {
 /// and retried after [`RETRY_AFTER`]; only an error that means the listener is broken is
 /// returned. Cancel-safe, like [`TcpListener::accept`].
 pub async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
-    loop {
-        match listener.accept().await {
-            Ok(accepted) => return Ok(accepted),
-            Err(e) if is_transient(&e) => {
-                tracing::warn!(error = %e, "accept failed; retrying");
-                tokio::time::sleep(RETRY_AFTER).await;
+    let mut retry = Retry::default();
+    std::future::poll_fn(|cx| retry.poll_accept(listener, cx)).await
+}
+
+/// [`accept`] in polling form, for listeners that are themselves polled (a
+/// `futures_core::Stream` of connections): it keeps the pause after a transient failure
+/// between polls.
+#[derive(Debug, Default)]
+pub struct Retry {
+    pause: Option<Pin<Box<Sleep>>>,
+}
+
+impl Retry {
+    /// Polls `listener` for the next connection, with [`accept`]'s retry policy.
+    pub fn poll_accept(
+        &mut self,
+        listener: &TcpListener,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        loop {
+            if let Some(pause) = &mut self.pause {
+                if pause.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.pause = None;
             }
-            Err(e) => return Err(e),
+            match listener.poll_accept(cx) {
+                Poll::Ready(Err(e)) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    self.pause = Some(Box::pin(tokio::time::sleep(RETRY_AFTER)));
+                }
+                other => return other,
+            }
         }
     }
 }

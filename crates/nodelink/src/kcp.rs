@@ -30,7 +30,9 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::net::ToSocketAddrs;
 
@@ -150,6 +152,11 @@ impl KcpLinkListener {
 
     /// Waits for the next link whose handshake succeeded. Cancellation-safe.
     pub async fn accept(&mut self) -> Result<Link> {
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// The polling form of [`accept`](KcpLinkListener::accept).
+    pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Link>> {
         let KcpLinkListener {
             kcp,
             config,
@@ -159,7 +166,20 @@ impl KcpLinkListener {
         let start = |(stream, peer): (KcpStream, SocketAddr)| {
             link_over_kcp(stream, Role::Server, config.clone(), local, Some(peer))
         };
-        handshakes.next(&mut KcpAccept(kcp), start).await
+        handshakes.poll_next(&mut KcpAccept(kcp), start, cx)
+    }
+}
+
+/// A stream of handshaked links; an error that ends the listener is yielded once, then the
+/// stream ends.
+impl futures_core::Stream for KcpLinkListener {
+    type Item = Result<Link>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Link>>> {
+        if self.handshakes.ended {
+            return Poll::Ready(None);
+        }
+        self.poll_accept(cx).map(Some)
     }
 }
 
@@ -168,11 +188,10 @@ struct KcpAccept<'a>(&'a mut KcpListener);
 impl AcceptStream for KcpAccept<'_> {
     type Stream = (KcpStream, SocketAddr);
 
-    async fn accept(&mut self) -> Result<Option<(KcpStream, SocketAddr)>> {
-        match self.0.accept().await {
-            Ok(accepted) => Ok(Some(accepted)),
-            Err(e) => Err(setup_error("listen", "accept", e)),
-        }
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<(KcpStream, SocketAddr)>> {
+        self.0
+            .poll_accept(cx)
+            .map_err(|e| setup_error("listen", "accept", e))
     }
 }
 

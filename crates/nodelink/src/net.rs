@@ -2,7 +2,9 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::task::JoinSet;
@@ -55,8 +57,12 @@ pub(crate) enum Acceptor {
 
 /// Accepts links. Handshakes run concurrently, so a slow or silent client never delays the
 /// others; failed handshakes are logged and skipped.
+///
+/// Also a [`Stream`](futures_core::Stream) of handshaked links: an error that ends the
+/// listener (its socket broke) is yielded once, then the stream ends.
 pub struct Listener {
     tcp: TcpListener,
+    retry: nodelink_accept::Retry,
     config: Config,
     acceptor: Arc<Acceptor>,
     handshakes: Handshakes,
@@ -66,6 +72,7 @@ impl Listener {
     pub(crate) fn new(tcp: TcpListener, config: Config, acceptor: Acceptor) -> Listener {
         Listener {
             tcp,
+            retry: nodelink_accept::Retry::default(),
             config,
             acceptor: Arc::new(acceptor),
             handshakes: Handshakes::default(),
@@ -84,8 +91,14 @@ impl Listener {
 
     /// Waits for the next link whose handshake succeeded. Cancellation-safe.
     pub async fn accept(&mut self) -> Result<Link> {
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// The polling form of [`accept`](Listener::accept).
+    pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Link>> {
         let Listener {
             tcp,
+            retry,
             config,
             acceptor,
             handshakes,
@@ -102,29 +115,42 @@ impl Listener {
                 }
             }
         };
-        handshakes.next(&mut TcpAccept(tcp), start).await
+        handshakes.poll_next(&mut TcpAccept(tcp, retry), start, cx)
     }
 }
 
-/// Where a listener's incoming streams come from (see [`Handshakes::next`]).
+impl futures_core::Stream for Listener {
+    type Item = Result<Link>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Link>>> {
+        if self.handshakes.ended {
+            return Poll::Ready(None);
+        }
+        self.poll_accept(cx).map(Some)
+    }
+}
+
+/// Where a listener's incoming streams come from (see [`Handshakes::poll_next`]).
 pub(crate) trait AcceptStream {
     /// The stream type.
     type Stream;
-    /// The next stream; `Ok(None)` after a transient failure (try again).
-    fn accept(&mut self) -> impl std::future::Future<Output = Result<Option<Self::Stream>>> + '_;
+    /// The next stream; an error means the source is broken for good.
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Self::Stream>>;
 }
 
-struct TcpAccept<'a>(&'a TcpListener);
+struct TcpAccept<'a>(&'a TcpListener, &'a mut nodelink_accept::Retry);
 
 impl AcceptStream for TcpAccept<'_> {
     type Stream = TcpStream;
 
-    async fn accept(&mut self) -> Result<Option<TcpStream>> {
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<TcpStream>> {
         // Passing failures are retried inside (nodelink_accept); what returns is fatal.
-        match nodelink_accept::accept(self.0).await {
-            Ok((stream, _peer)) => Ok(Some(stream)),
-            Err(e) => Err(net_error("listen", "accept", e)),
-        }
+        self.1
+            .poll_accept(self.0, cx)
+            .map(|accepted| match accepted {
+                Ok((stream, _peer)) => Ok(stream),
+                Err(e) => Err(net_error("listen", "accept", e)),
+            })
     }
 }
 
@@ -136,6 +162,8 @@ impl AcceptStream for TcpAccept<'_> {
 pub(crate) struct Handshakes {
     pending: JoinSet<Result<Link>>,
     failed: u64,
+    /// The source failed and that error was returned: a listener's stream has ended.
+    pub(crate) ended: bool,
 }
 
 impl Handshakes {
@@ -150,19 +178,25 @@ impl Handshakes {
         self.pending.len()
     }
 
-    /// Returns the next handshaked link: streams come from `source`, and `start` turns
-    /// one into a handshake. Cancellation-safe as long as the source's accept is.
-    pub(crate) async fn next<A, S, SF>(&mut self, source: &mut A, mut start: S) -> Result<Link>
+    /// Polls for the next handshaked link: streams come from `source`, and `start` turns
+    /// one into a handshake. Handshakes already under way are kept between polls, so a
+    /// dropped `accept` future loses nothing.
+    pub(crate) fn poll_next<A, S, SF>(
+        &mut self,
+        source: &mut A,
+        mut start: S,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Link>>
     where
         A: AcceptStream,
         S: FnMut(A::Stream) -> SF,
         SF: std::future::Future<Output = Result<Link>> + Send + 'static,
     {
         loop {
-            tokio::select! {
-                Some(done) = self.pending.join_next(), if !self.pending.is_empty() => {
+            if !self.pending.is_empty() {
+                if let Poll::Ready(Some(done)) = self.pending.poll_join_next(cx) {
                     match done {
-                        Ok(Ok(link)) => return Ok(link),
+                        Ok(Ok(link)) => return Poll::Ready(Ok(link)),
                         Ok(Err(e)) => {
                             self.failed += 1;
                             tracing::warn!(error = %e, "incoming link failed its handshake");
@@ -172,12 +206,21 @@ impl Handshakes {
                             tracing::warn!(error = %e, "handshake task failed");
                         }
                     }
+                    continue;
                 }
-                accepted = source.accept(), if self.pending.len() < MAX_PENDING_HANDSHAKES => {
-                    if let Some(stream) = accepted? {
-                        self.pending.spawn(start(stream));
-                    }
+            }
+            if self.pending.len() >= MAX_PENDING_HANDSHAKES {
+                return Poll::Pending;
+            }
+            match source.poll_accept(cx) {
+                Poll::Ready(Ok(stream)) => {
+                    self.pending.spawn(start(stream));
                 }
+                Poll::Ready(Err(e)) => {
+                    self.ended = true;
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::net::{ToSocketAddrs, UdpSocket};
 use tokio::sync::mpsc;
@@ -32,9 +34,14 @@ const SESSION_QUEUE: usize = 1024;
 ///
 /// Dropping the listener stops accepting; sessions already accepted keep working, and
 /// the socket is closed once the last of them ends.
+///
+/// Also a [`Stream`](futures_core::Stream) of accepted sessions: the error that ends the
+/// listener is yielded once, then the stream ends.
 #[derive(Debug)]
 pub struct KcpListener {
     accept_rx: mpsc::Receiver<(KcpStream, SocketAddr)>,
+    /// The stream of sessions has yielded its final error.
+    ended: bool,
     local: SocketAddr,
     stats: Arc<AtomicStats>,
 }
@@ -90,6 +97,7 @@ impl KcpListener {
         tokio::spawn(demux.run(gone_rx));
         Ok(KcpListener {
             accept_rx,
+            ended: false,
             local,
             stats,
         })
@@ -101,11 +109,21 @@ impl KcpListener {
     ///
     /// Only if the demultiplexer stopped (its socket failed).
     pub async fn accept(&mut self) -> io::Result<(KcpStream, SocketAddr)> {
-        self.accept_rx.recv().await.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "KCP listener socket closed or failed",
-            )
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// The polling form of [`accept`](KcpListener::accept).
+    pub fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(KcpStream, SocketAddr)>> {
+        self.accept_rx.poll_recv(cx).map(|accepted| {
+            accepted.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "KCP listener socket closed or failed",
+                )
+            })
         })
     }
 
@@ -118,6 +136,21 @@ impl KcpListener {
     /// session (`InPkts`/`InBytes` of those, `InErrs`, `InCsumErrors`), and `PassiveOpens`.
     pub fn stats(&self) -> Stats {
         self.stats.snapshot()
+    }
+}
+
+impl futures_core::Stream for KcpListener {
+    type Item = io::Result<(KcpStream, SocketAddr)>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let polled = self.poll_accept(cx);
+        if let Poll::Ready(Err(_)) = &polled {
+            self.ended = true;
+        }
+        polled.map(Some)
     }
 }
 
