@@ -46,7 +46,8 @@ impl fmt::Display for ErrorKind {
 }
 
 /// An smux error: a [`kind`](Error::kind), a human-readable detail and, for I/O failures,
-/// the underlying [`io::Error`]. Cheap to clone, because a session's death reason is handed
+/// the underlying [`io::Error`] as its [`source`](std::error::Error::source) (not repeated
+/// in the message). Cheap to clone, because a session's death reason is handed
 /// to every stream and waiter.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{kind}: {detail}")]
@@ -67,11 +68,22 @@ impl Error {
         }
     }
 
+    /// A failed read or write of the connection: `context` says which, the cause is
+    /// chained (not repeated in the message).
     pub(crate) fn io(context: &str, source: io::Error) -> Error {
         Error {
             kind: ErrorKind::Io,
-            detail: format!("{context}: {source}"),
+            detail: context.to_string(),
             source: Some(Arc::new(source)),
+        }
+    }
+
+    /// The same failure under another kind and detail, keeping the cause.
+    pub(crate) fn rekind(&self, kind: ErrorKind, detail: String) -> Error {
+        Error {
+            kind,
+            detail,
+            source: self.source.clone(),
         }
     }
 
@@ -109,5 +121,31 @@ impl From<Error> for io::Error {
             ErrorKind::StreamIdsExhausted | ErrorKind::NoRuntime => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn an_io_cause_is_chained_once_and_survives_the_session_closing() {
+        let cause = io::Error::from(io::ErrorKind::ConnectionReset);
+        let err = Error::io("reading the connection", cause);
+        assert_eq!(err.to_string(), "i/o error: reading the connection");
+        assert_eq!(err.source().unwrap().to_string(), "connection reset");
+        let closed = crate::core::closed_error(&err);
+        assert_eq!(closed.kind(), ErrorKind::SessionClosed);
+        assert_eq!(
+            closed.to_string(),
+            "session closed: i/o error: reading the connection"
+        );
+        assert_eq!(closed.source().unwrap().to_string(), "connection reset");
+        // Through a stream's io::Error: the message once, then the cause.
+        let as_io = io::Error::from(closed);
+        assert_eq!(as_io.kind(), io::ErrorKind::ConnectionAborted);
+        assert_eq!(as_io.source().unwrap().to_string(), "connection reset");
     }
 }

@@ -70,13 +70,11 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an invalid configuration, [`Error::Io`] when the address cannot
+    /// an error of kind [`ErrorKind::Config`](crate::ErrorKind::Config) for an invalid configuration, of kind [`Io`](crate::ErrorKind::Io) when the address cannot
     /// be bound.
     pub async fn bind(config: TunnelConfig) -> Result<Client, Error> {
         if config.role != Role::Client {
-            return Err(Error::Config(
-                "a client needs a client configuration".into(),
-            ));
+            return Err(Error::config("a client needs a client configuration"));
         }
         let checked = config.validate()?;
         let addr = normalize_addr(&config.listen, true);
@@ -213,13 +211,19 @@ async fn open(
             Err(e)
                 if session.is_closed() || e.kind() == nodelink_smux::ErrorKind::SessionClosed =>
             {
-                tracing::debug!(error = %e, "session {idx} died before a stream opened");
+                tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    "session {idx} died before a stream opened"
+                );
                 // Whatever `is_closed` says at this instant, this session is done: make
                 // the next pass dial a new one.
                 slots[idx] = None;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot open a stream for {peer}; connection dropped");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "cannot open a stream for {peer}; connection dropped"
+                );
                 shared.counters.stream_failed();
                 return Opened::Failed;
             }
@@ -292,7 +296,7 @@ async fn dial(shared: &Shared) -> Option<Session> {
                 shared.counters.session();
                 return Some(s);
             }
-            Err(e) => tracing::warn!(error = %e, "re-connecting in 1 s"),
+            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "re-connecting in 1 s"),
         }
         tokio::select! {
             _ = shared.stop.cancelled() => return None,

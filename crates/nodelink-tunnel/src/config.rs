@@ -33,7 +33,7 @@ use nodelink_kcp::pipeline::MAX_SESSION_MTU;
 use nodelink_kcp::{Config as KcpConfig, Mode};
 use serde_json::Value;
 
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 /// kcptun's default passphrase (sic).
 pub const DEFAULT_KEY: &str = "it's a secrect";
@@ -220,18 +220,13 @@ impl TunnelConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::ConfigFile`] when the file cannot be read or a value has the wrong type.
+    /// an error of kind [`ErrorKind::ConfigFile`] when the file cannot be read or a value has the wrong type.
     pub fn load_json(&mut self, path: &Path) -> Result<(), Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigFile {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        self.apply_json(&text).map_err(|e| match e {
-            Error::Config(message) => Error::ConfigFile {
-                path: path.display().to_string(),
-                message,
-            },
-            other => other,
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::config_file(path.display(), e))?;
+        self.apply_json(&text).map_err(|e| match e.kind() {
+            ErrorKind::Config => Error::config_file(path.display(), e),
+            _ => e,
         })
     }
 
@@ -243,14 +238,12 @@ impl TunnelConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for text that is not a JSON object or a value of the wrong type.
+    /// an error of kind [`ErrorKind::Config`] for text that is not a JSON object or a value of the wrong type.
     pub fn apply_json(&mut self, text: &str) -> Result<(), Error> {
         let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::Config(format!("not valid JSON: {e}")))?;
+            .map_err(|e| Error::config(format!("not valid JSON: {e}")))?;
         let Value::Object(map) = value else {
-            return Err(Error::Config(
-                "the JSON configuration must be an object".into(),
-            ));
+            return Err(Error::config("the JSON configuration must be an object"));
         };
         let (listen_key, target_key) = (self.listen_key(), self.target_key());
         for (raw_key, v) in &map {
@@ -291,8 +284,8 @@ impl TunnelConfig {
                 "snmpperiod" => self.snmpperiod = int(k, v)?,
                 "tcp" => {
                     if boolean(k, v)? {
-                        return Err(Error::Config(
-                            "\"tcp\": true: the raw-TCP emulation is not supported".into(),
+                        return Err(Error::config(
+                            "\"tcp\": true: the raw-TCP emulation is not supported",
                         ));
                     }
                 }
@@ -311,7 +304,7 @@ impl TunnelConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] with a one-line message naming the flag (`--mtu 9000: ...`).
+    /// an error of kind [`ErrorKind::Config`] with a one-line message naming the flag (`--mtu 9000: ...`).
     pub fn validate(&self) -> Result<Checked, Error> {
         if self.listen.trim().is_empty() {
             return Err(bad("--listen", "", "an address is required"));
@@ -321,7 +314,7 @@ impl TunnelConfig {
                 Role::Client => "--remote",
                 Role::Server => "--target",
             };
-            return Err(Error::Config(format!("{flag} is required")));
+            return Err(Error::config(format!("{flag} is required")));
         }
         let crypt: CipherKind = self
             .crypt
@@ -338,13 +331,13 @@ impl TunnelConfig {
         let ds = range("--datashard", self.datashard, 0, 255)? as usize;
         let ps = range("--parityshard", self.parityshard, 0, 255)? as usize;
         if (ds == 0) != (ps == 0) {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "--datashard {ds} --parityshard {ps}: FEC needs both shard counts above 0 \
                  (or both 0 to turn it off)"
             )));
         }
         if ds + ps > 256 {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "--datashard {ds} --parityshard {ps}: at most 256 shards in all"
             )));
         }
@@ -421,7 +414,7 @@ impl TunnelConfig {
         let smuxbuf = range("--smuxbuf", self.smuxbuf, 1, i64::from(i32::MAX))? as usize;
         let streambuf = range("--streambuf", self.streambuf, 1, i64::from(i32::MAX))? as usize;
         if streambuf > smuxbuf {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "--streambuf {streambuf}: must not be larger than --smuxbuf {smuxbuf}"
             )));
         }
@@ -454,9 +447,9 @@ fn cipher_names() -> String {
 
 fn bad(flag: &str, value: &str, why: &str) -> Error {
     if value.is_empty() {
-        Error::Config(format!("{flag}: {why}"))
+        Error::config(format!("{flag}: {why}"))
     } else {
-        Error::Config(format!("{flag} {value}: {why}"))
+        Error::config(format!("{flag} {value}: {why}"))
     }
 }
 
@@ -473,7 +466,7 @@ fn range(flag: &str, value: i64, min: i64, max: i64) -> Result<i64, Error> {
 }
 
 fn type_error(key: &str, want: &str, v: &Value) -> Error {
-    Error::Config(format!("\"{key}\": expected {want}, found {v}"))
+    Error::config(format!("\"{key}\": expected {want}, found {v}"))
 }
 
 fn string(key: &str, v: &Value) -> Result<String, Error> {

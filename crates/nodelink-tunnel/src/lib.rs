@@ -112,7 +112,7 @@ use std::time::Duration;
 pub use client::Client;
 pub use config::{Checked, Role, SmuxSettings, TunnelConfig};
 pub use counters::{CounterHandle, Counters};
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use server::Server;
 use tokio_util::sync::CancellationToken;
 

@@ -115,13 +115,11 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an invalid configuration, [`Error::Io`] when the address cannot
+    /// an error of kind [`ErrorKind::Config`](crate::ErrorKind::Config) for an invalid configuration, of kind [`Io`](crate::ErrorKind::Io) when the address cannot
     /// be bound.
     pub async fn bind(config: TunnelConfig) -> Result<Server, Error> {
         if config.role != Role::Server {
-            return Err(Error::Config(
-                "a server needs a server configuration".into(),
-            ));
+            return Err(Error::config("a server needs a server configuration"));
         }
         let checked = config.validate()?;
         let addr = normalize_addr(&config.listen, true);
@@ -221,7 +219,10 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
     let session = match open_session(kcp, shared.config.nocomp, &shared.checked.smux, End::Server) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot start smux on the session from {peer}");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "cannot start smux on the session from {peer}"
+            );
             return;
         }
     };

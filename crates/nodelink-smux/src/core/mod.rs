@@ -323,7 +323,10 @@ impl SessionCore {
         if self.death.is_some() {
             return;
         }
-        tracing::debug!(error = %err, "smux session closing");
+        tracing::debug!(
+            error = &err as &dyn std::error::Error,
+            "smux session closing"
+        );
         self.death = Some(err);
         for (&sid, entry) in self.streams.iter_mut() {
             wake_reader(sid, entry, &mut self.outbox);
@@ -515,6 +518,6 @@ pub(crate) fn closed_error(cause: &Error) -> Error {
     if cause.kind() == ErrorKind::SessionClosed {
         cause.clone()
     } else {
-        Error::new(ErrorKind::SessionClosed, cause.to_string())
+        cause.rekind(ErrorKind::SessionClosed, cause.to_string())
     }
 }
