@@ -35,7 +35,7 @@ use tracing::instrument::WithSubscriber;
 
 use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
 use crate::mux::{open_session, pipe, Closing, End, Route};
-use crate::{describe, CounterHandle, Error, SHUTDOWN_WAIT};
+use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_WAIT};
 
 /// How often a failed dial is retried, and how often the scavenger looks at its sessions.
 const RETRY: Duration = Duration::from_secs(1);
@@ -47,7 +47,7 @@ pub struct Client {
     local: SocketAddr,
     config: TunnelConfig,
     checked: Checked,
-    counters: CounterHandle,
+    stats: StatsHandle,
 }
 
 struct Slot {
@@ -57,7 +57,7 @@ struct Slot {
 }
 
 struct Shared {
-    counters: CounterHandle,
+    stats: StatsHandle,
     config: TunnelConfig,
     checked: Checked,
     remote: String,
@@ -89,14 +89,19 @@ impl Client {
             local,
             config,
             checked,
-            counters: CounterHandle::default(),
+            stats: StatsHandle::default(),
         })
     }
 
-    /// Live counters of this end (sessions, streams); the handle stays valid after
-    /// [`Client::run`] returned.
-    pub fn counters(&self) -> CounterHandle {
-        self.counters.clone()
+    /// This end's counters now.
+    pub fn stats(&self) -> TunnelStats {
+        self.stats.stats()
+    }
+
+    /// Where the counters can be read while [`run`](Self::run) owns this end, and after
+    /// it stopped.
+    pub fn stats_handle(&self) -> StatsHandle {
+        self.stats.clone()
     }
 
     /// The TCP address actually bound (port 0 resolved).
@@ -124,7 +129,7 @@ impl Client {
             checked: self.checked,
             stop: stop.clone(),
             tasks: TaskTracker::new(),
-            counters: self.counters,
+            stats: self.stats,
         });
         if !shared.config.snmplog.is_empty() {
             let period = Duration::from_secs(shared.config.snmpperiod as u64);
@@ -224,7 +229,7 @@ async fn open(
                     error = &e as &dyn std::error::Error,
                     "cannot open a stream for {peer}; connection dropped"
                 );
-                shared.counters.stream_failed();
+                shared.stats.stream_failed();
                 return Opened::Failed;
             }
         }
@@ -232,7 +237,7 @@ async fn open(
     tracing::warn!(
         "cannot open a stream for {peer}: session {idx} keeps dying; connection dropped"
     );
-    shared.counters.stream_failed();
+    shared.stats.stream_failed();
     Opened::Failed
 }
 
@@ -293,7 +298,7 @@ async fn dial(shared: &Shared) -> Option<Session> {
         };
         match attempt.await {
             Ok(s) => {
-                shared.counters.session();
+                shared.stats.session();
                 return Some(s);
             }
             Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "re-connecting in 1 s"),
@@ -335,12 +340,12 @@ async fn forward(shared: Arc<Shared>, mut stream: Stream, mut tcp: TcpStream, pe
         outbound: format!("{}({})", shared.remote, stream.id()),
         quiet: shared.config.quiet,
     };
-    shared.counters.stream();
+    shared.stats.stream();
     route.opened();
     let closing = Closing::for_smux(shared.checked.smux.version);
     let result = pipe(&mut tcp, &mut stream, closing).await;
     route.closed(&result);
-    shared.counters.stream_closed();
+    shared.stats.stream_closed();
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ fn shared(remote: SocketAddr) -> Arc<Shared> {
     config.quiet = true;
     let checked = config.validate().unwrap();
     Arc::new(Shared {
-        counters: CounterHandle::default(),
+        stats: StatsHandle::default(),
         remote: normalize_addr(&config.target, false),
         config,
         checked,
@@ -64,7 +64,7 @@ async fn expired_session_keeps_the_stream_the_loop_gave_it() {
     tokio::time::timeout(Duration::from_secs(10), s.closed())
         .await
         .expect("the scavenger did not close the idle expired session");
-    assert_eq!(shared.counters.snapshot().streams_failed, 0);
+    assert_eq!(shared.stats.stats().streams_failed, 0);
 
     drop(second);
     shared.stop.cancel();

@@ -99,21 +99,21 @@
 
 pub mod client;
 pub mod config;
-mod counters;
 mod error;
 mod mux;
 pub mod server;
 pub mod snappy;
 pub mod snmp;
+mod stats;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use client::Client;
 pub use config::{Checked, Role, SmuxSettings, TunnelConfig};
-pub use counters::{CounterHandle, Counters};
 pub use error::{Error, ErrorKind};
 pub use server::Server;
+pub use stats::{StatsHandle, TunnelStats};
 use tokio_util::sync::CancellationToken;
 
 /// How long shutting down waits for streams to end after their sessions were closed.
@@ -149,11 +149,17 @@ impl Tunnel {
         }
     }
 
-    /// The end's counters ([`Client::counters`], [`Server::counters`]).
-    pub fn counters(&self) -> CounterHandle {
+    /// The end's counters now ([`Client::stats`], [`Server::stats`]).
+    pub fn stats(&self) -> TunnelStats {
+        self.stats_handle().stats()
+    }
+
+    /// Where the counters can be read while [`run`](Self::run) owns the end
+    /// ([`Client::stats_handle`], [`Server::stats_handle`]).
+    pub fn stats_handle(&self) -> StatsHandle {
         match self {
-            Tunnel::Client(c) => c.counters(),
-            Tunnel::Server(s) => s.counters(),
+            Tunnel::Client(c) => c.stats_handle(),
+            Tunnel::Server(s) => s.stats_handle(),
         }
     }
 

@@ -13,7 +13,7 @@
 //! [`MAX_STREAMS`] streams at once, over all its sessions together (change it with
 //! [`Server::with_max_streams`]; kcptun has no such bound). A stream beyond it is closed at
 //! once with a FIN, before the target is dialled, and counted in
-//! [`Counters::streams_refused`](crate::Counters::streams_refused); a warning says so at
+//! [`TunnelStats::streams_refused`](crate::TunnelStats::streams_refused); a warning says so at
 //! most every [`REFUSAL_LOG_EVERY`].
 //!
 //! # Closing
@@ -37,7 +37,7 @@ use tracing::instrument::WithSubscriber;
 
 use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
 use crate::mux::{open_session, pipe, Closing, End, Route};
-use crate::{describe, CounterHandle, Error, SHUTDOWN_WAIT};
+use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_WAIT};
 
 /// How long dialling the target may take before the stream is given up.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,12 +56,12 @@ pub struct Server {
     listener: KcpListener,
     config: TunnelConfig,
     checked: Checked,
-    counters: CounterHandle,
+    stats: StatsHandle,
     max_streams: usize,
 }
 
 struct Shared {
-    counters: CounterHandle,
+    stats: StatsHandle,
     config: TunnelConfig,
     checked: Checked,
     target: Target,
@@ -130,7 +130,7 @@ impl Server {
             listener,
             config,
             checked,
-            counters: CounterHandle::default(),
+            stats: StatsHandle::default(),
             max_streams: MAX_STREAMS,
         })
     }
@@ -142,10 +142,15 @@ impl Server {
         self
     }
 
-    /// Live counters of this end (sessions, streams); the handle stays valid after
-    /// [`Server::run`] returned.
-    pub fn counters(&self) -> CounterHandle {
-        self.counters.clone()
+    /// This end's counters now.
+    pub fn stats(&self) -> TunnelStats {
+        self.stats.stats()
+    }
+
+    /// Where the counters can be read while [`run`](Self::run) owns this end, and after
+    /// it stopped.
+    pub fn stats_handle(&self) -> StatsHandle {
+        self.stats.clone()
     }
 
     /// The UDP address actually bound (port 0 resolved).
@@ -173,7 +178,7 @@ impl Server {
             checked: self.checked,
             stop: stop.clone(),
             tasks: TaskTracker::new(),
-            counters: self.counters,
+            stats: self.stats,
             permits: Arc::new(Semaphore::new(self.max_streams)),
             max_streams: self.max_streams,
             refusal_logged: Mutex::new(None),
@@ -192,7 +197,7 @@ impl Server {
             };
             match accepted {
                 Ok((kcp, peer)) => {
-                    shared.counters.session();
+                    shared.stats.session();
                     let sh = Arc::clone(&shared);
                     shared
                         .tasks
@@ -262,7 +267,7 @@ fn refuse(shared: &Shared, stream: Stream, peer: SocketAddr) {
     let sid = stream.id();
     // Counted before the stream goes (dropping it sends the FIN): whoever sees the stream
     // end must also see the count.
-    shared.counters.stream_refused();
+    shared.stats.stream_refused();
     drop(stream);
     tracing::debug!(
         "stream {peer}({sid}) refused: {} streams open",
@@ -279,7 +284,7 @@ fn refuse(shared: &Shared, stream: Stream, peer: SocketAddr) {
             "refusing new streams: {} streams are open, the most this server forwards at once \
              ({} refused so far)",
             shared.permits_in_use(),
-            shared.counters.snapshot().streams_refused
+            shared.stats.stats().streams_refused
         );
     }
 }
@@ -311,7 +316,7 @@ async fn forward(
         Ok(Err(e)) => {
             tracing::warn!("stream {inbound}: cannot connect to {}: {e}", shared.target);
             drop(permit);
-            shared.counters.stream_failed();
+            shared.stats.stream_failed();
             let _ = tokio::time::timeout(SHUTDOWN_WAIT, stream.shutdown()).await;
             return;
         }
@@ -321,7 +326,7 @@ async fn forward(
                 shared.target
             );
             drop(permit);
-            shared.counters.stream_failed();
+            shared.stats.stream_failed();
             let _ = tokio::time::timeout(SHUTDOWN_WAIT, stream.shutdown()).await;
             return;
         }
@@ -331,13 +336,13 @@ async fn forward(
         outbound: shared.target.to_string(),
         quiet: shared.config.quiet,
     };
-    shared.counters.stream();
+    shared.stats.stream();
     route.opened();
     let closing = Closing::for_smux(shared.checked.smux.version);
     let result = pipe(&mut stream, &mut *target, closing).await;
     route.closed(&result);
     drop(permit);
-    shared.counters.stream_closed();
+    shared.stats.stream_closed();
 }
 
 async fn dial(target: &Target) -> std::io::Result<Box<dyn Duplex>> {

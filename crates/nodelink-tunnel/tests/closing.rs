@@ -215,16 +215,16 @@ async fn server_bounds_streams_forwarded_at_once() {
         .await
         .expect("the stream over the bound was not closed");
     assert!(ended.is_err() || rest.is_empty(), "got {rest:?}");
-    let served = server.counters.snapshot();
+    let served = server.counters.stats();
     assert_eq!(
-        (served.streams, served.streams_refused),
+        (served.streams_forwarded, served.streams_refused),
         (2, 1),
         "{served:?}"
     );
 
     drop(first);
     let deadline = tokio::time::Instant::now() + LIMIT;
-    while server.counters.snapshot().streams_closed == 0 {
+    while server.counters.stats().streams_closed == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the first stream never ended on the server"
@@ -232,9 +232,9 @@ async fn server_bounds_streams_forwarded_at_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _fourth = echoed(client.addr).await;
-    let served = server.counters.snapshot();
+    let served = server.counters.stats();
     assert_eq!(
-        (served.streams, served.streams_refused),
+        (served.streams_forwarded, served.streams_refused),
         (3, 1),
         "{served:?}"
     );

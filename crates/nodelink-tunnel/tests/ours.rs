@@ -128,9 +128,9 @@ async fn refused_target_closes_only_that_stream() {
             .unwrap();
         assert_eq!(&buf, b"pong");
     }
-    let served = server.counters.snapshot();
+    let served = server.counters.stats();
     assert_eq!(
-        (served.streams, served.streams_failed),
+        (served.streams_forwarded, served.streams_failed),
         (1, 1),
         "{served:?}"
     );
@@ -154,27 +154,30 @@ async fn several_sessions_round_robin() {
     cfg.quiet = true;
     let client = nodelink_tunnel::Client::bind(cfg).await.unwrap();
     let entry = client.local_addr();
-    let counters = client.counters();
+    let counters = client.stats_handle();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(client.run(stop.clone()));
     echo_streams(entry, 6, 256 << 10).await.unwrap();
-    let first = counters.snapshot();
+    let first = counters.stats();
     assert!(
-        first.sessions >= 3,
+        first.sessions_opened >= 3,
         "{first:?}: fewer than 3 sessions for 6 streams over conn 3"
     );
-    assert_eq!(first.streams, 6);
+    assert_eq!(first.streams_forwarded, 6);
     // After expiry a new round of streams gets fresh sessions and still works.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     echo_streams(entry, 3, 64 << 10).await.unwrap();
-    let second = counters.snapshot();
+    let second = counters.stats();
     assert!(
-        second.sessions >= first.sessions + 3,
+        second.sessions_opened >= first.sessions_opened + 3,
         "expired sessions were reused: {second:?}"
     );
-    assert_eq!((second.streams, second.streams_failed), (9, 0));
-    let served = server.counters.snapshot();
-    assert_eq!(served.sessions, second.sessions, "server saw {served:?}");
+    assert_eq!((second.streams_forwarded, second.streams_failed), (9, 0));
+    let served = server.counters.stats();
+    assert_eq!(
+        served.sessions_opened, second.sessions_opened,
+        "server saw {served:?}"
+    );
     stop.cancel();
     tokio::time::timeout(LIMIT, task)
         .await
@@ -202,10 +205,13 @@ async fn garbage_session_does_not_disturb_others() {
         .unwrap();
     hostile.write_all(&[0xAB; 4096]).await.unwrap();
     echo_streams(client.addr, 2, 256 << 10).await.unwrap();
-    let served = server.counters.snapshot();
+    let served = server.counters.stats();
     // The hostile peer's retransmissions may open a fresh session after its first one was
     // killed (KCP has no handshake); none of them yields a stream.
-    assert!(served.sessions >= 2 && served.streams == 2, "{served:?}");
+    assert!(
+        served.sessions_opened >= 2 && served.streams_forwarded == 2,
+        "{served:?}"
+    );
     drop(hostile);
     client.stop().await;
     server.stop().await;
@@ -351,7 +357,7 @@ async fn dead_session_is_redialled() {
         .unwrap()
         .unwrap();
     assert_eq!(&back, b"again");
-    assert_eq!(client.counters.snapshot().sessions, 2);
+    assert_eq!(client.counters.stats().sessions_opened, 2);
     drop(first);
     smux.close().await;
     client.stop().await;

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nodelink_tunnel::{Client, CounterHandle, Server, TunnelConfig};
+use nodelink_tunnel::{Client, Server, StatsHandle, TunnelConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -247,7 +247,7 @@ pub fn port_bound(proto: &str, port: u16) -> bool {
 /// cancelled on drop.
 pub struct Ours {
     pub addr: SocketAddr,
-    pub counters: CounterHandle,
+    pub counters: StatsHandle,
     stop: CancellationToken,
     task: Option<JoinHandle<Result<(), nodelink_tunnel::Error>>>,
 }
@@ -289,7 +289,7 @@ pub async fn our_server_tuned(
     apply_flags(&mut cfg, flags);
     let server = tune(Server::bind(cfg).await.unwrap());
     let addr = server.local_addr();
-    let counters = server.counters();
+    let counters = server.stats_handle();
     let stop = CancellationToken::new();
     let task = tokio::spawn(server.run(stop.clone()));
     Ours {
@@ -309,7 +309,7 @@ pub async fn our_client(remote: SocketAddr, flags: &[&str]) -> Ours {
     apply_flags(&mut cfg, flags);
     let client = Client::bind(cfg).await.unwrap();
     let addr = client.local_addr();
-    let counters = client.counters();
+    let counters = client.stats_handle();
     let stop = CancellationToken::new();
     let task = tokio::spawn(client.run(stop.clone()));
     Ours {

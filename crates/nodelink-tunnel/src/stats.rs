@@ -1,16 +1,17 @@
-//! [`Counters`]: what one tunnel end did, for monitoring and tests (the KCP-level counters
-//! are process-wide, in [`nodelink_kcp::snmp`]).
+//! [`TunnelStats`]: what one tunnel end did, for monitoring and tests (the KCP-level
+//! counters are process-wide, in [`nodelink_kcp::snmp`]).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-/// A snapshot of one tunnel end's counters.
+/// A snapshot of one tunnel end's counters (all only grow).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
+#[non_exhaustive]
+pub struct TunnelStats {
     /// KCP sessions dialled (client) or accepted (server).
-    pub sessions: u64,
+    pub sessions_opened: u64,
     /// Streams forwarded (opened on both sides and copying).
-    pub streams: u64,
+    pub streams_forwarded: u64,
     /// Streams given up: the client could not open one on its session, or the server could
     /// not reach the target.
     pub streams_failed: u64,
@@ -21,9 +22,10 @@ pub struct Counters {
     pub streams_refused: u64,
 }
 
-/// A live view of an end's counters; cheap to clone, valid after the end stopped.
+/// Where an end's [`TunnelStats`] can be read while [`run`](crate::Client::run) owns the
+/// end, and after it stopped; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct CounterHandle(Arc<Atomic>);
+pub struct StatsHandle(Arc<Atomic>);
 
 #[derive(Debug, Default)]
 struct Atomic {
@@ -34,12 +36,12 @@ struct Atomic {
     streams_refused: AtomicU64,
 }
 
-impl CounterHandle {
+impl StatsHandle {
     /// The counters now.
-    pub fn snapshot(&self) -> Counters {
-        Counters {
-            sessions: self.0.sessions.load(Relaxed),
-            streams: self.0.streams.load(Relaxed),
+    pub fn stats(&self) -> TunnelStats {
+        TunnelStats {
+            sessions_opened: self.0.sessions.load(Relaxed),
+            streams_forwarded: self.0.streams.load(Relaxed),
             streams_failed: self.0.streams_failed.load(Relaxed),
             streams_closed: self.0.streams_closed.load(Relaxed),
             streams_refused: self.0.streams_refused.load(Relaxed),
