@@ -35,6 +35,10 @@ pub struct Config {
     /// whose reader has then consumed nothing for this long is reset so the others can go
     /// on (see the crate documentation). Default 5 s.
     pub stall_timeout: Duration,
+    /// How long [`Session::close`](crate::Session::close) (or dropping the last handle)
+    /// waits for queued data and FINs to be sent before the connection is closed anyway.
+    /// Default 1 s.
+    pub linger: Duration,
 }
 
 impl Default for Config {
@@ -49,6 +53,7 @@ impl Default for Config {
             max_stream_buffer: 64 * 1024,
             accept_backlog: 1024,
             stall_timeout: Duration::from_secs(5),
+            linger: Duration::from_secs(1),
         }
     }
 }
@@ -105,6 +110,12 @@ impl Config {
     /// Sets [`Config::stall_timeout`].
     pub fn with_stall_timeout(mut self, value: Duration) -> Self {
         self.stall_timeout = value;
+        self
+    }
+
+    /// Sets [`Config::linger`].
+    pub fn with_linger(mut self, value: Duration) -> Self {
+        self.linger = value;
         self
     }
 

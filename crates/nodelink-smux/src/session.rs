@@ -138,12 +138,14 @@ impl Session {
             .map_ok(|sid| Stream::new(sid, self.shared.clone(), self.guard.clone()))
     }
 
-    /// Closes the session: every stream fails, the tasks stop and the connection is shut
-    /// down and dropped. Returns once the connection has been released. Pending data and
-    /// FINs are not sent (as in Go smux, closing the session is abrupt).
+    /// Closes the session gracefully and returns once the connection has been released:
+    /// no stream is opened or accepted any more, every stream sends the data it has
+    /// queued and then its FIN, and the connection is shut down; whatever is still unsent
+    /// after [`Config::linger`] is dropped. Streams can still read what arrives meanwhile.
+    /// Idempotent. (Go smux's `Close` is abrupt; a Go peer sees FINs, then the end of the
+    /// connection.)
     pub async fn close(&self) {
-        self.shared
-            .kill(Error::new(ErrorKind::SessionClosed, "closed locally"));
+        self.shared.with(|core| core.close(Instant::now()));
         self.shared.finished.cancelled().await;
     }
 
@@ -236,7 +238,10 @@ async fn write_loop<W: AsyncWrite>(
         let wanted = shared.writer.notified();
         tokio::pin!(wanted);
         wanted.as_mut().enable();
-        shared.with(|core| core.write_transmit(&mut out));
+        let done = shared.with(|core| {
+            core.write_transmit(&mut out);
+            core.close_done()
+        });
         if shared.dead.is_cancelled() {
             break;
         }
@@ -248,6 +253,11 @@ async fn write_loop<W: AsyncWrite>(
                     break;
                 }
                 continue;
+            }
+            if done {
+                // A graceful close has sent everything: the connection goes now.
+                shared.kill(Error::new(ErrorKind::SessionClosed, "closed locally"));
+                break;
             }
             tokio::select! {
                 _ = wanted => {}
@@ -341,6 +351,64 @@ mod tests {
         let err = next(&mut server).await.unwrap().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::SessionClosed);
         assert!(next(&mut server).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn close_sends_what_is_queued_then_fins_then_ends_the_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let client = Session::client(a, Config::default()).unwrap();
+        let server = Session::server(b, Config::default()).unwrap();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                let mut s = server.accept().await.unwrap();
+                let mut data = Vec::new();
+                s.read_to_end(&mut data).await.unwrap();
+                got.push(data);
+            }
+            got
+        });
+        let mut streams = Vec::new();
+        for i in 0..3u8 {
+            let mut s = client.open().await.unwrap();
+            // Queued, not necessarily sent, when close starts.
+            s.write_all(&vec![i; 60_000]).await.unwrap();
+            streams.push(s);
+        }
+        client.close().await;
+        assert!(client.is_closed());
+        assert_eq!(client.close_reason().unwrap().detail(), "closed locally");
+        assert!(client.open().await.is_err());
+        let got = reader.await.unwrap();
+        for (i, data) in got.iter().enumerate() {
+            assert_eq!(data, &vec![i as u8; 60_000]);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_gives_up_after_the_linger() {
+        use tokio::io::AsyncWriteExt;
+
+        // v2 and a peer that never reads: the window stops the data, the linger ends it.
+        let config = Config::default()
+            .with_version(2)
+            .with_linger(Duration::from_secs(2));
+        let (a, _b) = tokio::io::duplex(1 << 20);
+        let client = Session::client(a, config).unwrap();
+        let mut s = client.open().await.unwrap();
+        let started = Instant::now();
+        let writer = tokio::spawn(async move {
+            let _ = s.write_all(&[0; 400_000]).await;
+        });
+        tokio::task::yield_now().await;
+        client.close().await;
+        let reason = client.close_reason().unwrap();
+        assert_eq!(reason.kind(), ErrorKind::SessionClosed);
+        assert!(reason.detail().contains("not sent"), "{reason}");
+        assert!(started.elapsed() >= Duration::from_secs(2));
+        writer.await.unwrap();
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::{Event, SessionCore};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 
 /// The wakers of one stream's blocked reader and writer.
 #[derive(Default)]
@@ -172,10 +172,8 @@ pub(crate) struct LifeGuard {
 }
 
 impl Drop for LifeGuard {
+    /// Nobody can use the session any more: it closes gracefully in the background.
     fn drop(&mut self) {
-        self.shared.kill(Error::new(
-            ErrorKind::SessionClosed,
-            "every session and stream handle was dropped",
-        ));
+        self.shared.with(|core| core.close(Instant::now()));
     }
 }

@@ -116,7 +116,7 @@ async fn dropping_a_stream_sends_fin_after_its_data() {
 }
 
 #[tokio::test]
-async fn closing_the_session_fails_streams_and_acceptors() {
+async fn closing_the_session_ends_streams_and_fails_acceptors() {
     let (a, b) = tokio::io::duplex(4096);
     let client = Session::client(a, config(2)).unwrap();
     let server = Session::server(b, config(2)).unwrap();
@@ -129,9 +129,11 @@ async fn closing_the_session_fails_streams_and_acceptors() {
     within(server.close()).await;
     let err = within(acceptor).await.unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SessionClosed);
-    // The client sees the connection end.
+    // The client sees its stream end (the server's graceful close sent a FIN), then the
+    // connection.
     within(client.closed()).await;
-    let err = within(c.read(&mut [0u8; 8])).await.unwrap_err();
+    assert_eq!(within(c.read(&mut [0u8; 8])).await.unwrap(), 0);
+    let err = within(c.write(b"late")).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted);
     let err = within(client.open()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SessionClosed);

@@ -205,6 +205,9 @@ pub(crate) struct SessionCore {
     send_limit: usize,
     backlog: usize,
     stall_timeout: Duration,
+    linger: Duration,
+    /// Closing gracefully: until when queued data and FINs may still be sent.
+    closing: Option<Instant>,
     streams: HashMap<u32, StreamEntry>,
     next_id: u64,
     accept_queue: VecDeque<u32>,
@@ -257,6 +260,8 @@ impl SessionCore {
             send_limit: (2 * config.max_frame_size).max(64 * 1024),
             backlog: config.accept_backlog,
             stall_timeout: config.stall_timeout,
+            linger: config.linger,
+            closing: None,
             streams: HashMap::new(),
             next_id: if client { 1 } else { 0 },
             accept_queue: VecDeque::new(),
@@ -345,10 +350,56 @@ impl SessionCore {
         self.outbox.transmit = true;
     }
 
+    /// Starts a graceful close at `now`: no stream is opened or accepted any more, streams
+    /// waiting in the accept queue are refused, every other stream sends what it has
+    /// queued and then its FIN. The driver closes the connection once
+    /// [`close_done`](Self::close_done) says everything is out; the session dies anyway
+    /// when the linger runs out (see `timers`).
+    pub(crate) fn close(&mut self, now: Instant) {
+        if self.death.is_some() || self.closing.is_some() {
+            return;
+        }
+        self.closing = Some(now + self.linger);
+        for sid in std::mem::take(&mut self.accept_queue) {
+            self.reset_stream(sid, "session closing before the stream was accepted");
+        }
+        let sids: Vec<u32> = self.streams.keys().copied().collect();
+        for sid in sids {
+            if let Some(entry) = self.streams.get_mut(&sid) {
+                entry.fin_requested = true;
+            }
+            self.schedule(sid);
+        }
+        tracing::debug!("smux session closing gracefully");
+        let out = &mut self.outbox;
+        out.transmit = true;
+        out.rearm = true;
+    }
+
+    /// Closing, and every queued frame has been handed to the driver: once it has written
+    /// them, it may close the connection.
+    pub(crate) fn close_done(&self) -> bool {
+        self.closing.is_some()
+            && self.death.is_none()
+            && self.control.is_empty()
+            && !self.nop_pending
+            && self.ready.is_empty()
+            && self
+                .streams
+                .values()
+                .all(|e| e.reset.is_some() || (e.send.is_empty() && e.fin_sent))
+    }
+
     /// Allocates the next local stream id and queues its SYN.
     pub(crate) fn open(&mut self) -> Result<u32, Error> {
         if let Some(err) = &self.death {
             return Err(closed_error(err));
+        }
+        if self.closing.is_some() {
+            return Err(Error::new(
+                ErrorKind::SessionClosed,
+                "the session is closing",
+            ));
         }
         let id = self.next_id + 2;
         let Ok(sid) = u32::try_from(id) else {
@@ -365,10 +416,15 @@ impl SessionCore {
     }
 
     /// Hands the oldest peer-opened stream to an acceptor; `None` when there is none yet
-    /// (wait for [`Event::Incoming`]).
+    /// (wait for [`Event::Incoming`]). Streams the peer opened before the session died
+    /// are still handed out (their data and FIN can still be read), then the death is
+    /// reported.
     pub(crate) fn accept(&mut self) -> Result<Option<u32>, Error> {
-        if let Some(err) = &self.death {
-            return Err(closed_error(err));
+        if self.closing.is_some() && self.death.is_none() {
+            return Err(Error::new(
+                ErrorKind::SessionClosed,
+                "the session is closing",
+            ));
         }
         while let Some(sid) = self.accept_queue.pop_front() {
             if let Some(entry) = self.streams.get_mut(&sid) {
@@ -376,7 +432,10 @@ impl SessionCore {
                 return Ok(Some(sid));
             }
         }
-        Ok(None)
+        match &self.death {
+            Some(err) => Err(closed_error(err)),
+            None => Ok(None),
+        }
     }
 
     /// v2 only: data waits for window, but the peer has sent its FIN. A Go peer's FIN is a

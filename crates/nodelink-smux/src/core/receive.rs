@@ -105,13 +105,17 @@ impl SessionCore {
             tracing::debug!(sid, "duplicate SYN ignored");
             return Ok(());
         }
-        if self.accept_queue.len() >= self.backlog {
+        if self.accept_queue.len() >= self.backlog || self.closing.is_some() {
             self.stats.syns_refused += 1;
-            tracing::warn!(
-                sid,
-                backlog = self.backlog,
-                "accept backlog full: stream refused"
-            );
+            if self.closing.is_some() {
+                tracing::debug!(sid, "session closing: stream refused");
+            } else {
+                tracing::warn!(
+                    sid,
+                    backlog = self.backlog,
+                    "accept backlog full: stream refused"
+                );
+            }
             if self.refusals < REFUSAL_QUEUE_LIMIT {
                 self.refusals += 1;
                 self.push_control(Control::Refuse(sid));

@@ -4,7 +4,8 @@
 //!   reading is paused for backpressure: a paused reader is not a silent peer);
 //! - the pause's verdict (`receive::relieve`): `stall_timeout` after reading paused;
 //! - v2 writes waiting after the peer's FIN for a window that may never open: they give up
-//!   (the stream is reset) `stall_timeout` after they started waiting.
+//!   (the stream is reset) `stall_timeout` after they started waiting;
+//! - a graceful close: the session dies when the linger has run out with data unsent.
 
 use tokio::time::Instant;
 
@@ -29,6 +30,7 @@ impl SessionCore {
             keepalive,
             self.pause_deadline,
             self.fin_stalls.values().min().copied(),
+            self.closing,
         ]
         .into_iter()
         .flatten()
@@ -38,6 +40,15 @@ impl SessionCore {
     /// Acts on every deadline that has come by `now`.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.death.is_some() {
+            return;
+        }
+        if self.closing.is_some_and(|t| t <= now) {
+            let unsent: usize = self.streams.values().map(|e| e.send.len()).sum();
+            tracing::debug!(unsent, "smux linger over; closing with data unsent");
+            self.die(Error::new(
+                ErrorKind::SessionClosed,
+                format!("closed locally; {unsent} bytes not sent within the linger"),
+            ));
             return;
         }
         if let Some(k) = &mut self.keepalive {
