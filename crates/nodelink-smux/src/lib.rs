@@ -85,7 +85,7 @@
 //! - Go's `Session.Close` is abrupt; here [`Session::close`] (and dropping the last
 //!   handle) is graceful: queued data and a FIN per stream go out first, within
 //!   [`Config::linger`]. Streams the peer opened before its connection ended can still be
-//!   accepted and read to their end.
+//!   accepted, and read to their end if the peer's FIN arrived.
 //! - Go's `Stream.Close` is a full close; here [`Stream`] shutdown is a half close (FIN,
 //!   reading continues), which is what a Go peer sees anyway.
 //! - In v2 a write blocked on the peer's window does not fail the moment the peer's FIN

@@ -39,12 +39,22 @@ impl Drop for TaskGuard {
 /// One smux session over a byte stream. Cheap to clone; the session stays up while a clone
 /// or one of its streams exists, until [`close`](Session::close), a connection error, a
 /// protocol error or a keepalive timeout.
-#[derive(Clone)]
 pub struct Session {
     shared: Arc<Shared>,
     guard: Arc<LifeGuard>,
     /// This handle's `Stream` of accepted streams has yielded its final error.
     incoming_ended: bool,
+}
+
+impl Clone for Session {
+    /// Another handle to the same session (with its own `Stream` of accepted streams).
+    fn clone(&self) -> Session {
+        Session {
+            shared: self.shared.clone(),
+            guard: self.guard.clone(),
+            incoming_ended: false,
+        }
+    }
 }
 
 impl futures_core::Stream for Session {
@@ -123,7 +133,8 @@ impl Session {
     }
 
     /// Waits for the next stream opened by the peer. Fails with
-    /// [`SessionClosed`](ErrorKind::SessionClosed) once the session is dead.
+    /// [`SessionClosed`](ErrorKind::SessionClosed) once the session is closing, or dead
+    /// (streams the peer opened before it died are handed out first).
     ///
     /// A session is also a [`Stream`](futures_core::Stream) of the streams the peer opens,
     /// which yields the error that ended the session once and then ends.
@@ -248,7 +259,11 @@ async fn write_loop<W: AsyncWrite>(
         if out.is_empty() {
             if unflushed {
                 unflushed = false;
-                if let Err(e) = wr.flush().await {
+                let flushed = tokio::select! {
+                    r = wr.flush() => r,
+                    _ = shared.dead.cancelled() => break,
+                };
+                if let Err(e) = flushed {
                     shared.kill(Error::io("flushing the connection", e));
                     break;
                 }

@@ -165,11 +165,16 @@ impl Client {
                 .spawn(forward(sh, stream, tcp, peer).with_current_subscriber());
         };
         drop(self.listener);
+        // Each session closes gracefully (bounded by smux's linger); all at once.
+        let mut closing = tokio::task::JoinSet::new();
         for slot in slots.iter_mut() {
             if let Some(s) = slot.take() {
-                let _ = tokio::time::timeout(SHUTDOWN_WAIT, s.session.close()).await;
+                closing.spawn(async move {
+                    let _ = tokio::time::timeout(SHUTDOWN_WAIT, s.session.close()).await;
+                });
             }
         }
+        while closing.join_next().await.is_some() {}
         shared.tasks.close();
         if tokio::time::timeout(SHUTDOWN_WAIT, shared.tasks.wait())
             .await

@@ -318,7 +318,9 @@ impl Route {
             Ok((up, down)) => {
                 tracing::info!("stream closed {self} ({up} bytes in, {down} bytes back)")
             }
-            Err(e) => tracing::info!("stream closed {self} ({e})"),
+            Err(e) => {
+                tracing::info!(error = e as &dyn std::error::Error, "stream closed {self}")
+            }
         }
     }
 }

@@ -241,6 +241,12 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
             r = session.accept() => r,
         };
         match accepted {
+            Ok(_) if session.is_closed() => {
+                // Streams left in the queue of a dead session: nobody would get the
+                // answers back.
+                tracing::info!("session from {peer} ended");
+                break;
+            }
             Ok(stream) => {
                 // Taken before anything is spent on the stream (task, target socket).
                 let Ok(permit) = Arc::clone(&shared.permits).try_acquire_owned() else {
@@ -253,7 +259,10 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
                     .spawn(forward(sh, stream, peer, permit).with_current_subscriber());
             }
             Err(e) => {
-                tracing::info!("session from {peer} ended: {e}");
+                tracing::info!(
+                    error = &e as &dyn std::error::Error,
+                    "session from {peer} ended"
+                );
                 break;
             }
         }

@@ -162,6 +162,9 @@ impl AcceptStream for TcpAccept<'_> {
 pub(crate) struct Handshakes {
     pending: JoinSet<Result<Link>>,
     failed: u64,
+    /// The source failed; the error is returned once the handshakes under way are
+    /// delivered.
+    failure: Option<crate::Error>,
     /// The source failed and that error was returned: a listener's stream has ended.
     pub(crate) ended: bool,
 }
@@ -209,6 +212,15 @@ impl Handshakes {
                     continue;
                 }
             }
+            if let Some(e) = &self.failure {
+                // The source is gone: deliver what is under way, then its error (again on
+                // every later call).
+                if !self.pending.is_empty() {
+                    return Poll::Pending;
+                }
+                self.ended = true;
+                return Poll::Ready(Err(e.clone()));
+            }
             if self.pending.len() >= MAX_PENDING_HANDSHAKES {
                 return Poll::Pending;
             }
@@ -216,10 +228,7 @@ impl Handshakes {
                 Poll::Ready(Ok(stream)) => {
                     self.pending.spawn(start(stream));
                 }
-                Poll::Ready(Err(e)) => {
-                    self.ended = true;
-                    return Poll::Ready(Err(e));
-                }
+                Poll::Ready(Err(e)) => self.failure = Some(e),
                 Poll::Pending => return Poll::Pending,
             }
         }

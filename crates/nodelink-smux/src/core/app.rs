@@ -105,6 +105,7 @@ impl SessionCore {
         now: Instant,
     ) -> Poll<Result<usize, Error>> {
         let send_limit = self.send_limit;
+        let closing = self.closing;
         let death = self.death.clone();
         let entry = self.entry(sid)?;
         if let Some(err) = &entry.reset {
@@ -114,10 +115,12 @@ impl SessionCore {
             return Poll::Ready(Err(err));
         }
         if entry.fin_requested {
-            return Poll::Ready(Err(Error::new(
-                ErrorKind::StreamClosed,
-                "write after shutdown",
-            )));
+            let err = if closing {
+                Error::new(ErrorKind::SessionClosed, "the session is closing")
+            } else {
+                Error::new(ErrorKind::StreamClosed, "write after shutdown")
+            };
+            return Poll::Ready(Err(err));
         }
         if data.is_empty() {
             return Poll::Ready(Ok(0));

@@ -206,8 +206,11 @@ pub(crate) struct SessionCore {
     backlog: usize,
     stall_timeout: Duration,
     linger: Duration,
-    /// Closing gracefully: until when queued data and FINs may still be sent.
-    closing: Option<Instant>,
+    /// Closing gracefully.
+    closing: bool,
+    /// Until when queued data and FINs may still be sent (`None`: a linger too long to
+    /// count, i.e. no limit).
+    close_deadline: Option<Instant>,
     streams: HashMap<u32, StreamEntry>,
     next_id: u64,
     accept_queue: VecDeque<u32>,
@@ -261,7 +264,8 @@ impl SessionCore {
             backlog: config.accept_backlog,
             stall_timeout: config.stall_timeout,
             linger: config.linger,
-            closing: None,
+            closing: false,
+            close_deadline: None,
             streams: HashMap::new(),
             next_id: if client { 1 } else { 0 },
             accept_queue: VecDeque::new(),
@@ -356,12 +360,14 @@ impl SessionCore {
     /// [`close_done`](Self::close_done) says everything is out; the session dies anyway
     /// when the linger runs out (see `timers`).
     pub(crate) fn close(&mut self, now: Instant) {
-        if self.death.is_some() || self.closing.is_some() {
+        if self.death.is_some() || self.closing {
             return;
         }
-        self.closing = Some(now + self.linger);
+        self.closing = true;
+        self.close_deadline = now.checked_add(self.linger);
         for sid in std::mem::take(&mut self.accept_queue) {
-            self.reset_stream(sid, "session closing before the stream was accepted");
+            // Refused, as a SYN arriving now would be: not a reset of a stream in use.
+            self.discard_stream(sid, "session closing before the stream was accepted");
         }
         let sids: Vec<u32> = self.streams.keys().copied().collect();
         for sid in sids {
@@ -374,12 +380,13 @@ impl SessionCore {
         let out = &mut self.outbox;
         out.transmit = true;
         out.rearm = true;
+        out.incoming = true;
     }
 
     /// Closing, and every queued frame has been handed to the driver: once it has written
     /// them, it may close the connection.
     pub(crate) fn close_done(&self) -> bool {
-        self.closing.is_some()
+        self.closing
             && self.death.is_none()
             && self.control.is_empty()
             && !self.nop_pending
@@ -395,7 +402,7 @@ impl SessionCore {
         if let Some(err) = &self.death {
             return Err(closed_error(err));
         }
-        if self.closing.is_some() {
+        if self.closing {
             return Err(Error::new(
                 ErrorKind::SessionClosed,
                 "the session is closing",
@@ -420,7 +427,7 @@ impl SessionCore {
     /// are still handed out (their data and FIN can still be read), then the death is
     /// reported.
     pub(crate) fn accept(&mut self) -> Result<Option<u32>, Error> {
-        if self.closing.is_some() && self.death.is_none() {
+        if self.closing && self.death.is_none() {
             return Err(Error::new(
                 ErrorKind::SessionClosed,
                 "the session is closing",

@@ -105,9 +105,9 @@ impl SessionCore {
             tracing::debug!(sid, "duplicate SYN ignored");
             return Ok(());
         }
-        if self.accept_queue.len() >= self.backlog || self.closing.is_some() {
+        if self.accept_queue.len() >= self.backlog || self.closing {
             self.stats.syns_refused += 1;
-            if self.closing.is_some() {
+            if self.closing {
                 tracing::debug!(sid, "session closing: stream refused");
             } else {
                 tracing::warn!(
@@ -246,6 +246,17 @@ impl SessionCore {
     /// Ends a stream locally: buffered data both ways is dropped, the peer gets a FIN, the
     /// application gets a [`StreamReset`](ErrorKind::StreamReset) error.
     pub(crate) fn reset_stream(&mut self, sid: u32, reason: &str) {
+        if self.streams.get(&sid).is_none_or(|e| e.reset.is_some()) {
+            return;
+        }
+        self.stats.streams_reset += 1;
+        tracing::warn!(sid, reason, "smux stream reset");
+        self.discard_stream(sid, reason);
+    }
+
+    /// What a reset does, without counting or logging it as one (a stream refused while
+    /// the session closes).
+    pub(super) fn discard_stream(&mut self, sid: u32, reason: &str) {
         let Some(entry) = self.streams.get_mut(&sid) else {
             return;
         };
@@ -263,8 +274,6 @@ impl SessionCore {
         let pending = entry.handle == Handle::Pending;
         self.buffered -= unread;
         self.recv_len_changed(unread, 0);
-        self.stats.streams_reset += 1;
-        tracing::warn!(sid, reason, "smux stream reset");
         if send_fin {
             self.push_control(Control::Fin(sid));
         }

@@ -220,3 +220,32 @@ fn v2_writes_after_the_peers_fin_give_up_without_window() {
         other => panic!("flush after giving up: {other:?}"),
     }
 }
+
+#[test]
+fn a_graceful_close_refuses_new_work_sends_fins_and_is_then_done() {
+    let config = Config::default().with_linger(Duration::MAX);
+    let now = Instant::now();
+    let mut core = SessionCore::new(&config, false, now);
+    feed(&mut core, Cmd::Syn, 1, &[]);
+    feed(&mut core, Cmd::Syn, 3, &[]);
+    assert_eq!(core.accept().unwrap(), Some(1));
+    assert!(matches!(core.write(1, b"queued", now), Poll::Ready(Ok(6))));
+    core.close(now);
+    // No deadline for a linger too long to count, and no panic either.
+    assert_eq!(core.poll_timeout(), Some(now + Duration::from_secs(10)));
+    assert!(events(&mut core).contains(&Event::Incoming));
+    assert_eq!(core.accept().unwrap_err().kind(), ErrorKind::SessionClosed);
+    assert_eq!(core.open().unwrap_err().kind(), ErrorKind::SessionClosed);
+    match core.write(1, b"late", now) {
+        Poll::Ready(Err(e)) => assert_eq!(e.kind(), ErrorKind::SessionClosed),
+        other => panic!("write while closing: {other:?}"),
+    }
+    assert!(!core.close_done());
+    let frames = batch(&mut core);
+    let summary: Vec<(Cmd, u32)> = frames.iter().map(|f| (f.cmd, f.sid)).collect();
+    // The unaccepted stream is refused; the accepted one sends its data, then its FIN.
+    assert_eq!(summary, [(Cmd::Fin, 3), (Cmd::Psh, 1), (Cmd::Fin, 1)]);
+    assert!(core.close_done());
+    // A refusal is not a reset.
+    assert_eq!(core.stats().streams_reset, 0);
+}

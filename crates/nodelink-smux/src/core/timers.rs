@@ -30,7 +30,7 @@ impl SessionCore {
             keepalive,
             self.pause_deadline,
             self.fin_stalls.values().min().copied(),
-            self.closing,
+            self.close_deadline,
         ]
         .into_iter()
         .flatten()
@@ -42,7 +42,7 @@ impl SessionCore {
         if self.death.is_some() {
             return;
         }
-        if self.closing.is_some_and(|t| t <= now) {
+        if self.close_deadline.is_some_and(|t| t <= now) {
             let unsent: usize = self.streams.values().map(|e| e.send.len()).sum();
             tracing::debug!(unsent, "smux linger over; closing with data unsent");
             self.die(Error::new(
