@@ -240,36 +240,26 @@ impl Node {
             let data: Vec<u8> = (m.sent..m.sent + n)
                 .map(|i| pattern(side, sid, i))
                 .collect();
-            match self.core.write(sid, &data, now) {
-                Poll::Ready(Ok(k)) => {
+            let polled = self.core.write(sid, &data, now);
+            match outcome(polled, &mut self.core, sid, m, Side::Write) {
+                Some(k) => {
                     m.sent += k;
                     moved = true;
                 }
-                Poll::Ready(Err(e)) => {
-                    // The application gives the stream up.
-                    m.failed = Some(e);
-                    self.core.drop_stream(sid);
-                    m.dropped = true;
-                    return true;
-                }
-                Poll::Pending => m.write_wait = true,
+                None if m.dropped => return true,
+                None => {}
             }
         }
         // Flush, if this stream does.
         if m.sent == m.to_send && m.flush && !m.flushed && !m.write_wait {
-            match self.core.flush(sid, now) {
-                Poll::Ready(Ok(())) => {
+            let polled = self.core.flush(sid, now);
+            match outcome(polled, &mut self.core, sid, m, Side::Write) {
+                Some(()) => {
                     m.flushed = true;
                     moved = true;
                 }
-                Poll::Ready(Err(e)) => {
-                    // The application gives the stream up.
-                    m.failed = Some(e);
-                    self.core.drop_stream(sid);
-                    m.dropped = true;
-                    return true;
-                }
-                Poll::Pending => m.write_wait = true,
+                None if m.dropped => return true,
+                None => {}
             }
         }
         // End the writing side.
@@ -280,19 +270,14 @@ impl Node {
                 m.dropped = true;
                 return true;
             }
-            match self.core.shutdown(sid, now) {
-                Poll::Ready(Ok(())) => {
+            let polled = self.core.shutdown(sid, now);
+            match outcome(polled, &mut self.core, sid, m, Side::Write) {
+                Some(()) => {
                     m.shutdown_done = true;
                     moved = true;
                 }
-                Poll::Ready(Err(e)) => {
-                    // The application gives the stream up.
-                    m.failed = Some(e);
-                    self.core.drop_stream(sid);
-                    m.dropped = true;
-                    return true;
-                }
-                Poll::Pending => m.write_wait = true,
+                None if m.dropped => return true,
+                None => {}
             }
         }
         // Read, unless asleep.
@@ -300,12 +285,13 @@ impl Node {
         if !m.stuck && !m.eof && !m.read_wait && awake {
             m.read_after = None;
             let mut buf = vec![0u8; self.rng.random_range(1..=40_000)];
-            match self.core.read(sid, &mut buf, now) {
-                Poll::Ready(Ok(0)) => {
+            let polled = self.core.read(sid, &mut buf, now);
+            match outcome(polled, &mut self.core, sid, m, Side::Read) {
+                Some(0) => {
                     m.eof = true;
                     moved = true;
                 }
-                Poll::Ready(Ok(n)) => {
+                Some(n) => {
                     for (i, &b) in buf[..n].iter().enumerate() {
                         if b != pattern(!side, sid, m.received + i) {
                             self.problems
@@ -320,14 +306,8 @@ impl Node {
                         m.read_after = Some(now + Duration::from_millis(ms));
                     }
                 }
-                Poll::Ready(Err(e)) => {
-                    // The application gives the stream up.
-                    m.failed = Some(e);
-                    self.core.drop_stream(sid);
-                    m.dropped = true;
-                    return true;
-                }
-                Poll::Pending => m.read_wait = true,
+                None if m.dropped => return true,
+                None => {}
             }
         }
         if m.eof && m.shutdown_done {
@@ -395,6 +375,40 @@ impl Node {
             .min();
         let open = self.next_open.filter(|_| self.to_open > 0);
         [reads, open].into_iter().flatten().min()
+    }
+}
+
+/// Which wait an operation's `Pending` means.
+enum Side {
+    Read,
+    Write,
+}
+
+/// What the model application does with an operation's result: the value if it is
+/// ready; on `Pending` it waits for the stream's event; on an error it gives the stream up
+/// (drops it, recording why).
+fn outcome<T>(
+    polled: Poll<Result<T, Error>>,
+    core: &mut SessionCore,
+    sid: u32,
+    m: &mut Model,
+    side: Side,
+) -> Option<T> {
+    match polled {
+        Poll::Ready(Ok(v)) => Some(v),
+        Poll::Ready(Err(e)) => {
+            m.failed = Some(e);
+            core.drop_stream(sid);
+            m.dropped = true;
+            None
+        }
+        Poll::Pending => {
+            match side {
+                Side::Read => m.read_wait = true,
+                Side::Write => m.write_wait = true,
+            }
+            None
+        }
     }
 }
 
