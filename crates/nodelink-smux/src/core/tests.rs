@@ -248,4 +248,10 @@ fn a_graceful_close_refuses_new_work_sends_fins_and_is_then_done() {
     assert!(core.close_done());
     // A refusal is not a reset.
     assert_eq!(core.stats().streams_reset, 0);
+    // A peer opening a stream while we close is refused the same way.
+    feed(&mut core, Cmd::Syn, 5, &[]);
+    assert_eq!(batch_fins(&mut core), [5]);
+    assert_eq!(core.accept().unwrap_err().kind(), ErrorKind::SessionClosed);
+    assert_eq!(core.stats().syns_refused, 1);
+    assert!(core.close_done());
 }
