@@ -1,10 +1,11 @@
 //! Outgoing connects: find or build the socket to a remote endpoint, then announce a new
 //! lightweight connection on it.
 //!
-//! The first connect to an address creates its record (`Init{Us}`) and spawns the one
-//! task that will own the socket: it dials, performs the handshake and, once accepted,
-//! becomes the socket's reader. Every connect (the first included) then waits on the
-//! record for it to resolve. A cancelled connect therefore never leaves a half-built
+//! What a connect does is decided by the endpoint's table of peers (`core/peers.rs`). The
+//! first connect to an address makes its record (dialing) and spawns the one task that
+//! will own the socket: it dials, sends the request and reads the answer
+//! (`core/handshake.rs`) and, once accepted, becomes the socket's reader. Every connect
+//! (the first included) then waits on the record for it to resolve. A cancelled connect therefore never leaves a half-built
 //! record behind, and all waits are bounded by the connect timeout.
 
 use std::sync::Arc;
@@ -18,12 +19,13 @@ use tokio::time::Instant;
 
 use crate::address::EndPointAddress;
 use crate::connection::{Connection, Kind};
+use crate::core::handshake::{read_answer, write_request, Answer, Refusal};
+use crate::core::peers::{Connect, Dialed};
 use crate::core::socket::OpenRefused;
 use crate::endpoint_shared::EndPointShared;
 use crate::error::{Error, ErrorKind};
 use crate::net::{dial, DialError};
-use crate::remote::{Origin, RemoteState, Resolution, Socket};
-use crate::wire::{ConnectionRequest, HandshakeResponse};
+use crate::remote::{PeerIo, Resolution};
 use crate::writer::SocketWriter;
 
 enum Step {
@@ -40,29 +42,35 @@ pub(crate) async fn connect(
         let lcid = crate::selfconn::open(ep)?;
         return Ok(Connection::new(ep.clone(), lcid, Kind::Local));
     }
+    // An address that is not host:port:id can still be reached over a socket its
+    // endpoint opened to us (it names an endpoint that cannot be connected to).
+    let parsed = to.parse();
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         let step = {
             let mut st = ep.lock();
-            if st.closed {
-                return Err(Error::new(ErrorKind::ConnectFailed, "endpoint closed"));
+            let decision = st.peers.connect(to, parsed.is_some(), PeerIo::new);
+            match decision {
+                Connect::Closed => {
+                    return Err(Error::new(ErrorKind::ConnectFailed, "endpoint closed"))
+                }
+                Connect::Undialable => {
+                    return Err(Error::new(
+                        ErrorKind::ConnectFailed,
+                        format!("invalid address {to}"),
+                    ))
+                }
+                _ => {}
             }
-            match st.remotes.get_mut(to) {
-                None => {
-                    let Some((host, port, target)) = to.parse() else {
-                        return Err(Error::new(
-                            ErrorKind::ConnectFailed,
-                            format!("invalid address {to}"),
-                        ));
+            let Some(rec) = st.peers.get_mut_any(to) else {
+                continue; // not reached: any other decision leaves a record
+            };
+            let rx = rec.io.changed.subscribe();
+            match decision {
+                Connect::Dial(key) => {
+                    let Some((host, port, target)) = parsed.clone() else {
+                        continue; // not reached: only a dialable address is dialed
                     };
-                    let key = st.insert_remote(
-                        to.clone(),
-                        RemoteState::Init {
-                            origin: Origin::Us,
-                            crossed: false,
-                        },
-                    );
-                    let rx = st.remotes[to].changed.subscribe();
                     let setup = Setup {
                         ep: ep.clone(),
                         to: to.clone(),
@@ -75,32 +83,34 @@ pub(crate) async fn connect(
                     tokio::spawn(setup.run());
                     Step::Wait(rx)
                 }
-                Some(rec) => match &mut rec.state {
-                    RemoteState::Open(sock) => match sock.with_core(|core| core.open()) {
-                        Some((Ok(lcid), mark)) => {
-                            let writer = sock.writer.clone();
+                Connect::Open => {
+                    let key = rec.key;
+                    let opened = rec.socket().and_then(|mut s| {
+                        let writer = s.writer.clone();
+                        Some((s.with_core(|core| core.open())?, writer))
+                    });
+                    match opened {
+                        Some(((Ok(lcid), mark), writer)) => {
                             let kind = Kind::Remote {
                                 address: to.clone(),
-                                key: rec.key,
+                                key,
                                 writer: writer.clone(),
                             };
                             Step::Done(Connection::new(ep.clone(), lcid, kind), writer, mark)
                         }
-                        // Closing: wait until the close is cancelled or completed. (`None`:
-                        // the socket is failing; its reader will remove the record.)
-                        Some((Err(OpenRefused::NotOpen), _)) | None => {
-                            Step::Wait(rec.changed.subscribe())
-                        }
-                        Some((Err(OpenRefused::Exhausted), _)) => {
+                        Some(((Err(OpenRefused::Exhausted), _), _)) => {
                             // Ids are never reused on a socket; this one has used them all.
                             return Err(Error::new(
                                 ErrorKind::ConnectInsufficientResources,
                                 format!("connection ids to {to} exhausted on this socket"),
                             ));
                         }
-                    },
-                    RemoteState::Init { .. } => Step::Wait(rec.changed.subscribe()),
-                },
+                        // Closing: wait until the close is cancelled or completed. (`None`:
+                        // the socket is failing; its reader will remove the record.)
+                        Some(((Err(OpenRefused::NotOpen), _), _)) | None => Step::Wait(rx),
+                    }
+                }
+                Connect::Wait | Connect::Closed | Connect::Undialable => Step::Wait(rx),
             }
         };
         match step {
@@ -160,7 +170,7 @@ struct Setup {
 enum Outcome {
     Accepted(TcpStream, BytesMut),
     Crossed,
-    Fail(ErrorKind, String),
+    Fail(Refusal),
 }
 
 impl Setup {
@@ -168,111 +178,69 @@ impl Setup {
         let outcome = match self.deadline {
             Some(d) => match tokio::time::timeout_at(d, self.handshake()).await {
                 Ok(o) => o,
-                Err(_) => Outcome::Fail(
+                Err(_) => Outcome::Fail(Refusal::new(
                     ErrorKind::ConnectTimeout,
                     format!("connect to {} timed out", self.to),
-                ),
+                )),
             },
             None => self.handshake().await,
         };
         match outcome {
             Outcome::Accepted(stream, leftover) => self.accepted(stream, leftover).await,
             Outcome::Crossed => self.crossed().await,
-            Outcome::Fail(kind, msg) => self.fail(kind, msg),
+            Outcome::Fail(refusal) => self.fail(refusal),
         }
     }
 
+    /// Dials, sends our request and reads the answer (its meaning: `core/handshake.rs`).
     async fn handshake(&self) -> Outcome {
         let config = &self.ep.config;
+        let fail = |kind, message: String| Outcome::Fail(Refusal::new(kind, message));
         let mut stream = match dial(&self.host, self.port, config).await {
             Ok(s) => s,
             Err(DialError::Socket(e)) => {
-                return Outcome::Fail(
+                return fail(
                     ErrorKind::ConnectInsufficientResources,
                     format!("socket: {e}"),
                 )
             }
-            Err(DialError::Unreachable(m)) => return Outcome::Fail(ErrorKind::ConnectNotFound, m),
+            Err(DialError::Unreachable(m)) => return fail(ErrorKind::ConnectNotFound, m),
         };
-        let origin = if self.ep.addressable {
-            Some(self.ep.address.clone())
-        } else {
-            None
-        };
+        let origin = self.ep.addressable.then_some(&self.ep.address);
         let mut out = BytesMut::new();
-        ConnectionRequest::new(self.target, origin).encode(&mut out);
+        write_request(self.target, origin, &mut out);
         if let Err(e) = stream.write_all(&out).await {
-            return Outcome::Fail(
+            return fail(
                 ErrorKind::ConnectFailed,
                 format!("sending the connection request: {e}"),
             );
         }
         let mut buf = BytesMut::with_capacity(64);
-        let response = loop {
-            match HandshakeResponse::decode(&mut buf, config.max_address_length) {
-                Ok(Some(r)) => break r,
+        loop {
+            match read_answer(&mut buf, config.max_address_length, &self.to, self.target) {
+                Ok(Some(Answer::Accepted)) => return Outcome::Accepted(stream, buf),
+                Ok(Some(Answer::Crossed)) => return Outcome::Crossed,
                 Ok(None) => {}
-                Err(e) => {
-                    return Outcome::Fail(
-                        ErrorKind::ConnectFailed,
-                        format!("bad handshake response: {e}"),
-                    )
-                }
+                Err(refusal) => return Outcome::Fail(refusal),
             }
             match stream.read_buf(&mut buf).await {
                 Ok(0) => {
-                    return Outcome::Fail(
+                    return fail(
                         ErrorKind::ConnectFailed,
                         "peer closed during the handshake".into(),
                     )
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    return Outcome::Fail(ErrorKind::ConnectFailed, format!("handshake: {e}"))
-                }
+                Err(e) => return fail(ErrorKind::ConnectFailed, format!("handshake: {e}")),
             }
-        };
-        match response {
-            HandshakeResponse::Accepted => Outcome::Accepted(stream, buf),
-            HandshakeResponse::Crossed => Outcome::Crossed,
-            HandshakeResponse::InvalidEndPoint => Outcome::Fail(
-                ErrorKind::ConnectNotFound,
-                format!("no endpoint {} at {}", self.target, self.to),
-            ),
-            HandshakeResponse::HostMismatch {
-                claimed,
-                numeric,
-                resolved,
-            } => Outcome::Fail(
-                ErrorKind::ConnectFailed,
-                format!(
-                    "host mismatch: we claimed {}, the peer sees {} ({})",
-                    String::from_utf8_lossy(&claimed),
-                    String::from_utf8_lossy(&numeric),
-                    String::from_utf8_lossy(&resolved)
-                ),
-            ),
-            HandshakeResponse::UnsupportedVersion(v) => Outcome::Fail(
-                ErrorKind::ConnectFailed,
-                format!("peer wants protocol version {v}, we speak 0"),
-            ),
         }
     }
 
-    fn fail(&self, kind: ErrorKind, msg: String) {
-        tracing::debug!(peer = %self.to, %msg, "connect failed");
+    fn fail(&self, refusal: Refusal) {
+        tracing::debug!(peer = %self.to, msg = %refusal.message, "connect failed");
         let mut st = self.ep.lock();
-        let still_ours = st.remote_mut(&self.to, self.key).is_some_and(|r| {
-            matches!(
-                r.state,
-                RemoteState::Init {
-                    origin: Origin::Us,
-                    ..
-                }
-            )
-        });
-        if still_ours {
-            st.remove_remote(&self.to, self.key, Resolution::Failed(kind, msg));
+        if let Some(rec) = st.peers.dial_failed(&self.to, self.key) {
+            rec.announce(Resolution::Failed(refusal.kind, refusal.message));
         }
     }
 
@@ -281,14 +249,13 @@ impl Setup {
         let writer = SocketWriter::new(write);
         {
             let mut st = self.ep.lock();
-            let Some(rec) = st.remote_mut(&self.to, self.key) else {
-                return;
-            };
-            if !matches!(rec.state, RemoteState::Init { .. }) {
+            if st.peers.answered(&self.to, self.key, Answer::Accepted) != Dialed::Open {
                 return;
             }
-            rec.state =
-                RemoteState::Open(Socket::new(writer.clone(), self.ep.config.socket_limits()));
+            let Some(rec) = st.peers.get_mut(&self.to, self.key) else {
+                return;
+            };
+            rec.io.writer = Some(writer.clone());
             rec.announce(Resolution::Changed);
         }
         crate::reader::run(self.ep, self.to, self.key, read, leftover, writer).await;
@@ -300,18 +267,13 @@ impl Setup {
         tracing::debug!(peer = %self.to, "our request was answered Crossed; waiting for theirs");
         let mut rx = {
             let mut st = self.ep.lock();
-            let Some(rec) = st.remote_mut(&self.to, self.key) else {
+            if st.peers.answered(&self.to, self.key, Answer::Crossed) != Dialed::AwaitTheirs {
+                return;
+            }
+            let Some(rec) = st.peers.get_mut(&self.to, self.key) else {
                 return;
             };
-            let RemoteState::Init {
-                origin: Origin::Us,
-                crossed,
-            } = &mut rec.state
-            else {
-                return;
-            };
-            *crossed = true;
-            let rx = rec.changed.subscribe();
+            let rx = rec.io.changed.subscribe();
             rec.announce(Resolution::Pending);
             rx
         };
@@ -321,26 +283,12 @@ impl Setup {
             .connect_timeout
             .unwrap_or(Duration::from_secs(3600 * 24 * 365));
         let until = Instant::now() + wait;
-        loop {
-            {
-                let mut st = self.ep.lock();
-                match st.remote_mut(&self.to, self.key) {
-                    Some(rec)
-                        if matches!(
-                            rec.state,
-                            RemoteState::Init {
-                                origin: Origin::Us,
-                                ..
-                            }
-                        ) => {}
-                    _ => return,
-                }
-            }
+        while self.ep.lock().peers.dialing(&self.to, self.key) {
             if tokio::time::timeout_at(until, rx.changed()).await.is_err() {
-                self.fail(
+                self.fail(Refusal::new(
                     ErrorKind::ConnectTimeout,
                     format!("crossed connect to {} was never completed", self.to),
-                );
+                ));
                 return;
             }
         }

@@ -15,7 +15,6 @@ use tokio::time::Instant;
 use crate::address::EndPointAddress;
 use crate::endpoint_shared::EndPointShared;
 use crate::error::{Error, ErrorKind};
-use crate::remote::RemoteState;
 use crate::wire::encode_data_header;
 use crate::writer::{Refused, SocketWriter};
 
@@ -125,15 +124,15 @@ fn close_now(inner: &ConnInner) -> Option<(Arc<SocketWriter>, u64)> {
             writer,
         } => {
             let mut st = inner.ep.lock();
-            let sock = match st.remote_mut(address, *key).map(|r| &mut r.state) {
-                Some(RemoteState::Open(sock)) if Arc::ptr_eq(&sock.writer, writer) => sock,
+            let sock = match st.peers.get_mut(address, *key).and_then(|r| r.socket()) {
+                Some(sock) if Arc::ptr_eq(sock.writer, writer) => sock,
                 _ => {
                     // The socket is gone: only the handle is left to close.
                     writer.close_connection(&inner.alive, |_| {});
                     return None;
                 }
             };
-            let core = &mut sock.core;
+            let core = &mut *sock.core;
             let closed = writer.close_connection(&inner.alive, |b| {
                 core.close(inner.lcid, Instant::now());
                 core.write_transmit(b);

@@ -7,17 +7,17 @@
 //! queued on the event queue *under* that lock, so both follow the order of the state
 //! changes; the bytes are written after the lock is released.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::address::EndPointAddress;
 use crate::config::Config;
+use crate::core::peers::Peers;
 use crate::error::{Error, ErrorKind};
 use crate::event::Event;
 use crate::queue::{EventQueue, Popped};
 use crate::ratelimit::WarnLimiter;
-use crate::remote::{Remote, RemoteState, Resolution};
+use crate::remote::{PeerIo, Remote, Resolution};
 use crate::stats::{Counters, EndPointStats};
 use crate::sync::lock;
 use crate::wire::FIRST_LCID;
@@ -51,35 +51,12 @@ pub(crate) struct EndPointShared {
 }
 
 pub(crate) struct EpState {
-    pub(crate) closed: bool,
-    next_hid: u32,
-    next_key: u64,
     pub(crate) next_self_lcid: u32,
-    pub(crate) remotes: HashMap<EndPointAddress, Remote>,
+    /// One record per remote endpoint (the protocol of records: `core/peers.rs`).
+    pub(crate) peers: Peers<PeerIo>,
 }
 
 impl EpState {
-    /// Creates (and stores) a record for `address`; returns its key.
-    pub(crate) fn insert_remote(&mut self, address: EndPointAddress, state: RemoteState) -> u64 {
-        let key = self.next_key;
-        self.next_key += 1;
-        let hid = self.next_hid;
-        // Heavyweight ids are 32 bits on the wire of connection ids; 0 is reserved for
-        // self-connections, so wrap to 1.
-        self.next_hid = self.next_hid.checked_add(1).unwrap_or(1);
-        self.remotes.insert(address, Remote::new(key, hid, state));
-        key
-    }
-
-    /// The record for `address` if it is still the one with `key`.
-    pub(crate) fn remote_mut(
-        &mut self,
-        address: &EndPointAddress,
-        key: u64,
-    ) -> Option<&mut Remote> {
-        self.remotes.get_mut(address).filter(|r| r.key == key)
-    }
-
     /// Removes the record for `address` if it is still the one with `key`, announcing `r`.
     pub(crate) fn remove_remote(
         &mut self,
@@ -87,13 +64,9 @@ impl EpState {
         key: u64,
         r: Resolution,
     ) -> Option<Remote> {
-        if self.remotes.get(address).is_some_and(|x| x.key == key) {
-            let rec = self.remotes.remove(address)?;
-            rec.announce(r);
-            Some(rec)
-        } else {
-            None
-        }
+        let rec = self.peers.remove(address, key)?;
+        rec.announce(r);
+        Some(rec)
     }
 }
 
@@ -108,6 +81,7 @@ impl EndPointShared {
     ) -> Self {
         let capacity = config.event_queue_capacity;
         let max_bytes = config.event_queue_bytes;
+        let peers = Peers::new(address.clone(), config.socket_limits());
         EndPointShared {
             owner,
             config,
@@ -116,11 +90,8 @@ impl EndPointShared {
             address,
             addressable,
             state: Mutex::new(EpState {
-                closed: false,
-                next_hid: 1,
-                next_key: 0,
                 next_self_lcid: FIRST_LCID,
-                remotes: HashMap::new(),
+                peers,
             }),
             events: EventQueue::new(capacity, max_bytes),
             counters: Counters::default(),
@@ -135,20 +106,15 @@ impl EndPointShared {
     pub(crate) async fn close(&self) {
         let writers: Vec<Arc<SocketWriter>> = {
             let mut st = self.lock();
-            if st.closed {
+            if st.peers.is_closed() {
                 return;
             }
-            st.closed = true;
             let mut writers = Vec::new();
-            for (_, mut rec) in st.remotes.drain() {
-                match &mut rec.state {
-                    RemoteState::Open(s) => {
-                        s.core.close_endpoint();
-                        let _ = s.transmit();
-                        s.writer.kill();
-                        writers.push(s.writer.clone());
-                    }
-                    RemoteState::Init { .. } => {}
+            for (_, mut rec) in st.peers.close() {
+                if let Some(mut s) = rec.socket() {
+                    let _ = s.transmit();
+                    s.writer.kill();
+                    writers.push(s.writer.clone());
                 }
                 rec.announce(Resolution::Failed(
                     ErrorKind::ConnectFailed,
@@ -174,12 +140,10 @@ impl EndPointShared {
         let mut stats = EndPointStats::default();
         {
             let st = self.lock();
-            for rec in st.remotes.values() {
-                if let RemoteState::Open(sock) = &rec.state {
-                    stats.sockets += 1;
-                    stats.connections_in += sock.core.incoming() as u64;
-                    stats.connections_out += u64::from(sock.core.outgoing());
-                }
+            for core in st.peers.iter().filter_map(|(_, rec)| rec.core()) {
+                stats.sockets += 1;
+                stats.connections_in += core.incoming() as u64;
+                stats.connections_out += u64::from(core.outgoing());
             }
         }
         self.counters.fill(&mut stats);

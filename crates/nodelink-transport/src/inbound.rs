@@ -1,4 +1,7 @@
-//! Incoming sockets: the server side of the handshake, crossed requests and probing.
+//! Incoming sockets: the server side of the handshake. The request is read by
+//! `core/handshake.rs` and answered as the endpoint's table of peers (`core/peers.rs`)
+//! decides; this task moves the bytes, resolves the claimed host name and waits where the
+//! table says to.
 //!
 //! The whole handshake, any renegotiation of the version and any wait for a crossed
 //! request of ours to be answered are bounded by the connect timeout; a client that stays
@@ -8,18 +11,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::address::EndPointAddress;
+use crate::core::handshake::{check_host, check_resolved, Answering, Heard, HostCheck};
+use crate::core::peers::Claim;
 use crate::endpoint_shared::EndPointShared;
 use crate::ratelimit::peer_warn;
-use crate::remote::{Origin, RemoteState, Resolution, Socket};
+use crate::remote::{PeerIo, Resolution};
 use crate::transport_shared::TransportShared;
-use crate::wire::{ConnectionRequest, HandshakeResponse, PROTOCOL_VERSION};
+use crate::wire::HandshakeResponse;
 use crate::writer::SocketWriter;
 
 /// Counts a failed incoming handshake and says why at WARN, within the transport's budget
@@ -30,9 +34,6 @@ macro_rules! handshake_failed {
         peer_warn!($transport.warn_limit, $($arg)+);
     }};
 }
-
-/// Most version renegotiations on one socket before we give up on the client.
-const MAX_RENEGOTIATIONS: usize = 4;
 
 /// Where the handshake ended up.
 enum Verdict {
@@ -82,19 +83,13 @@ pub(crate) async fn serve(
     let writer = SocketWriter::new(write);
     {
         let mut st = ep.lock();
-        let Some(rec) = st.remote_mut(&address, key) else {
-            return;
-        };
-        if !matches!(
-            rec.state,
-            RemoteState::Init {
-                origin: Origin::Them,
-                ..
-            }
-        ) {
+        if !st.peers.accepted(&address, key) {
             return;
         }
-        rec.state = RemoteState::Open(Socket::new(writer.clone(), ep.config.socket_limits()));
+        let Some(rec) = st.peers.get_mut(&address, key) else {
+            return;
+        };
+        rec.io.writer = Some(writer.clone());
         rec.announce(Resolution::Changed);
     }
     crate::reader::run(ep, address, key, read, buf, writer).await;
@@ -106,73 +101,42 @@ async fn respond(stream: &mut TcpStream, r: HandshakeResponse) -> std::io::Resul
     stream.write_all(&out).await
 }
 
+/// Reads the request (`core/handshake.rs` decides what it means), checks the origin's
+/// host and finds the endpoint asked for.
 async fn handshake(
     transport: &Arc<TransportShared>,
     stream: &mut TcpStream,
     peer: SocketAddr,
 ) -> Verdict {
-    let max_addr = transport.config.max_address_length;
+    let mut answering = Answering::new(transport.config.max_address_length);
     let mut buf = BytesMut::with_capacity(256);
-    let mut renegotiations = 0;
-    let request = loop {
-        let req = match ConnectionRequest::decode(&mut buf, max_addr) {
-            Ok(Some(r)) => r,
-            Ok(None) => match stream.read_buf(&mut buf).await {
+    let mut out = BytesMut::new();
+    let (target, origin) = loop {
+        match answering.handle_input(&mut buf, &mut out) {
+            Heard::Request { target, origin } => break (target, origin),
+            Heard::More => match stream.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => {
                     tracing::debug!(%peer, "the peer left during the handshake");
                     return Verdict::Done;
                 }
-                Ok(_) => continue,
+                Ok(_) => {}
             },
-            Err(e) => {
-                handshake_failed!(
-                    transport,
-                    %peer,
-                    error = %e,
-                    "bad connection request: socket closed"
-                );
+            Heard::Renegotiate => {
+                if stream.write_all(&out.split()).await.is_err() {
+                    return Verdict::Done;
+                }
+            }
+            Heard::Malformed(reason) => {
+                handshake_failed!(transport, %peer, %reason, "bad connection request: socket closed");
                 return Verdict::Done;
             }
-        };
-        if req.version == PROTOCOL_VERSION {
-            break req;
-        }
-        renegotiations += 1;
-        if renegotiations > MAX_RENEGOTIATIONS {
-            handshake_failed!(
-                transport,
-                %peer,
-                version = req.version,
-                "connection request: no common protocol version after {MAX_RENEGOTIATIONS} tries: socket closed"
-            );
-            return Verdict::Done;
-        }
-        if respond(
-            stream,
-            HandshakeResponse::UnsupportedVersion(PROTOCOL_VERSION),
-        )
-        .await
-        .is_err()
-        {
-            return Verdict::Done;
         }
     };
-    // The original's order: the address must parse (else: closed, no answer), then the
-    // host check, then the endpoint lookup.
-    let address = match request.origin {
+    let address = match origin {
         None => EndPointAddress::from_bytes(uuid::Uuid::new_v4().to_string()),
         Some(a) => {
-            let Some((host, _, _)) = a.parse() else {
-                handshake_failed!(
-                    transport,
-                    %peer,
-                    origin = %a,
-                    "connection request: the origin is not host:port:id: socket closed"
-                );
-                return Verdict::Done;
-            };
             if transport.config.check_peer_host {
-                if let Some(mismatch) = check_peer_host(&host, peer.ip()).await {
+                if let Some(mismatch) = host_mismatch(&a, peer.ip()).await {
                     handshake_failed!(
                         transport,
                         %peer,
@@ -186,12 +150,12 @@ async fn handshake(
             a
         }
     };
-    let Some(ep) = transport.endpoint(request.target_endpoint) else {
+    let Some(ep) = transport.endpoint(target) else {
         handshake_failed!(
             transport,
             %peer,
             origin = %address,
-            endpoint = request.target_endpoint,
+            endpoint = target,
             "connection request for an endpoint that does not exist: rejected"
         );
         let _ = respond(stream, HandshakeResponse::InvalidEndPoint).await;
@@ -200,46 +164,21 @@ async fn handshake(
     claim(&ep, stream, address, buf).await
 }
 
-/// Compares the claimed host with the socket's peer: equal as text or as IP, or the name
-/// resolves to the peer's IP. Returns the answer to send on a mismatch.
-async fn check_peer_host(claimed: &str, peer: IpAddr) -> Option<HandshakeResponse> {
-    let peer = peer.to_canonical();
-    let numeric = peer.to_string();
-    if claimed == numeric
-        || claimed
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.to_canonical() == peer)
-    {
+/// The host check with the name resolved where the core needs it; returns the answer to
+/// send on a mismatch.
+async fn host_mismatch(origin: &EndPointAddress, peer: IpAddr) -> Option<HandshakeResponse> {
+    let HostCheck::Resolve(claimed) = check_host(origin, peer) else {
         return None;
-    }
-    let resolved: Vec<IpAddr> = match tokio::net::lookup_host((claimed, 0)).await {
-        Ok(addrs) => addrs.map(|a| a.ip().to_canonical()).collect(),
+    };
+    let resolved: Vec<IpAddr> = match tokio::net::lookup_host((claimed.as_str(), 0)).await {
+        Ok(addrs) => addrs.map(|a| a.ip()).collect(),
         Err(_) => Vec::new(),
     };
-    if resolved.contains(&peer) {
-        return None;
-    }
-    let resolved = resolved
-        .first()
-        .map(|ip| ip.to_string())
-        .unwrap_or_default();
-    Some(HandshakeResponse::HostMismatch {
-        claimed: Bytes::copy_from_slice(claimed.as_bytes()),
-        numeric: Bytes::from(numeric),
-        resolved: Bytes::from(resolved),
-    })
+    check_resolved(&claimed, peer, &resolved)
 }
 
-enum Claim {
-    Accept(u64),
-    Crossed(Option<(Arc<SocketWriter>, u64)>),
-    Drop,
-    /// The endpoint closed while we were deciding.
-    Invalid,
-    Wait(watch::Receiver<Resolution>),
-}
-
-/// Finds or creates the record for `address` as the side that was asked.
+/// Answers as the endpoint's table of peers decides (`core/peers.rs`), waiting while it
+/// says to.
 async fn claim(
     ep: &Arc<EndPointShared>,
     stream: &mut TcpStream,
@@ -247,49 +186,22 @@ async fn claim(
     buf: BytesMut,
 ) -> Verdict {
     loop {
-        let claim = {
+        let (claim, rx, probe) = {
             let mut st = ep.lock();
-            if st.closed {
-                Claim::Invalid
-            } else {
-                match st.remotes.get_mut(&address) {
-                    None => Claim::Accept(st.insert_remote(
-                        address.clone(),
-                        RemoteState::Init {
-                            origin: Origin::Them,
-                            crossed: false,
-                        },
-                    )),
-                    Some(rec) => match &mut rec.state {
-                        RemoteState::Init {
-                            origin: Origin::Us,
-                            crossed,
-                        } => {
-                            if ep.address < address {
-                                // Ours is the smaller address: our request wins.
-                                Claim::Crossed(None)
-                            } else if *crossed {
-                                // Our request was answered Crossed: theirs becomes the socket.
-                                rec.state = RemoteState::Init {
-                                    origin: Origin::Them,
-                                    crossed: false,
-                                };
-                                Claim::Accept(rec.key)
-                            } else {
-                                Claim::Wait(rec.changed.subscribe())
-                            }
-                        }
-                        RemoteState::Init {
-                            origin: Origin::Them,
-                            ..
-                        } => Claim::Drop,
-                        RemoteState::Open(sock) if sock.closing() => {
-                            Claim::Wait(rec.changed.subscribe())
-                        }
-                        RemoteState::Open(sock) => Claim::Crossed(start_probe(sock)),
-                    },
-                }
-            }
+            let claim = st.peers.request(&address, Instant::now(), PeerIo::new);
+            let rec = st.peers.get_mut_any(&address);
+            let rx = rec.as_ref().map(|r| r.io.changed.subscribe());
+            // A probe the core queued goes to the old socket's writer now, under the lock,
+            // behind what is queued there.
+            let probe = match (&claim, rec) {
+                (Claim::Crossed { probed: true }, Some(rec)) => rec.socket().and_then(|mut s| {
+                    let mark = s.transmit()?;
+                    s.writer.deadline_wake.notify_one();
+                    Some((s.writer.clone(), mark))
+                }),
+                _ => None,
+            };
+            (claim, rx, probe)
         };
         match claim {
             Claim::Accept(key) => {
@@ -305,8 +217,8 @@ async fn claim(
                     buf,
                 };
             }
-            Claim::Crossed(probe) => {
-                tracing::debug!(peer = %address, probing = probe.is_some(), "request crossed ours: answered Crossed");
+            Claim::Crossed { probed } => {
+                tracing::debug!(peer = %address, probed, "request crossed ours: answered Crossed");
                 // The probe goes out on its own task: its deadline is already running, and
                 // this handshake's own timeout must not be able to cut its write short.
                 if let Some((writer, mark)) = probe {
@@ -322,22 +234,12 @@ async fn claim(
                 let _ = respond(stream, HandshakeResponse::InvalidEndPoint).await;
                 return Verdict::Done;
             }
-            Claim::Wait(mut rx) => {
+            Claim::Wait => {
                 // Bounded by the handshake timeout around us.
-                let _ = rx.changed().await;
+                if let Some(mut rx) = rx {
+                    let _ = rx.changed().await;
+                }
             }
         }
     }
-}
-
-/// A request from a peer we have a healthy socket to: maybe the old socket is stale.
-/// The core sends one ProbeSocket (unless one is outstanding); the socket's reader drops
-/// the socket if no ack comes within the connect timeout.
-fn start_probe(sock: &mut Socket) -> Option<(Arc<SocketWriter>, u64)> {
-    let (probed, mark) = sock.with_core(|core| core.probe(Instant::now()))?;
-    if !probed {
-        return None;
-    }
-    sock.writer.deadline_wake.notify_one();
-    Some((sock.writer.clone(), mark))
 }

@@ -25,7 +25,7 @@ use crate::address::EndPointAddress;
 use crate::core::socket::{End, SocketCore};
 use crate::endpoint_shared::{EndPointShared, CLOSE_LINGER};
 use crate::ratelimit::peer_warn;
-use crate::remote::{RemoteState, Sink};
+use crate::remote::Sink;
 use crate::stats::Counters;
 use crate::wire::{Frame, FrameDecoder, WireError};
 use crate::writer::SocketWriter;
@@ -165,10 +165,7 @@ async fn expiry(deadline: Option<Instant>) {
 /// The core's next deadline, if the socket is still ours.
 fn next_timer(ep: &EndPointShared, address: &EndPointAddress, key: u64) -> Option<Instant> {
     let mut st = ep.lock();
-    match &st.remote_mut(address, key)?.state {
-        RemoteState::Open(sock) => sock.core.next_timer(),
-        RemoteState::Init { .. } => None,
-    }
+    st.peers.get_mut(address, key)?.core()?.next_timer()
 }
 
 /// Runs `f` on the socket's core under the endpoint lock and carries out the result;
@@ -181,17 +178,17 @@ fn step(
     f: impl FnOnce(&mut SocketCore) -> Result<(), String>,
 ) -> Next {
     let mut st = ep.lock();
-    let Some(rec) = st.remote_mut(address, key) else {
+    let Some(rec) = st.peers.get_mut(address, key) else {
         // The endpoint closed or forgot this socket.
         return Next::Close;
     };
-    let RemoteState::Open(sock) = &mut rec.state else {
+    let Some(core) = rec.core_mut() else {
         return Next::Continue;
     };
-    if let Err(violation) = f(&mut sock.core) {
+    if let Err(violation) = f(core) {
         return Next::Violation(violation);
     }
-    *deadline = sock.core.next_timer();
+    *deadline = core.next_timer();
     let sink = Sink {
         events: &ep.events,
         us: &ep.address,

@@ -1,19 +1,12 @@
-//! What an endpoint knows about one remote endpoint, and the socket to it.
-//!
-//! There is at most one record (and so one socket) per remote address. Its life:
-//!
-//! ```text
-//!   Init{Us}  --Accepted------------------------------> Open
-//!   Init{Us}  --Crossed; their request taken over--> Init{Them} --> Open
-//!   Init{Them} --we answered Accepted------------------> Open
-//!   Open --the socket's core finishes (teardown agreed, CloseEndPoint, loss)--> (removed)
-//! ```
+//! The driver's side of a peer record (the record itself and its life are in
+//! `core/peers.rs`): the socket's writer once it is open, and the channel on which
+//! connects and handshakes wait for the record to change.
 //!
 //! Once open, the protocol on the socket (connections each way, the CloseSocket exchange,
-//! probes) is decided by its [`SocketCore`]; [`Remote::pump`] carries what the core
-//! produced to the socket's write queue and the endpoint's event queue.
+//! probes) is decided by its core; [`Remote::pump`] carries what the core produced to the
+//! socket's write queue and the endpoint's event queue.
 //!
-//! Every change that someone may be waiting for ("resolution": leaving Init, a close
+//! Every change that someone may be waiting for ("resolution": leaving setup, a close
 //! resolving, removal) is announced on the record's watch channel, to which waiters
 //! subscribe while holding the endpoint lock, so no change is missed.
 
@@ -22,20 +15,14 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::address::EndPointAddress;
-use crate::core::socket::{End, Phase, SocketCore, SocketEvent, SocketLimits};
+use crate::core::peers::{Peer, PeerState};
+use crate::core::socket::{End, Phase, SocketCore, SocketEvent};
 use crate::error::ErrorKind;
 use crate::event::{ConnectionId, Event, EventErrorKind, Reliability};
 use crate::queue::EventQueue;
 use crate::ratelimit::{peer_warn, WarnLimiter};
 use crate::stats::Counters;
 use crate::writer::SocketWriter;
-
-/// Who asked for the socket being set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Origin {
-    Us,
-    Them,
-}
 
 /// What waiters learn when a record changes.
 #[derive(Debug, Clone)]
@@ -47,34 +34,32 @@ pub(crate) enum Resolution {
     Failed(ErrorKind, String),
 }
 
-pub(crate) enum RemoteState {
-    Init { origin: Origin, crossed: bool },
-    Open(Socket),
-}
-
-pub(crate) struct Remote {
-    /// Distinguishes this record from earlier and later ones for the same address.
-    pub(crate) key: u64,
-    /// Our heavyweight id for the remote endpoint (high half of incoming connection ids).
-    pub(crate) hid: u32,
-    pub(crate) state: RemoteState,
+/// What the driver keeps with a record.
+pub(crate) struct PeerIo {
+    /// The socket's one writer, once the record is open.
+    pub(crate) writer: Option<Arc<SocketWriter>>,
     pub(crate) changed: watch::Sender<Resolution>,
 }
 
-/// An accepted socket: its writer and its protocol core.
-pub(crate) struct Socket {
-    pub(crate) writer: Arc<SocketWriter>,
-    pub(crate) core: SocketCore,
-}
-
-impl Socket {
-    pub(crate) fn new(writer: Arc<SocketWriter>, limits: SocketLimits) -> Self {
-        Socket {
-            writer,
-            core: SocketCore::new(limits),
+impl PeerIo {
+    pub(crate) fn new() -> Self {
+        PeerIo {
+            writer: None,
+            changed: watch::channel(Resolution::Pending).0,
         }
     }
+}
 
+/// A record as the driver holds it.
+pub(crate) type Remote = Peer<PeerIo>;
+
+/// An open record's core and writer.
+pub(crate) struct Socket<'a> {
+    pub(crate) core: &'a mut SocketCore,
+    pub(crate) writer: &'a Arc<SocketWriter>,
+}
+
+impl Socket<'_> {
     /// Whether a connect must wait for this socket's close to resolve.
     pub(crate) fn closing(&self) -> bool {
         self.core.phase() == Phase::Closing
@@ -87,7 +72,7 @@ impl Socket {
         &mut self,
         f: impl FnOnce(&mut SocketCore) -> T,
     ) -> Option<(T, u64)> {
-        let core = &mut self.core;
+        let core = &mut *self.core;
         let mut result = None;
         let mark = self
             .writer
@@ -104,7 +89,7 @@ impl Socket {
         if !self.core.has_transmit() {
             return None;
         }
-        let core = &mut self.core;
+        let core = &mut *self.core;
         self.writer
             .enqueue(|b| {
                 core.write_transmit(b);
@@ -131,31 +116,32 @@ pub(crate) struct Pumped {
 }
 
 impl Remote {
-    pub(crate) fn new(key: u64, hid: u32, state: RemoteState) -> Self {
-        Remote {
-            key,
-            hid,
-            state,
-            changed: watch::channel(Resolution::Pending).0,
-        }
+    pub(crate) fn announce(&self, r: Resolution) {
+        self.io.changed.send_replace(r);
     }
 
-    pub(crate) fn announce(&self, r: Resolution) {
-        self.changed.send_replace(r);
+    /// The open socket: its core and writer.
+    pub(crate) fn socket(&mut self) -> Option<Socket<'_>> {
+        let writer = self.io.writer.as_ref()?;
+        let core = match &mut self.state {
+            PeerState::Open(core) => core,
+            _ => return None,
+        };
+        Some(Socket { core, writer })
     }
 
     /// Carries out what the socket's core produced: frames to the write queue, events to
     /// `events` (as the application sees them: connection ids with our heavyweight id for
     /// this peer), one log line per event an operator cares about.
     pub(crate) fn pump(&mut self, to: &Sink<'_>, peer: &EndPointAddress) -> Pumped {
-        let RemoteState::Open(sock) = &mut self.state else {
+        let hid = self.hid;
+        let Some(mut sock) = self.socket() else {
             return Pumped {
                 mark: None,
                 finished: None,
             };
         };
         let (events, us) = (to.events, to.us);
-        let hid = self.hid;
         let cid = |lcid| ConnectionId::new(hid, lcid);
         let mark = sock.transmit();
         if sock.core.phase() == Phase::Finished {

@@ -16,7 +16,7 @@ use crate::event::{ConnectionId, Event, Reliability};
 /// Opens a connection to ourselves; returns its lcid (the caller makes the handle).
 pub(crate) fn open(ep: &EndPointShared) -> Result<u32, Error> {
     let mut st = ep.lock();
-    if st.closed {
+    if st.peers.is_closed() {
         return Err(Error::new(ErrorKind::ConnectFailed, "endpoint closed"));
     }
     let lcid = st.next_self_lcid;
@@ -52,7 +52,7 @@ pub(crate) async fn send<B: AsRef<[u8]>>(
     if !alive.load(Ordering::Acquire) {
         return Err(Error::new(ErrorKind::SendClosed, "connection closed"));
     }
-    if st.closed {
+    if st.peers.is_closed() {
         return Err(Error::new(ErrorKind::SendFailed, "endpoint closed"));
     }
     let data: Vec<Bytes> = vec![data.freeze()];
@@ -66,7 +66,7 @@ pub(crate) async fn send<B: AsRef<[u8]>>(
 /// Closes our connection `lcid` to ourselves, once.
 pub(crate) fn close(ep: &EndPointShared, lcid: u32, alive: &AtomicBool) {
     let st = ep.lock();
-    if alive.swap(false, Ordering::AcqRel) && !st.closed {
+    if alive.swap(false, Ordering::AcqRel) && !st.peers.is_closed() {
         ep.events.push(Event::ConnectionClosed {
             id: ConnectionId::new(0, lcid),
         });

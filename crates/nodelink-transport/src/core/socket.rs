@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use crate::wire::{Frame, FIRST_LCID};
 
 /// The limits a socket core enforces.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct SocketLimits {
     /// Most connections the peer may have open at once.
     pub(crate) max_incoming: usize,

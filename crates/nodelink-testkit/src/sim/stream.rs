@@ -1,7 +1,7 @@
-//! A deterministic simulator for I/O-free protocol cores joined by a byte stream.
+//! Two I/O-free protocol cores joined by a simulated byte stream.
 //!
-//! Protocol logic that owns no socket and no clock (nodelink's link core; later the
-//! endpoint transport's and smux's) can be tested without a runtime: two [`StreamNode`]s
+//! Protocol logic that owns no socket and no clock (nodelink's link core, the endpoint
+//! transport's socket core, smux) can be tested without a runtime: two [`StreamNode`]s
 //! are wired back to back through a [`StreamPair`], which carries the bytes each one
 //! produces to the other on a virtual clock. Seeded faults shape the stream the way a real
 //! one behaves: bytes arrive in order but cut into chunks of any size, after delays, and
