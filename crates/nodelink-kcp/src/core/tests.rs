@@ -1,9 +1,13 @@
-//! Deterministic tests of the state machine: two instances over a simulated lossy link
-//! driven by a virtual clock, plus targeted behaviour and wire-format checks.
+//! Deterministic tests of the state machine: two instances over a lossy, duplicating and
+//! reordering link of the shared simulator (`nodelink_testkit::sim::Network`) driven by a
+//! virtual clock, plus targeted behaviour and wire-format checks.
 
 use super::segment::segments;
 use super::*;
 use crate::Error;
+use std::time::Duration;
+
+use nodelink_testkit::sim::{ChannelId, Link, Network};
 use nodelink_testkit::SeededRng;
 
 fn later(a: u32, b: u32) -> bool {
@@ -33,78 +37,25 @@ const LOSSY: Impair = Impair {
     jitter: 15, // reorders
 };
 
-/// One direction of the simulated network.
-struct Link {
-    imp: Impair,
-    inflight: Vec<(u32, u64, Vec<u8>)>,
-    order: u64,
-    /// Every datagram offered to the link (before loss), for wire inspection.
+/// One direction of the simulated network: a datagram channel of the shared simulator,
+/// and every datagram offered to it (before loss), for wire inspection.
+struct Dir {
+    ch: ChannelId,
     log: Vec<Vec<u8>>,
-    /// Drop everything (a silent peer).
-    cut: bool,
 }
 
-impl Link {
-    fn new(imp: Impair) -> Self {
-        Link {
-            imp,
-            inflight: Vec::new(),
-            order: 0,
-            log: Vec::new(),
-            cut: false,
-        }
-    }
-
-    fn offer(&mut self, now: u32, dgram: &[u8], headroom: usize, rng: &mut SeededRng) {
-        assert!(
-            dgram[..headroom].iter().all(|&b| b == 0),
-            "headroom not zeroed"
-        );
-        let payload = dgram[headroom..].to_vec();
-        self.log.push(payload.clone());
-        if self.cut || rng.chance(self.imp.loss) {
-            return;
-        }
-        let copies = if rng.chance(self.imp.dup) { 2 } else { 1 };
-        for _ in 0..copies {
-            let at = now
-                .wrapping_add(self.imp.delay)
-                .wrapping_add(rng.below(u64::from(self.imp.jitter) + 1) as u32);
-            self.order += 1;
-            self.inflight.push((at, self.order, payload.clone()));
-        }
-    }
-
-    fn due(&mut self, now: u32) -> Vec<Vec<u8>> {
-        let mut ready: Vec<_> = Vec::new();
-        let mut i = 0;
-        while i < self.inflight.len() {
-            if !later(self.inflight[i].0, now) {
-                ready.push(self.inflight.swap_remove(i));
-            } else {
-                i += 1;
-            }
-        }
-        ready.sort_by_key(|(at, ord, _)| (at.wrapping_sub(now) as i32, *ord));
-        ready.into_iter().map(|(_, _, d)| d).collect()
-    }
-
-    fn next_arrival(&self) -> Option<u32> {
-        self.inflight
-            .iter()
-            .map(|x| x.0)
-            .reduce(|a, b| if later(a, b) { b } else { a })
-    }
-}
-
-/// Two peers, A (writer) and B (reader), over two links.
+/// Two peers, A (writer) and B (reader), over a `nodelink_testkit::sim::Network`. The
+/// state machines' clock is `now` (milliseconds that wrap); the network's virtual clock
+/// follows it forward.
 struct Sim {
     a: Kcp,
     b: Kcp,
-    ab: Link,
-    ba: Link,
+    net: Network<Vec<u8>>,
+    ab: Dir,
+    ba: Dir,
     now: u32,
-    rng: SeededRng,
+    /// The state machines' time that the network's clock stands at.
+    net_now: u32,
 }
 
 impl Sim {
@@ -113,51 +64,106 @@ impl Sim {
         let mut b = Kcp::new(0xC0FF_EE01);
         setup(&mut a);
         setup(&mut b);
+        let mut net = Network::new(seed);
+        let delay = Duration::from_millis(u64::from(imp.delay));
+        let link = Link::datagrams(
+            delay + Duration::from_millis(u64::from(imp.jitter)),
+            imp.loss,
+            imp.dup,
+        )
+        .with_min_delay(delay);
+        let ab = Dir {
+            ch: net.open(link.clone()),
+            log: Vec::new(),
+        };
+        let ba = Dir {
+            ch: net.open(link),
+            log: Vec::new(),
+        };
         Sim {
             a,
             b,
-            ab: Link::new(imp),
-            ba: Link::new(imp),
+            net,
+            ab,
+            ba,
             now: 0,
-            rng: SeededRng::new(seed),
+            net_now: 0,
         }
+    }
+
+    /// Everything A sends from now on is lost (a silent path).
+    fn cut_ab(&mut self) {
+        self.net.close(self.ab.ch);
+    }
+
+    /// The test's seeded generator.
+    fn rng(&mut self) -> &mut SeededRng {
+        self.net.rng()
+    }
+
+    /// Moves the network's clock up to `now`. A test that sets `now` behind the network
+    /// (to start near the wrap of the clock) moves the anchor, not the network.
+    fn sync(&mut self) {
+        let ahead = self.now.wrapping_sub(self.net_now);
+        if (ahead as i32) > 0 {
+            self.net.advance(Duration::from_millis(u64::from(ahead)));
+        }
+        self.net_now = self.now;
+    }
+
+    fn offer(net: &mut Network<Vec<u8>>, dir: &mut Dir, dgram: &[u8], headroom: usize) {
+        assert!(
+            dgram[..headroom].iter().all(|&b| b == 0),
+            "headroom not zeroed"
+        );
+        let payload = dgram[headroom..].to_vec();
+        dir.log.push(payload.clone());
+        net.send(dir.ch, payload);
     }
 
     /// Delivers due datagrams and runs both timers at `self.now`.
     fn tick(&mut self) {
+        self.sync();
         let now = self.now;
-        for d in self.ab.due(now) {
-            self.b.input(&d, now, true).unwrap();
-        }
-        for d in self.ba.due(now) {
-            self.a.input(&d, now, true).unwrap();
+        while let Some((ch, d)) = self.net.pop_due() {
+            let to = if ch == self.ab.ch {
+                &mut self.b
+            } else {
+                &mut self.a
+            };
+            to.input(&d, now, true).unwrap();
         }
         let Sim {
-            a, b, ab, ba, rng, ..
+            a, b, ab, ba, net, ..
         } = self;
         let (ha, hb) = (a.headroom(), b.headroom());
-        a.update(now, |d| ab.offer(now, d, ha, rng));
-        b.update(now, |d| ba.offer(now, d, hb, rng));
+        a.update(now, |d| Self::offer(net, ab, d, ha));
+        b.update(now, |d| Self::offer(net, ba, d, hb));
     }
 
     fn flush_a(&mut self) {
+        self.sync();
         let now = self.now;
-        let Sim { a, ab, rng, .. } = self;
+        let Sim { a, ab, net, .. } = self;
         let h = a.headroom();
-        a.flush(now, |d| ab.offer(now, d, h, rng));
+        a.flush(now, |d| Self::offer(net, ab, d, h));
+    }
+
+    /// When the next datagram arrives, on the state machines' clock (rounded up to a
+    /// whole millisecond).
+    fn next_arrival(&self) -> Option<u32> {
+        let at = self.net.next_delivery()?;
+        let micros = at.saturating_duration_since(self.net.now()).as_micros();
+        Some(self.net_now.wrapping_add(micros.div_ceil(1000) as u32))
     }
 
     /// Advances the clock to the next event (timer deadline or arrival): event-driven,
     /// so a `check` that kept returning `now` would show up as a stuck clock.
     fn advance(&mut self) {
         let mut next = self.a.check(self.now);
-        for t in [
-            Some(self.b.check(self.now)),
-            self.ab.next_arrival(),
-            self.ba.next_arrival(),
-        ]
-        .into_iter()
-        .flatten()
+        for t in [Some(self.b.check(self.now)), self.next_arrival()]
+            .into_iter()
+            .flatten()
         {
             if later(next, t) {
                 next = t;
@@ -205,7 +211,7 @@ fn transfer(sim: &mut Sim, chunks: &[Vec<u8>], stream: bool, max_ms: u32) -> (Ve
         // Reader, with random buffer sizes in stream mode.
         loop {
             let cap = if stream {
-                1 + sim.rng.below(5000) as usize
+                1 + sim.rng().below(5000) as usize
             } else {
                 buf.len()
             };
@@ -259,7 +265,7 @@ fn message_mode_lossy_link_delivers_every_message_in_order() {
     sim.now = u32::MAX - 3_000; // the clock wraps during the test
     sim.a.set_initial_sn(u32::MAX - 200); // and so does the sequence space
     sim.b.set_initial_sn(u32::MAX - 200);
-    let msgs = random_messages(&mut sim.rng, 1 << 20, 20_000);
+    let msgs = random_messages(sim.rng(), 1 << 20, 20_000);
     let (got, _) = transfer(&mut sim, &msgs, false, 600_000);
     assert_eq!(got.len(), msgs.len());
     assert!(got == msgs, "messages corrupted or reordered");
@@ -282,7 +288,7 @@ fn stream_mode_lossy_link_one_megabyte() {
     });
     assert_eq!(sim.a.mss(), 1400 - 24 - 28);
     // Odd-sized writes, so segments get topped up.
-    let writes = random_messages(&mut sim.rng, 1 << 20, 3000);
+    let writes = random_messages(sim.rng(), 1 << 20, 3000);
     let (got, n) = transfer(&mut sim, &writes, true, 600_000);
     let sent: Vec<u8> = writes.concat();
     assert_eq!(n, sent.len());
@@ -295,9 +301,62 @@ fn stream_mode_lossy_link_one_megabyte() {
 fn default_settings_with_congestion_control_survive_loss() {
     // kcp-go defaults (interval 100, no fast resend, cwnd on): slow but correct.
     let mut sim = Sim::new(LOSSY, 3, |_| {});
-    let msgs = random_messages(&mut sim.rng, 200_000, 30_000);
+    let msgs = random_messages(sim.rng(), 200_000, 30_000);
     let (got, _) = transfer(&mut sim, &msgs, false, 3_000_000);
     assert!(got == msgs);
+}
+
+/// For random paths, settings and seeds (`KCP_SIM_SEED=n` runs one): every message
+/// arrives once and in order (in stream mode: every byte), and neither side declares a
+/// live path dead.
+#[test]
+fn every_message_once_in_order_on_random_paths() {
+    let run = |seed: u64| {
+        let mut pick = SeededRng::new(seed ^ 0x5eed);
+        let imp = Impair {
+            loss: pick.below(250),
+            dup: pick.below(100),
+            delay: 1 + pick.below(50) as u32,
+            jitter: pick.below(40) as u32,
+        };
+        let stream = pick.chance(500);
+        let (nodelay, interval, resend) = (
+            pick.chance(500),
+            10 + pick.below(40) as u32,
+            pick.below(4) as u32,
+        );
+        let (snd, rcv) = (8 + pick.below(256) as u16, 8 + pick.below(256) as u16);
+        let mut sim = Sim::new(imp, seed, |k| {
+            k.set_nodelay(nodelay, interval, resend, pick_nc(seed));
+            k.set_window(snd, rcv);
+            k.set_stream(stream);
+        });
+        let msgs = random_messages(sim.rng(), 100_000, 5_000);
+        let (got, n) = transfer(&mut sim, &msgs, stream, 10_000_000);
+        let sent: Vec<u8> = msgs.concat();
+        assert_eq!(n, sent.len(), "seed {seed}");
+        if stream {
+            assert!(got.concat() == sent, "seed {seed}: stream corrupted");
+        } else {
+            assert!(
+                got == msgs,
+                "seed {seed}: messages lost, repeated or reordered"
+            );
+        }
+        assert!(!sim.a.is_dead() && !sim.b.is_dead(), "seed {seed}");
+    };
+    if let Ok(seed) = std::env::var("KCP_SIM_SEED") {
+        run(seed.parse().expect("a number"));
+        return;
+    }
+    for seed in 0..64 {
+        run(seed);
+    }
+}
+
+/// Congestion control on or off, by seed.
+fn pick_nc(seed: u64) -> bool {
+    seed % 3 != 0
 }
 
 /// Kinds and sns of the segments in a datagram.
@@ -702,7 +761,7 @@ fn check_is_a_sane_deadline() {
     }
     // One segment in flight, lost: the deadline tracks its resend time.
     sim.a.send(b"data").unwrap();
-    sim.ab.cut = true;
+    sim.cut_ab();
     sim.flush_a();
     let (_, rto, resend_at) = sim.a.first_in_flight().unwrap();
     assert_eq!(rto, 200);

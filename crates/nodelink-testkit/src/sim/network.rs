@@ -40,7 +40,9 @@ use crate::SeededRng;
 /// How a channel behaves.
 #[derive(Clone, Debug)]
 pub struct Link {
-    /// Each message is delivered after a delay of up to this much.
+    /// Each message is delivered after a delay of at least this much,
+    pub min_delay: Duration,
+    /// and at most this much (never less than `min_delay`).
     pub max_delay: Duration,
     /// Messages arrive in the order sent (a stream) or in any order (datagrams).
     pub ordered: bool,
@@ -54,6 +56,7 @@ impl Link {
     /// An ordered, lossless channel.
     pub fn stream(max_delay: Duration) -> Link {
         Link {
+            min_delay: Duration::ZERO,
             max_delay,
             ordered: true,
             loss_per_mille: 0,
@@ -64,11 +67,18 @@ impl Link {
     /// A datagram channel: reorders, loses and duplicates with these chances per mille.
     pub fn datagrams(max_delay: Duration, loss_per_mille: u64, dup_per_mille: u64) -> Link {
         Link {
+            min_delay: Duration::ZERO,
             max_delay,
             ordered: false,
             loss_per_mille,
             dup_per_mille,
         }
+    }
+
+    /// The same link with every delay at least `min_delay` (a fixed latency plus jitter).
+    pub fn with_min_delay(mut self, min_delay: Duration) -> Link {
+        self.min_delay = min_delay;
+        self
     }
 }
 
@@ -184,8 +194,9 @@ impl<M: Clone> Network<M> {
         };
         for _ in 0..copies {
             let c = &self.channels[ch.0];
-            let delay = self.rng.below(c.link.max_delay.as_micros() as u64 + 1);
-            let mut at = now + Duration::from_micros(delay);
+            let spread = c.link.max_delay.saturating_sub(c.link.min_delay);
+            let jitter = self.rng.below(spread.as_micros() as u64 + 1);
+            let mut at = now + c.link.min_delay + Duration::from_micros(jitter);
             let c = &mut self.channels[ch.0];
             if c.link.ordered {
                 at = at.max(c.last);
