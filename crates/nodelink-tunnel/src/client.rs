@@ -10,6 +10,7 @@
 //! streams for that many seconds only; an expired session is handed to the **scavenger**,
 //! which closes it as soon as its last stream ends, or `scavengettl` seconds after it
 //! expired, whichever comes first (kcptun waits for the TTL even when the session is idle).
+//! These decisions are `core/pool.rs`'s; this file does the I/O.
 //!
 //! Each connection's stream is opened in the accept loop, before the connection's task
 //! starts, so a session handed to the scavenger already counts every stream it was given.
@@ -34,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use tracing::instrument::WithSubscriber;
 
 use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
+use crate::core::pool::{self, Pick, Pool, Refill, Scavenge};
 use crate::mux::{open_session, pipe, Closing, End, Route};
 use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_WAIT};
 
@@ -48,12 +50,6 @@ pub struct Client {
     config: TunnelConfig,
     checked: Checked,
     stats: StatsHandle,
-}
-
-struct Slot {
-    session: Session,
-    /// When the session stops taking new streams (`autoexpire`).
-    expires: Option<Instant>,
 }
 
 struct Shared {
@@ -138,10 +134,14 @@ impl Client {
                     .with_current_subscriber(),
             );
         }
-        let conn = shared.config.conn as usize;
         // Only this loop touches the slots: no lock needed.
-        let mut slots: Vec<Option<Slot>> = (0..conn).map(|_| None).collect();
-        let mut next = 0usize;
+        let autoexpire = (shared.config.autoexpire > 0)
+            .then(|| Duration::from_secs(shared.config.autoexpire as u64));
+        let mut pool = Pool::new(
+            shared.config.conn as usize,
+            autoexpire,
+            Duration::from_secs(shared.config.scavengettl as u64),
+        );
         let result = loop {
             let accepted = tokio::select! {
                 _ = stop.cancelled() => break Ok(()),
@@ -152,9 +152,8 @@ impl Client {
                 Err(e) => break Err(Error::io("TCP listener failed", e)),
             };
             let _ = tcp.set_nodelay(true);
-            let idx = next % conn;
-            next = next.wrapping_add(1);
-            let stream = match open(&shared, &mut slots, idx, peer).await {
+            let idx = pool.next_slot();
+            let stream = match open(&shared, &mut pool, idx, peer).await {
                 Opened::Stream(s) => s,
                 Opened::Failed => continue, // logged and counted; `tcp` is dropped
                 Opened::Stopped => break Ok(()),
@@ -167,12 +166,10 @@ impl Client {
         drop(self.listener);
         // Each session closes gracefully (bounded by smux's linger); all at once.
         let mut closing = tokio::task::JoinSet::new();
-        for slot in slots.iter_mut() {
-            if let Some(s) = slot.take() {
-                closing.spawn(async move {
-                    let _ = tokio::time::timeout(SHUTDOWN_WAIT, s.session.close()).await;
-                });
-            }
+        for session in pool.drain() {
+            closing.spawn(async move {
+                let _ = tokio::time::timeout(SHUTDOWN_WAIT, session.close()).await;
+            });
         }
         while closing.join_next().await.is_some() {}
         shared.tasks.close();
@@ -206,14 +203,14 @@ enum Opened {
 /// queues a SYN), so the loop is not held up.
 async fn open(
     shared: &Arc<Shared>,
-    slots: &mut [Option<Slot>],
+    pool: &mut Pool<Session>,
     idx: usize,
     peer: SocketAddr,
 ) -> Opened {
     // A session can die between the check in `session_for` and here; one redial is
     // worth it before the connection is given up.
     for _ in 0..2 {
-        let Some(session) = session_for(shared, slots, idx).await else {
+        let Some(session) = session_for(shared, pool, idx).await else {
             return Opened::Stopped;
         };
         match session.open().await {
@@ -227,7 +224,7 @@ async fn open(
                 );
                 // Whatever `is_closed` says at this instant, this session is done: make
                 // the next pass dial a new one.
-                slots[idx] = None;
+                pool.forget(idx);
             }
             Err(e) => {
                 tracing::warn!(
@@ -246,42 +243,31 @@ async fn open(
     Opened::Failed
 }
 
-/// The session of slot `idx`, dialled anew if the slot is empty, dead or expired. `None`
-/// when the client was stopped while dialling.
+/// The session of slot `idx`, dialled anew if the slot is empty, dead or expired (the
+/// pool decides, `core/pool.rs`). `None` when the client was stopped while dialling.
 async fn session_for(
     shared: &Arc<Shared>,
-    slots: &mut [Option<Slot>],
+    pool: &mut Pool<Session>,
     idx: usize,
 ) -> Option<Session> {
-    let now = Instant::now();
-    if let Some(slot) = &slots[idx] {
-        let expired = slot.expires.is_some_and(|t| now >= t);
-        if !slot.session.is_closed() && !expired {
-            return Some(slot.session.clone());
-        }
-        if slot.session.is_closed() {
+    match pool.pick(idx, Instant::now(), Session::is_closed) {
+        Pick::Use(session) => return Some(session),
+        Pick::Dial(Refill::Empty) => {}
+        Pick::Dial(Refill::Died) => {
             tracing::info!(
                 "session {idx} to {} ended; dialling a new one",
                 shared.remote
             );
-        } else {
+        }
+        Pick::Dial(Refill::Expired { session, deadline }) => {
             tracing::info!("session {idx} expired; dialling a new one");
-            let old = slot.session.clone();
-            let deadline =
-                slot.expires.unwrap_or(now) + Duration::from_secs(shared.config.scavengettl as u64);
             shared
                 .tasks
-                .spawn(scavenge(old, deadline, shared.stop.clone()).with_current_subscriber());
+                .spawn(scavenge(session, deadline, shared.stop.clone()).with_current_subscriber());
         }
     }
-    slots[idx] = None;
     let session = dial(shared).await?;
-    let expires = (shared.config.autoexpire > 0)
-        .then(|| Instant::now() + Duration::from_secs(shared.config.autoexpire as u64));
-    slots[idx] = Some(Slot {
-        session: session.clone(),
-        expires,
-    });
+    pool.fill(idx, session.clone(), Instant::now());
     Some(session)
 }
 
@@ -318,17 +304,21 @@ async fn dial(shared: &Shared) -> Option<Session> {
 /// Closes an expired session once its last stream ended, or at `deadline`.
 async fn scavenge(session: Session, deadline: Instant, stop: CancellationToken) {
     loop {
-        if session.is_closed() {
-            tracing::info!("scavenger: expired session closed normally");
-            return;
-        }
-        if session.num_streams() == 0 {
-            tracing::info!("scavenger: expired session closed after its last stream");
-            break;
-        }
-        if Instant::now() >= deadline {
-            tracing::info!("scavenger: expired session closed at its TTL");
-            break;
+        let now = Instant::now();
+        match pool::scavenge(session.is_closed(), session.num_streams(), now, deadline) {
+            Scavenge::Ended => {
+                tracing::info!("scavenger: expired session closed normally");
+                return;
+            }
+            Scavenge::Idle => {
+                tracing::info!("scavenger: expired session closed after its last stream");
+                break;
+            }
+            Scavenge::TimeUp => {
+                tracing::info!("scavenger: expired session closed at its TTL");
+                break;
+            }
+            Scavenge::Wait => {}
         }
         tokio::select! {
             _ = stop.cancelled() => break,

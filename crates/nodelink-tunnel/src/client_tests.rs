@@ -32,23 +32,24 @@ fn shared(remote: SocketAddr) -> Arc<Shared> {
 async fn expired_session_keeps_the_stream_the_loop_gave_it() {
     let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let shared = shared(peer.local_addr().unwrap());
-    let mut slots: Vec<Option<Slot>> = vec![None];
+    // Sessions expire as soon as they are made: the second connection finds the first
+    // one's session expired.
+    let mut pool = Pool::new(1, Some(Duration::ZERO), Duration::from_secs(600));
     let who: SocketAddr = "127.0.0.1:1".parse().unwrap();
 
     // Connection N: the loop opens its stream on S. Its task is not spawned (the worst
     // case: it has not run at all yet).
-    let Opened::Stream(first) = open(&shared, &mut slots, 0, who).await else {
+    let Opened::Stream(first) = open(&shared, &mut pool, 0, who).await else {
         panic!("no stream on a fresh session");
     };
-    let s = slots[0].as_ref().unwrap().session.clone();
+    let s = pool.peek(0).unwrap().clone();
     assert_eq!(s.num_streams(), 1, "the stream was not opened by the loop");
 
     // S expires; connection N+1 hands it to the scavenger and gets a new session.
-    slots[0].as_mut().unwrap().expires = Some(Instant::now());
-    let Opened::Stream(second) = open(&shared, &mut slots, 0, who).await else {
+    let Opened::Stream(second) = open(&shared, &mut pool, 0, who).await else {
         panic!("no stream on the new session");
     };
-    assert!(!slots[0].as_ref().unwrap().session.is_closed());
+    assert!(!pool.peek(0).unwrap().is_closed());
 
     // Let the scavenger run (it checks at once, then every second).
     for _ in 0..10 {

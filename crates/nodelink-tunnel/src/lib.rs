@@ -99,6 +99,7 @@
 
 pub mod client;
 pub mod config;
+mod core;
 mod error;
 mod mux;
 pub mod server;
