@@ -150,7 +150,7 @@ fn in_memory(c: &mut Criterion) {
                 });
             }
         });
-        client.new_conn().expect("new_conn")
+        client.open().expect("new_conn")
     });
     g.bench_function("conn_send_recv_64B", |b| {
         b.iter_custom(|iters| {

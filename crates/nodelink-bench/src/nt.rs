@@ -182,7 +182,7 @@ async fn endpoint() -> Result<(Transport, EndPoint)> {
     let transport = Transport::bind("127.0.0.1", 0, Config::default())
         .await
         .context("bind")?;
-    let endpoint = transport.new_endpoint().await.context("new endpoint")?;
+    let endpoint = transport.open_endpoint().await.context("new endpoint")?;
     Ok((transport, endpoint))
 }
 

@@ -290,8 +290,8 @@ impl LinkKcpArgs {
 }
 
 /// Dials `addr` over KCP within [`DIAL_TIMEOUT`].
-pub async fn dial(addr: &str, session: KcpConfig, config: Config) -> anyhow::Result<Link> {
-    match tokio::time::timeout(DIAL_TIMEOUT, nodelink::dial_kcp(addr, session, config)).await {
+pub async fn connect(addr: &str, session: KcpConfig, config: Config) -> anyhow::Result<Link> {
+    match tokio::time::timeout(DIAL_TIMEOUT, nodelink::connect_kcp(addr, session, config)).await {
         Ok(Ok(link)) => Ok(link),
         Ok(Err(e)) => Err(e).with_context(|| format!("cannot connect over KCP to {addr}")),
         Err(_) => bail!("cannot connect over KCP to {addr}: timed out after {DIAL_TIMEOUT:?}"),
@@ -313,7 +313,7 @@ impl AnyListener {
         session: KcpConfig,
         config: Config,
     ) -> anyhow::Result<AnyListener> {
-        let listener = nodelink::listen_kcp(addr, session, config)
+        let listener = nodelink::bind_kcp(addr, session, config)
             .await
             .with_context(|| format!("cannot listen over KCP on {addr}"))?;
         Ok(AnyListener::Kcp(listener))

@@ -154,7 +154,7 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     // The transport's error names the address and the cause.
     let transport = Transport::bind(&host, port, config(timeout, args.max_message)).await?;
     let endpoint = transport
-        .new_endpoint()
+        .open_endpoint()
         .await
         .context("cannot create the endpoint")?;
     say!("ADDRESS {}", endpoint.address());
@@ -462,7 +462,7 @@ async fn ping(args: NtPingArgs) -> anyhow::Result<()> {
         Transport::bind(&local_host, local_port, config(timeout, args.max_message)).await?;
     let result = async {
         let endpoint = transport
-            .new_endpoint()
+            .open_endpoint()
             .await
             .context("cannot create the endpoint")?;
         if *endpoint.address() == target {

@@ -162,7 +162,7 @@ async fn worker(
     let mut conn: Option<Conn> = None;
     for done in 0..share {
         if mode == PingMode::Conn && conn.is_none() {
-            match link.new_conn() {
+            match link.open() {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     report.fail(anyhow!(e).context("cannot open a connection"), share - done);
@@ -236,8 +236,8 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
         .with_version(args.version)
         .with_dialect(dialect);
     let link = match kcp {
-        Some(session) => kcp_args::dial(&args.addr, session, config).await?,
-        None => tls_args::dial(&args.addr, config, tls.as_ref()).await?,
+        Some(session) => kcp_args::connect(&args.addr, session, config).await?,
+        None => tls_args::connect(&args.addr, config, tls.as_ref()).await?,
     };
     // ping only asks: a connection the node opens towards us is refused at once rather
     // than left waiting in the accept backlog (which would pause the link once full).

@@ -27,7 +27,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_dialect(args.dialect.into());
     let mut listener = match kcp {
         Some(session) => AnyListener::kcp(&args.listen, session, config).await?,
-        None => AnyListener::Tcp(tls_args::listen(&args.listen, config, tls.as_ref()).await?),
+        None => AnyListener::Tcp(tls_args::bind(&args.listen, config, tls.as_ref()).await?),
     };
     let addr = listener
         .local_addr()

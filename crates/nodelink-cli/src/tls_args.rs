@@ -82,12 +82,16 @@ fn load(
 }
 
 /// Dials `addr`, over TLS when `tls` is given, within [`DIAL_TIMEOUT`].
-pub async fn dial(addr: &str, config: Config, tls: Option<&TlsSettings>) -> anyhow::Result<Link> {
+pub async fn connect(
+    addr: &str,
+    config: Config,
+    tls: Option<&TlsSettings>,
+) -> anyhow::Result<Link> {
     let what = if tls.is_some() { "TLS " } else { "" };
     let dialing = async {
         match tls {
-            Some(tls) => nodelink::tls::dial_tls(addr, tls, config).await,
-            None => nodelink::dial(addr, config).await,
+            Some(tls) => nodelink::tls::connect_tls(addr, tls, config).await,
+            None => nodelink::connect(addr, config).await,
         }
     };
     match tokio::time::timeout(DIAL_TIMEOUT, dialing).await {
@@ -98,14 +102,14 @@ pub async fn dial(addr: &str, config: Config, tls: Option<&TlsSettings>) -> anyh
 }
 
 /// Binds a listener on `addr`, accepting TLS links when `tls` is given.
-pub async fn listen(
+pub async fn bind(
     addr: &str,
     config: Config,
     tls: Option<&TlsSettings>,
 ) -> anyhow::Result<Listener> {
     let listener = match tls {
-        Some(tls) => nodelink::tls::listen_tls(addr, tls, config).await,
-        None => nodelink::listen(addr, config).await,
+        Some(tls) => nodelink::tls::bind_tls(addr, tls, config).await,
+        None => nodelink::bind(addr, config).await,
     };
     listener.with_context(|| format!("cannot listen on {addr}"))
 }

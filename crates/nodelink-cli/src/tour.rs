@@ -38,7 +38,7 @@ pub async fn run(args: TourArgs) -> anyhow::Result<()> {
 
     // 1. A server, and a client that dials it.
     let config = Config::default().with_dialect(dialect);
-    let mut listener = nodelink::listen("127.0.0.1:0", config.clone())
+    let mut listener = nodelink::bind("127.0.0.1:0", config.clone())
         .await
         .context("cannot start the server")?;
     let addr = listener
@@ -47,7 +47,7 @@ pub async fn run(args: TourArgs) -> anyhow::Result<()> {
     say!("1. Link");
     say!("   server listening on {addr} (an echo server, as `nodelink serve`)");
     let (client, server) =
-        tokio::try_join!(nodelink::dial(addr, config.clone()), listener.accept())
+        tokio::try_join!(nodelink::connect(addr, config.clone()), listener.accept())
             .context("cannot set up the link")?;
     drop(listener);
     let local = client
@@ -111,7 +111,7 @@ async fn demos(client: &Link, server: &Link) -> anyhow::Result<()> {
 async fn full_connection(client: &Link) -> anyhow::Result<()> {
     say!("");
     say!("2. A full connection: several exchanges on one connection id");
-    let conn = client.new_conn().context("cannot open a connection")?;
+    let conn = client.open().context("cannot open a connection")?;
     let id = conn.id();
 
     let t = Instant::now();
@@ -235,9 +235,7 @@ async fn transfer(client: &Link, server: &Link) -> anyhow::Result<()> {
     let start = Instant::now();
     // The server opens the connection (an even id) and streams; the client accepts it.
     // Credit flows back as the client reads, so at most one window (4 MiB) is in flight.
-    let conn = server
-        .new_conn()
-        .context("server: cannot open a connection")?;
+    let conn = server.open().context("server: cannot open a connection")?;
     let id = conn.id();
     let sent = chunk.clone();
     let sender = tokio::spawn(async move {

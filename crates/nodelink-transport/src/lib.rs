@@ -30,8 +30,8 @@
 //! # async fn main() -> Result<(), nodelink_transport::Error> {
 //! let t1 = Transport::bind("127.0.0.1", 0, Config::default()).await?;
 //! let t2 = Transport::bind("127.0.0.1", 0, Config::default()).await?;
-//! let alice = t1.new_endpoint().await?;
-//! let bob = t2.new_endpoint().await?;
+//! let alice = t1.open_endpoint().await?;
+//! let bob = t2.open_endpoint().await?;
 //!
 //! let conn = alice.connect(bob.address()).await?;
 //! conn.send(&[&b"hello, "[..], &b"bob"[..]]).await?;

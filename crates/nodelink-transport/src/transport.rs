@@ -120,7 +120,7 @@ impl Transport {
     }
 
     /// A new endpoint; ids count up from 0.
-    pub async fn new_endpoint(&self) -> Result<EndPoint, Error> {
+    pub async fn open_endpoint(&self) -> Result<EndPoint, Error> {
         let mut st = lock(&self.shared.state);
         if st.closed {
             return Err(Error::new(ErrorKind::NewEndPointFailed, "transport closed"));

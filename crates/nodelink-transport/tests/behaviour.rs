@@ -31,7 +31,7 @@ async fn read_u32(s: &mut TcpStream) -> u32 {
 async fn unanswered_probe_drops_the_stale_socket() {
     let config = Config::default().with_connect_timeout(Some(Duration::from_millis(300)));
     let t = transport_with(config).await;
-    let ep = t.new_endpoint().await.unwrap();
+    let ep = t.open_endpoint().await.unwrap();
     let origin = b"127.0.0.1:11:0";
     let mut stale = TcpStream::connect(t.local_addr().unwrap()).await.unwrap();
     stale.write_all(&request(origin)).await.unwrap();
@@ -66,7 +66,7 @@ async fn full_event_queue_holds_the_sender_back() {
     const COUNT: usize = 256; // 64 MiB in all: more than loopback buffers can hold
     let config = Config::default().with_event_queue_capacity(4);
     let server_t = transport_with(config).await;
-    let server = server_t.new_endpoint().await.unwrap();
+    let server = server_t.open_endpoint().await.unwrap();
     let (_tc, client) = endpoint().await;
     let conn = client.connect(server.address()).await.unwrap();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
@@ -171,7 +171,7 @@ async fn unaddressable_endpoint_gets_replies_over_its_socket() {
     let server = spawn_echo_server().await;
     let t = Transport::unaddressable(Config::default());
     assert!(t.local_addr().is_none());
-    let client = t.new_endpoint().await.unwrap();
+    let client = t.open_endpoint().await.unwrap();
     assert!(client.address().parse().is_none());
     let (conn, back) = connect_echo(&client, &server.address).await;
     ping_pong(&client, &conn, back, 100).await;
@@ -286,7 +286,7 @@ async fn crossed_closes_leave_no_socket() {
 async fn unanswered_close_socket_is_given_up() {
     let config = Config::default().with_connect_timeout(Some(Duration::from_millis(300)));
     let t = transport_with(config).await;
-    let ep = t.new_endpoint().await.unwrap();
+    let ep = t.open_endpoint().await.unwrap();
     let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target =
         nodelink_transport::EndPointAddress::new("127.0.0.1", raw.local_addr().unwrap().port(), 0);

@@ -240,7 +240,7 @@ async fn parallel_connects_to_a_plain_server() {
 async fn test_self_send() {
     let config = Config::default().with_event_queue_capacity(2);
     let t = transport_with(config).await;
-    let ep = t.new_endpoint().await.unwrap();
+    let ep = t.open_endpoint().await.unwrap();
     let conn = ep.connect(ep.address()).await.unwrap();
     let (id, from) = expect_opened(&ep).await;
     assert_eq!(&from, ep.address());
@@ -319,8 +319,8 @@ async fn test_crossing() {
     };
     let mut successes = 0;
     for round in 0..10 {
-        let a = ta.new_endpoint().await.unwrap();
-        let b = tb.new_endpoint().await.unwrap();
+        let a = ta.open_endpoint().await.unwrap();
+        let b = tb.open_endpoint().await.unwrap();
         let barrier = Arc::new(tokio::sync::Barrier::new(2));
         let one = |from: EndPoint, to: EndPoint, barrier: Arc<tokio::sync::Barrier>| {
             tokio::spawn(async move {
@@ -509,8 +509,8 @@ async fn test_close_end_point() {
 async fn test_close_transport() {
     let (_ts, server) = endpoint().await;
     let client_t = transport().await;
-    let c1 = client_t.new_endpoint().await.unwrap();
-    let c2 = client_t.new_endpoint().await.unwrap();
+    let c1 = client_t.open_endpoint().await.unwrap();
+    let c2 = client_t.open_endpoint().await.unwrap();
     let conn1 = c1.connect(server.address()).await.unwrap();
     let conn2 = c2.connect(server.address()).await.unwrap();
     conn1.send(&[b"one"]).await.unwrap();
@@ -536,7 +536,7 @@ async fn test_close_transport() {
         assert!(open.remove(&id));
     }
     assert_eq!(
-        client_t.new_endpoint().await.unwrap_err().kind(),
+        client_t.open_endpoint().await.unwrap_err().kind(),
         ErrorKind::NewEndPointFailed
     );
     assert_eq!(
@@ -552,7 +552,7 @@ async fn test_close_transport() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_connect_closed_end_point() {
     let server_t = transport().await;
-    let server = server_t.new_endpoint().await.unwrap();
+    let server = server_t.open_endpoint().await.unwrap();
     let (_tc, client) = endpoint().await;
     server.close().await;
     let err = client.connect(server.address()).await.unwrap_err();
@@ -580,7 +580,7 @@ async fn test_exception_on_receive() {
 async fn test_send_exception() {
     let small = Config::default().with_max_receive_length(1024);
     let server_t = transport_with(small).await;
-    let server = server_t.new_endpoint().await.unwrap();
+    let server = server_t.open_endpoint().await.unwrap();
     let (_tc, client) = endpoint().await;
     let conn = client.connect(server.address()).await.unwrap();
     let (id, from) = expect_opened(&server).await;

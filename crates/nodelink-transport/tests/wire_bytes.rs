@@ -61,7 +61,7 @@ async fn example_transport() -> Transport {
 #[tokio::test]
 async fn connection_request_matches_the_spec_example() {
     let t = example_transport().await;
-    let ep = t.new_endpoint().await.unwrap();
+    let ep = t.open_endpoint().await.unwrap();
     assert_eq!(ep.address().as_bytes(), b"127.0.0.1:40477:0");
     let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = EndPointAddress::new("127.0.0.1", raw.local_addr().unwrap().port(), 0);
@@ -84,7 +84,7 @@ async fn connection_request_matches_the_spec_example() {
 #[tokio::test]
 async fn frames_we_send_after_accepted() {
     let t = example_transport().await;
-    let ep = t.new_endpoint().await.unwrap();
+    let ep = t.open_endpoint().await.unwrap();
     let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = EndPointAddress::new("127.0.0.1", raw.local_addr().unwrap().port(), 5);
     let connecting = tokio::spawn({
@@ -142,7 +142,7 @@ async fn frames_we_send_after_accepted() {
 #[tokio::test]
 async fn close_end_point_and_unaddressable_request() {
     let t = Transport::unaddressable(Config::default());
-    let ep = t.new_endpoint().await.unwrap();
+    let ep = t.open_endpoint().await.unwrap();
     assert_eq!(ep.address().as_bytes().len(), 36);
     let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = EndPointAddress::new("127.0.0.1", raw.local_addr().unwrap().port(), 3);
@@ -164,7 +164,7 @@ async fn close_end_point_and_unaddressable_request() {
 #[tokio::test]
 async fn we_answer_close_socket_with_close_socket() {
     let t = transport().await;
-    let ep = t.new_endpoint().await.unwrap();
+    let ep = t.open_endpoint().await.unwrap();
     let mut s = TcpStream::connect(t.local_addr().unwrap()).await.unwrap();
     s.write_all(&request(0, 0, b"127.0.0.1:1:0")).await.unwrap();
     expect_bytes(&mut s, &words(&[0])).await;
@@ -181,7 +181,7 @@ async fn we_answer_close_socket_with_close_socket() {
 #[tokio::test]
 async fn server_answers_accepted_and_invalid() {
     let t = transport().await;
-    let _ep = t.new_endpoint().await.unwrap();
+    let _ep = t.open_endpoint().await.unwrap();
     let mut s = TcpStream::connect(t.local_addr().unwrap()).await.unwrap();
     s.write_all(&request(0, 7, b"127.0.0.1:1:0")).await.unwrap();
     expect_bytes(&mut s, &words(&[1])).await; // Invalid
@@ -198,7 +198,7 @@ async fn server_answers_accepted_and_invalid() {
 #[tokio::test]
 async fn server_answers_crossed_and_probes_the_old_socket() {
     let t = transport().await;
-    let ep = t.new_endpoint().await.unwrap();
+    let ep = t.open_endpoint().await.unwrap();
     let mut old = TcpStream::connect(t.local_addr().unwrap()).await.unwrap();
     old.write_all(&request(0, 0, b"127.0.0.1:9:0"))
         .await
@@ -222,7 +222,7 @@ async fn server_answers_crossed_and_probes_the_old_socket() {
 async fn server_answers_host_mismatch() {
     let config = Config::default().with_check_peer_host(true);
     let t = transport_with(config).await;
-    let _ep = t.new_endpoint().await.unwrap();
+    let _ep = t.open_endpoint().await.unwrap();
     let mut s = TcpStream::connect(t.local_addr().unwrap()).await.unwrap();
     s.write_all(&request(0, 0, b"10.1.2.3:1:0")).await.unwrap();
     let mut want = words(&[3, 8]);
@@ -243,7 +243,7 @@ async fn server_answers_host_mismatch() {
 #[tokio::test]
 async fn server_renegotiates_an_unsupported_version_on_the_same_socket() {
     let t = transport().await;
-    let ep = t.new_endpoint().await.unwrap();
+    let ep = t.open_endpoint().await.unwrap();
     let mut s = TcpStream::connect(t.local_addr().unwrap()).await.unwrap();
     // Version 7 with a 12-byte body of unknown layout.
     let mut v7 = words(&[7, 12]);
@@ -262,7 +262,7 @@ async fn server_renegotiates_an_unsupported_version_on_the_same_socket() {
 async fn bad_requests_close_without_an_answer() {
     let config = Config::default().with_max_address_length(32);
     let t = transport_with(config).await;
-    let _ep = t.new_endpoint().await.unwrap();
+    let _ep = t.open_endpoint().await.unwrap();
     let too_long = vec![b'a'; 33];
     for bad in [
         request(0, 0, &too_long),
@@ -283,7 +283,7 @@ async fn bad_requests_close_without_an_answer() {
 async fn silent_client_is_cut_after_the_connect_timeout() {
     let config = Config::default().with_connect_timeout(Some(Duration::from_millis(200)));
     let t = transport_with(config).await;
-    let _ep = t.new_endpoint().await.unwrap();
+    let _ep = t.open_endpoint().await.unwrap();
     let mut s = TcpStream::connect(t.local_addr().unwrap()).await.unwrap();
     s.write_all(&words(&[0])).await.unwrap(); // half a header, then silence
     expect_eof(&mut s).await;
@@ -296,10 +296,10 @@ async fn ipv6_both_directions() {
         eprintln!("no IPv6 loopback here; skipped");
         return;
     };
-    let server = t6.new_endpoint().await.unwrap();
+    let server = t6.open_endpoint().await.unwrap();
     assert!(server.address().as_bytes().starts_with(b"::1:"));
     let t2 = Transport::bind("::1", 0, Config::default()).await.unwrap();
-    let client = t2.new_endpoint().await.unwrap();
+    let client = t2.open_endpoint().await.unwrap();
     let c = client.connect(server.address()).await.unwrap();
     c.send(&[b"v6"]).await.unwrap();
     let (id, from) = expect_opened(&server).await;
@@ -342,7 +342,7 @@ async fn crossing(
     )
     .await
     .unwrap();
-    let ep = t.new_endpoint().await.unwrap();
+    let ep = t.open_endpoint().await.unwrap();
     let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peer = EndPointAddress::new("127.0.0.1", raw.local_addr().unwrap().port(), 0);
     assert_eq!(ep.address() < &peer, smaller, "{} vs {peer}", ep.address());

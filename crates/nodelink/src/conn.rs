@@ -24,7 +24,7 @@ use crate::txqueue::Body;
 ///     Link::handshake(a, Role::Client, Config::default()),
 ///     Link::handshake(b, Role::Server, Config::default()),
 /// )?;
-/// let conn = client.new_conn()?;
+/// let conn = client.open()?;
 /// conn.send(&Ping).await?;
 /// let incoming = server.accept().await?;
 /// let _ping: Ping = incoming.expect().await?;

@@ -12,7 +12,7 @@ use crate::inner::LinkInner;
 /// ```no_run
 /// # async fn demo() -> nodelink::Result<()> {
 /// use nodelink::{Config, Ping, Pong};
-/// let link = nodelink::dial("127.0.0.1:5551", Config::default()).await?;
+/// let link = nodelink::connect("127.0.0.1:5551", Config::default()).await?;
 /// let _pong: Pong = link.ask1(&Ping).await?;
 /// link.close().await;
 /// # Ok(()) }

@@ -1,4 +1,4 @@
-//! Links over KCP (reliable UDP, wire-compatible with kcp-go): [`dial_kcp`], [`listen_kcp`]
+//! Links over KCP (reliable UDP, wire-compatible with kcp-go): [`connect_kcp`], [`bind_kcp`]
 //! and the [`KcpLinkListener`]. Needs the `kcp` feature (on by default).
 //!
 //! A KCP session from [`nodelink_kcp`] is a reliable byte stream (stream mode), so the link
@@ -12,10 +12,10 @@
 //!
 //! ```no_run
 //! # async fn demo() -> nodelink::Result<()> {
-//! use nodelink::kcp::{dial_kcp, listen_kcp, KcpConfig};
+//! use nodelink::kcp::{connect_kcp, bind_kcp, KcpConfig};
 //! use nodelink::{Config, Ping, Pong};
 //!
-//! let mut listener = listen_kcp("127.0.0.1:0", KcpConfig::default(), Config::default()).await?;
+//! let mut listener = bind_kcp("127.0.0.1:0", KcpConfig::default(), Config::default()).await?;
 //! let addr = listener.local_addr();
 //! tokio::spawn(async move {
 //!     let link = listener.accept().await.unwrap();
@@ -23,7 +23,7 @@
 //!         let _ = request.reply(&Pong).await;
 //!     }
 //! });
-//! let link = dial_kcp(addr, KcpConfig::default(), Config::default()).await?;
+//! let link = connect_kcp(addr, KcpConfig::default(), Config::default()).await?;
 //! let _pong: Pong = link.ask1(&Ping).await?;
 //! # Ok(()) }
 //! ```
@@ -50,7 +50,7 @@ use crate::role::Role;
 /// cipher) fails with [`ErrorKind::Connect`]; the version handshake, bounded by
 /// [`Config::handshake_timeout`], fails with [`ErrorKind::Handshake`] (a timeout when no
 /// KCP peer answers, since KCP itself has no handshake).
-pub async fn dial_kcp(
+pub async fn connect_kcp(
     addr: impl ToSocketAddrs,
     session: KcpConfig,
     config: Config,
@@ -67,7 +67,7 @@ pub async fn dial_kcp(
 ///
 /// Fails with [`ErrorKind::Connect`] when the address does not resolve, the UDP socket
 /// cannot be bound or the session settings are invalid.
-pub async fn listen_kcp(
+pub async fn bind_kcp(
     addr: impl ToSocketAddrs,
     session: KcpConfig,
     config: Config,

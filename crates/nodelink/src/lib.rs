@@ -17,7 +17,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> nodelink::Result<()> {
 //! use nodelink::{Config, Ping, Pong};
 //!
-//! let mut listener = nodelink::listen("127.0.0.1:0", Config::default()).await?;
+//! let mut listener = nodelink::bind("127.0.0.1:0", Config::default()).await?;
 //! let addr = listener.local_addr().unwrap();
 //! tokio::spawn(async move {
 //!     let link = listener.accept().await.unwrap();
@@ -27,7 +27,7 @@
 //!     }
 //! });
 //!
-//! let link = nodelink::dial(addr, Config::default()).await?;
+//! let link = nodelink::connect(addr, Config::default()).await?;
 //! let _pong: Pong = link.ask1(&Ping).await?;
 //! link.close().await;
 //! # Ok(()) }
@@ -127,9 +127,9 @@ pub use frame::{
 };
 pub use handle::Link;
 #[cfg(feature = "kcp")]
-pub use kcp::{dial_kcp, listen_kcp, KcpLinkListener};
+pub use kcp::{bind_kcp, connect_kcp, KcpLinkListener};
 pub use message::{ErrorCode, ErrorMessage, Message, Ping, Pong, Raw};
-pub use net::{dial, listen, Listener};
+pub use net::{bind, connect, Listener};
 pub use request::Request;
 pub use role::{PeerFlowControl, Role};
 #[cfg(feature = "serde")]

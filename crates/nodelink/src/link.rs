@@ -173,7 +173,7 @@ impl Link {
     ///
     /// Fails with [`ErrorKind::Unsupported`] in the NEO/py dialect, which has no
     /// multi-message connections: use [`Link::ask1`], [`Link::send1`] and [`Link::recv1`].
-    pub fn new_conn(&self) -> Result<Conn> {
+    pub fn open(&self) -> Result<Conn> {
         let inner = self.inner();
         inner.full_conns_supported("newconn")?;
         let (key, id) = inner

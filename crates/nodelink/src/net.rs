@@ -1,4 +1,4 @@
-//! TCP entry points: [`dial`], [`listen`] and the [`Listener`].
+//! TCP entry points: [`connect`], [`bind`] and the [`Listener`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,15 +22,15 @@ pub(crate) const MAX_PENDING_HANDSHAKES: usize = 256;
 ///
 /// ```no_run
 /// # async fn demo() -> nodelink::Result<()> {
-/// let link = nodelink::dial("127.0.0.1:5551", nodelink::Config::default()).await?;
+/// let link = nodelink::connect("127.0.0.1:5551", nodelink::Config::default()).await?;
 /// # Ok(()) }
 /// ```
-pub async fn dial(addr: impl ToSocketAddrs, config: Config) -> Result<Link> {
-    let stream = connect(addr).await?;
+pub async fn connect(addr: impl ToSocketAddrs, config: Config) -> Result<Link> {
+    let stream = tcp_connect(addr).await?;
     link_over_tcp(stream, Role::Client, config).await
 }
 
-pub(crate) async fn connect(addr: impl ToSocketAddrs) -> Result<TcpStream> {
+pub(crate) async fn tcp_connect(addr: impl ToSocketAddrs) -> Result<TcpStream> {
     let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
     stream.set_nodelay(true).map_err(connect_error)?;
     Ok(stream)
@@ -44,7 +44,7 @@ pub(crate) async fn link_over_tcp(stream: TcpStream, role: Role, config: Config)
 }
 
 /// Binds a TCP listener whose [`Listener::accept`] returns handshaked links.
-pub async fn listen(addr: impl ToSocketAddrs, config: Config) -> Result<Listener> {
+pub async fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Listener> {
     let tcp = TcpListener::bind(addr).await.map_err(listen_error)?;
     Ok(Listener::new(tcp, config, Acceptor::Plain))
 }

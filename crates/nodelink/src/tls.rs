@@ -33,7 +33,7 @@
 //! ## Choosing the settings
 //!
 //! * [`TlsSettings::from_pem_files`] / [`TlsSettings::from_pem`]: NEO's behaviour, from the
-//!   three PEM inputs. The same settings serve [`dial_tls`] and [`listen_tls`].
+//!   three PEM inputs. The same settings serve [`connect_tls`] and [`bind_tls`].
 //! * [`TlsSettings::from_configs`]: bring your own [`rustls`] configurations (other
 //!   verification rules, session resumption, key logging, ...).
 //!
@@ -60,7 +60,7 @@ use crate::config::Config;
 use crate::error::listen_error;
 use crate::error::{Error, ErrorKind, Place, Result};
 use crate::handle::Link;
-use crate::net::{connect, Acceptor, Listener};
+use crate::net::{tcp_connect, Acceptor, Listener};
 use crate::role::Role;
 use crate::tls_start::{addresses, bounded, link_name, link_over, tls_error};
 
@@ -72,13 +72,13 @@ use crate::tls_start::{addresses, bounded, link_name, link_over, tls_error};
 ///
 /// ```no_run
 /// # async fn demo() -> nodelink::Result<()> {
-/// use nodelink::tls::{dial_tls, listen_tls, TlsSettings};
+/// use nodelink::tls::{connect_tls, bind_tls, TlsSettings};
 /// use nodelink::{Config, Ping, Pong};
 ///
 /// // The cluster's CA, this node's certificate and key; dialers must present a certificate.
 /// let tls = TlsSettings::from_pem_files("ca.crt", "node.crt", "node.key", true)?;
 ///
-/// let mut listener = listen_tls("0.0.0.0:5551", &tls, Config::default()).await?;
+/// let mut listener = bind_tls("0.0.0.0:5551", &tls, Config::default()).await?;
 /// tokio::spawn(async move {
 ///     while let Ok(link) = listener.accept().await {
 ///         tokio::spawn(async move {
@@ -89,7 +89,7 @@ use crate::tls_start::{addresses, bounded, link_name, link_over, tls_error};
 ///     }
 /// });
 ///
-/// let link = dial_tls("10.0.0.2:5551", &tls, Config::default()).await?;
+/// let link = connect_tls("10.0.0.2:5551", &tls, Config::default()).await?;
 /// let _pong: Pong = link.ask1(&Ping).await?;
 /// link.close().await;
 /// # Ok(()) }
@@ -200,8 +200,8 @@ impl TlsSettings {
     /// Uses rustls configurations built by the caller, for anything
     /// [`from_pem`](Self::from_pem) does not cover.
     ///
-    /// `client` is used by [`dial_tls`], `server` by [`listen_tls`]. The caller chooses the
-    /// verification rules; note that [`dial_tls`] passes the peer's IP address as the server
+    /// `client` is used by [`connect_tls`], `server` by [`bind_tls`]. The caller chooses the
+    /// verification rules; note that [`connect_tls`] passes the peer's IP address as the server
     /// name, so a standard rustls verifier requires an IP address SAN in the listener's
     /// certificate.
     pub fn from_configs(client: Arc<ClientConfig>, server: Arc<ServerConfig>) -> TlsSettings {
@@ -228,11 +228,15 @@ impl TlsSettings {
 ///
 /// ```no_run
 /// # async fn demo(tls: nodelink::tls::TlsSettings) -> nodelink::Result<()> {
-/// let link = nodelink::tls::dial_tls("127.0.0.1:5551", &tls, nodelink::Config::default()).await?;
+/// let link = nodelink::tls::connect_tls("127.0.0.1:5551", &tls, nodelink::Config::default()).await?;
 /// # Ok(()) }
 /// ```
-pub async fn dial_tls(addr: impl ToSocketAddrs, tls: &TlsSettings, config: Config) -> Result<Link> {
-    let stream = connect(addr).await?;
+pub async fn connect_tls(
+    addr: impl ToSocketAddrs,
+    tls: &TlsSettings,
+    config: Config,
+) -> Result<Link> {
+    let stream = tcp_connect(addr).await?;
     let (local, remote) = addresses(&stream)?;
     let server_name = ServerName::IpAddress(remote.ip().into());
     let connector = TlsConnector::from(tls.client.clone());
@@ -253,7 +257,7 @@ pub async fn dial_tls(addr: impl ToSocketAddrs, tls: &TlsSettings, config: Confi
 ///
 /// Dialers that fail either handshake (bad certificate, plain TCP, wrong version, too slow)
 /// are logged and skipped, and counted in [`Listener::failed_handshakes`].
-pub async fn listen_tls(
+pub async fn bind_tls(
     addr: impl ToSocketAddrs,
     tls: &TlsSettings,
     config: Config,

@@ -37,7 +37,7 @@ async fn accept_until_error(link: &Link) -> nodelink::Error {
 async fn oversized_length_header_takes_the_link_down_as_packet_too_big() {
     let config = Config::default().with_flow_control(false);
     let (link, mut raw) = raw_and_link(Role::Server, config, 64 << 10).await;
-    let conn = link.new_conn().unwrap();
+    let conn = link.open().unwrap();
     let mut recv = Box::pin(conn.recv());
     assert!(poll_once(&mut recv).await.is_pending());
 
@@ -86,7 +86,7 @@ async fn length_header_of_exactly_the_maximum_is_valid_framing() {
 #[tokio::test]
 async fn peer_closing_mid_packet_takes_the_link_down_with_eof() {
     let (link, mut raw) = raw_and_link(Role::Client, Config::default(), 64 << 10).await;
-    let conn = link.new_conn().unwrap();
+    let conn = link.open().unwrap();
     within("send", conn.send(&Ping)).await.unwrap();
     let mut recv = Box::pin(conn.recv());
     assert!(poll_once(&mut recv).await.is_pending());
@@ -270,10 +270,10 @@ async fn flood_beyond_max_connections_is_refused() {
         );
     }
     assert_eq!(table(&link), (8, 0));
-    let e = link.new_conn().unwrap_err();
+    let e = link.open().unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::TooManyConnections), "{e:?}");
     drop(accepted.pop());
-    link.new_conn().expect("a slot was freed");
+    link.open().expect("a slot was freed");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -288,7 +288,7 @@ async fn peer_that_never_reads_gives_senders_backpressure_and_receivers_keep_wor
         .with_flow_control(false)
         .with_send_buffer(SEND_BUFFER);
     let (link, mut raw) = raw_and_link(Role::Client, config, PIPE).await;
-    let conn = link.new_conn().unwrap();
+    let conn = link.open().unwrap();
     let payload = |i: u32| {
         let mut p = i.to_be_bytes().to_vec();
         p.resize(1024, 0xab);
@@ -429,7 +429,7 @@ async fn unread_connection_blocks_only_its_own_sender_with_credit() {
     let (c, s) = pair(Config::default().with_conn_recv_budget(64 << 10)).await;
     warm_up(&c, &s).await;
     assert_eq!(c.peer_flow_control(), PeerFlowControl::On);
-    let stuck = c.new_conn().unwrap();
+    let stuck = c.open().unwrap();
     within(
         "first window",
         stuck.send_packet(5, Bytes::from(vec![1u8; 64 << 10])),
@@ -441,7 +441,7 @@ async fn unread_connection_blocks_only_its_own_sender_with_credit() {
     assert!(poll_once(&mut blocked).await.is_pending(), "no credit left");
 
     // Another connection moves 3 MiB through the same link meanwhile.
-    let other = c.new_conn().unwrap();
+    let other = c.open().unwrap();
     within(
         "first on other",
         other.send_packet(6, Bytes::from(vec![0u8; 16 << 10])),
@@ -723,15 +723,13 @@ async fn malformed_control_frames_are_ignored_and_counted() {
 async fn silent_peer_times_out_without_blocking_the_listener() {
     // Long enough for the well-behaved client even on a loaded machine.
     let config = Config::default().with_handshake_timeout(Duration::from_secs(1));
-    let mut listener = nodelink::listen("127.0.0.1:0", config.clone())
-        .await
-        .unwrap();
+    let mut listener = nodelink::bind("127.0.0.1:0", config.clone()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut silent = RawPeer::new(silent);
     // A well-behaved client gets through while the silent one hangs in its handshake.
     let (accepted, dialed) = within("dial + accept next to a silent peer", async {
-        tokio::join!(listener.accept(), nodelink::dial(addr, config))
+        tokio::join!(listener.accept(), nodelink::connect(addr, config))
     })
     .await;
     let (server, client) = (accepted.unwrap(), dialed.unwrap());

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use nodelink::kcp::{dial_kcp, listen_kcp, KcpConfig, Mode};
+use nodelink::kcp::{bind_kcp, connect_kcp, KcpConfig, Mode};
 use nodelink::{Config, ErrorKind, Ping, Pong};
 
 /// Upper bound for each test's work.
@@ -18,7 +18,7 @@ fn session() -> KcpConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ask1_recv1_round_trips() {
     tokio::time::timeout(LIMIT, async {
-        let mut listener = listen_kcp("127.0.0.1:0", session(), Config::default())
+        let mut listener = bind_kcp("127.0.0.1:0", session(), Config::default())
             .await
             .unwrap();
         let addr = listener.local_addr();
@@ -30,7 +30,9 @@ async fn ask1_recv1_round_trips() {
             }
             (link, listener.failed_handshakes())
         });
-        let link = dial_kcp(addr, session(), Config::default()).await.unwrap();
+        let link = connect_kcp(addr, session(), Config::default())
+            .await
+            .unwrap();
         assert_eq!(link.remote_addr(), Some(addr));
         for _ in 0..100 {
             let _: Pong = link.ask1(&Ping).await.unwrap();
@@ -50,7 +52,7 @@ async fn ask1_recv1_round_trips() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_conn_exchange_of_1_mb() {
     tokio::time::timeout(LIMIT, async {
-        let mut listener = listen_kcp("127.0.0.1:0", session(), Config::default())
+        let mut listener = bind_kcp("127.0.0.1:0", session(), Config::default())
             .await
             .unwrap();
         let addr = listener.local_addr();
@@ -75,8 +77,10 @@ async fn full_conn_exchange_of_1_mb() {
             }
             link
         });
-        let link = dial_kcp(addr, session(), Config::default()).await.unwrap();
-        let conn = link.new_conn().unwrap();
+        let link = connect_kcp(addr, session(), Config::default())
+            .await
+            .unwrap();
+        let conn = link.open().unwrap();
         for chunk in data.chunks(64 << 10) {
             conn.send_packet(10, data.slice_ref(chunk)).await.unwrap();
         }
@@ -97,12 +101,12 @@ async fn full_conn_exchange_of_1_mb() {
 
 #[tokio::test]
 async fn setup_failures_are_connect_errors() {
-    let e = dial_kcp("not-an-address", session(), Config::default())
+    let e = connect_kcp("not-an-address", session(), Config::default())
         .await
         .unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::Connect(_)), "{e}");
     let bad = KcpConfig::default().with_mtu(9000);
-    let e = listen_kcp("127.0.0.1:0", bad, Config::default())
+    let e = bind_kcp("127.0.0.1:0", bad, Config::default())
         .await
         .unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::Connect(_)), "{e}");
@@ -113,7 +117,7 @@ async fn a_silent_peer_is_a_handshake_timeout() {
     // A UDP socket that never answers: KCP has no handshake, so the link's fails.
     let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let config = Config::default().with_handshake_timeout(Duration::from_millis(300));
-    let e = dial_kcp(silent.local_addr().unwrap(), session(), config)
+    let e = connect_kcp(silent.local_addr().unwrap(), session(), config)
         .await
         .unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::Handshake(_)), "{e}");
@@ -123,17 +127,17 @@ async fn a_silent_peer_is_a_handshake_timeout() {
 async fn mismatched_keys_fail_the_handshake() {
     tokio::time::timeout(LIMIT, async {
         let quick = Config::default().with_handshake_timeout(Duration::from_millis(500));
-        let mut listener = listen_kcp("127.0.0.1:0", session(), quick.clone())
+        let mut listener = bind_kcp("127.0.0.1:0", session(), quick.clone())
             .await
             .unwrap();
         let addr = listener.local_addr();
-        let e = dial_kcp(addr, session().with_key("another key"), quick.clone())
+        let e = connect_kcp(addr, session().with_key("another key"), quick.clone())
             .await
             .unwrap_err();
         assert!(matches!(e.kind(), ErrorKind::Handshake(_)), "{e}");
         // A good client still gets through.
         let accepting = async { listener.accept().await.unwrap() };
-        let dialing = async { dial_kcp(addr, session(), quick).await.unwrap() };
+        let dialing = async { connect_kcp(addr, session(), quick).await.unwrap() };
         let (s, c) = tokio::join!(accepting, dialing);
         tokio::spawn(async move {
             while let Ok(r) = s.recv1().await {

@@ -29,14 +29,14 @@ async fn round_trip(server: Link, client: Link) {
 #[tokio::test]
 async fn a_tcp_listener_is_a_stream_of_links() {
     tokio::time::timeout(LIMIT, async {
-        let mut listener = nodelink::listen("127.0.0.1:0", Config::default())
+        let mut listener = nodelink::bind("127.0.0.1:0", Config::default())
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
         // A silent client first: its handshake never finishes, and nobody waits for it.
         let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
         for _ in 0..3 {
-            let dial = tokio::spawn(nodelink::dial(addr, Config::default()));
+            let dial = tokio::spawn(nodelink::connect(addr, Config::default()));
             let server = next(&mut listener).await.unwrap().unwrap();
             let client = dial.await.unwrap().unwrap();
             round_trip(server, client).await;
@@ -49,15 +49,15 @@ async fn a_tcp_listener_is_a_stream_of_links() {
 #[cfg(feature = "kcp")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kcp_listener_is_a_stream_of_links_and_of_sessions() {
-    use nodelink::kcp::{dial_kcp, listen_kcp, KcpConfig, Mode};
+    use nodelink::kcp::{bind_kcp, connect_kcp, KcpConfig, Mode};
     tokio::time::timeout(LIMIT, async {
         let session = KcpConfig::default().with_mode(Mode::Fast3);
-        let mut listener = listen_kcp("127.0.0.1:0", session.clone(), Config::default())
+        let mut listener = bind_kcp("127.0.0.1:0", session.clone(), Config::default())
             .await
             .unwrap();
         let addr = listener.local_addr();
         for _ in 0..2 {
-            let dial = tokio::spawn(dial_kcp(addr, session.clone(), Config::default()));
+            let dial = tokio::spawn(connect_kcp(addr, session.clone(), Config::default()));
             let server = next(&mut listener).await.unwrap().unwrap();
             let client = dial.await.unwrap().unwrap();
             round_trip(server, client).await;

@@ -20,7 +20,7 @@ async fn senders_waiting_for_the_start_up_window_wake_when_the_peer_answers_the_
         .unwrap()
         .unwrap();
     assert!(offer.is_control(), "first packet is the offer: {offer:?}");
-    let conn = Arc::new(client.new_conn().unwrap());
+    let conn = Arc::new(client.open().unwrap());
     conn.send_packet(1, Bytes::from(vec![0u8; 40 << 10]))
         .await
         .unwrap();
@@ -53,7 +53,7 @@ async fn silent_peer_without_flow_control_does_not_cap_senders_for_ever() {
             got += 1;
         }
     });
-    let conn = client.new_conn().unwrap();
+    let conn = client.open().unwrap();
     for _ in 0..200 {
         conn.send_packet(1, Bytes::from(vec![0u8; 1024]))
             .await
@@ -69,7 +69,7 @@ async fn silent_peer_without_flow_control_does_not_cap_senders_for_ever() {
 async fn sends_do_not_hang_after_the_peer_closed_its_receive_side() {
     let (client, server) = pair(Config::default().with_conn_recv_budget(64 << 10)).await;
     warm_up(&client, &server).await;
-    let conn = client.new_conn().unwrap();
+    let conn = client.open().unwrap();
     conn.send(&Ping).await.unwrap();
     let accepted = within("accept", server.accept()).await.unwrap();
     accepted.close_recv();
@@ -106,7 +106,7 @@ async fn close_accept_never_answers_an_answer() {
 #[tokio::test]
 async fn stateless_server_serves_pipelined_requests_in_order() {
     let (client, server) = pair(Config::default()).await;
-    let conn = client.new_conn().unwrap();
+    let conn = client.open().unwrap();
     for i in 0..3u8 {
         conn.send_packet(0x100, Bytes::from(vec![i])).await.unwrap();
     }
@@ -148,17 +148,17 @@ async fn credit_is_processed_while_the_receive_limit_is_reached() {
         }
     });
     // b fills a's receive limit with two connections nobody on a reads...
-    let x = b.new_conn().unwrap();
+    let x = b.open().unwrap();
     x.send_packet(1, Bytes::from(vec![0u8; 60 << 10]))
         .await
         .unwrap();
-    let y = b.new_conn().unwrap();
+    let y = b.open().unwrap();
     y.send_packet(1, Bytes::from(vec![0u8; 60 << 10]))
         .await
         .unwrap();
     let _held = within("accept x", a.accept()).await.unwrap();
     // ...and a streams to b, which needs b's credit to come through.
-    let z = a.new_conn().unwrap();
+    let z = a.open().unwrap();
     within("a's stream needs b's credit", async {
         for _ in 0..200 {
             z.send_packet(1, Bytes::from(vec![0u8; 1024]))
@@ -179,7 +179,7 @@ async fn cancelled_send_after_link_failure_releases_the_stream() {
         raw.handshake(6)
     );
     let link = link.unwrap();
-    let conn = link.new_conn().unwrap();
+    let conn = link.open().unwrap();
     let mut send = Box::pin(conn.send_packet(1, Bytes::from(vec![0u8; 1 << 20])));
     assert!(poll_once(&mut send).await.is_pending(), "mid-write");
     // The peer reads the handshake leftovers and goes away: the link fails.

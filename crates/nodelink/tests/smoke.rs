@@ -13,7 +13,7 @@ async fn pair(config: Config) -> (Link, Link) {
 
 #[tokio::test]
 async fn ask1_recv1_round_trip_over_tcp() {
-    let mut l = nodelink::listen("127.0.0.1:0", Config::default())
+    let mut l = nodelink::bind("127.0.0.1:0", Config::default())
         .await
         .unwrap();
     let addr = l.local_addr().unwrap();
@@ -25,7 +25,7 @@ async fn ask1_recv1_round_trip_over_tcp() {
         }
         link
     });
-    let link = nodelink::dial(addr, Config::default()).await.unwrap();
+    let link = nodelink::connect(addr, Config::default()).await.unwrap();
     for _ in 0..100 {
         let _: Pong = link.ask1(&Ping).await.unwrap();
     }
@@ -41,7 +41,7 @@ async fn ask1_recv1_round_trip_over_tcp() {
 #[tokio::test]
 async fn full_conn_exchange_and_big_payloads() {
     let (c, s) = pair(Config::default()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     let big = Bytes::from(vec![7u8; 5 << 20]);
     conn.send_packet(10, big.clone()).await.unwrap();
     let sc = s.accept().await.unwrap();

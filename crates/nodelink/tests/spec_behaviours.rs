@@ -60,7 +60,7 @@ fn as_error_message(p: &nodelink::Packet) -> ErrorMessage {
 /// and fills its send window, so that its next send must wait for credit.
 async fn credit_exhausted_conn(client: &Link) -> Conn {
     assert_eq!(client.peer_flow_control(), nodelink::PeerFlowControl::On);
-    let conn = client.new_conn().unwrap();
+    let conn = client.open().unwrap();
     within(
         "first send of a full window",
         conn.send_packet(5, Bytes::from(vec![1u8; 64 << 10])),
@@ -90,7 +90,7 @@ async fn link_close_interrupts_blocked_accept_with_link_closed() {
 #[tokio::test]
 async fn link_close_interrupts_blocked_recv_with_link_closed() {
     let (c, _s) = pair(Config::default()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     let mut recv = Box::pin(conn.recv());
     assert!(poll_once(&mut recv).await.is_pending());
     within("link close", c.close()).await;
@@ -120,7 +120,7 @@ async fn link_close_interrupts_send_blocked_on_socket_with_link_closed() {
         .with_flow_control(false)
         .with_close_linger(Duration::from_millis(100));
     let (c, _raw) = raw_and_link(Role::Client, config, 1024).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     let mut send = Box::pin(conn.send_packet(9, Bytes::from(vec![0u8; 256 << 10])));
     assert!(
         poll_once(&mut send).await.is_pending(),
@@ -136,7 +136,7 @@ async fn link_close_interrupts_send_blocked_on_socket_with_link_closed() {
 #[tokio::test]
 async fn conn_close_interrupts_blocked_recv_with_connection_closed() {
     let (c, _s) = pair(Config::default()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     let mut recv = Box::pin(conn.recv());
     assert!(poll_once(&mut recv).await.is_pending());
     conn.close();
@@ -183,7 +183,7 @@ async fn close_accept_interrupts_blocked_accept_with_not_listening() {
     assert_kind(s.recv1().await, "later recv1", not_listening);
     s.close_accept(); // repeating is fine
                       // Outgoing connections still work on a link that does not accept.
-    let conn = s.new_conn().unwrap();
+    let conn = s.open().unwrap();
     within("exchange on a non-listening link", async {
         conn.send(&Ping).await.unwrap();
         let inc = c.accept().await.unwrap();
@@ -197,7 +197,7 @@ async fn close_accept_interrupts_blocked_accept_with_not_listening() {
 #[tokio::test]
 async fn closed_conn_reports_connection_closed_while_link_lives() {
     let (c, s) = pair(Config::default()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     conn.close();
     conn.close(); // closing twice is not an error
     assert_kind(conn.recv().await, "recv", is_conn_closed);
@@ -214,9 +214,9 @@ async fn closed_conn_reports_connection_closed_while_link_lives() {
 async fn peer_link_close_fails_waiting_recv_send_and_accept_then_link_down() {
     let (c, s) = pair(small_window()).await;
     warm_up(&c, &s).await;
-    let c21 = c.new_conn().unwrap();
+    let c21 = c.open().unwrap();
     let c22 = credit_exhausted_conn(&c).await;
-    let c23 = c.new_conn().unwrap();
+    let c23 = c.open().unwrap();
 
     let mut recv = Box::pin(c21.recv());
     let mut send = Box::pin(c22.send(&Ping));
@@ -237,7 +237,7 @@ async fn peer_link_close_fails_waiting_recv_send_and_accept_then_link_down() {
     assert_kind(acc, "waiting accept", is_link_down_eof);
     assert!(c.is_closed());
 
-    assert_kind(c.new_conn(), "new_conn after link down", is_link_down_eof);
+    assert_kind(c.open(), "new_conn after link down", is_link_down_eof);
     assert_kind(c.accept().await, "accept after link down", is_link_down_eof);
     assert_kind(
         c.send1(&Ping).await,
@@ -267,7 +267,7 @@ async fn peer_link_close_fails_waiting_recv_send_and_accept_then_link_down() {
 
 async fn conn_close_after_link_down_reports_connection_closed() {
     let (c, s) = pair(Config::default()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     within("peer link close", s.close()).await;
     within("link down", c.closed()).await;
     conn.close();
@@ -288,7 +288,7 @@ async fn conn_close_after_link_down_reports_connection_closed() {
 
 async fn link_close_after_link_down_reports_link_closed() {
     let (c, s) = pair(Config::default()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     within("peer link close", s.close()).await;
     within("link down", c.closed()).await;
     assert_kind(conn.recv().await, "first recv", is_io_eof);
@@ -300,7 +300,7 @@ async fn link_close_after_link_down_reports_link_closed() {
         "send after our close",
         is_link_closed,
     );
-    assert_kind(c.new_conn(), "new_conn after our close", is_link_closed);
+    assert_kind(c.open(), "new_conn after our close", is_link_closed);
     assert_kind(c.accept().await, "accept after our close", is_link_closed);
 }
 
@@ -311,13 +311,13 @@ async fn link_close_after_link_down_reports_link_closed() {
 async fn after_link_close_every_operation_reports_link_closed() {
     let (c, s) = pair(Config::default()).await;
     warm_up(&c, &s).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     within("link close", c.close()).await;
     within("link close again", c.close()).await;
     assert!(c.is_closed());
     assert_kind(conn.recv().await, "recv", is_link_closed);
     assert_kind(conn.send(&Ping).await, "send", is_link_closed);
-    assert_kind(c.new_conn(), "new_conn", is_link_closed);
+    assert_kind(c.open(), "new_conn", is_link_closed);
     assert_kind(c.accept().await, "accept", is_link_closed);
     assert_kind(c.send1(&Ping).await, "send1", is_link_closed);
     assert_kind(c.ask1::<Ping, Pong>(&Ping).await, "ask1", is_link_closed);
@@ -332,7 +332,7 @@ async fn after_link_close_every_operation_reports_link_closed() {
 
 async fn conn_close_after_link_close_reports_connection_closed() {
     let (c, _s) = pair(Config::default()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     within("link close", c.close()).await;
     assert_kind(conn.recv().await, "recv after link close", is_link_closed);
     conn.close();
@@ -486,7 +486,7 @@ async fn close_accept_refuses_connections_queued_but_not_accepted() {
 async fn nodelink_peer_that_closed_accept_refuses_new_connections() {
     let (c, s) = pair(Config::default()).await;
     c.close_accept();
-    let conn = s.new_conn().unwrap();
+    let conn = s.open().unwrap();
     within("send", conn.send(&Ping)).await.unwrap();
     let p = within("recv", conn.recv()).await.unwrap();
     let m = as_error_message(&p);
@@ -511,7 +511,7 @@ async fn nodelink_peer_that_closed_accept_refuses_new_connections() {
 async fn keep_closed_record_exists_after_close_and_is_gone_after_keep_time() {
     let config = Config::default().with_keep_closed(Duration::from_secs(10));
     let (c, s) = pair(config).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     within("send", conn.send(&Ping)).await.unwrap();
     let inc = within("accept", s.accept()).await.unwrap();
     let id = inc.id();
@@ -548,7 +548,7 @@ async fn keep_closed_record_only_for_peer_initiated_connections() {
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for _ in 0..3 {
-        let a = c.new_conn().unwrap();
+        let a = c.open().unwrap();
         within("send", a.send(&Ping)).await.unwrap();
         let b = within("accept", s.accept()).await.unwrap();
         assert_eq!(a.id(), b.id());
@@ -556,7 +556,7 @@ async fn keep_closed_record_only_for_peer_initiated_connections() {
         theirs.push(b);
     }
     for _ in 0..3 {
-        let a = s.new_conn().unwrap();
+        let a = s.open().unwrap();
         within("send", a.send(&Ping)).await.unwrap();
         let b = within("accept", c.accept()).await.unwrap();
         assert_eq!(a.id(), b.id());
@@ -595,8 +595,8 @@ async fn keep_closed_record_only_for_peer_initiated_connections() {
 #[tokio::test]
 async fn replies_in_reverse_order_have_no_head_of_line_coupling() {
     let (c, s) = pair(Config::default()).await;
-    let c1 = c.new_conn().unwrap();
-    let c2 = c.new_conn().unwrap();
+    let c1 = c.open().unwrap();
+    let c2 = c.open().unwrap();
     within("send", c1.send_packet(1, Bytes::new()))
         .await
         .unwrap();
@@ -627,8 +627,8 @@ async fn replies_in_reverse_order_have_no_head_of_line_coupling() {
 #[tokio::test]
 async fn unread_packet_on_one_conn_does_not_block_another() {
     let (c, s) = pair(Config::default()).await;
-    let s1 = s.new_conn().unwrap();
-    let s2 = s.new_conn().unwrap();
+    let s1 = s.open().unwrap();
+    let s2 = s.open().unwrap();
     // The server opens two connections; the client reads the one sent last first.
     within("send", s1.send_packet(11, Bytes::from_static(b"first")))
         .await
@@ -677,7 +677,7 @@ async fn send1_reaches_accept_and_recv_and_the_next_recv_gets_connection_closed(
 #[tokio::test]
 async fn after_recv1_further_packets_with_the_same_id_get_connection_closed() {
     let (c, s) = pair(Config::default()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     within("send", conn.send(&Ping)).await.unwrap();
     let req = within("recv1", s.recv1()).await.unwrap();
     assert_eq!((req.conn_id(), req.code()), (conn.id(), Ping::CODE));
@@ -700,7 +700,7 @@ async fn after_recv1_further_packets_with_the_same_id_get_connection_closed() {
 #[tokio::test]
 async fn recv1_stateless_takes_later_packets_on_the_same_id_as_new_requests() {
     let (c, s) = pair(Config::default()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     for _ in 0..3 {
         within("send", conn.send(&Ping)).await.unwrap();
         let req = within("recv1_stateless", s.recv1_stateless())
@@ -744,7 +744,7 @@ async fn ask1_gets_the_answer_or_the_peer_error() {
 #[tokio::test]
 async fn expect_and_ask_report_unexpected_codes_and_peer_errors() {
     let (c, s) = pair(Config::default()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     within("send", conn.send(&Ping)).await.unwrap();
     let inc = within("accept", s.accept()).await.unwrap();
     let e = within("expect", inc.expect::<Pong>()).await.unwrap_err();
@@ -797,7 +797,7 @@ async fn expect_and_ask_report_unexpected_codes_and_peer_errors() {
 #[tokio::test]
 async fn errors_name_the_link_the_connection_and_the_operation() {
     let (c, s) = tcp_pair(Config::default()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     within("peer close", s.close()).await;
     let e = within("recv", conn.recv()).await.unwrap_err();
     let prefix = format!(
@@ -810,7 +810,7 @@ async fn errors_name_the_link_the_connection_and_the_operation() {
         e.to_string().starts_with(&prefix),
         "{e} does not start with {prefix}"
     );
-    let e = c.new_conn().unwrap_err();
+    let e = c.open().unwrap_err();
     let prefix = format!(
         "{} - {}: newconn: link is down",
         c.local_addr().unwrap(),
@@ -875,13 +875,13 @@ async fn handshake_version_mismatch_names_both_versions_on_both_sides() {
 
 #[tokio::test]
 async fn handshake_version_mismatch_over_tcp_names_addresses() {
-    let mut listener = nodelink::listen("127.0.0.1:0", Config::default())
+    let mut listener = nodelink::bind("127.0.0.1:0", Config::default())
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let e = within("dial", async {
         tokio::select! {
-            r = nodelink::dial(addr, Config::default().with_version(5)) => r,
+            r = nodelink::connect(addr, Config::default().with_version(5)) => r,
             r = listener.accept() => panic!("the listener accepted a mismatched link: {r:?}"),
         }
     })
@@ -939,7 +939,7 @@ async fn handshake_peer_close_over_tcp_gives_peer_closed() {
         assert_eq!(raw.read_exact(4).await, vec![0, 0, 0, 6]);
     };
     let (r, ()) = within("dial", async {
-        tokio::join!(nodelink::dial(addr, Config::default()), peer)
+        tokio::join!(nodelink::connect(addr, Config::default()), peer)
     })
     .await;
     let e = r.unwrap_err();
@@ -971,7 +971,7 @@ async fn handshake_times_out_with_a_silent_tcp_peer() {
     let addr = l.local_addr().unwrap();
     let config = Config::default().with_handshake_timeout(Duration::from_millis(200));
     let (r, held) = within("dial a silent peer", async {
-        tokio::join!(nodelink::dial(addr, config), async {
+        tokio::join!(nodelink::connect(addr, config), async {
             l.accept().await.unwrap()
         })
     })
@@ -1034,7 +1034,7 @@ async fn dropping_recv_and_accept_midway_loses_nothing() {
     let mut accept = Box::pin(s.accept());
     assert!(poll_once(&mut accept).await.is_pending());
     drop(accept);
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     within("send", conn.send_packet(7, Bytes::from_static(b"one")))
         .await
         .unwrap();
@@ -1064,7 +1064,7 @@ async fn dropping_a_send_midway_keeps_the_framing() {
     // A 1 KiB pipe and a 100 KiB packet: the send is dropped in the middle of its write.
     let config = Config::default().with_flow_control(false);
     let (c, mut raw) = raw_and_link(Role::Client, config, 1024).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     let big: Vec<u8> = (0..100 << 10).map(|i| (i % 251) as u8).collect();
     let mut send = Box::pin(conn.send_packet(7, Bytes::from(big.clone())));
     assert!(
@@ -1150,7 +1150,7 @@ async fn never_an_automatic_reply_to_a_packet_with_the_answer_bit() {
 async fn connection_ids_by_role_on_the_wire() {
     // Client: odd ids from 1.
     let (c, mut raw) = raw_and_link(Role::Client, Config::default(), 64 << 10).await;
-    let conns: Vec<Conn> = (0..3).map(|_| c.new_conn().unwrap()).collect();
+    let conns: Vec<Conn> = (0..3).map(|_| c.open().unwrap()).collect();
     for conn in &conns {
         within("send", conn.send(&Ping)).await.unwrap();
     }
@@ -1172,7 +1172,7 @@ async fn connection_ids_by_role_on_the_wire() {
 
     // Server: even ids from 0.
     let (s, mut raw) = raw_and_link(Role::Server, Config::default(), 64 << 10).await;
-    let conns: Vec<Conn> = (0..3).map(|_| s.new_conn().unwrap()).collect();
+    let conns: Vec<Conn> = (0..3).map(|_| s.open().unwrap()).collect();
     for conn in &conns {
         within("send", conn.send(&Ping)).await.unwrap();
     }
@@ -1192,7 +1192,7 @@ async fn many_tasks_sending_on_one_conn_do_not_deadlock() {
     const TASKS: u8 = 16;
     const PER_TASK: u16 = 200;
     let (c, s) = pair(small_window()).await;
-    let conn = Arc::new(c.new_conn().unwrap());
+    let conn = Arc::new(c.open().unwrap());
     let mut senders = Vec::new();
     for t in 0..TASKS {
         let conn = conn.clone();
@@ -1232,7 +1232,7 @@ async fn many_tasks_receiving_on_one_conn_share_the_stream() {
     const N: u32 = 1000;
     const TASKS: u32 = 4;
     let (c, s) = pair(small_window()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     within(
         "first",
         conn.send_packet(1, Bytes::from(0u32.to_be_bytes().to_vec())),
@@ -1354,12 +1354,12 @@ async fn breakable_link(
 #[tokio::test]
 async fn send_error_on_the_direct_path_takes_the_link_down() {
     let (link, breaker, mut raw) = breakable_link(Role::Client).await;
-    let waiting = link.new_conn().unwrap();
+    let waiting = link.open().unwrap();
     let mut recv = Box::pin(waiting.recv());
     assert!(poll_once(&mut recv).await.is_pending());
 
     breaker.store(true, Ordering::SeqCst);
-    let conn = link.new_conn().unwrap();
+    let conn = link.open().unwrap();
     let e = within("send", conn.send(&Ping)).await.unwrap_err();
     // The send that hit the write error reports the I/O error itself.
     let broken =
@@ -1374,7 +1374,7 @@ async fn send_error_on_the_direct_path_takes_the_link_down() {
     // Later operations say the link is down, with the same cause.
     let down = |k: &ErrorKind| matches!(k, ErrorKind::LinkDown(e) if e.kind() == io::ErrorKind::BrokenPipe);
     assert_kind(link.accept().await, "accept", down);
-    assert_kind(link.new_conn(), "new_conn", down);
+    assert_kind(link.open(), "new_conn", down);
     within("link tasks end", link.closed()).await;
     within("peer sees the stream closed", raw.expect_eof()).await;
 }
@@ -1411,7 +1411,7 @@ async fn nodelink_peers_agree_on_flow_control_and_a_never_read_conn_stalls_no_ne
     })
     .await;
     // One connection the server never reads: its sender stops at the window.
-    let stuck = client.new_conn().unwrap();
+    let stuck = client.open().unwrap();
     let chunk = Bytes::from(vec![7u8; 16 << 10]);
     let blocked = tokio::spawn({
         let chunk = chunk.clone();
@@ -1427,7 +1427,7 @@ async fn nodelink_peers_agree_on_flow_control_and_a_never_read_conn_stalls_no_ne
         .await
         .unwrap();
     // A neighbour moves 100 times the window meanwhile.
-    let busy = client.new_conn().unwrap();
+    let busy = client.open().unwrap();
     let sender = tokio::spawn({
         let chunk = chunk.clone();
         async move {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use nodelink::tls::{dial_tls, listen_tls, TlsSettings};
+use nodelink::tls::{bind_tls, connect_tls, TlsSettings};
 use nodelink::{Config, ErrorKind, HandshakeError, Link, Listener, Ping, Pong};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -102,7 +102,7 @@ fn serve_pings(link: Link) {
 }
 
 async fn tls_listener(tls: &TlsSettings, config: Config) -> (Listener, SocketAddr) {
-    let listener = listen_tls("127.0.0.1:0", tls, config).await.unwrap();
+    let listener = bind_tls("127.0.0.1:0", tls, config).await.unwrap();
     let addr = listener.local_addr().unwrap();
     (listener, addr)
 }
@@ -139,7 +139,7 @@ async fn round_trips_and_conn_exchange_with_client_certs() {
         link
     });
 
-    let link = bounded(dial_tls(addr, &client_tls, Config::default()))
+    let link = bounded(connect_tls(addr, &client_tls, Config::default()))
         .await
         .unwrap();
     assert_eq!(link.remote_addr(), Some(addr));
@@ -147,7 +147,7 @@ async fn round_trips_and_conn_exchange_with_client_certs() {
         let _: Pong = bounded(link.ask1(&Ping)).await.unwrap();
     }
 
-    let conn = link.new_conn().unwrap();
+    let conn = link.open().unwrap();
     let _: Pong = bounded(conn.ask(&Ping)).await.unwrap();
     let big = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<u8>>());
     bounded(conn.send_packet(10, big.clone())).await.unwrap();
@@ -170,7 +170,7 @@ async fn server_name_is_not_checked() {
     let (listener, addr) = tls_listener(&server_tls, Config::default()).await;
     let server = accept_one(listener);
 
-    let link = bounded(dial_tls(addr, &client_tls, Config::default()))
+    let link = bounded(connect_tls(addr, &client_tls, Config::default()))
         .await
         .unwrap();
     let (_listener, slink) = bounded(server).await.unwrap();
@@ -197,12 +197,12 @@ async fn client_cert_from_another_ca_is_rejected_and_listener_keeps_serving() {
     let (listener, addr) = tls_listener(&server_tls, Config::default()).await;
     let server = accept_one(listener);
 
-    let e = bounded(dial_tls(addr, &rogue_tls, Config::default()))
+    let e = bounded(connect_tls(addr, &rogue_tls, Config::default()))
         .await
         .unwrap_err();
     assert_handshake_error(&e);
 
-    let link = bounded(dial_tls(addr, &good_tls, Config::default()))
+    let link = bounded(connect_tls(addr, &good_tls, Config::default()))
         .await
         .unwrap();
     let (listener, slink) = bounded(server).await.unwrap();
@@ -228,7 +228,7 @@ async fn server_cert_from_another_ca_is_rejected_by_the_client() {
     let (mut listener, addr) = tls_listener(&rogue_server, Config::default()).await;
     let server = tokio::spawn(async move { listener.accept().await });
 
-    let e = bounded(dial_tls(addr, &client_tls, Config::default()))
+    let e = bounded(connect_tls(addr, &client_tls, Config::default()))
         .await
         .unwrap_err();
     assert_handshake_error(&e);
@@ -254,11 +254,11 @@ async fn plain_tcp_client_fails_against_tls_listener() {
     // record and answers with an alert, which the client reads as a wrong version word
     // (0x15030300). The short timeout bounds the test should a peer wait instead.
     let short = Config::default().with_handshake_timeout(Duration::from_millis(300));
-    let e = bounded(nodelink::dial(addr, short)).await.unwrap_err();
+    let e = bounded(nodelink::connect(addr, short)).await.unwrap_err();
     assert_handshake_error(&e);
 
     // The listener skipped the failed handshake and serves a TLS client next.
-    let link = bounded(dial_tls(addr, &client_tls, Config::default()))
+    let link = bounded(connect_tls(addr, &client_tls, Config::default()))
         .await
         .unwrap();
     let (listener, slink) = bounded(server).await.unwrap();
@@ -282,7 +282,7 @@ async fn silent_tls_peer_times_out() {
     });
     let timeout = Duration::from_millis(200);
     let config = Config::default().with_handshake_timeout(timeout);
-    let e = bounded(dial_tls(addr, &client_tls, config))
+    let e = bounded(connect_tls(addr, &client_tls, config))
         .await
         .unwrap_err();
     match e.kind() {
@@ -300,7 +300,7 @@ async fn version_mismatch_inside_tls() {
     let (mut listener, addr) = tls_listener(&server_tls, Config::default().with_version(7)).await;
     let server = tokio::spawn(async move { listener.accept().await });
 
-    let e = bounded(dial_tls(addr, &client_tls, Config::default()))
+    let e = bounded(connect_tls(addr, &client_tls, Config::default()))
         .await
         .unwrap_err();
     assert!(
@@ -342,12 +342,12 @@ async fn optional_client_certs() {
     let strict = ca.settings(&server_node, true);
     let (listener, addr) = tls_listener(&strict, Config::default()).await;
     let server = accept_one(listener);
-    let e = bounded(dial_tls(addr, &anonymous, Config::default()))
+    let e = bounded(connect_tls(addr, &anonymous, Config::default()))
         .await
         .unwrap_err();
     assert_handshake_error(&e);
     let good = ca.settings(&ca.node(&["127.0.0.1"]), true);
-    let _link = bounded(dial_tls(addr, &good, Config::default()))
+    let _link = bounded(connect_tls(addr, &good, Config::default()))
         .await
         .unwrap();
     let (listener, _slink) = bounded(server).await.unwrap();
@@ -357,7 +357,7 @@ async fn optional_client_certs() {
     let lenient = ca.settings(&server_node, false);
     let (listener, addr) = tls_listener(&lenient, Config::default()).await;
     let server = accept_one(listener);
-    let link = bounded(dial_tls(addr, &anonymous, Config::default()))
+    let link = bounded(connect_tls(addr, &anonymous, Config::default()))
         .await
         .unwrap();
     let (_listener, slink) = bounded(server).await.unwrap();

@@ -42,7 +42,7 @@ async fn handshake_sends_version_six_big_endian_in_both_roles() {
 async fn handshake_over_tcp_starts_with_a_zero_byte() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let mut dial = Box::pin(nodelink::dial(addr, Config::default()));
+    let mut dial = Box::pin(nodelink::connect(addr, Config::default()));
     let first = within("first bytes of a dial", async {
         tokio::select! {
             r = &mut dial => panic!("dial finished without a peer word: {r:?}"),
@@ -208,7 +208,7 @@ async fn hello_announces_the_configured_window() {
 async fn no_hello_when_flow_control_is_off() {
     let config = Config::default().with_flow_control(false);
     let (c, mut raw) = raw_and_link(Role::Client, config, 64 << 10).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     within("send", conn.send(&Ping)).await.unwrap();
     let first = within("first packet", raw.read_packet())
         .await
@@ -302,7 +302,7 @@ async fn connection_refused_reply_bytes() {
 #[tokio::test]
 async fn header_encoding_of_sent_messages() {
     let (c, mut raw) = raw_server_tcp(Config::default()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     within(
         "send",
         conn.send(&Raw::<0x1234>(Bytes::from_static(b"hello"))),
@@ -313,7 +313,7 @@ async fn header_encoding_of_sent_messages() {
         within("raw read", raw.next_packet()).await.wire,
         cat(&[&[0, 0, 0, 1], &[0x12, 0x34], &[0, 0, 0, 5], b"hello"])
     );
-    let conn3 = c.new_conn().unwrap();
+    let conn3 = c.open().unwrap();
     within("send", conn3.send(&Pong)).await.unwrap();
     assert_eq!(
         within("raw read", raw.next_packet()).await.wire,
@@ -400,7 +400,7 @@ fn size_limit_constants() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_of_exactly_max_len_is_sent_and_one_more_is_packet_too_big() {
     let (c, s) = pair_over(1 << 20, Config::default(), Config::default()).await;
-    let conn = c.new_conn().unwrap();
+    let conn = c.open().unwrap();
     let mut max = vec![0u8; MAX_PAYLOAD_LEN];
     max[0] = 1;
     max[MAX_PAYLOAD_LEN - 1] = 2;

@@ -16,7 +16,7 @@ use super::{answer_len, IdleConns, Server, ServerMode, Times, ANSWER_CODE, REQUE
 
 /// Listens on `bind` and serves every link in `mode`.
 pub async fn start_server(bind: SocketAddr, mode: ServerMode) -> Result<Server> {
-    let mut listener = nodelink::listen(bind, Config::default()).await?;
+    let mut listener = nodelink::bind(bind, Config::default()).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         let mut links = tokio::task::JoinSet::new();
@@ -99,7 +99,7 @@ impl Drop for Client {
 /// Dials a server over TCP.
 pub async fn connect(addr: SocketAddr) -> Result<Client> {
     Ok(Client {
-        link: nodelink::dial(addr, Config::default()).await?,
+        link: nodelink::connect(addr, Config::default()).await?,
         _server: None,
     })
 }
@@ -120,7 +120,7 @@ pub async fn duplex(mode: ServerMode) -> Result<Client> {
 impl Client {
     /// Serial round trips on one full connection.
     pub async fn rtt_conn(&self, payload: Bytes, n: usize) -> Result<Times> {
-        let conn = self.link.new_conn()?;
+        let conn = self.link.open()?;
         let mut times = Vec::with_capacity(n);
         let mut last = None;
         for _ in 0..n {
@@ -178,7 +178,7 @@ impl Client {
 
     /// One connection streaming `count` messages of `msg_size`.
     pub async fn bulk(&self, msg_size: usize, count: usize) -> Result<Duration> {
-        let conn = std::sync::Arc::new(self.link.new_conn()?);
+        let conn = std::sync::Arc::new(self.link.open()?);
         let msg = Bytes::from(vec![0x5a; msg_size]);
         let start = Instant::now();
         let sender = {
@@ -202,7 +202,7 @@ impl Client {
     pub async fn fairness(&self, conns: usize, size: usize, msgs: usize) -> Result<Times> {
         let msg = Bytes::from(vec![0x33; size]);
         let opened: Vec<Conn> = (0..conns)
-            .map(|_| self.link.new_conn())
+            .map(|_| self.link.open())
             .collect::<Result<_, _>>()?;
         // Every task waits at the gate, so all connections start together.
         let (gate, open_gate) = tokio::sync::watch::channel(false);
@@ -234,7 +234,7 @@ impl Client {
         let mut open = Vec::with_capacity(conns);
         let one = Bytes::from_static(&[1]);
         for _ in 0..conns {
-            let conn = self.link.new_conn()?;
+            let conn = self.link.open()?;
             conn.send_packet(REQUEST_CODE, one.clone()).await?;
             conn.recv().await?;
             open.push(conn);

@@ -35,7 +35,7 @@ pub async fn transport_with(config: Config) -> Transport {
 /// A transport and one endpoint on it.
 pub async fn endpoint() -> (Transport, EndPoint) {
     let t = transport().await;
-    let ep = t.new_endpoint().await.expect("new endpoint");
+    let ep = t.open_endpoint().await.expect("new endpoint");
     (t, ep)
 }
 

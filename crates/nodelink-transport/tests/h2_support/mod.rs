@@ -65,7 +65,7 @@ pub async fn transport_with(config: Config) -> Transport {
 
 /// A new endpoint of `t`.
 pub async fn endpoint(t: &Transport) -> EndPoint {
-    within("new_endpoint", t.new_endpoint())
+    within("open_endpoint", t.open_endpoint())
         .await
         .expect("new endpoint")
 }

@@ -55,12 +55,12 @@ pub async fn pair(config: Config) -> (Link, Link) {
 
 /// A client/server link pair over TCP loopback, through `dial` and `listen`.
 pub async fn tcp_pair(config: Config) -> (Link, Link) {
-    let mut listener = nodelink::listen("127.0.0.1:0", config.clone())
+    let mut listener = nodelink::bind("127.0.0.1:0", config.clone())
         .await
         .expect("listen on loopback");
     let addr = listener.local_addr().unwrap();
     let (client, server) = within("dial + accept over loopback", async {
-        tokio::join!(nodelink::dial(addr, config), listener.accept())
+        tokio::join!(nodelink::connect(addr, config), listener.accept())
     })
     .await;
     (client.expect("dial"), server.expect("accept"))
@@ -69,7 +69,7 @@ pub async fn tcp_pair(config: Config) -> (Link, Link) {
 /// Does a full round trip on a fresh connection so that both sides have seen the other's
 /// first packet (and so know whether it does flow control).
 pub async fn warm_up(client: &Link, server: &Link) {
-    let c = client.new_conn().unwrap();
+    let c = client.open().unwrap();
     within("warm-up round trip", async {
         c.send(&nodelink::Ping).await.unwrap();
         let s = server.accept().await.unwrap();
@@ -294,7 +294,7 @@ pub async fn raw_server_tcp(config: Config) -> (Link, RawPeer<TcpStream>) {
             raw.handshake(nodelink::DEFAULT_VERSION).await;
             raw
         };
-        tokio::join!(nodelink::dial(addr, config), accept)
+        tokio::join!(nodelink::connect(addr, config), accept)
     })
     .await;
     (link.expect("dial a raw server"), raw)
@@ -302,7 +302,7 @@ pub async fn raw_server_tcp(config: Config) -> (Link, RawPeer<TcpStream>) {
 
 /// A nodelink server (through `listen`) with a raw NEO client peer over TCP loopback.
 pub async fn raw_client_tcp(config: Config) -> (Link, RawPeer<TcpStream>) {
-    let mut listener = nodelink::listen("127.0.0.1:0", config).await.unwrap();
+    let mut listener = nodelink::bind("127.0.0.1:0", config).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (link, raw) = within("raw client to a listener", async {
         let connect = async {
