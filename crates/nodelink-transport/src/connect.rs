@@ -1,9 +1,9 @@
 //! Outgoing connects: find or build the socket to a remote endpoint, then announce a new
 //! lightweight connection on it.
 //!
-//! What a connect does is decided by the endpoint's table of peers (`core/peers.rs`). The
-//! first connect to an address makes its record (dialing) and spawns the one task that
-//! will own the socket: it dials, sends the request and reads the answer
+//! What a connect does is decided by the endpoint's table of peers (`core/peers.rs`).
+//! The first connect to an address makes its record (dialing) and spawns the one task
+//! that will own the socket: it dials, sends the request and reads the answer
 //! (`core/handshake.rs`) and, once accepted, becomes the socket's reader. Every connect
 //! (the first included) then waits on the record for it to resolve. A cancelled connect therefore never leaves a half-built
 //! record behind, and all waits are bounded by the connect timeout.
@@ -63,13 +63,22 @@ pub(crate) async fn connect(
                 _ => {}
             }
             let Some(rec) = st.peers.get_mut_any(to) else {
-                continue; // not reached: any other decision leaves a record
+                // Not reached: every other decision leaves a record. Never spin on it.
+                return Err(Error::new(
+                    ErrorKind::ConnectFailed,
+                    "no record of the peer",
+                ));
             };
             let rx = rec.io.changed.subscribe();
             match decision {
                 Connect::Dial(key) => {
                     let Some((host, port, target)) = parsed.clone() else {
-                        continue; // not reached: only a dialable address is dialed
+                        // Not reached: only a dialable address is dialed.
+                        st.peers.dial_failed(to, key);
+                        return Err(Error::new(
+                            ErrorKind::ConnectFailed,
+                            format!("invalid address {to}"),
+                        ));
                     };
                     let setup = Setup {
                         ep: ep.clone(),

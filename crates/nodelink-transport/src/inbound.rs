@@ -134,9 +134,9 @@ async fn handshake(
     };
     let address = match origin {
         None => EndPointAddress::from_bytes(uuid::Uuid::new_v4().to_string()),
-        Some(a) => {
+        Some((a, host)) => {
             if transport.config.check_peer_host {
-                if let Some(mismatch) = host_mismatch(&a, peer.ip()).await {
+                if let Some(mismatch) = host_mismatch(&host, peer.ip()).await {
                     handshake_failed!(
                         transport,
                         %peer,
@@ -166,8 +166,8 @@ async fn handshake(
 
 /// The host check with the name resolved where the core needs it; returns the answer to
 /// send on a mismatch.
-async fn host_mismatch(origin: &EndPointAddress, peer: IpAddr) -> Option<HandshakeResponse> {
-    let HostCheck::Resolve(claimed) = check_host(origin, peer) else {
+async fn host_mismatch(host: &str, peer: IpAddr) -> Option<HandshakeResponse> {
+    let HostCheck::Resolve(claimed) = check_host(host, peer) else {
         return None;
     };
     let resolved: Vec<IpAddr> = match tokio::net::lookup_host((claimed.as_str(), 0)).await {
@@ -188,16 +188,18 @@ async fn claim(
     loop {
         let (claim, rx, probe) = {
             let mut st = ep.lock();
-            let claim = st.peers.request(&address, Instant::now(), PeerIo::new);
+            let claim = st.peers.request(&address, PeerIo::new);
             let rec = st.peers.get_mut_any(&address);
             let rx = rec.as_ref().map(|r| r.io.changed.subscribe());
-            // A probe the core queued goes to the old socket's writer now, under the lock,
-            // behind what is queued there.
+            // The probe goes to the old socket now, under the lock, behind what is queued
+            // there; if that socket can no longer write, its core is left as it was.
             let probe = match (&claim, rec) {
-                (Claim::Crossed { probed: true }, Some(rec)) => rec.socket().and_then(|mut s| {
-                    let mark = s.transmit()?;
-                    s.writer.deadline_wake.notify_one();
-                    Some((s.writer.clone(), mark))
+                (Claim::CrossedProbe, Some(rec)) => rec.socket().and_then(|mut s| {
+                    let (probed, mark) = s.with_core(|core| core.probe(Instant::now()))?;
+                    probed.then(|| {
+                        s.writer.deadline_wake.notify_one();
+                        (s.writer.clone(), mark)
+                    })
                 }),
                 _ => None,
             };
@@ -205,11 +207,17 @@ async fn claim(
         };
         match claim {
             Claim::Accept(key) => {
+                // Until the answer is out, the record waits for it; if this task is given
+                // up meanwhile (the handshake's timeout), the guard removes the record.
+                let guard = AnswerGuard {
+                    ep,
+                    address: &address,
+                    key,
+                };
                 if respond(stream, HandshakeResponse::Accepted).await.is_err() {
-                    let mut st = ep.lock();
-                    st.remove_remote(&address, key, Resolution::Changed);
-                    return Verdict::Done;
+                    return Verdict::Done; // the guard removes the record
                 }
+                std::mem::forget(guard);
                 return Verdict::Accept {
                     ep: ep.clone(),
                     address,
@@ -217,8 +225,8 @@ async fn claim(
                     buf,
                 };
             }
-            Claim::Crossed { probed } => {
-                tracing::debug!(peer = %address, probed, "request crossed ours: answered Crossed");
+            Claim::Crossed | Claim::CrossedProbe => {
+                tracing::debug!(peer = %address, probing = probe.is_some(), "request crossed ours: answered Crossed");
                 // The probe goes out on its own task: its deadline is already running, and
                 // this handshake's own timeout must not be able to cut its write short.
                 if let Some((writer, mark)) = probe {
@@ -234,12 +242,31 @@ async fn claim(
                 let _ = respond(stream, HandshakeResponse::InvalidEndPoint).await;
                 return Verdict::Done;
             }
-            Claim::Wait => {
+            Claim::Wait => match rx {
                 // Bounded by the handshake timeout around us.
-                if let Some(mut rx) = rx {
+                Some(mut rx) => {
                     let _ = rx.changed().await;
                 }
-            }
+                // Not reached (the table only waits on a record), but never spin.
+                None => return Verdict::Done,
+            },
+        }
+    }
+}
+
+/// A record waiting for our Accepted to be sent: removed (and its waiters told) if the
+/// answer does not go out.
+struct AnswerGuard<'a> {
+    ep: &'a EndPointShared,
+    address: &'a EndPointAddress,
+    key: u64,
+}
+
+impl Drop for AnswerGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.ep.lock();
+        if let Some(rec) = st.peers.answer_failed(self.address, self.key) {
+            rec.announce(Resolution::Changed);
         }
     }
 }

@@ -27,8 +27,9 @@
 //! each after a random delay, like a TCP connection carrying whole frames. A datagram link
 //! ([`Link::datagrams`]) gives each copy its own delay, so messages overtake each other,
 //! and loses or duplicates them with the given chances. [`Network::partition`] cuts a
-//! channel for a while (what is sent meanwhile is lost, on any link), and
-//! [`Network::close`] ends it (what is in flight is lost too).
+//! channel for a while: a datagram sent meanwhile is lost, a stream's message waits for the
+//! partition to end (as TCP retransmits; its order is kept). [`Network::close`] ends a
+//! channel: what is in flight on it is lost.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -93,7 +94,8 @@ pub struct NetworkStats {
     pub sent: u64,
     /// Messages (copies included) popped by the test.
     pub delivered: u64,
-    /// Messages lost: by chance, in a partition, or on a closed channel.
+    /// Messages (or extra copies) lost: by chance, in a partition, or on a closed
+    /// channel.
     pub lost: u64,
     /// Extra copies made.
     pub duplicated: u64,
@@ -170,7 +172,8 @@ impl<M: Clone> Network<M> {
         self.stats.lost += (before - self.in_flight.len()) as u64;
     }
 
-    /// Cuts `ch` for `dt` from now: what is sent on it meanwhile is lost.
+    /// Cuts `ch` for `dt` from now: datagrams sent on it meanwhile are lost, a stream's
+    /// messages are held until the partition ends.
     pub fn partition(&mut self, ch: ChannelId, dt: Duration) {
         self.channels[ch.0].partitioned_until = Some(self.now + dt);
     }
@@ -180,9 +183,10 @@ impl<M: Clone> Network<M> {
         self.stats.sent += 1;
         let now = self.now;
         let c = &self.channels[ch.0];
-        let cut = c.partitioned_until.is_some_and(|t| now < t);
+        let cut_until = c.partitioned_until.filter(|t| now < *t);
         let datagram = !c.link.ordered;
-        if !c.open || cut || (datagram && self.rng.chance(c.link.loss_per_mille)) {
+        let lost = datagram && (cut_until.is_some() || self.rng.chance(c.link.loss_per_mille));
+        if !c.open || lost {
             self.stats.lost += 1;
             return;
         }
@@ -196,7 +200,8 @@ impl<M: Clone> Network<M> {
             let c = &self.channels[ch.0];
             let spread = c.link.max_delay.saturating_sub(c.link.min_delay);
             let jitter = self.rng.below(spread.as_micros() as u64 + 1);
-            let mut at = now + c.link.min_delay + Duration::from_micros(jitter);
+            let sent = cut_until.unwrap_or(now);
+            let mut at = sent + c.link.min_delay + Duration::from_micros(jitter);
             let c = &mut self.channels[ch.0];
             if c.link.ordered {
                 at = at.max(c.last);
@@ -293,18 +298,35 @@ mod tests {
     }
 
     #[test]
-    fn partitions_and_closes_lose_messages() {
+    fn partitions_lose_datagrams_and_hold_streams() {
+        let mut net = Network::new(1);
+        let dgram = net.open(Link::datagrams(Duration::from_millis(1), 0, 0));
+        let stream = net.open(Link::stream(Duration::from_millis(1)));
+        let start = net.now();
+        net.partition(dgram, Duration::from_millis(10));
+        net.partition(stream, Duration::from_millis(10));
+        net.send(dgram, 1);
+        net.send(stream, 2);
+        net.send(stream, 3);
+        let got = drain(&mut net);
+        assert_eq!(got, vec![(stream, 2), (stream, 3)]);
+        assert!(
+            net.now() >= start + Duration::from_millis(10),
+            "held to the end"
+        );
+        assert_eq!(net.stats().lost, 1);
+    }
+
+    #[test]
+    fn a_close_loses_what_is_in_flight_and_later() {
         let mut net = Network::new(1);
         let ch = net.open(Link::stream(Duration::from_millis(1)));
-        net.partition(ch, Duration::from_millis(10));
         net.send(ch, 1);
-        net.advance(Duration::from_millis(10));
         net.send(ch, 2);
-        net.send(ch, 3);
         net.close(ch);
-        net.send(ch, 4);
+        net.send(ch, 3);
         assert!(drain(&mut net).is_empty());
-        assert_eq!(net.stats().lost, 4);
+        assert_eq!(net.stats().lost, 3);
         assert!(!net.is_open(ch));
     }
 }

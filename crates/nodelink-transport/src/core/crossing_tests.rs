@@ -4,11 +4,14 @@
 //! channels of `nodelink_testkit::sim::Network` with random delays, and each step a driver
 //! task would take after an await (sending our Accepted, waking a waiter) is a message
 //! with its own delay, so those interleave too. A model waiter runs again only when the
-//! driver would wake it: when its record is announced or removed. Checked on every seed:
-//! - every connect succeeds, none fails and none is left waiting;
-//! - each pair of endpoints ends with exactly one socket, the same one on both sides, and
-//!   every other socket that was dialed is closed;
-//! - no crossed request waits until its timeout.
+//! driver would wake it: when the record it subscribed to is announced or removed, and a
+//! connect fails when that record went with a failure. On half of the seeds sockets also
+//! break at random moments, during the handshake or after. Checked on every seed:
+//! - every connect ends (no waiter is left behind) and no record is left half set up;
+//! - the two ends of each pair agree: both have the same socket, or neither has one;
+//! - without faults, every connect succeeds, each pair that connected has exactly one
+//!   socket, every other socket that was dialed is closed, and no crossed request waits
+//!   until its timeout.
 //!
 //! `TRANSPORT_CROSSING_SEED=n` runs one seed.
 
@@ -49,21 +52,25 @@ enum Msg {
         from: usize,
         key: u64,
     },
-    /// Waiters of `ep` on its record for `peer` wake up.
-    Wake { ep: usize, peer: usize },
-}
-
-#[derive(PartialEq)]
-enum SockState {
-    Handshake,
-    Established,
-    Closed,
+    /// Waiters of `ep` on its record `key` for `peer` wake up; `failed`: the record went
+    /// with a failure.
+    Wake {
+        ep: usize,
+        peer: usize,
+        key: u64,
+        failed: bool,
+    },
+    /// The socket breaks: both ends see it end, what is in flight is lost.
+    Break(usize),
 }
 
 struct Sock {
     client: usize,
     server: usize,
+    /// The client's record.
     key: u64,
+    /// The server's record, once it answered Accepted.
+    server_key: Option<u64>,
     up: ChannelId,
     down: ChannelId,
     client_buf: BytesMut,
@@ -71,16 +78,18 @@ struct Sock {
     answering: Answering,
     /// The client has read its answer.
     answered: bool,
-    state: SockState,
+    /// Closed after an answer, or broken.
+    closed: bool,
+    broken: bool,
 }
 
 struct Ep {
     addr: EndPointAddress,
     peers: Peers<Io>,
-    /// Requests waiting for a change of the record of a peer: (socket, peer).
-    parked_claims: Vec<(usize, usize)>,
-    /// Connects waiting for a change of the record of a peer.
-    parked_connects: Vec<usize>,
+    /// Requests waiting for a record to change: (socket, peer, record key).
+    parked_claims: Vec<(usize, usize, u64)>,
+    /// Connects waiting for a record to change: (peer, record key).
+    parked_connects: Vec<(usize, u64)>,
     /// A crossed request of ours waits for the peer's until then: (deadline, peer, key).
     crossed_waits: Vec<(Instant, usize, u64)>,
 }
@@ -89,12 +98,18 @@ struct World {
     net: Network<Msg>,
     /// Channel for the endpoints' own delayed steps.
     tasks: ChannelId,
+    /// Channel on which breaks are scheduled, when this seed has faults.
+    breaks: Option<ChannelId>,
     eps: Vec<Ep>,
     socks: Vec<Sock>,
     by_channel: HashMap<ChannelId, (usize, bool)>,
     connects_issued: usize,
     connects_done: usize,
+    connects_failed: usize,
+    /// Breaks of the protocol's promises, on any seed.
     problems: Vec<String>,
+    /// What only a run without faults must never see.
+    fault_effects: Vec<String>,
 }
 
 fn addr(i: usize) -> EndPointAddress {
@@ -102,10 +117,11 @@ fn addr(i: usize) -> EndPointAddress {
 }
 
 impl World {
-    fn new(seed: u64) -> World {
+    fn new(seed: u64, faults: bool) -> World {
         let mut net = Network::new(seed);
         let max_delay = Duration::from_micros(net.rng().below(20_000) + 1);
         let tasks = net.open(Link::datagrams(max_delay, 0, 0));
+        let breaks = faults.then(|| net.open(Link::datagrams(Duration::from_millis(40), 0, 0)));
         let eps = (0..ENDPOINTS)
             .map(|i| Ep {
                 addr: addr(i),
@@ -124,12 +140,15 @@ impl World {
         World {
             net,
             tasks,
+            breaks,
             eps,
             socks: Vec::new(),
             by_channel: HashMap::new(),
             connects_issued: 0,
             connects_done: 0,
+            connects_failed: 0,
             problems: Vec::new(),
+            fault_effects: Vec::new(),
         }
     }
 
@@ -139,9 +158,15 @@ impl World {
             .expect("a known endpoint")
     }
 
-    /// A record of `ep` for `peer` changed (or went): its waiters wake, after a delay.
-    fn announce(&mut self, ep: usize, peer: usize) {
-        self.net.send(self.tasks, Msg::Wake { ep, peer });
+    /// Record `key` of `ep` for `peer` changed (or went): its waiters wake, after a delay.
+    fn announce(&mut self, ep: usize, peer: usize, key: u64, failed: bool) {
+        let m = Msg::Wake {
+            ep,
+            peer,
+            key,
+            failed,
+        };
+        self.net.send(self.tasks, m);
     }
 
     fn connect(&mut self, ep: usize, to: usize) {
@@ -151,10 +176,13 @@ impl World {
                 self.problems.push(format!("{ep}: cannot connect"))
             }
             Connect::Dial(key) => {
-                e.parked_connects.push(to);
+                e.parked_connects.push((to, key));
                 self.dial(ep, to, key);
             }
-            Connect::Wait => e.parked_connects.push(to),
+            Connect::Wait => {
+                let key = e.peers.get_mut_any(&addr(to)).expect("a record").key;
+                e.parked_connects.push((to, key));
+            }
             Connect::Open => self.connects_done += 1,
         }
     }
@@ -168,24 +196,34 @@ impl World {
             client,
             server,
             key,
+            server_key: None,
             up,
             down,
             client_buf: BytesMut::new(),
             server_buf: BytesMut::new(),
             answering: Answering::new(1000),
             answered: false,
-            state: SockState::Handshake,
+            closed: false,
+            broken: false,
         });
         self.by_channel.insert(up, (sock, true));
         self.by_channel.insert(down, (sock, false));
         let mut out = BytesMut::new();
         write_request(0, Some(&addr(client)), &mut out);
         self.net.send(up, Msg::Bytes(out.to_vec()));
+        if let Some(breaks) = self.breaks {
+            if self.net.rng().chance(200) {
+                self.net.send(breaks, Msg::Break(sock));
+            }
+        }
     }
 
     fn close_socket(&mut self, sock: usize) {
         let s = &mut self.socks[sock];
-        s.state = SockState::Closed;
+        if s.closed {
+            return;
+        }
+        s.closed = true;
         let (up, down) = (s.up, s.down);
         self.net.send(up, Msg::Fin);
         self.net.send(down, Msg::Fin);
@@ -198,13 +236,38 @@ impl World {
         self.net.send(down, Msg::Bytes(out.to_vec()));
     }
 
+    /// Our dial for record `key` of `ep` to `peer` failed.
+    fn dial_failed(&mut self, ep: usize, peer: usize, key: u64) {
+        if self.eps[ep].peers.dial_failed(&addr(peer), key).is_some() {
+            self.announce(ep, peer, key, true);
+        }
+    }
+
+    /// The open socket `sock` of record `key` of `ep` for `peer` is lost.
+    fn lost(&mut self, ep: usize, peer: usize, key: u64, sock: usize) {
+        let ours = self.eps[ep]
+            .peers
+            .get_mut(&addr(peer), key)
+            .is_some_and(|r| r.io.socket == Some(sock));
+        if ours && self.eps[ep].peers.remove(&addr(peer), key).is_some() {
+            self.announce(ep, peer, key, true);
+        }
+    }
+
     /// The server side of `sock` decides on the request from `from`.
     fn claim(&mut self, sock: usize, from: usize) {
         let ep = self.socks[sock].server;
-        let now = self.net.now();
-        match self.eps[ep].peers.request(&addr(from), now, Io::default) {
+        match self.eps[ep].peers.request(&addr(from), Io::default) {
             Claim::Accept(key) => {
+                if self.socks[sock].broken {
+                    // Writing the answer fails: the record waits for it no more.
+                    if self.eps[ep].peers.answer_failed(&addr(from), key).is_some() {
+                        self.announce(ep, from, key, false);
+                    }
+                    return;
+                }
                 self.answer(sock, HandshakeResponse::Accepted);
+                self.socks[sock].server_key = Some(key);
                 let m = Msg::AcceptedSent {
                     ep,
                     sock,
@@ -213,21 +276,31 @@ impl World {
                 };
                 self.net.send(self.tasks, m);
             }
-            Claim::Crossed { probed } => {
-                if probed {
-                    self.problems
-                        .push(format!("{ep}: probed a socket to {from} on a crossing"));
-                }
+            Claim::Crossed => {
+                self.answer(sock, HandshakeResponse::Crossed);
+                self.close_socket(sock);
+            }
+            Claim::CrossedProbe => {
+                // Only after a fault: the peer dropped a socket this end still has.
+                self.fault_effects
+                    .push(format!("{ep}: a request from {from} over an open socket"));
                 self.answer(sock, HandshakeResponse::Crossed);
                 self.close_socket(sock);
             }
             Claim::Drop => {
-                self.problems
+                self.fault_effects
                     .push(format!("{ep}: dropped a request from {from}"));
                 self.close_socket(sock);
             }
             Claim::Invalid => self.problems.push(format!("{ep}: invalid")),
-            Claim::Wait => self.eps[ep].parked_claims.push((sock, from)),
+            Claim::Wait => {
+                let key = self.eps[ep]
+                    .peers
+                    .get_mut_any(&addr(from))
+                    .expect("a record")
+                    .key;
+                self.eps[ep].parked_claims.push((sock, from, key));
+            }
         }
     }
 
@@ -238,7 +311,7 @@ impl World {
             Heard::More => {}
             Heard::Request {
                 target: 0,
-                origin: Some(origin),
+                origin: Some((origin, _)),
             } => {
                 let from = self.index(&origin);
                 self.claim(sock, from);
@@ -269,16 +342,15 @@ impl World {
             self.eps[ep].peers.answered(&addr(peer), key, answer),
         ) {
             (Answer::Accepted, Dialed::Open) => {
-                self.socks[sock].state = SockState::Established;
                 if let Some(rec) = self.eps[ep].peers.get_mut(&addr(peer), key) {
                     rec.io.socket = Some(sock);
                 }
-                self.announce(ep, peer);
+                self.announce(ep, peer, key, false);
             }
             (Answer::Crossed, Dialed::AwaitTheirs) => {
                 let until = self.net.now() + TIMEOUT;
                 self.eps[ep].crossed_waits.push((until, peer, key));
-                self.announce(ep, peer);
+                self.announce(ep, peer, key, false);
             }
             (_, Dialed::Gone) => self.close_socket(sock),
             (a, d) => self.problems.push(format!("{ep}: {a:?} gave {d:?}")),
@@ -288,8 +360,34 @@ impl World {
     fn on_fin(&mut self, sock: usize, to_server: bool) {
         let s = &self.socks[sock];
         if !to_server && !s.answered {
-            self.problems
-                .push(format!("{}: socket closed before the answer", s.client));
+            // The peer closed during the handshake.
+            let (ep, peer, key) = (s.client, s.server, s.key);
+            self.fault_effects
+                .push(format!("{ep}: socket closed before the answer"));
+            self.dial_failed(ep, peer, key);
+        }
+    }
+
+    fn on_break(&mut self, sock: usize) {
+        let s = &mut self.socks[sock];
+        if s.closed {
+            return;
+        }
+        s.closed = true;
+        s.broken = true;
+        let (up, down) = (s.up, s.down);
+        let (client, server, key, server_key, answered) =
+            (s.client, s.server, s.key, s.server_key, s.answered);
+        self.net.close(up);
+        self.net.close(down);
+        self.fault_effects.push(format!("socket {sock} broke"));
+        if answered {
+            self.lost(client, server, key, sock);
+        } else {
+            self.dial_failed(client, server, key);
+        }
+        if let Some(k) = server_key {
+            self.lost(server, client, k, sock);
         }
     }
 
@@ -302,29 +400,44 @@ impl World {
                 from,
                 key,
             } => {
-                if self.eps[ep].peers.accepted(&addr(from), key) {
-                    self.socks[sock].state = SockState::Established;
-                    if let Some(rec) = self.eps[ep].peers.get_mut(&addr(from), key) {
-                        rec.io.socket = Some(sock);
-                    }
-                    self.announce(ep, from);
-                } else {
+                if !self.eps[ep].peers.accepted(&addr(from), key) {
                     self.problems.push(format!("{ep}: accepted record gone"));
+                    return;
+                }
+                if let Some(rec) = self.eps[ep].peers.get_mut(&addr(from), key) {
+                    rec.io.socket = Some(sock);
+                }
+                if self.socks[sock].broken {
+                    // The reader finds the socket ended at once.
+                    self.lost(ep, from, key, sock);
+                } else {
+                    self.announce(ep, from, key, false);
                 }
             }
-            Msg::Wake { ep, peer } => {
+            Msg::Wake {
+                ep,
+                peer,
+                key,
+                failed,
+            } => {
                 let e = &mut self.eps[ep];
-                let (claims, keep): (Vec<_>, Vec<_>) =
-                    e.parked_claims.drain(..).partition(|(_, f)| *f == peer);
+                let (claims, keep): (Vec<_>, Vec<_>) = e
+                    .parked_claims
+                    .drain(..)
+                    .partition(|&(_, f, k)| f == peer && k == key);
                 e.parked_claims = keep;
                 let before = e.parked_connects.len();
-                e.parked_connects.retain(|t| *t != peer);
+                e.parked_connects.retain(|&(t, k)| !(t == peer && k == key));
                 let connects = before - e.parked_connects.len();
-                for (sock, from) in claims {
+                for (sock, from, _) in claims {
                     self.claim(sock, from);
                 }
                 for _ in 0..connects {
-                    self.connect(ep, peer);
+                    if failed {
+                        self.connects_failed += 1;
+                    } else {
+                        self.connect(ep, peer);
+                    }
                 }
             }
             Msg::Bytes(bytes) => {
@@ -341,6 +454,7 @@ impl World {
                 let (sock, to_server) = self.by_channel[&ch];
                 self.on_fin(sock, to_server);
             }
+            Msg::Break(sock) => self.on_break(sock),
         }
     }
 
@@ -352,10 +466,10 @@ impl World {
                 e.crossed_waits.drain(..).partition(|(t, _, _)| *t <= now);
             e.crossed_waits = keep;
             for (_, peer, key) in due {
-                if self.eps[ep].peers.dial_failed(&addr(peer), key).is_some() {
-                    self.problems
+                if self.eps[ep].peers.dialing(&addr(peer), key) {
+                    self.fault_effects
                         .push(format!("{ep}: crossed connect to {peer} never completed"));
-                    self.announce(ep, peer);
+                    self.dial_failed(ep, peer, key);
                 }
             }
         }
@@ -386,10 +500,31 @@ impl World {
         }
     }
 
-    /// One socket per pair that connected, the same on both sides; the rest closed.
-    fn check_sockets(&mut self) {
+    /// Every connect ended, nothing is left half set up, both ends of each pair agree.
+    fn check_end(&mut self) {
+        if self.connects_done + self.connects_failed != self.connects_issued {
+            self.problems.push(format!(
+                "{} of {} connects ended",
+                self.connects_done + self.connects_failed,
+                self.connects_issued
+            ));
+        }
         let mut established = 0;
         for i in 0..ENDPOINTS {
+            let e = &self.eps[i];
+            if !e.parked_claims.is_empty() || !e.parked_connects.is_empty() {
+                self.problems.push(format!(
+                    "{i}: {} requests and {} connects still waiting",
+                    e.parked_claims.len(),
+                    e.parked_connects.len()
+                ));
+            }
+            for (peer, rec) in e.peers.iter() {
+                if rec.core().is_none() {
+                    self.problems
+                        .push(format!("{i}: the record for {peer} was left half set up"));
+                }
+            }
             for j in (i + 1)..ENDPOINTS {
                 let mine = self.eps[i].peers.get_mut_any(&addr(j)).map(|r| r.io.socket);
                 let theirs = self.eps[j].peers.get_mut_any(&addr(i)).map(|r| r.io.socket);
@@ -402,30 +537,17 @@ impl World {
                 }
             }
         }
-        let open = self
-            .socks
-            .iter()
-            .filter(|s| s.state == SockState::Established)
-            .count();
+        let open = self.socks.iter().filter(|s| !s.closed).count();
         if open != established {
-            self.problems.push(format!(
-                "{open} sockets established for {established} pairs"
-            ));
-        }
-        for (i, e) in self.eps.iter().enumerate() {
-            if !e.parked_claims.is_empty() || !e.parked_connects.is_empty() {
-                self.problems.push(format!(
-                    "{i}: {} requests and {} connects still waiting",
-                    e.parked_claims.len(),
-                    e.parked_connects.len()
-                ));
-            }
+            self.problems
+                .push(format!("{open} sockets open for {established} pairs"));
         }
     }
 }
 
 fn run_seed(seed: u64) -> Result<(), String> {
-    let mut world = World::new(seed);
+    let faults = seed % 2 == 1;
+    let mut world = World::new(seed, faults);
     // Each endpoint connects to random others, some several times, in the first 20 ms.
     let spread = Duration::from_millis(20);
     let at = world.net.open(Link::datagrams(spread, 0, 0));
@@ -437,12 +559,14 @@ fn run_seed(seed: u64) -> Result<(), String> {
         }
     }
     world.run(Duration::from_secs(60));
-    world.check_sockets();
-    if world.connects_done != world.connects_issued {
-        world.problems.push(format!(
-            "{} of {} connects done",
-            world.connects_done, world.connects_issued
-        ));
+    world.check_end();
+    if !faults {
+        if world.connects_failed > 0 {
+            world
+                .problems
+                .push(format!("{} connects failed", world.connects_failed));
+        }
+        world.problems.append(&mut world.fault_effects);
     }
     if world.problems.is_empty() {
         Ok(())
@@ -458,7 +582,7 @@ fn crossed_connects_always_settle_on_one_socket_per_pair() {
         run_seed(seed).unwrap();
         return;
     }
-    let failures: Vec<String> = (0..500).filter_map(|s| run_seed(s).err()).collect();
+    let failures: Vec<String> = (0..600).filter_map(|s| run_seed(s).err()).collect();
     assert!(
         failures.is_empty(),
         "{} seeds failed: {:?}",
@@ -468,11 +592,12 @@ fn crossed_connects_always_settle_on_one_socket_per_pair() {
 }
 
 #[test]
-fn the_seeds_do_cross() {
-    // The property above would hold trivially if requests never met; make sure they do.
+fn the_seeds_do_cross_and_break() {
+    // The properties above would hold trivially if requests never met or nothing broke;
+    // make sure both happen.
     let mut crossed = 0;
     for seed in 0..100 {
-        let mut world = World::new(seed);
+        let mut world = World::new(seed, false);
         world.net.send(world.tasks, Msg::Connect { ep: 0, to: 1 });
         world.net.send(world.tasks, Msg::Connect { ep: 1, to: 0 });
         world.connects_issued = 2;
@@ -490,5 +615,21 @@ fn the_seeds_do_cross() {
     assert!(
         crossed > 10,
         "only {crossed} of 100 runs had crossing requests"
+    );
+    let broken = (0..200)
+        .filter(|s| s % 2 == 1)
+        .filter(|&seed| {
+            let mut world = World::new(seed, true);
+            for (ep, to) in [(0, 1), (1, 0), (1, 2), (2, 0)] {
+                world.net.send(world.tasks, Msg::Connect { ep, to });
+            }
+            world.connects_issued = 4;
+            world.run(Duration::from_secs(60));
+            world.connects_failed > 0
+        })
+        .count();
+    assert!(
+        broken > 5,
+        "only {broken} of 100 faulty runs failed a connect"
     );
 }

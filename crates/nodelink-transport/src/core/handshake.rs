@@ -113,11 +113,12 @@ pub(crate) enum Heard {
     /// A request in a version we do not speak: the answer asking for ours was appended to
     /// the output; read the next request.
     Renegotiate,
-    /// A request we can decide on. `origin` is `None` for a peer that cannot be connected
-    /// to (the caller names it with a fresh UUID).
+    /// A request we can decide on. `origin` is the peer's address and the host in it, or
+    /// `None` for a peer that cannot be connected to (the caller names it with a fresh
+    /// UUID).
     Request {
         target: u32,
-        origin: Option<EndPointAddress>,
+        origin: Option<(EndPointAddress, String)>,
     },
     /// The request cannot be served: close the socket without an answer.
     Malformed(String),
@@ -150,19 +151,20 @@ impl Answering {
             HandshakeResponse::UnsupportedVersion(PROTOCOL_VERSION).encode(out);
             return Heard::Renegotiate;
         }
+        let target = request.target_endpoint;
         match request.origin {
             None => Heard::Request {
-                target: request.target_endpoint,
+                target,
                 origin: None,
             },
             // The original's order: the address must parse (else: closed, no answer),
             // then the host check, then the endpoint lookup.
-            Some(a) if a.parse().is_none() => {
-                Heard::Malformed(format!("the origin {a} is not host:port:endpoint"))
-            }
-            Some(a) => Heard::Request {
-                target: request.target_endpoint,
-                origin: Some(a),
+            Some(a) => match a.parse() {
+                None => Heard::Malformed(format!("the origin {a} is not host:port:endpoint")),
+                Some((host, _, _)) => Heard::Request {
+                    target,
+                    origin: Some((a, host)),
+                },
             },
         }
     }
@@ -176,12 +178,9 @@ pub(crate) enum HostCheck {
     Resolve(String),
 }
 
-/// Compares the claimed `origin`'s host with the socket's peer without resolving names:
-/// equal as text or as IP addresses.
-pub(crate) fn check_host(origin: &EndPointAddress, peer: IpAddr) -> HostCheck {
-    let Some((claimed, _, _)) = origin.parse() else {
-        return HostCheck::Resolve(String::new());
-    };
+/// Compares the host a peer `claimed` in its origin with the socket's peer without
+/// resolving names: equal as text or as IP addresses.
+pub(crate) fn check_host(claimed: &str, peer: IpAddr) -> HostCheck {
     let peer = peer.to_canonical();
     if claimed == peer.to_string()
         || claimed
@@ -190,7 +189,7 @@ pub(crate) fn check_host(origin: &EndPointAddress, peer: IpAddr) -> HostCheck {
     {
         HostCheck::Match
     } else {
-        HostCheck::Resolve(claimed)
+        HostCheck::Resolve(claimed.to_owned())
     }
 }
 
@@ -265,7 +264,7 @@ mod tests {
             answering.handle_input(&mut buf, &mut out),
             Heard::Request {
                 target: 9,
-                origin: Some(addr("127.0.0.1:5:1"))
+                origin: Some((addr("127.0.0.1:5:1"), "127.0.0.1".to_owned()))
             }
         );
         assert_eq!(&buf[..], b"next");
@@ -288,10 +287,10 @@ mod tests {
     fn host_checks() {
         let v4: IpAddr = "127.0.0.1".parse().unwrap();
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        assert_eq!(check_host(&addr("127.0.0.1:1:0"), v4), HostCheck::Match);
-        assert_eq!(check_host(&addr("127.0.0.1:1:0"), mapped), HostCheck::Match);
+        assert_eq!(check_host("127.0.0.1", v4), HostCheck::Match);
+        assert_eq!(check_host("127.0.0.1", mapped), HostCheck::Match);
         assert_eq!(
-            check_host(&addr("localhost:1:0"), v4),
+            check_host("localhost", v4),
             HostCheck::Resolve("localhost".into())
         );
         assert_eq!(check_resolved("localhost", v4, &[mapped]), None);

@@ -9,6 +9,8 @@
 //!   Dialing{crossed: false} --answered Crossed--> Dialing{crossed: true}
 //!   Dialing{crossed: true}  --their request arrives: taken over--> Answering --> Open
 //!   Answering               --our Accepted went out-----------------------> Open
+//!   Dialing   --the dial or handshake failed, or the crossed wait ran out--> (removed)
+//!   Answering --our Accepted could not be sent (or the handshake timed out)--> (removed)
 //!   Open --the socket's core finishes (teardown agreed, CloseEndPoint, loss)--> (removed)
 //! ```
 //!
@@ -24,8 +26,6 @@
 //! socket's writer, the channel its waiters listen on) that the table only stores.
 
 use std::collections::HashMap;
-
-use tokio::time::Instant;
 
 use super::handshake::Answer;
 use super::socket::{Phase, SocketCore, SocketLimits};
@@ -103,8 +103,11 @@ pub(crate) enum Dialed {
 pub(crate) enum Claim {
     /// Answer Accepted; record `key` becomes the socket once the answer is out.
     Accept(u64),
-    /// Answer Crossed. `probed`: a probe was queued on the old socket's core (send it).
-    Crossed { probed: bool },
+    /// Answer Crossed.
+    Crossed,
+    /// Answer Crossed, and probe the open socket to the peer (the socket core's `probe`:
+    /// it sends a ProbeSocket unless one is outstanding), which may be stale.
+    CrossedProbe,
     /// Close the socket without an answer: a request from the same peer is already being
     /// answered.
     Drop,
@@ -236,12 +239,7 @@ impl<Io> Peers<Io> {
     }
 
     /// A peer `from` asks for a socket. `io` makes the driver's state for a new record.
-    pub(crate) fn request(
-        &mut self,
-        from: &EndPointAddress,
-        now: Instant,
-        io: impl FnOnce() -> Io,
-    ) -> Claim {
+    pub(crate) fn request(&mut self, from: &EndPointAddress, io: impl FnOnce() -> Io) -> Claim {
         if self.closed {
             return Claim::Invalid;
         }
@@ -251,7 +249,7 @@ impl<Io> Peers<Io> {
         };
         match &mut rec.state {
             // Ours is the smaller address: our request wins.
-            PeerState::Dialing { .. } if us_first => Claim::Crossed { probed: false },
+            PeerState::Dialing { .. } if us_first => Claim::Crossed,
             // Ours was answered Crossed: theirs becomes the socket.
             PeerState::Dialing { crossed: true } => {
                 rec.state = PeerState::Answering;
@@ -261,9 +259,7 @@ impl<Io> Peers<Io> {
             PeerState::Dialing { crossed: false } => Claim::Wait,
             PeerState::Answering => Claim::Drop,
             PeerState::Open(core) if core.phase() == Phase::Closing => Claim::Wait,
-            PeerState::Open(core) => Claim::Crossed {
-                probed: core.probe(now),
-            },
+            PeerState::Open(_) => Claim::CrossedProbe,
         }
     }
 
@@ -280,8 +276,18 @@ impl<Io> Peers<Io> {
         }
     }
 
-    /// Removes record `key` of `address` (its socket finished, or our answer could not
-    /// be sent).
+    /// Our Accepted for record `key` of `from` could not be sent (or the handshake was
+    /// given up while sending it): removes the record if it is still waiting for that.
+    pub(crate) fn answer_failed(&mut self, from: &EndPointAddress, key: u64) -> Option<Peer<Io>> {
+        match self.map.get(from) {
+            Some(r) if r.key == key && matches!(r.state, PeerState::Answering) => {
+                self.map.remove(from)
+            }
+            _ => None,
+        }
+    }
+
+    /// Removes record `key` of `address` (its socket finished).
     pub(crate) fn remove(&mut self, address: &EndPointAddress, key: u64) -> Option<Peer<Io>> {
         if self.map.get(address).is_some_and(|r| r.key == key) {
             self.map.remove(address)
@@ -311,6 +317,8 @@ impl<Io> Peers<Io> {
 mod tests {
     use std::time::Duration;
 
+    use tokio::time::Instant;
+
     use super::*;
 
     fn addr(port: u16) -> EndPointAddress {
@@ -330,7 +338,6 @@ mod tests {
     #[test]
     fn the_smaller_address_keeps_its_request() {
         let (mut small, mut big) = (peers(1), peers(2));
-        let now = Instant::now();
         let Connect::Dial(ks) = small.connect(&addr(2), true, || ()) else {
             panic!("no dial")
         };
@@ -338,18 +345,15 @@ mod tests {
             panic!("no dial")
         };
         // The big side's request reaches the small side: crossed, no probe.
-        assert_eq!(
-            small.request(&addr(2), now, || ()),
-            Claim::Crossed { probed: false }
-        );
+        assert_eq!(small.request(&addr(2), || ()), Claim::Crossed);
         // The small side's request reaches the big side before that answer: wait.
-        assert_eq!(big.request(&addr(1), now, || ()), Claim::Wait);
+        assert_eq!(big.request(&addr(1), || ()), Claim::Wait);
         assert_eq!(
             big.answered(&addr(1), kb, Answer::Crossed),
             Dialed::AwaitTheirs
         );
         // Now the waiting request takes the big side's record over.
-        assert_eq!(big.request(&addr(1), now, || ()), Claim::Accept(kb));
+        assert_eq!(big.request(&addr(1), || ()), Claim::Accept(kb));
         assert!(big.accepted(&addr(1), kb));
         assert_eq!(small.answered(&addr(2), ks, Answer::Accepted), Dialed::Open);
         assert_eq!(small.connect(&addr(2), true, || ()), Connect::Open);
@@ -357,23 +361,20 @@ mod tests {
     }
 
     #[test]
-    fn a_request_over_an_open_socket_probes_it_once() {
+    fn a_request_over_an_open_socket_probes_it() {
         let mut p = peers(1);
         let now = Instant::now();
-        let Claim::Accept(k) = p.request(&addr(2), now, || ()) else {
+        let Claim::Accept(k) = p.request(&addr(2), || ()) else {
             panic!("not accepted")
         };
         // A second request while the first is being answered is dropped.
-        assert_eq!(p.request(&addr(2), now, || ()), Claim::Drop);
+        assert_eq!(p.request(&addr(2), || ()), Claim::Drop);
         assert!(p.accepted(&addr(2), k));
-        assert_eq!(
-            p.request(&addr(2), now, || ()),
-            Claim::Crossed { probed: true }
-        );
-        assert_eq!(
-            p.request(&addr(2), now, || ()),
-            Claim::Crossed { probed: false }
-        );
+        assert_eq!(p.request(&addr(2), || ()), Claim::CrossedProbe);
+        // The core sends one probe at a time.
+        let core = p.get_mut(&addr(2), k).unwrap().core_mut().unwrap();
+        assert!(core.probe(now));
+        assert!(!core.probe(now));
     }
 
     #[test]
@@ -396,8 +397,7 @@ mod tests {
     #[test]
     fn a_closed_table_refuses_everything() {
         let mut p = peers(1);
-        let now = Instant::now();
-        let Claim::Accept(k) = p.request(&addr(2), now, || ()) else {
+        let Claim::Accept(k) = p.request(&addr(2), || ()) else {
             panic!("not accepted")
         };
         assert!(p.accepted(&addr(2), k));
@@ -408,18 +408,17 @@ mod tests {
             "CloseEndPoint queued"
         );
         assert_eq!(p.connect(&addr(2), true, || ()), Connect::Closed);
-        assert_eq!(p.request(&addr(3), now, || ()), Claim::Invalid);
+        assert_eq!(p.request(&addr(3), || ()), Claim::Invalid);
         assert!(p.close().is_empty());
     }
 
     #[test]
     fn an_undialable_peer_is_reached_over_its_own_socket() {
-        let now = Instant::now();
         let mut p = peers(1);
         let uuid = EndPointAddress::from_bytes("6c0e4f2a-unaddressable");
         assert_eq!(p.connect(&uuid, false, || ()), Connect::Undialable);
         assert!(p.iter().next().is_none());
-        let Claim::Accept(k) = p.request(&uuid, now, || ()) else {
+        let Claim::Accept(k) = p.request(&uuid, || ()) else {
             panic!("not accepted")
         };
         assert!(p.accepted(&uuid, k));
