@@ -76,7 +76,7 @@ pub async fn serve_link(link: Link, stop: CancellationToken) {
         };
         let request = match request {
             Ok(r) => r,
-            Err(e) => break e.to_string(),
+            Err(e) => break crate::one_line(&e.into()),
         };
         if nodelink::is_answer(request.code()) {
             // Answers and Errors are never answered, or two peers could bounce them forever.
@@ -91,9 +91,9 @@ pub async fn serve_link(link: Link, stop: CancellationToken) {
         };
         if let Err(e) = reply {
             if e.is_link_gone() {
-                break e.to_string();
+                break crate::one_line(&e.into());
             }
-            tracing::debug!(link = %name, error = %e, "answer not sent");
+            tracing::debug!(link = %name, error = &e as &dyn std::error::Error, "answer not sent");
         }
     };
     link.close().await;

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use crate::core::ConnKey;
-use crate::error::{ErrorKind, Result};
+use crate::error::{Cause, Result};
 use crate::frame::Packet;
 use crate::handle::Link;
 use crate::message::{ErrorMessage, Message};
@@ -92,7 +92,7 @@ impl Conn {
         let inner = self.link.inner();
         // Once the application closed the connection, that is what it hears about, even
         // if the link has failed or closed since.
-        let closed = || inner.conn_error(ErrorKind::ConnectionClosed, self.id, op);
+        let closed = || inner.conn_error(Cause::ConnectionClosed, self.id, op);
         if self.closed.load(Ordering::Acquire) {
             return Err(closed());
         }
@@ -112,7 +112,7 @@ impl Conn {
     /// the link's read buffer.
     pub async fn recv(&self) -> Result<Packet> {
         let inner = self.link.inner();
-        let closed = || inner.conn_error(ErrorKind::ConnectionClosed, self.id, "recv");
+        let closed = || inner.conn_error(Cause::ConnectionClosed, self.id, "recv");
         if self.recv_closed.load(Ordering::Acquire) {
             return Err(closed());
         }
@@ -131,7 +131,7 @@ impl Conn {
         packet.decode::<M>().map_err(|e| {
             self.link
                 .inner()
-                .conn_error(ErrorKind::Decode(e), self.id, "recv")
+                .conn_error(Cause::Decode(e), self.id, "recv")
         })
     }
 
@@ -149,7 +149,7 @@ impl Conn {
         Err(self
             .link
             .inner()
-            .conn_error(ErrorKind::Decode(e), self.id, "recv"))
+            .conn_error(Cause::Decode(e), self.id, "recv"))
     }
 
     /// Sends a request and waits for its answer; an Error answer comes back as
@@ -160,14 +160,14 @@ impl Conn {
         let inner = self.link.inner();
         if packet.code == ErrorMessage::CODE && Resp::CODE != ErrorMessage::CODE {
             let kind = match ErrorMessage::decode(packet.payload) {
-                Ok(m) => ErrorKind::Peer(m),
-                Err(e) => ErrorKind::Decode(e),
+                Ok(m) => Cause::Peer(m),
+                Err(e) => Cause::Decode(e),
             };
             return Err(inner.conn_error(kind, self.id, "ask"));
         }
         packet
             .decode::<Resp>()
-            .map_err(|e| inner.conn_error(ErrorKind::Decode(e), self.id, "ask"))
+            .map_err(|e| inner.conn_error(Cause::Decode(e), self.id, "ask"))
     }
 
     /// Closes the receiving side: blocked and later receives fail with "connection closed";

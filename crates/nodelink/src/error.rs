@@ -12,56 +12,111 @@ use crate::message::ErrorMessage;
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What went wrong. Match on this to decide what to do.
-#[derive(Clone, Debug, thiserror::Error)]
+/// What went wrong: match on it to decide what to do. The details (the peer's Error
+/// message, the handshake's or the decoder's reason, the I/O error) are on the [`Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The link was closed by this side.
-    #[error("link is closed")]
     LinkClosed,
-    /// The link failed earlier (I/O error or protocol violation); the cause is kept.
-    #[error("link is down: {0}")]
-    LinkDown(Arc<io::Error>),
+    /// The link failed earlier (I/O error or protocol violation); the cause is the
+    /// error's [`source`](std::error::Error::source).
+    LinkDown,
     /// The I/O error that took the link down, reported once to the first receiver.
-    #[error("{0}")]
-    Io(Arc<io::Error>),
+    Io,
     /// The link does not accept incoming connections (accept was closed).
-    #[error("link is not listening for incoming connections")]
     NotListening,
     /// No connection id is free, or the connection table is full.
-    #[error("too many open connections")]
     TooManyConnections,
     /// The connection was closed (by this side, or its receive side was closed).
-    #[error("connection is closed")]
     ConnectionClosed,
     /// The connection's receive queue exceeded its budget on a link without flow control,
     /// so the connection's receive side was closed.
-    #[error("receive budget exceeded: the application did not keep up, connection closed")]
     RecvBudgetExceeded,
-    /// A message would not fit in one packet.
-    #[error("packet too big: {len} payload bytes, the limit is {limit}")]
-    PacketTooBig {
-        /// Payload length that was attempted.
-        len: usize,
-        /// The largest payload allowed.
-        limit: usize,
-    },
-    /// The version handshake failed.
-    #[error("{0}")]
-    Handshake(#[from] HandshakeError),
-    /// A received message could not be decoded or was not one of the expected types.
-    #[error("decode: {0}")]
-    Decode(#[from] DecodeError),
-    /// The peer answered with an Error message.
-    #[error("peer error: {0}")]
-    Peer(ErrorMessage),
+    /// A message would not fit in one packet ([`Error::packet_too_big`]).
+    PacketTooBig,
+    /// The version handshake failed ([`Error::handshake_error`]).
+    Handshake,
+    /// A received message could not be decoded or was not one of the expected types
+    /// ([`Error::decode_error`]).
+    Decode,
+    /// The peer answered with an Error message ([`Error::peer_error`]).
+    Peer,
     /// The operation does not exist in this link's dialect (for example a full
     /// connection in the NEO/py dialect).
-    #[error("not supported: {0}")]
+    Unsupported,
+    /// Establishing the underlying stream failed (connect, bind, TLS setup); the cause is
+    /// the error's [`source`](std::error::Error::source).
+    Connect,
+}
+
+/// What went wrong, with its details (the crate's own; callers see [`ErrorKind`] and
+/// the accessors of [`Error`]).
+#[derive(Clone, Debug)]
+pub(crate) enum Cause {
+    LinkClosed,
+    LinkDown(Arc<io::Error>),
+    Io(Arc<io::Error>),
+    NotListening,
+    TooManyConnections,
+    ConnectionClosed,
+    RecvBudgetExceeded,
+    PacketTooBig { len: usize, limit: usize },
+    Handshake(HandshakeError),
+    Decode(DecodeError),
+    Peer(ErrorMessage),
     Unsupported(&'static str),
-    /// Establishing the underlying stream failed (connect, bind, TLS setup).
-    #[error("{0}")]
     Connect(Arc<io::Error>),
+}
+
+impl Cause {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Cause::LinkClosed => ErrorKind::LinkClosed,
+            Cause::LinkDown(_) => ErrorKind::LinkDown,
+            Cause::Io(_) => ErrorKind::Io,
+            Cause::NotListening => ErrorKind::NotListening,
+            Cause::TooManyConnections => ErrorKind::TooManyConnections,
+            Cause::ConnectionClosed => ErrorKind::ConnectionClosed,
+            Cause::RecvBudgetExceeded => ErrorKind::RecvBudgetExceeded,
+            Cause::PacketTooBig { .. } => ErrorKind::PacketTooBig,
+            Cause::Handshake(_) => ErrorKind::Handshake,
+            Cause::Decode(_) => ErrorKind::Decode,
+            Cause::Peer(_) => ErrorKind::Peer,
+            Cause::Unsupported(_) => ErrorKind::Unsupported,
+            Cause::Connect(_) => ErrorKind::Connect,
+        }
+    }
+
+    /// What went wrong, in words; a chained cause is not repeated.
+    fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::LinkClosed => f.write_str("link is closed"),
+            Cause::LinkDown(_) => f.write_str("link is down"),
+            Cause::Io(_) => f.write_str("link failed"),
+            Cause::NotListening => f.write_str("link is not listening for incoming connections"),
+            Cause::TooManyConnections => f.write_str("too many open connections"),
+            Cause::ConnectionClosed => f.write_str("connection is closed"),
+            Cause::RecvBudgetExceeded => f.write_str(
+                "receive budget exceeded: the application did not keep up, connection closed",
+            ),
+            Cause::PacketTooBig { len, limit } => write!(
+                f,
+                "packet too big: {len} payload bytes, the limit is {limit}"
+            ),
+            Cause::Handshake(h) => write!(f, "{h}"),
+            Cause::Decode(d) => write!(f, "decode: {d}"),
+            Cause::Peer(m) => write!(f, "peer error: {m}"),
+            Cause::Unsupported(what) => write!(f, "not supported: {what}"),
+            Cause::Connect(_) => f.write_str("failed"),
+        }
+    }
+}
+
+impl From<HandshakeError> for Cause {
+    fn from(h: HandshakeError) -> Cause {
+        Cause::Handshake(h)
+    }
 }
 
 /// Why the version handshake failed.
@@ -85,12 +140,12 @@ pub enum HandshakeError {
     /// The peer did not complete the handshake in time.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
-    /// The stream failed during the handshake.
-    #[error("{0}")]
-    Io(Arc<io::Error>),
-    /// The TLS handshake failed.
-    #[error("tls: {0}")]
-    Tls(Arc<io::Error>),
+    /// The stream failed during the handshake (the cause is the error's source).
+    #[error("the stream failed during the handshake")]
+    Io(#[source] Arc<io::Error>),
+    /// The TLS handshake failed (the cause is the error's source).
+    #[error("TLS handshake failed")]
+    Tls(#[source] Arc<io::Error>),
 }
 
 /// Why a received message could not be turned into the expected value.
@@ -121,7 +176,7 @@ pub struct Error {
 
 #[derive(Clone)]
 struct Inner {
-    kind: ErrorKind,
+    cause: Cause,
     place: Place,
     op: &'static str,
 }
@@ -151,15 +206,15 @@ impl Place {
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, place: Place, op: &'static str) -> Error {
+    pub(crate) fn new(cause: Cause, place: Place, op: &'static str) -> Error {
         Error {
-            inner: Box::new(Inner { kind, place, op }),
+            inner: Box::new(Inner { cause, place, op }),
         }
     }
 
     /// What went wrong.
-    pub fn kind(&self) -> &ErrorKind {
-        &self.inner.kind
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.cause.kind()
     }
 
     /// The operation that failed, such as `"recv"` or `"accept"`.
@@ -174,8 +229,41 @@ impl Error {
 
     /// The Error message the peer answered with, if that is what this is.
     pub fn peer_error(&self) -> Option<&ErrorMessage> {
-        match &self.inner.kind {
-            ErrorKind::Peer(m) => Some(m),
+        match &self.inner.cause {
+            Cause::Peer(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Why the version handshake failed, if that is what this is.
+    pub fn handshake_error(&self) -> Option<&HandshakeError> {
+        match &self.inner.cause {
+            Cause::Handshake(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// Why a received message could not be decoded, if that is what this is.
+    pub fn decode_error(&self) -> Option<&DecodeError> {
+        match &self.inner.cause {
+            Cause::Decode(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The payload length that was attempted and the limit, for [`ErrorKind::PacketTooBig`].
+    pub fn packet_too_big(&self) -> Option<(usize, usize)> {
+        match self.inner.cause {
+            Cause::PacketTooBig { len, limit } => Some((len, limit)),
+            _ => None,
+        }
+    }
+
+    /// The I/O error behind this one, if any (a failed link, connect or handshake).
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match &self.inner.cause {
+            Cause::LinkDown(e) | Cause::Io(e) | Cause::Connect(e) => Some(e),
+            Cause::Handshake(HandshakeError::Io(e) | HandshakeError::Tls(e)) => Some(e),
             _ => None,
         }
     }
@@ -183,8 +271,8 @@ impl Error {
     /// True when the link can no longer be used (closed, down, or its I/O failed).
     pub fn is_link_gone(&self) -> bool {
         matches!(
-            self.inner.kind,
-            ErrorKind::LinkClosed | ErrorKind::LinkDown(_) | ErrorKind::Io(_)
+            self.kind(),
+            ErrorKind::LinkClosed | ErrorKind::LinkDown | ErrorKind::Io
         )
     }
 }
@@ -195,14 +283,15 @@ impl fmt::Display for Error {
         if let Some(id) = self.inner.place.conn {
             write!(f, " .{id}")?;
         }
-        write!(f, ": {}: {}", self.inner.op, self.inner.kind)
+        write!(f, ": {}: ", self.inner.op)?;
+        self.inner.cause.describe(f)
     }
 }
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Error")
-            .field("kind", &self.inner.kind)
+            .field("cause", &self.inner.cause)
             .field("place", &self.inner.place)
             .field("op", &self.inner.op)
             .finish()
@@ -211,17 +300,21 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.inner.kind)
+        match &self.inner.cause {
+            Cause::LinkDown(e) | Cause::Io(e) | Cause::Connect(e) => Some(&**e),
+            Cause::Handshake(h) => std::error::Error::source(h),
+            _ => None,
+        }
     }
 }
 
 /// Lets an error be turned into an `io::Error`, for use behind `AsyncRead`-style APIs.
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
-        let kind = match e.kind() {
-            ErrorKind::LinkClosed | ErrorKind::ConnectionClosed => io::ErrorKind::NotConnected,
-            ErrorKind::LinkDown(_) | ErrorKind::Io(_) => io::ErrorKind::ConnectionAborted,
-            ErrorKind::Handshake(HandshakeError::Timeout(_)) => io::ErrorKind::TimedOut,
+        let kind = match &e.inner.cause {
+            Cause::LinkClosed | Cause::ConnectionClosed => io::ErrorKind::NotConnected,
+            Cause::LinkDown(_) | Cause::Io(_) => io::ErrorKind::ConnectionAborted,
+            Cause::Handshake(HandshakeError::Timeout(_)) => io::ErrorKind::TimedOut,
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)
@@ -240,7 +333,7 @@ pub(crate) fn listen_error(e: std::io::Error) -> Error {
 
 pub(crate) fn net_error(place: &str, op: &'static str, e: std::io::Error) -> Error {
     Error::new(
-        ErrorKind::Connect(Arc::new(e)),
+        Cause::Connect(Arc::new(e)),
         Place::link(&Arc::from(place)),
         op,
     )
@@ -253,13 +346,13 @@ mod tests {
     #[test]
     fn display_names_the_place() {
         let link: Arc<str> = Arc::from("127.0.0.1:1 - 127.0.0.1:2");
-        let e = Error::new(ErrorKind::ConnectionClosed, Place::conn(&link, 7), "recv");
+        let e = Error::new(Cause::ConnectionClosed, Place::conn(&link, 7), "recv");
         assert_eq!(
             e.to_string(),
             "127.0.0.1:1 - 127.0.0.1:2 .7: recv: connection is closed"
         );
         let e = Error::new(
-            ErrorKind::Handshake(HandshakeError::VersionMismatch { peer: 2, ours: 1 }),
+            Cause::Handshake(HandshakeError::VersionMismatch { peer: 2, ours: 1 }),
             Place::link(&link),
             "handshake",
         );
@@ -267,5 +360,30 @@ mod tests {
             e.to_string(),
             "127.0.0.1:1 - 127.0.0.1:2: handshake: protocol version mismatch: peer = 00000002 ; our side = 00000001"
         );
+    }
+
+    #[test]
+    fn the_io_cause_is_chained_not_repeated() {
+        use std::error::Error as _;
+        let link: Arc<str> = Arc::from("a - b");
+        let reset = Arc::new(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "reset by peer",
+        ));
+        let e = Error::new(Cause::LinkDown(reset), Place::link(&link), "recv");
+        assert_eq!(e.kind(), ErrorKind::LinkDown);
+        assert_eq!(e.to_string(), "a - b: recv: link is down");
+        assert_eq!(e.source().unwrap().to_string(), "reset by peer");
+        assert_eq!(e.io_error().unwrap().kind(), io::ErrorKind::ConnectionReset);
+        let tls = Arc::new(io::Error::other("bad certificate"));
+        let e = Error::new(
+            Cause::Handshake(HandshakeError::Tls(tls)),
+            Place::link(&link),
+            "handshake",
+        );
+        assert_eq!(e.kind(), ErrorKind::Handshake);
+        assert_eq!(e.to_string(), "a - b: handshake: TLS handshake failed");
+        assert_eq!(e.source().unwrap().to_string(), "bad certificate");
+        assert!(e.handshake_error().is_some() && e.peer_error().is_none());
     }
 }

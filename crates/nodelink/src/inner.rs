@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::control;
 use crate::core::{LinkCore, OpenError, Reply, RxClosed, Transmit, Wakeup};
-use crate::error::{Error, ErrorKind, Place};
+use crate::error::{Cause, Error, Place};
 use crate::message::{ErrorCode, ErrorMessage, Message};
 use crate::role::Role;
 use crate::stats::{Counters, LinkStats};
@@ -242,29 +242,29 @@ impl LinkInner {
 
     /// The error kind for operations on an ended link; `first` selects the one-time report
     /// of the underlying I/O error.
-    pub(crate) fn end_kind(&self, first: bool) -> ErrorKind {
+    pub(crate) fn end_kind(&self, first: bool) -> Cause {
         if self.closed_by_user.load(Ordering::Acquire) {
-            return ErrorKind::LinkClosed;
+            return Cause::LinkClosed;
         }
         match self.end.get() {
-            None | Some(LinkEnd::Closed) => ErrorKind::LinkClosed,
-            Some(LinkEnd::Failed(e)) if first => ErrorKind::Io(e.clone()),
-            Some(LinkEnd::Failed(e)) => ErrorKind::LinkDown(e.clone()),
+            None | Some(LinkEnd::Closed) => Cause::LinkClosed,
+            Some(LinkEnd::Failed(e)) if first => Cause::Io(e.clone()),
+            Some(LinkEnd::Failed(e)) => Cause::LinkDown(e.clone()),
         }
     }
 
-    pub(crate) fn link_error(&self, kind: ErrorKind, op: &'static str) -> Error {
+    pub(crate) fn link_error(&self, kind: Cause, op: &'static str) -> Error {
         Error::new(kind, Place::link(&self.name), op)
     }
 
-    pub(crate) fn conn_error(&self, kind: ErrorKind, id: u32, op: &'static str) -> Error {
+    pub(crate) fn conn_error(&self, kind: Cause, id: u32, op: &'static str) -> Error {
         Error::new(kind, Place::conn(&self.name, id), op)
     }
 
     pub(crate) fn open_error(&self, e: OpenError, op: &'static str) -> Error {
         let kind = match e {
             OpenError::Down => self.end_kind(false),
-            OpenError::TooMany => ErrorKind::TooManyConnections,
+            OpenError::TooMany => Cause::TooManyConnections,
         };
         self.link_error(kind, op)
     }
@@ -272,9 +272,9 @@ impl LinkInner {
     pub(crate) fn send_error(&self, f: SendFail, id: Option<u32>, op: &'static str) -> Error {
         let kind = match f {
             SendFail::Link => self.end_kind(false),
-            SendFail::Conn => ErrorKind::ConnectionClosed,
-            SendFail::Io(e) => ErrorKind::Io(e),
-            SendFail::TooBig(len) => ErrorKind::PacketTooBig {
+            SendFail::Conn => Cause::ConnectionClosed,
+            SendFail::Io(e) => Cause::Io(e),
+            SendFail::TooBig(len) => Cause::PacketTooBig {
                 len,
                 limit: crate::frame::MAX_PAYLOAD_LEN,
             },
@@ -293,8 +293,8 @@ impl LinkInner {
         op: &'static str,
     ) -> Error {
         let kind = match reason {
-            RxClosed::Local => ErrorKind::ConnectionClosed,
-            RxClosed::Overflow => ErrorKind::RecvBudgetExceeded,
+            RxClosed::Local => Cause::ConnectionClosed,
+            RxClosed::Overflow => Cause::RecvBudgetExceeded,
             RxClosed::Link => self.end_kind(first_link_report),
         };
         self.conn_error(kind, id, op)

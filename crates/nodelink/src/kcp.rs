@@ -39,7 +39,7 @@ use tokio::net::ToSocketAddrs;
 pub use nodelink_kcp::{Config as KcpConfig, KcpListener, KcpStream, Mode};
 
 use crate::config::Config;
-use crate::error::{Error, ErrorKind, Place, Result};
+use crate::error::{Cause, Error, Place, Result};
 use crate::handle::Link;
 use crate::net::{AcceptStream, Handshakes};
 use crate::role::Role;
@@ -109,7 +109,7 @@ fn setup_error(
         Err(other) => io::Error::other(other),
     };
     Error::new(
-        ErrorKind::Connect(Arc::new(e)),
+        Cause::Connect(Arc::new(e)),
         Place::link(&Arc::from(place)),
         op,
     )

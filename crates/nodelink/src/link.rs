@@ -22,7 +22,7 @@ use crate::control;
 #[cfg(any(test, feature = "testing"))]
 use crate::core::IdState;
 use crate::core::{AcceptPoll, ConnKey, LinkCore, PeerMode, Recv};
-use crate::error::{Error, ErrorKind, Place, Result};
+use crate::error::{Cause, Error, Place, Result};
 use crate::frame::Packet;
 use crate::handle::Link;
 use crate::handshake::exchange_versions;
@@ -202,7 +202,7 @@ impl Link {
                     Poll::Pending
                 }
                 AcceptPoll::NotListening => {
-                    Poll::Ready(Err(inner.link_error(ErrorKind::NotListening, "accept")))
+                    Poll::Ready(Err(inner.link_error(Cause::NotListening, "accept")))
                 }
                 AcceptPoll::Down => {
                     Poll::Ready(Err(inner.link_error(inner.end_kind(false), "accept")))
@@ -262,7 +262,7 @@ impl Link {
         let id = packet.conn_id;
         packet
             .decode::<Resp>()
-            .map_err(|e| self.inner().conn_error(ErrorKind::Decode(e), id, "ask1"))
+            .map_err(|e| self.inner().conn_error(Cause::Decode(e), id, "ask1"))
     }
 
     /// [`Link::ask1`] with a raw payload; returns the raw answer packet.
@@ -289,8 +289,8 @@ impl Link {
         let packet = inner.recv_on(key, id, "ask1").await?;
         if packet.code == ErrorMessage::CODE {
             let kind = match ErrorMessage::decode(packet.payload) {
-                Ok(m) => ErrorKind::Peer(m),
-                Err(e) => ErrorKind::Decode(e),
+                Ok(m) => Cause::Peer(m),
+                Err(e) => Cause::Decode(e),
             };
             return Err(inner.conn_error(kind, id, "ask1"));
         }
@@ -324,7 +324,7 @@ impl Link {
                     Poll::Pending
                 }
                 AcceptPoll::NotListening => {
-                    Poll::Ready(Err(inner.link_error(ErrorKind::NotListening, "recv1")))
+                    Poll::Ready(Err(inner.link_error(Cause::NotListening, "recv1")))
                 }
                 AcceptPoll::Down => {
                     Poll::Ready(Err(inner.link_error(inner.end_kind(false), "recv1")))
@@ -358,7 +358,7 @@ impl LinkInner {
         match self.config.dialect {
             Dialect::NeoGo => Ok(()),
             Dialect::NeoPy => Err(self.link_error(
-                ErrorKind::Unsupported(
+                Cause::Unsupported(
                     "the neo-py dialect has no multi-message connections \
                      (one request, at most one answer): use ask1, send1 and recv1",
                 ),

@@ -2,7 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::error::{ErrorKind, Result};
+use crate::error::{Cause, Result};
 use crate::frame::Packet;
 use crate::handle::Link;
 use crate::message::Message;
@@ -58,7 +58,7 @@ impl Request {
         self.packet.decode::<M>().map_err(|e| {
             self.link
                 .inner()
-                .conn_error(ErrorKind::Decode(e), self.conn_id(), "recv1")
+                .conn_error(Cause::Decode(e), self.conn_id(), "recv1")
         })
     }
 

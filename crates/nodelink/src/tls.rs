@@ -58,7 +58,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::Config;
 use crate::error::listen_error;
-use crate::error::{Error, ErrorKind, Place, Result};
+use crate::error::{Cause, Error, Place, Result};
 use crate::handle::Link;
 use crate::net::{tcp_connect, Acceptor, Listener};
 use crate::role::Role;
@@ -274,7 +274,7 @@ fn config_error(message: String) -> Error {
         format!("tls settings: {message}"),
     );
     Error::new(
-        ErrorKind::Connect(Arc::new(e)),
+        Cause::Connect(Arc::new(e)),
         Place::link(&Arc::from("tls")),
         "configure",
     )
@@ -290,7 +290,7 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
             ),
         );
         Error::new(
-            ErrorKind::Connect(Arc::new(e)),
+            Cause::Connect(Arc::new(e)),
             Place::link(&Arc::from("tls")),
             "configure",
         )

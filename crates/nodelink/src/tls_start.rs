@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
-use crate::error::{connect_error, Error, ErrorKind, HandshakeError, Place, Result};
+use crate::error::{connect_error, Cause, Error, HandshakeError, Place, Result};
 use crate::handle::Link;
 use crate::role::Role;
 
@@ -70,7 +70,7 @@ pub(crate) async fn bounded(
     match tokio::time::timeout(timeout, start).await {
         Ok(result) => result,
         Err(_) => Err(Error::new(
-            ErrorKind::Handshake(HandshakeError::Timeout(timeout)),
+            Cause::Handshake(HandshakeError::Timeout(timeout)),
             Place::link(name),
             "handshake",
         )),
@@ -90,7 +90,7 @@ pub(crate) fn link_name(local: SocketAddr, remote: SocketAddr) -> Arc<str> {
 
 pub(crate) fn tls_error(name: &Arc<str>, e: io::Error) -> Error {
     Error::new(
-        ErrorKind::Handshake(HandshakeError::Tls(Arc::new(e))),
+        Cause::Handshake(HandshakeError::Tls(Arc::new(e))),
         Place::link(name),
         "handshake",
     )

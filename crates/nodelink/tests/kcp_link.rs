@@ -104,12 +104,12 @@ async fn setup_failures_are_connect_errors() {
     let e = connect_kcp("not-an-address", session(), Config::default())
         .await
         .unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::Connect(_)), "{e}");
+    assert!(matches!(e.kind(), ErrorKind::Connect), "{e}");
     let bad = KcpConfig::default().with_mtu(9000);
     let e = bind_kcp("127.0.0.1:0", bad, Config::default())
         .await
         .unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::Connect(_)), "{e}");
+    assert!(matches!(e.kind(), ErrorKind::Connect), "{e}");
 }
 
 #[tokio::test]
@@ -120,7 +120,7 @@ async fn a_silent_peer_is_a_handshake_timeout() {
     let e = connect_kcp(silent.local_addr().unwrap(), session(), config)
         .await
         .unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::Handshake(_)), "{e}");
+    assert!(matches!(e.kind(), ErrorKind::Handshake), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,7 +134,7 @@ async fn mismatched_keys_fail_the_handshake() {
         let e = connect_kcp(addr, session().with_key("another key"), quick.clone())
             .await
             .unwrap_err();
-        assert!(matches!(e.kind(), ErrorKind::Handshake(_)), "{e}");
+        assert!(matches!(e.kind(), ErrorKind::Handshake), "{e}");
         // A good client still gets through.
         let accepting = async { listener.accept().await.unwrap() };
         let dialing = async { connect_kcp(addr, session(), quick).await.unwrap() };

@@ -165,10 +165,10 @@ async fn a_request_nobody_will_accept_is_dropped_without_a_reply() {
 async fn full_connections_do_not_exist_in_this_dialect() {
     let (link, _raw) = raw_and_link(Role::Client, py(), 1 << 20).await;
     let e = link.open().unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::Unsupported(_)), "{e}");
+    assert!(matches!(e.kind(), ErrorKind::Unsupported), "{e}");
     assert!(e.to_string().contains("ask1"), "{e}");
     let e = link.accept().await.unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::Unsupported(_)), "{e}");
+    assert!(matches!(e.kind(), ErrorKind::Unsupported), "{e}");
 }
 
 #[tokio::test]

@@ -23,27 +23,37 @@ fn small_window() -> Config {
     Config::default().with_conn_recv_budget(64 << 10)
 }
 
-fn assert_kind(r: Result<impl std::fmt::Debug, Error>, what: &str, ok: fn(&ErrorKind) -> bool) {
+fn assert_kind(r: Result<impl std::fmt::Debug, Error>, what: &str, ok: fn(&Error) -> bool) {
     match r {
         Ok(v) => panic!("{what}: expected an error, got Ok({v:?})"),
-        Err(e) => assert!(ok(e.kind()), "{what}: unexpected error kind: {e} ({e:?})"),
+        Err(e) => assert!(ok(&e), "{what}: unexpected error kind: {e} ({e:?})"),
     }
 }
 
-fn is_link_closed(k: &ErrorKind) -> bool {
-    matches!(k, ErrorKind::LinkClosed)
+fn is_link_closed(e: &Error) -> bool {
+    e.kind() == ErrorKind::LinkClosed
 }
 
-fn is_conn_closed(k: &ErrorKind) -> bool {
-    matches!(k, ErrorKind::ConnectionClosed)
+fn is_conn_closed(e: &Error) -> bool {
+    e.kind() == ErrorKind::ConnectionClosed
 }
 
-fn is_link_down_eof(k: &ErrorKind) -> bool {
-    matches!(k, ErrorKind::LinkDown(e) if e.kind() == io::ErrorKind::UnexpectedEof)
+/// The link is down, and the I/O error behind it is `kind`.
+fn down_with(e: &Error, kind: io::ErrorKind) -> bool {
+    e.kind() == ErrorKind::LinkDown && e.io_error().is_some_and(|c| c.kind() == kind)
 }
 
-fn is_io_eof(k: &ErrorKind) -> bool {
-    matches!(k, ErrorKind::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof)
+/// The I/O error that took the link down, of `kind`.
+fn io_with(e: &Error, kind: io::ErrorKind) -> bool {
+    e.kind() == ErrorKind::Io && e.io_error().is_some_and(|c| c.kind() == kind)
+}
+
+fn is_link_down_eof(e: &Error) -> bool {
+    down_with(e, io::ErrorKind::UnexpectedEof)
+}
+
+fn is_io_eof(e: &Error) -> bool {
+    io_with(e, io::ErrorKind::UnexpectedEof)
 }
 
 /// Decodes a received packet as NEO's Error message.
@@ -173,7 +183,7 @@ async fn close_accept_interrupts_blocked_accept_with_not_listening() {
     let mut accept = Box::pin(s.accept());
     assert!(poll_once(&mut accept).await.is_pending());
     s.close_accept();
-    let not_listening = |k: &ErrorKind| matches!(k, ErrorKind::NotListening);
+    let not_listening = |e: &Error| e.kind() == ErrorKind::NotListening;
     assert_kind(
         within("accept", accept).await,
         "blocked accept",
@@ -498,7 +508,7 @@ async fn nodelink_peer_that_closed_accept_refuses_new_connections() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e.kind(), ErrorKind::Peer(m) if m.message == "connection refused"),
+        matches!(e.peer_error(), Some(m) if m.message == "connection refused"),
         "{e}"
     );
     assert_eq!(c.stats().conns_refused, 2);
@@ -526,7 +536,7 @@ async fn keep_closed_record_exists_after_close_and_is_gone_after_keep_time() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e.kind(), ErrorKind::Peer(m) if m.message == "connection closed"),
+        matches!(e.peer_error(), Some(m) if m.message == "connection closed"),
         "{e}"
     );
 
@@ -669,7 +679,7 @@ async fn send1_reaches_accept_and_recv_and_the_next_recv_gets_connection_closed(
         .await
         .unwrap_err();
     assert!(
-        matches!(e.kind(), ErrorKind::Peer(m) if m.message == "connection closed"),
+        matches!(e.peer_error(), Some(m) if m.message == "connection closed"),
         "{e}"
     );
 }
@@ -690,7 +700,7 @@ async fn after_recv1_further_packets_with_the_same_id_get_connection_closed() {
             .await
             .unwrap_err();
         assert!(
-            matches!(e.kind(), ErrorKind::Peer(m) if m.message == "connection closed"),
+            matches!(e.peer_error(), Some(m) if m.message == "connection closed"),
             "{e}"
         );
     }
@@ -750,8 +760,8 @@ async fn expect_and_ask_report_unexpected_codes_and_peer_errors() {
     let e = within("expect", inc.expect::<Pong>()).await.unwrap_err();
     assert!(
         matches!(
-            e.kind(),
-            ErrorKind::Decode(DecodeError::Unexpected { code: 2, expected }) if expected == &[0x8002]
+            e.decode_error(),
+            Some(DecodeError::Unexpected { code: 2, expected }) if expected == &[0x8002]
         ),
         "{e}"
     );
@@ -761,8 +771,8 @@ async fn expect_and_ask_report_unexpected_codes_and_peer_errors() {
         .unwrap_err();
     assert!(
         matches!(
-            e.kind(),
-            ErrorKind::Decode(DecodeError::Unexpected { code: 2, .. })
+            e.decode_error(),
+            Some(DecodeError::Unexpected { code: 2, .. })
         ),
         "{e}"
     );
@@ -787,7 +797,7 @@ async fn expect_and_ask_report_unexpected_codes_and_peer_errors() {
     .await;
     let e = e.unwrap_err();
     assert!(
-        matches!(e.kind(), ErrorKind::Peer(m) if m.code == ErrorCode::OID_NOT_FOUND && m.message == "no such oid"),
+        matches!(e.peer_error(), Some(m) if m.code == ErrorCode::OID_NOT_FOUND && m.message == "no such oid"),
         "{e}"
     );
     assert_eq!(e.op(), "ask");
@@ -848,15 +858,15 @@ async fn handshake_version_mismatch_names_both_versions_on_both_sides() {
     let se = server.unwrap_err();
     assert!(
         matches!(
-            ce.kind(),
-            ErrorKind::Handshake(HandshakeError::VersionMismatch { peer: 2, ours: 1 })
+            ce.handshake_error(),
+            Some(HandshakeError::VersionMismatch { peer: 2, ours: 1 })
         ),
         "{ce:?}"
     );
     assert!(
         matches!(
-            se.kind(),
-            ErrorKind::Handshake(HandshakeError::VersionMismatch { peer: 1, ours: 2 })
+            se.handshake_error(),
+            Some(HandshakeError::VersionMismatch { peer: 1, ours: 2 })
         ),
         "{se:?}"
     );
@@ -907,7 +917,7 @@ async fn handshake_peer_close_gives_peer_closed() {
     .await
     .unwrap_err();
     assert!(
-        matches!(e.kind(), ErrorKind::Handshake(HandshakeError::PeerClosed)),
+        matches!(e.handshake_error(), Some(HandshakeError::PeerClosed)),
         "{e:?}"
     );
 
@@ -923,7 +933,7 @@ async fn handshake_peer_close_gives_peer_closed() {
     .await
     .unwrap_err();
     assert!(
-        matches!(e.kind(), ErrorKind::Handshake(HandshakeError::PeerClosed)),
+        matches!(e.handshake_error(), Some(HandshakeError::PeerClosed)),
         "{e:?}"
     );
 }
@@ -944,7 +954,7 @@ async fn handshake_peer_close_over_tcp_gives_peer_closed() {
     .await;
     let e = r.unwrap_err();
     assert!(
-        matches!(e.kind(), ErrorKind::Handshake(HandshakeError::PeerClosed)),
+        matches!(e.handshake_error(), Some(HandshakeError::PeerClosed)),
         "{e:?}"
     );
 }
@@ -958,7 +968,7 @@ async fn handshake_times_out_with_a_silent_peer() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e.kind(), ErrorKind::Handshake(HandshakeError::Timeout(d)) if *d == Duration::from_secs(3)),
+        matches!(e.handshake_error(), Some(HandshakeError::Timeout(d)) if *d == Duration::from_secs(3)),
         "{e:?}"
     );
     assert!(start.elapsed() >= Duration::from_secs(3));
@@ -978,7 +988,7 @@ async fn handshake_times_out_with_a_silent_tcp_peer() {
     .await;
     let e = r.unwrap_err();
     assert!(
-        matches!(e.kind(), ErrorKind::Handshake(HandshakeError::Timeout(_))),
+        matches!(e.handshake_error(), Some(HandshakeError::Timeout(_))),
         "{e:?}"
     );
     drop(held);
@@ -1362,17 +1372,12 @@ async fn send_error_on_the_direct_path_takes_the_link_down() {
     let conn = link.open().unwrap();
     let e = within("send", conn.send(&Ping)).await.unwrap_err();
     // The send that hit the write error reports the I/O error itself.
-    let broken =
-        |k: &ErrorKind| matches!(k, ErrorKind::Io(e) if e.kind() == io::ErrorKind::BrokenPipe);
-    assert!(broken(e.kind()), "{e:?}");
+    assert!(io_with(&e, io::ErrorKind::BrokenPipe), "{e:?}");
     assert!(link.is_closed(), "a write error must take the link down");
     let first = within("waiting recv", recv).await.unwrap_err();
-    assert!(
-        matches!(first.kind(), ErrorKind::Io(e) if e.kind() == io::ErrorKind::BrokenPipe),
-        "{first:?}"
-    );
+    assert!(io_with(&first, io::ErrorKind::BrokenPipe), "{first:?}");
     // Later operations say the link is down, with the same cause.
-    let down = |k: &ErrorKind| matches!(k, ErrorKind::LinkDown(e) if e.kind() == io::ErrorKind::BrokenPipe);
+    let down = |e: &Error| down_with(e, io::ErrorKind::BrokenPipe);
     assert_kind(link.accept().await, "accept", down);
     assert_kind(link.open(), "new_conn", down);
     within("link tasks end", link.closed()).await;
@@ -1387,10 +1392,7 @@ async fn write_error_in_the_background_writer_takes_the_link_down() {
     // "connection closed" reply, which the background writer then fails to write.
     raw.send(0, 2, b"").await;
     let e = within("accept", link.accept()).await.unwrap_err();
-    assert!(
-        matches!(e.kind(), ErrorKind::LinkDown(e) if e.kind() == io::ErrorKind::BrokenPipe),
-        "{e:?}"
-    );
+    assert!(down_with(&e, io::ErrorKind::BrokenPipe), "{e:?}");
     within("link tasks end", link.closed()).await;
 }
 

@@ -5,8 +5,8 @@ mod common;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use nodelink::{
-    Config, ErrorCode, ErrorKind, ErrorMessage, HandshakeError, Link, Message, Ping, Pong, Raw,
-    Role, HEADER_LEN, MAX_PACKET_SIZE, MAX_PAYLOAD_LEN,
+    Config, ErrorCode, ErrorMessage, HandshakeError, Link, Message, Ping, Pong, Raw, Role,
+    HEADER_LEN, MAX_PACKET_SIZE, MAX_PAYLOAD_LEN,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -94,8 +94,8 @@ async fn version_mismatch_sends_our_word_then_closes() {
     .unwrap_err();
     assert!(
         matches!(
-            e.kind(),
-            ErrorKind::Handshake(HandshakeError::VersionMismatch { peer: 2, ours: 6 })
+            e.handshake_error(),
+            Some(HandshakeError::VersionMismatch { peer: 2, ours: 6 })
         ),
         "{e:?}"
     );
@@ -424,8 +424,7 @@ async fn payload_of_exactly_max_len_is_sent_and_one_more_is_packet_too_big() {
     let over = Bytes::from(vec![0u8; MAX_PAYLOAD_LEN + 1]);
     let too_big = |e: nodelink::Error| {
         assert!(
-            matches!(e.kind(), ErrorKind::PacketTooBig { len, limit }
-                if *len == MAX_PAYLOAD_LEN + 1 && *limit == MAX_PAYLOAD_LEN),
+            e.packet_too_big() == Some((MAX_PAYLOAD_LEN + 1, MAX_PAYLOAD_LEN)),
             "{e:?}"
         );
     };

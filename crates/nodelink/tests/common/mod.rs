@@ -26,6 +26,18 @@ pub const CONTROL_TO_CLIENT: u32 = 0xFFFF_FFFF;
 pub const CONTROL_CODE: u16 = 0xFFFF;
 
 /// Awaits `fut`, failing the test with `what` if it takes longer than [`STEP`].
+/// An error and its causes on one line, as an operator reads them.
+pub fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     nodelink_testkit::within_for(STEP, what, fut).await
 }
