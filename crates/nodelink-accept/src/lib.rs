@@ -1,4 +1,8 @@
-//! Accepting TCP connections without giving up on errors that pass.
+//! What every nodelink server needs against the peers it cannot trust: accepting TCP
+//! connections without giving up on errors that pass, and a budget for the warnings peers
+//! cause ([`WarnLimiter`], [`peer_warn!`]; see `warn_budget.rs`).
+//!
+//! # Accepting
 //!
 //! `accept` fails for two very different reasons. Most failures concern one incoming
 //! connection (the peer reset it before we took it) or a shortage that passes (out of file
@@ -18,6 +22,16 @@
 //! }
 //! # Ok(()) }
 //! ```
+
+mod warn_budget;
+
+pub use warn_budget::{WarnLimiter, PER_SECOND};
+
+/// What [`peer_warn!`] needs at the call site; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use tracing;
+}
 
 use std::future::Future;
 use std::io;
@@ -121,7 +135,10 @@ impl Retry {
             }
             match listener.poll_accept(cx) {
                 Poll::Ready(Err(e)) if is_transient(&e) => {
-                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "accept failed; retrying"
+                    );
                     self.pause = Some(Box::pin(tokio::time::sleep(RETRY_AFTER)));
                 }
                 other => return other,

@@ -253,13 +253,13 @@ async fn echo_worker(
     let reverse = match endpoint.connect(&to).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(%id, peer = %to, error = %e, "cannot connect back");
+            tracing::warn!(%id, peer = %to, error = &e as &dyn std::error::Error, "cannot connect back");
             return;
         }
     };
     while let Some(data) = queue.recv().await {
         if let Err(e) = reverse.send(&data).await {
-            tracing::warn!(%id, peer = %to, error = %e, "cannot echo");
+            tracing::warn!(%id, peer = %to, error = &e as &dyn std::error::Error, "cannot echo");
             break;
         }
     }

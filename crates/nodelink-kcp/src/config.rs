@@ -287,7 +287,10 @@ impl Config {
                 .set_recv_buffer_size(self.sockbuf)
                 .and_then(|()| s.set_send_buffer_size(self.sockbuf))
             {
-                tracing::debug!(error = %e, "could not set the UDP socket buffer sizes");
+                tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    "could not set the UDP socket buffer sizes"
+                );
             }
         }
         if self.dscp != 0 {
@@ -299,7 +302,11 @@ impl Config {
                 _ => s.set_tos_v4(tos),
             };
             if let Err(e) = result {
-                tracing::debug!(error = %e, dscp = self.dscp, "could not set DSCP");
+                tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    dscp = self.dscp,
+                    "could not set DSCP"
+                );
             }
         }
     }

@@ -13,6 +13,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::core::{SessionCore, SessionStats, BATCH_LIMIT};
@@ -112,9 +113,13 @@ impl Session {
         )));
         let (rd, wr) = tokio::io::split(io);
         let tasks = Arc::new(TaskGuard(shared.finished.clone()));
-        runtime.spawn(read_loop(shared.clone(), rd, tasks.clone()));
-        runtime.spawn(write_loop(shared.clone(), wr, tasks.clone()));
-        runtime.spawn(timer_loop(shared.clone(), tasks));
+        runtime.spawn(
+            read_loop(shared.clone(), rd, tasks.clone()).instrument(tracing::Span::current()),
+        );
+        runtime.spawn(
+            write_loop(shared.clone(), wr, tasks.clone()).instrument(tracing::Span::current()),
+        );
+        runtime.spawn(timer_loop(shared.clone(), tasks).instrument(tracing::Span::current()));
         let guard = Arc::new(LifeGuard {
             shared: shared.clone(),
         });

@@ -1,6 +1,7 @@
 //! Test helpers for nodelink: a seeded UDP impairment relay for real sockets, a
 //! deterministic simulator ([`sim`]) for the I/O-free protocol cores, bounded waits
-//! ([`within_for`]) and seeded randomness ([`SeededRng`]) shared by every crate's tests.
+//! ([`within_for`]), seeded randomness ([`SeededRng`]) and a log sink ([`Captured`])
+//! shared by every crate's tests.
 //!
 //! Transport code such as the KCP crate (`nodelink-kcp`) has to cope with a
 //! network that loses, duplicates, reorders, delays and corrupts datagrams.
@@ -67,12 +68,14 @@
 //! tasks, which closes the relay's sockets.
 
 mod impairment;
+mod logs;
 mod relay;
 mod seeded;
 pub mod sim;
 mod wait;
 
 pub use impairment::{Impairment, ImpairmentError};
+pub use logs::Captured;
 pub use relay::{DirectionStats, RelayStats, UdpRelay, MAX_QUEUED, REORDER_TIMEOUT};
 pub use seeded::{seeded_bytes, SeededRng};
 pub use wait::within_for;

@@ -476,7 +476,7 @@ async fn run(
                 Ok(None) => {}
                 // E.g. ECONNREFUSED reported for an earlier send while the
                 // upstream was not listening: not fatal for a relay.
-                Err(e) => tracing::debug!(error = %e, "udp relay receive error"),
+                Err(e) => tracing::debug!(error = &e as &dyn std::error::Error, "udp relay receive error"),
             },
             () = timer => pipe.on_timer(Instant::now(), &mut out),
         }
@@ -484,7 +484,9 @@ async fn run(
             match to.send(&datagram).await {
                 Ok(true) => bump(&pipe.counters.forwarded),
                 Ok(false) => tracing::debug!("udp relay has no client yet; datagram discarded"),
-                Err(e) => tracing::debug!(error = %e, "udp relay send error"),
+                Err(e) => {
+                    tracing::debug!(error = &e as &dyn std::error::Error, "udp relay send error")
+                }
             }
         }
     }

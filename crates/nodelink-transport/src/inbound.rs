@@ -20,11 +20,11 @@ use crate::address::EndPointAddress;
 use crate::core::handshake::{check_host, check_resolved, Answering, Heard, HostCheck};
 use crate::core::peers::Claim;
 use crate::endpoint_shared::EndPointShared;
-use crate::ratelimit::peer_warn;
 use crate::remote::{PeerIo, Resolution};
 use crate::transport_shared::TransportShared;
 use crate::wire::HandshakeResponse;
 use crate::writer::SocketWriter;
+use nodelink_accept::peer_warn;
 
 /// Counts a failed incoming handshake and says why at WARN, within the transport's budget
 /// of peer-caused warnings; arguments after the transport as for `tracing::warn!`.

@@ -61,8 +61,9 @@
 //! the handshake, crossed requests, probing) and `connect` (client side); `remote` (a
 //! remote endpoint's record, with its socket's core); `reader` (the one task per socket,
 //! feeding the core) and `writer` (the serialized, cancel-safe write side); `connection`,
-//! `selfconn` (connections to oneself), `queue` (the bounded event queue), `ratelimit`
-//! (the budget of peer-caused warnings). No file imports one that imports it back.
+//! `selfconn` (connections to oneself), `queue` (the bounded event queue). Peer-caused
+//! warnings go through `nodelink_accept::peer_warn!`. No file imports one that imports it
+//! back.
 
 mod address;
 mod config;
@@ -76,7 +77,6 @@ mod event;
 mod inbound;
 mod net;
 mod queue;
-mod ratelimit;
 mod reader;
 mod remote;
 mod selfconn;

@@ -10,18 +10,18 @@ use crate::config::Config;
 /// Applies the per-socket options of `config` to a connected socket.
 pub(crate) fn configure(stream: &TcpStream, config: &Config) {
     if let Err(e) = stream.set_nodelay(config.no_delay) {
-        tracing::debug!(error = %e, "TCP_NODELAY");
+        tracing::debug!(error = &e as &dyn std::error::Error, "TCP_NODELAY");
     }
     let sock = socket2::SockRef::from(stream);
     if config.keep_alive {
         if let Err(e) = sock.set_keepalive(true) {
-            tracing::debug!(error = %e, "SO_KEEPALIVE");
+            tracing::debug!(error = &e as &dyn std::error::Error, "SO_KEEPALIVE");
         }
     }
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
     if let Some(t) = config.user_timeout {
         if let Err(e) = sock.set_tcp_user_timeout(Some(t)) {
-            tracing::debug!(error = %e, "TCP_USER_TIMEOUT");
+            tracing::debug!(error = &e as &dyn std::error::Error, "TCP_USER_TIMEOUT");
         }
     }
 }

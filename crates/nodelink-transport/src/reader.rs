@@ -24,11 +24,11 @@ use tokio::time::Instant;
 use crate::address::EndPointAddress;
 use crate::core::socket::{End, SocketCore};
 use crate::endpoint_shared::{EndPointShared, CLOSE_LINGER};
-use crate::ratelimit::peer_warn;
 use crate::remote::Sink;
 use crate::stats::Counters;
 use crate::wire::{Frame, FrameDecoder, WireError};
 use crate::writer::SocketWriter;
+use nodelink_accept::peer_warn;
 
 /// What to do after a step of the core.
 enum Next {
@@ -70,7 +70,7 @@ pub(crate) async fn run(
                         ep.warn_limit,
                         peer = %address,
                         endpoint = %ep.address,
-                        error = %e,
+                        error = &e as &dyn std::error::Error,
                         "message over the size limit (max_receive_length): socket dropped"
                     );
                     break 'outer Next::Lost(format!("message over the size limit: {e}"));

@@ -20,9 +20,9 @@ use crate::core::socket::{End, Phase, SocketCore, SocketEvent};
 use crate::error::ErrorKind;
 use crate::event::{ConnectionId, Event, EventErrorKind, Reliability};
 use crate::queue::EventQueue;
-use crate::ratelimit::{peer_warn, WarnLimiter};
 use crate::stats::Counters;
 use crate::writer::SocketWriter;
+use nodelink_accept::{peer_warn, WarnLimiter};
 
 /// What waiters learn when a record changes.
 #[derive(Debug, Clone)]

@@ -13,10 +13,10 @@ use crate::config::Config;
 use crate::endpoint::EndPoint;
 use crate::endpoint_shared::{EndPointShared, Owner};
 use crate::error::{Error, ErrorKind};
-use crate::ratelimit::WarnLimiter;
 use crate::stats::TransportStats;
 use crate::sync::lock;
 use crate::transport_shared::{TState, TransportShared};
+use nodelink_accept::WarnLimiter;
 
 /// A network-transport-tcp transport. Cheap to clone (clones share it).
 #[derive(Clone)]
@@ -210,7 +210,7 @@ async fn accept_loop(
                 tokio::spawn(crate::inbound::serve(t, stream, peer));
             }
             Err(e) => {
-                tracing::error!(error = %e, "accept loop failed");
+                tracing::error!(error = &e as &dyn std::error::Error, "accept loop failed");
                 if let Some(t) = transport.upgrade() {
                     t.fail_all(&format!("accept failed: {e}"));
                 }

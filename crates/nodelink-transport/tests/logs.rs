@@ -6,72 +6,11 @@
 
 mod h2_support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use h2_support::*;
+use nodelink_testkit::Captured;
 use nodelink_transport::EndPointAddress;
-use tracing_subscriber::fmt::MakeWriter;
-
-/// A log sink shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Captured {
-    /// Installs this sink for the current thread at INFO level.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(self.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// The lines at `level` containing every one of `words`.
-    fn find(&self, level: &str, words: &[&str]) -> Vec<String> {
-        self.lines()
-            .into_iter()
-            .filter(|l| l.contains(level) && words.iter().all(|w| l.contains(w)))
-            .collect()
-    }
-
-    /// Asserts exactly one such line; with the whole log on failure.
-    fn expect_one(&self, level: &str, words: &[&str]) {
-        let found = self.find(level, words);
-        assert_eq!(
-            found.len(),
-            1,
-            "expected one {level} line with {words:?}; log:\n{}",
-            self.lines().join("\n")
-        );
-    }
-}
 
 /// Opening, closing and losing connections in both directions, and endpoint closes.
 #[tokio::test]

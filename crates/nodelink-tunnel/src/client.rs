@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nodelink_accept::{peer_warn, WarnLimiter};
 use nodelink_kcp::KcpStream;
 use nodelink_smux::{Session, Stream};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,6 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::instrument::WithSubscriber;
+use tracing::Instrument;
 
 use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
 use crate::core::pool::{self, Pick, Pool, Refill, Scavenge};
@@ -54,6 +56,8 @@ pub struct Client {
 
 struct Shared {
     stats: StatsHandle,
+    /// The budget of warnings that connections cause (one per failed connection).
+    warn_limit: WarnLimiter,
     config: TunnelConfig,
     checked: Checked,
     remote: String,
@@ -126,6 +130,7 @@ impl Client {
             stop: stop.clone(),
             tasks: TaskTracker::new(),
             stats: self.stats,
+            warn_limit: WarnLimiter::new(),
         });
         if !shared.config.snmplog.is_empty() {
             let period = Duration::from_secs(shared.config.snmpperiod as u64);
@@ -227,17 +232,27 @@ async fn open(
                 pool.forget(idx);
             }
             Err(e) => {
-                tracing::warn!(
+                // The session cannot take more streams (its ids are used up): the next
+                // connection on this slot gets a new one; this session ends with its
+                // streams.
+                pool.forget(idx);
+                peer_warn!(
+                    shared.warn_limit,
+                    %peer,
+                    slot = idx,
                     error = &e as &dyn std::error::Error,
-                    "cannot open a stream for {peer}; connection dropped"
+                    "cannot open a stream: connection dropped"
                 );
                 shared.stats.stream_failed();
                 return Opened::Failed;
             }
         }
     }
-    tracing::warn!(
-        "cannot open a stream for {peer}: session {idx} keeps dying; connection dropped"
+    peer_warn!(
+        shared.warn_limit,
+        %peer,
+        slot = idx,
+        "cannot open a stream: the session keeps dying; connection dropped"
     );
     shared.stats.stream_failed();
     Opened::Failed
@@ -253,17 +268,22 @@ async fn session_for(
     match pool.pick(idx, Instant::now(), Session::is_closed) {
         Pick::Use(session) => return Some(session),
         Pick::Dial(Refill::Empty) => {}
-        Pick::Dial(Refill::Died) => {
+        Pick::Dial(Refill::Died(old)) => {
             tracing::info!(
-                "session {idx} to {} ended; dialling a new one",
-                shared.remote
+                slot = idx,
+                peer = %shared.remote,
+                reason = ?old.close_reason(),
+                "session ended; dialling a new one"
             );
         }
         Pick::Dial(Refill::Expired { session, deadline }) => {
-            tracing::info!("session {idx} expired; dialling a new one");
-            shared
-                .tasks
-                .spawn(scavenge(session, deadline, shared.stop.clone()).with_current_subscriber());
+            tracing::info!(slot = idx, peer = %shared.remote, "session expired; dialling a new one");
+            let span = tracing::info_span!("scavenger", slot = idx, peer = %shared.remote);
+            shared.tasks.spawn(
+                scavenge(session, deadline, shared.stop.clone())
+                    .instrument(span)
+                    .with_current_subscriber(),
+            );
         }
     }
     let session = dial(shared).await?;
@@ -279,8 +299,11 @@ async fn dial(shared: &Shared) -> Option<Session> {
                 .await
                 .map_err(|e| Error::io(format!("cannot dial {}", shared.remote), e))?;
             let (local, peer) = (kcp.local_addr(), kcp.peer_addr());
-            let session =
-                open_session(kcp, shared.config.nocomp, &shared.checked.smux, End::Client)?;
+            // The session's tasks log within this span: the server it goes to.
+            let span = tracing::info_span!("session", peer = %shared.remote);
+            let session = span.in_scope(|| {
+                open_session(kcp, shared.config.nocomp, &shared.checked.smux, End::Client)
+            })?;
             tracing::info!(
                 "smux version {} on KCP session {local} -> {peer}",
                 shared.checked.smux.version

@@ -20,6 +20,7 @@ fn shared(remote: SocketAddr) -> Arc<Shared> {
         checked,
         stop: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        warn_limit: WarnLimiter::new(),
     })
 }
 

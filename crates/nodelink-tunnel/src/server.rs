@@ -13,8 +13,9 @@
 //! [`MAX_STREAMS`] streams at once, over all its sessions together (change it with
 //! [`Server::with_max_streams`]; kcptun has no such bound). A stream beyond it is closed at
 //! once with a FIN, before the target is dialled, and counted in
-//! [`TunnelStats::streams_refused`](crate::TunnelStats::streams_refused); a warning says so at
-//! most every [`REFUSAL_LOG_EVERY`].
+//! [`TunnelStats::streams_refused`](crate::TunnelStats::streams_refused); a warning names the
+//! peer, within the server's budget of peer-caused warnings (`nodelink_accept::peer_warn!`,
+//! which also covers targets that cannot be reached).
 //!
 //! # Closing
 //!
@@ -23,9 +24,10 @@
 //! documentation's "Closing" section says why.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use nodelink_accept::{peer_warn, WarnLimiter};
 use nodelink_kcp::{KcpListener, KcpStream};
 use nodelink_smux::{Session, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -34,6 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::instrument::WithSubscriber;
+use tracing::Instrument;
 
 use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
 use crate::mux::{open_session, pipe, Closing, End, Route};
@@ -45,10 +48,6 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on the streams a [`Server`] forwards at once (all sessions together):
 /// well below common file descriptor limits, since each stream holds a target socket.
 pub const MAX_STREAMS: usize = 4096;
-
-/// At most one warning per this period about streams refused over [`MAX_STREAMS`] (each
-/// refusal is logged at debug level).
-pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The server end of a tunnel. Build it with [`Server::bind`], run it with [`Server::run`].
 #[derive(Debug)]
@@ -70,8 +69,8 @@ struct Shared {
     /// One permit per stream being forwarded (or having its target dialled).
     permits: Arc<Semaphore>,
     max_streams: usize,
-    /// When the last warning about refused streams was logged.
-    refusal_logged: Mutex<Option<Instant>>,
+    /// The budget of warnings this server's peers cause.
+    warn_limit: WarnLimiter,
 }
 
 /// Where streams go.
@@ -181,7 +180,7 @@ impl Server {
             stats: self.stats,
             permits: Arc::new(Semaphore::new(self.max_streams)),
             max_streams: self.max_streams,
-            refusal_logged: Mutex::new(None),
+            warn_limit: WarnLimiter::new(),
         });
         if !shared.config.snmplog.is_empty() {
             let period = Duration::from_secs(shared.config.snmpperiod as u64);
@@ -199,9 +198,11 @@ impl Server {
                 Ok((kcp, peer)) => {
                     shared.stats.session();
                     let sh = Arc::clone(&shared);
-                    shared
-                        .tasks
-                        .spawn(serve_session(sh, kcp, peer).with_current_subscriber());
+                    shared.tasks.spawn(
+                        serve_session(sh, kcp, peer)
+                            .instrument(tracing::info_span!("session", %peer))
+                            .with_current_subscriber(),
+                    );
                 }
                 Err(e) => break Err(Error::io("KCP listener failed", e)),
             }
@@ -244,7 +245,10 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
             Ok(_) if session.is_closed() => {
                 // Streams left in the queue of a dead session: nobody would get the
                 // answers back.
-                tracing::info!("session from {peer} ended");
+                tracing::debug!(
+                    reason = ?session.close_reason(),
+                    "session ended: its queued streams are dropped"
+                );
                 break;
             }
             Ok(stream) => {
@@ -259,10 +263,7 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
                     .spawn(forward(sh, stream, peer, permit).with_current_subscriber());
             }
             Err(e) => {
-                tracing::info!(
-                    error = &e as &dyn std::error::Error,
-                    "session from {peer} ended"
-                );
+                tracing::debug!(error = &e as &dyn std::error::Error, "session ended");
                 break;
             }
         }
@@ -278,24 +279,14 @@ fn refuse(shared: &Shared, stream: Stream, peer: SocketAddr) {
     // end must also see the count.
     shared.stats.stream_refused();
     drop(stream);
-    tracing::debug!(
-        "stream {peer}({sid}) refused: {} streams open",
-        shared.permits_in_use()
+    peer_warn!(
+        shared.warn_limit,
+        %peer,
+        sid,
+        open = shared.permits_in_use(),
+        refused = shared.stats.stats().streams_refused,
+        "refusing new streams: this server forwards at most this many at once"
     );
-    let now = Instant::now();
-    let mut last = shared
-        .refusal_logged
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if last.is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_EVERY) {
-        *last = Some(now);
-        tracing::warn!(
-            "refusing new streams: {} streams are open, the most this server forwards at once \
-             ({} refused so far)",
-            shared.permits_in_use(),
-            shared.stats.stats().streams_refused
-        );
-    }
 }
 
 impl Shared {
@@ -323,16 +314,27 @@ async fn forward(
     let mut target: Box<dyn Duplex> = match dialled {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
-            tracing::warn!("stream {inbound}: cannot connect to {}: {e}", shared.target);
+            peer_warn!(
+                shared.warn_limit,
+                %peer,
+                stream = %inbound,
+                target = %shared.target,
+                error = &e as &dyn std::error::Error,
+                "cannot connect to the target: stream closed"
+            );
             drop(permit);
             shared.stats.stream_failed();
             let _ = tokio::time::timeout(SHUTDOWN_WAIT, stream.shutdown()).await;
             return;
         }
         Err(_) => {
-            tracing::warn!(
-                "stream {inbound}: connecting to {} timed out after {DIAL_TIMEOUT:?}",
-                shared.target
+            peer_warn!(
+                shared.warn_limit,
+                %peer,
+                stream = %inbound,
+                target = %shared.target,
+                timeout = ?DIAL_TIMEOUT,
+                "connecting to the target timed out: stream closed"
             );
             drop(permit);
             shared.stats.stream_failed();

@@ -119,7 +119,7 @@ pub async fn run_logger(pattern: String, period: Duration, stop: CancellationTok
         }
         let now = Local::now();
         if let Err(e) = append(&pattern, &now, &nodelink_kcp::snmp()) {
-            tracing::warn!(file = %log_path(&pattern, &now).display(), error = %e,
+            tracing::warn!(file = %log_path(&pattern, &now).display(), error = &e as &dyn std::error::Error,
                 "cannot write the SNMP log; no more rows will be written");
             return;
         }

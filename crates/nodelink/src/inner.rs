@@ -228,7 +228,9 @@ impl LinkInner {
         }
         match &end {
             LinkEnd::Closed => tracing::debug!(link = %self.name, "link closed"),
-            LinkEnd::Failed(e) => tracing::debug!(link = %self.name, error = %e, "link down"),
+            LinkEnd::Failed(e) => {
+                tracing::info!(link = %self.name, error = &**e as &dyn std::error::Error, "link down")
+            }
         }
         self.stop_reading.cancel();
         let wake = lock_std(&self.tx).mark_down();

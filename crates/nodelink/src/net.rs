@@ -202,11 +202,17 @@ impl Handshakes {
                         Ok(Ok(link)) => return Poll::Ready(Ok(link)),
                         Ok(Err(e)) => {
                             self.failed += 1;
-                            tracing::warn!(error = &e as &dyn std::error::Error, "incoming link failed its handshake");
+                            tracing::warn!(
+                                error = &e as &dyn std::error::Error,
+                                "incoming link failed its handshake"
+                            );
                         }
                         Err(e) => {
                             self.failed += 1;
-                            tracing::warn!(error = %e, "handshake task failed");
+                            tracing::warn!(
+                                error = &e as &dyn std::error::Error,
+                                "handshake task failed"
+                            );
                         }
                     }
                     continue;

@@ -41,7 +41,7 @@ impl LinkInner {
                 }
                 Err(e) => {
                     // Link-fatal: the byte stream cannot be trusted any more.
-                    tracing::warn!(link = %self.name, error = %e, "protocol violation by the peer; closing the link");
+                    tracing::warn!(link = %self.name, error = &e as &dyn std::error::Error, "protocol violation by the peer; closing the link");
                     break io::Error::new(io::ErrorKind::InvalidData, e);
                 }
             }

@@ -176,7 +176,10 @@ async fn random_well_framed_packets_then_oversize_fail_cleanly() {
             link_down_with(&e, io::ErrorKind::InvalidData),
             "seed {seed}: {e:?}"
         );
-        assert!(with_sources(&e).contains("packet too big"), "seed {seed}: {e}");
+        assert!(
+            with_sources(&e).contains("packet too big"),
+            "seed {seed}: {e}"
+        );
         assert_eq!(link.stats().packets_in, 501, "seed {seed}");
         within("link tasks end", link.closed()).await;
         drop(wr);

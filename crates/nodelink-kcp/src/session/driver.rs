@@ -172,6 +172,13 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
     let cfg_dead = shared.cfg.dead_timeout;
     let linger = shared.cfg.linger;
     let overhead = shared.lock().pipe.crypto().overhead();
+    let peer = match &net {
+        NetSide::Client(sock) => sock.peer_addr().ok(),
+        NetSide::Server { peer, .. } => Some(*peer),
+    };
+    // A client says once per session that its peer's datagrams do not open (a listener
+    // says it for its sessions, within its budget of warnings).
+    let mut auth_warned = false;
 
     loop {
         // Work out when to wake up next, and whether we are done.
@@ -256,14 +263,30 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
                 }
                 Event::Kick | Event::Timer => {}
                 Event::Packet(n) => {
-                    input_ok |= st.pipe.input(&mut rbuf[..n], now_ms).is_ok();
+                    let mut checksum_errors = false;
+                    let mut feed = |st: &mut State, d: &mut [u8]| match st.pipe.input(d, now_ms) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            checksum_errors |= matches!(e, Error::Checksum);
+                            false
+                        }
+                    };
+                    input_ok |= feed(&mut st, &mut rbuf[..n]);
                     if let NetSide::Client(sock) = &net {
                         for _ in 1..BATCH {
                             match sock.try_recv(&mut rbuf) {
-                                Ok(n) => input_ok |= st.pipe.input(&mut rbuf[..n], now_ms).is_ok(),
+                                Ok(n) => input_ok |= feed(&mut st, &mut rbuf[..n]),
                                 Err(_) => break,
                             }
                         }
+                    }
+                    if checksum_errors && !auth_warned {
+                        auth_warned = true;
+                        tracing::warn!(
+                            peer = ?peer,
+                            "datagrams from the KCP peer fail authentication (bad checksum after \
+                             decryption): wrong key or cipher? They are dropped and counted"
+                        );
                     }
                 }
                 Event::Payload(p) => {
@@ -308,6 +331,24 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
         }
     }
 
+    {
+        let st = shared.lock();
+        let conv = st.pipe.kcp().conv();
+        match &st.failure {
+            Some(Failure::Dead) => tracing::info!(
+                peer = ?peer,
+                conv,
+                "KCP session lost: the peer stopped acknowledging"
+            ),
+            Some(Failure::Socket(_, msg)) => {
+                tracing::info!(peer = ?peer, conv, error = %msg, "KCP session lost: socket failed")
+            }
+            Some(Failure::Reset(why)) => {
+                tracing::debug!(peer = ?peer, conv, %why, "KCP session reset")
+            }
+            None => tracing::debug!(peer = ?peer, conv, "KCP session closed"),
+        }
+    }
     count_close();
     if let NetSide::Server { peer, gone, id, .. } = &net {
         let _ = gone.send((*peer, *id));

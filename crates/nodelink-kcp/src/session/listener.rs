@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use nodelink_accept::{peer_warn, WarnLimiter};
 use tokio::net::{ToSocketAddrs, UdpSocket};
 use tokio::sync::mpsc;
 
@@ -53,6 +54,8 @@ struct Route {
 }
 
 struct Demux {
+    /// The budget of warnings the peers of this listener cause.
+    warn_limit: WarnLimiter,
     sock: Arc<UdpSocket>,
     cfg: Config,
     crypto: Arc<DatagramCrypto>,
@@ -89,6 +92,7 @@ impl KcpListener {
             crypto,
             local,
             routes: HashMap::new(),
+            warn_limit: WarnLimiter::new(),
             accept_tx,
             gone_tx,
             next_id: 0,
@@ -195,7 +199,11 @@ impl Demux {
                         | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
                         | io::ErrorKind::WouldBlock) => {}
                     Err(e) => {
-                        tracing::warn!("KCP listener on {}: {e}", self.local);
+                        tracing::warn!(
+                            local = %self.local,
+                            error = &e as &dyn std::error::Error,
+                            "KCP listener socket failed: no more sessions"
+                        );
                         break;
                     }
                 },
@@ -216,7 +224,16 @@ impl Demux {
         let len = datagram.len();
         let payload = match self.crypto.open(datagram) {
             Ok(p) => p,
-            Err(Error::Checksum) => return self.drop_datagram(len, Some(true)),
+            Err(Error::Checksum) => {
+                peer_warn!(
+                    self.warn_limit,
+                    peer = %from,
+                    local = %self.local,
+                    "datagram fails authentication (bad checksum after decryption): wrong key \
+                     or cipher? Dropped"
+                );
+                return self.drop_datagram(len, Some(true));
+            }
             Err(_) => return self.drop_datagram(len, Some(false)),
         };
         let first = classify(payload);
@@ -251,12 +268,23 @@ impl Demux {
         }
         let Ok(permit) = self.accept_tx.try_reserve() else {
             // Backlog full: refuse.
+            peer_warn!(
+                self.warn_limit,
+                peer = %from,
+                local = %self.local,
+                "new KCP session refused: the accept backlog is full (the application is not \
+                 accepting)"
+            );
             return self.drop_datagram(len, Some(false));
         };
         let pipe = match Pipeline::with_crypto(conv, &self.cfg, Arc::clone(&self.crypto)) {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!("KCP listener: cannot create a session: {e}");
+                tracing::warn!(
+                    peer = %from,
+                    error = &e as &dyn std::error::Error,
+                    "KCP listener: cannot create a session"
+                );
                 return self.drop_datagram(len, Some(false));
             }
         };

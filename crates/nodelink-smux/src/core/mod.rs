@@ -332,10 +332,14 @@ impl SessionCore {
         if self.death.is_some() {
             return;
         }
-        tracing::debug!(
-            error = &err as &dyn std::error::Error,
-            "smux session closing"
-        );
+        if self.closing && err.kind() == ErrorKind::SessionClosed {
+            tracing::debug!(
+                error = &err as &dyn std::error::Error,
+                "smux session closed"
+            );
+        } else {
+            tracing::info!(error = &err as &dyn std::error::Error, "smux session ended");
+        }
         self.death = Some(err);
         for (&sid, entry) in self.streams.iter_mut() {
             wake_reader(sid, entry, &mut self.outbox);

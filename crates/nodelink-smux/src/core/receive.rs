@@ -3,6 +3,7 @@
 //! behind.
 
 use bytes::BytesMut;
+use nodelink_accept::{peer_warn, WarnLimiter};
 use tokio::time::Instant;
 
 use super::{
@@ -14,6 +15,10 @@ use crate::frame::{upd_fields, Cmd, FrameDecoder, Header};
 /// Received payloads are appended to a stream's last buffered chunk while it stays within
 /// this size, so a stream's buffer holds at most about two chunks per this many bytes.
 const COALESCE_LIMIT: usize = 4096;
+
+/// The budget of warnings smux peers cause, shared by every session of the process: a
+/// flood of misbehaving sessions writes a bounded number of lines.
+static PEER_WARNINGS: WarnLimiter = WarnLimiter::new();
 
 impl SessionCore {
     /// Takes bytes read from the connection at `now`: applies every complete frame at the
@@ -45,7 +50,11 @@ impl SessionCore {
                 Ok(None) => return used,
                 Err(e) => e,
             };
-            tracing::warn!(error = %failure, "smux peer broke the protocol; closing the session");
+            peer_warn!(
+                PEER_WARNINGS,
+                error = &failure as &dyn std::error::Error,
+                "smux peer broke the protocol; closing the session"
+            );
             self.die(failure);
             return input.len();
         }
@@ -110,7 +119,8 @@ impl SessionCore {
             if self.closing {
                 tracing::debug!(sid, "session closing: stream refused");
             } else {
-                tracing::warn!(
+                peer_warn!(
+                    PEER_WARNINGS,
                     sid,
                     backlog = self.backlog,
                     "accept backlog full: stream refused"
@@ -250,7 +260,7 @@ impl SessionCore {
             return;
         }
         self.stats.streams_reset += 1;
-        tracing::warn!(sid, reason, "smux stream reset");
+        peer_warn!(PEER_WARNINGS, sid, reason, "smux stream reset");
         self.discard_stream(sid, reason);
     }
 

@@ -44,7 +44,10 @@ impl SessionCore {
         }
         if self.close_deadline.is_some_and(|t| t <= now) {
             let unsent: usize = self.streams.values().map(|e| e.send.len()).sum();
-            tracing::debug!(unsent, "smux linger over; closing with data unsent");
+            tracing::warn!(
+                unsent,
+                "smux linger over: closing with data unsent (dropped)"
+            );
             self.die(Error::new(
                 ErrorKind::SessionClosed,
                 format!("closed locally; {unsent} bytes not sent within the linger"),
@@ -63,7 +66,6 @@ impl SessionCore {
                 // The reader holds back on purpose; the peer is not silent.
                 self.last_rx = self.last_rx.max(now);
             } else if now >= self.last_rx + timeout {
-                tracing::warn!(?timeout, "smux keepalive timeout: nothing received");
                 self.die(Error::new(
                     ErrorKind::Timeout,
                     format!("no frame received for {timeout:?}"),

@@ -34,8 +34,8 @@ pub(crate) enum Pick<S> {
 pub(crate) enum Refill<S> {
     /// The slot was empty.
     Empty,
-    /// Its session ended.
-    Died,
+    /// Its session ended (here it is, to say why).
+    Died(S),
     /// Its session expired: close it once its streams ended, at the latest by `deadline`.
     Expired { session: S, deadline: Instant },
 }
@@ -79,7 +79,7 @@ impl<S: Clone> Pool<S> {
             return Pick::Dial(Refill::Empty);
         };
         if is_closed(&slot.session) {
-            return Pick::Dial(Refill::Died);
+            return Pick::Dial(Refill::Died(slot.session));
         }
         match slot.expires {
             Some(t) if now >= t => Pick::Dial(Refill::Expired {
@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(pool.pick(0, now, |_| false), Pick::Dial(Refill::Empty));
         pool.fill(0, 7, now);
         assert_eq!(pool.pick(0, now, |_| false), Pick::Use(7));
-        assert_eq!(pool.pick(0, now, |&s| s == 7), Pick::Dial(Refill::Died));
+        assert_eq!(pool.pick(0, now, |&s| s == 7), Pick::Dial(Refill::Died(7)));
         assert_eq!(pool.pick(0, now, |_| false), Pick::Dial(Refill::Empty));
         pool.fill(1, 8, now);
         pool.forget(1);

@@ -1,26 +1,36 @@
 //! A budget for warnings caused by peers.
 //!
-//! Anything a peer can trigger at will (a malformed frame, a rejected handshake) could fill
-//! the log if every occurrence wrote a line: a hostile client that reconnects in a loop
-//! would turn our log into its megaphone. So each transport shares one budget of
-//! [`PER_SECOND`] such warnings per second; what is over budget is counted, and the next
-//! warning that gets through first says how many were suppressed. Events of our own making
-//! (a connection opened, an endpoint closed) are logged at info level without a budget.
+//! Anything a peer can trigger at will (a malformed frame, a rejected handshake, a datagram
+//! that does not decrypt) could fill the log if every occurrence wrote a line: a hostile
+//! client that reconnects in a loop would turn our log into its megaphone. So each server
+//! (a transport, a KCP listener, a tunnel end) shares one budget of [`PER_SECOND`] such
+//! warnings per second; what is over budget is counted, and the next warning that gets
+//! through first says how many were suppressed. Events of our own making (a connection
+//! opened, an endpoint closed) are logged at info level without a budget.
+//!
+//! ```
+//! use nodelink_accept::{peer_warn, WarnLimiter};
+//!
+//! let limit = WarnLimiter::new();
+//! for _ in 0..1000 {
+//!     // At most PER_SECOND lines a second; the rest are counted.
+//!     peer_warn!(limit, peer = "192.0.2.7:4000", "a malformed frame: dropped");
+//! }
+//! ```
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::sync::lock;
-
-/// Peer-caused warnings written per second and transport.
-pub(crate) const PER_SECOND: u32 = 10;
+/// Peer-caused warnings written per second and budget.
+pub const PER_SECOND: u32 = 10;
 
 const WINDOW: Duration = Duration::from_secs(1);
 
+/// One budget of peer-caused warnings; share it (`Arc`) among everything one server does.
 #[derive(Debug)]
-pub(crate) struct WarnLimiter {
+pub struct WarnLimiter {
     window: Mutex<Window>,
 }
 
@@ -32,7 +42,8 @@ struct Window {
 }
 
 impl WarnLimiter {
-    pub(crate) fn new() -> Self {
+    /// A full budget.
+    pub const fn new() -> Self {
         WarnLimiter {
             window: Mutex::new(Window {
                 start: None,
@@ -44,7 +55,7 @@ impl WarnLimiter {
 
     /// Whether one more warning may be written now. When a new window opens after some
     /// were suppressed, a line saying how many comes first.
-    pub(crate) fn allow(&self) -> bool {
+    pub fn allow(&self) -> bool {
         let now = Instant::now();
         let mut w = lock(&self.window);
         if w.start.is_none_or(|s| now.duration_since(s) >= WINDOW) {
@@ -71,15 +82,27 @@ impl WarnLimiter {
     }
 }
 
-/// Writes a WARN line if the limiter `$limit` allows it; arguments as for `tracing::warn!`.
+impl Default for WarnLimiter {
+    fn default() -> Self {
+        WarnLimiter::new()
+    }
+}
+
+/// Locks `m`, ignoring poisoning: the window is consistent after every statement.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes a WARN line if the [`WarnLimiter`] `$limit` allows it; the other arguments are
+/// as for `tracing::warn!`.
+#[macro_export]
 macro_rules! peer_warn {
     ($limit:expr, $($arg:tt)+) => {
         if $limit.allow() {
-            tracing::warn!($($arg)+);
+            $crate::__private::tracing::warn!($($arg)+);
         }
     };
 }
-pub(crate) use peer_warn;
 
 #[cfg(test)]
 mod tests {

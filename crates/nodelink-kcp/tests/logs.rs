@@ -1,0 +1,82 @@
+//! What an operator sees when a KCP peer has the wrong key or cipher: a warning naming the
+//! peer (kcptun's most frequent support question is a tunnel that hangs silently), once per
+//! client session and within the listener's budget of peer-caused warnings. Each test runs
+//! on a current-thread runtime, so the sessions' tasks log into the captured sink.
+
+use std::time::Duration;
+
+use nodelink_kcp::crypt::CipherKind;
+use nodelink_kcp::{Config, KcpListener, KcpStream};
+use nodelink_testkit::{within_for, Captured};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UdpSocket;
+
+fn keyed(key: &str) -> Config {
+    Config::default().with_crypt(CipherKind::Aes).with_key(key)
+}
+
+const BOUND: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_listener_warns_about_datagrams_with_the_wrong_key() {
+    let log = Captured::default();
+    let _guard = log.install();
+    let listener = KcpListener::bind("127.0.0.1:0", keyed("right"))
+        .await
+        .unwrap();
+    let mut client = KcpStream::connect(listener.local_addr(), keyed("wrong"))
+        .await
+        .unwrap();
+    let from = format!(":{}", client.local_addr().port());
+    within_for(BOUND, "the listener counts bad checksums", async {
+        loop {
+            client.write_all(b"hello").await.unwrap();
+            client.flush().await.unwrap();
+            if listener.stats().in_csum_errors >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let warned = log.find(
+        "WARN",
+        &["authentication", "wrong key or cipher", &from],
+    );
+    assert!(
+        !warned.is_empty(),
+        "no warning; log:\n{}",
+        log.lines().join("\n")
+    );
+    assert!(
+        warned.len() <= nodelink_accept::PER_SECOND as usize * 2 + 2,
+        "warnings not rate-limited: {}",
+        warned.len()
+    );
+}
+
+#[tokio::test]
+async fn a_client_warns_once_about_a_peer_whose_datagrams_do_not_open() {
+    let log = Captured::default();
+    let _guard = log.install();
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut client = KcpStream::connect(peer.local_addr().unwrap(), keyed("ours"))
+        .await
+        .unwrap();
+    client.write_all(b"hello").await.unwrap();
+    client.flush().await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (_, addr) = peer.recv_from(&mut buf).await.unwrap();
+    // Fifty datagrams that no key opens (random bytes fail the checksum).
+    let junk = nodelink_testkit::seeded_bytes(7, 200);
+    for _ in 0..50 {
+        peer.send_to(&junk, addr).await.unwrap();
+    }
+    within_for(BOUND, "the client counts the bad checksums", async {
+        while client.stats().in_csum_errors < 50 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    log.expect_one("WARN", &["authentication", "wrong key or cipher"]);
+}
