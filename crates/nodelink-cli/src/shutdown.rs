@@ -2,13 +2,11 @@
 //! accepting, tells its peers goodbye and gives what is in flight [`SHUTDOWN_GRACE`] to
 //! finish before dropping it.
 
-use std::time::Duration;
-
 use anyhow::Context;
 
 /// How long a stopping command waits for its links, transports or tunnels to close
-/// cleanly before dropping them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// cleanly before dropping them (the one grace of every nodelink driver).
+pub use nodelink_driver::SHUTDOWN_GRACE;
 
 /// SIGINT and SIGTERM, installed up front (before the first output line, so that whoever
 /// reads the address may signal at once).

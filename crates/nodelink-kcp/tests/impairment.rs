@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 
 use nodelink_kcp::crypt::CipherKind;
 use nodelink_kcp::{Config, Error, KcpListener, KcpStream, Stats};
-use nodelink_testkit::{Impairment, RelayStats, UdpRelay};
+use nodelink_testkit::{Impairment, RelayStats, SeededRng, UdpRelay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-/// A seeded pseudo-random byte stream (splitmix64): the client sends it, the server
-/// regenerates it to check every byte in order.
+/// A seeded pseudo-random byte stream: the client sends it, the server regenerates it to
+/// check every byte in order. It is cut from whole 64-bit draws, so the bytes do not depend
+/// on how the reads and writes are cut.
 struct Pattern {
-    state: u64,
+    rng: SeededRng,
     word: [u8; 8],
     used: usize,
 }
@@ -26,18 +27,14 @@ struct Pattern {
 impl Pattern {
     fn new(seed: u64) -> Pattern {
         Pattern {
-            state: seed,
+            rng: SeededRng::new(seed),
             word: [0; 8],
             used: 8,
         }
     }
 
     fn next_word(&mut self) -> [u8; 8] {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)).to_le_bytes()
+        self.rng.next_u64().to_le_bytes()
     }
 
     fn fill(&mut self, mut out: &mut [u8]) {

@@ -39,17 +39,14 @@ async fn a_listener_warns_about_datagrams_with_the_wrong_key() {
         }
     })
     .await;
-    let warned = log.find(
-        "WARN",
-        &["authentication", "wrong key or cipher", &from],
-    );
+    let warned = log.find("WARN", &["authentication", "wrong key or cipher", &from]);
     assert!(
         !warned.is_empty(),
         "no warning; log:\n{}",
         log.lines().join("\n")
     );
     assert!(
-        warned.len() <= nodelink_accept::PER_SECOND as usize * 2 + 2,
+        warned.len() <= nodelink_driver::PER_SECOND as usize * 2 + 2,
         "warnings not rate-limited: {}",
         warned.len()
     );

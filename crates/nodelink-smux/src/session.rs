@@ -23,7 +23,7 @@ use crate::shared::{LifeGuard, Shared};
 use crate::stream::Stream;
 
 /// How long closing waits for the connection's own shutdown (a FIN on TCP, say).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+const CONNECTION_SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 /// Room the reader keeps free in its buffer before each read.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -296,7 +296,7 @@ async fn write_loop<W: AsyncWrite>(
         out.clear();
         unflushed = true;
     }
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, wr.shutdown()).await;
+    let _ = tokio::time::timeout(CONNECTION_SHUTDOWN_WAIT, wr.shutdown()).await;
 }
 
 /// Sleeps until the core's next deadline (keepalive, stall verdicts) and hands it the time.

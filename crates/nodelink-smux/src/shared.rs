@@ -71,7 +71,7 @@ impl Shared {
     /// Locks the state. A poisoned lock means a panic elsewhere already broke an invariant;
     /// carrying on with the data is still memory-safe, so the poison is ignored.
     fn lock(&self) -> MutexGuard<'_, Locked> {
-        self.locked.lock().unwrap_or_else(|p| p.into_inner())
+        nodelink_driver::lock(&self.locked)
     }
 
     /// Runs `op` on the core, then delivers the events it caused.

@@ -18,10 +18,10 @@ use crate::event::Event;
 use crate::queue::{EventQueue, Popped};
 use crate::remote::{PeerIo, Remote, Resolution};
 use crate::stats::{Counters, EndPointStats};
-use crate::sync::lock;
 use crate::wire::FIRST_LCID;
 use crate::writer::SocketWriter;
-use nodelink_accept::WarnLimiter;
+use nodelink_driver::lock;
+use nodelink_driver::WarnLimiter;
 
 /// What holds the endpoints: told when one closes, so it forgets it. (A trait, so that
 /// the endpoint's state does not depend on the transport that owns it.)

@@ -24,7 +24,7 @@ use crate::remote::{PeerIo, Resolution};
 use crate::transport_shared::TransportShared;
 use crate::wire::HandshakeResponse;
 use crate::writer::SocketWriter;
-use nodelink_accept::peer_warn;
+use nodelink_driver::peer_warn;
 
 /// Counts a failed incoming handshake and says why at WARN, within the transport's budget
 /// of peer-caused warnings; arguments after the transport as for `tracing::warn!`.

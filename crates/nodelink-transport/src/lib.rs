@@ -62,7 +62,7 @@
 //! remote endpoint's record, with its socket's core); `reader` (the one task per socket,
 //! feeding the core) and `writer` (the serialized, cancel-safe write side); `connection`,
 //! `selfconn` (connections to oneself), `queue` (the bounded event queue). Peer-caused
-//! warnings go through `nodelink_accept::peer_warn!`. No file imports one that imports it
+//! warnings go through `nodelink_driver::peer_warn!`. No file imports one that imports it
 //! back.
 
 mod address;
@@ -81,7 +81,6 @@ mod reader;
 mod remote;
 mod selfconn;
 mod stats;
-mod sync;
 mod transport;
 mod transport_shared;
 pub mod wire;

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 
 use crate::event::Event;
-use crate::sync::lock;
+use nodelink_driver::lock;
 
 pub(crate) struct EventQueue {
     inner: Mutex<Inner>,

@@ -28,7 +28,7 @@ use crate::remote::Sink;
 use crate::stats::Counters;
 use crate::wire::{Frame, FrameDecoder, WireError};
 use crate::writer::SocketWriter;
-use nodelink_accept::peer_warn;
+use nodelink_driver::peer_warn;
 
 /// What to do after a step of the core.
 enum Next {

@@ -22,7 +22,7 @@ use crate::event::{ConnectionId, Event, EventErrorKind, Reliability};
 use crate::queue::EventQueue;
 use crate::stats::Counters;
 use crate::writer::SocketWriter;
-use nodelink_accept::{peer_warn, WarnLimiter};
+use nodelink_driver::{peer_warn, WarnLimiter};
 
 /// What waiters learn when a record changes.
 #[derive(Debug, Clone)]

@@ -14,9 +14,9 @@ use crate::endpoint::EndPoint;
 use crate::endpoint_shared::{EndPointShared, Owner};
 use crate::error::{Error, ErrorKind};
 use crate::stats::TransportStats;
-use crate::sync::lock;
 use crate::transport_shared::{TState, TransportShared};
-use nodelink_accept::WarnLimiter;
+use nodelink_driver::lock;
+use nodelink_driver::WarnLimiter;
 
 /// A network-transport-tcp transport. Cheap to clone (clones share it).
 #[derive(Clone)]
@@ -200,7 +200,7 @@ async fn accept_loop(
     tokio::pin!(broken);
     loop {
         let accepted = tokio::select! {
-            r = nodelink_accept::accept(&listener) => r,
+            r = nodelink_driver::accept(&listener) => r,
             _ = &mut broken => Err(std::io::Error::other("accept loop broken on purpose (test hook)")),
         };
         match accepted {

@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::endpoint_shared::{EndPointShared, Owner};
 use crate::event::{Event, EventErrorKind};
-use crate::sync::lock;
-use nodelink_accept::WarnLimiter;
+use nodelink_driver::lock;
+use nodelink_driver::WarnLimiter;
 
 pub(crate) struct TransportShared {
     pub(crate) config: Arc<Config>,

@@ -68,23 +68,6 @@ impl Arena {
     }
 }
 
-/// A tiny seeded generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// Bytes a server may send before closing when rejecting a hostile request: nothing, or an
 /// UnsupportedVersion answer (for requests with a non-zero version).
 fn acceptable_rejection(bytes: &[u8], version: u32) -> bool {
@@ -101,9 +84,9 @@ async fn garbage_handshakes() {
     let short = Duration::from_millis(300);
     let mut arena = Arena::new(config().with_connect_timeout(Some(short))).await;
     let addr = sock_addr(arena.ep.address());
-    let mut rng = Rng(0x5eed);
+    let mut rng = nodelink_testkit::SeededRng::new(0x5eed);
     for round in 0..30 {
-        let n = (rng.next() % 200) as usize + 1;
+        let n = rng.below(200) as usize + 1;
         let mut garbage = rng.bytes(n);
         if round % 2 == 0 {
             // Version 0 with a garbage body (the interesting path).

@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodelink_accept::{peer_warn, WarnLimiter};
+use nodelink_driver::{peer_warn, WarnLimiter};
 use nodelink_kcp::KcpStream;
 use nodelink_smux::{Session, Stream};
 use tokio::net::{TcpListener, TcpStream};
@@ -39,7 +39,7 @@ use tracing::Instrument;
 use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
 use crate::core::pool::{self, Pick, Pool, Refill, Scavenge};
 use crate::mux::{open_session, pipe, Closing, End, Route};
-use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_WAIT};
+use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_GRACE};
 
 /// How often a failed dial is retried, and how often the scavenger looks at its sessions.
 const RETRY: Duration = Duration::from_secs(1);
@@ -150,7 +150,7 @@ impl Client {
         let result = loop {
             let accepted = tokio::select! {
                 _ = stop.cancelled() => break Ok(()),
-                r = nodelink_accept::accept(&self.listener) => r,
+                r = nodelink_driver::accept(&self.listener) => r,
             };
             let (tcp, peer) = match accepted {
                 Ok(a) => a,
@@ -173,12 +173,12 @@ impl Client {
         let mut closing = tokio::task::JoinSet::new();
         for session in pool.drain() {
             closing.spawn(async move {
-                let _ = tokio::time::timeout(SHUTDOWN_WAIT, session.close()).await;
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, session.close()).await;
             });
         }
         while closing.join_next().await.is_some() {}
         shared.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_WAIT, shared.tasks.wait())
+        if tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait())
             .await
             .is_err()
         {
@@ -348,7 +348,7 @@ async fn scavenge(session: Session, deadline: Instant, stop: CancellationToken) 
             _ = tokio::time::sleep(RETRY) => {}
         }
     }
-    let _ = tokio::time::timeout(SHUTDOWN_WAIT, session.close()).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, session.close()).await;
 }
 
 /// Forwards one accepted TCP connection over its (already opened) stream.

@@ -108,7 +108,6 @@ pub mod snmp;
 mod stats;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 pub use client::Client;
 pub use config::{Checked, Role, SmuxSettings, TunnelConfig};
@@ -117,8 +116,8 @@ pub use server::Server;
 pub use stats::{StatsHandle, TunnelStats};
 use tokio_util::sync::CancellationToken;
 
-/// How long shutting down waits for streams to end after their sessions were closed.
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
+/// How long shutting down waits for sessions to close and then for streams to end.
+use nodelink_driver::SHUTDOWN_GRACE;
 
 /// Either end, for callers that pick the role at run time (the CLI).
 #[derive(Debug)]

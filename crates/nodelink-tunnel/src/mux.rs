@@ -8,7 +8,6 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use nodelink_kcp::KcpStream;
 use nodelink_smux::{Config as SmuxConfig, Session};
@@ -28,7 +27,7 @@ const COPY_BUF: usize = 32 * 1024;
 
 /// How long the remaining direction of an ending connection may take to write out what it
 /// had read and push its FIN before it is abandoned.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+use nodelink_driver::SHUTDOWN_GRACE;
 
 /// smux settings with kcptun's values; everything else keeps smux's defaults.
 pub(crate) fn smux_config(s: &SmuxSettings) -> SmuxConfig {

@@ -14,7 +14,7 @@
 //! [`Server::with_max_streams`]; kcptun has no such bound). A stream beyond it is closed at
 //! once with a FIN, before the target is dialled, and counted in
 //! [`TunnelStats::streams_refused`](crate::TunnelStats::streams_refused); a warning names the
-//! peer, within the server's budget of peer-caused warnings (`nodelink_accept::peer_warn!`,
+//! peer, within the server's budget of peer-caused warnings (`nodelink_driver::peer_warn!`,
 //! which also covers targets that cannot be reached).
 //!
 //! # Closing
@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodelink_accept::{peer_warn, WarnLimiter};
+use nodelink_driver::{peer_warn, WarnLimiter};
 use nodelink_kcp::{KcpListener, KcpStream};
 use nodelink_smux::{Session, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -40,7 +40,7 @@ use tracing::Instrument;
 
 use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
 use crate::mux::{open_session, pipe, Closing, End, Route};
-use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_WAIT};
+use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_GRACE};
 
 /// How long dialling the target may take before the stream is given up.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -209,7 +209,7 @@ impl Server {
         };
         drop(self.listener);
         shared.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_WAIT, shared.tasks.wait())
+        if tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait())
             .await
             .is_err()
         {
@@ -296,7 +296,7 @@ impl Shared {
 }
 
 async fn close_session(session: &Session) {
-    let _ = tokio::time::timeout(SHUTDOWN_WAIT, session.close()).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, session.close()).await;
 }
 
 /// Dials the target for one stream and copies both ways.
@@ -324,7 +324,7 @@ async fn forward(
             );
             drop(permit);
             shared.stats.stream_failed();
-            let _ = tokio::time::timeout(SHUTDOWN_WAIT, stream.shutdown()).await;
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, stream.shutdown()).await;
             return;
         }
         Err(_) => {
@@ -338,7 +338,7 @@ async fn forward(
             );
             drop(permit);
             shared.stats.stream_failed();
-            let _ = tokio::time::timeout(SHUTDOWN_WAIT, stream.shutdown()).await;
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, stream.shutdown()).await;
             return;
         }
     };

@@ -30,9 +30,9 @@ use crate::error::{Cause, Error, Place};
 use crate::message::{ErrorCode, ErrorMessage, Message};
 use crate::role::Role;
 use crate::stats::{Counters, LinkStats};
-use crate::sync::lock_std;
 use crate::txqueue::{SendFail, TxQueue};
 use crate::waiters::{Waiters, Wake};
+use nodelink_driver::lock;
 
 /// How the link ended; the first reason wins.
 #[derive(Clone, Debug)]
@@ -139,7 +139,7 @@ impl LinkInner {
     /// Runs one operation on the core, then wakes the tasks it names and queues the packets
     /// it produced, outside the lock.
     pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> R {
-        let mut s = lock_std(&self.shared);
+        let mut s = lock(&self.shared);
         let r = f(&mut s);
         self.publish_hints(&s);
         // Most operations (a receive, a send's bookkeeping) wake nobody and send nothing.
@@ -159,7 +159,7 @@ impl LinkInner {
         out: &mut Output,
         f: impl FnOnce(&mut Shared) -> R,
     ) -> R {
-        let mut s = lock_std(&self.shared);
+        let mut s = lock(&self.shared);
         let r = f(&mut s);
         if s.core.has_output() {
             s.collect(out);
@@ -210,7 +210,7 @@ impl LinkInner {
 
     /// A snapshot of the counters.
     pub(crate) fn stats(&self) -> LinkStats {
-        let core = lock_std(&self.shared).core.stats();
+        let core = lock(&self.shared).core.stats();
         self.stats.snapshot(&core)
     }
 
@@ -233,7 +233,7 @@ impl LinkInner {
             }
         }
         self.stop_reading.cancel();
-        let wake = lock_std(&self.tx).mark_down();
+        let wake = lock(&self.tx).mark_down();
         wake.wake();
         match end {
             LinkEnd::Failed(_) => self.stop_writing.cancel(),

@@ -109,7 +109,6 @@ mod role;
 #[cfg(feature = "serde")]
 mod serde_codec;
 mod stats;
-mod sync;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "tls")]

@@ -31,8 +31,8 @@ use crate::message::{ErrorMessage, Message};
 use crate::request::Request;
 use crate::role::{PeerFlowControl, Role};
 use crate::stats::{Counters, LinkStats};
-use crate::sync::lock_std;
 use crate::txqueue::{Body, BoxWrite, TxQueue};
+use nodelink_driver::lock;
 
 pub(crate) type BoxRead = std::pin::Pin<Box<dyn AsyncRead + Send>>;
 
@@ -157,7 +157,7 @@ impl Link {
 
     /// Whether the peer takes part in the flow-control extension.
     pub fn peer_flow_control(&self) -> PeerFlowControl {
-        match lock_std(&self.inner().shared).core.mode() {
+        match lock(&self.inner().shared).core.mode() {
             PeerMode::Pending => PeerFlowControl::Unknown,
             PeerMode::Credit { .. } => PeerFlowControl::On,
             PeerMode::Neo => PeerFlowControl::Off,
@@ -395,7 +395,7 @@ impl LinkInner {
     /// What an id maps to now (tests and diagnostics).
     #[cfg(any(test, feature = "testing"))]
     pub(crate) fn id_state(&self, id: u32) -> IdState {
-        lock_std(&self.shared).core.id_state(id, Instant::now())
+        lock(&self.shared).core.id_state(id, Instant::now())
     }
 }
 

@@ -62,7 +62,7 @@ pub(crate) enum Acceptor {
 /// listener (its socket broke) is yielded once, then the stream ends.
 pub struct Listener {
     tcp: TcpListener,
-    retry: nodelink_accept::Retry,
+    retry: nodelink_driver::Retry,
     config: Config,
     acceptor: Arc<Acceptor>,
     handshakes: Handshakes,
@@ -72,7 +72,7 @@ impl Listener {
     pub(crate) fn new(tcp: TcpListener, config: Config, acceptor: Acceptor) -> Listener {
         Listener {
             tcp,
-            retry: nodelink_accept::Retry::default(),
+            retry: nodelink_driver::Retry::default(),
             config,
             acceptor: Arc::new(acceptor),
             handshakes: Handshakes::default(),
@@ -138,13 +138,13 @@ pub(crate) trait AcceptStream {
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Self::Stream>>;
 }
 
-struct TcpAccept<'a>(&'a TcpListener, &'a mut nodelink_accept::Retry);
+struct TcpAccept<'a>(&'a TcpListener, &'a mut nodelink_driver::Retry);
 
 impl AcceptStream for TcpAccept<'_> {
     type Stream = TcpStream;
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<TcpStream>> {
-        // Passing failures are retried inside (nodelink_accept); what returns is fatal.
+        // Passing failures are retried inside (nodelink_driver); what returns is fatal.
         self.1
             .poll_accept(self.0, cx)
             .map(|accepted| match accepted {

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::core::Input;
 use crate::inner::{LinkEnd, LinkInner, Output};
 use crate::link::BoxRead;
-use crate::sync::lock_std;
+use nodelink_driver::lock;
 
 /// Below this much free room the read buffer is topped up before the next read.
 const MIN_READ_ROOM: usize = 4 << 10;
@@ -48,7 +48,7 @@ impl LinkInner {
             if buf.capacity() - buf.len() < MIN_READ_ROOM {
                 buf.reserve(self.config.read_buffer);
             }
-            let deadline = lock_std(&self.shared).core.poll_timeout();
+            let deadline = lock(&self.shared).core.poll_timeout();
             tokio::select! {
                 biased;
                 _ = self.stop_reading.cancelled() => return,
@@ -71,7 +71,7 @@ impl LinkInner {
             biased;
             _ = self.stop_reading.cancelled() => false,
             _ = poll_fn(|cx| {
-                let mut s = lock_std(&self.shared);
+                let mut s = lock(&self.shared);
                 if s.core.reader_blocked() {
                     s.reader = Some(cx.waker().clone());
                     Poll::Pending

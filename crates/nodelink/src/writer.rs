@@ -28,8 +28,8 @@ use crate::core::{cost_of, ConnKey, Reserve};
 use crate::frame::{Header, HEADER_LEN, MAX_PAYLOAD_LEN};
 use crate::inner::{LinkEnd, LinkInner};
 use crate::stats::Counters;
-use crate::sync::lock_std;
 use crate::txqueue::{Body, BoxWrite, Rewind, SendFail, MAX_OWED_CREDITS};
+use nodelink_driver::lock;
 
 /// Payloads at least this large are queued by reference instead of copied.
 const ZERO_COPY_MIN: usize = 16 << 10;
@@ -50,7 +50,7 @@ impl LinkInner {
         code: u16,
         body: &Body<'_, F>,
     ) -> Poll<Result<(), SendFail>> {
-        let mut q = lock_std(&self.tx);
+        let mut q = lock(&self.tx);
         if q.down {
             return Poll::Ready(Err(SendFail::Link));
         }
@@ -81,7 +81,7 @@ impl LinkInner {
         if let Some(key) = conn {
             // Lock order: the send queue, then the core.
             let reserved = {
-                let mut s = lock_std(&self.shared);
+                let mut s = lock(&self.shared);
                 let r = s.core.reserve(key, cost_of(payload_len));
                 if r == Reserve::Wait {
                     if let Some(parked) = s.core.ext(key) {
@@ -182,7 +182,7 @@ impl LinkInner {
         code: u16,
         encode: impl FnOnce(&mut BytesMut),
     ) -> bool {
-        let mut q = lock_std(&self.tx);
+        let mut q = lock(&self.tx);
         if q.down {
             return false;
         }
@@ -218,7 +218,7 @@ impl LinkInner {
     /// With `kick`, makes sure a write happens; without, the caller is about to send (and
     /// flush) a packet itself.
     pub(crate) fn owe_credit(&self, id: u32, bytes: u32, kick: bool) {
-        let mut q = lock_std(&self.tx);
+        let mut q = lock(&self.tx);
         if q.down {
             return;
         }
@@ -246,7 +246,7 @@ impl LinkInner {
     /// caller performs before leaving the rest to the writer task.
     pub(crate) async fn flush(&self, rounds: usize) -> Result<(), SendFail> {
         let mut job = {
-            let mut q = lock_std(&self.tx);
+            let mut q = lock(&self.tx);
             if !q.has_data() {
                 return Ok(());
             }
@@ -299,14 +299,14 @@ impl LinkInner {
                 _ = self.writer_kick.notified() => {}
             }
             let _ = self.flush(usize::MAX).await;
-            if lock_std(&self.tx).down {
+            if lock(&self.tx).down {
                 let linger = self.config.close_linger;
                 let _ = tokio::time::timeout(linger, self.drain_and_shutdown()).await;
                 break;
             }
         }
         self.stop_writing.cancel();
-        let io = lock_std(&self.tx).io.take();
+        let io = lock(&self.tx).io.take();
         drop(io);
     }
 
@@ -318,7 +318,7 @@ impl LinkInner {
                 return;
             }
             let io = {
-                let mut q = lock_std(&self.tx);
+                let mut q = lock(&self.tx);
                 if q.has_data() {
                     None
                 } else {
@@ -355,7 +355,7 @@ impl Flush<'_> {
     /// Takes more queued bytes (when `again`), or hands the socket back. Returns whether
     /// there is more to write.
     fn refill(&mut self, again: bool) -> bool {
-        let mut q = lock_std(&self.link.tx);
+        let mut q = lock(&self.link.tx);
         if again && q.has_data() && !q.down {
             q.take_into(&mut self.batch, &self.link.stats);
             let wake = q.space.take();
@@ -387,7 +387,7 @@ impl Drop for Flush<'_> {
             // The writer task has exited; dropping the half closes our side of the stream.
             return;
         }
-        let mut q = lock_std(&self.link.tx);
+        let mut q = lock(&self.link.tx);
         q.queued += self.batch.iter().map(Bytes::len).sum::<usize>();
         while let Some(chunk) = self.batch.pop_back() {
             q.chunks.push_front(chunk);

@@ -108,7 +108,7 @@ impl Shared {
     /// Locks the state (a poisoned lock is recovered: the state stays consistent between
     /// the short critical sections).
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        nodelink_driver::lock(&self.state)
     }
 
     /// Milliseconds on the session clock.

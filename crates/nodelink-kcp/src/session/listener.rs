@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use nodelink_accept::{peer_warn, WarnLimiter};
+use nodelink_driver::{peer_warn, WarnLimiter};
 use tokio::net::{ToSocketAddrs, UdpSocket};
 use tokio::sync::mpsc;
 

@@ -3,7 +3,7 @@
 //! behind.
 
 use bytes::BytesMut;
-use nodelink_accept::{peer_warn, WarnLimiter};
+use nodelink_driver::{peer_warn, WarnLimiter};
 use tokio::time::Instant;
 
 use super::{

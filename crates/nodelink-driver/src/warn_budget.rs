@@ -9,7 +9,7 @@
 //! opened, an endpoint closed) are logged at info level without a budget.
 //!
 //! ```
-//! use nodelink_accept::{peer_warn, WarnLimiter};
+//! use nodelink_driver::{peer_warn, WarnLimiter};
 //!
 //! let limit = WarnLimiter::new();
 //! for _ in 0..1000 {
@@ -19,6 +19,8 @@
 //! ```
 
 use std::sync::Mutex;
+
+use crate::sync::lock;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -86,11 +88,6 @@ impl Default for WarnLimiter {
     fn default() -> Self {
         WarnLimiter::new()
     }
-}
-
-/// Locks `m`, ignoring poisoning: the window is consistent after every statement.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Writes a WARN line if the [`WarnLimiter`] `$limit` allows it; the other arguments are

@@ -1,8 +1,4 @@
-//! What every nodelink server needs against the peers it cannot trust: accepting TCP
-//! connections without giving up on errors that pass, and a budget for the warnings peers
-//! cause ([`WarnLimiter`], [`peer_warn!`]; see `warn_budget.rs`).
-//!
-//! # Accepting
+//! Accepting TCP connections without giving up on errors that pass.
 //!
 //! `accept` fails for two very different reasons. Most failures concern one incoming
 //! connection (the peer reset it before we took it) or a shortage that passes (out of file
@@ -17,21 +13,11 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! loop {
 //!     // Transient errors are logged and retried inside; only a broken listener returns.
-//!     let (stream, peer) = nodelink_accept::accept(&listener).await?;
+//!     let (stream, peer) = nodelink_driver::accept(&listener).await?;
 //!     # drop((stream, peer)); break;
 //! }
 //! # Ok(()) }
 //! ```
-
-mod warn_budget;
-
-pub use warn_budget::{WarnLimiter, PER_SECOND};
-
-/// What [`peer_warn!`] needs at the call site; not part of the API.
-#[doc(hidden)]
-pub mod __private {
-    pub use tracing;
-}
 
 use std::future::Future;
 use std::io;

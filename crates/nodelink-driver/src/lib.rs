@@ -1,0 +1,27 @@
+//! What the tokio drivers around nodelink's protocol cores share, written once:
+//!
+//! - [`accept`] (and [`Retry`] for polled listeners): accepting TCP connections without
+//!   giving up on errors that pass (`accept.rs`);
+//! - [`WarnLimiter`] and [`peer_warn!`]: a budget for the warnings peers cause, so a
+//!   hostile peer cannot flood the log (`warn_budget.rs`);
+//! - [`lock`]: a mutex lock that survives a panic elsewhere (`sync.rs`);
+//! - [`SHUTDOWN_GRACE`]: how long whatever was told to stop may take to drain.
+
+mod accept;
+mod sync;
+mod warn_budget;
+
+pub use accept::{accept, is_transient, Retry, RETRY_AFTER};
+pub use sync::lock;
+pub use warn_budget::{WarnLimiter, PER_SECOND};
+
+/// How long something told to stop (a server, a tunnel end, a forwarded connection whose
+/// other direction ended) may take to finish what is in flight before it is dropped:
+/// bounded, so that a peer that never reads cannot hold a shutdown up.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What [`peer_warn!`] needs at the call site; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use tracing;
+}
