@@ -46,8 +46,9 @@ fn diff(later: u32, earlier: u32) -> i32 {
     later.wrapping_sub(earlier) as i32
 }
 
-/// Counters, named after kcp-go's SNMP fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Counters, named after kcp-go's SNMP fields (a snapshot: [`Kcp::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KcpStats {
     /// Segments accepted by `input` (kcp-go `InSegs`).
     pub in_segs: u64,
@@ -373,8 +374,8 @@ impl Kcp {
         self.rtt.rttvar()
     }
     /// Counters.
-    pub fn stats(&self) -> &KcpStats {
-        &self.stats
+    pub fn stats(&self) -> KcpStats {
+        self.stats
     }
     /// Segments queued plus segments in flight (kcp-go `WaitSnd`).
     pub fn wait_snd(&self) -> usize {

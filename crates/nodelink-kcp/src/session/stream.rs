@@ -125,6 +125,15 @@ impl KcpStream {
         self.shared.lock().failure.is_some()
     }
 
+    /// Closes the sending side gracefully: no more writes; what was written is sent and
+    /// waited for until the peer acknowledged all of it, or for [`Config::linger`] at
+    /// most. KCP has no end-of-stream segment, so the peer is not told: an application
+    /// protocol on top says when it is done (smux's FIN, for instance). Idempotent; the
+    /// session itself ends when the stream is dropped.
+    pub async fn close(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| AsyncWrite::poll_shutdown(Pin::new(&mut *self), cx)).await
+    }
+
     /// Sends one message (message mode; in stream mode, appends the bytes). Waits for send
     /// capacity, then queues the whole message.
     ///
