@@ -111,7 +111,7 @@ fn report(e: &anyhow::Error) {
 }
 
 /// Joins an error's chain with `": "`, leaving out causes that the message so far already
-/// shows (nodelink's errors print their cause themselves and also return it as `source`).
+/// shows (a context that repeats its cause's words, an I/O error some layer quoted).
 fn one_line(e: &anyhow::Error) -> String {
     let mut message = String::new();
     for cause in e.chain() {

@@ -64,7 +64,7 @@ impl WarnLimiter {
             if w.suppressed > 0 {
                 tracing::warn!(
                     suppressed = w.suppressed,
-                    "{} more warnings about peers were suppressed in the last second",
+                    "{} more warnings about peers were suppressed since the last one",
                     w.suppressed
                 );
             }

@@ -13,6 +13,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
 
 use crate::config::Config;
@@ -114,12 +115,20 @@ impl Session {
         let (rd, wr) = tokio::io::split(io);
         let tasks = Arc::new(TaskGuard(shared.finished.clone()));
         runtime.spawn(
-            read_loop(shared.clone(), rd, tasks.clone()).instrument(tracing::Span::current()),
+            read_loop(shared.clone(), rd, tasks.clone())
+                .instrument(tracing::Span::current())
+                .with_current_subscriber(),
         );
         runtime.spawn(
-            write_loop(shared.clone(), wr, tasks.clone()).instrument(tracing::Span::current()),
+            write_loop(shared.clone(), wr, tasks.clone())
+                .instrument(tracing::Span::current())
+                .with_current_subscriber(),
         );
-        runtime.spawn(timer_loop(shared.clone(), tasks).instrument(tracing::Span::current()));
+        runtime.spawn(
+            timer_loop(shared.clone(), tasks)
+                .instrument(tracing::Span::current())
+                .with_current_subscriber(),
+        );
         let guard = Arc::new(LifeGuard {
             shared: shared.clone(),
         });

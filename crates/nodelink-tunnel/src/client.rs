@@ -39,7 +39,7 @@ use tracing::Instrument;
 use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
 use crate::core::pool::{self, Pick, Pool, Refill, Scavenge};
 use crate::mux::{open_session, pipe, Closing, End, Route};
-use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_GRACE};
+use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_GRACE, TASKS_WAIT};
 
 /// How often a failed dial is retried, and how often the scavenger looks at its sessions.
 const RETRY: Duration = Duration::from_secs(1);
@@ -178,7 +178,7 @@ impl Client {
         }
         while closing.join_next().await.is_some() {}
         shared.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait())
+        if tokio::time::timeout(TASKS_WAIT, shared.tasks.wait())
             .await
             .is_err()
         {
@@ -233,9 +233,11 @@ async fn open(
             }
             Err(e) => {
                 // The session cannot take more streams (its ids are used up): the next
-                // connection on this slot gets a new one; this session ends with its
-                // streams.
-                pool.forget(idx);
+                // connection on this slot gets a new one, and the scavenger closes this
+                // one when its streams have ended.
+                if let Some((old, deadline)) = pool.retire(idx, Instant::now()) {
+                    retire(shared, idx, old, deadline);
+                }
                 peer_warn!(
                     shared.warn_limit,
                     %peer,
@@ -278,12 +280,7 @@ async fn session_for(
         }
         Pick::Dial(Refill::Expired { session, deadline }) => {
             tracing::info!(slot = idx, peer = %shared.remote, "session expired; dialling a new one");
-            let span = tracing::info_span!("scavenger", slot = idx, peer = %shared.remote);
-            shared.tasks.spawn(
-                scavenge(session, deadline, shared.stop.clone())
-                    .instrument(span)
-                    .with_current_subscriber(),
-            );
+            retire(shared, idx, session, deadline);
         }
     }
     let session = dial(shared).await?;
@@ -322,6 +319,16 @@ async fn dial(shared: &Shared) -> Option<Session> {
             _ = tokio::time::sleep(RETRY) => {}
         }
     }
+}
+
+/// Hands the session of slot `idx` to a scavenger that closes it by `deadline`.
+fn retire(shared: &Shared, idx: usize, session: Session, deadline: Instant) {
+    let span = tracing::info_span!("scavenger", slot = idx, peer = %shared.remote);
+    shared.tasks.spawn(
+        scavenge(session, deadline, shared.stop.clone())
+            .instrument(span)
+            .with_current_subscriber(),
+    );
 }
 
 /// Closes an expired session once its last stream ended, or at `deadline`.

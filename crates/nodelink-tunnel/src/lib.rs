@@ -116,8 +116,13 @@ pub use server::Server;
 pub use stats::{StatsHandle, TunnelStats};
 use tokio_util::sync::CancellationToken;
 
-/// How long shutting down waits for sessions to close and then for streams to end.
 use nodelink_driver::SHUTDOWN_GRACE;
+
+/// How long shutting down waits for the stream tasks to end: a little longer than the
+/// grace each forwarded connection has to finish ([`SHUTDOWN_GRACE`]), so that one using
+/// all of it is not cut at the same instant.
+const TASKS_WAIT: std::time::Duration =
+    std::time::Duration::from_secs(SHUTDOWN_GRACE.as_secs() + 1);
 
 /// Either end, for callers that pick the role at run time (the CLI).
 #[derive(Debug)]

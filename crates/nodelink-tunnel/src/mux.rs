@@ -25,8 +25,8 @@ use crate::Error;
 /// better and costs fewer headers than kcptun's 4 KiB copies.
 const COPY_BUF: usize = 32 * 1024;
 
-/// How long the remaining direction of an ending connection may take to write out what it
-/// had read and push its FIN before it is abandoned.
+// How long the remaining direction of an ending connection may take to write out what it
+// had read and push its FIN before it is abandoned: the drivers' one grace.
 use nodelink_driver::SHUTDOWN_GRACE;
 
 /// smux settings with kcptun's values; everything else keeps smux's defaults.

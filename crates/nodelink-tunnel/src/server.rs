@@ -40,7 +40,7 @@ use tracing::Instrument;
 
 use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
 use crate::mux::{open_session, pipe, Closing, End, Route};
-use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_GRACE};
+use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_GRACE, TASKS_WAIT};
 
 /// How long dialling the target may take before the stream is given up.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -209,7 +209,7 @@ impl Server {
         };
         drop(self.listener);
         shared.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait())
+        if tokio::time::timeout(TASKS_WAIT, shared.tasks.wait())
             .await
             .is_err()
         {

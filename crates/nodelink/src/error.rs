@@ -1,7 +1,8 @@
 //! The crate's error type.
 //!
 //! Every failing call returns an [`Error`]: a matchable [`ErrorKind`] plus where it happened,
-//! printed NEO-style as `<local addr> - <remote addr> .<conn id>: <operation>: <cause>`.
+//! printed NEO-style as `<local addr> - <remote addr> .<conn id>: <operation>: <what>`; the
+//! I/O error behind it, if any, is its [`source`](std::error::Error::source).
 
 use std::fmt;
 use std::io;
@@ -61,12 +62,21 @@ pub(crate) enum Cause {
     TooManyConnections,
     ConnectionClosed,
     RecvBudgetExceeded,
-    PacketTooBig { len: usize, limit: usize },
+    PacketTooBig {
+        len: usize,
+        limit: usize,
+    },
     Handshake(HandshakeError),
     Decode(DecodeError),
     Peer(ErrorMessage),
     Unsupported(&'static str),
     Connect(Arc<io::Error>),
+    /// A setup step failed for a reason said in our own words (a bad setting, a file that
+    /// cannot be read), with the I/O error behind it if there is one. Kind `Connect`.
+    Setup {
+        what: String,
+        cause: Option<Arc<io::Error>>,
+    },
 }
 
 impl Cause {
@@ -84,7 +94,7 @@ impl Cause {
             Cause::Decode(_) => ErrorKind::Decode,
             Cause::Peer(_) => ErrorKind::Peer,
             Cause::Unsupported(_) => ErrorKind::Unsupported,
-            Cause::Connect(_) => ErrorKind::Connect,
+            Cause::Connect(_) | Cause::Setup { .. } => ErrorKind::Connect,
         }
     }
 
@@ -109,6 +119,7 @@ impl Cause {
             Cause::Peer(m) => write!(f, "peer error: {m}"),
             Cause::Unsupported(what) => write!(f, "not supported: {what}"),
             Cause::Connect(_) => f.write_str("failed"),
+            Cause::Setup { what, .. } => f.write_str(what),
         }
     }
 }
@@ -263,6 +274,7 @@ impl Error {
     pub fn io_error(&self) -> Option<&io::Error> {
         match &self.inner.cause {
             Cause::LinkDown(e) | Cause::Io(e) | Cause::Connect(e) => Some(e),
+            Cause::Setup { cause: Some(e), .. } => Some(e),
             Cause::Handshake(HandshakeError::Io(e) | HandshakeError::Tls(e)) => Some(e),
             _ => None,
         }
@@ -302,6 +314,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.inner.cause {
             Cause::LinkDown(e) | Cause::Io(e) | Cause::Connect(e) => Some(&**e),
+            Cause::Setup { cause: Some(e), .. } => Some(&**e),
             Cause::Handshake(h) => std::error::Error::source(h),
             _ => None,
         }
@@ -315,7 +328,10 @@ impl From<Error> for io::Error {
             Cause::LinkClosed | Cause::ConnectionClosed => io::ErrorKind::NotConnected,
             Cause::LinkDown(_) | Cause::Io(_) => io::ErrorKind::ConnectionAborted,
             Cause::Handshake(HandshakeError::Timeout(_)) => io::ErrorKind::TimedOut,
-            _ => io::ErrorKind::Other,
+            Cause::Setup { cause: None, .. } => io::ErrorKind::InvalidInput,
+            // A failed connect, bind or handshake keeps the kind of the I/O error behind it
+            // (connection refused, address in use, ...).
+            _ => e.io_error().map_or(io::ErrorKind::Other, io::Error::kind),
         };
         io::Error::new(kind, e)
     }

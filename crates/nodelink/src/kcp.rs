@@ -89,10 +89,13 @@ async fn resolve(addr: impl ToSocketAddrs, place: &str) -> Result<SocketAddr> {
         .await
         .map_err(|e| setup_error(place, "resolve", e))?;
     addrs.next().ok_or_else(|| {
-        setup_error(
-            place,
+        Error::new(
+            Cause::Setup {
+                what: "the address resolved to nothing".into(),
+                cause: None,
+            },
+            Place::link(&Arc::from(place)),
             "resolve",
-            io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing"),
         )
     })
 }

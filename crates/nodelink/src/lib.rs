@@ -115,6 +115,7 @@ pub mod tls;
 mod tls_start;
 mod txqueue;
 mod waiters;
+mod warnings;
 mod writer;
 
 pub use config::{Config, Dialect, DEFAULT_VERSION, MIN_RECV_BUDGET};

@@ -1,5 +1,7 @@
 //! TCP entry points: [`connect`], [`bind`] and the [`Listener`].
 
+use crate::warnings::PEER_WARNINGS;
+use nodelink_driver::peer_warn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -202,7 +204,8 @@ impl Handshakes {
                         Ok(Ok(link)) => return Poll::Ready(Ok(link)),
                         Ok(Err(e)) => {
                             self.failed += 1;
-                            tracing::warn!(
+                            peer_warn!(
+                                PEER_WARNINGS,
                                 error = &e as &dyn std::error::Error,
                                 "incoming link failed its handshake"
                             );

@@ -6,6 +6,8 @@
 //! backlog: backpressure), for the core to say it may go on. Routing never waits on a
 //! connection: a connection that is not read fills its own budget, not the link.
 
+use crate::warnings::PEER_WARNINGS;
+use nodelink_driver::peer_warn;
 use std::future::poll_fn;
 use std::io;
 use std::sync::Arc;
@@ -41,7 +43,12 @@ impl LinkInner {
                 }
                 Err(e) => {
                     // Link-fatal: the byte stream cannot be trusted any more.
-                    tracing::warn!(link = %self.name, error = &e as &dyn std::error::Error, "protocol violation by the peer; closing the link");
+                    peer_warn!(
+                        PEER_WARNINGS,
+                        link = %self.name,
+                        error = &e as &dyn std::error::Error,
+                        "protocol violation by the peer; closing the link"
+                    );
                     break io::Error::new(io::ErrorKind::InvalidData, e);
                 }
             }

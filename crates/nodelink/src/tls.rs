@@ -267,14 +267,13 @@ pub async fn bind_tls(
     Ok(Listener::new(tcp, config, Acceptor::Tls(acceptor)))
 }
 
-/// A configuration mistake: an `InvalidInput` error carrying `message`.
+/// A configuration mistake, said in `message` (an `InvalidInput` error as an `io::Error`).
 fn config_error(message: String) -> Error {
-    let e = io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("tls settings: {message}"),
-    );
     Error::new(
-        Cause::Connect(Arc::new(e)),
+        Cause::Setup {
+            what: format!("tls settings: {message}"),
+            cause: None,
+        },
         Place::link(&Arc::from("tls")),
         "configure",
     )
@@ -282,15 +281,11 @@ fn config_error(message: String) -> Error {
 
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
-        let e = io::Error::new(
-            e.kind(),
-            format!(
-                "tls settings: reading the {what} file {}: {e}",
-                path.display()
-            ),
-        );
         Error::new(
-            Cause::Connect(Arc::new(e)),
+            Cause::Setup {
+                what: format!("tls settings: reading the {what} file {}", path.display()),
+                cause: Some(Arc::new(e)),
+            },
             Place::link(&Arc::from("tls")),
             "configure",
         )

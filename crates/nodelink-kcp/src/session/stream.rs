@@ -7,6 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tracing::instrument::WithSubscriber;
+use tracing::Instrument;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
@@ -84,7 +86,12 @@ impl KcpStream {
     ) -> KcpStream {
         let shared = Shared::new(pipe, cfg);
         let side = net(&shared);
-        tokio::spawn(drive(Arc::clone(&shared), side));
+        // The driver logs within the caller's span and subscriber (the session's peer).
+        tokio::spawn(
+            drive(Arc::clone(&shared), side)
+                .instrument(tracing::Span::current())
+                .with_current_subscriber(),
+        );
         KcpStream {
             shared,
             local,
@@ -130,8 +137,24 @@ impl KcpStream {
     /// most. KCP has no end-of-stream segment, so the peer is not told: an application
     /// protocol on top says when it is done (smux's FIN, for instance). Idempotent; the
     /// session itself ends when the stream is dropped.
+    ///
+    /// # Errors
+    ///
+    /// The session's failure; `TimedOut` when the linger passed with data unacknowledged.
     pub async fn close(&mut self) -> io::Result<()> {
-        std::future::poll_fn(|cx| AsyncWrite::poll_shutdown(Pin::new(&mut *self), cx)).await
+        let shut =
+            std::future::poll_fn(|cx| AsyncWrite::poll_shutdown(Pin::new(&mut *self), cx)).await;
+        // A later call waits for a full linger again.
+        self.close_timer = None;
+        shut?;
+        let unacked = self.shared.lock().pipe.wait_snd();
+        if unacked > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{unacked} segments not acknowledged within the linger"),
+            ));
+        }
+        Ok(())
     }
 
     /// Sends one message (message mode; in stream mode, appends the bytes). Waits for send

@@ -53,6 +53,11 @@ pub(crate) const BATCH_LIMIT: usize = 64 * 1024;
 /// without reading our replies gets no FIN at all, rather than unbounded memory.
 const REFUSAL_QUEUE_LIMIT: usize = 4096;
 
+/// The budget of warnings smux peers cause, shared by every session of the process (a
+/// session does not know the server it belongs to): a flood of misbehaving sessions writes
+/// a bounded number of lines.
+static PEER_WARNINGS: nodelink_driver::WarnLimiter = nodelink_driver::WarnLimiter::new();
+
 /// Counters of one session, for logs and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -332,7 +337,10 @@ impl SessionCore {
         if self.death.is_some() {
             return;
         }
-        if self.closing && err.kind() == ErrorKind::SessionClosed {
+        // Our own graceful close, or a protocol error already warned about: DEBUG.
+        let said = (self.closing && err.kind() == ErrorKind::SessionClosed)
+            || err.kind() == ErrorKind::Protocol;
+        if said {
             tracing::debug!(
                 error = &err as &dyn std::error::Error,
                 "smux session closed"

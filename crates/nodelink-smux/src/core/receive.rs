@@ -3,11 +3,12 @@
 //! behind.
 
 use bytes::BytesMut;
-use nodelink_driver::{peer_warn, WarnLimiter};
+use nodelink_driver::peer_warn;
 use tokio::time::Instant;
 
 use super::{
-    wake_reader, wake_writer, Control, Handle, SessionCore, StreamEntry, REFUSAL_QUEUE_LIMIT,
+    wake_reader, wake_writer, Control, Handle, SessionCore, StreamEntry, PEER_WARNINGS,
+    REFUSAL_QUEUE_LIMIT,
 };
 use crate::error::{Error, ErrorKind};
 use crate::frame::{upd_fields, Cmd, FrameDecoder, Header};
@@ -15,10 +16,6 @@ use crate::frame::{upd_fields, Cmd, FrameDecoder, Header};
 /// Received payloads are appended to a stream's last buffered chunk while it stays within
 /// this size, so a stream's buffer holds at most about two chunks per this many bytes.
 const COALESCE_LIMIT: usize = 4096;
-
-/// The budget of warnings smux peers cause, shared by every session of the process: a
-/// flood of misbehaving sessions writes a bounded number of lines.
-static PEER_WARNINGS: WarnLimiter = WarnLimiter::new();
 
 impl SessionCore {
     /// Takes bytes read from the connection at `now`: applies every complete frame at the

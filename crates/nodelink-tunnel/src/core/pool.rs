@@ -105,6 +105,13 @@ impl<S: Clone> Pool<S> {
         self.slots[idx] = None;
     }
 
+    /// Empties slot `idx` of a session that takes no new streams but still carries some:
+    /// it is handed back with the time by which it must be closed, like an expired one.
+    pub(crate) fn retire(&mut self, idx: usize, now: Instant) -> Option<(S, Instant)> {
+        let slot = self.slots[idx].take()?;
+        Some((slot.session, now + self.scavenge_ttl))
+    }
+
     /// The session in slot `idx`, if any.
     #[cfg(test)]
     pub(crate) fn peek(&self, idx: usize) -> Option<&S> {
@@ -186,6 +193,9 @@ mod tests {
                 deadline: expired + ttl
             })
         );
+        pool.fill(0, 2, t0);
+        assert_eq!(pool.retire(0, t0), Some((2, t0 + ttl)));
+        assert_eq!(pool.retire(0, t0), None);
         pool.fill(0, 2, t0);
         assert_eq!(pool.drain(), vec![2]);
         assert_eq!(pool.pick(0, t0, |_| false), Pick::Dial(Refill::Empty));

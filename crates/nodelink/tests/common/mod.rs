@@ -25,7 +25,6 @@ pub const CONTROL_TO_CLIENT: u32 = 0xFFFF_FFFF;
 /// Code of flow-control frames.
 pub const CONTROL_CODE: u16 = 0xFFFF;
 
-/// Awaits `fut`, failing the test with `what` if it takes longer than [`STEP`].
 /// An error and its causes on one line, as an operator reads them.
 pub fn with_sources(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -38,6 +37,7 @@ pub fn with_sources(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Awaits `fut`, failing the test with `what` if it takes longer than [`STEP`].
 pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     nodelink_testkit::within_for(STEP, what, fut).await
 }
