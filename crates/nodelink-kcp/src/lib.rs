@@ -18,6 +18,8 @@ pub mod crypt;
 mod error;
 pub mod fec;
 pub mod pipeline;
+#[cfg(test)]
+mod pipeline_sim_tests;
 pub mod session;
 mod stats;
 
