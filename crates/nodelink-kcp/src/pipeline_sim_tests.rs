@@ -22,6 +22,8 @@ struct Side {
     out: ChannelId,
     to_send: Vec<Vec<u8>>,
     got: Vec<Vec<u8>>,
+    /// Where messages are read into (one buffer for the whole run).
+    buf: Vec<u8>,
 }
 
 impl Side {
@@ -35,15 +37,14 @@ impl Side {
             let m = self.to_send.remove(0);
             self.pipe.send(&m).unwrap();
         }
-        let mut buf = vec![0u8; 1 << 20];
         loop {
             let cap = if stream {
                 1 + rng.below(4000) as usize
             } else {
-                buf.len()
+                self.buf.len()
             };
-            match self.pipe.recv(&mut buf[..cap]).unwrap() {
-                Some(n) => self.got.push(buf[..n].to_vec()),
+            match self.pipe.recv(&mut self.buf[..cap]).unwrap() {
+                Some(n) => self.got.push(self.buf[..n].to_vec()),
                 None => break,
             }
         }
@@ -80,6 +81,7 @@ fn run(seed: u64) -> (u64, u64) {
             })
             .collect(),
         got: Vec::new(),
+        buf: vec![0u8; 1 << 20],
     };
     let mut a = make(&mut net, &mut pick);
     let mut b = make(&mut net, &mut pick);
