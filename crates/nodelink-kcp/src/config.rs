@@ -64,7 +64,7 @@ impl FromStr for Mode {
             "fast" => Ok(Mode::Fast),
             "fast2" => Ok(Mode::Fast2),
             "fast3" => Ok(Mode::Fast3),
-            _ => Err(Error::Config(format!(
+            _ => Err(Error::config(format!(
                 "unknown mode {s:?} (normal, fast, fast2, fast3)"
             ))),
         }
@@ -344,19 +344,19 @@ impl Config {
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.mtu > MAX_SESSION_MTU {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "MTU {} above {MAX_SESSION_MTU}",
                 self.mtu
             )));
         }
         if (self.data_shards == 0) != (self.parity_shards == 0) {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "FEC needs both shard counts or neither (got {}/{})",
                 self.data_shards, self.parity_shards
             )));
         }
         if self.sndwnd == 0 || self.rcvwnd == 0 {
-            return Err(Error::Config("windows must be at least 1".into()));
+            return Err(Error::config("windows must be at least 1"));
         }
         Ok(())
     }

@@ -23,6 +23,6 @@ mod pipeline_sim_tests;
 pub mod session;
 mod stats;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use pipeline::{Config, Mode, Stats};
 pub use session::{snmp, KcpListener, KcpStream};

@@ -54,7 +54,7 @@ pub(crate) use crate::stats::{AtomicStats, Own};
 use crate::core::{Kcp, HEADER_LEN};
 use crate::crypt::DatagramCrypto;
 use crate::fec::{is_fec, FecDecoder, FecEncoder};
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// One session's crypto + FEC + KCP, sans IO. See the [module docs](self).
 #[derive(Debug)]
@@ -79,7 +79,7 @@ impl Pipeline {
     pub fn with_crypto(conv: u32, cfg: &Config, crypto: Arc<DatagramCrypto>) -> Result<Pipeline> {
         cfg.validate()?;
         if crypto.kind() != cfg.crypt {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "cipher {} given for a session configured with {}",
                 crypto.kind(),
                 cfg.crypt
@@ -145,8 +145,8 @@ impl Pipeline {
         let payload = match crypto.open(datagram) {
             Ok(p) => p,
             Err(e) => {
-                match e {
-                    Error::Checksum => self.own.in_csum_errors += 1,
+                match e.kind() {
+                    ErrorKind::Checksum => self.own.in_csum_errors += 1,
                     _ => self.own.in_errs += 1,
                 }
                 return Err(e);

@@ -61,5 +61,5 @@ async fn close_on_a_dead_path_gives_up_after_the_linger() {
     let e = within_for(BOUND, "close", client.close())
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    assert_eq!(e.kind(), nodelink_kcp::ErrorKind::TimedOut, "{e}");
 }

@@ -294,7 +294,7 @@ async fn dial(shared: &Shared) -> Option<Session> {
         let attempt = async {
             let kcp = KcpStream::connect(shared.remote.as_str(), shared.checked.session.clone())
                 .await
-                .map_err(|e| Error::io(format!("cannot dial {}", shared.remote), e))?;
+                .map_err(|e| Error::kcp(format!("cannot dial {}", shared.remote), e))?;
             let (local, peer) = (kcp.local_addr(), kcp.peer_addr());
             // The session's tasks log within this span: the server it goes to.
             let span = tracing::info_span!("session", peer = %shared.remote);

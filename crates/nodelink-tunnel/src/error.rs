@@ -75,6 +75,20 @@ impl Error {
             source: Some(Box::new(source)),
         }
     }
+
+    /// A failed KCP operation: a bad KCP setting is a [`ErrorKind::Config`] error, anything
+    /// else (a socket that cannot be bound, a listener that stopped) [`ErrorKind::Io`].
+    pub(crate) fn kcp(context: impl Into<String>, source: nodelink_kcp::Error) -> Error {
+        let kind = match source.kind() {
+            nodelink_kcp::ErrorKind::Config => ErrorKind::Config,
+            _ => ErrorKind::Io,
+        };
+        Error {
+            kind,
+            message: context.into(),
+            source: Some(Box::new(source)),
+        }
+    }
 }
 
 impl From<nodelink_smux::Error> for Error {

@@ -124,7 +124,7 @@ impl Server {
         let addr = normalize_addr(&config.listen, true);
         let listener = KcpListener::bind(&addr, checked.session.clone())
             .await
-            .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
+            .map_err(|e| Error::kcp(format!("cannot listen on {addr}"), e))?;
         Ok(Server {
             listener,
             config,
@@ -204,7 +204,7 @@ impl Server {
                             .with_current_subscriber(),
                     );
                 }
-                Err(e) => break Err(Error::io("KCP listener failed", e)),
+                Err(e) => break Err(Error::kcp("KCP listener failed", e)),
             }
         };
         drop(self.listener);

@@ -58,7 +58,7 @@ pub async fn connect_kcp(
     let remote = resolve(addr, "dial").await?;
     let stream = KcpStream::connect(remote, session)
         .await
-        .map_err(|e| setup_error("dial", "connect", e))?;
+        .map_err(|e| setup_error("dial", "connect", io::Error::from(e)))?;
     let local = stream.local_addr();
     link_over_kcp(stream, Role::Client, config, Some(local), Some(remote)).await
 }
@@ -75,7 +75,7 @@ pub async fn bind_kcp(
     let local = resolve(addr, "listen").await?;
     let kcp = KcpListener::bind(local, session)
         .await
-        .map_err(|e| setup_error("listen", "bind", e))?;
+        .map_err(|e| setup_error("listen", "bind", io::Error::from(e)))?;
     Ok(KcpLinkListener {
         kcp,
         config,
@@ -101,16 +101,9 @@ async fn resolve(addr: impl ToSocketAddrs, place: &str) -> Result<SocketAddr> {
 }
 
 /// An [`ErrorKind::Connect`] error for a failed setup step.
-fn setup_error(
-    place: &str,
-    op: &'static str,
-    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> Error {
-    let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-    let e = match e.downcast::<io::Error>() {
-        Ok(io) => *io,
-        Err(other) => io::Error::other(other),
-    };
+/// A KCP error arrives as an `io::Error` that wraps it (its kind kept, its message and
+/// cause reachable through `source()`).
+fn setup_error(place: &str, op: &'static str, e: io::Error) -> Error {
     Error::new(
         Cause::Connect(Arc::new(e)),
         Place::link(&Arc::from(place)),
@@ -194,7 +187,7 @@ impl AcceptStream for KcpAccept<'_> {
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<(KcpStream, SocketAddr)>> {
         self.0
             .poll_accept(cx)
-            .map_err(|e| setup_error("listen", "accept", e))
+            .map_err(|e| setup_error("listen", "accept", io::Error::from(e)))
     }
 }
 

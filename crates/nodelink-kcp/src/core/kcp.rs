@@ -261,12 +261,12 @@ impl Kcp {
     /// `mss = mtu - 24 - headroom`. Set it before sending data.
     pub fn set_mtu(&mut self, mtu: usize) -> Result<()> {
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "KCP MTU {mtu} outside {MIN_MTU}..={MAX_MTU}"
             )));
         }
         if self.headroom + HEADER_LEN >= mtu {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "KCP MTU {mtu} leaves no payload after {} bytes of headroom",
                 self.headroom
             )));
@@ -281,7 +281,7 @@ impl Kcp {
     /// (kcp-go `ReserveBytes`). Fails if no payload would be left.
     pub fn set_headroom(&mut self, bytes: usize) -> Result<()> {
         if bytes + HEADER_LEN >= self.mtu {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "headroom {bytes} leaves no payload in an MTU of {}",
                 self.mtu
             )));
@@ -414,7 +414,7 @@ impl Kcp {
     // ----- user data -----------------------------------------------------------------
 
     /// Queues data for sending. Message mode: the whole message, cut into up to 255
-    /// fragments, or [`Error::MessageTooLarge`]. Stream mode: appends to the byte stream.
+    /// fragments, or [`ErrorKind::MessageTooLarge`](crate::ErrorKind::MessageTooLarge). Stream mode: appends to the byte stream.
     /// Returns `data.len()`; an empty `data` queues nothing. Nothing goes on the wire
     /// until the next `flush`/`update`; use [`send_capacity`](Self::send_capacity) for
     /// backpressure.
@@ -438,10 +438,10 @@ impl Kcp {
         } else {
             let count = data.len().div_ceil(mss);
             if count > MAX_FRAGMENTS {
-                return Err(Error::MessageTooLarge {
-                    len: data.len(),
-                    max: self.max_message_size(),
-                });
+                return Err(Error::message_too_large(
+                    data.len(),
+                    self.max_message_size(),
+                ));
             }
             for (i, chunk) in data.chunks(mss).enumerate() {
                 // count <= 255, so the countdown fits the frg byte.
@@ -477,7 +477,7 @@ impl Kcp {
         Some(len)
     }
 
-    /// Receives into `buf`: the next whole message (message mode; [`Error::BufferTooSmall`]
+    /// Receives into `buf`: the next whole message (message mode; [`ErrorKind::BufferTooSmall`](crate::ErrorKind::BufferTooSmall)
     /// if it does not fit, nothing consumed) or as many stream bytes as fit (stream mode).
     /// `Ok(None)` when nothing is ready.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
@@ -511,10 +511,7 @@ impl Kcp {
             n
         } else {
             if size > buf.len() {
-                return Err(Error::BufferTooSmall {
-                    got: buf.len(),
-                    need: size,
-                });
+                return Err(Error::buffer_too_small(buf.len(), size));
             }
             let mut n = 0;
             while let Some(seg) = self.rcv_queue.pop_front() {

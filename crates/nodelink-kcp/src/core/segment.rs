@@ -41,7 +41,7 @@ impl Command {
             82 => Ok(Command::Ack),
             83 => Ok(Command::WindowAsk),
             84 => Ok(Command::WindowTell),
-            _ => Err(Error::Malformed("unknown KCP command")),
+            _ => Err(Error::malformed("unknown KCP command")),
         }
     }
 }
@@ -93,7 +93,7 @@ impl SegmentHeader {
         let raw: &[u8; HEADER_LEN] = bytes
             .get(..HEADER_LEN)
             .and_then(|s| s.try_into().ok())
-            .ok_or(Error::Malformed("truncated KCP segment header"))?;
+            .ok_or(Error::malformed("truncated KCP segment header"))?;
         let u32_at = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
         Ok(SegmentHeader {
             conv: u32_at(0),
@@ -166,11 +166,11 @@ pub(crate) fn split_segment(bytes: &[u8]) -> Result<(SegmentHeader, &[u8], &[u8]
     let len_field = bytes
         .get(20..24)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or(Error::Malformed("truncated KCP segment header"))?;
+        .ok_or(Error::malformed("truncated KCP segment header"))?;
     let body = &bytes[HEADER_LEN..];
     let len = usize::try_from(len_field).unwrap_or(usize::MAX);
     if len > body.len() {
-        return Err(Error::Malformed("KCP segment length exceeds the datagram"));
+        return Err(Error::malformed("KCP segment length exceeds the datagram"));
     }
     let hdr = SegmentHeader::decode(bytes)?;
     let (payload, rest) = body.split_at(len);
@@ -267,7 +267,7 @@ mod tests {
         SegmentHeader { len: 6, ..sample() }.append_to(&mut dgram);
         dgram.extend_from_slice(b"hello"); // one byte short
         let mut it = segments(&dgram);
-        assert!(matches!(it.next(), Some(Err(Error::Malformed(_)))));
+        assert!(matches!(it.next(), Some(Err(e)) if e.kind() == crate::ErrorKind::Malformed));
         assert!(it.next().is_none());
 
         let mut raw = [0u8; HEADER_LEN];

@@ -4,7 +4,7 @@
 
 use super::segment::segments;
 use super::*;
-use crate::Error;
+use crate::ErrorKind;
 use std::time::Duration;
 
 use nodelink_testkit::sim::{ChannelId, Link, Network};
@@ -459,7 +459,9 @@ fn every_wire_field() {
     let mut small = vec![0u8; msg.len() - 1];
     assert!(matches!(
         sim.b.recv(&mut small),
-        Err(Error::BufferTooSmall { got, need }) if got == msg.len() - 1 && need == msg.len()
+        Err(e) if e.kind() == ErrorKind::BufferTooSmall
+            && e.to_string().contains(&format!("buffer of {} bytes", msg.len() - 1))
+            && e.to_string().contains(&format!("message of {} bytes", msg.len()))
     ));
     let mut buf = vec![0u8; 1000];
     assert_eq!(sim.b.recv(&mut buf).unwrap(), Some(msg.len()));
@@ -508,7 +510,11 @@ fn message_size_limits() {
     assert!(k.send(&vec![0u8; max]).is_ok());
     assert!(matches!(
         k.send(&vec![0u8; max + 1]),
-        Err(Error::MessageTooLarge { len, max: m }) if len == max + 1 && m == max
+        Err(e) if e.kind() == ErrorKind::MessageTooLarge
+            && e.to_string() == format!(
+                "message of {} bytes is too large (at most {max} in message mode)",
+                max + 1
+            )
     ));
     assert_eq!(k.send(&[]).unwrap(), 0);
     assert!(k.set_mtu(49).is_err());
@@ -830,7 +836,7 @@ fn bad_input_errors_after_processing_good_segments() {
     let mut bad = good.clone();
     bad[4] = 99;
     d.extend_from_slice(&bad);
-    assert!(matches!(b.input(&d, 1, true), Err(Error::Malformed(_))));
+    assert!(matches!(b.input(&d, 1, true), Err(e) if e.kind() == ErrorKind::Malformed));
     let mut buf = [0u8; 8];
     assert_eq!(b.recv(&mut buf).unwrap(), Some(4));
     assert_eq!(b.stats().in_segs, 1);
@@ -840,16 +846,16 @@ fn bad_input_errors_after_processing_good_segments() {
     other[0] ^= 1;
     assert!(matches!(
         b.input(&other, 1, true),
-        Err(Error::WrongConv { got, expected: 77 }) if got == 76
+        Err(e) if e.kind() == ErrorKind::WrongConv && e.to_string().contains("got 0x4c, expected 0x4d")
     ));
     // Truncated header, truncated payload.
     assert!(matches!(
         b.input(&good[..23], 1, true),
-        Err(Error::Malformed(_))
+        Err(e) if e.kind() == ErrorKind::Malformed
     ));
     assert!(matches!(
         b.input(&good[..good.len() - 1], 1, true),
-        Err(Error::Malformed(_))
+        Err(e) if e.kind() == ErrorKind::Malformed
     ));
     // Data far beyond the receive window is ignored (not buffered, not acked).
     let mut far = good.clone();

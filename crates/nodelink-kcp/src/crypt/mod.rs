@@ -43,7 +43,7 @@
 //!
 //! On receive, the datagram is decrypted, then the CRC-32/IEEE of bytes `[20..]` is compared
 //! with the little-endian value at `[16..20]`; a mismatch means a wrong key or corruption and
-//! the datagram is dropped ([`Error::Checksum`]).
+//! the datagram is dropped ([`ErrorKind::Checksum`](crate::ErrorKind::Checksum)).
 //!
 //! # What the CRC does not protect
 //!
@@ -273,7 +273,7 @@ impl FromStr for CipherKind {
             .find(|kind| kind.name() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = CipherKind::ALL.iter().map(|k| k.name()).collect();
-                Error::Config(format!(
+                Error::config(format!(
                     "unknown cipher {s:?}; valid names: {}",
                     names.join(", ")
                 ))
@@ -305,7 +305,7 @@ enum Engine {
 fn block_cipher<C: KeyInit>(key: &[u8]) -> Result<Box<C>> {
     C::new_from_slice(key)
         .map(Box::new)
-        .map_err(|_| Error::Config(format!("bad key length {} for cipher", key.len())))
+        .map_err(|_| Error::config(format!("bad key length {} for cipher", key.len())))
 }
 
 /// kcp-go's CFB encryption of a whole datagram: fresh state from [`CFB_IV`] every call.
@@ -359,7 +359,7 @@ impl DatagramCrypto {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if a cipher rejects its key (cannot happen with the fixed slices used
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) if a cipher rejects its key (cannot happen with the fixed slices used
     /// here; kept so that a future cipher with key constraints fits the signature).
     pub fn new(kind: CipherKind, pass: &[u8; 32]) -> Result<DatagramCrypto> {
         let engine = match kind {
@@ -506,12 +506,12 @@ impl DatagramCrypto {
     ///
     /// # Errors
     ///
-    /// [`Error::Malformed`] if the datagram is shorter than header + trailer;
-    /// [`Error::Checksum`] if the CRC or the tag does not match (wrong key or corruption).
+    /// [`ErrorKind::Malformed`](crate::ErrorKind::Malformed) if the datagram is shorter than header + trailer;
+    /// [`ErrorKind::Checksum`](crate::ErrorKind::Checksum) if the CRC or the tag does not match (wrong key or corruption).
     /// Never panics, whatever the input.
     pub fn open<'a>(&self, datagram: &'a mut [u8]) -> Result<&'a [u8]> {
         if datagram.len() < self.overhead() {
-            return Err(Error::Malformed("datagram shorter than its crypto header"));
+            return Err(Error::malformed("datagram shorter than its crypto header"));
         }
         match &self.engine {
             Engine::Null => Ok(datagram),
@@ -525,7 +525,7 @@ impl DatagramCrypto {
                     body,
                     GenericArray::from_slice(tag),
                 )
-                .map_err(|_| Error::Checksum)?;
+                .map_err(|_| Error::checksum())?;
                 Ok(&datagram[GCM_NONCE_LEN..body_end])
             }
             _ => {
@@ -533,7 +533,7 @@ impl DatagramCrypto {
                 let (header, payload) = datagram.split_at(CRYPT_HEADER_LEN);
                 let stored = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
                 if crc32fast::hash(payload) != stored {
-                    return Err(Error::Checksum);
+                    return Err(Error::checksum());
                 }
                 Ok(payload)
             }

@@ -104,7 +104,7 @@ impl FecDecoder {
 
     fn codec(ds: usize, ps: usize) -> Result<ReedSolomon> {
         ReedSolomon::new(ds, ps)
-            .map_err(|e| Error::Config(format!("reed-solomon {ds}/{ps}: {e:?}")))
+            .map_err(|e| Error::config(format!("reed-solomon {ds}/{ps}: {e:?}")))
     }
 
     /// The (data, parity) shard counts in use (changed by auto-tuning).
@@ -144,16 +144,16 @@ impl FecDecoder {
     /// 0xF1/0xF2. Problems within a group are counted in [`FecStats::errs`] instead.
     pub fn decode<'p>(&mut self, pkt: &'p [u8]) -> Result<Decoded<'p>> {
         if pkt.len() < FEC_DATA_HEADER_SIZE {
-            return Err(Error::Malformed("FEC packet shorter than its header"));
+            return Err(Error::malformed("FEC packet shorter than its header"));
         }
         if pkt.len() > MAX_FEC_PACKET {
-            return Err(Error::Malformed("FEC packet too long"));
+            return Err(Error::malformed("FEC packet too long"));
         }
         let seqid = u32::from_le_bytes([pkt[0], pkt[1], pkt[2], pkt[3]]);
         let is_data = match u16::from_le_bytes([pkt[4], pkt[5]]) {
             TYPE_DATA => true,
             TYPE_PARITY => false,
-            _ => return Err(Error::Malformed("not an FEC packet")),
+            _ => return Err(Error::malformed("not an FEC packet")),
         };
         let mut out = Decoded {
             regular: is_data.then(|| &pkt[FEC_DATA_HEADER_SIZE..]),

@@ -42,7 +42,7 @@ impl FecEncoder {
     pub fn new(ds: usize, ps: usize, headroom: usize) -> Result<Self> {
         check_shards(ds, ps)?;
         let codec = ReedSolomon::new(ds, ps)
-            .map_err(|e| Error::Config(format!("reed-solomon {ds}/{ps}: {e:?}")))?;
+            .map_err(|e| Error::config(format!("reed-solomon {ds}/{ps}: {e:?}")))?;
         let total = (ds + ps) as u32;
         Ok(FecEncoder {
             ds,
@@ -84,7 +84,7 @@ impl FecEncoder {
     pub fn set_next_seqid(&mut self, seqid: u32) -> Result<()> {
         let total = (self.ds + self.ps) as u32;
         if self.count != 0 || seqid % total != 0 || seqid >= self.paws {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "FEC seqid {seqid} is not the start of a group"
             )));
         }
@@ -100,11 +100,11 @@ impl FecEncoder {
     pub fn encode(&mut self, datagram: &mut [u8]) -> Result<&mut [Vec<u8>]> {
         let h = self.headroom;
         if datagram.len() < h + FEC_DATA_HEADER_SIZE {
-            return Err(Error::Malformed("datagram has no room for the FEC header"));
+            return Err(Error::malformed("datagram has no room for the FEC header"));
         }
         let shard_len = datagram.len() - h - FEC_HEADER_SIZE;
         let size = u16::try_from(shard_len)
-            .map_err(|_| Error::Malformed("datagram too long for the FEC size field"))?;
+            .map_err(|_| Error::malformed("datagram too long for the FEC size field"))?;
 
         datagram[h..h + 4].copy_from_slice(&self.next.to_le_bytes());
         datagram[h + 4..h + 6].copy_from_slice(&TYPE_DATA.to_le_bytes());
@@ -137,7 +137,7 @@ impl FecEncoder {
         // layout never shifts.
         let first_parity = self.next;
         self.advance_parity();
-        encoded.map_err(|e| Error::Config(format!("reed-solomon encode: {e:?}")))?;
+        encoded.map_err(|e| Error::config(format!("reed-solomon encode: {e:?}")))?;
 
         let mut seqid = first_parity;
         for (pkt, shard) in self.parity_packets.iter_mut().zip(&self.parity_shards) {

@@ -71,12 +71,12 @@ pub fn is_fec(datagram_payload: &[u8]) -> bool {
 /// Checks `ds`/`ps` as kcp-go and the Reed-Solomon code need them.
 fn check_shards(ds: usize, ps: usize) -> crate::Result<()> {
     if ds == 0 || ps == 0 {
-        return Err(crate::Error::Config(format!(
+        return Err(crate::Error::config(format!(
             "FEC needs at least one data and one parity shard (got {ds}/{ps})"
         )));
     }
     if ds + ps > MAX_TOTAL_SHARDS {
-        return Err(crate::Error::Config(format!(
+        return Err(crate::Error::config(format!(
             "FEC data + parity shards must be at most {MAX_TOTAL_SHARDS} (got {ds}+{ps})"
         )));
     }

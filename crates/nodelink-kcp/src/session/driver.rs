@@ -16,7 +16,7 @@ const IDLE_SLEEP: Duration = Duration::from_secs(3600);
 
 use super::{count_close, GLOBAL};
 use crate::pipeline::{Config, Pipeline, Stats};
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 /// Why a session stopped working.
 #[derive(Debug, Clone)]
@@ -30,11 +30,15 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    pub(crate) fn to_io(&self) -> io::Error {
+    /// The error every later read, write or close of the session returns.
+    pub(crate) fn to_error(&self) -> Error {
         match self {
-            Failure::Dead => io::Error::new(io::ErrorKind::ConnectionAborted, Error::DeadLink),
-            Failure::Reset(why) => io::Error::new(io::ErrorKind::ConnectionReset, *why),
-            Failure::Socket(kind, msg) => io::Error::new(*kind, msg.clone()),
+            Failure::Dead => Error::dead_link(),
+            Failure::Reset(why) => Error::fixed(ErrorKind::Reset, why),
+            Failure::Socket(kind, msg) => Error::io(
+                "the session's UDP socket failed",
+                io::Error::new(*kind, msg.clone()),
+            ),
         }
     }
 }
@@ -267,7 +271,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
                     let mut feed = |st: &mut State, d: &mut [u8]| match st.pipe.input(d, now_ms) {
                         Ok(()) => true,
                         Err(e) => {
-                            checksum_errors |= matches!(e, Error::Checksum);
+                            checksum_errors |= e.kind() == ErrorKind::Checksum;
                             false
                         }
                     };

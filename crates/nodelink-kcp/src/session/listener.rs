@@ -12,13 +12,13 @@ use tokio::net::{ToSocketAddrs, UdpSocket};
 use tokio::sync::mpsc;
 
 use super::driver::NetSide;
-use super::stream::{config_error, KcpStream};
+use super::stream::KcpStream;
 use super::{count_open, GLOBAL};
 use crate::core::segment::segments;
 use crate::crypt::DatagramCrypto;
 use crate::fec::{is_fec, FEC_DATA_HEADER_SIZE, TYPE_DATA};
 use crate::pipeline::{AtomicStats, Config, Pipeline, Stats};
-use crate::Error;
+use crate::{Error, ErrorKind, Result};
 
 /// Datagrams queued towards one session's driver before further ones are dropped.
 const SESSION_QUEUE: usize = 1024;
@@ -73,16 +73,17 @@ impl KcpListener {
     ///
     /// # Errors
     ///
-    /// Socket errors; `InvalidInput` wrapping [`Error::Config`] for a bad configuration.
-    pub async fn bind(addr: impl ToSocketAddrs, cfg: Config) -> io::Result<KcpListener> {
+    /// [`ErrorKind::Io`] when the UDP socket cannot be bound; [`ErrorKind::Config`] for a
+    /// bad configuration.
+    pub async fn bind(addr: impl ToSocketAddrs, cfg: Config) -> Result<KcpListener> {
         // Validate once up front (conv 1 is arbitrary).
-        Pipeline::with_crypto(1, &cfg, Arc::new(cfg.crypto().map_err(config_error)?))
-            .map_err(config_error)?;
-        let crypto = Arc::new(cfg.crypto().map_err(config_error)?);
-        let sock = UdpSocket::bind(addr).await?;
+        let crypto = Arc::new(cfg.crypto()?);
+        Pipeline::with_crypto(1, &cfg, Arc::clone(&crypto))?;
+        let cannot_bind = |e| Error::io("cannot bind the KCP listener's UDP socket", e);
+        let sock = UdpSocket::bind(addr).await.map_err(cannot_bind)?;
         cfg.apply_socket_options(&sock);
         let sock = Arc::new(sock);
-        let local = sock.local_addr()?;
+        let local = sock.local_addr().map_err(cannot_bind)?;
         let (accept_tx, accept_rx) = mpsc::channel(cfg.backlog.max(1));
         let (gone_tx, gone_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(AtomicStats::new());
@@ -112,22 +113,17 @@ impl KcpListener {
     /// # Errors
     ///
     /// Only if the demultiplexer stopped (its socket failed).
-    pub async fn accept(&mut self) -> io::Result<(KcpStream, SocketAddr)> {
+    pub async fn accept(&mut self) -> Result<(KcpStream, SocketAddr)> {
         std::future::poll_fn(|cx| self.poll_accept(cx)).await
     }
 
     /// The polling form of [`accept`](KcpListener::accept).
-    pub fn poll_accept(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(KcpStream, SocketAddr)>> {
+    pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<(KcpStream, SocketAddr)>> {
         self.accept_rx.poll_recv(cx).map(|accepted| {
-            accepted.ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "KCP listener socket closed or failed",
-                )
-            })
+            accepted.ok_or(Error::fixed(
+                ErrorKind::Closed,
+                "the KCP listener's socket closed or failed",
+            ))
         })
     }
 
@@ -144,7 +140,7 @@ impl KcpListener {
 }
 
 impl futures_core::Stream for KcpListener {
-    type Item = io::Result<(KcpStream, SocketAddr)>;
+    type Item = Result<(KcpStream, SocketAddr)>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.ended {
@@ -224,7 +220,7 @@ impl Demux {
         let len = datagram.len();
         let payload = match self.crypto.open(datagram) {
             Ok(p) => p,
-            Err(Error::Checksum) => {
+            Err(e) if e.kind() == ErrorKind::Checksum => {
                 peer_warn!(
                     self.warn_limit,
                     peer = %from,

@@ -33,7 +33,8 @@
 //! goes unacknowledged. A session is declared dead when KCP's dead-link count is
 //! reached or when data waited [`dead_timeout`](crate::Config::dead_timeout)
 //! without any ACK progress; every pending and later read or write then fails with an
-//! `io::Error` of kind `ConnectionAborted` wrapping [`crate::Error::DeadLink`].
+//! error of kind [`DeadLink`](crate::ErrorKind::DeadLink) (in `AsyncRead`/`AsyncWrite`, an
+//! `io::Error` of kind `ConnectionAborted` wrapping it).
 //! Dropping a stream (or `shutdown`) keeps the driver sending what is queued until it is
 //! acknowledged or [`linger`](crate::Config::linger) elapses.
 //!

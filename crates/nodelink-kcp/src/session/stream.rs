@@ -17,7 +17,7 @@ use tokio::time::{sleep, Sleep};
 use super::count_open;
 use super::driver::{drive, NetSide, Shared, State};
 use crate::pipeline::{Config, Pipeline, Stats};
-use crate::Error;
+use crate::{Error, ErrorKind, Result};
 
 /// One KCP session: a reliable, ordered byte stream (or message channel) over UDP.
 ///
@@ -25,8 +25,8 @@ use crate::Error;
 /// mode use [`send_message`](Self::send_message) and [`recv_message`](Self::recv_message)
 /// (a plain `write` then sends one message and a `read` returns one, failing if the buffer
 /// is too small). Writes wait while KCP's send queue is full. Reads and writes fail with
-/// `TimedOut` after the configured timeouts, and with `ConnectionAborted` wrapping
-/// [`Error::DeadLink`] once the peer is found dead. `shutdown` (and dropping the stream)
+/// `TimedOut` after the configured timeouts, and with `ConnectionAborted` wrapping an
+/// [`Error`] of kind [`ErrorKind::DeadLink`] once the peer is found dead. `shutdown` (and dropping the stream)
 /// lets what is queued drain, bounded by the linger time; KCP has no FIN, so the peer does
 /// not see an end of stream.
 #[derive(Debug)]
@@ -39,38 +39,45 @@ pub struct KcpStream {
     close_timer: Option<Pin<Box<Sleep>>>,
 }
 
-pub(crate) fn config_error(e: Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, e)
-}
-
 impl KcpStream {
     /// Opens a client session to `addr` with a random non-zero conversation id. No packet
     /// is exchanged (KCP has no handshake): this only binds and connects a UDP socket.
     ///
     /// # Errors
     ///
-    /// Address resolution or socket errors; `InvalidInput` wrapping [`Error::Config`] for
-    /// an invalid configuration.
-    pub async fn connect(addr: impl ToSocketAddrs, cfg: Config) -> io::Result<KcpStream> {
-        let peer = lookup_host(addr).await?.next().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")
-        })?;
+    /// [`ErrorKind::Io`] when the address does not resolve or the socket cannot be set
+    /// up; [`ErrorKind::Config`] for an invalid configuration.
+    pub async fn connect(addr: impl ToSocketAddrs, cfg: Config) -> Result<KcpStream> {
+        let cannot_resolve = |e| Error::io("cannot resolve the KCP peer's address", e);
+        let peer = lookup_host(addr)
+            .await
+            .map_err(cannot_resolve)?
+            .next()
+            .ok_or_else(|| {
+                cannot_resolve(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the address resolved to nothing",
+                ))
+            })?;
         let bind: SocketAddr = if peer.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
         } else {
             ([0u16; 8], 0).into()
         };
-        let sock = UdpSocket::bind(bind).await?;
+        let sock = UdpSocket::bind(bind)
+            .await
+            .map_err(|e| Error::io(format!("cannot bind a UDP socket on {bind}"), e))?;
         cfg.apply_socket_options(&sock);
-        sock.connect(peer).await?;
-        let local = sock.local_addr()?;
+        let setup = |e| Error::io(format!("cannot connect a UDP socket to {peer}"), e);
+        sock.connect(peer).await.map_err(setup)?;
+        let local = sock.local_addr().map_err(setup)?;
         let conv = loop {
             let c: u32 = rand::random();
             if c != 0 {
                 break c;
             }
         };
-        let pipe = Pipeline::new(conv, &cfg).map_err(config_error)?;
+        let pipe = Pipeline::new(conv, &cfg)?;
         let stream = KcpStream::spawn(pipe, cfg, local, peer, |_| NetSide::Client(Arc::new(sock)));
         count_open(true);
         Ok(stream)
@@ -140,17 +147,17 @@ impl KcpStream {
     ///
     /// # Errors
     ///
-    /// The session's failure; `TimedOut` when the linger passed with data unacknowledged.
-    pub async fn close(&mut self) -> io::Result<()> {
-        let shut =
-            std::future::poll_fn(|cx| AsyncWrite::poll_shutdown(Pin::new(&mut *self), cx)).await;
+    /// The session's failure; [`ErrorKind::TimedOut`] when the linger passed with data
+    /// unacknowledged.
+    pub async fn close(&mut self) -> Result<()> {
+        let shut = poll_fn(|cx| self.poll_close(cx)).await;
         // A later call waits for a full linger again.
         self.close_timer = None;
         shut?;
         let unacked = self.shared.lock().pipe.wait_snd();
         if unacked > 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
+            return Err(Error::new(
+                ErrorKind::TimedOut,
                 format!("{unacked} segments not acknowledged within the linger"),
             ));
         }
@@ -162,8 +169,9 @@ impl KcpStream {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` wrapping [`Error::MessageTooLarge`]; the session's failure; `TimedOut`.
-    pub async fn send_message(&mut self, msg: &[u8]) -> io::Result<()> {
+    /// [`ErrorKind::MessageTooLarge`]; the session's failure; [`ErrorKind::TimedOut`];
+    /// [`ErrorKind::Closed`] after `close`.
+    pub async fn send_message(&mut self, msg: &[u8]) -> Result<()> {
         poll_fn(|cx| self.poll_send(cx, msg, true))
             .await
             .map(|_| ())
@@ -173,8 +181,8 @@ impl KcpStream {
     ///
     /// # Errors
     ///
-    /// The session's failure; `TimedOut` after the read timeout.
-    pub async fn recv_message(&mut self) -> io::Result<Vec<u8>> {
+    /// The session's failure; [`ErrorKind::TimedOut`] after the read timeout.
+    pub async fn recv_message(&mut self) -> Result<Vec<u8>> {
         poll_fn(|cx| {
             self.poll_recv_with(cx, |st| {
                 let Some(n) = st.pipe.peek_size() else {
@@ -192,8 +200,8 @@ impl KcpStream {
     fn poll_recv_with<T>(
         &mut self,
         cx: &mut Context<'_>,
-        f: impl FnOnce(&mut State) -> crate::Result<Option<T>>,
-    ) -> Poll<io::Result<T>> {
+        f: impl FnOnce(&mut State) -> Result<Option<T>>,
+    ) -> Poll<Result<T>> {
         {
             let mut st = self.shared.lock();
             match f(&mut st) {
@@ -207,38 +215,30 @@ impl KcpStream {
                     return Poll::Ready(Ok(v));
                 }
                 Ok(None) => {}
-                Err(e) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidInput, e))),
+                Err(e) => return Poll::Ready(Err(e)),
             }
             if let Some(f) = &st.failure {
-                return Poll::Ready(Err(f.to_io()));
+                return Poll::Ready(Err(f.to_error()));
             }
             st.read_waker = Some(cx.waker().clone());
         }
         if poll_timer(&mut self.read_timer, self.shared.cfg.read_timeout, cx).is_ready() {
             self.read_timer = None;
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "KCP read timed out",
-            )));
+            return Poll::Ready(Err(Error::fixed(ErrorKind::TimedOut, "KCP read timed out")));
         }
         Poll::Pending
     }
 
     /// Queues `buf` (all of it if `whole`, else as much as the send capacity allows).
-    fn poll_send(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-        whole: bool,
-    ) -> Poll<io::Result<usize>> {
+    fn poll_send(&mut self, cx: &mut Context<'_>, buf: &[u8], whole: bool) -> Poll<Result<usize>> {
         {
             let mut st = self.shared.lock();
             if let Some(f) = &st.failure {
-                return Poll::Ready(Err(f.to_io()));
+                return Poll::Ready(Err(f.to_error()));
             }
             if st.write_closed {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
+                return Poll::Ready(Err(Error::fixed(
+                    ErrorKind::Closed,
                     "KCP stream was shut down for writing",
                 )));
             }
@@ -259,16 +259,36 @@ impl KcpStream {
                 drop(st);
                 self.write_timer = None;
                 self.shared.kick.notify_one();
-                return Poll::Ready(r.map_err(config_error));
+                return Poll::Ready(r);
             }
             st.write_waker = Some(cx.waker().clone());
         }
         if poll_timer(&mut self.write_timer, self.shared.cfg.write_timeout, cx).is_ready() {
             self.write_timer = None;
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
+            return Poll::Ready(Err(Error::fixed(
+                ErrorKind::TimedOut,
                 "KCP write timed out",
             )));
+        }
+        Poll::Pending
+    }
+
+    /// Stops writes and waits until what was written is acknowledged or the linger passed.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        {
+            let mut st = self.shared.lock();
+            st.write_closed = true;
+            if let Some(f) = &st.failure {
+                return Poll::Ready(Err(f.to_error()));
+            }
+            if st.pipe.wait_snd() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            st.write_waker = Some(cx.waker().clone());
+        }
+        let linger = Some(self.shared.cfg.linger);
+        if poll_timer(&mut self.close_timer, linger, cx).is_ready() {
+            return Poll::Ready(Ok(()));
         }
         Poll::Pending
     }
@@ -304,7 +324,7 @@ impl AsyncRead for KcpStream {
                 buf.advance(n);
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -318,7 +338,7 @@ impl AsyncWrite for KcpStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let whole = !this.shared.cfg.stream;
-        this.poll_send(cx, buf, whole)
+        this.poll_send(cx, buf, whole).map_err(io::Error::from)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -327,23 +347,7 @@ impl AsyncWrite for KcpStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        {
-            let mut st = this.shared.lock();
-            st.write_closed = true;
-            if let Some(f) = &st.failure {
-                return Poll::Ready(Err(f.to_io()));
-            }
-            if st.pipe.wait_snd() == 0 {
-                return Poll::Ready(Ok(()));
-            }
-            st.write_waker = Some(cx.waker().clone());
-        }
-        let linger = Some(this.shared.cfg.linger);
-        if poll_timer(&mut this.close_timer, linger, cx).is_ready() {
-            return Poll::Ready(Ok(()));
-        }
-        Poll::Pending
+        self.get_mut().poll_close(cx).map_err(io::Error::from)
     }
 }
 

@@ -9,12 +9,12 @@ impl Kcp {
     /// Feeds one datagram from the peer (headroom already stripped by the session
     /// layer). `regular` is false for datagrams recovered by FEC: those give no RTT
     /// sample and no remote-window update. Segments before a bad one are processed;
-    /// the error is returned: [`Error::WrongConv`] for another conversation's segment,
-    /// [`Error::Malformed`] for a short datagram, a length past the end or an unknown
+    /// the error is returned: [`ErrorKind::WrongConv`](crate::ErrorKind::WrongConv) for another conversation's segment,
+    /// [`ErrorKind::Malformed`](crate::ErrorKind::Malformed) for a short datagram, a length past the end or an unknown
     /// command. Afterwards, call `update` (see [`needs_flush`](Self::needs_flush)).
     pub fn input(&mut self, datagram: &[u8], now_ms: u32, regular: bool) -> Result<()> {
         if datagram.len() < HEADER_LEN {
-            return Err(Error::Malformed(
+            return Err(Error::malformed(
                 "datagram shorter than a KCP segment header",
             ));
         }
@@ -26,10 +26,7 @@ impl Kcp {
         while rest.len() >= HEADER_LEN {
             let conv = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
             if conv != self.conv {
-                outcome = Err(Error::WrongConv {
-                    got: conv,
-                    expected: self.conv,
-                });
+                outcome = Err(Error::wrong_conv(conv, self.conv));
                 break;
             }
             let (hdr, payload, tail) = match split_segment(rest) {
