@@ -22,9 +22,11 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use nodelink_tunnel::{Role, Tunnel, TunnelConfig};
+use nodelink_tunnel::config::parse_crypt;
+use nodelink_tunnel::{Config, Profile, Role, Tunnel};
 use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
 
@@ -56,20 +58,22 @@ pub struct ClientArgs {
     )]
     pub remote: Option<String>,
     /// Number of KCP sessions to the server; streams are spread over them in turn
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub conn: i64,
+    /// [default: 1]
+    #[arg(long, value_name = "N")]
+    pub conn: Option<u16>,
     /// Seconds after which a session takes no new streams and is replaced (0: never)
-    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
-    pub autoexpire: i64,
-    /// Seconds an expired session may live on for its remaining streams
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    pub scavengettl: i64,
-    /// KCP send window (packets)
-    #[arg(long, value_name = "W", default_value_t = 128)]
-    pub sndwnd: i64,
-    /// KCP receive window (packets)
-    #[arg(long, value_name = "W", default_value_t = 512)]
-    pub rcvwnd: i64,
+    /// [default: 0]
+    #[arg(long, value_name = "SECONDS")]
+    pub autoexpire: Option<u32>,
+    /// Seconds an expired session may live on for its remaining streams [default: 600]
+    #[arg(long, value_name = "SECONDS")]
+    pub scavengettl: Option<u32>,
+    /// KCP send window (packets) [default: 128]
+    #[arg(long, value_name = "W")]
+    pub sndwnd: Option<u16>,
+    /// KCP receive window (packets) [default: 512]
+    #[arg(long, value_name = "W")]
+    pub rcvwnd: Option<u16>,
     /// Settings shared with the server.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -90,82 +94,85 @@ pub struct ServerArgs {
         value_name = "TCPADDR"
     )]
     pub target: Option<String>,
-    /// KCP send window (packets)
-    #[arg(long, value_name = "W", default_value_t = 1024)]
-    pub sndwnd: i64,
-    /// KCP receive window (packets)
-    #[arg(long, value_name = "W", default_value_t = 1024)]
-    pub rcvwnd: i64,
+    /// KCP send window (packets) [default: 1024]
+    #[arg(long, value_name = "W")]
+    pub sndwnd: Option<u16>,
+    /// KCP receive window (packets) [default: 1024]
+    #[arg(long, value_name = "W")]
+    pub rcvwnd: Option<u16>,
     /// Settings shared with the client.
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
-/// kcptun's flags common to both ends.
+/// kcptun's flags common to both ends. Defaults are the tunnel library's
+/// (`nodelink_tunnel::Config`), so a flag left out changes nothing.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
     /// Pre-shared secret (both ends) [default: $KCPTUN_KEY, else "it's a secrect"]
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
     /// Cipher: aes, aes-128, aes-192, salsa20, blowfish, twofish, cast5, 3des, tea, xtea,
-    /// xor, sm4, none (also null, aes-128-gcm of newer kcptun)
-    #[arg(long, value_name = "NAME", default_value = "aes")]
-    pub crypt: String,
+    /// xor, sm4, none (also null, aes-128-gcm of newer kcptun) [default: aes]
+    #[arg(long, value_name = "NAME")]
+    pub crypt: Option<String>,
     /// Profile: fast3, fast2, fast, normal, or manual (--nodelay --interval --resend --nc)
-    #[arg(long, value_name = "MODE", default_value = "fast")]
-    pub mode: String,
-    /// Largest UDP payload
-    #[arg(long, value_name = "BYTES", default_value_t = 1350)]
-    pub mtu: i64,
-    /// Reed-Solomon data shards (0 with --parityshard 0: no FEC)
-    #[arg(long, visible_alias = "ds", value_name = "N", default_value_t = 10)]
-    pub datashard: i64,
-    /// Reed-Solomon parity shards
-    #[arg(long, visible_alias = "ps", value_name = "M", default_value_t = 3)]
-    pub parityshard: i64,
-    /// DSCP of outgoing packets (6 bits)
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub dscp: i64,
+    /// [default: fast]
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+    /// Largest UDP payload [default: 1350]
+    #[arg(long, value_name = "BYTES")]
+    pub mtu: Option<usize>,
+    /// Reed-Solomon data shards (0 with --parityshard 0: no FEC) [default: 10]
+    #[arg(long, visible_alias = "ds", value_name = "N")]
+    pub datashard: Option<u8>,
+    /// Reed-Solomon parity shards [default: 3]
+    #[arg(long, visible_alias = "ps", value_name = "M")]
+    pub parityshard: Option<u8>,
+    /// DSCP of outgoing packets (6 bits) [default: 0]
+    #[arg(long, value_name = "N")]
+    pub dscp: Option<u8>,
     /// Disable snappy compression (must match the other end)
     #[arg(long)]
     pub nocomp: bool,
     /// Flush ACKs as soon as a packet arrives
     #[arg(long)]
     pub acknodelay: bool,
-    /// Manual mode: KCP nodelay, 0 or 1
-    #[arg(long, value_name = "0|1", default_value_t = 0)]
-    pub nodelay: i64,
-    /// Manual mode: KCP flush interval in ms
-    #[arg(long, value_name = "MS", default_value_t = 50)]
-    pub interval: i64,
-    /// Manual mode: fast retransmit after this many skipping ACKs (0: off)
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub resend: i64,
-    /// Manual mode: 1 turns congestion control off
-    #[arg(long, value_name = "0|1", default_value_t = 0)]
-    pub nc: i64,
-    /// UDP socket buffer in bytes
-    #[arg(long, value_name = "BYTES", default_value_t = 4194304)]
-    pub sockbuf: i64,
-    /// smux version, 1 or 2 (must match the other end)
-    #[arg(long, value_name = "1|2", default_value_t = 1)]
-    pub smuxver: i64,
-    /// smux session receive buffer in bytes
-    #[arg(long, value_name = "BYTES", default_value_t = 4194304)]
-    pub smuxbuf: i64,
+    /// Manual mode: KCP nodelay, 0 or 1 [default: 0]
+    #[arg(long, value_name = "0|1", value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub nodelay: Option<u8>,
+    /// Manual mode: KCP flush interval in ms [default: 50]
+    #[arg(long, value_name = "MS")]
+    pub interval: Option<u32>,
+    /// Manual mode: fast retransmit after this many skipping ACKs (0: off) [default: 0]
+    #[arg(long, value_name = "N")]
+    pub resend: Option<u32>,
+    /// Manual mode: 1 turns congestion control off [default: 0]
+    #[arg(long, value_name = "0|1", value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub nc: Option<u8>,
+    /// UDP socket buffer in bytes [default: 4194304]
+    #[arg(long, value_name = "BYTES")]
+    pub sockbuf: Option<usize>,
+    /// smux version, 1 or 2 (must match the other end) [default: 1]
+    #[arg(long, value_name = "1|2")]
+    pub smuxver: Option<u8>,
+    /// smux session receive buffer in bytes [default: 4194304]
+    #[arg(long, value_name = "BYTES")]
+    pub smuxbuf: Option<usize>,
     /// smux per-stream receive buffer in bytes (the v2 flow-control window)
-    #[arg(long, value_name = "BYTES", default_value_t = 2097152)]
-    pub streambuf: i64,
-    /// Seconds between smux keepalives
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    pub keepalive: i64,
+    /// [default: 2097152]
+    #[arg(long, value_name = "BYTES")]
+    pub streambuf: Option<usize>,
+    /// Seconds between smux keepalives [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    pub keepalive: Option<u32>,
     /// Append KCP counters to this CSV file, named through Go's time layout
     /// (./snmp-20060102.log)
-    #[arg(long, value_name = "FILE", default_value = "")]
-    pub snmplog: String,
-    /// Seconds between SNMP log rows
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    pub snmpperiod: i64,
+    #[arg(long, value_name = "FILE")]
+    pub snmplog: Option<String>,
+    /// Seconds between SNMP log rows [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    pub snmpperiod: Option<u32>,
     /// Do not log every stream opened and closed
     #[arg(long)]
     pub quiet: bool,
@@ -174,68 +181,66 @@ pub struct CommonArgs {
     pub config: Option<PathBuf>,
 }
 
+/// Sets `cfg.$field` from the flag of the same name when it was given, through `$map`.
+macro_rules! given {
+    ($cfg:ident, $args:ident, $($field:ident $(=> $map:expr)?),* $(,)?) => {$(
+        if let Some(v) = $args.$field.clone() {
+            $cfg.$field = given!(@map v $(, $map)?);
+        }
+    )*};
+    (@map $v:ident) => { $v };
+    (@map $v:ident, $map:expr) => { $map($v) };
+}
+
 impl CommonArgs {
-    fn apply(&self, cfg: &mut TunnelConfig) {
+    fn apply(&self, cfg: &mut Config) -> anyhow::Result<()> {
         if let Some(key) = &self.key {
             cfg.key = key.clone();
         } else if let Ok(key) = std::env::var("KCPTUN_KEY") {
             cfg.key = key;
         }
-        cfg.crypt = self.crypt.clone();
-        cfg.mode = self.mode.clone();
-        cfg.mtu = self.mtu;
-        cfg.datashard = self.datashard;
-        cfg.parityshard = self.parityshard;
-        cfg.dscp = self.dscp;
-        cfg.nocomp = self.nocomp;
-        cfg.acknodelay = self.acknodelay;
-        cfg.nodelay = self.nodelay;
-        cfg.interval = self.interval;
-        cfg.resend = self.resend;
-        cfg.nc = self.nc;
-        cfg.sockbuf = self.sockbuf;
-        cfg.smuxver = self.smuxver;
-        cfg.smuxbuf = self.smuxbuf;
-        cfg.streambuf = self.streambuf;
-        cfg.keepalive = self.keepalive;
-        cfg.snmplog = self.snmplog.clone();
-        cfg.snmpperiod = self.snmpperiod;
-        cfg.quiet = self.quiet;
+        if let Some(name) = &self.crypt {
+            cfg.crypt = parse_crypt(name).map_err(|e| anyhow::anyhow!("--crypt {name}: {e}"))?;
+        }
+        if let Some(name) = &self.mode {
+            cfg.mode = name
+                .parse::<Profile>()
+                .map_err(|e| anyhow::anyhow!("--mode {name}: {e}"))?;
+        }
+        let secs = |s: u32| Duration::from_secs(s.into());
+        let args = self;
+        given!(cfg, args, mtu, datashard, parityshard, dscp, sockbuf, smuxver, smuxbuf,
+            streambuf, snmplog, keepalive => secs, snmpperiod => secs);
+        let manual = &mut cfg.manual;
+        given!(manual, args, interval, resend, nodelay => |v: u8| v == 1, nc => |v: u8| v == 1);
+        cfg.nocomp |= self.nocomp;
+        cfg.acknodelay |= self.acknodelay;
+        cfg.quiet |= self.quiet;
+        Ok(())
     }
 }
 
 /// The configuration in kcptun's order: role defaults, then flags, then the JSON file.
-pub fn config(command: &TunnelCommand) -> anyhow::Result<TunnelConfig> {
+pub fn config(command: &TunnelCommand) -> anyhow::Result<Config> {
+    let secs = |s: u32| Duration::from_secs(s.into());
     let (mut cfg, common) = match command {
         TunnelCommand::Client(a) => {
-            let mut cfg = TunnelConfig::for_role(Role::Client);
-            if let Some(l) = &a.listen {
-                cfg.listen = l.clone();
-            }
-            if let Some(r) = &a.remote {
-                cfg.target = r.clone();
-            }
-            cfg.conn = a.conn;
-            cfg.autoexpire = a.autoexpire;
-            cfg.scavengettl = a.scavengettl;
-            cfg.sndwnd = a.sndwnd;
-            cfg.rcvwnd = a.rcvwnd;
+            let mut cfg = Config::for_role(Role::Client);
+            cfg.listen.clone_from(&a.listen);
+            cfg.target.clone_from(&a.remote);
+            given!(cfg, a, conn, autoexpire => secs, scavengettl => secs,
+                sndwnd => Some, rcvwnd => Some);
             (cfg, &a.common)
         }
         TunnelCommand::Server(a) => {
-            let mut cfg = TunnelConfig::for_role(Role::Server);
-            if let Some(l) = &a.listen {
-                cfg.listen = l.clone();
-            }
-            if let Some(t) = &a.target {
-                cfg.target = t.clone();
-            }
-            cfg.sndwnd = a.sndwnd;
-            cfg.rcvwnd = a.rcvwnd;
+            let mut cfg = Config::for_role(Role::Server);
+            cfg.listen.clone_from(&a.listen);
+            cfg.target.clone_from(&a.target);
+            given!(cfg, a, sndwnd => Some, rcvwnd => Some);
             (cfg, &a.common)
         }
     };
-    common.apply(&mut cfg);
+    common.apply(&mut cfg)?;
     if let Some(path) = &common.config {
         cfg.load_json(path)?;
     }

@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
 
-use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
+use crate::config::{normalize_addr, Checked, Config, Role};
 use crate::core::pool::{self, Pick, Pool, Refill, Scavenge};
 use crate::mux::{open_session, pipe, Closing, End, Route};
 use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_GRACE, TASKS_WAIT};
@@ -49,7 +49,7 @@ const RETRY: Duration = Duration::from_secs(1);
 pub struct Client {
     listener: TcpListener,
     local: SocketAddr,
-    config: TunnelConfig,
+    config: Config,
     checked: Checked,
     stats: StatsHandle,
 }
@@ -58,7 +58,7 @@ struct Shared {
     stats: StatsHandle,
     /// The budget of warnings that connections cause (one per failed connection).
     warn_limit: WarnLimiter,
-    config: TunnelConfig,
+    config: Config,
     checked: Checked,
     remote: String,
     stop: CancellationToken,
@@ -72,12 +72,12 @@ impl Client {
     ///
     /// an error of kind [`ErrorKind::Config`](crate::ErrorKind::Config) for an invalid configuration, of kind [`Io`](crate::ErrorKind::Io) when the address cannot
     /// be bound.
-    pub async fn bind(config: TunnelConfig) -> Result<Client, Error> {
+    pub async fn bind(config: Config) -> Result<Client, Error> {
         if config.role != Role::Client {
             return Err(Error::config("a client needs a client configuration"));
         }
         let checked = config.validate()?;
-        let addr = normalize_addr(&config.listen, true);
+        let addr = normalize_addr(&checked.listen, true);
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
@@ -117,7 +117,7 @@ impl Client {
     ///
     /// Only if the listener fails; per-connection problems are logged.
     pub async fn run(self, stop: CancellationToken) -> Result<(), Error> {
-        let remote = normalize_addr(&self.config.target, false);
+        let remote = normalize_addr(&self.checked.target, false);
         tracing::info!(
             "tunnel client listening on {} (TCP), server {remote} (KCP): {}",
             self.local,
@@ -133,19 +133,18 @@ impl Client {
             warn_limit: WarnLimiter::new(),
         });
         if !shared.config.snmplog.is_empty() {
-            let period = Duration::from_secs(shared.config.snmpperiod as u64);
+            let period = shared.config.snmpperiod;
             shared.tasks.spawn(
                 crate::snmp::run_logger(shared.config.snmplog.clone(), period, stop.clone())
                     .with_current_subscriber(),
             );
         }
         // Only this loop touches the slots: no lock needed.
-        let autoexpire = (shared.config.autoexpire > 0)
-            .then(|| Duration::from_secs(shared.config.autoexpire as u64));
+        let autoexpire = Some(shared.config.autoexpire).filter(|d| !d.is_zero());
         let mut pool = Pool::new(
-            shared.config.conn as usize,
+            usize::from(shared.config.conn),
             autoexpire,
-            Duration::from_secs(shared.config.scavengettl as u64),
+            shared.config.scavengettl,
         );
         let result = loop {
             let accepted = tokio::select! {

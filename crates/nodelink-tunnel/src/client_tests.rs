@@ -6,16 +6,16 @@ use super::*;
 /// A client's shared state dialling `remote` (nothing needs to answer: KCP has no
 /// handshake and smux does not wait for the peer to open a stream).
 fn shared(remote: SocketAddr) -> Arc<Shared> {
-    let mut config = TunnelConfig::client();
-    config.target = remote.to_string();
-    config.conn = 1;
-    config.autoexpire = 60;
-    config.scavengettl = 600;
-    config.quiet = true;
+    let config = Config::default()
+        .with_target(remote.to_string())
+        .with_conn(1)
+        .with_autoexpire(Duration::from_secs(60))
+        .with_scavengettl(Duration::from_secs(600))
+        .with_quiet(true);
     let checked = config.validate().unwrap();
     Arc::new(Shared {
         stats: StatsHandle::default(),
-        remote: normalize_addr(&config.target, false),
+        remote: normalize_addr(&checked.target, false),
         config,
         checked,
         stop: CancellationToken::new(),

@@ -44,7 +44,7 @@
 //! An error (a reset TCP connection, a dead session) ends both directions in either
 //! version.
 //!
-//! Settings live in one [`TunnelConfig`] for both ends, with kcptun's names, per-role
+//! Settings live in one [`Config`] for both ends, with kcptun's names, per-role
 //! defaults and JSON keys ([`config`]); [`snmp`] writes kcptun's counter CSV.
 //!
 //! ## Example
@@ -53,7 +53,7 @@
 //! connection through both:
 //!
 //! ```
-//! use nodelink_tunnel::{Client, Server, TunnelConfig};
+//! use nodelink_tunnel::{Client, Config, Server};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //! use tokio_util::sync::CancellationToken;
 //!
@@ -70,14 +70,14 @@
 //! });
 //!
 //! let stop = CancellationToken::new();
-//! let mut server_cfg = TunnelConfig::server();
-//! server_cfg.listen = "127.0.0.1:0".into();
-//! server_cfg.target = echo_addr.to_string();
+//! let server_cfg = Config::server()
+//!     .with_listen("127.0.0.1:0")
+//!     .with_target(echo_addr.to_string());
 //! let server = Server::bind(server_cfg).await?;
 //!
-//! let mut client_cfg = TunnelConfig::client();
-//! client_cfg.listen = "127.0.0.1:0".into();
-//! client_cfg.target = server.local_addr().to_string();
+//! let client_cfg = Config::default()
+//!     .with_listen("127.0.0.1:0")
+//!     .with_target(server.local_addr().to_string());
 //! let client = Client::bind(client_cfg).await?;
 //! let entry = client.local_addr();
 //!
@@ -110,7 +110,7 @@ mod stats;
 use std::net::SocketAddr;
 
 pub use client::Client;
-pub use config::{Checked, Role, SmuxSettings, TunnelConfig};
+pub use config::{Checked, Config, Manual, Profile, Role, SmuxSettings};
 pub use error::{Error, ErrorKind};
 pub use server::Server;
 pub use stats::{StatsHandle, TunnelStats};
@@ -139,7 +139,7 @@ impl Tunnel {
     /// # Errors
     ///
     /// As those.
-    pub async fn bind(config: TunnelConfig) -> Result<Tunnel, Error> {
+    pub async fn bind(config: Config) -> Result<Tunnel, Error> {
         match config.role {
             Role::Client => Client::bind(config).await.map(Tunnel::Client),
             Role::Server => Server::bind(config).await.map(Tunnel::Server),
@@ -182,7 +182,7 @@ impl Tunnel {
 }
 
 /// One line with the settings in force, like kcptun's start-up log.
-pub(crate) fn describe(config: &TunnelConfig, checked: &Checked) -> String {
+pub(crate) fn describe(config: &Config, checked: &Checked) -> String {
     let s = &checked.session;
     let (nd, interval, resend, nc) = checked.nodelay;
     let fec = if s.fec_enabled() {

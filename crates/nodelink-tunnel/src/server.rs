@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
 
-use crate::config::{normalize_addr, Checked, Role, TunnelConfig};
+use crate::config::{normalize_addr, Checked, Config, Role};
 use crate::mux::{open_session, pipe, Closing, End, Route};
 use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_GRACE, TASKS_WAIT};
 
@@ -53,7 +53,7 @@ pub const MAX_STREAMS: usize = 4096;
 #[derive(Debug)]
 pub struct Server {
     listener: KcpListener,
-    config: TunnelConfig,
+    config: Config,
     checked: Checked,
     stats: StatsHandle,
     max_streams: usize,
@@ -61,7 +61,7 @@ pub struct Server {
 
 struct Shared {
     stats: StatsHandle,
-    config: TunnelConfig,
+    config: Config,
     checked: Checked,
     target: Target,
     stop: CancellationToken,
@@ -116,12 +116,12 @@ impl Server {
     ///
     /// an error of kind [`ErrorKind::Config`](crate::ErrorKind::Config) for an invalid configuration, of kind [`Io`](crate::ErrorKind::Io) when the address cannot
     /// be bound.
-    pub async fn bind(config: TunnelConfig) -> Result<Server, Error> {
+    pub async fn bind(config: Config) -> Result<Server, Error> {
         if config.role != Role::Server {
             return Err(Error::config("a server needs a server configuration"));
         }
         let checked = config.validate()?;
-        let addr = normalize_addr(&config.listen, true);
+        let addr = normalize_addr(&checked.listen, true);
         let listener = KcpListener::bind(&addr, checked.session.clone())
             .await
             .map_err(|e| Error::kcp(format!("cannot listen on {addr}"), e))?;
@@ -165,7 +165,7 @@ impl Server {
     ///
     /// Only if the UDP socket fails.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), Error> {
-        let target = Target::parse(&self.config.target);
+        let target = Target::parse(&self.checked.target);
         tracing::info!(
             "tunnel server listening on {} (KCP), target {target}: {}",
             self.local_addr(),
@@ -183,7 +183,7 @@ impl Server {
             warn_limit: WarnLimiter::new(),
         });
         if !shared.config.snmplog.is_empty() {
-            let period = Duration::from_secs(shared.config.snmpperiod as u64);
+            let period = shared.config.snmpperiod;
             shared.tasks.spawn(
                 crate::snmp::run_logger(shared.config.snmplog.clone(), period, stop.clone())
                     .with_current_subscriber(),

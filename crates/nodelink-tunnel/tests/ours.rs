@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use nodelink_kcp::KcpStream;
 use nodelink_testkit::{Impairment, UdpRelay};
-use nodelink_tunnel::TunnelConfig;
+use nodelink_tunnel::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -145,13 +145,13 @@ async fn refused_target_closes_only_that_stream() {
 async fn several_sessions_round_robin() {
     let echo = echo_target().await;
     let server = our_server(echo.addr, &[]).await;
-    let mut cfg = TunnelConfig::client();
-    cfg.listen = "127.0.0.1:0".into();
-    cfg.target = server.addr.to_string();
-    cfg.conn = 3;
-    cfg.autoexpire = 1;
-    cfg.scavengettl = 1;
-    cfg.quiet = true;
+    let cfg = Config::default()
+        .with_listen("127.0.0.1:0")
+        .with_target(server.addr.to_string())
+        .with_conn(3)
+        .with_autoexpire(Duration::from_secs(1))
+        .with_scavengettl(Duration::from_secs(1))
+        .with_quiet(true);
     let client = nodelink_tunnel::Client::bind(cfg).await.unwrap();
     let entry = client.local_addr();
     let counters = client.stats_handle();
@@ -194,8 +194,7 @@ async fn garbage_session_does_not_disturb_others() {
     let echo = echo_target().await;
     let server = our_server(echo.addr, &["--nocomp"]).await;
     let client = our_client(server.addr, &["--nocomp"]).await;
-    let mut raw = TunnelConfig::client();
-    raw.target = server.addr.to_string();
+    let raw = Config::default().with_target(server.addr.to_string());
     let cfg = raw.validate().unwrap().session;
     let mut hostile = KcpStream::connect(server.addr, cfg).await.unwrap();
     // A version byte smux does not know, then a huge length.
@@ -314,8 +313,7 @@ async fn stalled_reader_leaves_others_flowing_smux_v2() {
 /// session) is replaced: the next connection dials a new session and works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_session_is_redialled() {
-    let mut raw = TunnelConfig::server();
-    raw.listen = "127.0.0.1:0".into();
+    let raw = Config::server().with_listen("127.0.0.1:0");
     let session_cfg = raw.validate().unwrap().session;
     let mut fake = nodelink_kcp::KcpListener::bind("127.0.0.1:0", session_cfg)
         .await

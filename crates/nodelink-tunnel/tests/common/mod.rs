@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nodelink_tunnel::{Client, Server, StatsHandle, TunnelConfig};
+use nodelink_tunnel::{Client, Config, Server, StatsHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -69,14 +69,14 @@ pub const MATRIX: [(&str, &[&str]); 4] = [
 ];
 
 /// Applies kcptun-style flags to a configuration (only the flags the matrix uses).
-pub fn apply_flags(cfg: &mut TunnelConfig, flags: &[&str]) {
+pub fn apply_flags(cfg: &mut Config, flags: &[&str]) {
     let mut it = flags.iter();
     while let Some(&flag) = it.next() {
         let mut value = || *it.next().expect("flag value");
         match flag {
             "--nocomp" => cfg.nocomp = true,
-            "--crypt" => cfg.crypt = value().into(),
-            "--mode" => cfg.mode = value().into(),
+            "--crypt" => cfg.crypt = nodelink_tunnel::config::parse_crypt(value()).unwrap(),
+            "--mode" => cfg.mode = value().parse().unwrap(),
             "--smuxver" => cfg.smuxver = value().parse().unwrap(),
             "--datashard" => cfg.datashard = value().parse().unwrap(),
             "--parityshard" => cfg.parityshard = value().parse().unwrap(),
@@ -282,10 +282,10 @@ pub async fn our_server_tuned(
     flags: &[&str],
     tune: impl FnOnce(Server) -> Server,
 ) -> Ours {
-    let mut cfg = TunnelConfig::server();
-    cfg.listen = "127.0.0.1:0".into();
-    cfg.target = target.to_string();
-    cfg.quiet = true;
+    let mut cfg = Config::server()
+        .with_listen("127.0.0.1:0")
+        .with_target(target.to_string())
+        .with_quiet(true);
     apply_flags(&mut cfg, flags);
     let server = tune(Server::bind(cfg).await.unwrap());
     let addr = server.local_addr();
@@ -302,10 +302,10 @@ pub async fn our_server_tuned(
 
 /// Our client on a free TCP port, towards `remote`.
 pub async fn our_client(remote: SocketAddr, flags: &[&str]) -> Ours {
-    let mut cfg = TunnelConfig::client();
-    cfg.listen = "127.0.0.1:0".into();
-    cfg.target = remote.to_string();
-    cfg.quiet = true;
+    let mut cfg = Config::default()
+        .with_listen("127.0.0.1:0")
+        .with_target(remote.to_string())
+        .with_quiet(true);
     apply_flags(&mut cfg, flags);
     let client = Client::bind(cfg).await.unwrap();
     let addr = client.local_addr();
