@@ -5,6 +5,7 @@
 //! check that the session's state machine survives them too.
 #![no_main]
 
+use nodelink_smux::Role;
 use std::sync::OnceLock;
 
 use bytes::BytesMut;
@@ -73,7 +74,7 @@ fuzz_target!(|data: &[u8]| {
             .with_max_stream_buffer(4096)
             .with_max_receive_buffer(16384)
             .with_stall_timeout(std::time::Duration::from_millis(1));
-        let server = Session::server(a, config).expect("valid config");
+        let server = Session::start(a, Role::Server, config).expect("valid config");
         let app = {
             let server = server.clone();
             tokio::spawn(async move {

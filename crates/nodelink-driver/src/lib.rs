@@ -5,13 +5,16 @@
 //! - [`WarnLimiter`] and [`peer_warn!`]: a budget for the warnings peers cause, so a
 //!   hostile peer cannot flood the log (`warn_budget.rs`);
 //! - [`lock`]: a mutex lock that survives a panic elsewhere (`sync.rs`);
-//! - [`SHUTDOWN_GRACE`]: how long whatever was told to stop may take to drain.
+//! - [`SHUTDOWN_GRACE`]: how long whatever was told to stop may take to drain;
+//! - [`Role`]: which side of a protocol an end is (`role.rs`).
 
 mod accept;
+mod role;
 mod sync;
 mod warn_budget;
 
 pub use accept::{accept, is_transient, Retry, RETRY_AFTER};
+pub use role::Role;
 pub use sync::lock;
 pub use warn_budget::{WarnLimiter, PER_SECOND};
 

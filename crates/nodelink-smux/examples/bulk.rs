@@ -6,6 +6,7 @@
 //! cargo run --release -p nodelink-smux --example bulk -- [streams] [mib] [version]
 //! ```
 
+use nodelink_smux::Role;
 use std::time::Instant;
 
 use nodelink_smux::{Config, Session};
@@ -24,8 +25,8 @@ fn main() -> Result<(), BoxError> {
     runtime.block_on(async move {
         let (a, b) = tokio::io::duplex(256 << 10);
         let config = Config::default().with_version(version);
-        let client = Session::client(a, config.clone())?;
-        let server = Session::server(b, config)?;
+        let client = Session::start(a, Role::Client, config.clone())?;
+        let server = Session::start(b, Role::Server, config)?;
         let started = Instant::now();
         let reader = tokio::spawn(async move {
             let mut total = 0u64;

@@ -8,8 +8,9 @@
 //!
 //! ```no_run
 //! # async fn demo(tcp: tokio::net::TcpStream) -> Result<(), nodelink_smux::Error> {
+//! use nodelink_smux::{Config, Role, Session};
 //! use tokio::io::AsyncWriteExt;
-//! let session = nodelink_smux::Session::client(tcp, nodelink_smux::Config::default())?;
+//! let session = Session::start(tcp, Role::Client, Config::default())?;
 //! let mut stream = session.open().await?;
 //! stream.write_all(b"hello").await.map_err(|e| {
 //!     nodelink_smux::Error::new(nodelink_smux::ErrorKind::Io, e.to_string())
@@ -107,5 +108,6 @@ mod stream;
 pub use crate::core::SessionStats;
 pub use config::Config;
 pub use error::{Error, ErrorKind};
+pub use nodelink_driver::Role;
 pub use session::Session;
 pub use stream::Stream;

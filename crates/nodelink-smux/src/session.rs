@@ -22,6 +22,7 @@ use crate::error::{Error, ErrorKind};
 use crate::frame::{HEADER_LEN, MAX_PAYLOAD_LEN};
 use crate::shared::{LifeGuard, Shared};
 use crate::stream::Stream;
+use crate::Role;
 
 /// How long closing waits for the connection's own shutdown (a FIN on TCP, say).
 const CONNECTION_SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
@@ -83,24 +84,16 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// Starts the client side of a session over `io`; it opens odd stream ids 3, 5, 7, …
-    /// Must be called inside a tokio runtime (the session spawns its tasks there).
-    pub fn client<T>(io: T, config: Config) -> Result<Session, Error>
-    where
-        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        Session::start(io, config, true)
-    }
-
-    /// Starts the server side of a session over `io`; it opens even stream ids 2, 4, …
-    pub fn server<T>(io: T, config: Config) -> Result<Session, Error>
-    where
-        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        Session::start(io, config, false)
-    }
-
-    fn start<T>(io: T, config: Config, client: bool) -> Result<Session, Error>
+    /// Starts a session over `io` on the `role` side: the client opens odd stream ids
+    /// 3, 5, 7, …, the server even ones 2, 4, … (smux has no handshake: the first frame is
+    /// a stream's). Must be called inside a tokio runtime (the session spawns its tasks
+    /// there).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] for an invalid configuration, [`ErrorKind::NoRuntime`]
+    /// outside a tokio runtime.
+    pub fn start<T>(io: T, role: Role, config: Config) -> Result<Session, Error>
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -109,7 +102,7 @@ impl Session {
             .map_err(|e| Error::new(ErrorKind::NoRuntime, e.to_string()))?;
         let shared = Arc::new(Shared::new(SessionCore::new(
             &config,
-            client,
+            role == Role::Client,
             Instant::now(),
         )));
         let (rd, wr) = tokio::io::split(io);
@@ -343,14 +336,14 @@ mod tests {
             version: 3,
             ..Config::default()
         };
-        let err = Session::client(a, config).unwrap_err();
+        let err = Session::start(a, Role::Client, config).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     }
 
     #[test]
     fn outside_a_runtime_is_an_error() {
         let (a, _b) = tokio::io::duplex(1024);
-        let err = Session::client(a, Config::default()).unwrap_err();
+        let err = Session::start(a, Role::Client, Config::default()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NoRuntime);
     }
 
@@ -363,8 +356,8 @@ mod tests {
             std::future::poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
         }
         let (a, b) = tokio::io::duplex(1 << 16);
-        let client = Session::client(a, Config::default()).unwrap();
-        let mut server = Session::server(b, Config::default()).unwrap();
+        let client = Session::start(a, Role::Client, Config::default()).unwrap();
+        let mut server = Session::start(b, Role::Server, Config::default()).unwrap();
         let mut opened = Vec::new();
         for _ in 0..2 {
             let mut s = client.open().await.unwrap();
@@ -387,8 +380,8 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         let (a, b) = tokio::io::duplex(1 << 20);
-        let client = Session::client(a, Config::default()).unwrap();
-        let server = Session::server(b, Config::default()).unwrap();
+        let client = Session::start(a, Role::Client, Config::default()).unwrap();
+        let server = Session::start(b, Role::Server, Config::default()).unwrap();
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
             for _ in 0..3 {
@@ -425,7 +418,7 @@ mod tests {
             .with_version(2)
             .with_linger(Duration::from_secs(2));
         let (a, _b) = tokio::io::duplex(1 << 20);
-        let client = Session::client(a, config).unwrap();
+        let client = Session::start(a, Role::Client, config).unwrap();
         let mut s = client.open().await.unwrap();
         let started = Instant::now();
         let writer = tokio::spawn(async move {
@@ -443,7 +436,7 @@ mod tests {
     #[tokio::test]
     async fn close_reports_its_reason() {
         let (a, _b) = tokio::io::duplex(1024);
-        let s = Session::client(a, Config::default()).unwrap();
+        let s = Session::start(a, Role::Client, Config::default()).unwrap();
         s.close().await;
         assert!(s.is_closed());
         assert_eq!(s.close_reason().unwrap().kind(), ErrorKind::SessionClosed);

@@ -4,6 +4,7 @@
 
 mod common;
 
+use nodelink_smux::Role;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -78,7 +79,7 @@ async fn rust_client_go_server(version: u8) {
     });
     let addr = within(addr).await.unwrap();
     let tcp = within(TcpStream::connect(&addr)).await.unwrap();
-    let client = Session::client(tcp, rust_config(version)).unwrap();
+    let client = Session::start(tcp, Role::Client, rust_config(version)).unwrap();
     let mut tasks = Vec::new();
     for n in 0..STREAMS {
         let stream = within(client.open()).await.unwrap();
@@ -108,7 +109,7 @@ async fn go_client_rust_server(version: u8) {
         .expect("starting smux-go-peer");
     let reap = Reap(child);
     let (tcp, _) = within(listener.accept()).await.unwrap();
-    let server = Session::server(tcp, rust_config(version)).unwrap();
+    let server = Session::start(tcp, Role::Server, rust_config(version)).unwrap();
     let echo = spawn_echo_server(server.clone());
     let outcome = tokio::task::spawn_blocking(move || {
         let mut reap = reap;

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use nodelink_smux::Role;
 use nodelink_smux::{ErrorKind, Session};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -146,7 +147,7 @@ async fn random_garbage_never_panics() {
         let mut rng = StdRng::seed_from_u64(seed);
         let version = if seed % 2 == 0 { 1 } else { 2 };
         let (a, mut raw) = tokio::io::duplex(1 << 16);
-        let server = Session::server(a, config(version)).unwrap();
+        let server = Session::start(a, Role::Server, config(version)).unwrap();
         // Mostly well-formed headers with random fields, sometimes pure noise.
         let mut bytes = Vec::new();
         for _ in 0..50 {

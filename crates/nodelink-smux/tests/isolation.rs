@@ -2,6 +2,7 @@
 
 mod common;
 
+use nodelink_smux::Role;
 use std::time::Duration;
 
 use common::*;
@@ -24,8 +25,8 @@ async fn stalled_neighbour(
     a_bytes: usize,
 ) -> (Session, Session, nodelink_smux::Stream) {
     let (c, s) = tokio::io::duplex(256 * 1024);
-    let client = Session::client(c, cfg(version)).unwrap();
-    let server = Session::server(s, cfg(version)).unwrap();
+    let client = Session::start(c, Role::Client, cfg(version)).unwrap();
+    let server = Session::start(s, Role::Server, cfg(version)).unwrap();
 
     let mut a = within(client.open()).await.unwrap();
     a.write_all(b"first").await.unwrap();
@@ -90,8 +91,8 @@ async fn v1_slow_reader_loses_nothing() {
         .with_max_stream_buffer(64 * 1024)
         .with_max_receive_buffer(256 * 1024)
         .with_stall_timeout(Duration::from_secs(30));
-    let client = Session::client(c, config.clone()).unwrap();
-    let server = Session::server(s, config).unwrap();
+    let client = Session::start(c, Role::Client, config.clone()).unwrap();
+    let server = Session::start(s, Role::Server, config).unwrap();
     let mut w = within(client.open()).await.unwrap();
     let data = payload(5, 1 << 20);
     let sent = data.clone();
@@ -121,8 +122,8 @@ async fn session_bound_resets_the_largest_stalled_stream() {
         .with_max_stream_buffer(200 * 1024)
         .with_max_receive_buffer(300 * 1024)
         .with_stall_timeout(Duration::from_millis(200));
-    let client = Session::client(c, config.clone()).unwrap();
-    let server = Session::server(s, config).unwrap();
+    let client = Session::start(c, Role::Client, config.clone()).unwrap();
+    let server = Session::start(s, Role::Server, config).unwrap();
     // Two unread streams: 150 KiB then 180 KiB, together past the 300 KiB session bound.
     let mut small = within(client.open()).await.unwrap();
     small.write_all(&payload(1, 150 * 1024)).await.unwrap();

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use nodelink_smux::Role;
 use nodelink_smux::{ErrorKind, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,16 +28,16 @@ async fn many_streams(client: Session, server: Session, streams: u64, bytes: usi
 #[tokio::test]
 async fn v1_duplex_parallel_streams() {
     let (a, b) = tokio::io::duplex(64 * 1024);
-    let client = Session::client(a, config(1)).unwrap();
-    let server = Session::server(b, config(1)).unwrap();
+    let client = Session::start(a, Role::Client, config(1)).unwrap();
+    let server = Session::start(b, Role::Server, config(1)).unwrap();
     many_streams(client, server, 8, 1 << 20).await;
 }
 
 #[tokio::test]
 async fn v2_duplex_parallel_streams() {
     let (a, b) = tokio::io::duplex(64 * 1024);
-    let client = Session::client(a, config(2)).unwrap();
-    let server = Session::server(b, config(2)).unwrap();
+    let client = Session::start(a, Role::Client, config(2)).unwrap();
+    let server = Session::start(b, Role::Server, config(2)).unwrap();
     many_streams(client, server, 8, 1 << 20).await;
 }
 
@@ -50,8 +51,8 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_tcp_parallel_streams() {
     let (c, s) = tcp_pair().await;
-    let client = Session::client(c, config(1)).unwrap();
-    let server = Session::server(s, config(1)).unwrap();
+    let client = Session::start(c, Role::Client, config(1)).unwrap();
+    let server = Session::start(s, Role::Server, config(1)).unwrap();
     many_streams(client, server, 8, 2 << 20).await;
 }
 
@@ -59,8 +60,8 @@ async fn v1_tcp_parallel_streams() {
 async fn v2_tcp_parallel_streams() {
     let (c, s) = tcp_pair().await;
     let cfg = config(2).with_max_stream_buffer(256 * 1024);
-    let client = Session::client(c, cfg.clone()).unwrap();
-    let server = Session::server(s, cfg).unwrap();
+    let client = Session::start(c, Role::Client, cfg.clone()).unwrap();
+    let server = Session::start(s, Role::Server, cfg).unwrap();
     many_streams(client, server, 8, 2 << 20).await;
 }
 
@@ -68,8 +69,8 @@ async fn v2_tcp_parallel_streams() {
 async fn half_close_works_both_ways() {
     for version in [1, 2] {
         let (a, b) = tokio::io::duplex(4096);
-        let client = Session::client(a, config(version)).unwrap();
-        let server = Session::server(b, config(version)).unwrap();
+        let client = Session::start(a, Role::Client, config(version)).unwrap();
+        let server = Session::start(b, Role::Server, config(version)).unwrap();
         let mut c = within(client.open()).await.unwrap();
         c.write_all(b"request").await.unwrap();
         within(c.shutdown()).await.unwrap();
@@ -103,8 +104,8 @@ async fn half_close_works_both_ways() {
 #[tokio::test]
 async fn dropping_a_stream_sends_fin_after_its_data() {
     let (a, b) = tokio::io::duplex(4096);
-    let client = Session::client(a, config(1)).unwrap();
-    let server = Session::server(b, config(1)).unwrap();
+    let client = Session::start(a, Role::Client, config(1)).unwrap();
+    let server = Session::start(b, Role::Server, config(1)).unwrap();
     let mut s_out = within(server.open()).await.unwrap();
     assert_eq!(s_out.id(), 2);
     s_out.write_all(&payload(9, 100_000)).await.unwrap();
@@ -118,8 +119,8 @@ async fn dropping_a_stream_sends_fin_after_its_data() {
 #[tokio::test]
 async fn closing_the_session_ends_streams_and_fails_acceptors() {
     let (a, b) = tokio::io::duplex(4096);
-    let client = Session::client(a, config(2)).unwrap();
-    let server = Session::server(b, config(2)).unwrap();
+    let client = Session::start(a, Role::Client, config(2)).unwrap();
+    let server = Session::start(b, Role::Server, config(2)).unwrap();
     let mut c = within(client.open()).await.unwrap();
     let _s = within(server.accept()).await.unwrap();
     let acceptor = {
@@ -143,7 +144,7 @@ async fn closing_the_session_ends_streams_and_fails_acceptors() {
 #[tokio::test]
 async fn dropping_every_handle_closes_the_session() {
     let (a, mut raw) = tokio::io::duplex(4096);
-    let client = Session::client(a, config(1)).unwrap();
+    let client = Session::start(a, Role::Client, config(1)).unwrap();
     drop(client);
     // The connection is released: the raw end reads EOF.
     let n = within(raw.read(&mut [0u8; 8])).await.unwrap();

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use nodelink_smux::Config;
+use nodelink_smux::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -173,8 +174,8 @@ async fn v2_gives_up_on_a_window_closed_by_the_peers_fin() {
 async fn v2_half_close_lets_a_large_reply_through() {
     // Our own peer keeps reading (and granting window) after its FIN.
     let (a, b) = tokio::io::duplex(64 * 1024);
-    let client = nodelink_smux::Session::client(a, config(2)).unwrap();
-    let server = nodelink_smux::Session::server(b, config(2)).unwrap();
+    let client = nodelink_smux::Session::start(a, Role::Client, config(2)).unwrap();
+    let server = nodelink_smux::Session::start(b, Role::Server, config(2)).unwrap();
     let mut c = within(client.open()).await.unwrap();
     within(c.shutdown()).await.unwrap();
     let mut s = within(server.accept()).await.unwrap();

@@ -38,7 +38,7 @@ use tracing::Instrument;
 
 use crate::config::{normalize_addr, Checked, Config, Role};
 use crate::core::pool::{self, Pick, Pool, Refill, Scavenge};
-use crate::mux::{open_session, pipe, Closing, End, Route};
+use crate::mux::{open_session, pipe, Closing, Route};
 use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_GRACE, TASKS_WAIT};
 
 /// How often a failed dial is retried, and how often the scavenger looks at its sessions.
@@ -298,7 +298,12 @@ async fn dial(shared: &Shared) -> Option<Session> {
             // The session's tasks log within this span: the server it goes to.
             let span = tracing::info_span!("session", peer = %shared.remote);
             let session = span.in_scope(|| {
-                open_session(kcp, shared.config.nocomp, &shared.checked.smux, End::Client)
+                open_session(
+                    kcp,
+                    shared.config.nocomp,
+                    &shared.checked.smux,
+                    Role::Client,
+                )
             })?;
             tracing::info!(
                 "smux version {} on KCP session {local} -> {peer}",

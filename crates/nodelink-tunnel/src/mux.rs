@@ -14,7 +14,7 @@ use nodelink_smux::{Config as SmuxConfig, Session};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use crate::config::SmuxSettings;
+use crate::config::{Role, SmuxSettings};
 pub(crate) use crate::core::forward::Closing;
 use crate::core::forward::{Direction, Pipe, Settle, Want};
 use crate::snappy::SnappyStream;
@@ -38,27 +38,19 @@ pub(crate) fn smux_config(s: &SmuxSettings) -> SmuxConfig {
         .with_max_stream_buffer(s.max_stream_buffer)
 }
 
-/// Which smux end to run.
-#[derive(Clone, Copy)]
-pub(crate) enum End {
-    Client,
-    Server,
-}
-
 /// Runs smux over `kcp`, through snappy framing unless `nocomp` (kcptun's layering: KCP
 /// stream, then snappy, then smux).
 pub(crate) fn open_session(
     kcp: KcpStream,
     nocomp: bool,
     settings: &SmuxSettings,
-    end: End,
+    role: Role,
 ) -> Result<Session, Error> {
     let cfg = smux_config(settings);
-    let session = match (nocomp, end) {
-        (true, End::Client) => Session::client(kcp, cfg)?,
-        (true, End::Server) => Session::server(kcp, cfg)?,
-        (false, End::Client) => Session::client(SnappyStream::new(kcp), cfg)?,
-        (false, End::Server) => Session::server(SnappyStream::new(kcp), cfg)?,
+    let session = if nocomp {
+        Session::start(kcp, role, cfg)?
+    } else {
+        Session::start(SnappyStream::new(kcp), role, cfg)?
     };
     Ok(session)
 }

@@ -39,7 +39,7 @@ use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
 
 use crate::config::{normalize_addr, Checked, Config, Role};
-use crate::mux::{open_session, pipe, Closing, End, Route};
+use crate::mux::{open_session, pipe, Closing, Route};
 use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_GRACE, TASKS_WAIT};
 
 /// How long dialling the target may take before the stream is given up.
@@ -222,7 +222,12 @@ impl Server {
 /// Runs smux on one KCP session and forwards its streams until it ends or the server stops.
 async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
     let local = kcp.local_addr();
-    let session = match open_session(kcp, shared.config.nocomp, &shared.checked.smux, End::Server) {
+    let session = match open_session(
+        kcp,
+        shared.config.nocomp,
+        &shared.checked.smux,
+        Role::Server,
+    ) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(

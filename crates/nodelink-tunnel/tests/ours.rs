@@ -5,6 +5,7 @@
 
 mod common;
 
+use nodelink_smux::Role;
 use std::time::Duration;
 
 use common::*;
@@ -341,7 +342,9 @@ async fn dead_session_is_redialled() {
         .await
         .unwrap()
         .unwrap();
-    let smux = nodelink_smux::Session::server(second, nodelink_smux::Config::default()).unwrap();
+    let smux =
+        nodelink_smux::Session::start(second, Role::Server, nodelink_smux::Config::default())
+            .unwrap();
     let mut stream = tokio::time::timeout(LIMIT, smux.accept())
         .await
         .unwrap()

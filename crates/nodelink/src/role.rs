@@ -1,29 +1,16 @@
 //! Which end of a link this side is, and what it knows of the peer's extensions.
 
-/// Which end of the link this side is: it decides the parity of the connection ids we
-/// allocate under NEO/go rules (client odd from 1, server even from 0, like HTTP/2
-/// streams), and which side may offer the flow-control extension (the client).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// The side that dialed.
-    Client,
-    /// The side that accepted.
-    Server,
-}
+/// Which end of the link this side is (shared by every nodelink crate): it decides the
+/// parity of the connection ids we allocate under NEO/go rules (client odd from 1, server
+/// even from 0, like HTTP/2 streams), and which side may offer the flow-control extension
+/// (the client).
+pub use nodelink_driver::Role;
 
-impl Role {
-    pub(crate) fn first_id(self) -> u32 {
-        match self {
-            Role::Client => 1,
-            Role::Server => 0,
-        }
-    }
-
-    pub(crate) fn peer(self) -> Role {
-        match self {
-            Role::Client => Role::Server,
-            Role::Server => Role::Client,
-        }
+/// The first connection id `role` allocates.
+pub(crate) fn first_id(role: Role) -> u32 {
+    match role {
+        Role::Client => 1,
+        Role::Server => 0,
     }
 }
 

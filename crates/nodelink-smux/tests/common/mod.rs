@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: a raw frame peer and deterministic payloads.
 #![allow(dead_code)]
 
+use nodelink_smux::Role;
 use std::future::Future;
 use std::time::Duration;
 
@@ -73,13 +74,13 @@ pub fn config(version: u8) -> Config {
 /// A client session over one end of a duplex pipe, and the raw other end.
 pub fn client_with_raw(config: Config) -> (Session, DuplexStream) {
     let (a, b) = tokio::io::duplex(1 << 20);
-    (Session::client(a, config).unwrap(), b)
+    (Session::start(a, Role::Client, config).unwrap(), b)
 }
 
 /// A server session over one end of a duplex pipe, and the raw other end.
 pub fn server_with_raw(config: Config) -> (Session, DuplexStream) {
     let (a, b) = tokio::io::duplex(1 << 20);
-    (Session::server(a, config).unwrap(), b)
+    (Session::start(a, Role::Server, config).unwrap(), b)
 }
 
 /// Echoes every accepted stream back to its sender until the session ends.

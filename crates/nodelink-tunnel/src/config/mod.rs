@@ -47,15 +47,10 @@ pub const DEFAULT_KEY: &str = "it's a secrect";
 /// peer for this long is dead. The keepalive interval must not exceed it.
 pub const SMUX_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which end of the tunnel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Role {
-    /// Accepts TCP connections and carries them over KCP to a server (`kcptun-client`).
-    #[default]
-    Client,
-    /// Accepts KCP sessions and forwards their streams to a TCP target (`kcptun-server`).
-    Server,
-}
+/// Which end of the tunnel: the client accepts TCP connections and carries them over KCP
+/// to a server (`kcptun-client`), the server accepts KCP sessions and forwards their
+/// streams to a TCP target (`kcptun-server`). The role type every nodelink crate shares.
+pub use nodelink_driver::Role;
 
 /// kcptun's `--mode`: one of KCP's presets, or `manual`, which takes KCP's
 /// `(nodelay, interval, resend, nc)` from [`Config::manual`].

@@ -243,7 +243,7 @@ impl<W: Default> LinkCore<W> {
         let dialect = config.dialect;
         let numbering = match dialect {
             Dialect::NeoGo => Numbering::ByParity {
-                first: role.first_id(),
+                first: crate::role::first_id(role),
             },
             Dialect::NeoPy => Numbering::ByAnswerBit,
         };
