@@ -6,6 +6,8 @@
 //!   seed, so runs are repeatable) and expects the same bytes back with code 0x8100, which
 //!   is what `nodelink serve` does.
 
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -32,19 +34,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Progress bars appear from this many requests on.
 const PROGRESS_FROM: u64 = 1000;
 
-/// `size` pseudo-random bytes from `seed` (splitmix64): the same seed gives the same bytes.
+/// `size` pseudo-random bytes from `seed` (rand's seeded `StdRng`): the same seed gives the
+/// same bytes.
 pub fn payload(size: usize, seed: u64) -> Bytes {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(size + 8);
-    while out.len() < size {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        out.extend_from_slice(&z.to_le_bytes());
-    }
-    out.truncate(size);
+    let mut out = vec![0u8; size];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut out);
     Bytes::from(out)
 }
 

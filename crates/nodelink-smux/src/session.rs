@@ -22,7 +22,7 @@ use crate::error::{Error, ErrorKind};
 use crate::frame::{HEADER_LEN, MAX_PAYLOAD_LEN};
 use crate::shared::{LifeGuard, Shared};
 use crate::stream::Stream;
-use crate::Role;
+use nodelink_driver::Role;
 
 /// How long closing waits for the connection's own shutdown (a FIN on TCP, say).
 const CONNECTION_SHUTDOWN_WAIT: Duration = Duration::from_secs(1);

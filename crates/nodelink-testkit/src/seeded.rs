@@ -2,6 +2,7 @@
 //! (rand's `StdRng`), with the few draws tests use, so that a run is reproducible from its
 //! seed and no crate keeps a hand-written generator of its own.
 
+use rand::distr::uniform::{SampleRange, SampleUniform};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
@@ -27,6 +28,11 @@ impl SeededRng {
         } else {
             self.0.random_range(0..n)
         }
+    }
+
+    /// Uniform in `range` (`a..b` or `a..=b`, of any integer type); panics on an empty one.
+    pub fn range<T: SampleUniform, R: SampleRange<T>>(&mut self, range: R) -> T {
+        self.0.random_range(range)
     }
 
     /// True with probability `per_mille / 1000`.
@@ -64,6 +70,7 @@ mod tests {
         assert_ne!(seeded_bytes(1, 32), seeded_bytes(2, 32));
         assert_eq!(SeededRng::new(0).below(0), 0);
         assert!((0..100).all(|_| a.below(7) < 7));
+        assert!((0..100).all(|_| (3..=5u8).contains(&a.range(3..=5u8))));
         assert!(!(0..100).any(|_| a.chance(0)));
         assert!((0..100).all(|_| a.chance(1000)));
     }

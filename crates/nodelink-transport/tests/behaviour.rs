@@ -186,7 +186,6 @@ async fn unaddressable_endpoint_gets_replies_over_its_socket() {
 /// interleaving: every message must arrive on a connection that opened and then closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_in_both_directions() {
-    use rand::{Rng, SeedableRng};
     const TASKS: usize = 4;
     const ROUNDS: usize = 150;
     let (_ta, a) = endpoint().await;
@@ -196,19 +195,19 @@ async fn churn_in_both_directions() {
         for w in 0..TASKS {
             let (from, to) = (from.clone(), to.clone());
             workers.push(tokio::spawn(async move {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
+                let mut rng = nodelink_testkit::SeededRng::new(w as u64);
                 for r in 0..ROUNDS {
                     let conn = from.connect(to.address()).await.expect("connect");
                     conn.send(&[format!("{w}/{r}").as_bytes()])
                         .await
                         .expect("send");
-                    if rng.gen_bool(0.3) {
+                    if rng.chance(300) {
                         tokio::task::yield_now().await;
                     }
                     conn.close().await;
                     // Now and then let the socket go idle, so it is torn down and rebuilt.
-                    if rng.gen_bool(0.1) {
-                        let us = rng.gen_range(0..2000);
+                    if rng.chance(100) {
+                        let us = rng.range(0..2000);
                         tokio::time::sleep(std::time::Duration::from_micros(us)).await;
                     }
                 }

@@ -13,7 +13,6 @@ use common::*;
 use nodelink_transport::{
     Config, ConnectHints, ConnectionId, EndPoint, ErrorKind, Event, EventErrorKind,
 };
-use rand::{Rng, SeedableRng};
 
 /// How many pings the upstream suite sends where it pings.
 const PINGS: usize = 10_000;
@@ -627,16 +626,12 @@ async fn test_kill() {
     const TASKS: usize = 1000;
     let (_ts, server) = endpoint().await;
     let (_tc, client) = endpoint().await;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b696c6c);
+    let mut rng = nodelink_testkit::SeededRng::new(0x6b696c6c);
     let mut handles = Vec::with_capacity(TASKS);
     for i in 0..TASKS {
         let client = client.clone();
         let target = server.address().clone();
-        let (d1, d2, d3) = (
-            rng.gen_range(0..100),
-            rng.gen_range(0..100),
-            rng.gen_range(0..100),
-        );
+        let (d1, d2, d3) = (rng.range(0..100), rng.range(0..100), rng.range(0..100));
         handles.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_micros(d1)).await;
             let conn = client.connect(&target).await.expect("connect");
@@ -652,8 +647,8 @@ async fn test_kill() {
     // Abort about half, at random moments.
     let mut killed = HashSet::new();
     for (i, h) in handles.iter().enumerate() {
-        if rng.gen_bool(0.5) {
-            tokio::time::sleep(Duration::from_micros(rng.gen_range(0..600))).await;
+        if rng.chance(500) {
+            tokio::time::sleep(Duration::from_micros(rng.range(0..600))).await;
             h.abort();
             killed.insert(i);
         }

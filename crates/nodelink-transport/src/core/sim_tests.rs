@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use nodelink_testkit::sim::{Faults, StreamNode, StreamPair};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use nodelink_testkit::SeededRng;
 use tokio::time::Instant;
 
 use super::socket::{End, Phase, SocketCore, SocketEvent, SocketLimits};
@@ -120,11 +119,11 @@ impl Node {
     }
 
     /// One random application step.
-    fn act(&mut self, rng: &mut StdRng, now: Instant) {
-        match rng.gen_range(0..10) {
+    fn act(&mut self, rng: &mut SeededRng, now: Instant) {
+        match rng.range(0..10) {
             0..=2 => self.open(),
-            3..=6 if !self.open.is_empty() => self.send(rng.gen_range(0..self.open.len())),
-            7..=9 if !self.open.is_empty() => self.close(rng.gen_range(0..self.open.len()), now),
+            3..=6 if !self.open.is_empty() => self.send(rng.range(0..self.open.len())),
+            7..=9 if !self.open.is_empty() => self.close(rng.range(0..self.open.len()), now),
             _ => {}
         }
     }
@@ -178,10 +177,10 @@ impl StreamNode for Node {
     }
 }
 
-fn faults(rng: &mut StdRng) -> Faults {
+fn faults(rng: &mut SeededRng) -> Faults {
     Faults {
-        max_chunk: rng.gen_range(1..64),
-        max_delay: Duration::from_micros(rng.gen_range(0..3000)),
+        max_chunk: rng.range(1..64),
+        max_delay: Duration::from_micros(rng.range(0..3000)),
         break_after: None,
     }
 }
@@ -191,20 +190,20 @@ fn faults(rng: &mut StdRng) -> Faults {
 #[test]
 fn teardown_always_completes_and_nothing_is_lost() {
     for seed in 0..300u64 {
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = SeededRng::new(seed);
         let mut pair = StreamPair::new(Node::new(), Node::new(), seed, faults(&mut rng));
         // A socket exists because one side connected: its first connection comes at once.
         pair.a.open();
-        for _ in 0..rng.gen_range(1..80) {
+        for _ in 0..rng.range(1..80) {
             let now = pair.now();
-            if rng.gen_bool(0.5) {
+            if rng.chance(500) {
                 pair.a.act(&mut rng, now);
             } else {
                 pair.b.act(&mut rng, now);
             }
             // Some steps happen at once (closes that cross), some after a while.
-            if rng.gen_bool(0.6) {
-                pair.run_for(Duration::from_micros(rng.gen_range(0..4000)));
+            if rng.chance(600) {
+                pair.run_for(Duration::from_micros(rng.range(0..4000)));
             }
             let held = pair.a.core.incoming() + pair.b.core.incoming();
             assert!(held <= pair.a.sent.len() + pair.b.sent.len(), "seed {seed}");
@@ -212,8 +211,8 @@ fn teardown_always_completes_and_nothing_is_lost() {
         // Both close what they have, possibly at the same moment.
         let now = pair.now();
         pair.a.close_all(now);
-        if rng.gen_bool(0.5) {
-            pair.run_for(Duration::from_micros(rng.gen_range(0..4000)));
+        if rng.chance(500) {
+            pair.run_for(Duration::from_micros(rng.range(0..4000)));
         }
         let now = pair.now();
         pair.b.close_all(now);
@@ -250,21 +249,21 @@ fn teardown_always_completes_and_nothing_is_lost() {
 #[test]
 fn messages_arrive_once_in_order() {
     for seed in 0..100u64 {
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = SeededRng::new(seed);
         let mut pair = StreamPair::new(Node::new(), Node::new(), seed, faults(&mut rng));
         for _ in 0..4 {
             pair.a.open();
             pair.b.open();
         }
         for _ in 0..200 {
-            let i = rng.gen_range(0..4);
-            if rng.gen_bool(0.5) {
+            let i = rng.range(0..4);
+            if rng.chance(500) {
                 pair.a.send(i);
             } else {
                 pair.b.send(i);
             }
-            if rng.gen_bool(0.3) {
-                pair.run_for(Duration::from_micros(rng.gen_range(0..2000)));
+            if rng.chance(300) {
+                pair.run_for(Duration::from_micros(rng.range(0..2000)));
             }
         }
         assert!(pair.settle(Duration::from_secs(5)), "seed {seed}");
@@ -282,18 +281,18 @@ fn messages_arrive_once_in_order() {
 #[test]
 fn a_broken_stream_ends_both_sides() {
     for seed in 0..200u64 {
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = SeededRng::new(seed);
         let mut f = faults(&mut rng);
-        f.break_after = Some(Duration::from_micros(rng.gen_range(0..20_000)));
+        f.break_after = Some(Duration::from_micros(rng.range(0..20_000)));
         let mut pair = StreamPair::new(Node::new(), Node::new(), seed, f);
-        for _ in 0..rng.gen_range(1..60) {
+        for _ in 0..rng.range(1..60) {
             let now = pair.now();
-            if rng.gen_bool(0.5) {
+            if rng.chance(500) {
                 pair.a.act(&mut rng, now);
             } else {
                 pair.b.act(&mut rng, now);
             }
-            pair.run_for(Duration::from_micros(rng.gen_range(0..1000)));
+            pair.run_for(Duration::from_micros(rng.range(0..1000)));
         }
         pair.run_for(Duration::from_millis(30));
         assert!(pair.is_broken() || pair.a.ended.is_some(), "seed {seed}");

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use nodelink_testkit::SeededRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::codec::{
@@ -128,8 +128,8 @@ fn compressible_data_uses_compressed_chunks_of_at_most_64k() {
 
 #[test]
 fn random_data_round_trips_uncompressed() {
-    let mut rng = StdRng::seed_from_u64(7);
-    let data: Vec<u8> = (0..200_000).map(|_| rng.gen()).collect();
+    let mut rng = SeededRng::new(7);
+    let data: Vec<u8> = rng.bytes(200_000);
     let mut out = BytesMut::new();
     FrameEncoder::new().encode(&data, &mut out);
     assert_eq!(out[STREAM_IDENTIFIER.len()], 0x01);
@@ -234,14 +234,14 @@ async fn stream_round_trips_both_ways() {
     let (a, b) = tokio::io::duplex(8192);
     let mut a = SnappyStream::new(a);
     let mut b = SnappyStream::new(b);
-    let mut rng = StdRng::seed_from_u64(1);
+    let mut rng = SeededRng::new(1);
     let mut data = vec![0u8; 1_000_000];
     for (i, byte) in data.iter_mut().enumerate() {
         // Half compressible text, half noise.
         *byte = if (i / 4096) % 2 == 0 {
             b"nodelink "[i % 9]
         } else {
-            rng.gen()
+            rng.next_u64() as u8
         };
     }
     let sent = data.clone();
