@@ -4,12 +4,15 @@
 //!
 //! * `nodelink kcp serve|bench` take kcptun's own names: `--crypt`, `--key`,
 //!   `--datashard`/`--ds`, `--parityshard`/`--ps`, `--mode`, `--mtu`, `--sndwnd`,
-//!   `--rcvwnd`, `--acknodelay`;
+//!   `--rcvwnd` (and `--acknodelay`, accepted and without effect: ACKs always leave at
+//!   once);
 //! * `nodelink serve|ping --kcp` take them prefixed with `kcp-` (`--kcp-crypt`,
 //!   `--kcp-ds`, ...), since `ping` has a `--mode` of its own.
 //!
 //! Defaults are kcptun's: `aes`, key `it's a secrect`, FEC 10/3, mode `fast`, MTU 1350,
-//! windows 128/512 for a client and 1024/1024 for a server, ACKs at the flush interval.
+//! windows 128/512 for a client and 1024/1024 for a server; ACKs leave as soon as the data
+//! they acknowledge was processed (`nodelink_kcp::AckTiming::Prompt`), where kcptun waits
+//! for the flush interval unless `-acknodelay` is given.
 //! As in kcp-go, FEC is off when either shard count is 0. kcptun's `manual` mode
 //! (`--nodelay --interval --resend --nc`) is not offered: only the four presets.
 //!
@@ -74,8 +77,6 @@ pub struct KcpFlags {
     pub sndwnd: Option<u32>,
     /// Receive window; `None` for the side's default.
     pub rcvwnd: Option<u32>,
-    /// Flush ACKs at once.
-    pub acknodelay: bool,
 }
 
 impl KcpFlags {
@@ -112,8 +113,7 @@ impl KcpFlags {
             .with_mode(mode)
             .with_mtu(self.mtu)
             .with_window(sndwnd, rcvwnd)
-            .with_stream(true)
-            .with_ack_nodelay(self.acknodelay);
+            .with_stream(true);
         // The segment header (24 bytes), the crypto and FEC headers must leave room for data.
         let overhead = self.mtu - session.mss().min(self.mtu);
         let min_mtu = (overhead + 1).max(50);
@@ -151,8 +151,8 @@ impl fmt::Display for Describe<'_> {
             "mode {}, mtu {}, sndwnd {}, rcvwnd {}",
             s.mode, s.mtu, s.sndwnd, s.rcvwnd
         )?;
-        if s.ack_nodelay {
-            f.write_str(", acknodelay")?;
+        if s.acks == nodelink_kcp::AckTiming::Interval {
+            f.write_str(", acks on the interval")?;
         }
         Ok(())
     }
@@ -196,7 +196,8 @@ pub struct KcpArgs {
     /// Receive window in segments [default: 512 for bench, 1024 for serve].
     #[arg(long, value_name = "W")]
     pub rcvwnd: Option<u32>,
-    /// Send ACKs at once rather than at the next flush.
+    /// Accepted for kcp-go compatibility: ACKs always leave as soon as the data they
+    /// acknowledge was processed
     #[arg(long)]
     pub acknodelay: bool,
 }
@@ -214,7 +215,6 @@ impl KcpArgs {
             mtu: self.mtu,
             sndwnd: self.sndwnd,
             rcvwnd: self.rcvwnd,
-            acknodelay: self.acknodelay,
         }
     }
 }
@@ -261,7 +261,7 @@ pub struct LinkKcpArgs {
     /// KCP receive window [default: 512 for ping, 1024 for serve].
     #[arg(long, value_name = "W", requires = "kcp")]
     pub kcp_rcvwnd: Option<u32>,
-    /// KCP: send ACKs at once.
+    /// KCP: accepted for kcp-go compatibility (ACKs always leave at once).
     #[arg(long, requires = "kcp")]
     pub kcp_acknodelay: bool,
 }
@@ -282,7 +282,6 @@ impl LinkKcpArgs {
             mtu: self.kcp_mtu,
             sndwnd: self.kcp_sndwnd,
             rcvwnd: self.kcp_rcvwnd,
-            acknodelay: self.kcp_acknodelay,
         }
         .session(side)
         .map(Some)
@@ -351,7 +350,6 @@ mod tests {
             mtu: 1350,
             sndwnd: None,
             rcvwnd: None,
-            acknodelay: false,
         }
     }
 
@@ -365,7 +363,7 @@ mod tests {
         assert_eq!(s.mtu, 1350);
         assert_eq!((s.sndwnd, s.rcvwnd), (128, 512));
         assert!(s.stream);
-        assert!(!s.ack_nodelay);
+        assert_eq!(s.acks, nodelink_kcp::AckTiming::Prompt);
         assert_eq!(s.mss(), 1298);
         let s = flags().session(Side::Server).unwrap();
         assert_eq!((s.sndwnd, s.rcvwnd), (1024, 1024));

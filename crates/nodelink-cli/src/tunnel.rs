@@ -135,7 +135,8 @@ pub struct CommonArgs {
     /// Disable snappy compression (must match the other end)
     #[arg(long)]
     pub nocomp: bool,
-    /// Flush ACKs as soon as a packet arrives
+    /// Accepted for kcptun compatibility: nodelink always sends ACKs as soon as the data
+    /// they acknowledge was processed
     #[arg(long)]
     pub acknodelay: bool,
     /// Manual mode: KCP nodelay, 0 or 1 [default: 0]
@@ -214,7 +215,6 @@ impl CommonArgs {
         let manual = &mut cfg.manual;
         given!(manual, args, interval, resend, nodelay => |v: u8| v == 1, nc => |v: u8| v == 1);
         cfg.nocomp |= self.nocomp;
-        cfg.acknodelay |= self.acknodelay;
         cfg.quiet |= self.quiet;
         Ok(())
     }

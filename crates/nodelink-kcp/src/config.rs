@@ -11,6 +11,21 @@ use crate::{Error, Result};
 
 /// kcptun's default passphrase (sic).
 pub const DEFAULT_KEY: &str = "it's a secrect";
+/// When the ACKs for received data leave. Only timing: the ACK segments are kcp-go's either
+/// way, so a kcp-go or kcptun peer sees nothing new (docs/protocols/kcp.md, "When
+/// segments leave").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckTiming {
+    /// Right after the batch of datagrams that carried the data was processed (nodelink's
+    /// default; kcp-go's `acknodelay`): the sender learns at once that its window opened,
+    /// so throughput follows the round trip instead of the flush interval.
+    #[default]
+    Prompt,
+    /// With the next `interval` flush, as kcp-go without `acknodelay`: fewer ACK
+    /// datagrams, but a sender can move at most one window per interval.
+    Interval,
+}
+
 /// Largest UDP payload kcptun accepts as MTU.
 pub const MAX_SESSION_MTU: usize = 1500;
 
@@ -76,10 +91,11 @@ impl FromStr for Mode {
 ///
 /// [`Default`] is kcptun's client defaults (kcptun `client/main.go`): `-crypt aes`,
 /// `-key "it's a secrect"`, `-datashard 10 -parityshard 3`, `-mode fast`, `-mtu 1350`,
-/// `-sndwnd 128 -rcvwnd 512` (kcptun's *server* defaults to 1024/1024), `-acknodelay`
-/// off, stream mode (kcptun runs smux over a KCP stream). The settings kcptun does not
-/// have are this crate's: dead link after 20 transmissions (kcp-go), dead after 30 s
-/// without ACK progress, no read/write timeouts, 5 s linger on close, accept backlog 128.
+/// `-sndwnd 128 -rcvwnd 512` (kcptun's *server* defaults to 1024/1024), stream mode
+/// (kcptun runs smux over a KCP stream). The settings kcptun does not have are this
+/// crate's: ACKs sent promptly ([`AckTiming::Prompt`], where kcptun's `-acknodelay` is
+/// off by default), dead link after 20 transmissions (kcp-go), dead after 30 s without
+/// ACK progress, no read/write timeouts, 5 s linger on close, accept backlog 128.
 ///
 /// Build variations with the `with_*` methods:
 ///
@@ -109,8 +125,8 @@ pub struct Config {
     pub rcvwnd: u16,
     /// Stream mode (true) or message mode.
     pub stream: bool,
-    /// Send ACKs at once instead of at the next interval.
-    pub ack_nodelay: bool,
+    /// When ACKs leave (default [`AckTiming::Prompt`]).
+    pub acks: AckTiming,
     /// Transmissions of one segment after which the peer counts as dead.
     pub dead_link: u32,
     /// The peer counts as dead after this long without any ACK progress while data is
@@ -151,7 +167,7 @@ impl Default for Config {
             sndwnd: 128,
             rcvwnd: 512,
             stream: true,
-            ack_nodelay: false,
+            acks: AckTiming::Prompt,
             dead_link: DEFAULT_DEAD_LINK,
             dead_timeout: Duration::from_secs(30),
             read_timeout: None,
@@ -204,9 +220,9 @@ impl Config {
         self.stream = stream;
         self
     }
-    /// ACK-no-delay.
-    pub fn with_ack_nodelay(mut self, on: bool) -> Self {
-        self.ack_nodelay = on;
+    /// When ACKs leave.
+    pub fn with_acks(mut self, timing: AckTiming) -> Self {
+        self.acks = timing;
         self
     }
     /// Dead link after this many transmissions of one segment.

@@ -24,5 +24,5 @@ pub mod session;
 mod stats;
 
 pub use error::{Error, ErrorKind, Result};
-pub use pipeline::{Config, Mode, Stats};
+pub use pipeline::{AckTiming, Config, Mode, Stats};
 pub use session::{snmp, KcpListener, KcpStream};

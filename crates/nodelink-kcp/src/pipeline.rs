@@ -47,7 +47,7 @@
 
 use std::sync::Arc;
 
-pub use crate::config::{Config, Mode, DEFAULT_KEY, MAX_SESSION_MTU};
+pub use crate::config::{AckTiming, Config, Mode, DEFAULT_KEY, MAX_SESSION_MTU};
 pub use crate::stats::Stats;
 pub(crate) use crate::stats::{AtomicStats, Own};
 
@@ -93,7 +93,7 @@ impl Pipeline {
         kcp.set_nodelay(nd, iv, rs, nc);
         kcp.set_window(cfg.sndwnd, cfg.rcvwnd);
         kcp.set_stream(cfg.stream);
-        kcp.set_ack_nodelay(cfg.ack_nodelay);
+        kcp.set_ack_nodelay(cfg.acks == AckTiming::Prompt);
         kcp.set_dead_link(cfg.dead_link);
         let encoder = if cfg.fec_enabled() {
             Some(FecEncoder::new(
@@ -370,6 +370,34 @@ mod tests {
             let _ = b.input(&mut d, now);
         }
         n
+    }
+
+    /// A receiver with prompt ACKs answers a data datagram in the same step; with
+    /// kcp-go's interval timing it stays silent until its next flush tick.
+    #[test]
+    fn prompt_acks_leave_with_the_batch_interval_acks_wait_for_the_tick() {
+        for (timing, acks_at_once) in [(AckTiming::Prompt, true), (AckTiming::Interval, false)] {
+            let cfg = Config::default()
+                .with_fec(0, 0)
+                .with_crypt(CipherKind::Null)
+                .with_acks(timing);
+            let (mut a, mut b) = pair(&cfg);
+            // Both have run their first update at 0: the next ticks are at the interval.
+            a.transmit(0, |_| {});
+            b.transmit(0, |_| {});
+            a.send(b"hello").unwrap();
+            let mut wire = Vec::new();
+            a.flush(1, |d| wire.push(d.to_vec()));
+            assert_eq!(wire.len(), 1, "{timing:?}");
+            b.input(&mut wire[0], 2).unwrap();
+            let mut answer = 0;
+            b.transmit(2, |_| answer += 1);
+            assert_eq!(answer > 0, acks_at_once, "{timing:?}");
+            // Either way the ACK has left by the next tick.
+            let tick = b.check(2);
+            b.transmit(tick, |_| answer += 1);
+            assert!(answer > 0, "{timing:?}");
+        }
     }
 
     #[test]

@@ -193,7 +193,7 @@ pub(crate) fn describe(config: &Config, checked: &Checked) -> String {
     format!(
         "crypt {}, {fec}, mode {} (nodelay {} interval {interval} resend {resend} nc {}), \
          mtu {}, sndwnd {}, rcvwnd {}, compression {}, smux v{}, smuxbuf {}, streambuf {}, \
-         keepalive {}s, conn {}, sockbuf {}, acknodelay {}",
+         keepalive {}s, conn {}, sockbuf {}",
         s.crypt,
         config.mode,
         u8::from(nd),
@@ -207,7 +207,6 @@ pub(crate) fn describe(config: &Config, checked: &Checked) -> String {
         checked.smux.max_stream_buffer,
         checked.smux.keep_alive_interval.as_secs(),
         config.conn,
-        s.sockbuf,
-        s.ack_nodelay
+        s.sockbuf
     )
 }

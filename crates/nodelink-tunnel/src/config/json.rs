@@ -75,7 +75,8 @@ impl Config {
                 "mode" => self.mode = parsed(k, v, str::parse::<Profile>)?,
                 "snmplog" => self.snmplog = string(k, v)?,
                 "nocomp" => self.nocomp = boolean(k, v)?,
-                "acknodelay" => self.acknodelay = boolean(k, v)?,
+                // ACKs are always prompt here (see the module documentation).
+                "acknodelay" => _ = boolean(k, v)?,
                 "quiet" => self.quiet = boolean(k, v)?,
                 "conn" if client => self.conn = uint(k, v, u16::MAX.into())? as u16,
                 "autoexpire" if client => self.autoexpire = secs(k, v)?,

@@ -17,6 +17,11 @@
 //!    and derives the KCP [`KcpConfig`] and the smux settings; its one-line errors name the
 //!    kcptun flag (`--mtu 9000: ...`), which is also the field's name.
 //!
+//! kcptun's `acknodelay` has no field: nodelink always sends ACKs right after the
+//! datagrams they acknowledge were processed ([`nodelink_kcp::AckTiming::Prompt`]), which
+//! is kcptun's `-acknodelay` at a batch's granularity. The JSON key and the CLI flag are
+//! accepted and change nothing.
+//!
 //! ```
 //! use nodelink_tunnel::Config;
 //! let mut cfg = Config::default().with_target("127.0.0.1:29900");
@@ -165,8 +170,6 @@ pub struct Config {
     pub dscp: u8,
     /// No snappy compression (must match the peer). Default false.
     pub nocomp: bool,
-    /// Flush ACKs as soon as a packet arrives. Default false.
-    pub acknodelay: bool,
     /// UDP socket buffer size in bytes (each direction). Default 4 MiB.
     pub sockbuf: usize,
     /// smux protocol version, 1 or 2 (must match the peer). Default 1.
@@ -207,7 +210,6 @@ impl Default for Config {
             parityshard: 3,
             dscp: 0,
             nocomp: false,
-            acknodelay: false,
             sockbuf: 4 << 20,
             smuxver: 1,
             smuxbuf: 4 << 20,
@@ -291,7 +293,6 @@ impl Config {
         with_parityshard: parityshard: u8,
         with_dscp: dscp: u8,
         with_nocomp: nocomp: bool,
-        with_acknodelay: acknodelay: bool,
         with_sockbuf: sockbuf: usize,
         with_smuxver: smuxver: u8,
         with_smuxbuf: smuxbuf: usize,
@@ -392,7 +393,6 @@ impl Config {
             .with_window(sndwnd, rcvwnd)
             .with_stream(true)
             .with_write_delay(false)
-            .with_ack_nodelay(self.acknodelay)
             .with_sockbuf(self.sockbuf)
             .with_dscp(self.dscp);
         session = match self.mode {

@@ -18,7 +18,8 @@ fn kcptun_defaults_per_role() {
     assert_eq!((s.sndwnd, s.rcvwnd), (128, 512));
     assert_eq!(s.mtu, 1350);
     assert_eq!(s.mss(), 1298);
-    assert!(s.stream && !s.write_delay && !s.ack_nodelay);
+    assert!(s.stream && !s.write_delay);
+    assert_eq!(s.acks, nodelink_kcp::AckTiming::Prompt);
     assert_eq!(s.sockbuf, 4 << 20);
     assert_eq!(c.nodelay, (false, 30, 2, true));
     assert_eq!(
@@ -241,7 +242,6 @@ fn json_overrides_and_uses_kcptun_keys() {
         .with_parityshard(2)
         .with_dscp(46)
         .with_nocomp(true)
-        .with_acknodelay(true)
         .with_sockbuf(1 << 20)
         .with_smuxver(2)
         .with_smuxbuf(8 << 20)
