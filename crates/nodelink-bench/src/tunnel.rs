@@ -17,6 +17,13 @@
 //!   server's window, 1024 packets);
 //! * `rtt`: one connection, 64-byte messages echoed one after another; p50 and p99.
 //!
+//! Flag sets (`--settings`): `defaults` (kcptun's), `plain` (no cipher, no FEC, no
+//! compression), `fast3` (kcptun's fastest documented tuning: `--mode fast3 --acknodelay
+//! --sndwnd 1024 --rcvwnd 1024`), and `impaired` (kcptun's defaults through
+//! `nodelink_testkit::UdpRelay` between the tunnel client and server: 10 ms each way, so a
+//! 20 ms round trip, and 1 % of datagrams dropped each way, seeded; a quarter of the bulk
+//! size, since both tunnels move far less over such a path).
+//!
 //! The payload is pseudo-random (snappy cannot shrink it), so compression costs CPU and
 //! saves nothing, as for already-compressed traffic. Throughput is payload MB (10^6 bytes)
 //! per second from the first byte written to the last acknowledgement, after one warm-up
@@ -39,6 +46,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
+use nodelink_testkit::{Impairment, UdpRelay};
+
 use crate::report;
 use crate::scenarios::{medians, Figure};
 
@@ -55,7 +64,8 @@ pub struct TunnelArgs {
     #[arg(long)]
     runs: Option<usize>,
     /// Comma-separated flag sets: defaults (kcptun's), plain (no cipher, no FEC, no
-    /// compression) [default: both; defaults only with --quick].
+    /// compression), fast3 (kcptun's fast tuning), impaired (defaults over a 20 ms, 1 %
+    /// loss path) [default: all; defaults only with --quick].
     #[arg(long, value_delimiter = ',')]
     settings: Vec<String>,
     /// The `nodelink` binary [default: next to this one].
@@ -63,12 +73,23 @@ pub struct TunnelArgs {
     nodelink: Option<PathBuf>,
 }
 
-/// kcptun flag sets, passed unchanged to both implementations.
-const SETTINGS: [(&str, &[&str]); 2] = [
-    ("defaults", &[]),
-    (
-        "plain",
-        &[
+/// A flag set, passed unchanged to both implementations, and the path between the tunnel
+/// client and server.
+struct Setting {
+    name: &'static str,
+    flags: &'static [&'static str],
+    path: Option<Impairment>,
+}
+
+const SETTINGS: [Setting; 4] = [
+    Setting {
+        name: "defaults",
+        flags: &[],
+        path: None,
+    },
+    Setting {
+        name: "plain",
+        flags: &[
             "--crypt",
             "none",
             "--datashard",
@@ -77,7 +98,31 @@ const SETTINGS: [(&str, &[&str]); 2] = [
             "0",
             "--nocomp",
         ],
-    ),
+        path: None,
+    },
+    Setting {
+        name: "fast3",
+        flags: &[
+            "--mode",
+            "fast3",
+            "--acknodelay",
+            "--sndwnd",
+            "1024",
+            "--rcvwnd",
+            "1024",
+        ],
+        path: None,
+    },
+    Setting {
+        name: "impaired",
+        flags: &[],
+        path: Some(Impairment {
+            drop: 0.01,
+            delay: Duration::from_millis(10),
+            seed: 7,
+            ..Impairment::NONE
+        }),
+    },
 ];
 
 const IMPLS: [&str; 2] = ["nodelink", "kcptun"];
@@ -114,16 +159,23 @@ pub async fn run(args: &TunnelArgs) -> Result<()> {
     } else if args.quick {
         vec!["defaults".into()]
     } else {
-        SETTINGS.iter().map(|(n, _)| n.to_string()).collect()
+        SETTINGS.iter().map(|s| s.name.to_string()).collect()
     };
     let target = Target::start().await?;
     let started = Instant::now();
     let mut figures = Vec::new();
     for name in &wanted {
-        let (name, flags) = SETTINGS
-            .iter()
-            .find(|(n, _)| n == name)
-            .with_context(|| format!("unknown setting {name:?} (defaults, plain)"))?;
+        let setting = SETTINGS.iter().find(|s| s.name == name).with_context(|| {
+            format!("unknown setting {name:?} (defaults, plain, fast3, impaired)")
+        })?;
+        let sizes = if setting.path.is_some() {
+            Sizes {
+                bulk: sizes.bulk / 4,
+                ..sizes
+            }
+        } else {
+            sizes
+        };
         let mut all = Vec::new();
         for _ in 0..runs {
             // Interleave implementations run by run, so noise spreads evenly.
@@ -136,7 +188,7 @@ pub async fn run(args: &TunnelArgs) -> Result<()> {
                     },
                 };
                 let t = Instant::now();
-                let figs = measure(name, imp, &bins, flags, sizes, &target)
+                let figs = measure(setting, imp, &bins, sizes, &target)
                     .await
                     .with_context(|| format!("{name} / {imp}"))?;
                 eprintln!("  {name:<10} {imp:<10} {:>6.2}s", t.elapsed().as_secs_f64());
@@ -177,20 +229,33 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// One implementation's client and server processes, killed on drop.
+/// One implementation's client and server processes, killed on drop, and the relay
+/// between them on an impaired path.
 struct Pair {
     client: Child,
     server: Child,
     entry: SocketAddr,
+    _relay: Option<UdpRelay>,
 }
 
 impl Pair {
     async fn start(
         imp: &str,
         bins: &(PathBuf, PathBuf),
-        flags: &[&str],
+        setting: &Setting,
         target: SocketAddr,
     ) -> Result<Pair> {
+        let flags = setting.flags;
+        // The client dials the relay when there is one, the server otherwise.
+        let towards = |server: SocketAddr| async move {
+            match setting.path {
+                Some(imp) => {
+                    let relay = UdpRelay::start(server, imp).await?;
+                    Ok::<_, anyhow::Error>((relay.local_addr(), Some(relay)))
+                }
+                None => Ok((server, None)),
+            }
+        };
         if imp == "nodelink" {
             let mut server = Command::new(&bins.1);
             server
@@ -198,16 +263,18 @@ impl Pair {
                 .arg(target.to_string())
                 .args(flags);
             let (server, server_addr) = spawn_listening(server).await?;
+            let (remote, relay) = towards(server_addr).await?;
             let mut client = Command::new(&bins.0);
             client
                 .args(["tunnel", "client", "--quiet", "-l", "127.0.0.1:0", "-r"])
-                .arg(server_addr.to_string())
+                .arg(remote.to_string())
                 .args(flags);
             let (client, entry) = spawn_listening(client).await?;
             return Ok(Pair {
                 client,
                 server,
                 entry,
+                _relay: relay,
             });
         }
         let udp = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
@@ -218,11 +285,12 @@ impl Pair {
             .args(flags);
         let server = spawn_quiet(server)?;
         wait_bound(udp, "udp").await?;
+        let (remote, relay) = towards(udp).await?;
         let entry = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let mut client = Command::new(&bins.0);
         client
             .args(["--quiet", "--localaddr", &entry.to_string(), "--remoteaddr"])
-            .arg(udp.to_string())
+            .arg(remote.to_string())
             .args(flags);
         let client = spawn_quiet(client)?;
         wait_bound(entry, "tcp").await?;
@@ -230,6 +298,7 @@ impl Pair {
             client,
             server,
             entry,
+            _relay: relay,
         })
     }
 
@@ -379,14 +448,13 @@ fn payload(len: usize) -> Vec<u8> {
 }
 
 async fn measure(
-    setting: &str,
+    setting: &Setting,
     imp: &'static str,
     bins: &(PathBuf, PathBuf),
-    flags: &[&str],
     sizes: Sizes,
     target: &Target,
 ) -> Result<Vec<Figure>> {
-    let pair = Pair::start(imp, bins, flags, target.addr).await?;
+    let pair = Pair::start(imp, bins, setting, target.addr).await?;
     // Warm-up: the first connection sets the KCP session up.
     let mut warm = TcpStream::connect(pair.entry).await?;
     warm.set_nodelay(true)?;
@@ -400,7 +468,7 @@ async fn measure(
     let mut figures = Vec::new();
     let mut fig = |scenario: &str, metric: &'static str, value: f64| {
         figures.push(Figure {
-            scenario: format!("{setting}_{scenario}"),
+            scenario: format!("{}_{scenario}", setting.name),
             imp,
             metric,
             value,
