@@ -15,7 +15,8 @@
 //!
 //! The Go peer is `target/kcp-go-peer`, built by `scripts/install-kcp-deps.sh` (it needs
 //! the `rtt` subcommand and the `cpu_s` field); Go implementations are skipped when it is
-//! missing. Ratios are to `kcp_go` (to `tokio_kcp` in `kcp_tokio_kcp`).
+//! missing. Ratios are to `kcp_go` (to `tokio_kcp` in `kcp_tokio_kcp`, to plain UDP in
+//! `kcp_oneway`, see `kcp_oneway.rs`).
 
 use std::io;
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ use nodelink_kcp::crypt::CipherKind;
 use nodelink_kcp::{Config as KcpConfig, KcpListener, KcpStream, Mode};
 use nodelink_testkit::{Impairment, UdpRelay};
 
+use crate::kcp_oneway;
 use crate::report;
 use crate::scenarios::{medians, Figure};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -61,7 +63,7 @@ pub struct KcpArgs {
 
 /// Session settings shared by both ends of a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Setting {
+pub(crate) enum Setting {
     /// kcptun defaults: `aes`, FEC 10/3.
     AesFec,
     /// `none` cipher (nonce + CRC header), no FEC.
@@ -88,7 +90,7 @@ impl Setting {
         }
     }
 
-    fn config(self, server: bool) -> KcpConfig {
+    pub(crate) fn config(self, server: bool) -> KcpConfig {
         let (snd, rcv) = Setting::windows(server);
         let base = KcpConfig::default()
             .with_mode(Mode::Fast)
@@ -155,15 +157,17 @@ enum Scenario {
     Rtt,
     TokioKcp,
     Loss5,
+    OneWay,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::EchoAesFec,
         Scenario::EchoNone,
         Scenario::Rtt,
         Scenario::TokioKcp,
         Scenario::Loss5,
+        Scenario::OneWay,
     ];
 
     fn id(self) -> &'static str {
@@ -173,14 +177,15 @@ impl Scenario {
             Scenario::Rtt => "kcp_rtt",
             Scenario::TokioKcp => "kcp_tokio_kcp",
             Scenario::Loss5 => "kcp_loss_5pct",
+            Scenario::OneWay => "kcp_oneway",
         }
     }
 
     fn baseline(self) -> &'static str {
-        if self == Scenario::TokioKcp {
-            "tokio_kcp"
-        } else {
-            "kcp_go"
+        match self {
+            Scenario::TokioKcp => "tokio_kcp",
+            Scenario::OneWay => "raw_udp",
+            _ => "kcp_go",
         }
     }
 
@@ -194,6 +199,7 @@ impl Scenario {
             ],
             Scenario::Rtt | Scenario::Loss5 => &["kcp_go", "nodelink_kcp"],
             Scenario::TokioKcp => &["tokio_kcp", "nodelink_kcp"],
+            Scenario::OneWay => &["raw_udp", "nodelink_kcp"],
         }
     }
 }
@@ -301,6 +307,8 @@ async fn measure(
         value,
     };
     match scenario {
+        // Four times the echo size: both go several times faster one way.
+        Scenario::OneWay => kcp_oneway::measure(id, imp, sizes.bytes * 4).await,
         Scenario::EchoAesFec | Scenario::EchoNone | Scenario::TokioKcp => {
             let setting = match scenario {
                 Scenario::EchoAesFec => Setting::AesFec,
@@ -467,11 +475,11 @@ fn pattern(n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// An echo server in a child process.
-struct Server {
+/// An echo server (or a one-way sink) in a child process.
+pub(crate) struct Server {
     child: Child,
     pid: u32,
-    addr: String,
+    pub(crate) addr: String,
     cpu0: f64,
 }
 
@@ -483,7 +491,7 @@ impl Server {
         Server::spawn(cmd).await
     }
 
-    async fn rust(imp: &str, setting: Setting) -> Result<Server> {
+    pub(crate) async fn rust(imp: &str, setting: Setting) -> Result<Server> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(["kcp", "--serve", imp, "--setting", setting.name()]);
         Server::spawn(cmd).await
@@ -514,18 +522,18 @@ impl Server {
     }
 
     /// CPU seconds the server used since it started listening.
-    fn cpu(&self) -> Result<f64> {
+    pub(crate) fn cpu(&self) -> Result<f64> {
         Ok(proc_cpu(&self.pid.to_string())? - self.cpu0)
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 }
 
 /// User + system CPU seconds of a process (`self` or a pid), from `/proc/<pid>/stat`
 /// (clock ticks of 1/100 s, Linux's `USER_HZ`).
-fn proc_cpu(pid: &str) -> Result<f64> {
+pub(crate) fn proc_cpu(pid: &str) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let rest = stat.rsplit_once(')').context("bad /proc stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -559,9 +567,10 @@ fn num(v: &serde_json::Value, key: &str) -> Result<f64> {
         .with_context(|| format!("no {key} in kcp-go-peer output {v}"))
 }
 
-/// The hidden server: echoes every stream until killed.
+/// The hidden server: echoes every stream (or sinks one-way traffic) until killed.
 async fn serve(imp: &str, setting: Setting) -> Result<()> {
     match imp {
+        "sink_udp" | "sink_kcp" => kcp_oneway::serve(imp, setting).await,
         "nodelink_kcp" => {
             let mut l = KcpListener::bind("127.0.0.1:0", setting.config(true)).await?;
             println!("listening on {}", l.local_addr());

@@ -14,6 +14,7 @@
 
 mod impls;
 mod kcp;
+mod kcp_oneway;
 mod nt;
 mod report;
 mod runner;
