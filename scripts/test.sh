@@ -33,7 +33,8 @@ RUSTFLAGS="--cfg nodelink_loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p nodelink --lib --locked loom
 
 step "benchmark smoke run (nodelink-bench --quick; checks it runs, asserts no timings)"
-cargo build --release --locked -p nodelink-bench
+# The tunnel and two-process transport scenarios run the CLI as their child processes.
+cargo build --release --locked -p nodelink-bench -p nodelink-cli
 ./target/release/nodelink-bench --quick --json > target/bench-quick.jsonl
 for scenario in rtt_conn rtt_ask1 concurrent_ask1 bulk_1mib fairness_1000 idle_conn_memory; do
   for impl in raw_tcp nodelink nodelink_duplex yamux h2; do
@@ -45,10 +46,13 @@ echo "bench smoke: $(wc -l < target/bench-quick.jsonl) figures"
 ./target/release/nodelink-bench kcp --quick --json > target/bench-kcp-quick.jsonl
 echo "kcp bench smoke: $(wc -l < target/bench-kcp-quick.jsonl) figures"
 test -s target/bench-kcp-quick.jsonl
+grep -q '"scenario":"kcp_oneway"' target/bench-kcp-quick.jsonl ||
+  { echo "kcp bench smoke: no kcp_oneway figure"; exit 1; }
 ./target/release/nodelink-bench nt --quick --json > target/bench-nt-quick.jsonl
 echo "transport bench smoke: $(wc -l < target/bench-nt-quick.jsonl) figures"
 test -s target/bench-nt-quick.jsonl
-cargo build --release --locked -p nodelink-cli
+grep -q '"scenario":"nt_rtt_2proc"' target/bench-nt-quick.jsonl ||
+  { echo "transport bench smoke: no nt_rtt_2proc figure"; exit 1; }
 ./target/release/nodelink-bench tunnel --quick --json > target/bench-tunnel-quick.jsonl
 echo "tunnel bench smoke: $(wc -l < target/bench-tunnel-quick.jsonl) figures"
 test -s target/bench-tunnel-quick.jsonl

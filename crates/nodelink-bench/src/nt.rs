@@ -11,6 +11,9 @@
 //!   conformance suite's echo server does; `raw_tcp` is the harness's `u32 length | bytes`
 //!   echo on one plain socket, measured in the same run. Figures: p50, p99 and mean round
 //!   trip in microseconds, with the ratio to raw TCP (target: at most 1.3x).
+//! * `nt_rtt_2proc`: the same with the echo server in a second process: `nodelink nt
+//!   echo` (found next to this binary, `cargo build --release -p nodelink-cli`) for the
+//!   transport, the harness's own raw TCP echo server (`nodelink-bench serve`) for raw TCP.
 //! * `nt_parallel_connects`: the conformance suite's ParallelConnects pattern: N tasks
 //!   at once each connect to an echo server of another transport, send two messages and
 //!   close; the figure is connections per second until the client has seen all 4N events
@@ -55,7 +58,7 @@ pub struct NtArgs {
 }
 
 /// The scenarios, by id.
-const SCENARIOS: [&str; 2] = ["nt_rtt", "nt_parallel_connects"];
+const SCENARIOS: [&str; 3] = ["nt_rtt", "nt_rtt_2proc", "nt_parallel_connects"];
 
 /// The implementation id of nodelink-transport in the figures.
 const NT: &str = "nodelink_transport";
@@ -100,7 +103,7 @@ pub async fn run(args: &NtArgs) -> Result<()> {
     let started = Instant::now();
     let mut figures = Vec::new();
     for scenario in scenarios {
-        let imps: &[&'static str] = if scenario == "nt_rtt" {
+        let imps: &[&'static str] = if scenario.starts_with("nt_rtt") {
             &["raw_tcp", NT]
         } else {
             &[NT]
@@ -149,9 +152,10 @@ async fn measure(
     };
     let payload = Bytes::from(vec![0xa5u8; args.size]);
     let warm = (sizes.rtt / 10).max(100);
+    let two_proc = scenario == "nt_rtt_2proc";
     match (scenario, imp) {
-        ("nt_rtt", "raw_tcp") => {
-            let running = runner::start(Impl::RawTcp, ServerMode::PerConnection, false).await?;
+        ("nt_rtt" | "nt_rtt_2proc", "raw_tcp") => {
+            let running = runner::start(Impl::RawTcp, ServerMode::PerConnection, two_proc).await?;
             running.client.rtt_conn(payload.clone(), warm).await?;
             let times = running.client.rtt_conn(payload, sizes.rtt).await?;
             let (p50, p99, mean) = latency(times);
@@ -161,8 +165,12 @@ async fn measure(
                 fig("mean_us", mean),
             ])
         }
-        ("nt_rtt", _) => {
-            let times = nt_rtt(payload, warm, sizes.rtt).await?;
+        ("nt_rtt" | "nt_rtt_2proc", _) => {
+            let times = if two_proc {
+                nt_rtt_2proc(payload, warm, sizes.rtt).await?
+            } else {
+                nt_rtt(payload, warm, sizes.rtt).await?
+            };
             let (p50, p99, mean) = latency(times);
             Ok(vec![
                 fig("p50_us", p50),
@@ -236,9 +244,59 @@ async fn next_message(endpoint: &EndPoint, reverse: &mut Option<ConnectionId>) -
 /// `warm` then `n` serial round trips over one lightweight connection.
 async fn nt_rtt(payload: Bytes, warm: usize, n: usize) -> Result<Vec<Duration>> {
     let (server_transport, server) = endpoint().await?;
-    let (client_transport, client) = endpoint().await?;
     let echo = tokio::spawn(echo_server(server.clone()));
-    let conn = client.connect(server.address()).await?;
+    let times = ping(server.address(), payload, warm, n).await;
+    server_transport.close().await;
+    echo.abort();
+    times
+}
+
+/// The same against `nodelink nt echo` in a child process.
+async fn nt_rtt_2proc(payload: Bytes, warm: usize, n: usize) -> Result<Vec<Duration>> {
+    let cli = std::env::current_exe()?
+        .parent()
+        .context("no directory for this binary")?
+        .join("nodelink");
+    ensure!(
+        cli.is_file(),
+        "{} not found: build it with `cargo build --release -p nodelink-cli`",
+        cli.display()
+    );
+    let mut child = tokio::process::Command::new(cli)
+        .args(["nt", "echo", "--listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(stdout), &mut line),
+    )
+    .await
+    .context("no ADDRESS line from nodelink nt echo")??;
+    let address: EndPointAddress = line
+        .trim()
+        .strip_prefix("ADDRESS ")
+        .with_context(|| format!("unexpected first line {line:?}"))?
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bad address in {line:?}: {e}"))?;
+    let times = ping(&address, payload, warm, n).await;
+    let _ = child.kill().await;
+    times
+}
+
+/// Serial round trips from a new endpoint to the echo endpoint `to`.
+async fn ping(
+    to: &EndPointAddress,
+    payload: Bytes,
+    warm: usize,
+    n: usize,
+) -> Result<Vec<Duration>> {
+    let (client_transport, client) = endpoint().await?;
+    let conn = client.connect(to).await?;
     let mut reverse = None;
     let chunks = [payload.clone()];
     let mut times = Vec::with_capacity(n);
@@ -257,8 +315,6 @@ async fn nt_rtt(payload: Bytes, warm: usize, n: usize) -> Result<Vec<Duration>> 
     }
     conn.close().await;
     client_transport.close().await;
-    server_transport.close().await;
-    echo.abort();
     Ok(times)
 }
 
