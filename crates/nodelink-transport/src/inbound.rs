@@ -242,6 +242,17 @@ async fn claim(
                 let _ = respond(stream, HandshakeResponse::InvalidEndPoint).await;
                 return Verdict::Done;
             }
+            Claim::OwnAddress => {
+                peer_warn!(
+                    ep.warn_limit,
+                    peer = ?stream.peer_addr().ok(),
+                    claimed = %address,
+                    "connection request claims this endpoint's own address: refused \
+                     (it could make the endpoint connect to itself in a loop)"
+                );
+                let _ = respond(stream, HandshakeResponse::InvalidEndPoint).await;
+                return Verdict::Done;
+            }
             Claim::Wait => match rx {
                 // Bounded by the handshake timeout around us.
                 Some(mut rx) => {

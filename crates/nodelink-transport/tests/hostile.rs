@@ -509,3 +509,31 @@ async fn hostile_server_responses() {
         .expect("a sane server works");
     within("close", t.close()).await;
 }
+
+/// A connection request that claims the server's own address (which could start an echo
+/// server connecting to itself in a loop) is answered InvalidEndPoint and the socket
+/// closed, with one WARN naming the claim; no event reaches the application, and the
+/// endpoint keeps serving everyone else.
+#[tokio::test]
+async fn request_claiming_our_own_address_is_refused() {
+    let log = nodelink_testkit::Captured::default();
+    let _guard = log.install();
+    let mut arena = Arena::new(config()).await;
+    let own = arena.ep.address().to_string();
+    let (mut raw, response) = Raw::handshake(arena.ep.address(), &own).await;
+    assert_eq!(response, INVALID);
+    raw.read_to_close(STEP).await;
+    arena.quiet().await;
+    log.expect_one("WARN", &["claims this endpoint's own address", &own]);
+    // A genuine peer still gets in.
+    let origin = "127.0.0.1:31:0";
+    let mut ok = Raw::accepted(arena.ep.address(), origin).await;
+    ok.write(&u32s(&[CREATED_NEW_CONNECTION, 1024])).await;
+    match arena.event().await {
+        Event::ConnectionOpened { address, .. } => {
+            assert_eq!(address.as_bytes(), origin.as_bytes())
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+    arena.finish().await;
+}

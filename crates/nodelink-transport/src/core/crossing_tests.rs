@@ -293,6 +293,7 @@ impl World {
                 self.close_socket(sock);
             }
             Claim::Invalid => self.problems.push(format!("{ep}: invalid")),
+            Claim::OwnAddress => self.problems.push(format!("{ep}: a request from itself")),
             Claim::Wait => {
                 let key = self.eps[ep]
                     .peers

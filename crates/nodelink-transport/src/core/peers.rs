@@ -113,6 +113,11 @@ pub(crate) enum Claim {
     Drop,
     /// Answer InvalidEndPoint: the endpoint is closed.
     Invalid,
+    /// Answer InvalidEndPoint: the request claims to come from this very endpoint. Nothing
+    /// legitimate does (an endpoint reaches itself without the network), and accepting
+    /// would let one request start a loop: an application that answers each new
+    /// connection by connecting back (the echo server) would connect to itself, forever.
+    OwnAddress,
     /// Decide later: wait for the record to change (bounded by the handshake's timeout).
     Wait,
 }
@@ -242,6 +247,9 @@ impl<Io> Peers<Io> {
     pub(crate) fn request(&mut self, from: &EndPointAddress, io: impl FnOnce() -> Io) -> Claim {
         if self.closed {
             return Claim::Invalid;
+        }
+        if *from == self.us {
+            return Claim::OwnAddress;
         }
         let us_first = self.us < *from;
         let Some(rec) = self.map.get_mut(from) else {
@@ -410,6 +418,15 @@ mod tests {
         assert_eq!(p.connect(&addr(2), true, || ()), Connect::Closed);
         assert_eq!(p.request(&addr(3), || ()), Claim::Invalid);
         assert!(p.close().is_empty());
+    }
+
+    #[test]
+    fn a_request_claiming_our_own_address_is_refused_and_leaves_no_record() {
+        let mut p = peers(1);
+        assert_eq!(p.request(&addr(1), || ()), Claim::OwnAddress);
+        assert_eq!(p.request(&addr(1), || ()), Claim::OwnAddress);
+        // Other peers are served as before.
+        assert!(matches!(p.request(&addr(2), || ()), Claim::Accept(_)));
     }
 
     #[test]
