@@ -22,6 +22,9 @@ cargo fmt --all -- --check
 step "clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "API docs of the library crates (broken links denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --lib --locked
+
 step "interop peers (Debian's kcp-go, smux and kcptun; Go peers built in GOPATH mode)"
 ./scripts/install-kcp-deps.sh
 

@@ -29,7 +29,7 @@ pub enum AckTiming {
 /// Largest UDP payload kcptun accepts as MTU.
 pub const MAX_SESSION_MTU: usize = 1500;
 
-/// kcptun's `-mode` presets: `(nodelay, interval, resend, nc)` for [`Kcp::set_nodelay`].
+/// kcptun's `-mode` presets: `(nodelay, interval, resend, nc)` for [`Kcp::set_nodelay`](crate::core::Kcp::set_nodelay).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// `normal`: (0, 40, 2, 1).
@@ -141,7 +141,7 @@ pub struct Config {
     /// Listener: sessions created but not yet accepted; new sessions are refused while full.
     pub backlog: usize,
     /// kcptun's manual mode: `(nodelay, interval ms, resend, no congestion window)` for
-    /// [`Kcp::set_nodelay`], overriding [`Config::mode`]'s preset when set.
+    /// [`Kcp::set_nodelay`](crate::core::Kcp::set_nodelay), overriding [`Config::mode`]'s preset when set.
     pub nodelay: Option<(bool, u32, u32, bool)>,
     /// Write delay (kcp-go `SetWriteDelay`): when on, written data waits for the next
     /// interval's flush instead of going out at once, trading latency for fuller packets.
@@ -333,7 +333,7 @@ impl Config {
     }
 
     /// Derives the key and builds the cipher (PBKDF2 with 4096 rounds: build it once and
-    /// share it between sessions, see [`Pipeline::with_crypto`]).
+    /// share it between sessions, see [`Pipeline::with_crypto`](crate::pipeline::Pipeline::with_crypto)).
     pub fn crypto(&self) -> Result<DatagramCrypto> {
         DatagramCrypto::new(self.crypt, &derive_key(&self.key))
     }

@@ -3,7 +3,7 @@
 macro_rules! stats_struct {
     ($( $(#[$doc:meta])* $field:ident => $name:literal, )*) => {
         /// Counters named after kcp-go's SNMP fields (docs/protocols/kcp.md, section 7), merged from the
-        /// crypto, FEC and KCP layers. Per session ([`Pipeline::stats`]) or process-wide
+        /// crypto, FEC and KCP layers. Per session ([`Pipeline::stats`](crate::pipeline::Pipeline::stats)) or process-wide
         /// ([`crate::session::snmp`]).
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
         #[non_exhaustive]

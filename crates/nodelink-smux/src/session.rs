@@ -91,7 +91,7 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Config`] for an invalid configuration, [`ErrorKind::NoRuntime`]
+    /// [`ErrorKind::InvalidConfig`] for an invalid configuration, [`ErrorKind::NoRuntime`]
     /// outside a tokio runtime.
     pub fn start<T>(io: T, role: Role, config: Config) -> Result<Session, Error>
     where

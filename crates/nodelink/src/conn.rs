@@ -153,7 +153,7 @@ impl Conn {
     }
 
     /// Sends a request and waits for its answer; an Error answer comes back as
-    /// [`ErrorKind::Peer`].
+    /// [`ErrorKind::Peer`](crate::ErrorKind::Peer).
     pub async fn ask<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp> {
         self.send(req).await?;
         let packet = self.recv().await?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::inner::LinkInner;
 
 /// A handle to a link. Cheap to clone; the link closes when the last handle (including
-/// every [`Conn`](crate::Conn) and [`Request`]) is dropped, or on [`Link::close`].
+/// every [`Conn`](crate::Conn) and [`Request`](crate::Request)) is dropped, or on [`Link::close`].
 ///
 /// ```no_run
 /// # async fn demo() -> nodelink::Result<()> {

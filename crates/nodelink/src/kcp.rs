@@ -47,8 +47,8 @@ use crate::role::Role;
 /// Opens a KCP session to `addr` and returns a handshaked link in the client role.
 ///
 /// Setting the session up (resolving the address, binding the UDP socket, building the
-/// cipher) fails with [`ErrorKind::Connect`]; the version handshake, bounded by
-/// [`Config::handshake_timeout`], fails with [`ErrorKind::Handshake`] (a timeout when no
+/// cipher) fails with [`ErrorKind::Connect`](crate::ErrorKind::Connect); the version handshake, bounded by
+/// [`Config::handshake_timeout`], fails with [`ErrorKind::Handshake`](crate::ErrorKind::Handshake) (a timeout when no
 /// KCP peer answers, since KCP itself has no handshake).
 pub async fn connect_kcp(
     addr: impl ToSocketAddrs,
@@ -65,7 +65,7 @@ pub async fn connect_kcp(
 
 /// Binds a KCP listener whose [`KcpLinkListener::accept`] returns handshaked links.
 ///
-/// Fails with [`ErrorKind::Connect`] when the address does not resolve, the UDP socket
+/// Fails with [`ErrorKind::Connect`](crate::ErrorKind::Connect) when the address does not resolve, the UDP socket
 /// cannot be bound or the session settings are invalid.
 pub async fn bind_kcp(
     addr: impl ToSocketAddrs,
@@ -100,7 +100,7 @@ async fn resolve(addr: impl ToSocketAddrs, place: &str) -> Result<SocketAddr> {
     })
 }
 
-/// An [`ErrorKind::Connect`] error for a failed setup step.
+/// An [`ErrorKind::Connect`](crate::ErrorKind::Connect) error for a failed setup step.
 /// A KCP error arrives as an `io::Error` that wraps it (its kind kept, its message and
 /// cause reachable through `source()`).
 fn setup_error(place: &str, op: &'static str, e: io::Error) -> Error {

@@ -35,7 +35,7 @@
 //!
 //! ## Two ways to talk
 //!
-//! * **Full connections**: [`Link::new_conn`] / [`Link::accept`] give a [`Conn`] with
+//! * **Full connections**: [`Link::open`] / [`Link::accept`] give a [`Conn`] with
 //!   [`send`](Conn::send), [`recv`](Conn::recv), [`expect`](Conn::expect),
 //!   [`ask`](Conn::ask) and [`close`](Conn::close), for conversations of many messages.
 //! * **Lightweight mode**: [`Link::send1`], [`Link::ask1`] and [`Link::recv1`] +

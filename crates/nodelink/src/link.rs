@@ -171,7 +171,7 @@ impl Link {
 
     /// Opens a new connection. Nothing is sent until the first message.
     ///
-    /// Fails with [`ErrorKind::Unsupported`] in the NEO/py dialect, which has no
+    /// Fails with [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) in the NEO/py dialect, which has no
     /// multi-message connections: use [`Link::ask1`], [`Link::send1`] and [`Link::recv1`].
     pub fn open(&self) -> Result<Conn> {
         let inner = self.inner();
@@ -184,7 +184,7 @@ impl Link {
 
     /// Waits for the peer to open a connection; its first message is already queued.
     ///
-    /// Fails with [`ErrorKind::Unsupported`] in the NEO/py dialect: every incoming packet
+    /// Fails with [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) in the NEO/py dialect: every incoming packet
     /// there is one request, taken with [`Link::recv1`].
     ///
     /// Incoming connections wait in a backlog of [`Config::accept_backlog`]; when it is
@@ -255,7 +255,7 @@ impl Link {
     }
 
     /// Sends one request on a fresh connection and waits for its answer (or an Error
-    /// message, returned as [`ErrorKind::Peer`]). The connection state is recycled.
+    /// message, returned as [`ErrorKind::Peer`](crate::ErrorKind::Peer)). The connection state is recycled.
     pub async fn ask1<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp> {
         let encode = |b: &mut BytesMut| req.encode(b);
         let packet = self.ask1_with(Req::CODE, Body::Encode(encode)).await?;

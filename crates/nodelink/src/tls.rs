@@ -22,13 +22,13 @@
 //! 4. packets, also inside TLS.
 //!
 //! Steps 2 and 3 together are bounded by [`Config::handshake_timeout`]. A TLS failure is
-//! reported as [`HandshakeError::Tls`], a peer that stays silent as
-//! [`HandshakeError::Timeout`].
+//! reported as [`HandshakeError::Tls`](crate::HandshakeError::Tls), a peer that stays silent as
+//! [`HandshakeError::Timeout`](crate::HandshakeError::Timeout).
 //!
 //! With TLS 1.3 the dialer finishes its part of the TLS handshake before the listener has
 //! looked at the dialer's certificate, so a listener that rejects the certificate is seen by
-//! the dialer during step 3: the error is then a [`HandshakeError::Io`] (the listener's TLS
-//! alert) or [`HandshakeError::PeerClosed`] rather than [`HandshakeError::Tls`].
+//! the dialer during step 3: the error is then a [`HandshakeError::Io`](crate::HandshakeError::Io) (the listener's TLS
+//! alert) or [`HandshakeError::PeerClosed`](crate::HandshakeError::PeerClosed) rather than [`HandshakeError::Tls`](crate::HandshakeError::Tls).
 //!
 //! ## Choosing the settings
 //!
@@ -122,7 +122,7 @@ impl TlsSettings {
     /// The peer's host name is never checked (see the [module docs](self)). Both TLS 1.2
     /// and TLS 1.3 are allowed.
     ///
-    /// Fails with [`ErrorKind::Connect`] (an [`io::ErrorKind::InvalidInput`] error that says
+    /// Fails with [`ErrorKind::Connect`](crate::ErrorKind::Connect) (an [`io::ErrorKind::InvalidInput`] error that says
     /// what is wrong) when the input has no certificate or no key, the key does not match
     /// the certificate, or rustls refuses the material.
     pub fn from_pem(
@@ -184,7 +184,7 @@ impl TlsSettings {
 
     /// Like [`from_pem`](Self::from_pem), reading the three PEM files first.
     ///
-    /// A file that cannot be read fails with [`ErrorKind::Connect`], naming the file.
+    /// A file that cannot be read fails with [`ErrorKind::Connect`](crate::ErrorKind::Connect), naming the file.
     pub fn from_pem_files(
         ca: impl AsRef<Path>,
         cert: impl AsRef<Path>,
