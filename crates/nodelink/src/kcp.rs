@@ -36,7 +36,8 @@ use std::task::{Context, Poll};
 
 use tokio::net::ToSocketAddrs;
 
-pub use nodelink_kcp::{Config as KcpConfig, KcpListener, KcpStream, Mode};
+pub use nodelink_kcp::crypt::CipherKind;
+pub use nodelink_kcp::{AckTiming, Config as KcpConfig, KcpListener, KcpStream, Mode};
 
 use crate::config::Config;
 use crate::error::{Cause, Error, Place, Result};
