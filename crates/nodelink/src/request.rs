@@ -8,8 +8,12 @@ use crate::handle::Link;
 use crate::message::Message;
 use crate::txqueue::Body;
 
-/// A request accepted with [`Link::recv1`]. Answer it with [`Request::reply`]; dropping it
-/// without an answer is fine too. No per-connection state is held meanwhile.
+/// A request accepted with [`Link::recv1`]. Answer it with [`Request::reply`]. Every
+/// request ends: one released without an answer (dropped, [`close`](Request::close)d, or
+/// lost to a panicking handler while it unwinds) is answered with NEO's "connection
+/// closed" Error in the neo-go dialect, so the asker's `ask1` fails at once instead of
+/// waiting forever (the neo-py dialect sends no automatic replies; NEO/py does not expect
+/// them). No per-connection state is held meanwhile.
 #[derive(Debug)]
 pub struct Request {
     link: Link,
@@ -17,6 +21,8 @@ pub struct Request {
     /// Flow-control credit owed to the peer for this packet (stateless mode only); sent
     /// together with the reply, or on drop.
     credit: u32,
+    /// An answer went out (or was attempted): nothing more to say on drop.
+    answered: bool,
 }
 
 impl Request {
@@ -25,6 +31,7 @@ impl Request {
             link,
             packet,
             credit,
+            answered: false,
         }
     }
 
@@ -79,6 +86,7 @@ impl Request {
         code: u16,
         body: Body<'_, F>,
     ) -> Result<()> {
+        self.answered = true;
         let inner = self.link.inner();
         let id = self.conn_id();
         if self.credit > 0 {
@@ -91,16 +99,20 @@ impl Request {
             .map_err(|f| inner.send_error(f, Some(id), "reply"))
     }
 
-    /// Releases the request without answering it.
+    /// Releases the request without an answer of the application's: the asker gets
+    /// "connection closed" (neo-go dialect), as when the request is dropped.
     pub fn close(self) {}
 }
 
 impl Drop for Request {
     fn drop(&mut self) {
+        let inner = self.link.inner();
+        let id = self.conn_id();
         if self.credit > 0 {
-            self.link
-                .inner()
-                .send_credit(self.conn_id(), self.credit, true);
+            inner.send_credit(id, self.credit, true);
+        }
+        if !self.answered {
+            inner.with_core(|s| s.core.request_unanswered(id));
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct LinkStats {
     /// Protocol violations that took the link down (oversized length, unparsable bytes):
     /// each is also logged at WARN with the peer's address.
     pub protocol_errors: u64,
+    /// Requests taken with `recv1` and released without an answer (dropped, closed, or
+    /// their handler panicked); in the neo-go dialect each was answered "connection
+    /// closed".
+    pub requests_unanswered: u64,
     /// Connections open now (a gauge, not a counter).
     pub open_conns: u64,
     /// Ids of closed connections still remembered, so that late packets for them are
@@ -79,6 +83,7 @@ impl Counters {
             packets_dropped: core.packets_dropped,
             accept_waits: core.accept_waits,
             protocol_errors: core.protocol_errors,
+            requests_unanswered: core.requests_unanswered,
             open_conns: core.open_conns,
             closed_records: core.closed_records,
             rx_queued: core.rx_queued,

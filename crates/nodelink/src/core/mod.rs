@@ -173,6 +173,7 @@ pub(crate) struct CoreStats {
     pub(crate) packets_dropped: u64,
     pub(crate) accept_waits: u64,
     pub(crate) protocol_errors: u64,
+    pub(crate) requests_unanswered: u64,
     /// Gauges, filled in by [`LinkCore::stats`]: connections open now, closed ids
     /// remembered, bytes waiting in receive queues.
     pub(crate) open_conns: u64,

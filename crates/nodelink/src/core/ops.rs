@@ -110,6 +110,16 @@ impl<W: Default> LinkCore<W> {
         self.release(key, keep, now);
     }
 
+    /// A request taken with recv1 was released without an answer (dropped, closed, or its
+    /// handler panicked): answer it "connection closed" on its id, so the asker fails at
+    /// once instead of waiting for an answer that never comes (NEO/go dialect; NEO/py
+    /// gets no automatic replies, docs/protocols/link.md). A peer that sent it with send1
+    /// expects nothing and drops the answer, as it drops any answer on a closed id.
+    pub(crate) fn request_unanswered(&mut self, id: u32) {
+        self.stats.requests_unanswered += 1;
+        self.reply(Transmit::Closed(id));
+    }
+
     /// Ends a lightweight exchange (ask1, or recv1 keeping a closed record when `keep`):
     /// anything still queued is answered "connection closed", and the slot released.
     pub(crate) fn finish_light(&mut self, key: ConnKey, keep: bool, now: Instant) {
