@@ -112,7 +112,8 @@ impl Drop for Request {
             inner.send_credit(id, self.credit, true);
         }
         if !self.answered {
-            inner.with_core(|s| s.core.request_unanswered(id));
+            let is_answer = self.packet.is_answer();
+            inner.with_core(|s| s.core.request_unanswered(id, is_answer));
         }
     }
 }

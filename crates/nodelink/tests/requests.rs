@@ -46,6 +46,18 @@ async fn a_dropped_request_is_answered_connection_closed_byte_for_byte() {
     let expected = closed_reply(7);
     assert_eq!(raw.read_exact(expected.len()).await, expected);
     assert_eq!(link.stats().requests_unanswered, 3);
+
+    // An answer that arrives on a new id is taken as a request (NEO/go routing) but is
+    // never answered, even when dropped: the next packet out is the reply to 11.
+    raw.send(9, 0x8001, b"").await;
+    drop(within("recv1", link.recv1()).await.unwrap());
+    raw.send(11, 0x0001, b"").await;
+    let req = within("recv1", link.recv1()).await.unwrap();
+    within("reply", req.reply_packet(0x8001, Bytes::new()))
+        .await
+        .unwrap();
+    let answer = packet_bytes(11, 0x8001, b"");
+    assert_eq!(raw.read_exact(answer.len()).await, answer);
 }
 
 #[tokio::test]
@@ -94,4 +106,21 @@ async fn ask1_fails_at_once_when_the_handler_drops_or_panics() {
     }
     assert!(handler.await.unwrap_err().is_panic());
     assert_eq!(server.stats().requests_unanswered, 2);
+}
+
+/// A server that answers and then closes its link at once: the asker still gets the
+/// answer (it arrived before the end of the stream), not "link failed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_sent_right_before_the_peer_closes_is_delivered() {
+    for _ in 0..5 {
+        let (client, server) = pair(Config::default()).await;
+        let serving = tokio::spawn(async move {
+            let req = server.recv1().await.unwrap();
+            req.reply(&Ping).await.unwrap();
+            drop(server);
+        });
+        let answer = within("ask1", client.ask1::<Ping, Ping>(&Ping)).await;
+        assert!(answer.is_ok(), "{:?}", answer.map_err(|e| with_sources(&e)));
+        serving.await.unwrap();
+    }
 }

@@ -264,11 +264,28 @@ impl ConnState {
     /// reported so the caller can answer "connection closed" and release their cost.
     pub(crate) fn close_rx(&mut self, reason: RxClosed, ready: &mut usize) -> Option<Dropped> {
         self.clear_woken(ready);
-        if self.rx_closed.is_some() {
-            return None;
+        match self.rx_closed {
+            // What arrived before the link ended was kept for reading; the application
+            // now gives it up, so its cost goes back (the reason stays the link's end).
+            Some(RxClosed::Link) if !self.queue.is_empty() => Some(self.drain()),
+            Some(_) => None,
+            None => {
+                self.rx_closed = Some(reason);
+                Some(self.drain())
+            }
         }
-        self.rx_closed = Some(reason);
-        Some(self.drain())
+    }
+
+    /// The link ended: nothing more arrives, but what already arrived stays readable (an
+    /// answer that came just before the peer closed is still the answer); `pop` reports
+    /// the end once the queue is empty.
+    pub(crate) fn end_by_link(&mut self) {
+        self.rx_closed.get_or_insert(RxClosed::Link);
+    }
+
+    /// Cost of the packets waiting to be read.
+    pub(crate) fn queued_cost(&self) -> usize {
+        self.queued
     }
 
     pub(crate) fn close_tx(&mut self) {

@@ -528,7 +528,7 @@ impl<W: Default> LinkCore<W> {
     /// An automatic Error reply; never under NEO/py rules (NEO/py has no closed or refused
     /// connections, and an Error for a request it never made would answer nothing).
     fn reply(&mut self, t: Transmit) {
-        if self.dialect == Dialect::NeoGo {
+        if self.dialect == Dialect::NeoGo && !self.down {
             self.transmits.push(t);
         }
     }

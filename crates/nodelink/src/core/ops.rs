@@ -115,9 +115,13 @@ impl<W: Default> LinkCore<W> {
     /// once instead of waiting for an answer that never comes (NEO/go dialect; NEO/py
     /// gets no automatic replies, docs/protocols/link.md). A peer that sent it with send1
     /// expects nothing and drops the answer, as it drops any answer on a closed id.
-    pub(crate) fn request_unanswered(&mut self, id: u32) {
+    /// An answer that arrived as a "request" (NEO/go routes an answer on an unknown id of
+    /// the peer's parity to accept) is never answered: Errors would bounce between peers.
+    pub(crate) fn request_unanswered(&mut self, id: u32, is_answer: bool) {
         self.stats.requests_unanswered += 1;
-        self.reply(Transmit::Closed(id));
+        if !is_answer {
+            self.reply(Transmit::Closed(id));
+        }
     }
 
     /// Ends a lightweight exchange (ask1, or recv1 keeping a closed record when `keep`):
@@ -200,7 +204,9 @@ impl<W: Default> LinkCore<W> {
     }
 
     /// The link ended: every connection's receive and send side closes, the id map is
-    /// forgotten, every parked task is told.
+    /// forgotten, every parked task is told. Packets already received stay readable on
+    /// their connection (only the accept backlog is dropped): like a stream's data before
+    /// its end, what the peer sent before closing is delivered.
     pub(crate) fn shutdown(&mut self) {
         if self.down {
             return;
@@ -218,7 +224,7 @@ impl<W: Default> LinkCore<W> {
             if !slot.live {
                 continue;
             }
-            let _ = slot.conn.close_rx(RxClosed::Link, &mut self.ready);
+            slot.conn.end_by_link();
             slot.conn.close_tx();
             slot.conn.registered = false;
             let key = ConnKey {
@@ -228,7 +234,12 @@ impl<W: Default> LinkCore<W> {
             self.wakeups.push(Wakeup::Readable(key));
             self.wakeups.push(Wakeup::Writable(key));
         }
-        self.rx_total = 0;
+        self.rx_total = self
+            .slots
+            .iter()
+            .filter(|s| s.live)
+            .map(|s| s.conn.queued_cost())
+            .sum();
         self.transmits.clear();
         self.wakeups.push(Wakeup::Acceptors);
         self.wakeups.push(Wakeup::Reader);

@@ -180,6 +180,30 @@ fn shutdown_ends_every_receive_and_send_and_refuses_opens() {
     assert_eq!(c.counts(), (0, 0));
 }
 
+/// An answer that arrived before the link ended is still delivered (the peer replied,
+/// then closed); the end is reported after it, and the accounting stays whole.
+#[test]
+fn what_arrived_before_the_link_ended_is_still_read() {
+    let mut c = core(Role::Client, strict());
+    let (key, id) = c.open(Instant::now()).unwrap();
+    input(&mut c, &packet(id, 0x8002, b"answer"));
+    c.shutdown();
+    match c.recv(key) {
+        Recv::Packet(p) => assert_eq!(&p.payload[..], b"answer"),
+        _ => panic!("the answer was dropped by the shutdown"),
+    }
+    assert!(matches!(
+        c.recv(key),
+        Recv::Ended {
+            reason: RxClosed::Link,
+            first_link_report: true
+        }
+    ));
+    assert_eq!(c.rx_total, 0);
+    c.finish_light(key, false, Instant::now());
+    assert_eq!(c.counts(), (0, 0));
+}
+
 /// Model test (loom): a lightweight exchange ending races with link shutdown and with the
 /// reader delivering into the same connection, all through the one mutex the driver puts
 /// around the core. Run with `RUSTFLAGS="--cfg nodelink_loom" cargo test -p nodelink --lib
