@@ -72,9 +72,8 @@ pub(crate) enum Cause {
     Unsupported(&'static str),
     Connect(Arc<io::Error>),
     /// A setup step failed for a reason said in our own words (a bad setting, a file that
-    /// cannot be read), with the I/O error behind it if there is one. Kind `Connect`. Only
-    /// the TLS and KCP setups make one.
-    #[cfg_attr(not(any(feature = "tls", feature = "kcp")), allow(dead_code))]
+    /// cannot be read, an address that resolves to nothing), with the I/O error behind it
+    /// if there is one. Kind `Connect`.
     Setup {
         what: String,
         cause: Option<Arc<io::Error>>,
@@ -344,11 +343,39 @@ pub(crate) fn connect_error(e: std::io::Error) -> Error {
     net_error("dial", "connect", e)
 }
 
-/// Binding a listener failed.
-pub(crate) fn listen_error(e: std::io::Error) -> Error {
-    net_error("listen", "bind", e)
+/// Dialling `addr` failed: the error names the address.
+pub(crate) fn dial_error(addr: std::net::SocketAddr, e: std::io::Error) -> Error {
+    net_error(&format!("dial {addr}"), "connect", e)
 }
 
+/// Binding `addr` failed: the error names the address.
+pub(crate) fn bind_error(addr: std::net::SocketAddr, e: std::io::Error) -> Error {
+    net_error(&format!("listen {addr}"), "bind", e)
+}
+
+/// The addresses `addr` resolves to (at least one), for `place` ("dial", "listen").
+pub(crate) async fn resolve(
+    addr: impl tokio::net::ToSocketAddrs,
+    place: &str,
+) -> Result<Vec<std::net::SocketAddr>> {
+    let addrs: Vec<_> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| net_error(place, "resolve", e))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::new(
+            Cause::Setup {
+                what: "the address resolved to nothing".into(),
+                cause: None,
+            },
+            Place::link(&Arc::from(place)),
+            "resolve",
+        ));
+    }
+    Ok(addrs)
+}
+
+/// Binding a listener failed.
 pub(crate) fn net_error(place: &str, op: &'static str, e: std::io::Error) -> Error {
     Error::new(
         Cause::Connect(Arc::new(e)),

@@ -40,7 +40,7 @@ pub use nodelink_kcp::crypt::CipherKind;
 pub use nodelink_kcp::{AckTiming, Config as KcpConfig, KcpListener, KcpStream, Mode};
 
 use crate::config::Config;
-use crate::error::{Cause, Error, Place, Result};
+use crate::error::{resolve, Cause, Error, Place, Result};
 use crate::handle::Link;
 use crate::net::{AcceptStream, Handshakes};
 use crate::role::Role;
@@ -56,7 +56,7 @@ pub async fn connect_kcp(
     session: KcpConfig,
     config: Config,
 ) -> Result<Link> {
-    let remote = resolve(addr, "dial").await?;
+    let remote = resolve(addr, "dial").await?[0];
     let stream = KcpStream::connect(remote, session)
         .await
         .map_err(|e| setup_error("dial", "connect", io::Error::from(e)))?;
@@ -73,7 +73,7 @@ pub async fn bind_kcp(
     session: KcpConfig,
     config: Config,
 ) -> Result<KcpLinkListener> {
-    let local = resolve(addr, "listen").await?;
+    let local = resolve(addr, "listen").await?[0];
     let kcp = KcpListener::bind(local, session)
         .await
         .map_err(|e| setup_error("listen", "bind", io::Error::from(e)))?;
@@ -81,23 +81,6 @@ pub async fn bind_kcp(
         kcp,
         config,
         handshakes: Handshakes::default(),
-    })
-}
-
-/// The first address `addr` resolves to.
-async fn resolve(addr: impl ToSocketAddrs, place: &str) -> Result<SocketAddr> {
-    let mut addrs = tokio::net::lookup_host(addr)
-        .await
-        .map_err(|e| setup_error(place, "resolve", e))?;
-    addrs.next().ok_or_else(|| {
-        Error::new(
-            Cause::Setup {
-                what: "the address resolved to nothing".into(),
-                cause: None,
-            },
-            Place::link(&Arc::from(place)),
-            "resolve",
-        )
     })
 }
 

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::error::{connect_error, listen_error, net_error, Result};
+use crate::error::{bind_error, connect_error, dial_error, net_error, resolve, Result};
 use crate::handle::Link;
 use crate::role::Role;
 
@@ -32,10 +32,26 @@ pub async fn connect(addr: impl ToSocketAddrs, config: Config) -> Result<Link> {
     link_over_tcp(stream, Role::Client, config).await
 }
 
+/// Dials each address `addr` resolves to in turn; the error names the last one tried.
 pub(crate) async fn tcp_connect(addr: impl ToSocketAddrs) -> Result<TcpStream> {
-    let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
-    stream.set_nodelay(true).map_err(connect_error)?;
-    Ok(stream)
+    let mut failure = None;
+    for a in resolve(addr, "dial").await? {
+        match TcpStream::connect(a).await {
+            Ok(stream) => {
+                stream.set_nodelay(true).map_err(|e| dial_error(a, e))?;
+                return Ok(stream);
+            }
+            Err(e) => failure = Some(dial_error(a, e)),
+        }
+    }
+    // `resolve` returns at least one address, so there is a failure to report.
+    Err(failure.unwrap_or_else(|| connect_error(io::ErrorKind::NotFound.into())))
+}
+
+/// Binds a TCP listener on the first address `addr` resolves to.
+pub(crate) async fn tcp_bind(addr: impl ToSocketAddrs) -> Result<TcpListener> {
+    let a = resolve(addr, "listen").await?[0];
+    TcpListener::bind(a).await.map_err(|e| bind_error(a, e))
 }
 
 pub(crate) async fn link_over_tcp(stream: TcpStream, role: Role, config: Config) -> Result<Link> {
@@ -47,7 +63,7 @@ pub(crate) async fn link_over_tcp(stream: TcpStream, role: Role, config: Config)
 
 /// Binds a TCP listener whose [`Listener::accept`] returns handshaked links.
 pub async fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Listener> {
-    let tcp = TcpListener::bind(addr).await.map_err(listen_error)?;
+    let tcp = tcp_bind(addr).await?;
     Ok(Listener::new(tcp, config, Acceptor::Plain))
 }
 
@@ -68,6 +84,16 @@ pub struct Listener {
     config: Config,
     acceptor: Arc<Acceptor>,
     handshakes: Handshakes,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("local_addr", &self.tcp.local_addr().ok())
+            .field("pending", &self.handshakes.in_progress())
+            .field("failed", &self.handshakes.failed())
+            .finish()
+    }
 }
 
 impl Listener {

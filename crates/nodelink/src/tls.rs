@@ -53,14 +53,13 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
     SignatureScheme,
 };
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::net::ToSocketAddrs;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::Config;
-use crate::error::listen_error;
 use crate::error::{Cause, Error, Place, Result};
 use crate::handle::Link;
-use crate::net::{tcp_connect, Acceptor, Listener};
+use crate::net::{tcp_bind, tcp_connect, Acceptor, Listener};
 use crate::role::Role;
 use crate::tls_start::{addresses, bounded, link_name, link_over, tls_error};
 
@@ -262,7 +261,7 @@ pub async fn bind_tls(
     tls: &TlsSettings,
     config: Config,
 ) -> Result<Listener> {
-    let tcp = TcpListener::bind(addr).await.map_err(listen_error)?;
+    let tcp = tcp_bind(addr).await?;
     let acceptor = TlsAcceptor::from(tls.server.clone());
     Ok(Listener::new(tcp, config, Acceptor::Tls(acceptor)))
 }

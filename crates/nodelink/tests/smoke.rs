@@ -68,3 +68,31 @@ async fn full_conn_exchange_and_big_payloads() {
     let e = conn.recv().await.unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::ConnectionClosed), "{e}");
 }
+
+/// A failed dial or bind says which address it was: the caller may not have it at hand
+/// (a name that resolved, an address from a configuration file).
+#[tokio::test]
+async fn dial_and_bind_failures_name_the_address() {
+    // A port nothing listens on: bound, then released.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let e = nodelink::connect(free, Config::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
+    assert!(e.to_string().contains(&format!("dial {free}")), "{e}");
+    assert!(e.io_error().is_some(), "{e}");
+
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap();
+    let e = nodelink::bind(addr, Config::default()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
+    assert!(e.to_string().contains(&format!("listen {addr}")), "{e}");
+
+    let e = nodelink::connect("no-such-host.invalid:1", Config::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
+}
