@@ -21,6 +21,8 @@ cargo fmt --all -- --check
 
 step "clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The link without its optional features, as the fuzz targets build it.
+cargo clippy -p nodelink --no-default-features --locked -- -D warnings
 
 step "API docs of the library crates (broken links denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --lib --locked

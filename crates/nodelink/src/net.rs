@@ -203,7 +203,6 @@ impl Handshakes {
         self.failed
     }
 
-    #[cfg(feature = "kcp")]
     /// Handshakes in progress.
     pub(crate) fn in_progress(&self) -> usize {
         self.pending.len()
