@@ -3,7 +3,8 @@
 //! * `--size 0` (the default) sends NEO's Ping (code 2, empty) and expects Pong (0x8002),
 //!   so it works against any NEO node.
 //! * `--size N` sends code [`ECHO_CODE`] (0x0100) with N pseudo-random bytes (from a fixed
-//!   seed, so runs are repeatable) and expects the same bytes back with code 0x8100, which
+//!   seed, so runs of one build send the same bytes) and expects the same bytes back with
+//!   code 0x8100, which
 //!   is what `nodelink serve` does.
 
 use rand::rngs::StdRng;

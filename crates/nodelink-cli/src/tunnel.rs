@@ -8,12 +8,15 @@
 //! The flags are kcptun's, with its names and per-role defaults (`--key --crypt --mode
 //! --mtu --sndwnd --rcvwnd --datashard/--ds --parityshard/--ps --nocomp --smuxver --smuxbuf
 //! --streambuf --keepalive --conn --autoexpire --scavengettl --sockbuf --dscp --snmplog
-//! --snmpperiod --quiet -c`, and manual mode's `--nodelay --interval --resend --nc
-//! --acknodelay`); kcptun's address flags are accepted as aliases (`--localaddr`/`-l`,
-//! `--remoteaddr`/`-r`, `--targetaddr`/`-t`), and the key can come from `KCPTUN_KEY`.
-//! A JSON file given with `-c` uses kcptun's keys and overrides the command line, as in
-//! kcptun. Values are checked by the tunnel library, so a bad one is a one-line
-//! `nodelink: error: --smuxver 3: ...` with exit code 1.
+//! --snmpperiod --quiet -c`, manual mode's `--nodelay --interval --resend --nc`, and
+//! `--acknodelay`, accepted and without effect: nodelink always acknowledges at once).
+//! kcptun's address flags are accepted as aliases (`--localaddr`/`-l`, `--remoteaddr`/`-r`,
+//! `--targetaddr`/`-t`), and the key can come from `KCPTUN_KEY`. A JSON file given with
+//! `-c` uses kcptun's keys and overrides the command line, as in kcptun. A bad value is a
+//! one-line `nodelink: error: --smuxver 3: ...` with exit code 1, whether it does not fit
+//! the setting's type (checked here) or breaks a rule of the tunnel library's
+//! `Config::validate`. `--crypt` and `--mode` are checked when given, even if the file
+//! sets them too.
 //!
 //! The first stdout line is `listening on <addr>` (the bound address, so port 0 works).
 //! Logs go to stderr at `info` (`RUST_LOG` overrides): the settings, sessions, and every
@@ -37,9 +40,9 @@ use crate::shutdown::Signals;
 #[derive(Debug, Subcommand)]
 pub enum TunnelCommand {
     /// Accept TCP connections and carry each one over KCP to a tunnel server (kcptun-client).
-    Client(ClientArgs),
+    Client(Box<ClientArgs>),
     /// Accept KCP sessions and forward their streams to a TCP target (kcptun-server).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
 }
 
 /// Arguments of `nodelink tunnel client`.
@@ -60,20 +63,20 @@ pub struct ClientArgs {
     /// Number of KCP sessions to the server; streams are spread over them in turn
     /// [default: 1]
     #[arg(long, value_name = "N")]
-    pub conn: Option<u16>,
+    pub conn: Option<i64>,
     /// Seconds after which a session takes no new streams and is replaced (0: never)
     /// [default: 0]
     #[arg(long, value_name = "SECONDS")]
-    pub autoexpire: Option<u32>,
+    pub autoexpire: Option<i64>,
     /// Seconds an expired session may live on for its remaining streams [default: 600]
     #[arg(long, value_name = "SECONDS")]
-    pub scavengettl: Option<u32>,
+    pub scavengettl: Option<i64>,
     /// KCP send window (packets) [default: 128]
     #[arg(long, value_name = "W")]
-    pub sndwnd: Option<u16>,
+    pub sndwnd: Option<i64>,
     /// KCP receive window (packets) [default: 512]
     #[arg(long, value_name = "W")]
-    pub rcvwnd: Option<u16>,
+    pub rcvwnd: Option<i64>,
     /// Settings shared with the server.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -96,10 +99,10 @@ pub struct ServerArgs {
     pub target: Option<String>,
     /// KCP send window (packets) [default: 1024]
     #[arg(long, value_name = "W")]
-    pub sndwnd: Option<u16>,
+    pub sndwnd: Option<i64>,
     /// KCP receive window (packets) [default: 1024]
     #[arg(long, value_name = "W")]
-    pub rcvwnd: Option<u16>,
+    pub rcvwnd: Option<i64>,
     /// Settings shared with the client.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -122,16 +125,16 @@ pub struct CommonArgs {
     pub mode: Option<String>,
     /// Largest UDP payload [default: 1350]
     #[arg(long, value_name = "BYTES")]
-    pub mtu: Option<usize>,
+    pub mtu: Option<i64>,
     /// Reed-Solomon data shards (0 with --parityshard 0: no FEC) [default: 10]
     #[arg(long, visible_alias = "ds", value_name = "N")]
-    pub datashard: Option<u8>,
+    pub datashard: Option<i64>,
     /// Reed-Solomon parity shards [default: 3]
     #[arg(long, visible_alias = "ps", value_name = "M")]
-    pub parityshard: Option<u8>,
+    pub parityshard: Option<i64>,
     /// DSCP of outgoing packets (6 bits) [default: 0]
     #[arg(long, value_name = "N")]
-    pub dscp: Option<u8>,
+    pub dscp: Option<i64>,
     /// Disable snappy compression (must match the other end)
     #[arg(long)]
     pub nocomp: bool,
@@ -140,40 +143,40 @@ pub struct CommonArgs {
     #[arg(long)]
     pub acknodelay: bool,
     /// Manual mode: KCP nodelay, 0 or 1 [default: 0]
-    #[arg(long, value_name = "0|1", value_parser = clap::value_parser!(u8).range(0..=1))]
-    pub nodelay: Option<u8>,
+    #[arg(long, value_name = "0|1")]
+    pub nodelay: Option<i64>,
     /// Manual mode: KCP flush interval in ms [default: 50]
     #[arg(long, value_name = "MS")]
-    pub interval: Option<u32>,
+    pub interval: Option<i64>,
     /// Manual mode: fast retransmit after this many skipping ACKs (0: off) [default: 0]
     #[arg(long, value_name = "N")]
-    pub resend: Option<u32>,
+    pub resend: Option<i64>,
     /// Manual mode: 1 turns congestion control off [default: 0]
-    #[arg(long, value_name = "0|1", value_parser = clap::value_parser!(u8).range(0..=1))]
-    pub nc: Option<u8>,
+    #[arg(long, value_name = "0|1")]
+    pub nc: Option<i64>,
     /// UDP socket buffer in bytes [default: 4194304]
     #[arg(long, value_name = "BYTES")]
-    pub sockbuf: Option<usize>,
+    pub sockbuf: Option<i64>,
     /// smux version, 1 or 2 (must match the other end) [default: 1]
     #[arg(long, value_name = "1|2")]
-    pub smuxver: Option<u8>,
+    pub smuxver: Option<i64>,
     /// smux session receive buffer in bytes [default: 4194304]
     #[arg(long, value_name = "BYTES")]
-    pub smuxbuf: Option<usize>,
+    pub smuxbuf: Option<i64>,
     /// smux per-stream receive buffer in bytes (the v2 flow-control window)
     /// [default: 2097152]
     #[arg(long, value_name = "BYTES")]
-    pub streambuf: Option<usize>,
+    pub streambuf: Option<i64>,
     /// Seconds between smux keepalives [default: 10]
     #[arg(long, value_name = "SECONDS")]
-    pub keepalive: Option<u32>,
+    pub keepalive: Option<i64>,
     /// Append KCP counters to this CSV file, named through Go's time layout
     /// (./snmp-20060102.log)
     #[arg(long, value_name = "FILE")]
     pub snmplog: Option<String>,
     /// Seconds between SNMP log rows [default: 60]
     #[arg(long, value_name = "SECONDS")]
-    pub snmpperiod: Option<u32>,
+    pub snmpperiod: Option<i64>,
     /// Do not log every stream opened and closed
     #[arg(long)]
     pub quiet: bool,
@@ -182,15 +185,30 @@ pub struct CommonArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Sets `cfg.$field` from the flag of the same name when it was given, through `$map`.
+/// Sets `cfg.$field` from the flag of the same name when it was given: the value must fit
+/// the field's type (else a one-line error naming the flag, exit code 1, like the range
+/// checks of `Config::validate`), then goes through `$map`.
 macro_rules! given {
-    ($cfg:ident, $args:ident, $($field:ident $(=> $map:expr)?),* $(,)?) => {$(
-        if let Some(v) = $args.$field.clone() {
+    ($cfg:expr, $args:ident, $($field:ident: $ty:ty $(=> $map:expr)?),* $(,)?) => {$(
+        if let Some(v) = $args.$field {
+            let v = fit(concat!("--", stringify!($field)), v, 0, <$ty>::MAX as u64)? as $ty;
             $cfg.$field = given!(@map v $(, $map)?);
         }
     )*};
     (@map $v:ident) => { $v };
     (@map $v:ident, $map:expr) => { $map($v) };
+}
+
+/// `value` if it lies in `min..=max`.
+fn fit(flag: &str, value: i64, min: u64, max: u64) -> anyhow::Result<u64> {
+    u64::try_from(value)
+        .ok()
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| anyhow::anyhow!("{flag} {value}: must be between {min} and {max}"))
+}
+
+fn secs(s: u32) -> Duration {
+    Duration::from_secs(s.into())
 }
 
 impl CommonArgs {
@@ -208,12 +226,20 @@ impl CommonArgs {
                 .parse::<Profile>()
                 .map_err(|e| anyhow::anyhow!("--mode {name}: {e}"))?;
         }
-        let secs = |s: u32| Duration::from_secs(s.into());
+        if let Some(path) = &self.snmplog {
+            cfg.snmplog = path.clone();
+        }
         let args = self;
-        given!(cfg, args, mtu, datashard, parityshard, dscp, sockbuf, smuxver, smuxbuf,
-            streambuf, snmplog, keepalive => secs, snmpperiod => secs);
-        let manual = &mut cfg.manual;
-        given!(manual, args, interval, resend, nodelay => |v: u8| v == 1, nc => |v: u8| v == 1);
+        given!(cfg, args, mtu: usize, datashard: u8, parityshard: u8, dscp: u8,
+            sockbuf: usize, smuxver: u8, smuxbuf: usize, streambuf: usize,
+            keepalive: u32 => secs, snmpperiod: u32 => secs);
+        given!(cfg.manual, args, interval: u32, resend: u32);
+        if let Some(v) = self.nodelay {
+            cfg.manual.nodelay = fit("--nodelay", v, 0, 1)? == 1;
+        }
+        if let Some(v) = self.nc {
+            cfg.manual.nc = fit("--nc", v, 0, 1)? == 1;
+        }
         cfg.nocomp |= self.nocomp;
         cfg.quiet |= self.quiet;
         Ok(())
@@ -221,22 +247,22 @@ impl CommonArgs {
 }
 
 /// The configuration in kcptun's order: role defaults, then flags, then the JSON file.
+/// `--crypt` and `--mode` are checked when given, even if the file sets them too.
 pub fn config(command: &TunnelCommand) -> anyhow::Result<Config> {
-    let secs = |s: u32| Duration::from_secs(s.into());
     let (mut cfg, common) = match command {
         TunnelCommand::Client(a) => {
             let mut cfg = Config::for_role(Role::Client);
             cfg.listen.clone_from(&a.listen);
             cfg.target.clone_from(&a.remote);
-            given!(cfg, a, conn, autoexpire => secs, scavengettl => secs,
-                sndwnd => Some, rcvwnd => Some);
+            given!(cfg, a, conn: u16, autoexpire: u32 => secs, scavengettl: u32 => secs,
+                sndwnd: u16 => Some, rcvwnd: u16 => Some);
             (cfg, &a.common)
         }
         TunnelCommand::Server(a) => {
             let mut cfg = Config::for_role(Role::Server);
             cfg.listen.clone_from(&a.listen);
             cfg.target.clone_from(&a.target);
-            given!(cfg, a, sndwnd => Some, rcvwnd => Some);
+            given!(cfg, a, sndwnd: u16 => Some, rcvwnd: u16 => Some);
             (cfg, &a.common)
         }
     };

@@ -317,6 +317,18 @@ fn bad_flags_are_one_line_errors_with_exit_code_1() {
             vec!["client", "-r", "127.0.0.1:1", "--conn", "0"],
             "--conn 0: must be between",
         ),
+        (
+            vec!["server", "--rcvwnd", "70000"],
+            "--rcvwnd 70000: must be between 0 and 65535",
+        ),
+        (
+            vec!["server", "--datashard", "-1"],
+            "--datashard -1: must be between 0 and 255",
+        ),
+        (
+            vec!["server", "--nodelay", "2"],
+            "--nodelay 2: must be between 0 and 1",
+        ),
         (vec!["client"], "--remote is required"),
         (
             vec!["client", "-r", "127.0.0.1:1", "-c", "/nonexistent/x.json"],

@@ -6,7 +6,8 @@ use rand::distr::uniform::{SampleRange, SampleUniform};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
-/// A seeded generator: the same seed gives the same sequence on every machine.
+/// A seeded generator: the same seed gives the same sequence on every machine with the
+/// locked version of rand (rand does not promise the same sequence across its versions).
 #[derive(Debug, Clone)]
 pub struct SeededRng(StdRng);
 

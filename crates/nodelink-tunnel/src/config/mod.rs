@@ -60,6 +60,7 @@ pub use nodelink_driver::Role;
 /// kcptun's `--mode`: one of KCP's presets, or `manual`, which takes KCP's
 /// `(nodelay, interval, resend, nc)` from [`Config::manual`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Profile {
     /// `normal`, `fast`, `fast2` or `fast3`.
     Preset(Mode),
@@ -103,6 +104,7 @@ impl FromStr for Profile {
 /// [`Config::mode`] is [`Profile::Manual`]. kcptun keeps them whatever the mode, and so do
 /// we: a JSON file may set them before or after `"mode": "manual"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Manual {
     /// KCP nodelay (kcptun's `0|1`). Default false.
     pub nodelay: bool,
@@ -366,6 +368,21 @@ impl Config {
         }
         if self.role == Role::Client {
             range("--conn", self.conn.into(), 1, 65535)?;
+        }
+        // kcptun's seconds are 32-bit; bounding them also keeps `now + d` from overflowing.
+        let max_secs = u64::from(u32::MAX);
+        for (flag, d) in [
+            ("--autoexpire", self.autoexpire),
+            ("--scavengettl", self.scavengettl),
+            ("--snmpperiod", self.snmpperiod),
+        ] {
+            if d > Duration::from_secs(max_secs) {
+                return Err(bad(
+                    flag,
+                    &seconds(d),
+                    &format!("must be between 0 and {max_secs} seconds"),
+                ));
+            }
         }
         let (sndwnd, rcvwnd) = self.windows();
         range("--sndwnd", sndwnd.into(), 1, 65535)?;

@@ -177,6 +177,14 @@ fn bad_values_give_one_line_naming_the_flag() {
             "--resend 256: must be between 0 and 255",
         ),
         (client().with_listen(""), "--listen: an address is required"),
+        (
+            client().with_autoexpire(Duration::MAX),
+            "--autoexpire 18446744073709551615.999999999s: must be between 0 and 4294967295",
+        ),
+        (
+            Config::server().with_snmpperiod(Duration::from_secs(1 << 40)),
+            "--snmpperiod 1099511627776: must be between 0 and 4294967295",
+        ),
     ];
     for (cfg, want) in cases {
         let e = err(&cfg);
