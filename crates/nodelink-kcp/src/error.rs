@@ -38,8 +38,9 @@ pub enum ErrorKind {
     Reset,
     /// A read, write or close did not complete within its configured time.
     TimedOut,
-    /// The session or listener was closed by this side (a write after `shutdown`, an
-    /// `accept` after the listener's socket failed).
+    /// The session or listener was closed by this side (a write after `shutdown`). An
+    /// `accept` after the listener's socket failed is [`ErrorKind::Io`], with that failure
+    /// as its source.
     Closed,
     /// A socket or name-resolution failure; the `io::Error` is the source.
     Io,
@@ -81,6 +82,15 @@ impl Error {
             kind: ErrorKind::Io,
             message: Message::Owned(what.into()),
             source: Some(Arc::new(source)),
+        }
+    }
+
+    /// [`Error::io`] with a cause already shared (reported to every caller that asks).
+    pub(crate) fn io_shared(what: &'static str, source: Arc<io::Error>) -> Error {
+        Error {
+            kind: ErrorKind::Io,
+            message: Message::Static(what),
+            source: Some(source),
         }
     }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use nodelink_driver::{peer_warn, WarnLimiter};
@@ -45,6 +45,8 @@ pub struct KcpListener {
     ended: bool,
     local: SocketAddr,
     stats: Arc<AtomicStats>,
+    /// Why the demultiplexer stopped, when its socket failed.
+    failure: Arc<OnceLock<Arc<io::Error>>>,
 }
 
 struct Route {
@@ -65,6 +67,7 @@ struct Demux {
     gone_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
     next_id: u64,
     stats: Arc<AtomicStats>,
+    failure: Arc<OnceLock<Arc<io::Error>>>,
 }
 
 impl KcpListener {
@@ -87,6 +90,7 @@ impl KcpListener {
         let (accept_tx, accept_rx) = mpsc::channel(cfg.backlog.max(1));
         let (gone_tx, gone_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(AtomicStats::new());
+        let failure = Arc::new(OnceLock::new());
         let demux = Demux {
             sock,
             cfg,
@@ -98,6 +102,7 @@ impl KcpListener {
             gone_tx,
             next_id: 0,
             stats: Arc::clone(&stats),
+            failure: Arc::clone(&failure),
         };
         tokio::spawn(demux.run(gone_rx));
         Ok(KcpListener {
@@ -105,6 +110,7 @@ impl KcpListener {
             ended: false,
             local,
             stats,
+            failure,
         })
     }
 
@@ -120,10 +126,10 @@ impl KcpListener {
     /// The polling form of [`accept`](KcpListener::accept).
     pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<(KcpStream, SocketAddr)>> {
         self.accept_rx.poll_recv(cx).map(|accepted| {
-            accepted.ok_or(Error::fixed(
-                ErrorKind::Closed,
-                "the KCP listener's socket closed or failed",
-            ))
+            accepted.ok_or_else(|| match self.failure.get() {
+                Some(e) => Error::io_shared("the KCP listener's UDP socket failed", e.clone()),
+                None => Error::fixed(ErrorKind::Closed, "the KCP listener stopped"),
+            })
         })
     }
 
@@ -200,6 +206,7 @@ impl Demux {
                             error = &e as &dyn std::error::Error,
                             "KCP listener socket failed: no more sessions"
                         );
+                        let _ = self.failure.set(Arc::new(e));
                         break;
                     }
                 },
