@@ -20,13 +20,12 @@
 //! `nodelink: error: ...` with exit code 1.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use nodelink::kcp::{KcpConfig, KcpLinkListener, Mode};
-use nodelink::{Config, Link, Listener};
+use nodelink::kcp::{KcpConfig, Mode};
+use nodelink::{Config, Link, LinkListener};
 use nodelink_kcp::crypt::CipherKind;
 use nodelink_kcp::pipeline::MAX_SESSION_MTU;
 use nodelink_kcp::Stats;
@@ -297,42 +296,17 @@ pub async fn connect(addr: &str, session: KcpConfig, config: Config) -> anyhow::
     }
 }
 
-/// A TCP (or TLS) listener or a KCP one.
-pub enum AnyListener {
-    /// TCP, with or without TLS.
-    Tcp(Listener),
-    /// KCP.
-    Kcp(KcpLinkListener),
-}
-
-impl AnyListener {
-    /// Binds a KCP listener on `addr`.
-    pub async fn kcp(
-        addr: &str,
-        session: KcpConfig,
-        config: Config,
-    ) -> anyhow::Result<AnyListener> {
-        let listener = nodelink::bind_kcp(addr, session, config)
-            .await
-            .with_context(|| format!("cannot listen over KCP on {addr}"))?;
-        Ok(AnyListener::Kcp(listener))
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        match self {
-            AnyListener::Tcp(l) => l.local_addr(),
-            AnyListener::Kcp(l) => Ok(l.local_addr()),
-        }
-    }
-
-    /// The next handshaked link.
-    pub async fn accept(&mut self) -> nodelink::Result<Link> {
-        match self {
-            AnyListener::Tcp(l) => l.accept().await,
-            AnyListener::Kcp(l) => l.accept().await,
-        }
-    }
+/// Binds a KCP link listener on `addr` (a TCP or TLS one is the other
+/// [`nodelink::LinkListener`] the CLI serves with the same loop).
+pub async fn bind_kcp(
+    addr: &str,
+    session: KcpConfig,
+    config: Config,
+) -> anyhow::Result<Box<dyn LinkListener>> {
+    let listener = nodelink::bind_kcp(addr, session, config)
+        .await
+        .with_context(|| format!("cannot listen over KCP on {addr}"))?;
+    Ok(Box::new(listener))
 }
 
 #[cfg(test)]

@@ -6,12 +6,12 @@
 //! dropped, never answered.
 
 use anyhow::Context;
-use nodelink::{Config, Link, ANSWER_BIT};
+use nodelink::{Config, Link, LinkListener, ANSWER_BIT};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
-use crate::kcp_args::{AnyListener, Side};
+use crate::kcp_args::{bind_kcp, Side};
 use crate::out::say;
 use crate::shutdown::{Signals, SHUTDOWN_GRACE};
 use crate::tls_args;
@@ -26,12 +26,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_version(args.version)
         .with_dialect(args.dialect.into());
     let mut listener = match kcp {
-        Some(session) => AnyListener::kcp(&args.listen, session, config).await?,
-        None => AnyListener::Tcp(tls_args::bind(&args.listen, config, tls.as_ref()).await?),
+        Some(session) => bind_kcp(&args.listen, session, config).await?,
+        None => Box::new(tls_args::bind(&args.listen, config, tls.as_ref()).await?),
     };
-    let addr = listener
-        .local_addr()
-        .context("cannot read the listening address")?;
+    let addr = listener.local_addr();
     say!("listening on {addr}");
     tracing::info!(%addr, tls = tls.is_some(), kcp = args.kcp.kcp, version = args.version, dialect = ?args.dialect, "serving");
 

@@ -25,4 +25,4 @@ mod stats;
 
 pub use error::{Error, ErrorKind, Result};
 pub use pipeline::{AckTiming, Config, Mode, Stats};
-pub use session::{snmp, KcpListener, KcpStream};
+pub use session::{snmp, KcpListener, KcpStream, SessionMonitor};

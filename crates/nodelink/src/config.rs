@@ -115,6 +115,13 @@ pub struct Config {
     pub close_linger: Duration,
     /// Size of each read from the socket (default 64 KiB).
     pub read_buffer: usize,
+    /// Default deadline of [`Link::ask1`](crate::Link::ask1),
+    /// [`Conn::ask`](crate::Conn::ask) and the typed `call`s, from the call's start to the
+    /// answer (default `None`: no deadline, as NEO). A call past it fails with
+    /// [`ErrorKind::DeadlineExceeded`](crate::ErrorKind::DeadlineExceeded) and its request
+    /// is abandoned; the `*_within` variants set a deadline per call. It changes nothing on
+    /// the wire, so it is safe with strict peers.
+    pub ask_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -133,6 +140,7 @@ impl Default for Config {
             flow_control: true,
             close_linger: Duration::from_secs(1),
             read_buffer: 64 << 10,
+            ask_timeout: None,
         }
     }
 }
@@ -186,6 +194,12 @@ impl Config {
     /// Sets [`Config::conn_recv_budget`] (raised to [`MIN_RECV_BUDGET`] if smaller).
     pub fn with_conn_recv_budget(mut self, value: usize) -> Self {
         self.conn_recv_budget = value.max(MIN_RECV_BUDGET);
+        self
+    }
+
+    /// Sets [`Config::ask_timeout`]: a `Duration`, or `None` for no deadline.
+    pub fn with_ask_timeout(mut self, value: impl Into<Option<Duration>>) -> Self {
+        self.ask_timeout = value.into();
         self
     }
 

@@ -9,7 +9,7 @@ use crate::core::ConnKey;
 use crate::error::{Cause, Result};
 use crate::frame::Packet;
 use crate::handle::Link;
-use crate::message::{ErrorMessage, Message};
+use crate::message::{check_pair, peer_cause, Ask, ErrorMessage, Message};
 use crate::txqueue::Body;
 
 /// A connection over a [`Link`]. All methods take `&self` and are safe to call from many
@@ -152,18 +152,54 @@ impl Conn {
             .conn_error(Cause::Decode(e), self.id, "recv"))
     }
 
-    /// Sends a request and waits for its answer; an Error answer comes back as
-    /// [`ErrorKind::Peer`](crate::ErrorKind::Peer).
+    /// Sends a request and waits for its answer. An Error answer comes back with the kind
+    /// it means ([`Refused`](crate::ErrorKind::Refused),
+    /// [`ClosedByPeer`](crate::ErrorKind::ClosedByPeer) or
+    /// [`Peer`](crate::ErrorKind::Peer)). Bounded by
+    /// [`Config::ask_timeout`](crate::Config::ask_timeout) if set: past it the call fails
+    /// with [`DeadlineExceeded`](crate::ErrorKind::DeadlineExceeded) and the connection is
+    /// closed, so that a late answer cannot be taken for the answer to a later request.
     pub async fn ask<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp> {
-        self.send(req).await?;
-        let packet = self.recv().await?;
+        self.ask_bounded(req, self.link.inner().config.ask_timeout)
+            .await
+    }
+
+    /// [`Conn::ask`] with its own deadline.
+    pub async fn ask_within<Req: Message, Resp: Message>(
+        &self,
+        req: &Req,
+        deadline: std::time::Duration,
+    ) -> Result<Resp> {
+        self.ask_bounded(req, Some(deadline)).await
+    }
+
+    /// [`Conn::ask`] for a request that declares its answer type ([`Ask`]): asking for
+    /// another type does not compile (see [`Link::call`]).
+    pub async fn call<R: Ask>(&self, req: &R) -> Result<R::Answer> {
+        const { check_pair::<R>() };
+        self.ask_bounded(req, self.link.inner().config.ask_timeout)
+            .await
+    }
+
+    async fn ask_bounded<Req: Message, Resp: Message>(
+        &self,
+        req: &Req,
+        deadline: Option<std::time::Duration>,
+    ) -> Result<Resp> {
         let inner = self.link.inner();
+        let exchange = async {
+            self.send(req).await?;
+            self.recv().await
+        };
+        let packet = match inner.bounded(deadline, self.id, "ask", exchange).await {
+            Err(e) if e.kind() == crate::ErrorKind::DeadlineExceeded => {
+                self.close();
+                return Err(e);
+            }
+            r => r?,
+        };
         if packet.code == ErrorMessage::CODE && Resp::CODE != ErrorMessage::CODE {
-            let kind = match ErrorMessage::decode(packet.payload) {
-                Ok(m) => Cause::Peer(m),
-                Err(e) => Cause::Decode(e),
-            };
-            return Err(inner.conn_error(kind, self.id, "ask"));
+            return Err(inner.conn_error(peer_cause(packet.payload), self.id, "ask"));
         }
         packet
             .decode::<Resp>()

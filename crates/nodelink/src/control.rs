@@ -27,8 +27,13 @@
 //!   break it, and that closes the offending connection's receive side (as for a strict NEO
 //!   peer that overflows the budget), never the link.
 //!
+//! * Once agreed, a side that closes the link on purpose sends **BYE** (empty body) as
+//!   its last packet, so the peer learns of the close even over a transport without an
+//!   end-of-stream of its own (KCP): the peer ends the link as on TCP's FIN. An earlier
+//!   nodelink that does not know BYE drops it (counted in `control_dropped`).
+//!
 //! Frame payload: `"NLFC" | kind u8 | body`. HELLO body: `version u8 = 1 | window u32 BE`.
-//! CREDIT body: repeated `conn_id u32 BE | cost u32 BE`.
+//! CREDIT body: repeated `conn_id u32 BE | cost u32 BE`. BYE body: empty.
 
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -39,6 +44,7 @@ pub(crate) const CONTROL_CODE: u16 = 0xFFFF;
 const MAGIC: &[u8; 4] = b"NLFC";
 const KIND_HELLO: u8 = 1;
 const KIND_CREDIT: u8 = 3;
+const KIND_BYE: u8 = 5;
 const EXTENSION_VERSION: u8 = 1;
 
 /// The reserved connection id on which a side with `role` receives control frames.
@@ -57,6 +63,8 @@ pub(crate) enum Control<'a> {
     },
     /// Raw `(id, bytes)` pairs; iterate with [`credits`].
     Credit(&'a [u8]),
+    /// The peer is closing the link: nothing follows.
+    Bye,
 }
 
 pub(crate) fn encode_hello(window: u32, dst: &mut BytesMut) {
@@ -75,6 +83,11 @@ pub(crate) fn encode_credits(entries: &[(u32, u32)], dst: &mut BytesMut) {
     }
 }
 
+pub(crate) fn encode_bye(dst: &mut BytesMut) {
+    dst.put_slice(MAGIC);
+    dst.put_u8(KIND_BYE);
+}
+
 /// Parses a control payload; `None` for anything malformed (dropped and counted).
 pub(crate) fn decode(payload: &[u8]) -> Option<Control<'_>> {
     let rest = payload.strip_prefix(MAGIC)?;
@@ -91,6 +104,7 @@ pub(crate) fn decode(payload: &[u8]) -> Option<Control<'_>> {
             })
         }
         KIND_CREDIT if !body.is_empty() && body.len() % 8 == 0 => Some(Control::Credit(body)),
+        KIND_BYE if body.is_empty() => Some(Control::Bye),
         _ => None,
     }
 }
@@ -123,6 +137,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let mut b = BytesMut::new();
+        encode_bye(&mut b);
+        assert_eq!(&b[..], b"NLFC\x05");
+        assert_eq!(decode(&b), Some(Control::Bye));
     }
 
     #[test]
@@ -138,6 +156,7 @@ mod tests {
             b"NLFC\x03",
             b"NLFC\x03\x00\x00\x00\x01\x00",
             b"NLFC\x09",
+            b"NLFC\x05\x00",
         ] {
             assert_eq!(decode(bad), None, "{bad:?}");
         }

@@ -41,8 +41,26 @@ pub enum ErrorKind {
     /// A received message could not be decoded or was not one of the expected types
     /// ([`Error::decode_error`]).
     Decode,
-    /// The peer answered with an Error message ([`Error::peer_error`]).
+    /// The peer answered with an application Error message ([`Error::peer_error`]): the
+    /// request reached the peer's application, which said no.
     Peer,
+    /// The peer refused the connection with NEO's "connection refused" Error: it is not
+    /// accepting connections (it closed accept, or it is shutting down). Nothing was
+    /// processed; the request may be retried elsewhere.
+    Refused,
+    /// The peer closed the connection with NEO's "connection closed" Error: the request was
+    /// released without an answer (its handler dropped it, closed it or panicked), or the
+    /// peer's connection was closed. Whether it was processed is unknown.
+    ClosedByPeer,
+    /// The call's deadline passed before the answer came ([`Config::ask_timeout`], or a
+    /// `*_within` call). The request was abandoned on our side; a late answer is dropped.
+    ///
+    /// [`Config::ask_timeout`]: crate::Config::ask_timeout
+    DeadlineExceeded,
+    /// The peer stopped answering at the transport level: TCP timed out, KCP gave up
+    /// retransmitting, or the link's idle timeout passed without a packet. The link is
+    /// down, as for [`ErrorKind::LinkDown`].
+    DeadPeer,
     /// The operation does not exist in this link's dialect (for example a full
     /// connection in the NEO/py dialect).
     Unsupported,
@@ -69,6 +87,7 @@ pub(crate) enum Cause {
     Handshake(HandshakeError),
     Decode(DecodeError),
     Peer(ErrorMessage),
+    Deadline(std::time::Duration),
     Unsupported(&'static str),
     Connect(Arc<io::Error>),
     /// A setup step failed for a reason said in our own words (a bad setting, a file that
@@ -84,6 +103,7 @@ impl Cause {
     fn kind(&self) -> ErrorKind {
         match self {
             Cause::LinkClosed => ErrorKind::LinkClosed,
+            Cause::LinkDown(e) | Cause::Io(e) if is_dead_peer(e) => ErrorKind::DeadPeer,
             Cause::LinkDown(_) => ErrorKind::LinkDown,
             Cause::Io(_) => ErrorKind::Io,
             Cause::NotListening => ErrorKind::NotListening,
@@ -93,7 +113,8 @@ impl Cause {
             Cause::PacketTooBig { .. } => ErrorKind::PacketTooBig,
             Cause::Handshake(_) => ErrorKind::Handshake,
             Cause::Decode(_) => ErrorKind::Decode,
-            Cause::Peer(_) => ErrorKind::Peer,
+            Cause::Peer(m) => peer_kind(m),
+            Cause::Deadline(_) => ErrorKind::DeadlineExceeded,
             Cause::Unsupported(_) => ErrorKind::Unsupported,
             Cause::Connect(_) | Cause::Setup { .. } => ErrorKind::Connect,
         }
@@ -117,12 +138,59 @@ impl Cause {
             ),
             Cause::Handshake(h) => write!(f, "{h}"),
             Cause::Decode(d) => write!(f, "decode: {d}"),
-            Cause::Peer(m) => write!(f, "peer error: {m}"),
+            Cause::Peer(m) => match peer_kind(m) {
+                ErrorKind::Refused => {
+                    f.write_str("refused by the peer (not accepting connections)")
+                }
+                ErrorKind::ClosedByPeer => {
+                    f.write_str("closed by the peer (the request was released unanswered)")
+                }
+                _ => write!(f, "peer error: {m}"),
+            },
+            Cause::Deadline(d) => write!(f, "deadline exceeded: no answer within {d:?}"),
             Cause::Unsupported(what) => write!(f, "not supported: {what}"),
             Cause::Connect(_) => f.write_str("failed"),
             Cause::Setup { what, .. } => f.write_str(what),
         }
     }
+}
+
+/// The text of the link's own Error replies (`docs/protocols/link.md`, "Packets"): NEO
+/// sends them with code `PROTOCOL_ERROR`.
+pub(crate) const CONN_CLOSED_TEXT: &str = "connection closed";
+/// See [`CONN_CLOSED_TEXT`].
+pub(crate) const CONN_REFUSED_TEXT: &str = "connection refused";
+
+/// Tells the link's own replies ("connection refused", "connection closed") from an
+/// application's Error.
+fn peer_kind(m: &ErrorMessage) -> ErrorKind {
+    if m.code != crate::message::ErrorCode::PROTOCOL_ERROR {
+        return ErrorKind::Peer;
+    }
+    match m.message.as_str() {
+        CONN_REFUSED_TEXT => ErrorKind::Refused,
+        CONN_CLOSED_TEXT => ErrorKind::ClosedByPeer,
+        _ => ErrorKind::Peer,
+    }
+}
+
+/// Whether the I/O failure that ended a link means the peer went silent: a timeout (TCP
+/// retransmission or keepalive, our idle timeout) or a KCP session found dead.
+fn is_dead_peer(e: &io::Error) -> bool {
+    if e.kind() == io::ErrorKind::TimedOut {
+        return true;
+    }
+    #[cfg(feature = "kcp")]
+    if let Some(k) = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<nodelink_kcp::Error>())
+    {
+        return matches!(
+            k.kind(),
+            nodelink_kcp::ErrorKind::DeadLink | nodelink_kcp::ErrorKind::TimedOut
+        );
+    }
+    false
 }
 
 impl From<HandshakeError> for Cause {
@@ -152,6 +220,15 @@ pub enum HandshakeError {
     /// The peer did not complete the handshake in time.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// Over a datagram transport (KCP), nothing usable came back within the handshake
+    /// timeout; `likely` names the probable causes, from what the session saw.
+    #[error("no answer within {after:?}: {likely}")]
+    Unanswered {
+        /// How long we waited.
+        after: std::time::Duration,
+        /// The probable causes, in words.
+        likely: &'static str,
+    },
     /// The stream failed during the handshake (the cause is the error's source).
     #[error("the stream failed during the handshake")]
     Io(#[source] Arc<io::Error>),
@@ -224,6 +301,13 @@ impl Error {
         }
     }
 
+    /// The same error with another handshake failure (a more precise diagnosis).
+    #[cfg(feature = "kcp")]
+    pub(crate) fn with_handshake_error(mut self, h: HandshakeError) -> Error {
+        self.inner.cause = Cause::Handshake(h);
+        self
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.inner.cause.kind()
@@ -281,11 +365,12 @@ impl Error {
         }
     }
 
-    /// True when the link can no longer be used (closed, down, or its I/O failed).
+    /// True when the link can no longer be used (closed, down, its I/O failed, or its
+    /// peer went silent).
     pub fn is_link_gone(&self) -> bool {
         matches!(
             self.kind(),
-            ErrorKind::LinkClosed | ErrorKind::LinkDown | ErrorKind::Io
+            ErrorKind::LinkClosed | ErrorKind::LinkDown | ErrorKind::Io | ErrorKind::DeadPeer
         )
     }
 }
@@ -328,7 +413,8 @@ impl From<Error> for io::Error {
         let kind = match &e.inner.cause {
             Cause::LinkClosed | Cause::ConnectionClosed => io::ErrorKind::NotConnected,
             Cause::LinkDown(_) | Cause::Io(_) => io::ErrorKind::ConnectionAborted,
-            Cause::Handshake(HandshakeError::Timeout(_)) => io::ErrorKind::TimedOut,
+            Cause::Handshake(HandshakeError::Timeout(_) | HandshakeError::Unanswered { .. })
+            | Cause::Deadline(_) => io::ErrorKind::TimedOut,
             Cause::Setup { cause: None, .. } => io::ErrorKind::InvalidInput,
             // A failed connect, bind or handshake keeps the kind of the I/O error behind it
             // (connection refused, address in use, ...).

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::control;
 use crate::core::{LinkCore, OpenError, Reply, RxClosed, Transmit, Wakeup};
-use crate::error::{Cause, Error, Place};
+use crate::error::{Cause, Error, Place, CONN_CLOSED_TEXT, CONN_REFUSED_TEXT};
 use crate::message::{ErrorCode, ErrorMessage, Message};
 use crate::role::Role;
 use crate::stats::{Counters, LinkStats};
@@ -185,8 +185,8 @@ impl LinkInner {
         }
         for t in out.transmits.drain(..) {
             match t {
-                Transmit::Closed(id) => self.reply_error(id, "connection closed"),
-                Transmit::Refused(id) => self.reply_error(id, "connection refused"),
+                Transmit::Closed(id) => self.reply_error(id, CONN_CLOSED_TEXT),
+                Transmit::Refused(id) => self.reply_error(id, CONN_REFUSED_TEXT),
                 Transmit::Negotiation(Reply::Hello { window }) => {
                     let peer_control_id = control::control_id_of(self.role.peer());
                     self.enqueue_nowait(peer_control_id, control::CONTROL_CODE, |b| {
@@ -195,7 +195,7 @@ impl LinkInner {
                 }
                 // NEO/go's answer to an unknown id of its parity, on the id the offer came on.
                 Transmit::Negotiation(Reply::Decline) => {
-                    self.reply_error(control::control_id_of(self.role), "connection closed")
+                    self.reply_error(control::control_id_of(self.role), CONN_CLOSED_TEXT)
                 }
                 Transmit::Credit { id, bytes } => self.owe_credit(id, bytes, true),
             }
@@ -217,6 +217,12 @@ impl LinkInner {
     /// The application closes the link.
     pub(crate) fn close(&self) {
         self.closed_by_user.store(true, Ordering::Release);
+        if self.end.get().is_none() && self.with_core(|s| s.core.says_bye()) {
+            // The peer agreed on the extension: tell it this is a close, not a loss
+            // (`control.rs`, BYE). Queued last, flushed with the rest within the linger.
+            let peer_control_id = control::control_id_of(self.role.peer());
+            self.enqueue_nowait(peer_control_id, control::CONTROL_CODE, control::encode_bye);
+        }
         self.shutdown(LinkEnd::Closed);
     }
 
@@ -252,6 +258,24 @@ impl LinkInner {
             None | Some(LinkEnd::Closed) => Cause::LinkClosed,
             Some(LinkEnd::Failed(e)) if first => Cause::Io(e.clone()),
             Some(LinkEnd::Failed(e)) => Cause::LinkDown(e.clone()),
+        }
+    }
+
+    /// Runs `exchange`, failing with [`Cause::Deadline`] if `deadline` passes first (the
+    /// exchange is dropped, which abandons its request).
+    pub(crate) async fn bounded<T>(
+        &self,
+        deadline: Option<std::time::Duration>,
+        id: u32,
+        op: &'static str,
+        exchange: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match deadline {
+            None => exchange.await,
+            Some(d) => match tokio::time::timeout(d, exchange).await {
+                Ok(r) => r,
+                Err(_) => Err(self.conn_error(Cause::Deadline(d), id, op)),
+            },
         }
     }
 

@@ -40,7 +40,7 @@ pub use nodelink_kcp::crypt::CipherKind;
 pub use nodelink_kcp::{AckTiming, Config as KcpConfig, KcpListener, KcpStream, Mode};
 
 use crate::config::Config;
-use crate::error::{resolve, Cause, Error, Place, Result};
+use crate::error::{resolve, Cause, Error, HandshakeError, Place, Result};
 use crate::handle::Link;
 use crate::net::{AcceptStream, Handshakes};
 use crate::role::Role;
@@ -61,7 +61,38 @@ pub async fn connect_kcp(
         .await
         .map_err(|e| setup_error("dial", "connect", io::Error::from(e)))?;
     let local = stream.local_addr();
-    link_over_kcp(stream, Role::Client, config, Some(local), Some(remote)).await
+    let monitor = stream.monitor();
+    match link_over_kcp(stream, Role::Client, config, Some(local), Some(remote)).await {
+        Err(e) => match e.handshake_error() {
+            Some(&HandshakeError::Timeout(after)) => {
+                let likely = silence_cause(&monitor);
+                Err(e.with_handshake_error(HandshakeError::Unanswered { after, likely }))
+            }
+            _ => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+/// Why a KCP peer stayed silent during the handshake, judged from what the session saw.
+/// KCP has no handshake of its own and kcptun's ciphers drop what fails their checksum
+/// without a word, so a wrong key looks like nobody there; the counters tell the cases
+/// apart where they can.
+fn silence_cause(monitor: &nodelink_kcp::SessionMonitor) -> &'static str {
+    let stats = monitor.stats();
+    if stats.in_pkts == 0 && monitor.unreachable_reports() > 0 {
+        "nothing is listening there (the host answered \"port unreachable\")"
+    } else if stats.in_pkts == 0 {
+        "nothing came back: most likely the server uses another key or cipher (KCP drops \
+         datagrams that fail to decrypt without a word), or nothing listens there, or UDP is \
+         blocked on the way"
+    } else if stats.in_csum_errors > 0 || stats.in_errs > 0 || stats.kcp_in_errors > 0 {
+        "the server's datagrams fail to decrypt or parse: the key, the cipher or the FEC \
+         settings differ from the server's"
+    } else {
+        "the peer answers over KCP but never sent the link's version: is it a link server \
+         (not a tunnel or another KCP application)?"
+    }
 }
 
 /// Binds a KCP listener whose [`KcpLinkListener::accept`] returns handshaked links.
@@ -147,6 +178,20 @@ impl KcpLinkListener {
             link_over_kcp(stream, Role::Server, config.clone(), local, Some(peer))
         };
         handshakes.poll_next(&mut KcpAccept(kcp), start, cx)
+    }
+}
+
+impl crate::net::LinkListener for KcpLinkListener {
+    fn local_addr(&self) -> SocketAddr {
+        self.kcp.local_addr()
+    }
+
+    fn failed_handshakes(&self) -> u64 {
+        self.handshakes.failed()
+    }
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Link>> {
+        KcpLinkListener::poll_accept(self, cx)
     }
 }
 

@@ -18,7 +18,7 @@
 //! use nodelink::{Config, Ping, Pong};
 //!
 //! let mut listener = nodelink::bind("127.0.0.1:0", Config::default()).await?;
-//! let addr = listener.local_addr().unwrap();
+//! let addr = listener.local_addr();
 //! tokio::spawn(async move {
 //!     let link = listener.accept().await.unwrap();
 //!     // Lightweight mode: one request in, one answer out, no connection state kept.
@@ -108,6 +108,7 @@ mod request;
 mod role;
 #[cfg(feature = "serde")]
 mod serde_codec;
+mod serve;
 mod stats;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -128,10 +129,19 @@ pub use frame::{
 pub use handle::Link;
 #[cfg(feature = "kcp")]
 pub use kcp::{bind_kcp, connect_kcp, KcpLinkListener};
-pub use message::{ErrorCode, ErrorMessage, Message, Ping, Pong, Raw};
-pub use net::{bind, connect, Listener};
+pub use message::{Ask, ErrorCode, ErrorMessage, Message, Ping, Pong, Raw};
+
+/// What [`serde_message!`] expands to, so that its users need no `bytes` dependency of
+/// their own. Not a public API.
+#[doc(hidden)]
+pub mod __macro {
+    pub use crate::message::check_codes;
+    pub use bytes::{Bytes, BytesMut};
+}
+pub use net::{bind, connect, LinkListener, Listener};
 pub use request::Request;
 pub use role::{PeerFlowControl, Role};
 #[cfg(feature = "serde")]
 pub use serde_codec::{decode_serde, encode_serde};
+pub use serve::Handlers;
 pub use stats::LinkStats;

@@ -27,7 +27,7 @@ use crate::frame::Packet;
 use crate::handle::Link;
 use crate::handshake::exchange_versions;
 use crate::inner::{LinkInner, Output, Shared};
-use crate::message::{ErrorMessage, Message};
+use crate::message::{check_pair, peer_cause, Ask, ErrorMessage, Message};
 use crate::request::Request;
 use crate::role::{PeerFlowControl, Role};
 use crate::stats::{Counters, LinkStats};
@@ -254,11 +254,75 @@ impl Link {
             .map_err(|f| inner.send_error(f, Some(id), "send1"))
     }
 
-    /// Sends one request on a fresh connection and waits for its answer (or an Error
-    /// message, returned as [`ErrorKind::Peer`](crate::ErrorKind::Peer)). The connection state is recycled.
+    /// Sends one request on a fresh connection and waits for its answer. An Error answer
+    /// comes back with the kind it means: [`Refused`](crate::ErrorKind::Refused) and
+    /// [`ClosedByPeer`](crate::ErrorKind::ClosedByPeer) for the link's own replies,
+    /// [`Peer`](crate::ErrorKind::Peer) for the application's. Bounded by
+    /// [`Config::ask_timeout`] if set ([`DeadlineExceeded`](crate::ErrorKind::DeadlineExceeded)).
+    /// The connection state is recycled, also when the call is cancelled.
+    ///
+    /// For requests that declare their answer type, [`Link::call`] checks the pairing at
+    /// compile time.
     pub async fn ask1<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp> {
+        self.ask1_bounded(req, self.inner().config.ask_timeout)
+            .await
+    }
+
+    /// [`Link::ask1`] with its own deadline, whatever [`Config::ask_timeout`] says.
+    pub async fn ask1_within<Req: Message, Resp: Message>(
+        &self,
+        req: &Req,
+        deadline: std::time::Duration,
+    ) -> Result<Resp> {
+        self.ask1_bounded(req, Some(deadline)).await
+    }
+
+    /// Sends a request whose answer type is declared by [`Ask`] and waits for that answer,
+    /// as [`Link::ask1`] does. Asking for another type does not compile, and neither does a
+    /// pair whose codes break NEO's rule (the request without the answer bit, the answer
+    /// with it).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> nodelink::Result<()> {
+    /// use nodelink::{Config, Link, Ping, Pong, Role};
+    /// let (a, b) = tokio::io::duplex(64 << 10);
+    /// let (client, server) = tokio::try_join!(
+    ///     Link::handshake(a, Role::Client, Config::default()),
+    ///     Link::handshake(b, Role::Server, Config::default()),
+    /// )?;
+    /// tokio::spawn(async move {
+    ///     while let Ok(request) = server.recv1().await {
+    ///         let _ = request.reply(&Pong).await;
+    ///     }
+    /// });
+    /// let pong: Pong = client.call(&Ping).await?; // Ping's answer is Pong
+    /// # let _ = pong; Ok(()) }
+    /// ```
+    pub async fn call<R: Ask>(&self, req: &R) -> Result<R::Answer> {
+        const { check_pair::<R>() };
+        self.ask1_bounded(req, self.inner().config.ask_timeout)
+            .await
+    }
+
+    /// [`Link::call`] with its own deadline.
+    pub async fn call_within<R: Ask>(
+        &self,
+        req: &R,
+        deadline: std::time::Duration,
+    ) -> Result<R::Answer> {
+        const { check_pair::<R>() };
+        self.ask1_bounded(req, Some(deadline)).await
+    }
+
+    async fn ask1_bounded<Req: Message, Resp: Message>(
+        &self,
+        req: &Req,
+        deadline: Option<std::time::Duration>,
+    ) -> Result<Resp> {
         let encode = |b: &mut BytesMut| req.encode(b);
-        let packet = self.ask1_with(Req::CODE, Body::Encode(encode)).await?;
+        let packet = self
+            .ask1_with(Req::CODE, Body::Encode(encode), deadline)
+            .await?;
         let id = packet.conn_id;
         packet
             .decode::<Resp>()
@@ -267,7 +331,8 @@ impl Link {
 
     /// [`Link::ask1`] with a raw payload; returns the raw answer packet.
     pub async fn ask1_packet(&self, code: u16, payload: Bytes) -> Result<Packet> {
-        self.ask1_with(code, Body::Bytes::<fn(&mut BytesMut)>(&payload))
+        let deadline = self.inner().config.ask_timeout;
+        self.ask1_with(code, Body::Bytes::<fn(&mut BytesMut)>(&payload), deadline)
             .await
     }
 
@@ -275,24 +340,25 @@ impl Link {
         &self,
         code: u16,
         body: Body<'_, F>,
+        deadline: Option<std::time::Duration>,
     ) -> Result<Packet> {
         let inner = self.inner();
         let (key, id) = inner
             .with_core(|s| s.core.open(Instant::now()))
             .map_err(|e| inner.open_error(e, "ask1"))?;
-        // Dropping this (also by cancellation) ends the exchange and recycles its state.
+        // Dropping this (also by cancellation or at the deadline) ends the exchange and
+        // recycles its state; a late answer is then dropped.
         let _light = LightConn { inner, key };
-        inner
-            .send_request(key, id, code, body)
-            .await
-            .map_err(|f| inner.send_error(f, Some(id), "ask1"))?;
-        let packet = inner.recv_on(key, id, "ask1").await?;
+        let exchange = async {
+            inner
+                .send_request(key, id, code, body)
+                .await
+                .map_err(|f| inner.send_error(f, Some(id), "ask1"))?;
+            inner.recv_on(key, id, "ask1").await
+        };
+        let packet = inner.bounded(deadline, id, "ask1", exchange).await?;
         if packet.code == ErrorMessage::CODE {
-            let kind = match ErrorMessage::decode(packet.payload) {
-                Ok(m) => Cause::Peer(m),
-                Err(e) => Cause::Decode(e),
-            };
-            return Err(inner.conn_error(kind, id, "ask1"));
+            return Err(inner.conn_error(peer_cause(packet.payload), id, "ask1"));
         }
         Ok(packet)
     }

@@ -42,6 +42,61 @@ pub trait Message: Sized {
     fn decode(payload: Bytes) -> Result<Self, DecodeError>;
 }
 
+/// A request that declares the type of its answer, for [`Link::call`](crate::Link::call)
+/// and [`Handlers::on`](crate::Handlers::on).
+///
+/// NEO's rule: a request's code has the answer bit (`0x8000`) clear and its answer's code
+/// has it set. `call` and `Handlers::on` check it when they are compiled; the two-type form
+/// of [`serde_message!`](crate::serde_message) checks it where the pair is declared.
+///
+/// ```
+/// # use bytes::{Bytes, BytesMut};
+/// # use nodelink::{Ask, DecodeError, Message};
+/// struct GetLastTid;
+/// struct AnswerLastTid(u64);
+/// # impl Message for GetLastTid { const CODE: u16 = 0x0015;
+/// #     fn encode(&self, _: &mut BytesMut) {}
+/// #     fn decode(_: Bytes) -> Result<Self, DecodeError> { Ok(GetLastTid) } }
+/// # impl Message for AnswerLastTid { const CODE: u16 = 0x8015;
+/// #     fn encode(&self, _: &mut BytesMut) {}
+/// #     fn decode(_: Bytes) -> Result<Self, DecodeError> { Ok(AnswerLastTid(0)) } }
+/// impl Ask for GetLastTid {
+///     type Answer = AnswerLastTid;
+/// }
+/// ```
+pub trait Ask: Message {
+    /// The message the peer answers with.
+    type Answer: Message;
+}
+
+/// Compile-time check of an [`Ask`] pair (used in `const` blocks, so a pair that breaks
+/// the answer-bit rule fails the build where it is used).
+pub(crate) const fn check_pair<R: Ask>() {
+    check_codes(R::CODE, <R::Answer as Message>::CODE)
+}
+
+/// The answer-bit rule on two codes, for [`serde_message!`](crate::serde_message)'s pair
+/// form (evaluated in a `const` item, so a wrong pair fails the build).
+#[doc(hidden)]
+pub const fn check_codes(request: u16, answer: u16) {
+    assert!(
+        request & crate::frame::ANSWER_BIT == 0,
+        "a request's code must not have the answer bit (0x8000)"
+    );
+    assert!(
+        answer & crate::frame::ANSWER_BIT != 0,
+        "an answer's code must have the answer bit (0x8000)"
+    );
+}
+
+/// The error for an Error packet received where an answer was expected.
+pub(crate) fn peer_cause(payload: Bytes) -> crate::error::Cause {
+    match ErrorMessage::decode(payload) {
+        Ok(m) => crate::error::Cause::Peer(m),
+        Err(e) => crate::error::Cause::Decode(e),
+    }
+}
+
 /// NEO's error codes, carried by [`ErrorMessage`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ErrorCode(pub u32);
@@ -198,6 +253,10 @@ impl Message for Pong {
     fn decode(payload: Bytes) -> Result<Self, DecodeError> {
         decode_empty(&payload, "Pong has an empty payload").map(|()| Pong)
     }
+}
+
+impl Ask for Ping {
+    type Answer = Pong;
 }
 
 /// A message whose payload is an opaque byte string, for tools that only echo or measure.

@@ -64,7 +64,49 @@ pub(crate) async fn link_over_tcp(stream: TcpStream, role: Role, config: Config)
 /// Binds a TCP listener whose [`Listener::accept`] returns handshaked links.
 pub async fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Listener> {
     let tcp = tcp_bind(addr).await?;
-    Ok(Listener::new(tcp, config, Acceptor::Plain))
+    Listener::new(tcp, config, Acceptor::Plain)
+}
+
+/// What every link listener does ([`Listener`] for TCP and TLS, `KcpLinkListener` for
+/// KCP), so that a serve loop is written once, for any of them
+/// ([`Handlers::serve_listener`](crate::Handlers::serve_listener) is one):
+///
+/// ```
+/// use nodelink::LinkListener;
+///
+/// async fn serve_pings(mut listener: impl LinkListener) -> nodelink::Result<()> {
+///     println!("listening on {}", listener.local_addr());
+///     loop {
+///         let link = listener.accept().await?;
+///         tokio::spawn(async move {
+///             while let Ok(request) = link.recv1().await {
+///                 let _ = request.reply(&nodelink::Pong).await;
+///             }
+///         });
+///     }
+/// }
+/// ```
+///
+/// Listeners are also `Stream`s of the same items (docs/CONVENTIONS.md, rule 5).
+pub trait LinkListener: Send + 'static {
+    /// The bound address (useful with port 0).
+    fn local_addr(&self) -> SocketAddr;
+
+    /// Handshakes that failed so far (timeouts, version mismatches, TLS errors, dead
+    /// sessions).
+    fn failed_handshakes(&self) -> u64;
+
+    /// The next link whose handshake succeeded; an error ends the listener (its socket
+    /// broke).
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Link>>;
+
+    /// Waits for the next link whose handshake succeeded. Cancellation-safe.
+    fn accept(&mut self) -> impl std::future::Future<Output = Result<Link>> + Send + '_
+    where
+        Self: Sized,
+    {
+        std::future::poll_fn(move |cx| self.poll_accept(cx))
+    }
 }
 
 pub(crate) enum Acceptor {
@@ -80,6 +122,7 @@ pub(crate) enum Acceptor {
 /// listener (its socket broke) is yielded once, then the stream ends.
 pub struct Listener {
     tcp: TcpListener,
+    local: SocketAddr,
     retry: nodelink_driver::Retry,
     config: Config,
     acceptor: Arc<Acceptor>,
@@ -89,7 +132,7 @@ pub struct Listener {
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listener")
-            .field("local_addr", &self.tcp.local_addr().ok())
+            .field("local_addr", &self.local)
             .field("pending", &self.handshakes.in_progress())
             .field("failed", &self.handshakes.failed())
             .finish()
@@ -97,19 +140,23 @@ impl std::fmt::Debug for Listener {
 }
 
 impl Listener {
-    pub(crate) fn new(tcp: TcpListener, config: Config, acceptor: Acceptor) -> Listener {
-        Listener {
+    pub(crate) fn new(tcp: TcpListener, config: Config, acceptor: Acceptor) -> Result<Listener> {
+        let local = tcp
+            .local_addr()
+            .map_err(|e| net_error("listen", "local address", e))?;
+        Ok(Listener {
             tcp,
+            local,
             retry: nodelink_driver::Retry::default(),
             config,
             acceptor: Arc::new(acceptor),
             handshakes: Handshakes::default(),
-        }
+        })
     }
 
     /// The bound address (useful with port 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// Handshakes that failed so far (timeouts, version mismatches, TLS errors).
@@ -126,6 +173,7 @@ impl Listener {
     pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Link>> {
         let Listener {
             tcp,
+            local: _,
             retry,
             config,
             acceptor,
@@ -144,6 +192,35 @@ impl Listener {
             }
         };
         handshakes.poll_next(&mut TcpAccept(tcp, retry), start, cx)
+    }
+}
+
+/// A boxed listener is one too, so that `Box<dyn LinkListener>` holds any of them.
+impl<L: LinkListener + ?Sized> LinkListener for Box<L> {
+    fn local_addr(&self) -> SocketAddr {
+        (**self).local_addr()
+    }
+
+    fn failed_handshakes(&self) -> u64 {
+        (**self).failed_handshakes()
+    }
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Link>> {
+        (**self).poll_accept(cx)
+    }
+}
+
+impl LinkListener for Listener {
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    fn failed_handshakes(&self) -> u64 {
+        self.handshakes.failed()
+    }
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Link>> {
+        Listener::poll_accept(self, cx)
     }
 }
 

@@ -35,6 +35,9 @@ impl LinkInner {
             self.dispatch(&mut out);
             match input {
                 Ok(Input::Drained) => {}
+                Ok(Input::PeerClosed) => {
+                    break io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the link")
+                }
                 Ok(Input::Blocked) => {
                     if !self.wait_until_unblocked().await {
                         return;

@@ -23,7 +23,9 @@ pub fn decode_serde<T: serde::de::DeserializeOwned>(payload: Bytes) -> Result<T,
 }
 
 /// Makes a serde type a [`Message`](crate::Message) with the given code, encoded as
-/// MessagePack.
+/// MessagePack. The second form declares a request and its answer at once: both become
+/// messages, the request implements [`Ask`](crate::Ask) with that answer, and the build
+/// fails if the codes break NEO's answer-bit rule (request without `0x8000`, answer with).
 ///
 /// ```
 /// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
@@ -35,18 +37,41 @@ pub fn decode_serde<T: serde::de::DeserializeOwned>(payload: Bytes) -> Result<T,
 /// let hello = Hello { name: "storage-1".into(), port: 5552 };
 /// hello.encode(&mut buf);
 /// assert_eq!(Hello::decode(buf.freeze()).unwrap(), hello);
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct GetObject { oid: u64 }
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct AnswerObject { data: Vec<u8> }
+/// nodelink::serde_message!(GetObject = 0x0011 => AnswerObject = 0x8011);
+/// ```
+///
+/// ```compile_fail
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Get;
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Got;
+/// // The answer's code lacks the answer bit: the build fails here.
+/// nodelink::serde_message!(Get = 0x0011 => Got = 0x0012);
 /// ```
 #[macro_export]
 macro_rules! serde_message {
     ($ty:ty = $code:expr) => {
         impl $crate::Message for $ty {
             const CODE: u16 = $code;
-            fn encode(&self, dst: &mut ::bytes::BytesMut) {
+            fn encode(&self, dst: &mut $crate::__macro::BytesMut) {
                 $crate::encode_serde(self, dst)
             }
-            fn decode(payload: ::bytes::Bytes) -> ::std::result::Result<Self, $crate::DecodeError> {
+            fn decode(
+                payload: $crate::__macro::Bytes,
+            ) -> ::std::result::Result<Self, $crate::DecodeError> {
                 $crate::decode_serde(payload)
             }
         }
+    };
+    ($req:ty = $req_code:expr => $answer:ty = $answer_code:expr) => {
+        $crate::serde_message!($req = $req_code);
+        $crate::serde_message!($answer = $answer_code);
+        impl $crate::Ask for $req {
+            type Answer = $answer;
+        }
+        const _: () = $crate::__macro::check_codes($req_code, $answer_code);
     };
 }

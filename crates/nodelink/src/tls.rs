@@ -263,7 +263,7 @@ pub async fn bind_tls(
 ) -> Result<Listener> {
     let tcp = tcp_bind(addr).await?;
     let acceptor = TlsAcceptor::from(tls.server.clone());
-    Ok(Listener::new(tcp, config, Acceptor::Tls(acceptor)))
+    Listener::new(tcp, config, Acceptor::Tls(acceptor))
 }
 
 /// A configuration mistake, said in `message` (an `InvalidInput` error as an `io::Error`).

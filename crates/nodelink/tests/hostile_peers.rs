@@ -727,7 +727,7 @@ async fn silent_peer_times_out_without_blocking_the_listener() {
     // Long enough for the well-behaved client even on a loaded machine.
     let config = Config::default().with_handshake_timeout(Duration::from_secs(1));
     let mut listener = nodelink::bind("127.0.0.1:0", config.clone()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = listener.local_addr();
     let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut silent = RawPeer::new(silent);
     // A well-behaved client gets through while the silent one hangs in its handshake.

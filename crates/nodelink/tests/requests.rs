@@ -97,7 +97,12 @@ async fn ask1_fails_at_once_when_the_handler_drops_or_panics() {
         let err = within("ask1", client.ask1::<Ping, Ping>(&Ping))
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Peer, "{}", with_sources(&err));
+        assert_eq!(
+            err.kind(),
+            ErrorKind::ClosedByPeer,
+            "{}",
+            with_sources(&err)
+        );
         let msg = err.peer_error().expect("the peer's Error");
         assert_eq!(msg.code, ErrorCode::PROTOCOL_ERROR);
         assert_eq!(msg.message, "connection closed");

@@ -16,7 +16,7 @@ async fn ask1_recv1_round_trip_over_tcp() {
     let mut l = nodelink::bind("127.0.0.1:0", Config::default())
         .await
         .unwrap();
-    let addr = l.local_addr().unwrap();
+    let addr = l.local_addr();
     let server = tokio::spawn(async move {
         let link = l.accept().await.unwrap();
         for _ in 0..100 {

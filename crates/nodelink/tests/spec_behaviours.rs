@@ -888,7 +888,7 @@ async fn handshake_version_mismatch_over_tcp_names_addresses() {
     let mut listener = nodelink::bind("127.0.0.1:0", Config::default())
         .await
         .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = listener.local_addr();
     let e = within("dial", async {
         tokio::select! {
             r = nodelink::connect(addr, Config::default().with_version(5)) => r,

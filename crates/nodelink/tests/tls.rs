@@ -103,7 +103,7 @@ fn serve_pings(link: Link) {
 
 async fn tls_listener(tls: &TlsSettings, config: Config) -> (Listener, SocketAddr) {
     let listener = bind_tls("127.0.0.1:0", tls, config).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = listener.local_addr();
     (listener, addr)
 }
 

@@ -152,6 +152,60 @@ async fn hello_bytes_to_a_server_and_to_a_client() {
     assert_eq!(s.peer_flow_control(), nodelink::PeerFlowControl::On);
 }
 
+/// A closing side says BYE (`"NLFC" 05`) as its last packet, only to a peer that agreed on
+/// the extension; a strict peer sees the stream end and nothing else.
+#[tokio::test]
+async fn bye_bytes_only_after_an_agreement() {
+    let (s, mut raw) = raw_and_link(Role::Server, Config::default(), 64 << 10).await;
+    raw.send(CONTROL_TO_SERVER, CONTROL_CODE, &hello_payload(64 << 10))
+        .await;
+    let _hello = within("hello", raw.read_packet()).await.unwrap().unwrap();
+    within("close", s.close()).await;
+    let p = within("bye", raw.read_packet()).await.unwrap().unwrap();
+    assert_eq!(
+        p.wire,
+        cat(&[
+            &[0xff, 0xff, 0xff, 0xff],
+            &[0xff, 0xff],
+            &[0x00, 0x00, 0x00, 0x05],
+            b"NLFC\x05",
+        ])
+    );
+    assert_eq!(within("then EOF", raw.expect_eof()).await, 0);
+
+    // A strict NEO client: nothing but the end of the stream.
+    let (s, mut raw) = raw_and_link(Role::Server, Config::default(), 64 << 10).await;
+    raw.send(1, 2, b"").await;
+    let request = within("recv1", s.recv1()).await.unwrap();
+    within("reply", request.reply(&nodelink::Pong))
+        .await
+        .unwrap();
+    within("close", s.close()).await;
+    let p = within("pong", raw.read_packet()).await.unwrap().unwrap();
+    assert_eq!(p.wire, packet_bytes(1, 0x8002, b""));
+    assert_eq!(within("then EOF", raw.expect_eof()).await, 0);
+
+    // A BYE received ends the link as an end of stream would, after what came before it.
+    let (c, mut raw) = raw_and_link(Role::Client, Config::default(), 64 << 10).await;
+    let _offer = within("offer", raw.read_packet()).await.unwrap().unwrap();
+    raw.send(CONTROL_TO_CLIENT, CONTROL_CODE, &hello_payload(64 << 10))
+        .await;
+    raw.send(0, 0x0300, b"first").await;
+    let conn = within("accept", c.accept()).await.unwrap();
+    raw.send(0, 0x0300, b"last words").await;
+    raw.send(CONTROL_TO_CLIENT, CONTROL_CODE, b"NLFC\x05").await;
+    assert_eq!(
+        &within("recv", conn.recv()).await.unwrap().payload[..],
+        b"first"
+    );
+    assert_eq!(
+        &within("recv", conn.recv()).await.unwrap().payload[..],
+        b"last words"
+    );
+    within("link ends", c.closed()).await;
+    assert!(c.is_closed());
+}
+
 #[tokio::test]
 async fn server_without_the_extension_declines_an_offer_as_neo_go_does() {
     let config = Config::default().with_flow_control(false);

@@ -17,7 +17,7 @@ use super::{answer_len, IdleConns, Server, ServerMode, Times, ANSWER_CODE, REQUE
 /// Listens on `bind` and serves every link in `mode`.
 pub async fn start_server(bind: SocketAddr, mode: ServerMode) -> Result<Server> {
     let mut listener = nodelink::bind(bind, Config::default()).await?;
-    let addr = listener.local_addr()?;
+    let addr = listener.local_addr();
     let task = tokio::spawn(async move {
         let mut links = tokio::task::JoinSet::new();
         while let Ok(link) = listener.accept().await {

@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) cfg: Config,
     /// The session clock's origin.
     epoch: Instant,
+    /// ICMP "port unreachable" reports on a client's socket (nothing listens there).
+    pub(crate) unreachable: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -106,6 +108,7 @@ impl Shared {
             kick: Notify::new(),
             cfg,
             epoch: Instant::now(),
+            unreachable: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -238,7 +241,12 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
                 _ = shared.kick.notified() => Event::Kick,
                 r = sock.recv(&mut rbuf) => match r {
                     Ok(n) => Event::Packet(n),
-                    Err(e) if transient(&e) => Event::Timer,
+                    Err(e) if transient(&e) => {
+                        if e.kind() == io::ErrorKind::ConnectionRefused {
+                            shared.unreachable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Event::Timer
+                    }
                     Err(e) => Event::Closed(Failure::Socket(e.kind(), e.to_string())),
                 },
                 _ = sleep_until(deadline) => Event::Timer,

@@ -53,7 +53,7 @@ mod tests;
 use std::sync::atomic::Ordering::Relaxed;
 
 pub use listener::KcpListener;
-pub use stream::KcpStream;
+pub use stream::{KcpStream, SessionMonitor};
 
 use crate::pipeline::{AtomicStats, Stats};
 

@@ -39,6 +39,32 @@ pub struct KcpStream {
     close_timer: Option<Pin<Box<Sleep>>>,
 }
 
+/// Reads a session's counters from anywhere ([`KcpStream::monitor`]).
+#[derive(Debug, Clone)]
+pub struct SessionMonitor {
+    shared: Arc<Shared>,
+}
+
+impl SessionMonitor {
+    /// The session's counters now.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().pipe.stats()
+    }
+
+    /// How many times the peer's host reported "port unreachable" (ICMP) for our
+    /// datagrams: nothing listens on the peer's address. Client sessions only.
+    pub fn unreachable_reports(&self) -> u64 {
+        self.shared
+            .unreachable
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the session failed (dead peer, reset).
+    pub fn is_dead(&self) -> bool {
+        self.shared.lock().failure.is_some()
+    }
+}
+
 impl KcpStream {
     /// Opens a client session to `addr` with a random non-zero conversation id. No packet
     /// is exchanged (KCP has no handshake): this only binds and connects a UDP socket.
@@ -137,6 +163,14 @@ impl KcpStream {
     /// Whether the session failed (dead peer, reset).
     pub fn is_dead(&self) -> bool {
         self.shared.lock().failure.is_some()
+    }
+
+    /// A handle that keeps reading this session's counters after the stream was moved
+    /// (split, or given to a protocol on top), for example to explain a silence.
+    pub fn monitor(&self) -> SessionMonitor {
+        SessionMonitor {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Closes the sending side gracefully: no more writes; what was written is sent and

@@ -68,6 +68,7 @@ impl<W: Default> LinkCore<W> {
                         self.add_credit(id, bytes);
                     }
                 }
+                Verdict::Bye => return Ok(Input::PeerClosed),
                 Verdict::Dropped => self.stats.control_dropped += 1,
             }
         }

@@ -125,6 +125,9 @@ pub(crate) enum Input {
     /// A packet must wait (the link-wide receive limit, or a full accept backlog): stop
     /// reading until [`Wakeup::Reader`], then call again.
     Blocked,
+    /// The peer said BYE (flow-control extension): the link ends as on an end of stream;
+    /// the packets before it were delivered.
+    PeerClosed,
 }
 
 /// Outcome of reserving send credit.
@@ -217,6 +220,8 @@ pub(crate) struct LinkCore<W> {
     max_conns: usize,
     neg: Negotiation,
     neg_deadline: Instant,
+    /// BYE was queued (once per link).
+    bye_sent: bool,
     ids: Ids,
     slots: Vec<Slot<W>>,
     free: Vec<u32>,
@@ -259,6 +264,7 @@ impl<W: Default> LinkCore<W> {
             budget as u32,
         );
         let mut core = LinkCore {
+            bye_sent: false,
             name,
             dialect,
             budget,
@@ -298,6 +304,16 @@ impl<W: Default> LinkCore<W> {
     /// The peer's flow-control mode.
     pub(crate) fn mode(&self) -> PeerMode {
         self.neg.mode()
+    }
+
+    /// Whether a closing link should send BYE: once, and only to a peer that agreed on
+    /// the extension (`control.rs`).
+    pub(crate) fn says_bye(&mut self) -> bool {
+        if self.bye_sent || !matches!(self.neg.mode(), PeerMode::Credit { .. }) {
+            return false;
+        }
+        self.bye_sent = true;
+        true
     }
 
     pub(crate) fn stats(&self) -> CoreStats {

@@ -82,6 +82,8 @@ pub(crate) enum Verdict<'a> {
     /// A CREDIT frame: `(conn id, bytes)` pairs to apply (iterate with
     /// [`control::credits`]).
     Credit(&'a [u8]),
+    /// BYE: the peer closes the link on purpose (extension agreed only).
+    Bye,
     /// A frame on a control id that means nothing here (malformed, unexpected): dropped
     /// and counted, never answered.
     Dropped,
@@ -199,6 +201,7 @@ impl Negotiation {
         }
         match (self.state, frame) {
             (State::On { .. }, Some(Control::Credit(body))) => Verdict::Credit(body),
+            (State::On { .. }, Some(Control::Bye)) => Verdict::Bye,
             (State::On { .. }, _) if conn_id == ours => Verdict::Dropped,
             // Off (a strict peer): NEO's rules apply to every id.
             _ => Verdict::Route,
@@ -239,6 +242,7 @@ impl Negotiation {
                 Verdict::Consumed(None)
             }
             (State::On { .. }, Some(Control::Credit(body))) => Verdict::Credit(body),
+            (State::On { .. }, Some(Control::Bye)) => Verdict::Bye,
             _ => Verdict::Dropped,
         }
     }

@@ -70,7 +70,7 @@ pub async fn tcp_pair(config: Config) -> (Link, Link) {
     let mut listener = nodelink::bind("127.0.0.1:0", config.clone())
         .await
         .expect("listen on loopback");
-    let addr = listener.local_addr().unwrap();
+    let addr = listener.local_addr();
     let (client, server) = within("dial + accept over loopback", async {
         tokio::join!(nodelink::connect(addr, config), listener.accept())
     })
@@ -315,7 +315,7 @@ pub async fn raw_server_tcp(config: Config) -> (Link, RawPeer<TcpStream>) {
 /// A nodelink server (through `listen`) with a raw NEO client peer over TCP loopback.
 pub async fn raw_client_tcp(config: Config) -> (Link, RawPeer<TcpStream>) {
     let mut listener = nodelink::bind("127.0.0.1:0", config).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = listener.local_addr();
     let (link, raw) = within("raw client to a listener", async {
         let connect = async {
             let s = TcpStream::connect(addr).await.unwrap();
