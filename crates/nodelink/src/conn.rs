@@ -175,10 +175,12 @@ impl Conn {
 
     /// [`Conn::ask`] for a request that declares its answer type ([`Ask`]): asking for
     /// another type does not compile (see [`Link::call`]).
-    pub async fn call<R: Ask>(&self, req: &R) -> Result<R::Answer> {
+    pub fn call<'a, R: Ask>(
+        &'a self,
+        req: &'a R,
+    ) -> impl std::future::Future<Output = Result<R::Answer>> + 'a {
         const { check_pair::<R>() };
         self.ask_bounded(req, self.link.inner().config.ask_timeout)
-            .await
     }
 
     async fn ask_bounded<Req: Message, Resp: Message>(

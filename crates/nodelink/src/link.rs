@@ -298,20 +298,23 @@ impl Link {
     /// let pong: Pong = client.call(&Ping).await?; // Ping's answer is Pong
     /// # let _ = pong; Ok(()) }
     /// ```
-    pub async fn call<R: Ask>(&self, req: &R) -> Result<R::Answer> {
+    pub fn call<'a, R: Ask>(
+        &'a self,
+        req: &'a R,
+    ) -> impl std::future::Future<Output = Result<R::Answer>> + 'a {
+        // Outside the future, so that the check runs wherever `call` is instantiated.
         const { check_pair::<R>() };
         self.ask1_bounded(req, self.inner().config.ask_timeout)
-            .await
     }
 
     /// [`Link::call`] with its own deadline.
-    pub async fn call_within<R: Ask>(
-        &self,
-        req: &R,
+    pub fn call_within<'a, R: Ask>(
+        &'a self,
+        req: &'a R,
         deadline: std::time::Duration,
-    ) -> Result<R::Answer> {
+    ) -> impl std::future::Future<Output = Result<R::Answer>> + 'a {
         const { check_pair::<R>() };
-        self.ask1_bounded(req, Some(deadline)).await
+        self.ask1_bounded(req, Some(deadline))
     }
 
     async fn ask1_bounded<Req: Message, Resp: Message>(
