@@ -33,6 +33,10 @@ step "interop peers (Debian's kcp-go, smux and kcptun; Go peers built in GOPATH 
 step "tests (unit, integration, doc)"
 cargo test --workspace --locked
 
+step "examples (each runs to completion on loopback)"
+cargo run -q --locked -p nodelink --example typed_rpc
+cargo run -q --locked -p nodelink-smux --example bulk -- 2 1
+
 step "loom model test (light close vs link shutdown)"
 RUSTFLAGS="--cfg nodelink_loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p nodelink --lib --locked loom
