@@ -5,10 +5,23 @@
 //! runs over it exactly as over TCP: the same version handshake, the same packets. Both
 //! ends must agree on the [`KcpConfig`]'s cipher, key and FEC (kcptun's rules).
 //!
-//! KCP has no handshake and no FIN of its own: dialing never fails for an absent peer (the
-//! link's version handshake does, after [`Config::handshake_timeout`]), and a peer that
-//! vanishes is only noticed when data goes unacknowledged (the session's dead-link rules),
-//! which takes the link down like a broken TCP connection.
+//! KCP has no handshake and no FIN of its own, and the link makes up for both:
+//!
+//! * **Closes are noticed.** Between two nodelink sides (the flow-control extension
+//!   agreed, the default), a side that closes its link sends the extension's BYE frame last
+//!   (`docs/protocols/link.md`, "Closing and failure"), so the peer's link ends at once, as
+//!   on TCP's FIN. A kcp-go-based peer sends no BYE; a vanished peer (or a dead path) is
+//!   noticed when data goes unacknowledged for the session's dead-link time, and the link
+//!   fails with [`ErrorKind::DeadPeer`](crate::ErrorKind::DeadPeer).
+//! * **Silence is explained.** Dialing never fails for an absent peer; the link's version
+//!   handshake does, after [`Config::handshake_timeout`], with
+//!   [`HandshakeError::Unanswered`] naming the likely cause from what the session saw:
+//!   "port unreachable" reports (nothing listens there), nothing at all (most often another
+//!   key or cipher on the server, since KCP drops what fails to decrypt without a word), or
+//!   datagrams that fail to decrypt (key, cipher or FEC differ).
+//!
+//! The ciphers are kcptun's, and most of them do not authenticate; read the security
+//! section of the [`nodelink_kcp`] crate docs before relying on them.
 //!
 //! ```no_run
 //! # async fn demo() -> nodelink::Result<()> {

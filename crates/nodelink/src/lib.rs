@@ -77,10 +77,27 @@
 //! (NEO/py 1.12: one counter per side, routed by the answer bit). The wire format of both,
 //! the extension and the budgets are described in `docs/protocols/link.md`.
 //!
+//! ## Typed requests and serving them
+//!
+//! A request type can declare its answer type ([`Ask`]; [`serde_message!`] declares both
+//! messages and the pair in one line), and [`Link::call`] then returns that type: asking
+//! for another does not compile, and neither does a pair that breaks NEO's answer-bit
+//! rule. On the server side, [`Handlers`] maps request types to async functions and runs
+//! the serve loop (on one link, or on every link of any [`LinkListener`]: TCP, TLS or KCP),
+//! answers unknown codes with NEO's Error, and stops gracefully on a `CancellationToken`.
+//! The example `examples/typed_rpc.rs` puts it together.
+//!
 //! ## Errors
 //!
 //! Every error is an [`Error`] whose [`kind`](Error::kind) can be matched, printed as
-//! `<local> - <remote> .<conn id>: <operation>: <cause>`.
+//! `<local> - <remote> .<conn id>: <operation>: <cause>`. What happened to a request is
+//! told by the kind alone: [`ErrorKind::Refused`] (the peer does not accept connections),
+//! [`ErrorKind::ClosedByPeer`] (the request was released unanswered, for example by a
+//! handler that panicked), [`ErrorKind::Peer`] (the application's Error),
+//! [`ErrorKind::DeadlineExceeded`] ([`Config::ask_timeout`] or a `*_within` call) and
+//! [`ErrorKind::DeadPeer`] (the peer went silent: TCP timed out, KCP found it dead). No
+//! call waits forever for a peer that released its request: a dropped or panicked
+//! [`Request`] is answered "connection closed".
 //!
 //! ## Observability
 //!
