@@ -23,9 +23,18 @@ pub struct ServerTlsArgs {
     /// PEM file of this server's private key.
     #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_cert"])]
     pub tls_key: Option<PathBuf>,
-    /// Refuse clients that do not present a certificate signed by --tls-ca.
-    #[arg(long, requires = "tls_ca")]
+    /// Refuse clients that do not present a certificate signed by --tls-ca. This is the
+    /// default (as NEO); the flag is kept for scripts that pass it.
+    #[arg(
+        long,
+        requires = "tls_ca",
+        conflicts_with = "tls_allow_anonymous_clients"
+    )]
     pub tls_require_client_cert: bool,
+    /// Also serve clients that present no certificate (one they present must still be
+    /// signed by --tls-ca). Off by default: anyone could connect.
+    #[arg(long, requires = "tls_ca")]
+    pub tls_allow_anonymous_clients: bool,
 }
 
 impl ServerTlsArgs {
@@ -35,7 +44,7 @@ impl ServerTlsArgs {
             self.tls_ca.as_deref(),
             self.tls_cert.as_deref(),
             self.tls_key.as_deref(),
-            self.tls_require_client_cert,
+            !self.tls_allow_anonymous_clients,
         )
     }
 }

@@ -396,6 +396,57 @@ fn tour_runs_and_reports_figures() {
 }
 
 /// Writes a CA and one node certificate (for 127.0.0.1, usable by both sides) as PEM files.
+/// Dials `addr` over TLS without a client certificate (trusting the CA in `dir`), sends
+/// NEO's version word and returns the server's, or the error that ended the exchange.
+fn anonymous_tls_version(addr: &str, dir: &Path) -> std::io::Result<[u8; 4]> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(dir.join("ca.pem")).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    tls.write_all(&[0, 0, 0, 6])?;
+    let mut version = [0u8; 4];
+    tls.read_exact(&mut version)?;
+    Ok(version)
+}
+
+/// As NEO, a TLS server requires client certificates unless told otherwise.
+#[test]
+fn tls_serve_requires_client_certificates_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tls_files(dir.path(), "cluster CA");
+    let flags = tls_flags(dir.path());
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = serve(&args);
+    let addr = server.addr.to_string();
+    let refused = anonymous_tls_version(&addr, dir.path());
+    assert!(
+        refused.is_err(),
+        "an anonymous client was served: {refused:?}"
+    );
+    // A client with a certificate is still served.
+    let mut ping = vec!["ping", &addr, "--count", "2"];
+    ping.extend(args.iter().copied());
+    assert_ping_ok(&run(&ping), 2);
+
+    let mut lenient = args.clone();
+    lenient.push("--tls-allow-anonymous-clients");
+    let server = serve(&lenient);
+    let version = anonymous_tls_version(&server.addr.to_string(), dir.path());
+    assert_eq!(version.unwrap(), [0, 0, 0, 6]);
+}
+
 fn write_tls_files(dir: &Path, ca_name: &str) {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
