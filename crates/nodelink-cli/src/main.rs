@@ -37,6 +37,7 @@ fn main() -> ExitCode {
     install_panic_hook();
     let cli = Cli::parse_from(kcptun_style_args(std::env::args_os().collect()));
     init_logging(cli.verbose, cli.log_level.as_deref());
+    raise_descriptor_limit();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -131,6 +132,19 @@ fn one_line(e: &anyhow::Error) -> String {
         message.push_str(&text);
     }
     message
+}
+
+/// Raises the soft limit on open files to the hard one, as servers commonly do: the usual
+/// soft limit of 1024 would otherwise cap a server at about a thousand links while the
+/// system allows far more. A failure only means the limit stays as it was.
+fn raise_descriptor_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::info!(
+            error = &e as &dyn std::error::Error,
+            "cannot raise the open-file limit; keeping the current one"
+        ),
+    }
 }
 
 /// Logs go to stderr, filtered by `--log-level`, else `-v` (info, debug, trace), else

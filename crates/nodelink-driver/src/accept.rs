@@ -31,7 +31,19 @@ use tokio::time::Sleep;
 
 /// How long to wait before accepting again after a transient failure: long enough that a
 /// listener out of descriptors does not spin, short enough that clients barely notice.
+/// Failures in a row double it, up to [`RETRY_AT_MOST`].
 pub const RETRY_AFTER: Duration = Duration::from_millis(50);
+
+/// The longest pause between accepts while failures go on (a process out of descriptors
+/// tries once a second, not in a hot loop).
+pub const RETRY_AT_MOST: Duration = Duration::from_secs(1);
+
+/// The pause after `failures` transient failures in a row (1 for the first).
+pub fn retry_pause(failures: u32) -> Duration {
+    RETRY_AFTER
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(RETRY_AT_MOST)
+}
 
 /// Whether an `accept` error leaves the listener usable (retry after [`RETRY_AFTER`]) rather
 /// than broken (stop).
@@ -89,9 +101,11 @@ pub fn is_transient(e: &io::Error) -> bool {
         )
 }
 
-/// Accepts the next connection. Transient failures ([`is_transient`]) are logged at WARN
-/// and retried after [`RETRY_AFTER`]; only an error that means the listener is broken is
-/// returned. Cancel-safe, like [`TcpListener::accept`].
+/// Accepts the next connection. Transient failures ([`is_transient`]) are retried after a
+/// pause that grows while they go on ([`retry_pause`]); the first of a streak is logged at
+/// WARN, the end of the streak at INFO with its count, so a listener out of descriptors
+/// writes two lines, not one per attempt. Only an error that means the listener is broken
+/// is returned. Cancel-safe, like [`TcpListener::accept`].
 pub async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
     let mut retry = Retry::default();
     std::future::poll_fn(|cx| retry.poll_accept(listener, cx)).await
@@ -103,6 +117,8 @@ pub async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr
 #[derive(Debug, Default)]
 pub struct Retry {
     pause: Option<Pin<Box<Sleep>>>,
+    /// Transient failures in a row.
+    failures: u32,
 }
 
 impl Retry {
@@ -121,13 +137,29 @@ impl Retry {
             }
             match listener.poll_accept(cx) {
                 Poll::Ready(Err(e)) if is_transient(&e) => {
-                    tracing::warn!(
-                        error = &e as &dyn std::error::Error,
-                        "accept failed; retrying"
-                    );
-                    self.pause = Some(Box::pin(tokio::time::sleep(RETRY_AFTER)));
+                    self.failures = self.failures.saturating_add(1);
+                    if self.failures == 1 {
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "accept failed; retrying, less often while it goes on"
+                        );
+                    } else {
+                        tracing::debug!(
+                            error = &e as &dyn std::error::Error,
+                            failures = self.failures,
+                            "accept failed again"
+                        );
+                    }
+                    let pause = retry_pause(self.failures);
+                    self.pause = Some(Box::pin(tokio::time::sleep(pause)));
                 }
-                other => return other,
+                other => {
+                    if self.failures > 1 {
+                        tracing::info!(failures = self.failures, "accept works again");
+                    }
+                    self.failures = 0;
+                    return other;
+                }
             }
         }
     }
@@ -136,6 +168,17 @@ impl Retry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pause_grows_while_failures_go_on_and_is_bounded() {
+        let pauses: Vec<_> = (1..=8).map(retry_pause).collect();
+        assert_eq!(pauses[0], RETRY_AFTER);
+        assert_eq!(pauses[1], RETRY_AFTER * 2);
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]), "{pauses:?}");
+        assert_eq!(retry_pause(8), RETRY_AT_MOST);
+        assert_eq!(retry_pause(u32::MAX), RETRY_AT_MOST);
+        assert_eq!(retry_pause(0), RETRY_AFTER);
+    }
 
     #[test]
     fn passing_failures_are_transient_and_a_broken_listener_is_not() {

@@ -13,7 +13,7 @@ mod role;
 mod sync;
 mod warn_budget;
 
-pub use accept::{accept, is_transient, Retry, RETRY_AFTER};
+pub use accept::{accept, is_transient, retry_pause, Retry, RETRY_AFTER, RETRY_AT_MOST};
 pub use role::Role;
 pub use sync::lock;
 pub use warn_budget::{WarnLimiter, PER_SECOND};
