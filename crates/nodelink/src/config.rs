@@ -122,6 +122,15 @@ pub struct Config {
     /// is abandoned; the `*_within` variants set a deadline per call. It changes nothing on
     /// the wire, so it is safe with strict peers.
     pub ask_timeout: Option<Duration>,
+    /// End the link when the peer has sent no packet for this long (default `None`, as
+    /// NEO), with [`ErrorKind::DeadPeer`](crate::ErrorKind::DeadPeer): a peer that
+    /// vanished (a crashed host, a NAT that forgot the mapping, a KCP peer without
+    /// keepalive) is noticed even on a link that has nothing to send. A nodelink peer that
+    /// agreed on the flow-control extension is probed halfway (PING, answered PONG), so a
+    /// healthy idle link stays up and only one side needs the setting. A strict NEO peer
+    /// is not probed (it would close the link on an unknown packet): there, set it only
+    /// where the peer is known to speak regularly.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -141,6 +150,7 @@ impl Default for Config {
             close_linger: Duration::from_secs(1),
             read_buffer: 64 << 10,
             ask_timeout: None,
+            idle_timeout: None,
         }
     }
 }
@@ -200,6 +210,12 @@ impl Config {
     /// Sets [`Config::ask_timeout`]: a `Duration`, or `None` for no deadline.
     pub fn with_ask_timeout(mut self, value: impl Into<Option<Duration>>) -> Self {
         self.ask_timeout = value.into();
+        self
+    }
+
+    /// Sets [`Config::idle_timeout`]: a `Duration`, or `None` for none.
+    pub fn with_idle_timeout(mut self, value: impl Into<Option<Duration>>) -> Self {
+        self.idle_timeout = value.into();
         self
     }
 

@@ -32,8 +32,13 @@
 //!   end-of-stream of its own (KCP): the peer ends the link as on TCP's FIN. An earlier
 //!   nodelink that does not know BYE drops it (counted in `control_dropped`).
 //!
+//! * Once agreed, a side with an idle timeout probes an idle link with **PING** (empty
+//!   body); the peer answers **PONG** (empty body) at once, so a healthy idle link is
+//!   never cut (`core/idle.rs`). A side that does not know them drops them.
+//!
 //! Frame payload: `"NLFC" | kind u8 | body`. HELLO body: `version u8 = 1 | window u32 BE`.
-//! CREDIT body: repeated `conn_id u32 BE | cost u32 BE`. BYE body: empty.
+//! CREDIT body: repeated `conn_id u32 BE | cost u32 BE`. BYE (5), PING (7), PONG (8):
+//! empty.
 
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -45,6 +50,8 @@ const MAGIC: &[u8; 4] = b"NLFC";
 const KIND_HELLO: u8 = 1;
 const KIND_CREDIT: u8 = 3;
 const KIND_BYE: u8 = 5;
+const KIND_PING: u8 = 7;
+const KIND_PONG: u8 = 8;
 const EXTENSION_VERSION: u8 = 1;
 
 /// The reserved connection id on which a side with `role` receives control frames.
@@ -65,6 +72,10 @@ pub(crate) enum Control<'a> {
     Credit(&'a [u8]),
     /// The peer is closing the link: nothing follows.
     Bye,
+    /// The peer asks whether we are alive.
+    Ping,
+    /// The answer to our PING.
+    Pong,
 }
 
 pub(crate) fn encode_hello(window: u32, dst: &mut BytesMut) {
@@ -88,6 +99,16 @@ pub(crate) fn encode_bye(dst: &mut BytesMut) {
     dst.put_u8(KIND_BYE);
 }
 
+pub(crate) fn encode_ping(dst: &mut BytesMut) {
+    dst.put_slice(MAGIC);
+    dst.put_u8(KIND_PING);
+}
+
+pub(crate) fn encode_pong(dst: &mut BytesMut) {
+    dst.put_slice(MAGIC);
+    dst.put_u8(KIND_PONG);
+}
+
 /// Parses a control payload; `None` for anything malformed (dropped and counted).
 pub(crate) fn decode(payload: &[u8]) -> Option<Control<'_>> {
     let rest = payload.strip_prefix(MAGIC)?;
@@ -105,6 +126,8 @@ pub(crate) fn decode(payload: &[u8]) -> Option<Control<'_>> {
         }
         KIND_CREDIT if !body.is_empty() && body.len() % 8 == 0 => Some(Control::Credit(body)),
         KIND_BYE if body.is_empty() => Some(Control::Bye),
+        KIND_PING if body.is_empty() => Some(Control::Ping),
+        KIND_PONG if body.is_empty() => Some(Control::Pong),
         _ => None,
     }
 }
@@ -141,6 +164,14 @@ mod tests {
         encode_bye(&mut b);
         assert_eq!(&b[..], b"NLFC\x05");
         assert_eq!(decode(&b), Some(Control::Bye));
+        let mut b = BytesMut::new();
+        encode_ping(&mut b);
+        assert_eq!(&b[..], b"NLFC\x07");
+        assert_eq!(decode(&b), Some(Control::Ping));
+        let mut b = BytesMut::new();
+        encode_pong(&mut b);
+        assert_eq!(&b[..], b"NLFC\x08");
+        assert_eq!(decode(&b), Some(Control::Pong));
     }
 
     #[test]

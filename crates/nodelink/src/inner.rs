@@ -198,6 +198,22 @@ impl LinkInner {
                     self.reply_error(control::control_id_of(self.role), CONN_CLOSED_TEXT)
                 }
                 Transmit::Credit { id, bytes } => self.owe_credit(id, bytes, true),
+                Transmit::Ping => {
+                    let peer_control_id = control::control_id_of(self.role.peer());
+                    self.enqueue_nowait(
+                        peer_control_id,
+                        control::CONTROL_CODE,
+                        control::encode_ping,
+                    );
+                }
+                Transmit::Pong => {
+                    let peer_control_id = control::control_id_of(self.role.peer());
+                    self.enqueue_nowait(
+                        peer_control_id,
+                        control::CONTROL_CODE,
+                        control::encode_pong,
+                    );
+                }
             }
         }
     }

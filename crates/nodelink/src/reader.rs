@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use crate::core::Input;
+use crate::core::{IdleEvent, Input};
 use crate::inner::{LinkEnd, LinkInner, Output};
 use crate::link::BoxRead;
 use nodelink_driver::lock;
@@ -63,7 +63,14 @@ impl LinkInner {
                 biased;
                 _ = self.stop_reading.cancelled() => return,
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    self.with_core(|s| s.core.handle_timeout(Instant::now()));
+                    if let IdleEvent::Expired(after) =
+                        self.with_core(|s| s.core.handle_timeout(Instant::now()))
+                    {
+                        break io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("no packet from the peer for {after:?} (idle timeout)"),
+                        );
+                    }
                 }
                 r = io.read_buf(&mut buf) => match r {
                     Ok(0) => break io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the link"),

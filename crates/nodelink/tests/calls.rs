@@ -314,3 +314,73 @@ async fn serve_listener_serves_every_link_until_stopped() {
         "{e}"
     );
 }
+
+/// The next packet, control frames included.
+async fn next_any(raw: &mut RawPeer<tokio::io::DuplexStream>) -> RawPacket {
+    raw.read_packet().await.unwrap().expect("a packet")
+}
+
+/// The idle timeout: a silent strict peer is a dead peer; a nodelink peer is probed (PING,
+/// answered PONG) and an idle but healthy link stays up indefinitely.
+#[tokio::test(start_paused = true)]
+async fn the_idle_timeout_cuts_silent_peers_and_keeps_live_ones() {
+    let idle = Config::default().with_idle_timeout(Duration::from_secs(10));
+
+    // A raw NEO client that says nothing after the handshake: never probed, cut at 10 s.
+    let (link, mut raw) = raw_and_link(Role::Server, idle.clone(), 64 << 10).await;
+    let e = link.recv1().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadPeer, "{e}");
+    assert!(
+        with_sources(&e).contains("no packet from the peer for 10s"),
+        "{}",
+        with_sources(&e)
+    );
+    assert_eq!(raw.expect_eof().await, 0, "a strict peer got a probe");
+
+    // Two nodelink sides, only one with the timeout: an hour of silence, still up.
+    let (client, server) = pair_over(64 << 10, Config::default(), idle.clone()).await;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(!client.is_closed() && !server.is_closed());
+    let answering = tokio::spawn({
+        let server = server.clone();
+        async move { server.recv1().await.unwrap().reply(&Pong).await }
+    });
+    let _: Pong = client.call(&Ping).await.unwrap();
+    answering.await.unwrap().unwrap();
+
+    // A raw peer that agreed on the extension gets PING at 5 s; answering PONG keeps it.
+    let (link, mut raw) = raw_and_link(Role::Server, idle, 64 << 10).await;
+    raw.send(CONTROL_TO_SERVER, CONTROL_CODE, &hello_payload(64 << 10))
+        .await;
+    let _hello = next_any(&mut raw).await;
+    let started = tokio::time::Instant::now();
+    let ping = next_any(&mut raw).await;
+    assert_eq!(
+        ping.wire,
+        packet_bytes(CONTROL_TO_CLIENT, CONTROL_CODE, b"NLFC\x07")
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    raw.send(CONTROL_TO_SERVER, CONTROL_CODE, b"NLFC\x08").await;
+    let ping = next_any(&mut raw).await;
+    assert_eq!(
+        ping.wire,
+        packet_bytes(CONTROL_TO_CLIENT, CONTROL_CODE, b"NLFC\x07")
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+    // Unanswered this time: cut 10 s after the last packet.
+    let e = link.recv1().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadPeer, "{e}");
+    assert_eq!(started.elapsed(), Duration::from_secs(15));
+
+    // A PING of the peer's is answered PONG, whatever our own settings.
+    let (_link, mut raw) = raw_and_link(Role::Server, Config::default(), 64 << 10).await;
+    raw.send(CONTROL_TO_SERVER, CONTROL_CODE, &hello_payload(64 << 10))
+        .await;
+    let _hello = next_any(&mut raw).await;
+    raw.send(CONTROL_TO_SERVER, CONTROL_CODE, b"NLFC\x07").await;
+    let pong = next_any(&mut raw).await;
+    assert_eq!(
+        pong.wire,
+        packet_bytes(CONTROL_TO_CLIENT, CONTROL_CODE, b"NLFC\x08")
+    );
+}

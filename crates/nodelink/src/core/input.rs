@@ -18,6 +18,8 @@ impl<W: Default> LinkCore<W> {
         self.ids.expire(now);
         if let Some(packet) = self.pending.take() {
             self.blocked = None;
+            // The pause was ours, not the peer's silence.
+            self.idle.activity(now);
             if !self.deliver(packet) {
                 return Ok(Input::Blocked);
             }
@@ -33,6 +35,7 @@ impl<W: Default> LinkCore<W> {
                 }
             };
             self.stats.packets_in += 1;
+            self.idle.activity(now);
             self.stats.bytes_in += (HEADER_LEN + packet.payload.len()) as u64;
             tracing::trace!(
                 link = %self.name,
@@ -69,18 +72,32 @@ impl<W: Default> LinkCore<W> {
                     }
                 }
                 Verdict::Bye => return Ok(Input::PeerClosed),
+                Verdict::Ping => self.transmits.push(Transmit::Pong),
+                // Its arrival was the activity that matters.
+                Verdict::Pong => {}
                 Verdict::Dropped => self.stats.control_dropped += 1,
             }
         }
     }
 
-    /// The timer of [`Self::poll_timeout`] expired (or may have).
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    /// The timer of [`Self::poll_timeout`] expired (or may have). Returns
+    /// [`IdleEvent::Expired`] when the idle timeout passed: the driver ends the link.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> IdleEvent {
         if self.neg.waiting() && now >= self.neg_deadline {
             let before = self.neg.mode();
             self.neg.on_timeout();
             tracing::debug!(link = %self.name, "no flow-control verdict from the peer in time: none used");
             self.mode_changed(before);
+        }
+        if self.down {
+            return IdleEvent::None;
+        }
+        match self.idle.on_timer(now, self.probes_allowed()) {
+            IdleEvent::Probe => {
+                self.transmits.push(Transmit::Ping);
+                IdleEvent::None
+            }
+            other => other,
         }
     }
 

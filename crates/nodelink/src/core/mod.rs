@@ -26,6 +26,7 @@
 //! `conn.rs` and `negotiate.rs` the parts named in the list above.
 
 mod conn;
+mod idle;
 mod ids;
 mod input;
 mod negotiate;
@@ -48,6 +49,8 @@ use crate::role::Role;
 
 pub(crate) use conn::{cost_of, RxClosed};
 use conn::{Budget, ConnState, Pop, Push};
+use idle::Idle;
+pub(crate) use idle::IdleEvent;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use ids::IdState;
 use ids::{Entry, Ids, Numbering};
@@ -71,6 +74,10 @@ pub(crate) enum Transmit {
     Refused(u32),
     /// A frame of the extension's negotiation, on the peer's control id.
     Negotiation(Reply),
+    /// PING on the peer's control id (the idle timeout's probe; extension agreed only).
+    Ping,
+    /// PONG on the peer's control id, the answer to its PING.
+    Pong,
     /// Return `bytes` of connection `id`'s window to the peer (batched into CREDIT frames).
     Credit {
         /// The connection.
@@ -222,6 +229,8 @@ pub(crate) struct LinkCore<W> {
     neg_deadline: Instant,
     /// BYE was queued (once per link).
     bye_sent: bool,
+    /// The idle timeout (`idle.rs`).
+    idle: Idle,
     ids: Ids,
     slots: Vec<Slot<W>>,
     free: Vec<u32>,
@@ -265,6 +274,7 @@ impl<W: Default> LinkCore<W> {
         );
         let mut core = LinkCore {
             bye_sent: false,
+            idle: Idle::new(config.idle_timeout, now),
             name,
             dialect,
             budget,
@@ -360,7 +370,21 @@ impl<W: Default> LinkCore<W> {
 
     /// The one timer: until the extension's negotiation decides.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.neg.waiting().then_some(self.neg_deadline)
+        let negotiation = self.neg.waiting().then_some(self.neg_deadline);
+        let idle = if self.down {
+            None
+        } else {
+            self.idle.deadline(self.probes_allowed())
+        };
+        match (negotiation, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the peer may be sent PING (only a peer that agreed on the extension).
+    fn probes_allowed(&self) -> bool {
+        matches!(self.neg.mode(), PeerMode::Credit { .. })
     }
 
     /// The driver's data for a live connection.

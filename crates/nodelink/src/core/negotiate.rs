@@ -84,6 +84,10 @@ pub(crate) enum Verdict<'a> {
     Credit(&'a [u8]),
     /// BYE: the peer closes the link on purpose (extension agreed only).
     Bye,
+    /// PING: the peer probes an idle link; answer PONG (extension agreed only).
+    Ping,
+    /// PONG: the answer to our PING.
+    Pong,
     /// A frame on a control id that means nothing here (malformed, unexpected): dropped
     /// and counted, never answered.
     Dropped,
@@ -202,6 +206,8 @@ impl Negotiation {
         match (self.state, frame) {
             (State::On { .. }, Some(Control::Credit(body))) => Verdict::Credit(body),
             (State::On { .. }, Some(Control::Bye)) => Verdict::Bye,
+            (State::On { .. }, Some(Control::Ping)) => Verdict::Ping,
+            (State::On { .. }, Some(Control::Pong)) => Verdict::Pong,
             (State::On { .. }, _) if conn_id == ours => Verdict::Dropped,
             // Off (a strict peer): NEO's rules apply to every id.
             _ => Verdict::Route,
@@ -243,6 +249,8 @@ impl Negotiation {
             }
             (State::On { .. }, Some(Control::Credit(body))) => Verdict::Credit(body),
             (State::On { .. }, Some(Control::Bye)) => Verdict::Bye,
+            (State::On { .. }, Some(Control::Ping)) => Verdict::Ping,
+            (State::On { .. }, Some(Control::Pong)) => Verdict::Pong,
             _ => Verdict::Dropped,
         }
     }

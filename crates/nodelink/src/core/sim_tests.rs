@@ -342,6 +342,20 @@ impl Side {
                     );
                     frame(&mut self.out, 0xFFFF_FFFE, ErrorMessage::CODE, &b);
                 }
+                Transmit::Ping | Transmit::Pong => {
+                    let mut b = BytesMut::new();
+                    if matches!(t, Transmit::Ping) {
+                        control::encode_ping(&mut b);
+                    } else {
+                        control::encode_pong(&mut b);
+                    }
+                    let to_peer = if self.name == "client" {
+                        0xFFFF_FFFE
+                    } else {
+                        0xFFFF_FFFF
+                    };
+                    frame(&mut self.out, to_peer, control::CONTROL_CODE, &b);
+                }
                 Transmit::Credit { id, bytes } => {
                     let mut b = BytesMut::new();
                     control::encode_credits(&[(id, bytes)], &mut b);
