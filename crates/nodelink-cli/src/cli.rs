@@ -127,6 +127,15 @@ pub struct ServeArgs {
     /// Protocol version word for the handshake.
     #[arg(long, value_name = "N", default_value_t = nodelink::DEFAULT_VERSION)]
     pub version: u32,
+    /// Most links served at once; more clients wait until one ends (default: the
+    /// open-file limit, raised to its maximum at start, less 64).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_links: Option<u32>,
+    /// End links whose client sent nothing for this many seconds (nodelink clients are
+    /// probed first, so only dead ones go; strict NEO clients are not probed). Off by
+    /// default.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub idle_timeout: Option<u32>,
     /// TLS settings.
     #[command(flatten)]
     pub tls: ServerTlsArgs,

@@ -24,7 +24,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let config = Config::default()
         .with_version(args.version)
-        .with_dialect(args.dialect.into());
+        .with_dialect(args.dialect.into())
+        .with_max_links(args.max_links.map(|n| n as usize))
+        .with_idle_timeout(
+            args.idle_timeout
+                .map(|s| std::time::Duration::from_secs(u64::from(s))),
+        );
     let mut listener = match kcp {
         Some(session) => bind_kcp(&args.listen, session, config).await?,
         None => Box::new(tls_args::bind(&args.listen, config, tls.as_ref()).await?),

@@ -131,6 +131,13 @@ pub struct Config {
     /// is not probed (it would close the link on an unknown packet): there, set it only
     /// where the peer is known to speak regularly.
     pub idle_timeout: Option<Duration>,
+    /// Listeners only: most links a listener keeps at once, handshakes included (default
+    /// `None`: derived from the open-file limit when the listener is bound, see
+    /// [`default_max_links`](crate::default_max_links)). At the limit the listener stops
+    /// accepting, so new clients wait in the kernel's backlog (and get a timely refusal
+    /// from it when that fills) instead of the process running out of descriptors; a WARN
+    /// says so once per episode. A link leaves the count when it ends.
+    pub max_links: Option<usize>,
 }
 
 impl Default for Config {
@@ -151,8 +158,22 @@ impl Default for Config {
             read_buffer: 64 << 10,
             ask_timeout: None,
             idle_timeout: None,
+            max_links: None,
         }
     }
+}
+
+/// The link limit of a listener bound now without [`Config::max_links`]: the process's
+/// open-file limit, less 64 descriptors kept for everything else (at least 16). Each TCP
+/// or TLS link holds one descriptor; KCP links hold none but are bounded the same way.
+/// Servers commonly raise the soft limit to the hard one at start (the `nodelink` command
+/// does).
+pub fn default_max_links() -> usize {
+    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _hard)| soft);
+    usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(64)
+        .max(16)
 }
 
 /// The smallest receive budget allowed; the flow-control extension relies on every window
@@ -216,6 +237,12 @@ impl Config {
     /// Sets [`Config::idle_timeout`]: a `Duration`, or `None` for none.
     pub fn with_idle_timeout(mut self, value: impl Into<Option<Duration>>) -> Self {
         self.idle_timeout = value.into();
+        self
+    }
+
+    /// Sets [`Config::max_links`].
+    pub fn with_max_links(mut self, value: impl Into<Option<usize>>) -> Self {
+        self.max_links = value.into();
         self
     }
 

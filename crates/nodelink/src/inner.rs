@@ -133,6 +133,9 @@ pub(crate) struct LinkInner {
     pub(crate) stop_reading: CancellationToken,
     pub(crate) stop_writing: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    /// The listener's admission for this link (its link limit), given back when the link
+    /// ends.
+    pub(crate) admission: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl LinkInner {
@@ -248,6 +251,7 @@ impl LinkInner {
         if self.end.set(end.clone()).is_err() {
             return;
         }
+        drop(lock(&self.admission).take());
         match &end {
             LinkEnd::Closed => tracing::debug!(link = %self.name, "link closed"),
             LinkEnd::Failed(e) => {

@@ -123,8 +123,8 @@ pub async fn bind_kcp(
         .map_err(|e| setup_error("listen", "bind", io::Error::from(e)))?;
     Ok(KcpLinkListener {
         kcp,
+        handshakes: Handshakes::new(&config),
         config,
-        handshakes: Handshakes::default(),
     })
 }
 
@@ -167,6 +167,12 @@ impl KcpLinkListener {
     /// Handshakes that failed so far (timeouts, version mismatches, dead sessions).
     pub fn failed_handshakes(&self) -> u64 {
         self.handshakes.failed()
+    }
+
+    /// Links this listener holds now, handshakes included (a gauge; at most
+    /// [`Config::max_links`]).
+    pub fn links(&self) -> usize {
+        self.handshakes.links()
     }
 
     /// The underlying KCP listener (for its counters).

@@ -136,7 +136,7 @@ mod waiters;
 mod warnings;
 mod writer;
 
-pub use config::{Config, Dialect, DEFAULT_VERSION, MIN_RECV_BUDGET};
+pub use config::{default_max_links, Config, Dialect, DEFAULT_VERSION, MIN_RECV_BUDGET};
 pub use conn::Conn;
 pub use error::{DecodeError, Error, ErrorKind, HandshakeError, Result};
 pub use frame::{

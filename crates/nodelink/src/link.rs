@@ -119,6 +119,7 @@ impl Link {
             stop_reading: CancellationToken::new(),
             stop_writing: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            admission: Mutex::new(None),
             name,
             local_addr,
             remote_addr,

@@ -148,9 +148,9 @@ impl Listener {
             tcp,
             local,
             retry: nodelink_driver::Retry::default(),
+            handshakes: Handshakes::new(&config),
             config,
             acceptor: Arc::new(acceptor),
-            handshakes: Handshakes::default(),
         })
     }
 
@@ -162,6 +162,12 @@ impl Listener {
     /// Handshakes that failed so far (timeouts, version mismatches, TLS errors).
     pub fn failed_handshakes(&self) -> u64 {
         self.handshakes.failed()
+    }
+
+    /// Links this listener holds now, handshakes included (a gauge; at most
+    /// [`Config::max_links`]).
+    pub fn links(&self) -> usize {
+        self.handshakes.links()
     }
 
     /// Waits for the next link whose handshake succeeded. Cancellation-safe.
@@ -262,10 +268,18 @@ impl AcceptStream for TcpAccept<'_> {
 /// The accept loop every listener shares: handshakes of incoming streams run concurrently
 /// (at most [`MAX_PENDING_HANDSHAKES`] at once; more streams wait in the transport's own
 /// backlog), so a slow or silent client never delays the others; failed handshakes are
-/// logged, counted and skipped.
-#[derive(Default)]
+/// logged, counted and skipped. At most [`Config::max_links`] links (handshakes included)
+/// are held at once: each takes a permit before its stream is accepted and gives it back
+/// when its link ends.
 pub(crate) struct Handshakes {
     pending: JoinSet<Result<Link>>,
+    /// The link limit's permits.
+    permits: tokio_util::sync::PollSemaphore,
+    max_links: usize,
+    /// A permit taken for the next stream, kept while the source has none to give.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The limit was reached and said so; cleared when a permit comes back.
+    at_limit: bool,
     failed: u64,
     /// The source failed; the error is returned once the handshakes under way are
     /// delivered.
@@ -275,6 +289,30 @@ pub(crate) struct Handshakes {
 }
 
 impl Handshakes {
+    pub(crate) fn new(config: &Config) -> Handshakes {
+        let max_links = config
+            .max_links
+            .unwrap_or_else(crate::config::default_max_links)
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        Handshakes {
+            pending: JoinSet::new(),
+            permits: tokio_util::sync::PollSemaphore::new(Arc::new(tokio::sync::Semaphore::new(
+                max_links,
+            ))),
+            max_links,
+            permit: None,
+            at_limit: false,
+            failed: 0,
+            failure: None,
+            ended: false,
+        }
+    }
+
+    /// Links held now (handshakes included): a gauge.
+    pub(crate) fn links(&self) -> usize {
+        self.max_links - self.permits.available_permits()
+    }
+
     /// Handshakes that failed so far.
     pub(crate) fn failed(&self) -> u64 {
         self.failed
@@ -335,9 +373,40 @@ impl Handshakes {
             if self.pending.len() >= MAX_PENDING_HANDSHAKES {
                 return Poll::Pending;
             }
+            if self.permit.is_none() {
+                match self.permits.poll_acquire(cx) {
+                    Poll::Ready(Some(permit)) => {
+                        if std::mem::take(&mut self.at_limit) {
+                            tracing::info!(
+                                max_links = self.max_links,
+                                "below the link limit again: accepting"
+                            );
+                        }
+                        self.permit = Some(permit);
+                    }
+                    // The semaphore is never closed.
+                    Poll::Ready(None) => return Poll::Pending,
+                    Poll::Pending => {
+                        if !std::mem::replace(&mut self.at_limit, true) {
+                            tracing::warn!(
+                                max_links = self.max_links,
+                                "link limit reached: new connections wait until a link ends \
+                                 (raise max_links or the open-file limit if this is normal load)"
+                            );
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
             match source.poll_accept(cx) {
                 Poll::Ready(Ok(stream)) => {
-                    self.pending.spawn(start(stream));
+                    let permit = self.permit.take();
+                    let handshake = start(stream);
+                    self.pending.spawn(async move {
+                        let link = handshake.await?;
+                        *nodelink_driver::lock(&link.inner().admission) = permit;
+                        Ok(link)
+                    });
                 }
                 Poll::Ready(Err(e)) => self.failure = Some(e),
                 Poll::Pending => return Poll::Pending,

@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_core::Stream;
-use nodelink::{Config, Link, Ping, Pong};
+use std::task::Poll;
+
+use nodelink::{Config, Link, Ping, Pong, Role};
 
 /// Upper bound for each test's work.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -78,4 +80,45 @@ async fn a_kcp_listener_is_a_stream_of_links_and_of_sessions() {
     })
     .await
     .unwrap();
+}
+
+/// At its link limit a listener stops accepting: the next client waits (in the kernel's
+/// backlog) until a link ends, then is served; nothing fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_at_its_link_limit_accepts_again_when_a_link_ends() {
+    tokio::time::timeout(LIMIT, async {
+        let config = Config::default().with_max_links(2);
+        let mut listener = nodelink::bind("127.0.0.1:0", config).await.unwrap();
+        let addr = listener.local_addr();
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let dial = tokio::spawn(nodelink::connect(addr, Config::default()));
+            let server = listener.accept().await.unwrap();
+            held.push((server, dial.await.unwrap().unwrap()));
+        }
+        assert_eq!(listener.links(), 2);
+        // A third client is in the kernel's backlog (its connect returned), so a listener
+        // that accepted would take it at the first poll and start its handshake.
+        let third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for _ in 0..5 {
+            let polled = std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await;
+            assert!(polled.is_pending(), "a link past the limit");
+        }
+        assert!(
+            format!("{listener:?}").contains("pending: 0"),
+            "{listener:?}"
+        );
+        assert_eq!(listener.links(), 2);
+        // One link ends: its place goes to the waiting client.
+        let (server, client) = held.pop().unwrap();
+        server.close().await;
+        drop(client);
+        let dial = tokio::spawn(Link::handshake(third, Role::Client, Config::default()));
+        let server = listener.accept().await.unwrap();
+        let client = dial.await.unwrap().unwrap();
+        assert_eq!(listener.links(), 2);
+        round_trip(server, client).await;
+    })
+    .await
+    .expect("test timed out");
 }
