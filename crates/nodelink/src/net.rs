@@ -16,8 +16,10 @@ use crate::error::{bind_error, connect_error, dial_error, net_error, resolve, Re
 use crate::handle::Link;
 use crate::role::Role;
 
-/// Handshakes in progress at once on a listener; more connections wait in the kernel's
-/// backlog until one finishes (or times out).
+/// Handshakes in progress at once on a listener. A new connection past it evicts the
+/// oldest handshake still under way, so silent sockets (a slowloris) cannot keep a good
+/// client waiting: a real client finishes in a round trip, long before 256 newer
+/// connections push it out, while a silent one is the oldest soon enough.
 pub(crate) const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// Connects over TCP (with TCP_NODELAY) and returns a handshaked link in the client role.
@@ -266,13 +268,15 @@ impl AcceptStream for TcpAccept<'_> {
 }
 
 /// The accept loop every listener shares: handshakes of incoming streams run concurrently
-/// (at most [`MAX_PENDING_HANDSHAKES`] at once; more streams wait in the transport's own
-/// backlog), so a slow or silent client never delays the others; failed handshakes are
-/// logged, counted and skipped. At most [`Config::max_links`] links (handshakes included)
+/// (at most [`MAX_PENDING_HANDSHAKES`] at once; past it the oldest is evicted), so a slow
+/// or silent client never delays the others; failed handshakes are logged (within the
+/// warning budget), counted and skipped. At most [`Config::max_links`] links (handshakes included)
 /// are held at once: each takes a permit before its stream is accepted and gives it back
 /// when its link ends.
 pub(crate) struct Handshakes {
     pending: JoinSet<Result<Link>>,
+    /// The handshakes under way, oldest first (finished ones are pruned as we go).
+    order: std::collections::VecDeque<tokio::task::AbortHandle>,
     /// The link limit's permits.
     permits: tokio_util::sync::PollSemaphore,
     max_links: usize,
@@ -296,6 +300,7 @@ impl Handshakes {
             .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         Handshakes {
             pending: JoinSet::new(),
+            order: std::collections::VecDeque::new(),
             permits: tokio_util::sync::PollSemaphore::new(Arc::new(tokio::sync::Semaphore::new(
                 max_links,
             ))),
@@ -305,6 +310,23 @@ impl Handshakes {
             failed: 0,
             failure: None,
             ended: false,
+        }
+    }
+
+    /// Evicts the oldest handshake under way if [`MAX_PENDING_HANDSHAKES`] are.
+    fn make_room(&mut self) {
+        self.order.retain(|h| !h.is_finished());
+        if self.order.len() < MAX_PENDING_HANDSHAKES {
+            return;
+        }
+        if let Some(oldest) = self.order.pop_front() {
+            oldest.abort();
+            self.failed += 1;
+            peer_warn!(
+                PEER_WARNINGS,
+                pending = MAX_PENDING_HANDSHAKES,
+                "too many handshakes under way (silent clients?): the oldest was dropped"
+            );
         }
     }
 
@@ -350,6 +372,8 @@ impl Handshakes {
                                 "incoming link failed its handshake"
                             );
                         }
+                        // Evicted (counted and logged then).
+                        Err(e) if e.is_cancelled() => {}
                         Err(e) => {
                             self.failed += 1;
                             tracing::warn!(
@@ -369,9 +393,6 @@ impl Handshakes {
                 }
                 self.ended = true;
                 return Poll::Ready(Err(e.clone()));
-            }
-            if self.pending.len() >= MAX_PENDING_HANDSHAKES {
-                return Poll::Pending;
             }
             if self.permit.is_none() {
                 match self.permits.poll_acquire(cx) {
@@ -400,13 +421,15 @@ impl Handshakes {
             }
             match source.poll_accept(cx) {
                 Poll::Ready(Ok(stream)) => {
+                    self.make_room();
                     let permit = self.permit.take();
                     let handshake = start(stream);
-                    self.pending.spawn(async move {
+                    let handle = self.pending.spawn(async move {
                         let link = handshake.await?;
                         *nodelink_driver::lock(&link.inner().admission) = permit;
                         Ok(link)
                     });
+                    self.order.push_back(handle);
                 }
                 Poll::Ready(Err(e)) => self.failure = Some(e),
                 Poll::Pending => return Poll::Pending,

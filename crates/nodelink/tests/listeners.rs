@@ -122,3 +122,34 @@ async fn a_listener_at_its_link_limit_accepts_again_when_a_link_ends() {
     .await
     .expect("test timed out");
 }
+
+/// More silent sockets than handshakes may run at once: each new connection evicts the
+/// oldest handshake under way, so a good client is served while they stay open (the
+/// silent ones would otherwise hold every slot for the whole handshake timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_cannot_starve_a_good_client() {
+    tokio::time::timeout(LIMIT, async {
+        // A handshake timeout longer than the test: only eviction can make room.
+        let config = Config::default().with_handshake_timeout(Duration::from_secs(3600));
+        let mut listener = nodelink::bind("127.0.0.1:0", config).await.unwrap();
+        let addr = listener.local_addr();
+        // The listener accepts as the sockets come (the kernel's backlog is small).
+        let (links_tx, mut links) = tokio::sync::mpsc::unbounded_channel();
+        let serving = tokio::spawn(async move {
+            while let Ok(link) = listener.accept().await {
+                let _ = links_tx.send(link);
+            }
+        });
+        let mut silent = Vec::new();
+        for _ in 0..300 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let client = nodelink::connect(addr, Config::default()).await.unwrap();
+        let server = links.recv().await.unwrap();
+        round_trip(server, client).await;
+        serving.abort();
+        drop(silent);
+    })
+    .await
+    .expect("test timed out");
+}
