@@ -140,6 +140,14 @@ pub struct Config {
     pub linger: Duration,
     /// Listener: sessions created but not yet accepted; new sessions are refused while full.
     pub backlog: usize,
+    /// Listener: most sessions kept at once (default 4096). A new session past it evicts
+    /// the oldest session that has not proven itself (only its first datagram came: a
+    /// forged source address never sends a second), or is refused if every session has.
+    pub max_sessions: usize,
+    /// Listener: most sessions from one IP address (default 256; clients behind one NAT
+    /// share an address). Past it, as for [`Config::max_sessions`] but among that
+    /// address's sessions.
+    pub max_sessions_per_ip: usize,
     /// kcptun's manual mode: `(nodelay, interval ms, resend, no congestion window)` for
     /// [`Kcp::set_nodelay`](crate::core::Kcp::set_nodelay), overriding [`Config::mode`]'s preset when set.
     pub nodelay: Option<(bool, u32, u32, bool)>,
@@ -174,6 +182,8 @@ impl Default for Config {
             write_timeout: None,
             linger: Duration::from_secs(5),
             backlog: 128,
+            max_sessions: 4096,
+            max_sessions_per_ip: 256,
             sockbuf: 4 << 20,
             dscp: 0,
             nodelay: None,
@@ -223,6 +233,16 @@ impl Config {
     /// When ACKs leave.
     pub fn with_acks(mut self, timing: AckTiming) -> Self {
         self.acks = timing;
+        self
+    }
+    /// Sets [`Config::max_sessions`] (at least 1).
+    pub fn with_max_sessions(mut self, sessions: usize) -> Self {
+        self.max_sessions = sessions.max(1);
+        self
+    }
+    /// Sets [`Config::max_sessions_per_ip`] (at least 1).
+    pub fn with_max_sessions_per_ip(mut self, sessions: usize) -> Self {
+        self.max_sessions_per_ip = sessions.max(1);
         self
     }
     /// Dead link after this many transmissions of one segment.

@@ -1,9 +1,10 @@
 //! [`KcpListener`]: one UDP socket, many sessions, kcp-go's demultiplexing rules.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -33,6 +34,15 @@ const SESSION_QUEUE: usize = 1024;
 /// sessions are refused (their datagrams dropped, counted as `InErrs`). Garbage and
 /// datagrams failing the checksum are dropped and counted ([`stats`](Self::stats)).
 ///
+/// Admission: UDP source addresses are free to forge, so a session is cheap to create
+/// and must prove itself. At most [`max_sessions`](Config::max_sessions) live at once, and
+/// [`max_sessions_per_ip`](Config::max_sessions_per_ip) per IP address; past either, the
+/// oldest session that received a single datagram so far (a forged source never sends a
+/// second) is evicted to make room, and if every session has proven itself the new one
+/// is refused (counted as `InErrs`). Evicted sessions end with [`ErrorKind::Reset`].
+/// Both are logged within the listener's warning budget; [`sessions`](Self::sessions)
+/// is the gauge.
+///
 /// Dropping the listener stops accepting; sessions already accepted keep working, and
 /// the socket is closed once the last of them ends.
 ///
@@ -47,12 +57,16 @@ pub struct KcpListener {
     stats: Arc<AtomicStats>,
     /// Why the demultiplexer stopped, when its socket failed.
     failure: Arc<OnceLock<Arc<io::Error>>>,
+    /// Sessions alive now (a gauge kept by the demultiplexer).
+    live: Arc<AtomicUsize>,
 }
 
 struct Route {
     conv: u32,
     id: u64,
     tx: mpsc::Sender<Vec<u8>>,
+    /// A second datagram came from the peer: not a forged one-shot.
+    proven: bool,
 }
 
 struct Demux {
@@ -68,6 +82,12 @@ struct Demux {
     next_id: u64,
     stats: Arc<AtomicStats>,
     failure: Arc<OnceLock<Arc<io::Error>>>,
+    /// Sessions per IP address.
+    per_ip: HashMap<IpAddr, usize>,
+    /// Sessions not proven yet, oldest first (entries of sessions gone or proven since are
+    /// skipped when met).
+    unproven: VecDeque<(SocketAddr, u64)>,
+    live: Arc<AtomicUsize>,
 }
 
 impl KcpListener {
@@ -91,7 +111,11 @@ impl KcpListener {
         let (gone_tx, gone_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(AtomicStats::new());
         let failure = Arc::new(OnceLock::new());
+        let live = Arc::new(AtomicUsize::new(0));
         let demux = Demux {
+            per_ip: HashMap::new(),
+            unproven: VecDeque::new(),
+            live: Arc::clone(&live),
             sock,
             cfg,
             crypto,
@@ -111,6 +135,7 @@ impl KcpListener {
             local,
             stats,
             failure,
+            live,
         })
     }
 
@@ -136,6 +161,11 @@ impl KcpListener {
     /// The local socket address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Sessions of this listener alive now, accepted or not (a gauge).
+    pub fn sessions(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// The listener's own counters: datagrams received and dropped before reaching any
@@ -212,7 +242,7 @@ impl Demux {
                 },
                 Some((addr, id)) = gone_rx.recv() => {
                     if self.routes.get(&addr).is_some_and(|r| r.id == id) {
-                        self.routes.remove(&addr);
+                        self.remove_route(addr);
                     }
                 }
                 _ = accept_tx.closed(), if listener_open => listener_open = false,
@@ -248,15 +278,20 @@ impl Demux {
                         return self.drop_datagram(len, Some(false));
                     }
                     // The peer restarted: dropping the route resets the old session.
-                    self.routes.remove(&from);
+                    self.remove_route(from);
                 }
                 _ => match route.tx.try_send(payload.to_vec()) {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        if let Some(route) = self.routes.get_mut(&from) {
+                            route.proven = true;
+                        }
+                        return;
+                    }
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         return self.drop_datagram(len, None);
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
-                        self.routes.remove(&from);
+                        self.remove_route(from);
                     }
                 },
             }
@@ -268,6 +303,9 @@ impl Demux {
         };
         if !listener_open {
             return self.drop_datagram(len, None);
+        }
+        if !self.make_room(from) {
+            return self.drop_datagram(len, Some(false));
         }
         let Ok(permit) = self.accept_tx.try_reserve() else {
             // Backlog full: refuse.
@@ -311,7 +349,97 @@ impl Demux {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // The channel is new: this cannot be full.
         let _ = tx.try_send(payload.to_vec());
-        self.routes.insert(from, Route { conv, id, tx });
+        self.routes.insert(
+            from,
+            Route {
+                conv,
+                id,
+                tx,
+                proven: false,
+            },
+        );
+        *self.per_ip.entry(from.ip()).or_default() += 1;
+        self.unproven.push_back((from, id));
+        if self.unproven.len() > 4 * self.cfg.max_sessions {
+            // Keep the queue in proportion: drop entries of sessions gone or proven.
+            let routes = &self.routes;
+            self.unproven
+                .retain(|(addr, id)| routes.get(addr).is_some_and(|r| r.id == *id && !r.proven));
+        }
+        self.live.store(self.routes.len(), Ordering::Relaxed);
         permit.send((stream, from));
+    }
+
+    /// Forgets the session of `addr`: its driver sees its channel close and ends.
+    fn remove_route(&mut self, addr: SocketAddr) {
+        if self.routes.remove(&addr).is_none() {
+            return;
+        }
+        if let std::collections::hash_map::Entry::Occupied(mut n) = self.per_ip.entry(addr.ip()) {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
+        self.live.store(self.routes.len(), Ordering::Relaxed);
+    }
+
+    /// Makes room for a new session from `from` within the session limits, evicting the
+    /// oldest unproven session (of that IP address when its own limit is the one reached).
+    /// False when every candidate has proven itself: the new session is refused.
+    fn make_room(&mut self, from: SocketAddr) -> bool {
+        let ip_full =
+            self.per_ip.get(&from.ip()).copied().unwrap_or(0) >= self.cfg.max_sessions_per_ip;
+        let all_full = self.routes.len() >= self.cfg.max_sessions;
+        if !ip_full && !all_full {
+            return true;
+        }
+        let victim = self.oldest_unproven(ip_full.then(|| from.ip()));
+        match victim {
+            Some(addr) => {
+                self.remove_route(addr);
+                peer_warn!(
+                    self.warn_limit,
+                    peer = %from,
+                    local = %self.local,
+                    evicted = %addr,
+                    sessions = self.routes.len(),
+                    "KCP session limit reached: evicted the oldest session that sent only one \
+                     datagram (a forged source address?)"
+                );
+                true
+            }
+            None => {
+                peer_warn!(
+                    self.warn_limit,
+                    peer = %from,
+                    local = %self.local,
+                    per_ip = ip_full,
+                    "new KCP session refused: the session limit is reached and every session \
+                     is in use (raise max_sessions or max_sessions_per_ip if this is normal load)"
+                );
+                false
+            }
+        }
+    }
+
+    /// The oldest session that received a single datagram so far, from `ip` if given.
+    /// Entries of sessions that are gone or proven are discarded on the way (when they
+    /// are at the front) or skipped.
+    fn oldest_unproven(&mut self, ip: Option<IpAddr>) -> Option<SocketAddr> {
+        let is_candidate = |routes: &HashMap<SocketAddr, Route>, (addr, id): (SocketAddr, u64)| {
+            routes.get(&addr).is_some_and(|r| r.id == id && !r.proven)
+        };
+        while let Some(&front) = self.unproven.front() {
+            if is_candidate(&self.routes, front) {
+                break;
+            }
+            self.unproven.pop_front();
+        }
+        let position = self
+            .unproven
+            .iter()
+            .position(|&e| is_candidate(&self.routes, e) && ip.is_none_or(|ip| e.0.ip() == ip))?;
+        self.unproven.remove(position).map(|(addr, _)| addr)
     }
 }

@@ -315,3 +315,85 @@ async fn same_address_new_conv_replaces_session() {
         assert_eq!(s.conv(), conv);
     }
 }
+
+/// One forged datagram per source port (a flood of one-shot sessions) cannot grow the
+/// listener past its limits (total, or per IP address), and cannot push out a session
+/// that proved itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_one_shot_sessions_are_evicted_first() {
+    use crate::pipeline::Pipeline;
+    let base = Config::default().with_fec(0, 0);
+    for cfg in [
+        base.clone()
+            .with_max_sessions(4)
+            .with_max_sessions_per_ip(1000),
+        base.clone()
+            .with_max_sessions(1000)
+            .with_max_sessions_per_ip(4),
+    ] {
+        let mut l = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+        let addr = l.local_addr();
+        let flood = |first_conv: u32| {
+            let cfg = cfg.clone();
+            async move {
+                let mut sockets = Vec::new();
+                for conv in first_conv..first_conv + 20 {
+                    let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    let mut p = Pipeline::new(conv, &cfg).unwrap();
+                    p.send(b"forged").unwrap();
+                    let mut wire = Vec::new();
+                    p.flush(0, |d| wire.push(d.to_vec()));
+                    raw.send_to(&wire[0], addr).await.unwrap();
+                    sockets.push(raw);
+                }
+                sockets
+            }
+        };
+        // Every forged datagram makes a session that reaches accept (evicted ones are
+        // already reset), but no more than the limit stay.
+        let _first = flood(1000).await;
+        for _ in 0..20 {
+            timeout(Duration::from_secs(5), l.accept())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert!(l.sessions() <= 4, "{} sessions", l.sessions());
+
+        // A real client proves itself (a second datagram) and is served.
+        let mut c = KcpStream::connect(addr, cfg.clone()).await.unwrap();
+        c.write_all(b"hello").await.unwrap();
+        let (mut s, peer) = timeout(Duration::from_secs(5), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(peer.port(), c.local_addr().port());
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.unwrap();
+        c.write_all(b"proof").await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"proof");
+
+        // Another flood: the real session stays, the limit holds.
+        let _second = flood(2000).await;
+        for _ in 0..20 {
+            timeout(Duration::from_secs(5), l.accept())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert!(l.sessions() <= 4, "{} sessions", l.sessions());
+        c.write_all(b"again").await.unwrap();
+        timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf, b"again");
+        s.write_all(b"reply").await.unwrap();
+        timeout(Duration::from_secs(5), c.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf, b"reply");
+    }
+}
