@@ -11,7 +11,11 @@
 //! Every forwarded stream costs a task, a target socket and buffers, and a peer that knows
 //! the key can open streams as fast as it can send SYNs. So a server forwards at most
 //! [`MAX_STREAMS`] streams at once, over all its sessions together (change it with
-//! [`Server::with_max_streams`]; kcptun has no such bound). A stream beyond it is closed at
+//! [`Server::with_max_streams`]; kcptun has no such bound), and shares them between its
+//! sessions: while `n` sessions are open, one session forwards at most `max_streams /
+//! (n + 1)` streams (never fewer than [`MIN_SHARE`]), so a part of the bound is always
+//! left for a client that comes next and one client opening streams without end cannot
+//! refuse everyone else's. A stream beyond either bound is closed at
 //! once with a FIN, before the target is dialled, and counted in
 //! [`TunnelStats::streams_refused`](crate::TunnelStats::streams_refused); a warning names the
 //! peer, within the server's budget of peer-caused warnings (`nodelink_driver::peer_warn!`,
@@ -49,6 +53,10 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// well below common file descriptor limits, since each stream holds a target socket.
 pub const MAX_STREAMS: usize = 4096;
 
+/// The fewest streams a session may always forward, however many sessions share the bound
+/// (the bound over all sessions still holds).
+pub const MIN_SHARE: usize = 16;
+
 /// The server end of a tunnel. Build it with [`Server::bind`], run it with [`Server::run`].
 #[derive(Debug)]
 pub struct Server {
@@ -69,6 +77,8 @@ struct Shared {
     /// One permit per stream being forwarded (or having its target dialled).
     permits: Arc<Semaphore>,
     max_streams: usize,
+    /// Sessions being served now (for each one's share of the streams).
+    sessions: std::sync::atomic::AtomicUsize,
     /// The budget of warnings this server's peers cause.
     warn_limit: WarnLimiter,
 }
@@ -180,6 +190,7 @@ impl Server {
             stats: self.stats,
             permits: Arc::new(Semaphore::new(self.max_streams)),
             max_streams: self.max_streams,
+            sessions: std::sync::atomic::AtomicUsize::new(0),
             warn_limit: WarnLimiter::new(),
         });
         if !shared.config.snmplog.is_empty() {
@@ -241,6 +252,9 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
         "smux version {} on KCP session {local} <- {peer}",
         shared.checked.smux.version
     );
+    let _counted = SessionCount::new(&shared);
+    // This session's streams being forwarded.
+    let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             _ = shared.stop.cancelled() => break,
@@ -258,10 +272,16 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
             }
             Ok(stream) => {
                 // Taken before anything is spent on the stream (task, target socket).
+                let share = shared.fair_share();
+                if held.load(std::sync::atomic::Ordering::Relaxed) >= share {
+                    refuse(&shared, stream, peer, Some(share));
+                    continue;
+                }
                 let Ok(permit) = Arc::clone(&shared.permits).try_acquire_owned() else {
-                    refuse(&shared, stream, peer);
+                    refuse(&shared, stream, peer, None);
                     continue;
                 };
+                let permit = Place::new(permit, &held);
                 let sh = Arc::clone(&shared);
                 shared
                     .tasks
@@ -278,25 +298,87 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
 
 /// Closes a stream over the bound: dropping it queues its FIN (after nothing) and makes
 /// the session discard whatever the peer still sends on it, without waiting here.
-fn refuse(shared: &Shared, stream: Stream, peer: SocketAddr) {
+/// `share` is set when the session reached its share rather than the server its bound.
+fn refuse(shared: &Shared, stream: Stream, peer: SocketAddr, share: Option<usize>) {
     let sid = stream.id();
     // Counted before the stream goes (dropping it sends the FIN): whoever sees the stream
     // end must also see the count.
     shared.stats.stream_refused();
     drop(stream);
-    peer_warn!(
-        shared.warn_limit,
-        %peer,
-        sid,
-        open = shared.permits_in_use(),
-        refused = shared.stats.stats().streams_refused,
-        "refusing new streams: this server forwards at most this many at once"
-    );
+    match share {
+        Some(share) => peer_warn!(
+            shared.warn_limit,
+            %peer,
+            sid,
+            share,
+            sessions = shared.sessions.load(std::sync::atomic::Ordering::Relaxed),
+            refused = shared.stats.stats().streams_refused,
+            "refusing a new stream: this session forwards its share of the streams already"
+        ),
+        None => peer_warn!(
+            shared.warn_limit,
+            %peer,
+            sid,
+            open = shared.permits_in_use(),
+            refused = shared.stats.stats().streams_refused,
+            "refusing new streams: this server forwards at most this many at once"
+        ),
+    }
 }
 
 impl Shared {
     fn permits_in_use(&self) -> usize {
         self.max_streams - self.permits.available_permits()
+    }
+
+    /// How many streams one session may forward now (see the module docs, "Bounds").
+    fn fair_share(&self) -> usize {
+        let sessions = self.sessions.load(std::sync::atomic::Ordering::Relaxed);
+        (self.max_streams / (sessions + 1))
+            .max(MIN_SHARE)
+            .min(self.max_streams)
+    }
+}
+
+/// Counts a session among those sharing the bound while it is served.
+struct SessionCount<'a>(&'a Shared);
+
+impl<'a> SessionCount<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared
+            .sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        SessionCount(shared)
+    }
+}
+
+impl Drop for SessionCount<'_> {
+    fn drop(&mut self) {
+        self.0
+            .sessions
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A stream's place under the bounds: the server's permit and one of its session's.
+struct Place {
+    _permit: OwnedSemaphorePermit,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Place {
+    fn new(permit: OwnedSemaphorePermit, held: &Arc<std::sync::atomic::AtomicUsize>) -> Place {
+        held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Place {
+            _permit: permit,
+            held: Arc::clone(held),
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.held.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -308,12 +390,7 @@ async fn close_session(session: &Session) {
 ///
 /// `permit` is this stream's place under the server's bound. It is given back before the
 /// end is counted, so whoever sees the count can open a new stream at once.
-async fn forward(
-    shared: Arc<Shared>,
-    mut stream: Stream,
-    peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
-) {
+async fn forward(shared: Arc<Shared>, mut stream: Stream, peer: SocketAddr, permit: Place) {
     let inbound = format!("{peer}({})", stream.id());
     let dialled = tokio::time::timeout(DIAL_TIMEOUT, dial(&shared.target)).await;
     let mut target: Box<dyn Duplex> = match dialled {

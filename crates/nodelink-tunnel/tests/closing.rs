@@ -241,3 +241,38 @@ async fn server_bounds_streams_forwarded_at_once() {
     client.stop().await;
     server.stop().await;
 }
+
+/// One client cannot take every stream of the bound: while it is the only session it may
+/// forward half, and a client that comes next is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_cannot_take_every_stream() {
+    let echo = echo_target().await;
+    let server = our_server_tuned(echo.addr, V1, |s| s.with_max_streams(64)).await;
+    let greedy = our_client(server.addr, V1).await;
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        held.push(echoed(greedy.addr).await);
+    }
+    // Its 33rd stream is refused although the server has room: the rest is kept.
+    let mut extra = TcpStream::connect(greedy.addr).await.unwrap();
+    extra.write_all(b"ping").await.unwrap();
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(LIMIT, extra.read_to_end(&mut rest))
+        .await
+        .expect("the stream over the session's share was not closed");
+    assert!(ended.is_err() || rest.is_empty(), "got {rest:?}");
+
+    // Another client (another session) is served.
+    let other = our_client(server.addr, V1).await;
+    let _mine = echoed(other.addr).await;
+    let served = server.counters.stats();
+    assert_eq!(
+        (served.streams_forwarded, served.streams_refused),
+        (33, 1),
+        "{served:?}"
+    );
+    drop(held);
+    other.stop().await;
+    greedy.stop().await;
+    server.stop().await;
+}
