@@ -9,7 +9,7 @@ use crate::core::ConnKey;
 use crate::error::{Cause, Result};
 use crate::frame::Packet;
 use crate::handle::Link;
-use crate::message::{check_pair, peer_cause, Ask, ErrorMessage, Message};
+use crate::message::{check_answer, check_pair, peer_cause, Ask, ErrorMessage, Message};
 use crate::txqueue::Body;
 
 /// A connection over a [`Link`]. All methods take `&self` and are safe to call from many
@@ -160,6 +160,7 @@ impl Conn {
     /// with [`DeadlineExceeded`](crate::ErrorKind::DeadlineExceeded) and the connection is
     /// closed, so that a late answer cannot be taken for the answer to a later request.
     pub async fn ask<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp> {
+        const { check_answer::<Resp>() };
         self.ask_bounded(req, self.link.inner().config.ask_timeout)
             .await
     }
@@ -170,6 +171,7 @@ impl Conn {
         req: &Req,
         deadline: std::time::Duration,
     ) -> Result<Resp> {
+        const { check_answer::<Resp>() };
         self.ask_bounded(req, Some(deadline)).await
     }
 

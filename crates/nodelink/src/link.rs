@@ -27,7 +27,7 @@ use crate::frame::Packet;
 use crate::handle::Link;
 use crate::handshake::exchange_versions;
 use crate::inner::{LinkInner, Output, Shared};
-use crate::message::{check_pair, peer_cause, Ask, ErrorMessage, Message};
+use crate::message::{check_answer, check_pair, peer_cause, Ask, ErrorMessage, Message};
 use crate::request::Request;
 use crate::role::{PeerFlowControl, Role};
 use crate::stats::{Counters, LinkStats};
@@ -265,6 +265,7 @@ impl Link {
     /// For requests that declare their answer type, [`Link::call`] checks the pairing at
     /// compile time.
     pub async fn ask1<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp> {
+        const { check_answer::<Resp>() };
         self.ask1_bounded(req, self.inner().config.ask_timeout)
             .await
     }
@@ -275,6 +276,7 @@ impl Link {
         req: &Req,
         deadline: std::time::Duration,
     ) -> Result<Resp> {
+        const { check_answer::<Resp>() };
         self.ask1_bounded(req, Some(deadline)).await
     }
 

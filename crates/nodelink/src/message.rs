@@ -89,6 +89,15 @@ pub const fn check_codes(request: u16, answer: u16) {
     );
 }
 
+/// Compile-time check that `M` can be an answer (its code has the answer bit): the
+/// untyped `ask1`/`ask` use it, so asking for a request type back does not build.
+pub(crate) const fn check_answer<M: Message>() {
+    assert!(
+        M::CODE & crate::frame::ANSWER_BIT != 0,
+        "an answer's code must have the answer bit (0x8000)"
+    );
+}
+
 /// The error for an Error packet received where an answer was expected.
 pub(crate) fn peer_cause(payload: Bytes) -> crate::error::Cause {
     match ErrorMessage::decode(payload) {

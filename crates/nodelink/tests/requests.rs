@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use nodelink::{Config, Dialect, ErrorCode, ErrorKind, Ping, Role};
+use nodelink::{Config, Dialect, ErrorCode, ErrorKind, Ping, Pong, Role};
 
 /// A raw client's request on id 1 (the client's parity), taken by the link's `recv1`.
 async fn raw_request(config: Config) -> (nodelink::Link, RawPeer<tokio::io::DuplexStream>) {
@@ -94,7 +94,7 @@ async fn ask1_fails_at_once_when_the_handler_drops_or_panics() {
     });
     for _ in 0..2 {
         let started = std::time::Instant::now();
-        let err = within("ask1", client.ask1::<Ping, Ping>(&Ping))
+        let err = within("ask1", client.ask1::<Ping, Pong>(&Ping))
             .await
             .unwrap_err();
         assert_eq!(
@@ -121,10 +121,10 @@ async fn an_answer_sent_right_before_the_peer_closes_is_delivered() {
         let (client, server) = pair(Config::default()).await;
         let serving = tokio::spawn(async move {
             let req = server.recv1().await.unwrap();
-            req.reply(&Ping).await.unwrap();
+            req.reply(&Pong).await.unwrap();
             drop(server);
         });
-        let answer = within("ask1", client.ask1::<Ping, Ping>(&Ping)).await;
+        let answer = within("ask1", client.ask1::<Ping, Pong>(&Ping)).await;
         assert!(answer.is_ok(), "{:?}", answer.map_err(|e| with_sources(&e)));
         serving.await.unwrap();
     }
