@@ -41,12 +41,12 @@
 //! default provider has to be installed.
 
 use std::fmt;
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{
@@ -293,8 +293,8 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
 
 /// Every certificate in `pem`; at least one is required.
 fn read_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let certs = rustls_pemfile::certs(&mut &pem[..])
-        .collect::<io::Result<Vec<_>>>()
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| config_error(format!("reading the {what} PEM: {e}")))?;
     if certs.is_empty() {
         return Err(config_error(format!(
@@ -306,9 +306,9 @@ fn read_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
 
 /// The first private key in `pem`.
 fn read_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
-    match rustls_pemfile::private_key(&mut &pem[..]) {
-        Ok(Some(key)) => Ok(key),
-        Ok(None) => Err(config_error(
+    match PrivateKeyDer::from_pem_slice(pem) {
+        Ok(key) => Ok(key),
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => Err(config_error(
             "the key PEM holds no private key (expected a \"PRIVATE KEY\", \"RSA PRIVATE KEY\" \
              or \"EC PRIVATE KEY\" block)"
                 .to_string(),
