@@ -131,6 +131,11 @@ pub struct ServeArgs {
     /// open-file limit, raised to its maximum at start, less 64).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_links: Option<u32>,
+    /// Bytes of received, unread data all links may hold together (default 1 GiB); past
+    /// it, links holding more than their share stop being read until the server catches
+    /// up. Suffixes k, M, G (powers of 1024) are accepted.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_memory: Option<usize>,
     /// End links whose client sent nothing for this many seconds (nodelink clients are
     /// probed first, so only dead ones go; strict NEO clients are not probed). Off by
     /// default.
@@ -196,4 +201,36 @@ pub struct PingArgs {
     /// KCP settings (`--kcp` and `--kcp-*`).
     #[command(flatten)]
     pub kcp: LinkKcpArgs,
+}
+
+/// A byte count with an optional binary suffix (`512k`, `64M`, `1G`).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let (digits, shift) = match text.chars().last() {
+        Some('k' | 'K') => (&text[..text.len() - 1], 10),
+        Some('m' | 'M') => (&text[..text.len() - 1], 20),
+        Some('g' | 'G') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count (such as 1048576, 512k, 64M, 1G)"))?;
+    n.checked_mul(1 << shift)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+#[cfg(test)]
+mod byte_count_tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("512k"), Ok(512 << 10));
+        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        for bad in ["", "G", "12x", "-1", "0", "99999999999999999999G"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -26,6 +26,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_version(args.version)
         .with_dialect(args.dialect.into())
         .with_max_links(args.max_links.map(|n| n as usize))
+        .with_max_memory(args.max_memory.unwrap_or(Config::default().max_memory))
         .with_idle_timeout(
             args.idle_timeout
                 .map(|s| std::time::Duration::from_secs(u64::from(s))),

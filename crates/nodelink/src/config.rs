@@ -138,6 +138,14 @@ pub struct Config {
     /// from it when that fills) instead of the process running out of descriptors; a WARN
     /// says so once per episode. A link leaves the count when it ends.
     pub max_links: Option<usize>,
+    /// Listeners only: bytes of received, unread payload all links of one listener may
+    /// hold together (default 1 GiB). Past it, links holding more than their share
+    /// (`max_memory / links`) stop reading from their peers until their applications
+    /// catch up; the others keep reading. Each link is still bounded by
+    /// [`Config::link_recv_limit`] as well.
+    pub max_memory: usize,
+    /// The budget shared by the links of one listener (set by the listener).
+    pub(crate) budget: Option<std::sync::Arc<crate::budget::MemoryBudget>>,
 }
 
 impl Default for Config {
@@ -159,6 +167,8 @@ impl Default for Config {
             ask_timeout: None,
             idle_timeout: None,
             max_links: None,
+            max_memory: 1 << 30,
+            budget: None,
         }
     }
 }
@@ -237,6 +247,12 @@ impl Config {
     /// Sets [`Config::idle_timeout`]: a `Duration`, or `None` for none.
     pub fn with_idle_timeout(mut self, value: impl Into<Option<Duration>>) -> Self {
         self.idle_timeout = value.into();
+        self
+    }
+
+    /// Sets [`Config::max_memory`].
+    pub fn with_max_memory(mut self, bytes: usize) -> Self {
+        self.max_memory = bytes;
         self
     }
 

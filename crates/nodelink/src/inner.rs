@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) acceptors: Waiters,
     /// The reader, parked while the core holds a packet back.
     pub(crate) reader: Option<Waker>,
+    /// What this link last reported to its listener's memory budget.
+    pub(crate) reported_rx: usize,
 }
 
 /// What one core operation left to do once the lock is released. Nearly always a waker
@@ -138,13 +140,21 @@ pub(crate) struct LinkInner {
     pub(crate) admission: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
+impl Drop for LinkInner {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.config.budget {
+            budget.leave(lock(&self.shared).reported_rx);
+        }
+    }
+}
+
 impl LinkInner {
     /// Runs one operation on the core, then wakes the tasks it names and queues the packets
     /// it produced, outside the lock.
     pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> R {
         let mut s = lock(&self.shared);
         let r = f(&mut s);
-        self.publish_hints(&s);
+        self.publish_hints(&mut s);
         // Most operations (a receive, a send's bookkeeping) wake nobody and send nothing.
         if !s.core.has_output() {
             return r;
@@ -167,15 +177,22 @@ impl LinkInner {
         if s.core.has_output() {
             s.collect(out);
         }
-        self.publish_hints(&s);
+        self.publish_hints(&mut s);
         r
     }
 
     /// The core's hints that other tasks read without its lock.
-    fn publish_hints(&self, s: &Shared) {
+    fn publish_hints(&self, s: &mut Shared) {
         self.ready.store(s.core.ready(), Ordering::Relaxed);
         self.backlog_len
             .store(s.core.backlog_len(), Ordering::Relaxed);
+        if let Some(budget) = &self.config.budget {
+            let now = s.core.rx_total();
+            if now != s.reported_rx {
+                budget.update(s.reported_rx, now);
+                s.reported_rx = now;
+            }
+        }
     }
 
     /// Wakes and sends what a core operation produced.

@@ -115,8 +115,11 @@ fn silence_cause(monitor: &nodelink_kcp::SessionMonitor) -> &'static str {
 pub async fn bind_kcp(
     addr: impl ToSocketAddrs,
     session: KcpConfig,
-    config: Config,
+    mut config: Config,
 ) -> Result<KcpLinkListener> {
+    config.budget = Some(Arc::new(crate::budget::MemoryBudget::new(
+        config.max_memory,
+    )));
     let local = resolve(addr, "listen").await?[0];
     let kcp = KcpListener::bind(local, session)
         .await

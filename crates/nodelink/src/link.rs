@@ -102,12 +102,16 @@ impl Link {
         remote_addr: Option<SocketAddr>,
     ) -> Link {
         let core = LinkCore::new(role, &config, name.clone(), Instant::now());
+        if let Some(budget) = &config.budget {
+            budget.join();
+        }
         let inner = Arc::new(LinkInner {
             role,
             shared: Mutex::new(Shared {
                 core,
                 acceptors: Default::default(),
                 reader: None,
+                reported_rx: 0,
             }),
             tx: Mutex::new(TxQueue::new(write, control::control_id_of(role.peer()))),
             writer_kick: Notify::new(),

@@ -142,7 +142,14 @@ impl std::fmt::Debug for Listener {
 }
 
 impl Listener {
-    pub(crate) fn new(tcp: TcpListener, config: Config, acceptor: Acceptor) -> Result<Listener> {
+    pub(crate) fn new(
+        tcp: TcpListener,
+        mut config: Config,
+        acceptor: Acceptor,
+    ) -> Result<Listener> {
+        config.budget = Some(Arc::new(crate::budget::MemoryBudget::new(
+            config.max_memory,
+        )));
         let local = tcp
             .local_addr()
             .map_err(|e| net_error("listen", "local address", e))?;

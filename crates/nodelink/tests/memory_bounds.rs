@@ -93,3 +93,80 @@ async fn owed_credit_is_bounded_when_the_peer_never_reads() {
     );
     assert!(link.stats().replies_dropped > 0, "{:?}", link.stats());
 }
+
+/// A listener's links share its memory budget: peers whose data nobody reads fill it,
+/// then stop being read from (each holds at most about its share), while a client whose
+/// requests are served keeps being read and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listeners_links_share_its_memory_budget() {
+    use nodelink::{Link, Ping, Pong};
+    const BUDGET: usize = 2 << 20;
+    let config = Config::default().with_max_memory(BUDGET);
+    let mut listener = nodelink::bind("127.0.0.1:0", config).await.unwrap();
+    let addr = listener.local_addr();
+    // Two raw peers open connections the server's application never accepts, 60 KiB
+    // each: 8 MiB in all, four times the budget, well under each link's own bound.
+    let mut flooding = Vec::new();
+    let mut server_links = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut raw = RawPeer::new(tcp);
+        let (server, _) = tokio::join!(listener.accept(), raw.handshake(6));
+        server_links.push(server.unwrap());
+        flooding.push(tokio::spawn(async move {
+            let chunk = vec![7u8; 60 << 10];
+            for i in 0..70u32 {
+                raw.send(2 * i + 1, 0x0003, &chunk).await;
+            }
+            raw
+        }));
+    }
+    // A good client, served by the application.
+    let dial = tokio::spawn(nodelink::connect(addr, Config::default()));
+    let good_server: Link = listener.accept().await.unwrap();
+    let good = dial.await.unwrap().unwrap();
+    tokio::spawn({
+        let s = good_server.clone();
+        async move {
+            while let Ok(r) = s.recv1().await {
+                let _ = r.reply(&Pong).await;
+            }
+        }
+    });
+    // The flooders' data piles up until the budget stops it...
+    within("the budget fills", async {
+        while server_links
+            .iter()
+            .map(|l| l.stats().rx_queued)
+            .sum::<u64>()
+            < BUDGET as u64
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    // ... and the good client is still served, many times over.
+    for _ in 0..100 {
+        let _: Pong = within("a good request", good.call(&Ping)).await.unwrap();
+    }
+    let held: u64 = server_links.iter().map(|l| l.stats().rx_queued).sum();
+    // Each flooder may exceed its share by what was in flight (one read buffer).
+    let slack = 2 * ((64 << 10) + (60 << 10)) as u64;
+    assert!(
+        held <= BUDGET as u64 + slack,
+        "the flooders' links hold {held} bytes, over the {BUDGET}-byte budget"
+    );
+    // When one flooder's application starts reading, its link reads again: every one of
+    // its 70 packets arrives.
+    let reader = server_links[0].clone();
+    within("the paused link resumes", async move {
+        for _ in 0..70 {
+            let conn = reader.accept().await.unwrap();
+            let _ = conn.recv().await.unwrap();
+        }
+    })
+    .await;
+    for f in flooding {
+        f.abort();
+    }
+}

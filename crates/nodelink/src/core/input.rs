@@ -103,7 +103,7 @@ impl<W: Default> LinkCore<W> {
 
     /// Delivers a packet, or keeps it and returns false when the reader must wait.
     fn deliver(&mut self, packet: Packet) -> bool {
-        if self.rx_total > self.link_recv_limit {
+        if self.over_rx_limit() {
             self.pending = Some(packet);
             self.blocked = Some(Blocked::Room);
             return false;

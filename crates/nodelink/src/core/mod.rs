@@ -231,6 +231,8 @@ pub(crate) struct LinkCore<W> {
     bye_sent: bool,
     /// The idle timeout (`idle.rs`).
     idle: Idle,
+    /// The listener's memory budget this link shares (`budget.rs`), if it was accepted.
+    memory: Option<Arc<crate::budget::MemoryBudget>>,
     ids: Ids,
     slots: Vec<Slot<W>>,
     free: Vec<u32>,
@@ -275,6 +277,7 @@ impl<W: Default> LinkCore<W> {
         let mut core = LinkCore {
             bye_sent: false,
             idle: Idle::new(config.idle_timeout, now),
+            memory: config.budget.clone(),
             name,
             dialect,
             budget,
@@ -347,7 +350,6 @@ impl<W: Default> LinkCore<W> {
     }
 
     /// Cost queued in connection receive queues.
-    #[cfg(test)]
     pub(crate) fn rx_total(&self) -> usize {
         self.rx_total
     }
@@ -365,7 +367,20 @@ impl<W: Default> LinkCore<W> {
 
     /// Whether the reader must still wait.
     pub(crate) fn reader_blocked(&self) -> bool {
-        self.blocked.is_some() && !self.down
+        match self.blocked {
+            _ if self.down => false,
+            // Others may have made room in the listener's budget since.
+            Some(Blocked::Room) => self.over_rx_limit(),
+            Some(Blocked::Backlog) => true,
+            None => false,
+        }
+    }
+
+    /// Whether the payload held unread is over this link's bound, or over its share of
+    /// an exceeded listener budget.
+    fn over_rx_limit(&self) -> bool {
+        self.rx_total > self.link_recv_limit
+            || self.memory.as_ref().is_some_and(|b| b.over(self.rx_total))
     }
 
     /// The one timer: until the extension's negotiation decides.
@@ -526,7 +541,7 @@ impl<W: Default> LinkCore<W> {
     /// Gives queued cost back to the link-wide budget.
     fn release_rx(&mut self, cost: usize) {
         self.rx_total -= cost;
-        if self.blocked == Some(Blocked::Room) && self.rx_total <= self.link_recv_limit {
+        if self.blocked == Some(Blocked::Room) && !self.over_rx_limit() {
             self.unblock_reader();
         }
     }
