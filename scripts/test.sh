@@ -34,7 +34,11 @@ step "tests (unit, integration, doc)"
 cargo test --workspace --locked
 
 step "examples (each runs to completion on loopback)"
-cargo run -q --locked -p nodelink --example typed_rpc
+for example in typed_rpc link_over_tls link_over_kcp; do
+  cargo run -q --locked -p nodelink --example "$example"
+done
+cargo run -q --locked -p nodelink-transport --example echo_endpoint
+cargo run -q --locked -p nodelink-tunnel --example tunnel_from_code
 cargo run -q --locked -p nodelink-smux --example bulk -- 2 1
 
 step "loom model test (light close vs link shutdown)"
