@@ -121,7 +121,7 @@ impl TlsSettings {
     /// The peer's host name is never checked (see the [module docs](self)). Both TLS 1.2
     /// and TLS 1.3 are allowed.
     ///
-    /// Fails with [`ErrorKind::Connect`](crate::ErrorKind::Connect) (an [`io::ErrorKind::InvalidInput`] error that says
+    /// Fails with [`ErrorKind::Connect`](crate::ErrorKind::Connect) (an [`std::io::ErrorKind::InvalidInput`] error that says
     /// what is wrong) when the input has no certificate or no key, the key does not match
     /// the certificate, or rustls refuses the material.
     pub fn from_pem(
