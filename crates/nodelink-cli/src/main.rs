@@ -33,6 +33,9 @@ mod tunnel;
 
 use cli::{Cli, Command};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     install_panic_hook();
     let cli = Cli::parse_from(kcptun_style_args(std::env::args_os().collect()));
