@@ -153,13 +153,14 @@ impl Retry {
                     let pause = retry_pause(self.failures);
                     self.pause = Some(Box::pin(tokio::time::sleep(pause)));
                 }
-                other => {
-                    if self.failures > 1 {
+                Poll::Ready(Ok(accepted)) => {
+                    if self.failures > 0 {
                         tracing::info!(failures = self.failures, "accept works again");
                     }
                     self.failures = 0;
-                    return other;
+                    return Poll::Ready(Ok(accepted));
                 }
+                other => return other,
             }
         }
     }

@@ -141,8 +141,8 @@ pub struct Config {
     /// Listener: sessions created but not yet accepted; new sessions are refused while full.
     pub backlog: usize,
     /// Listener: most sessions kept at once (default 4096). A new session past it evicts
-    /// the oldest session that has not proven itself (only its first datagram came: a
-    /// forged source address never sends a second), or is refused if every session has.
+    /// the oldest session that has not proven itself (only its first datagram came, as
+    /// from a flood of forged source addresses), or is refused if every session has.
     pub max_sessions: usize,
     /// Listener: most sessions from one IP address (default 256; clients behind one NAT
     /// share an address). Past it, as for [`Config::max_sessions`] but among that

@@ -15,7 +15,8 @@
 //! sessions: while `n` sessions are open, one session forwards at most `max_streams /
 //! (n + 1)` streams (never fewer than [`MIN_SHARE`]), so a part of the bound is always
 //! left for a client that comes next and one client opening streams without end cannot
-//! refuse everyone else's. A stream beyond either bound is closed at
+//! refuse everyone else's (a client with several sessions, kcptun's `--conn N`, gets a
+//! share per session). A stream beyond either bound is closed at
 //! once with a FIN, before the target is dialled, and counted in
 //! [`TunnelStats::streams_refused`](crate::TunnelStats::streams_refused); a warning names the
 //! peer, within the server's budget of peer-caused warnings (`nodelink_driver::peer_warn!`,

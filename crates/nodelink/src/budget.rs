@@ -9,7 +9,14 @@
 //! the link's own application catches up, or when the server is back under budget.
 //!
 //! Links report what they hold after each operation on their core (only when it
-//! changed), so the total lags by at most one read buffer per link.
+//! changed); a link also counts what it added since its last report, so a burst is seen
+//! within the burst.
+//!
+//! Shares shrink as links join: a link that took much while it was alone keeps what it
+//! has (nothing is dropped), and a link that joins while the budget is exceeded still gets
+//! its share. So the total can exceed the budget by the shares of links that joined
+//! meanwhile, until the heavy links' applications read; it never grows with what one
+//! peer sends.
 //!
 //! [`Config::link_recv_limit`]: crate::Config::link_recv_limit
 //! [`Config::max_memory`]: crate::Config::max_memory
@@ -52,6 +59,10 @@ impl MemoryBudget {
     pub(crate) fn leave(&self, held: usize) {
         self.links.fetch_sub(1, Ordering::Relaxed);
         self.update(held, 0);
+        // Fewer links: every share grew, a paused link may be under its share now.
+        if self.used.load(Ordering::Relaxed) > self.limit {
+            self.released.notify_waiters();
+        }
     }
 
     /// A link's unread payload went from `before` to `now`.
@@ -76,9 +87,13 @@ impl MemoryBudget {
     }
 
     /// Whether a link holding `held` must stop reading: the budget is exceeded and the
-    /// link holds more than its share.
-    pub(crate) fn over(&self, held: usize) -> bool {
-        let used = self.used.load(Ordering::Relaxed);
+    /// link holds more than its share. `unreported` is what the link's holding changed by
+    /// since it last reported (counted at once, so a burst is seen within the burst).
+    pub(crate) fn over(&self, held: usize, unreported: isize) -> bool {
+        let used = self
+            .used
+            .load(Ordering::Relaxed)
+            .saturating_add_signed(unreported);
         if used <= self.limit {
             return false;
         }
@@ -110,12 +125,13 @@ mod tests {
         b.join();
         b.join();
         b.update(0, 900);
-        assert!(!b.over(900), "under budget: nobody pauses");
+        assert!(!b.over(900, 0), "under budget: nobody pauses");
+        assert!(b.over(1050, 150), "a burst not reported yet counts");
         b.update(0, 200);
-        assert!(b.over(900), "the heavy link (900 > 500) pauses");
-        assert!(!b.over(200), "the light one does not");
+        assert!(b.over(900, 0), "the heavy link (900 > 500) pauses");
+        assert!(!b.over(200, 0), "the light one does not");
         b.update(900, 700);
-        assert!(!b.over(700), "back under budget");
+        assert!(!b.over(700, 0), "back under budget");
         b.leave(700);
         b.leave(200);
         assert_eq!(b.used.load(Ordering::Relaxed), 0);

@@ -129,7 +129,9 @@ pub struct Config {
     /// agreed on the flow-control extension is probed halfway (PING, answered PONG), so a
     /// healthy idle link stays up and only one side needs the setting. A strict NEO peer
     /// is not probed (it would close the link on an unknown packet): there, set it only
-    /// where the peer is known to speak regularly.
+    /// where the peer is known to speak regularly. Also taken for dead: a nodelink peer
+    /// older than PING (it drops it unanswered), and a peer whose own application stopped
+    /// reading for longer than the timeout (its reader is paused, so it reads no PING).
     pub idle_timeout: Option<Duration>,
     /// Listeners only: most links a listener keeps at once, handshakes included (default
     /// `None`: derived from the open-file limit when the listener is bound, see

@@ -27,8 +27,8 @@
 //!   break it, and that closes the offending connection's receive side (as for a strict NEO
 //!   peer that overflows the budget), never the link.
 //!
-//! * Once agreed, a side that closes the link on purpose sends **BYE** (empty body) as
-//!   its last packet, so the peer learns of the close even over a transport without an
+//! * Once agreed, a side that closes the link on purpose sends **BYE** (empty body) when
+//!   it closes (owed credit may follow; the peer reads nothing after BYE), so the peer learns of the close even over a transport without an
 //!   end-of-stream of its own (KCP): the peer ends the link as on TCP's FIN. An earlier
 //!   nodelink that does not know BYE drops it (counted in `control_dropped`).
 //!

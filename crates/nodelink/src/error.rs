@@ -45,8 +45,8 @@ pub enum ErrorKind {
     /// request reached the peer's application, which said no.
     Peer,
     /// The peer refused the connection with NEO's "connection refused" Error: it is not
-    /// accepting connections (it closed accept, or it is shutting down). Nothing was
-    /// processed; the request may be retried elsewhere.
+    /// accepting connections (it closed accept, it is shutting down, or its connection
+    /// table is full). Nothing was processed; the request may be retried elsewhere.
     Refused,
     /// The peer closed the connection with NEO's "connection closed" Error: the request was
     /// released without an answer (its handler dropped it, closed it or panicked), or the
@@ -412,6 +412,7 @@ impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match &e.inner.cause {
             Cause::LinkClosed | Cause::ConnectionClosed => io::ErrorKind::NotConnected,
+            Cause::LinkDown(e) | Cause::Io(e) if is_dead_peer(e) => io::ErrorKind::TimedOut,
             Cause::LinkDown(_) | Cause::Io(_) => io::ErrorKind::ConnectionAborted,
             Cause::Handshake(HandshakeError::Timeout(_) | HandshakeError::Unanswered { .. })
             | Cause::Deadline(_) => io::ErrorKind::TimedOut,

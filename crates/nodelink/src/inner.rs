@@ -54,8 +54,6 @@ pub(crate) struct Shared {
     pub(crate) acceptors: Waiters,
     /// The reader, parked while the core holds a packet back.
     pub(crate) reader: Option<Waker>,
-    /// What this link last reported to its listener's memory budget.
-    pub(crate) reported_rx: usize,
 }
 
 /// What one core operation left to do once the lock is released. Nearly always a waker
@@ -134,16 +132,16 @@ pub(crate) struct LinkInner {
     pub(crate) closed_by_user: AtomicBool,
     pub(crate) stop_reading: CancellationToken,
     pub(crate) stop_writing: CancellationToken,
+    /// The link was closed on purpose: what the writer still does is bounded by the
+    /// linger.
+    pub(crate) closing: CancellationToken,
     pub(crate) tasks: TaskTracker,
-    /// The listener's admission for this link (its link limit), given back when the link
-    /// ends.
-    pub(crate) admission: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Drop for LinkInner {
     fn drop(&mut self) {
         if let Some(budget) = &self.config.budget {
-            budget.leave(lock(&self.shared).reported_rx);
+            budget.leave(lock(&self.shared).core.memory_reported());
         }
     }
 }
@@ -186,13 +184,7 @@ impl LinkInner {
         self.ready.store(s.core.ready(), Ordering::Relaxed);
         self.backlog_len
             .store(s.core.backlog_len(), Ordering::Relaxed);
-        if let Some(budget) = &self.config.budget {
-            let now = s.core.rx_total();
-            if now != s.reported_rx {
-                budget.update(s.reported_rx, now);
-                s.reported_rx = now;
-            }
-        }
+        s.core.report_memory();
     }
 
     /// Wakes and sends what a core operation produced.
@@ -257,7 +249,12 @@ impl LinkInner {
             // The peer agreed on the extension: tell it this is a close, not a loss
             // (`control.rs`, BYE). Queued last, flushed with the rest within the linger.
             let peer_control_id = control::control_id_of(self.role.peer());
-            self.enqueue_nowait(peer_control_id, control::CONTROL_CODE, control::encode_bye);
+            self.enqueue_nowait_capped(
+                peer_control_id,
+                control::CONTROL_CODE,
+                control::encode_bye,
+                false,
+            );
         }
         self.shutdown(LinkEnd::Closed);
     }
@@ -268,7 +265,6 @@ impl LinkInner {
         if self.end.set(end.clone()).is_err() {
             return;
         }
-        drop(lock(&self.admission).take());
         match &end {
             LinkEnd::Closed => tracing::debug!(link = %self.name, "link closed"),
             LinkEnd::Failed(e) => {
@@ -280,7 +276,10 @@ impl LinkInner {
         wake.wake();
         match end {
             LinkEnd::Failed(_) => self.stop_writing.cancel(),
-            LinkEnd::Closed => self.writer_kick.notify_one(),
+            LinkEnd::Closed => {
+                self.closing.cancel();
+                self.writer_kick.notify_one();
+            }
         }
         self.with_core(|s| s.core.shutdown());
     }

@@ -161,5 +161,5 @@ pub use request::Request;
 pub use role::{PeerFlowControl, Role};
 #[cfg(feature = "serde")]
 pub use serde_codec::{decode_serde, encode_serde};
-pub use serve::Handlers;
+pub use serve::{Handlers, DEFAULT_MAX_IN_FLIGHT};
 pub use stats::LinkStats;

@@ -326,7 +326,7 @@ impl Handshakes {
         if self.order.len() < MAX_PENDING_HANDSHAKES {
             return;
         }
-        if let Some(oldest) = self.order.pop_front() {
+        if let Some(oldest) = self.order.pop_front().filter(|h| !h.is_finished()) {
             oldest.abort();
             self.failed += 1;
             peer_warn!(
@@ -339,7 +339,8 @@ impl Handshakes {
 
     /// Links held now (handshakes included): a gauge.
     pub(crate) fn links(&self) -> usize {
-        self.max_links - self.permits.available_permits()
+        // Not counting the place taken ahead for the next stream.
+        self.max_links - self.permits.available_permits() - usize::from(self.permit.is_some())
     }
 
     /// Handshakes that failed so far.
@@ -433,7 +434,13 @@ impl Handshakes {
                     let handshake = start(stream);
                     let handle = self.pending.spawn(async move {
                         let link = handshake.await?;
-                        *nodelink_driver::lock(&link.inner().admission) = permit;
+                        // The place is given back once the link's tasks are done, that
+                        // is once its socket is closed (also if it ended already).
+                        let tasks = link.inner().tasks.clone();
+                        tokio::spawn(async move {
+                            tasks.wait().await;
+                            drop(permit);
+                        });
                         Ok(link)
                     });
                     self.order.push_back(handle);

@@ -84,27 +84,30 @@ impl LinkInner {
 
     /// Waits until the core lets the reader go on. False if the link is stopping.
     async fn wait_until_unblocked(&self) -> bool {
-        // Registered before the check, so a release in between is not missed.
-        let released = async {
-            match &self.config.budget {
-                Some(budget) => budget.released.notified().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(released);
-        tokio::select! {
-            biased;
-            _ = self.stop_reading.cancelled() => false,
-            () = &mut released => true,
-            _ = poll_fn(|cx| {
-                let mut s = lock(&self.shared);
-                if s.core.reader_blocked() {
-                    s.reader = Some(cx.waker().clone());
-                    Poll::Pending
-                } else {
-                    Poll::Ready(())
+        loop {
+            // Registered before the check, so a release in between is not missed; a
+            // release only makes the reader look again (a full accept backlog still holds).
+            let released = async {
+                match &self.config.budget {
+                    Some(budget) => budget.released.notified().await,
+                    None => std::future::pending().await,
                 }
-            }) => true,
+            };
+            tokio::pin!(released);
+            tokio::select! {
+                biased;
+                _ = self.stop_reading.cancelled() => return false,
+                () = &mut released => continue,
+                _ = poll_fn(|cx| {
+                    let mut s = lock(&self.shared);
+                    if s.core.reader_blocked() {
+                        s.reader = Some(cx.waker().clone());
+                        Poll::Pending
+                    } else {
+                        Poll::Ready(())
+                    }
+                }) => return true,
+            }
         }
     }
 }

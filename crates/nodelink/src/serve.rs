@@ -65,10 +65,23 @@ type Handler = Arc<dyn Fn(Request) -> Reply + Send + Sync>;
 /// serving.await.unwrap()?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Handlers {
     by_code: Arc<HashMap<u16, Handler>>,
+    max_in_flight: usize,
 }
+
+impl Default for Handlers {
+    fn default() -> Handlers {
+        Handlers {
+            by_code: Arc::default(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+/// Requests of one link handled at once by default ([`Handlers::with_max_in_flight`]).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 impl std::fmt::Debug for Handlers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,6 +95,15 @@ impl Handlers {
     /// No handlers yet: every request would be answered "unexpected message".
     pub fn new() -> Handlers {
         Handlers::default()
+    }
+
+    /// Most requests of one link handled at once (default [`DEFAULT_MAX_IN_FLIGHT`]). At
+    /// the limit the serve loop takes no more requests until one is answered, so a peer
+    /// that floods requests at slow handlers meets the link's own bounds (its accept
+    /// backlog, then TCP) instead of growing the number of tasks without end.
+    pub fn with_max_in_flight(mut self, requests: usize) -> Handlers {
+        self.max_in_flight = requests.max(1);
+        self
     }
 
     /// Handles requests of type `R` with `handler`, whose `Ok` is the answer and whose
@@ -162,7 +184,7 @@ impl Handlers {
                 biased;
                 () = stop.cancelled() => break Ok(()),
                 Some(done) = running.join_next(), if !running.is_empty() => report(done),
-                next = link.recv1() => match next {
+                next = link.recv1(), if running.len() < self.max_in_flight => match next {
                     Ok(request) => {
                         let this = self.clone();
                         running.spawn(async move { this.dispatch(request).await });
@@ -186,7 +208,7 @@ impl Handlers {
                 link = ?link,
                 unanswered = running.len(),
                 "handlers still running after the shutdown grace: abandoned (their askers get \
-                 \"connection closed\")"
+                 \"connection closed\", or see the link end if it closes first)"
             );
             running.abort_all();
         }
@@ -202,6 +224,8 @@ impl Handlers {
         stop: &CancellationToken,
     ) -> Result<()> {
         let links = tokio_util::task::TaskTracker::new();
+        // The links stop with the caller's token, or when the listener fails.
+        let stop_links = stop.child_token();
         let end = loop {
             tokio::select! {
                 biased;
@@ -209,7 +233,7 @@ impl Handlers {
                 accepted = listener.accept() => match accepted {
                     Ok(link) => {
                         let this = self.clone();
-                        let stop = stop.clone();
+                        let stop = stop_links.clone();
                         links.spawn(async move {
                             if let Err(e) = this.serve(&link, &stop).await {
                                 tracing::debug!(
@@ -225,6 +249,7 @@ impl Handlers {
             }
         };
         drop(listener);
+        stop_links.cancel();
         links.close();
         links.wait().await;
         end

@@ -182,13 +182,25 @@ impl LinkInner {
         code: u16,
         encode: impl FnOnce(&mut BytesMut),
     ) -> bool {
+        self.enqueue_nowait_capped(id, code, encode, true)
+    }
+
+    /// [`Self::enqueue_nowait`]; without `capped`, queued whatever is queued already (for
+    /// the one BYE a closing link sends: a few bytes, once).
+    pub(crate) fn enqueue_nowait_capped(
+        &self,
+        id: u32,
+        code: u16,
+        encode: impl FnOnce(&mut BytesMut),
+        capped: bool,
+    ) -> bool {
         let mut q = lock(&self.tx);
         if q.down {
             return false;
         }
         // Replies to a peer that does not read what we send must not grow memory: past
         // twice the send buffer they are dropped (and counted).
-        if q.queued >= 2 * self.config.send_buffer {
+        if capped && q.queued >= 2 * self.config.send_buffer {
             Counters::add(&self.stats.replies_dropped, 1);
             return false;
         }
@@ -298,7 +310,13 @@ impl LinkInner {
                 _ = self.stop_writing.cancelled() => break,
                 _ = self.writer_kick.notified() => {}
             }
-            let _ = self.flush(usize::MAX).await;
+            // A flush to a peer that does not read waits as long as the link is open; once
+            // it is closed, only the linger is left (flushes are cancel-safe).
+            tokio::select! {
+                biased;
+                _ = self.closing.cancelled() => {}
+                _ = self.flush(usize::MAX) => {}
+            }
             if lock(&self.tx).down {
                 let linger = self.config.close_linger;
                 let _ = tokio::time::timeout(linger, self.drain_and_shutdown()).await;

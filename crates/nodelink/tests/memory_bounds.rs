@@ -150,11 +150,14 @@ async fn a_listeners_links_share_its_memory_budget() {
         let _: Pong = within("a good request", good.call(&Ping)).await.unwrap();
     }
     let held: u64 = server_links.iter().map(|l| l.stats().rx_queued).sum();
-    // Each flooder may exceed its share by what was in flight (one read buffer).
+    // The first flooder, alone at first, may take the whole budget; the second joins
+    // while it is exceeded and still gets its share (half, or a third once the good client
+    // is counted); each may overshoot by what was in flight (a read buffer). Without the
+    // budget the two hold all 8.6 MB.
     let slack = 2 * ((64 << 10) + (60 << 10)) as u64;
     assert!(
-        held <= BUDGET as u64 + slack,
-        "the flooders' links hold {held} bytes, over the {BUDGET}-byte budget"
+        held <= (BUDGET + BUDGET / 2) as u64 + slack,
+        "the flooders' links hold {held} bytes, far over the {BUDGET}-byte budget"
     );
     // When one flooder's application starts reading, its link reads again: every one of
     // its 70 packets arrives.

@@ -194,3 +194,37 @@ async fn cancelled_send_after_link_failure_releases_the_stream() {
         .unwrap_err();
     assert!(e.is_link_gone(), "{e}");
 }
+
+/// Closing a link whose peer stopped reading returns after the linger, even while the
+/// writer (or a sender) is blocked on the full socket; a serve loop waiting for its links
+/// to close therefore cannot hang on such a peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_is_bounded_by_the_linger_when_the_peer_never_reads() {
+    let config = Config::default().with_close_linger(std::time::Duration::from_millis(100));
+    let (link, mut raw) = raw_and_link(Role::Server, config, 16 << 10).await;
+    // Packets on ids of the server's parity that it never opened: each is answered
+    // "connection closed" by the writer task, which blocks once the pipe is full.
+    for i in 1..3000u32 {
+        raw.send(2 * i, 2, b"").await;
+    }
+    within("the replies pile up", async {
+        while link.stats().packets_in < 2999 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let conn = link.open().unwrap();
+    let sending = tokio::spawn(async move {
+        let chunk = bytes::Bytes::from(vec![1u8; 1 << 20]);
+        for _ in 0..8 {
+            if conn.send_packet(0x0300, chunk.clone()).await.is_err() {
+                break;
+            }
+        }
+    });
+    within("close returns", link.close()).await;
+    within("the blocked sender is released", sending)
+        .await
+        .unwrap();
+    drop(raw);
+}

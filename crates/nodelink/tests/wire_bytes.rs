@@ -152,7 +152,7 @@ async fn hello_bytes_to_a_server_and_to_a_client() {
     assert_eq!(s.peer_flow_control(), nodelink::PeerFlowControl::On);
 }
 
-/// A closing side says BYE (`"NLFC" 05`) as its last packet, only to a peer that agreed on
+/// A closing side says BYE (`"NLFC" 05`) when it closes, only to a peer that agreed on
 /// the extension; a strict peer sees the stream end and nothing else.
 #[tokio::test]
 async fn bye_bytes_only_after_an_agreement() {

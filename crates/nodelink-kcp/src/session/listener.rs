@@ -37,8 +37,10 @@ const SESSION_QUEUE: usize = 1024;
 /// Admission: UDP source addresses are free to forge, so a session is cheap to create
 /// and must prove itself. At most [`max_sessions`](Config::max_sessions) live at once, and
 /// [`max_sessions_per_ip`](Config::max_sessions_per_ip) per IP address; past either, the
-/// oldest session that received a single datagram so far (a forged source never sends a
-/// second) is evicted to make room, and if every session has proven itself the new one
+/// oldest session that received a single datagram so far is evicted to make room (a
+/// flood of one forged datagram per source churns among itself; a forger that sends two
+/// per source is held by the per-address bound, and its sessions end with their protocol's
+/// timeouts), and if every session has proven itself the new one
 /// is refused (counted as `InErrs`). Evicted sessions end with [`ErrorKind::Reset`].
 /// Both are logged within the listener's warning budget; [`sessions`](Self::sessions)
 /// is the gauge.
@@ -304,10 +306,7 @@ impl Demux {
         if !listener_open {
             return self.drop_datagram(len, None);
         }
-        if !self.make_room(from) {
-            return self.drop_datagram(len, Some(false));
-        }
-        let Ok(permit) = self.accept_tx.try_reserve() else {
+        let Ok(permit) = self.accept_tx.clone().try_reserve_owned() else {
             // Backlog full: refuse.
             peer_warn!(
                 self.warn_limit,
@@ -318,6 +317,10 @@ impl Demux {
             );
             return self.drop_datagram(len, Some(false));
         };
+        // After the backlog check: a refused session must not cost another its place.
+        if !self.make_room(from) {
+            return self.drop_datagram(len, Some(false));
+        }
         let pipe = match Pipeline::with_crypto(conv, &self.cfg, Arc::clone(&self.crypto)) {
             Ok(p) => p,
             Err(e) => {

@@ -55,11 +55,12 @@ impl Idle {
     /// When the timer should fire next; `probe` says whether the peer can be probed.
     pub(crate) fn deadline(&self, probe: bool) -> Option<Instant> {
         let timeout = self.timeout?;
-        Some(if probe && !self.probed {
-            self.last_rx + timeout / 2
+        // A timeout too long to represent never fires.
+        if probe && !self.probed {
+            self.last_rx.checked_add(timeout / 2)
         } else {
-            self.last_rx + timeout
-        })
+            self.last_rx.checked_add(timeout)
+        }
     }
 
     /// The timer fired (or may have) at `now`.
@@ -67,9 +68,10 @@ impl Idle {
         let Some(timeout) = self.timeout else {
             return IdleEvent::None;
         };
-        if now >= self.last_rx + timeout {
+        let passed = now.saturating_duration_since(self.last_rx);
+        if passed >= timeout {
             IdleEvent::Expired(timeout)
-        } else if probe && !self.probed && now >= self.last_rx + timeout / 2 {
+        } else if probe && !self.probed && passed >= timeout / 2 {
             self.probed = true;
             IdleEvent::Probe
         } else {

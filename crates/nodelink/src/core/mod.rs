@@ -233,6 +233,8 @@ pub(crate) struct LinkCore<W> {
     idle: Idle,
     /// The listener's memory budget this link shares (`budget.rs`), if it was accepted.
     memory: Option<Arc<crate::budget::MemoryBudget>>,
+    /// What this link last reported to that budget.
+    memory_reported: usize,
     ids: Ids,
     slots: Vec<Slot<W>>,
     free: Vec<u32>,
@@ -278,6 +280,7 @@ impl<W: Default> LinkCore<W> {
             bye_sent: false,
             idle: Idle::new(config.idle_timeout, now),
             memory: config.budget.clone(),
+            memory_reported: 0,
             name,
             dialect,
             budget,
@@ -350,6 +353,7 @@ impl<W: Default> LinkCore<W> {
     }
 
     /// Cost queued in connection receive queues.
+    #[cfg(test)]
     pub(crate) fn rx_total(&self) -> usize {
         self.rx_total
     }
@@ -380,7 +384,28 @@ impl<W: Default> LinkCore<W> {
     /// an exceeded listener budget.
     fn over_rx_limit(&self) -> bool {
         self.rx_total > self.link_recv_limit
-            || self.memory.as_ref().is_some_and(|b| b.over(self.rx_total))
+            || self.memory.as_ref().is_some_and(|b| {
+                // What this link added since it last reported counts at once.
+                b.over(
+                    self.rx_total,
+                    self.rx_total as isize - self.memory_reported as isize,
+                )
+            })
+    }
+
+    /// Reports the unread payload to the listener's budget, if it changed.
+    pub(crate) fn report_memory(&mut self) {
+        if let Some(budget) = &self.memory {
+            if self.rx_total != self.memory_reported {
+                budget.update(self.memory_reported, self.rx_total);
+                self.memory_reported = self.rx_total;
+            }
+        }
+    }
+
+    /// What was last reported to the listener's budget.
+    pub(crate) fn memory_reported(&self) -> usize {
+        self.memory_reported
     }
 
     /// The one timer: until the extension's negotiation decides.
