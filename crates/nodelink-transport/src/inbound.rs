@@ -151,13 +151,25 @@ async fn handshake(
         }
     };
     let Some(ep) = transport.endpoint(target) else {
-        handshake_failed!(
-            transport,
-            %peer,
-            origin = %address,
-            endpoint = target,
-            "connection request for an endpoint that does not exist: rejected"
-        );
+        if transport.was_opened(target) {
+            // An endpoint of ours that closed: a peer that had not heard of it yet (a
+            // reply racing our close) did nothing wrong.
+            transport.handshakes_failed.fetch_add(1, Relaxed);
+            tracing::debug!(
+                %peer,
+                origin = %address,
+                endpoint = target,
+                "connection request for an endpoint closed earlier: rejected"
+            );
+        } else {
+            handshake_failed!(
+                transport,
+                %peer,
+                origin = %address,
+                endpoint = target,
+                "connection request for an endpoint that does not exist: rejected"
+            );
+        }
         let _ = respond(stream, HandshakeResponse::InvalidEndPoint).await;
         return Verdict::Done;
     };

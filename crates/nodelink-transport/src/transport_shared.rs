@@ -40,6 +40,12 @@ impl TransportShared {
         lock(&self.state).endpoints.get(&id).cloned()
     }
 
+    /// Whether endpoint `id` was opened on this transport at some point (it may be
+    /// closed now): ids are given out in order.
+    pub(crate) fn was_opened(&self, id: u32) -> bool {
+        id < lock(&self.state).next_id
+    }
+
     pub(crate) fn fail_all(&self, message: &str) {
         let eps: Vec<_> = lock(&self.state).endpoints.values().cloned().collect();
         for ep in eps {

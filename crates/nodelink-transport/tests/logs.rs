@@ -150,7 +150,26 @@ async fn failed_handshakes_are_warnings() {
     let (_raw, answer) = Raw::handshake(&other, "127.0.0.1:14:0").await;
     assert_eq!(answer, INVALID);
     log.expect_one("WARN", &["does not exist", "endpoint=9"]);
+
+    // An endpoint of ours that closed: a peer racing our close did nothing wrong, so the
+    // refusal is not a warning (the CLI's `nt ping` printed one on its way out).
+    let second = endpoint(&t).await;
+    let closed = second.address().clone();
+    within("close the endpoint", second.close()).await;
+    let (_raw, answer) = Raw::handshake(&closed, "127.0.0.1:14:0").await;
+    assert_eq!(answer, INVALID);
     within("close", t.close()).await;
+    assert!(
+        log.find("WARN", &["closed earlier"]).is_empty(),
+        "{:?}",
+        log.lines()
+    );
+    assert_eq!(
+        log.find("WARN", &["does not exist"]).len(),
+        1,
+        "{:?}",
+        log.lines()
+    );
 }
 
 /// A client that fails its handshake over and over cannot flood the log: the warnings of
