@@ -35,7 +35,7 @@ cargo test --workspace --locked
 
 step "examples (each runs to completion on loopback)"
 for example in typed_rpc link_over_tls link_over_kcp; do
-  cargo run -q --locked -p nodelink --example "$example"
+  cargo run -q --locked -p nodelink --features kcp --example "$example"
 done
 cargo run -q --locked -p nodelink-transport --example echo_endpoint
 cargo run -q --locked -p nodelink-tunnel --example tunnel_from_code

@@ -22,6 +22,26 @@ impl EndPointAddress {
         EndPointAddress(Bytes::from(format!("{host}:{port}:{endpoint_id}")))
     }
 
+    /// A fresh random address for an endpoint nobody can dial: a version 4 UUID in its
+    /// usual text form, as the original gives its unaddressable endpoints.
+    pub fn unaddressable() -> Self {
+        let mut b: [u8; 16] = rand::random();
+        b[6] = (b[6] & 0x0f) | 0x40; // version 4
+        b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+        let hex = |r: std::ops::Range<usize>| -> String {
+            b[r].iter().map(|x| format!("{x:02x}")).collect()
+        };
+        let text = format!(
+            "{}-{}-{}-{}-{}",
+            hex(0..4),
+            hex(4..6),
+            hex(6..8),
+            hex(8..10),
+            hex(10..16)
+        );
+        EndPointAddress(Bytes::from(text))
+    }
+
     /// Wraps arbitrary bytes without checking them.
     pub fn from_bytes(b: impl Into<Bytes>) -> Self {
         EndPointAddress(b.into())
@@ -107,6 +127,19 @@ impl fmt::Debug for EndPointAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unaddressable_is_a_fresh_v4_uuid() {
+        let a = EndPointAddress::unaddressable();
+        let t = std::str::from_utf8(a.as_bytes()).unwrap();
+        let groups: Vec<usize> = t.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{t}");
+        assert!(t.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{t}");
+        assert_eq!(&t[14..15], "4", "version nibble: {t}");
+        assert!("89ab".contains(&t[19..20]), "variant nibble: {t}");
+        assert!(a.parse().is_none(), "{t} must not parse as host:port:id");
+        assert_ne!(a, EndPointAddress::unaddressable());
+    }
 
     #[test]
     fn parse_splits_at_last_two_colons() {

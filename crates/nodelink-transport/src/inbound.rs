@@ -133,7 +133,7 @@ async fn handshake(
         }
     };
     let address = match origin {
-        None => EndPointAddress::from_bytes(uuid::Uuid::new_v4().to_string()),
+        None => EndPointAddress::unaddressable(),
         Some((a, host)) => {
             if transport.config.check_peer_host {
                 if let Some(mismatch) = host_mismatch(&host, peer.ip()).await {

@@ -134,7 +134,7 @@ impl Transport {
         })?;
         let address = match &self.shared.advertised {
             Some((host, port)) => EndPointAddress::new(host, *port, id),
-            None => EndPointAddress::from_bytes(uuid::Uuid::new_v4().to_string()),
+            None => EndPointAddress::unaddressable(),
         };
         let ep = Arc::new(EndPointShared::new(
             Arc::downgrade(&self.shared) as Weak<dyn Owner>,

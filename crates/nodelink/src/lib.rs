@@ -99,6 +99,16 @@
 //! call waits forever for a peer that released its request: a dropped or panicked
 //! [`Request`] is answered "connection closed".
 //!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tls` | yes | links over TLS with NEO's node certificates (`rustls`, `ring`) |
+//! | `serde` | yes | [`serde_message!`]: serde types as messages (MessagePack) |
+//! | `kcp` | no | links over KCP sessions (`nodelink::kcp`, the `nodelink-kcp` crate) |
+//!
+//! With `default-features = false` the crate is the plain link over TCP or any byte stream.
+//!
 //! ## Observability
 //!
 //! Every packet sent and received is a `tracing` event at TRACE level (code, connection,
