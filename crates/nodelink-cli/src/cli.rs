@@ -7,7 +7,7 @@ use crate::tls_args::{ClientTlsArgs, ServerTlsArgs};
 
 /// Serve, ping and tour NEO-compatible multiplexed links.
 #[derive(Debug, Parser)]
-#[command(name = "nodelink", version, about, long_about = None)]
+#[command(name = "nodelink", version, propagate_version = true, about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -20,6 +20,10 @@ pub struct Cli {
     /// such as `nodelink=debug`. Overrides -v and RUST_LOG.
     #[arg(long, value_name = "FILTER", global = true)]
     pub log_level: Option<String>,
+    /// Worker threads of the async runtime (default: one per CPU the process may use).
+    #[arg(long, value_name = "N", global = true,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// Which NEO implementation's rules a link follows (`--dialect`).
@@ -102,6 +106,9 @@ pub struct KcpBenchArgs {
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     pub timeout: f64,
+    /// Print the result as one JSON object on stdout instead of text lines.
+    #[arg(long)]
+    pub json: bool,
     /// KCP settings (kcptun's flag names and client defaults).
     #[command(flatten)]
     pub kcp: KcpArgs,
@@ -124,9 +131,9 @@ pub struct ServeArgs {
     /// The dialect to speak: neo-go (NEO/go's neonet) or neo-py (NEO/py 1.12).
     #[arg(long, value_enum, default_value_t = DialectArg::NeoGo)]
     pub dialect: DialectArg,
-    /// Protocol version word for the handshake.
+    /// NEO protocol version word sent in the handshake (`--version` prints the tool's).
     #[arg(long, value_name = "N", default_value_t = nodelink::DEFAULT_VERSION)]
-    pub version: u32,
+    pub protocol_version: u32,
     /// Most links served at once; more clients wait until one ends (default: the
     /// open-file limit, raised to its maximum at start, less 64).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -192,15 +199,18 @@ pub struct PingArgs {
     #[arg(long, value_name = "K", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
-    /// Protocol version word for the handshake.
+    /// NEO protocol version word sent in the handshake (`--version` prints the tool's).
     #[arg(long, value_name = "N", default_value_t = nodelink::DEFAULT_VERSION)]
-    pub version: u32,
+    pub protocol_version: u32,
     /// TLS settings.
     #[command(flatten)]
     pub tls: ClientTlsArgs,
     /// KCP settings (`--kcp` and `--kcp-*`).
     #[command(flatten)]
     pub kcp: LinkKcpArgs,
+    /// Print the result as one JSON object on stdout instead of text lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A byte count with an optional binary suffix (`512k`, `64M`, `1G`).

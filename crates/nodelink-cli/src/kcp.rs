@@ -111,6 +111,9 @@ struct Measured {
 }
 
 async fn bench(args: KcpBenchArgs) -> anyhow::Result<()> {
+    if args.json {
+        crate::out::use_json();
+    }
     let session = args.kcp.flags().session(Side::Client)?;
     let timeout = Duration::try_from_secs_f64(args.timeout)
         .ok()
@@ -150,6 +153,22 @@ async fn bench(args: KcpBenchArgs) -> anyhow::Result<()> {
     };
     let mb = args.size as f64 / 1e6;
     let secs = |d: Duration| d.as_secs_f64().max(1e-9);
+    let counters: serde_json::Map<String, serde_json::Value> = stats
+        .fields()
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).into()))
+        .collect();
+    crate::out::json(&serde_json::json!({
+        "command": "kcp bench",
+        "remote": remote.to_string(),
+        "settings": description,
+        "bytes": args.size,
+        "written_s": measured.written.as_secs_f64(),
+        "echoed_s": measured.echoed.as_secs_f64(),
+        "up_mb_per_s": mb / secs(measured.written),
+        "down_mb_per_s": mb / secs(measured.echoed),
+        "counters": counters,
+    }))?;
     say!(
         "echo verified: {} bytes in {:.3} s",
         args.size,

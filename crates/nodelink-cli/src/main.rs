@@ -87,8 +87,12 @@ fn kcptun_style_args(args: Vec<OsString>) -> Vec<OsString> {
 
 /// Builds the runtime and runs the chosen command.
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let threads = cli.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;

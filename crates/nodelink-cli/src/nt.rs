@@ -92,6 +92,9 @@ pub struct NtPingArgs {
     /// exceed it.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE)]
     pub max_message: u32,
+    /// Print the result as one JSON object on stdout instead of text lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs a `nt` subcommand.
@@ -436,6 +439,9 @@ async fn await_reverse_close(endpoint: &EndPoint, reverse: ConnectionId, timeout
 
 /// Runs `nodelink nt ping`.
 async fn ping(args: NtPingArgs) -> anyhow::Result<()> {
+    if args.json {
+        crate::out::use_json();
+    }
     let timeout = seconds("--timeout", args.timeout)?;
     let target: EndPointAddress = args
         .address
@@ -482,7 +488,21 @@ async fn ping(args: NtPingArgs) -> anyhow::Result<()> {
     close_transport(&transport).await;
     let (mut samples, elapsed) = result?;
 
-    if let Some(s) = Summary::of(&mut samples) {
+    let summary = Summary::of(&mut samples);
+    crate::out::json(&serde_json::json!({
+        "command": "nt ping",
+        "address": target.to_string(),
+        "size": args.size,
+        "pings": args.count,
+        "echoes": samples.len(),
+        "elapsed_s": elapsed.as_secs_f64(),
+        "rtt_us": summary.map(|s| {
+            let mut figures = s.to_json();
+            figures["min"] = (samples[0].as_secs_f64() * 1e6).into();
+            figures
+        }),
+    }))?;
+    if let Some(s) = summary {
         // Summary::of sorted the samples: the first is the smallest.
         say!(
             "rtt: min {:.1} µs, avg {:.1} µs, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",

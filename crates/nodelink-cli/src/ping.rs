@@ -211,6 +211,9 @@ fn progress_bar(count: u64) -> ProgressBar {
 
 /// Runs `nodelink ping`.
 pub async fn run(args: PingArgs) -> anyhow::Result<()> {
+    if args.json {
+        crate::out::use_json();
+    }
     if args.size > nodelink::MAX_PAYLOAD_LEN {
         bail!(
             "--size {}: a packet carries at most {} payload bytes",
@@ -228,7 +231,7 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
     let tls = args.tls.settings()?;
     let kcp = args.kcp.session(Side::Client)?;
     let config = Config::default()
-        .with_version(args.version)
+        .with_version(args.protocol_version)
         .with_dialect(dialect);
     let link = match kcp {
         Some(session) => kcp_args::connect(&args.addr, session, config).await?,
@@ -282,7 +285,22 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
     link.close().await;
 
     let ok = samples.len() as u64;
-    if let Some(s) = Summary::of(&mut samples) {
+    let summary = Summary::of(&mut samples);
+    crate::out::json(&serde_json::json!({
+        "command": "ping",
+        "addr": args.addr,
+        "mode": args.mode.name(),
+        "dialect": if matches!(args.dialect, crate::cli::DialectArg::NeoPy) { "neo-py" } else { "neo-go" },
+        "size": args.size,
+        "concurrency": args.concurrency,
+        "requests": args.count,
+        "answers": ok,
+        "errors": errors,
+        "elapsed_s": elapsed.as_secs_f64(),
+        "requests_per_s": per_second(ok, elapsed),
+        "rtt_us": summary.map(|s| s.to_json()),
+    }))?;
+    if let Some(s) = summary {
         say!(
             "rtt: p50 {:.1} µs, p99 {:.1} µs, mean {:.1} µs, max {:.1} µs",
             s.p50_us,

@@ -23,7 +23,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Handlers go in before the address is printed: whoever reads it may signal at once.
     let mut signals = Signals::install()?;
     let config = Config::default()
-        .with_version(args.version)
+        .with_version(args.protocol_version)
         .with_dialect(args.dialect.into())
         .with_max_links(args.max_links.map(|n| n as usize))
         .with_max_memory(args.max_memory.unwrap_or(Config::default().max_memory))
@@ -37,7 +37,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let addr = listener.local_addr();
     say!("listening on {addr}");
-    tracing::info!(%addr, tls = tls.is_some(), kcp = args.kcp.kcp, version = args.version, dialect = ?args.dialect, "serving");
+    tracing::info!(%addr, tls = tls.is_some(), kcp = args.kcp.kcp, version = args.protocol_version, dialect = ?args.dialect, "serving");
 
     let stop = CancellationToken::new();
     let mut links = JoinSet::new();

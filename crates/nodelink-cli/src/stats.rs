@@ -35,6 +35,19 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// The figures as a JSON object, in microseconds (`--json` output).
+    pub fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "samples": self.count,
+            "p50": self.p50_us,
+            "p99": self.p99_us,
+            "mean": self.mean_us,
+            "max": self.max_us,
+        })
+    }
+}
+
 /// The `p`th percentile (0 < p <= 100) of sorted, non-empty `sorted`, by the nearest-rank
 /// method: the smallest sample such that at least p% of the samples are at most it.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -96,9 +96,72 @@ fn ping_to_a_closed_port_fails_cleanly() {
 #[test]
 fn ping_with_another_version_fails_with_a_mismatch() {
     let server = serve(&[]);
-    let r = run(&["ping", &server.addr.to_string(), "--version", "5"]);
+    let r = run(&["ping", &server.addr.to_string(), "--protocol-version", "5"]);
     assert_one_line_error(&r);
     assert!(r.stderr.contains("version mismatch"), "{}", r.describe());
+}
+
+#[test]
+fn ping_json_is_one_object() {
+    let server = serve(&[]);
+    let addr = server.addr.to_string();
+    let r = run(&[
+        "ping",
+        &addr,
+        "--count",
+        "9",
+        "--concurrency",
+        "2",
+        "--size",
+        "16",
+        "--json",
+    ]);
+    assert!(r.status.success(), "{}", r.describe());
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.describe());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
+    assert_eq!(v["command"], "ping", "{v}");
+    assert_eq!(v["addr"], addr.as_str(), "{v}");
+    assert_eq!(v["mode"], "ask1", "{v}");
+    assert_eq!(v["requests"], 9, "{v}");
+    assert_eq!(v["answers"], 9, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(v["rtt_us"]["samples"], 9, "{v}");
+    let (p50, p99) = (v["rtt_us"]["p50"].as_f64(), v["rtt_us"]["p99"].as_f64());
+    assert!(0.0 < p50.unwrap() && p50 <= p99, "{v}");
+}
+
+#[test]
+fn version_prints_the_tools_version_on_every_command() {
+    // clap names the subcommand: "nodelink 0.1.0", "nodelink-serve 0.1.0".
+    let version = format!(" {}", env!("CARGO_PKG_VERSION"));
+    for args in [
+        &["--version"][..],
+        &["serve", "--version"],
+        &["ping", "--version"],
+    ] {
+        let r = run(args);
+        assert!(r.status.success(), "{args:?}: {}", r.describe());
+        let out = r.stdout.trim();
+        assert!(out.starts_with("nodelink"), "{args:?}: {}", r.describe());
+        assert!(out.ends_with(&version), "{args:?}: {}", r.describe());
+    }
+}
+
+#[test]
+fn threads_sets_the_runtime_and_refuses_zero() {
+    let server = serve(&["--threads", "1"]);
+    let r = run(&[
+        "--threads",
+        "3",
+        "ping",
+        &server.addr.to_string(),
+        "--count",
+        "5",
+    ]);
+    assert!(r.status.success(), "{}", r.describe());
+    let r = run(&["ping", &server.addr.to_string(), "--threads", "0"]);
+    assert!(!r.status.success(), "{}", r.describe());
+    assert!(r.stderr.contains("--threads"), "{}", r.describe());
 }
 
 #[test]

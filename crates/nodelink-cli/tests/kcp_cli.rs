@@ -102,6 +102,32 @@ fn kcp_bench_without_crypto_or_fec() {
 }
 
 #[test]
+fn kcp_bench_json_is_one_object_with_the_counters() {
+    let server = kcp_serve(&["--mode", "fast3"]);
+    let mut cmd = bin();
+    cmd.args([
+        "kcp",
+        "bench",
+        &server.addr,
+        "--size",
+        "300000",
+        "--mode",
+        "fast3",
+    ])
+    .arg("--json");
+    let o = run(cmd);
+    assert_eq!(o.status.code(), Some(0), "{}", o.describe());
+    assert_eq!(o.stdout.lines().count(), 1, "{}", o.describe());
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("JSON on stdout");
+    assert_eq!(v["command"], "kcp bench", "{v}");
+    assert_eq!(v["remote"], server.addr.as_str(), "{v}");
+    assert_eq!(v["bytes"], 300_000, "{v}");
+    assert_eq!(v["counters"]["BytesSent"], 300_000, "{v}");
+    assert_eq!(v["counters"]["BytesReceived"], 300_000, "{v}");
+    assert!(v["down_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
 fn kcp_bench_salsa20_fast3() {
     let flags = ["--crypt", "salsa20", "--mode", "fast3"];
     let server = kcp_serve(&flags);

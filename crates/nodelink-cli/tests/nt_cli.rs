@@ -104,6 +104,28 @@ fn echo_and_ping_ipv4() {
 }
 
 #[test]
+fn ping_json_is_one_object() {
+    let e = echo("127.0.0.1:0");
+    let r = run(&["nt", "ping", &e.address, "--count", "7", "--json"]);
+    assert!(r.status.success(), "{}", r.describe());
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.describe());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
+    assert_eq!(v["command"], "nt ping", "{v}");
+    assert_eq!(v["address"], e.address.as_str(), "{v}");
+    assert_eq!(v["pings"], 7, "{v}");
+    assert_eq!(v["echoes"], 7, "{v}");
+    let rtt = &v["rtt_us"];
+    assert_eq!(rtt["samples"], 7, "{v}");
+    let (min, p50, max) = (
+        rtt["min"].as_f64(),
+        rtt["p50"].as_f64(),
+        rtt["max"].as_f64(),
+    );
+    let (min, p50, max) = (min.unwrap(), p50.unwrap(), max.unwrap());
+    assert!(0.0 < min && min <= p50 && p50 <= max, "{v}");
+}
+
+#[test]
 fn echo_and_ping_ipv6() {
     if !has_ipv6_loopback() {
         println!("note: no IPv6 loopback on this machine; echo_and_ping_ipv6 skipped");
