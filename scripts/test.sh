@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check the project has: formatting, clippy (warnings denied), unit,
-# integration and doc tests, the loom model test, and a short run of every fuzz target.
-# Installs what it needs (cargo-fuzz) on a fresh machine. Bounded: no step waits forever.
+# Runs every check the project has: formatting, clippy (warnings denied), the MSRV, the
+# dependency policy, packaging, API docs, unit, integration and doc tests, the examples,
+# the loom model test, the benchmarks' smoke run and a short run of every fuzz target.
+# Installs what it needs (cargo-fuzz, cargo-deny, Debian's rustc 1.85) on a fresh machine. Bounded: no step waits forever.
 #
 #   FUZZ_SECONDS=N   seconds per fuzz target (default 30; 0 skips fuzzing)
 set -euo pipefail
@@ -23,6 +24,18 @@ step "clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The link without its optional features, as the fuzz targets build it.
 cargo clippy -p nodelink --no-default-features --locked -- -D warnings
+
+step "MSRV (dependency metadata, and a build with Debian's rustc of that version)"
+./scripts/check-msrv.sh
+
+step "dependency policy (cargo deny: licences, bans, sources; deny.toml)"
+if ! cargo deny --version >/dev/null 2>&1; then
+  cargo install cargo-deny --locked --no-default-features
+fi
+cargo deny --locked check licenses bans sources
+
+step "packaging (every published crate packages and builds from its package)"
+cargo publish --workspace --dry-run --locked --allow-dirty
 
 step "API docs of the library crates (broken links denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --lib --locked
