@@ -50,6 +50,7 @@ step "examples (each runs to completion on loopback)"
 for example in typed_rpc link_over_tls link_over_kcp; do
   cargo run -q --locked -p nodelink --features kcp --example "$example"
 done
+cargo run -q --locked -p nodelink-kcp --example own_socket
 cargo run -q --locked -p nodelink-transport --example echo_endpoint
 cargo run -q --locked -p nodelink-tunnel --example tunnel_from_code
 cargo run -q --locked -p nodelink-smux --example bulk -- 2 1

@@ -40,6 +40,14 @@
 //! # server.await.unwrap()?; Ok(()) }
 //! ```
 //!
+//! ## On a socket of your own
+//!
+//! [`KcpStream::connect_on`] and [`KcpListener::from_socket`] take a
+//! `tokio::net::UdpSocket` the application already has (kcp-go's `NewConn` and
+//! `ServeConn`): a socket bound with options of its own, or one whose port a NAT maps
+//! after a rendezvous exchange. [`KcpListener::connect`] dials from the listener's socket,
+//! so one port serves and dials at once. The example `examples/own_socket.rs` shows it.
+//!
 //! ## Security: what the ciphers protect, and what they do not
 //!
 //! kcp-go's datagram encryption (and so kcptun's, and ours, byte for byte) was made to
@@ -79,6 +87,7 @@ mod pipeline_sim_tests;
 pub mod session;
 mod stats;
 
+pub use crypt::CipherKind;
 pub use error::{Error, ErrorKind, Result};
 pub use pipeline::{AckTiming, Config, Mode, Stats};
 pub use session::{snmp, KcpListener, KcpStream, SessionMonitor};

@@ -273,3 +273,44 @@ async fn message_mode_both_ways() {
     let v = go_client(&addr, &flags, 1_000_000).await;
     assert_eq!(v["ok"], serde_json::Value::Bool(true), "{v}");
 }
+
+/// One socket of ours (kcp-go's `ServeConn` + `NewConn` on one `PacketConn`, in effect):
+/// it dials kcp-go's echo server and, at the same time, serves kcp-go's client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_socket_dials_and_serves_kcp_go() {
+    let (crypt, ds, ps) = ("aes", 10, 3);
+    let (_server, go_addr) = go_echo_server(&go_flags(crypt, ds, ps)).await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut ours = KcpListener::from_socket(sock, rust_cfg(crypt, ds, ps)).expect("listener");
+    let our_addr = ours.local_addr().to_string();
+    let mut out = ours.connect(&go_addr).await.expect("dial kcp-go");
+    let serving = tokio::spawn(async move {
+        let (mut s, _) = ours.accept().await.expect("kcp-go's client");
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let flags = go_flags(crypt, ds, ps);
+    let go_client = go_client(&our_addr, &flags, 1_000_000);
+    let dialled = async {
+        let data = payload(1 << 20, 7);
+        out.write_all(&data).await.expect("write");
+        let mut got = vec![0u8; data.len()];
+        out.read_exact(&mut got).await.expect("read the echo");
+        assert!(got == data, "echo from kcp-go differs");
+    };
+    let (v, ()) = tokio::join!(go_client, dialled);
+    assert_eq!(v["ok"], serde_json::Value::Bool(true), "{v}");
+    assert_eq!(v["bytes"], 1_000_000, "{v}");
+    serving.abort();
+}

@@ -10,10 +10,10 @@ use std::task::{Context, Poll};
 
 use nodelink_driver::{peer_warn, WarnLimiter};
 use tokio::net::{ToSocketAddrs, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::driver::NetSide;
-use super::stream::KcpStream;
+use super::stream::{random_conv, resolve, KcpStream};
 use super::{count_open, GLOBAL};
 use crate::core::segment::segments;
 use crate::crypt::DatagramCrypto;
@@ -61,6 +61,14 @@ pub struct KcpListener {
     failure: Arc<OnceLock<Arc<io::Error>>>,
     /// Sessions alive now (a gauge kept by the demultiplexer).
     live: Arc<AtomicUsize>,
+    /// Requests for outgoing sessions on this socket ([`KcpListener::connect`]).
+    open_tx: mpsc::Sender<OpenRequest>,
+}
+
+/// An outgoing session to open on the listener's socket, and where to answer.
+struct OpenRequest {
+    peer: SocketAddr,
+    reply: oneshot::Sender<Result<KcpStream>>,
 }
 
 struct Route {
@@ -101,16 +109,33 @@ impl KcpListener {
     /// [`ErrorKind::Io`] when the UDP socket cannot be bound; [`ErrorKind::Config`] for a
     /// bad configuration.
     pub async fn bind(addr: impl ToSocketAddrs, cfg: Config) -> Result<KcpListener> {
+        let cannot_bind = |e| Error::io("cannot bind the KCP listener's UDP socket", e);
+        let sock = UdpSocket::bind(addr).await.map_err(cannot_bind)?;
+        KcpListener::from_socket(sock, cfg)
+    }
+
+    /// Serves KCP sessions on a UDP socket the caller already owns, as kcp-go's
+    /// `ServeConn`: a socket bound with options of the caller's choosing, or one whose
+    /// port a NAT already maps. The listener takes the socket over: every datagram it
+    /// receives is demultiplexed as described above. [`connect`](Self::connect) opens
+    /// outgoing sessions on the same socket, so one port can both serve and dial.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] when the socket has no local address; [`ErrorKind::Config`] for
+    /// a bad configuration.
+    pub fn from_socket(sock: UdpSocket, cfg: Config) -> Result<KcpListener> {
         // Validate once up front (conv 1 is arbitrary).
         let crypto = Arc::new(cfg.crypto()?);
         Pipeline::with_crypto(1, &cfg, Arc::clone(&crypto))?;
-        let cannot_bind = |e| Error::io("cannot bind the KCP listener's UDP socket", e);
-        let sock = UdpSocket::bind(addr).await.map_err(cannot_bind)?;
         cfg.apply_socket_options(&sock);
+        let local = sock
+            .local_addr()
+            .map_err(|e| Error::io("the KCP listener's UDP socket has no local address", e))?;
         let sock = Arc::new(sock);
-        let local = sock.local_addr().map_err(cannot_bind)?;
         let (accept_tx, accept_rx) = mpsc::channel(cfg.backlog.max(1));
         let (gone_tx, gone_rx) = mpsc::unbounded_channel();
+        let (open_tx, open_rx) = mpsc::channel(16);
         let stats = Arc::new(AtomicStats::new());
         let failure = Arc::new(OnceLock::new());
         let live = Arc::new(AtomicUsize::new(0));
@@ -130,7 +155,7 @@ impl KcpListener {
             stats: Arc::clone(&stats),
             failure: Arc::clone(&failure),
         };
-        tokio::spawn(demux.run(gone_rx));
+        tokio::spawn(demux.run(gone_rx, open_rx));
         Ok(KcpListener {
             accept_rx,
             ended: false,
@@ -138,7 +163,33 @@ impl KcpListener {
             stats,
             failure,
             live,
+            open_tx,
         })
+    }
+
+    /// Opens an outgoing session to `addr` on this listener's socket (from its local
+    /// address), with a random conversation id: one UDP port both serves and dials, as a
+    /// peer behind a NAT needs. Datagrams from `addr` then go to this session, not to a
+    /// new accepted one. The session counts among the listener's
+    /// [`sessions`](Self::sessions) but is not subject to the admission limits.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] when `addr` does not resolve, when a session with that address
+    /// already exists on this socket (`AddrInUse`), or when the listener's socket failed;
+    /// [`ErrorKind::Config`] if the session cannot be built.
+    pub async fn connect(&self, addr: impl ToSocketAddrs) -> Result<KcpStream> {
+        let peer = resolve(addr).await?;
+        let (reply, answer) = oneshot::channel();
+        let stopped = || match self.failure.get() {
+            Some(e) => Error::io_shared("the KCP listener's UDP socket failed", e.clone()),
+            None => Error::fixed(ErrorKind::Closed, "the KCP listener stopped"),
+        };
+        self.open_tx
+            .send(OpenRequest { peer, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Waits for the next session.
@@ -221,7 +272,11 @@ impl Demux {
         GLOBAL.add(&d);
     }
 
-    async fn run(mut self, mut gone_rx: mpsc::UnboundedReceiver<(SocketAddr, u64)>) {
+    async fn run(
+        mut self,
+        mut gone_rx: mpsc::UnboundedReceiver<(SocketAddr, u64)>,
+        mut open_rx: mpsc::Receiver<OpenRequest>,
+    ) {
         let mut buf = vec![0u8; 65_536];
         let mut listener_open = true;
         loop {
@@ -246,6 +301,10 @@ impl Demux {
                     if self.routes.get(&addr).is_some_and(|r| r.id == id) {
                         self.remove_route(addr);
                     }
+                }
+                Some(request) = open_rx.recv() => {
+                    let opened = self.open(request.peer);
+                    let _ = request.reply.send(opened);
                 }
                 _ = accept_tx.closed(), if listener_open => listener_open = false,
             }
@@ -332,36 +391,9 @@ impl Demux {
                 return self.drop_datagram(len, Some(false));
             }
         };
-        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-        let id = self.next_id;
-        self.next_id += 1;
-        let sock = Arc::clone(&self.sock);
-        let gone = self.gone_tx.clone();
-        let stream = KcpStream::spawn(pipe, self.cfg.clone(), self.local, from, |_| {
-            NetSide::Server {
-                sock,
-                peer: from,
-                rx,
-                gone,
-                id,
-            }
-        });
-        count_open(false);
-        self.stats
-            .passive_opens
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (stream, tx, id) = self.start_session(pipe, from, conv, false);
         // The channel is new: this cannot be full.
         let _ = tx.try_send(payload.to_vec());
-        self.routes.insert(
-            from,
-            Route {
-                conv,
-                id,
-                tx,
-                proven: false,
-            },
-        );
-        *self.per_ip.entry(from.ip()).or_default() += 1;
         self.unproven.push_back((from, id));
         if self.unproven.len() > 4 * self.cfg.max_sessions {
             // Keep the queue in proportion: drop entries of sessions gone or proven.
@@ -369,8 +401,66 @@ impl Demux {
             self.unproven
                 .retain(|(addr, id)| routes.get(addr).is_some_and(|r| r.id == *id && !r.proven));
         }
-        self.live.store(self.routes.len(), Ordering::Relaxed);
         permit.send((stream, from));
+    }
+
+    /// Spawns a session with `peer` on the listener's socket and routes `peer`'s
+    /// datagrams to it. `outgoing`: we opened it ([`KcpListener::connect`]), so it has
+    /// nothing to prove. Returns the stream, the sender of its datagram queue and its id.
+    fn start_session(
+        &mut self,
+        pipe: Pipeline,
+        peer: SocketAddr,
+        conv: u32,
+        outgoing: bool,
+    ) -> (KcpStream, mpsc::Sender<Vec<u8>>, u64) {
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let id = self.next_id;
+        self.next_id += 1;
+        let sock = Arc::clone(&self.sock);
+        let gone = self.gone_tx.clone();
+        let stream = KcpStream::spawn(pipe, self.cfg.clone(), self.local, peer, |_| {
+            NetSide::Server {
+                sock,
+                peer,
+                rx,
+                gone,
+                id,
+            }
+        });
+        count_open(outgoing);
+        let opens = if outgoing {
+            &self.stats.active_opens
+        } else {
+            &self.stats.passive_opens
+        };
+        opens.fetch_add(1, Ordering::Relaxed);
+        self.routes.insert(
+            peer,
+            Route {
+                conv,
+                id,
+                tx: tx.clone(),
+                proven: outgoing,
+            },
+        );
+        *self.per_ip.entry(peer.ip()).or_default() += 1;
+        self.live.store(self.routes.len(), Ordering::Relaxed);
+        (stream, tx, id)
+    }
+
+    /// Opens an outgoing session to `peer` ([`KcpListener::connect`]).
+    fn open(&mut self, peer: SocketAddr) -> Result<KcpStream> {
+        if self.routes.contains_key(&peer) {
+            return Err(Error::io(
+                format!("a KCP session with {peer} already exists on this socket"),
+                io::Error::from(io::ErrorKind::AddrInUse),
+            ));
+        }
+        let conv = random_conv();
+        let pipe = Pipeline::with_crypto(conv, &self.cfg, Arc::clone(&self.crypto))?;
+        let (stream, _, _) = self.start_session(pipe, peer, conv, true);
+        Ok(stream)
     }
 
     /// Forgets the session of `addr`: its driver sees its channel close and ends.

@@ -27,6 +27,12 @@
 //! conv is unknown), a different conv from a known address replaces the session only if
 //! its first segment has `sn == 0`, and no new sessions while the accept backlog is full.
 //!
+//! Either can run on a socket the application already owns ([`KcpStream::connect_on`],
+//! [`KcpListener::from_socket`], as kcp-go's `NewConn` and `ServeConn`), and
+//! [`KcpListener::connect`] opens an outgoing session through the demultiplexer, so one
+//! UDP port both serves and dials (what a peer behind a NAT needs): the demultiplexer
+//! routes the dialled peer's datagrams to that session instead of accepting a new one.
+//!
 //! # Failure and close
 //!
 //! KCP has no handshake and no FIN: a peer that vanishes is only noticed when our data

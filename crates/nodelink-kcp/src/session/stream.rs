@@ -65,6 +65,31 @@ impl SessionMonitor {
     }
 }
 
+/// The first address `addr` resolves to.
+pub(crate) async fn resolve(addr: impl ToSocketAddrs) -> Result<SocketAddr> {
+    let cannot_resolve = |e| Error::io("cannot resolve the KCP peer's address", e);
+    lookup_host(addr)
+        .await
+        .map_err(cannot_resolve)?
+        .next()
+        .ok_or_else(|| {
+            cannot_resolve(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the address resolved to nothing",
+            ))
+        })
+}
+
+/// A random non-zero conversation id for a session we open.
+pub(crate) fn random_conv() -> u32 {
+    loop {
+        let c: u32 = rand::random();
+        if c != 0 {
+            break c;
+        }
+    }
+}
+
 impl KcpStream {
     /// Opens a client session to `addr` with a random non-zero conversation id. No packet
     /// is exchanged (KCP has no handshake): this only binds and connects a UDP socket.
@@ -74,17 +99,7 @@ impl KcpStream {
     /// [`ErrorKind::Io`] when the address does not resolve or the socket cannot be set
     /// up; [`ErrorKind::Config`] for an invalid configuration.
     pub async fn connect(addr: impl ToSocketAddrs, cfg: Config) -> Result<KcpStream> {
-        let cannot_resolve = |e| Error::io("cannot resolve the KCP peer's address", e);
-        let peer = lookup_host(addr)
-            .await
-            .map_err(cannot_resolve)?
-            .next()
-            .ok_or_else(|| {
-                cannot_resolve(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "the address resolved to nothing",
-                ))
-            })?;
+        let peer = resolve(addr).await?;
         let bind: SocketAddr = if peer.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
         } else {
@@ -93,17 +108,29 @@ impl KcpStream {
         let sock = UdpSocket::bind(bind)
             .await
             .map_err(|e| Error::io(format!("cannot bind a UDP socket on {bind}"), e))?;
+        KcpStream::connect_on(sock, peer, cfg).await
+    }
+
+    /// Opens a client session to `peer` over a UDP socket the caller already owns, as
+    /// kcp-go's `NewConn` over a `PacketConn`: a socket whose port a NAT already maps (a
+    /// hole punched through a rendezvous exchange), or one bound with options of the
+    /// caller's choosing. The session takes the socket over and connects it to `peer`, so
+    /// the local port stays the same and the kernel drops datagrams from anyone else.
+    ///
+    /// To keep receiving from other peers on the same socket (serving sessions and
+    /// dialling out on one port), use [`KcpListener::from_socket`](crate::KcpListener::from_socket)
+    /// and [`KcpListener::connect`](crate::KcpListener::connect) instead.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] when the socket cannot be connected to `peer`;
+    /// [`ErrorKind::Config`] for an invalid configuration.
+    pub async fn connect_on(sock: UdpSocket, peer: SocketAddr, cfg: Config) -> Result<KcpStream> {
         cfg.apply_socket_options(&sock);
         let setup = |e| Error::io(format!("cannot connect a UDP socket to {peer}"), e);
         sock.connect(peer).await.map_err(setup)?;
         let local = sock.local_addr().map_err(setup)?;
-        let conv = loop {
-            let c: u32 = rand::random();
-            if c != 0 {
-                break c;
-            }
-        };
-        let pipe = Pipeline::new(conv, &cfg)?;
+        let pipe = Pipeline::new(random_conv(), &cfg)?;
         let stream = KcpStream::spawn(pipe, cfg, local, peer, |_| NetSide::Client(Arc::new(sock)));
         count_open(true);
         Ok(stream)
