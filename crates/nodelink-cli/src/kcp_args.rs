@@ -76,6 +76,42 @@ pub struct KcpFlags {
     pub sndwnd: Option<u32>,
     /// Receive window; `None` for the side's default.
     pub rcvwnd: Option<u32>,
+    /// Manual mode's parameters (`--mode manual`), each `None` when not given.
+    pub manual: ManualFlags,
+}
+
+/// kcptun's manual-mode flags: `--nodelay --interval --resend --nc`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Args)]
+pub struct ManualFlags {
+    /// With --mode manual: KCP nodelay, 0 or 1 [default: 0]
+    #[arg(long, value_name = "0|1", value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub nodelay: Option<u8>,
+    /// With --mode manual: flush interval in milliseconds, 1 to 5000 [default: 50]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub interval: Option<u32>,
+    /// With --mode manual: fast retransmit after this many skipping ACKs, 0 for off
+    /// [default: 0]
+    #[arg(long, value_name = "N")]
+    pub resend: Option<u32>,
+    /// With --mode manual: 1 turns congestion control off [default: 0]
+    #[arg(long, value_name = "0|1", value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub nc: Option<u8>,
+}
+
+impl ManualFlags {
+    fn any(&self) -> bool {
+        *self != ManualFlags::default()
+    }
+
+    /// `(nodelay, interval, resend, nc)` with kcptun's defaults for what is not given.
+    fn params(&self) -> (bool, u32, u32, bool) {
+        (
+            self.nodelay == Some(1),
+            self.interval.unwrap_or(50),
+            self.resend.unwrap_or(0),
+            self.nc == Some(1),
+        )
+    }
 }
 
 impl KcpFlags {
@@ -86,10 +122,17 @@ impl KcpFlags {
             .crypt
             .parse()
             .map_err(|e| anyhow::anyhow!("--{p}crypt {}: {e}", self.crypt))?;
-        let mode: Mode = self
-            .mode
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--{p}mode {}: {e}", self.mode))?;
+        let manual = self.mode == "manual";
+        let mode: Mode = if manual {
+            Mode::default()
+        } else {
+            if self.manual.any() {
+                bail!("--nodelay, --interval, --resend and --nc need --{p}mode manual");
+            }
+            self.mode
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--{p}mode {}: {e} (or manual)", self.mode))?
+        };
         let (ds, ps) = if self.datashard == 0 || self.parityshard == 0 {
             (0, 0)
         } else {
@@ -113,6 +156,12 @@ impl KcpFlags {
             .with_mtu(self.mtu)
             .with_window(sndwnd, rcvwnd)
             .with_stream(true);
+        let session = if manual {
+            let (nodelay, interval, resend, nc) = self.manual.params();
+            session.with_nodelay(nodelay, interval, resend, nc)
+        } else {
+            session
+        };
         // The segment header (24 bytes), the crypto and FEC headers must leave room for data.
         let overhead = self.mtu - session.mss().min(self.mtu);
         let min_mtu = (overhead + 1).max(50);
@@ -145,11 +194,16 @@ impl fmt::Display for Describe<'_> {
         } else {
             f.write_str("no fec, ")?;
         }
-        write!(
-            f,
-            "mode {}, mtu {}, sndwnd {}, rcvwnd {}",
-            s.mode, s.mtu, s.sndwnd, s.rcvwnd
-        )?;
+        match s.nodelay {
+            Some((nodelay, interval, resend, nc)) => write!(
+                f,
+                "mode manual (nodelay {}, interval {interval} ms, resend {resend}, nc {}), ",
+                u8::from(nodelay),
+                u8::from(nc)
+            )?,
+            None => write!(f, "mode {}, ", s.mode)?,
+        }
+        write!(f, "mtu {}, sndwnd {}, rcvwnd {}", s.mtu, s.sndwnd, s.rcvwnd)?;
         if s.acks == nodelink_kcp::AckTiming::Interval {
             f.write_str(", acks on the interval")?;
         }
@@ -183,9 +237,12 @@ pub struct KcpArgs {
     /// FEC parity shards (0 turns FEC off).
     #[arg(long, visible_alias = "ps", value_name = "M", default_value_t = 3)]
     pub parityshard: usize,
-    /// Preset: normal, fast, fast2, fast3.
+    /// Preset: normal, fast, fast2, fast3, or manual (--nodelay --interval --resend --nc).
     #[arg(long, value_name = "MODE", default_value = "fast")]
     pub mode: String,
+    /// Manual mode's parameters.
+    #[command(flatten)]
+    pub manual: ManualFlags,
     /// Largest UDP payload, all headers included.
     #[arg(long, value_name = "BYTES", default_value_t = 1350)]
     pub mtu: usize,
@@ -214,6 +271,7 @@ impl KcpArgs {
             mtu: self.mtu,
             sndwnd: self.sndwnd,
             rcvwnd: self.rcvwnd,
+            manual: self.manual,
         }
     }
 }
@@ -281,6 +339,7 @@ impl LinkKcpArgs {
             mtu: self.kcp_mtu,
             sndwnd: self.kcp_sndwnd,
             rcvwnd: self.kcp_rcvwnd,
+            manual: ManualFlags::default(),
         }
         .session(side)
         .map(Some)
@@ -324,7 +383,47 @@ mod tests {
             mtu: 1350,
             sndwnd: None,
             rcvwnd: None,
+            manual: ManualFlags::default(),
         }
+    }
+
+    #[test]
+    fn manual_mode_takes_kcptuns_four_parameters() {
+        let manual = |nodelay, interval, resend, nc| ManualFlags {
+            nodelay,
+            interval,
+            resend,
+            nc,
+        };
+        let s = KcpFlags {
+            mode: "manual".into(),
+            manual: manual(Some(1), Some(5), Some(2), Some(1)),
+            ..flags()
+        }
+        .session(Side::Client)
+        .unwrap();
+        assert_eq!(s.nodelay_params(), (true, 5, 2, true));
+        assert_eq!(
+            Describe(&s).to_string(),
+            "crypt aes, fec 10/3, mode manual (nodelay 1, interval 5 ms, resend 2, nc 1), \
+             mtu 1350, sndwnd 128, rcvwnd 512"
+        );
+        // kcptun's defaults for what is not given.
+        let s = KcpFlags {
+            mode: "manual".into(),
+            ..flags()
+        }
+        .session(Side::Client)
+        .unwrap();
+        assert_eq!(s.nodelay_params(), (false, 50, 0, false));
+        // Manual parameters with a preset are a mistake, not silently ignored.
+        let e = KcpFlags {
+            manual: manual(None, Some(10), None, None),
+            ..flags()
+        }
+        .session(Side::Client)
+        .unwrap_err();
+        assert!(e.to_string().contains("need --mode manual"), "{e}");
     }
 
     #[test]

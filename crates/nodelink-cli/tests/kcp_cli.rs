@@ -128,6 +128,40 @@ fn kcp_bench_json_is_one_object_with_the_counters() {
 }
 
 #[test]
+fn kcp_bench_and_serve_in_manual_mode() {
+    let flags = [
+        "--mode",
+        "manual",
+        "--nodelay",
+        "1",
+        "--interval",
+        "10",
+        "--resend",
+        "2",
+        "--nc",
+        "1",
+    ];
+    let server = kcp_serve(&flags);
+    bench_ok(&server.addr, 300_000, &flags);
+    let mut cmd = bin();
+    cmd.args(["kcp", "bench", &server.addr, "--size", "1000"])
+        .args(flags);
+    let o = run(cmd);
+    assert!(
+        o.stdout
+            .contains("mode manual (nodelay 1, interval 10 ms, resend 2, nc 1)"),
+        "{}",
+        o.describe()
+    );
+    // Manual parameters without --mode manual are refused, not ignored.
+    let mut cmd = bin();
+    cmd.args(["kcp", "bench", &server.addr, "--interval", "10"]);
+    let o = run(cmd);
+    common::assert_one_line_error(&o);
+    assert!(o.stderr.contains("--mode manual"), "{}", o.describe());
+}
+
+#[test]
 fn kcp_bench_salsa20_fast3() {
     let flags = ["--crypt", "salsa20", "--mode", "fast3"];
     let server = kcp_serve(&flags);
