@@ -55,7 +55,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Measure round trips to a node: NEO's Ping/Pong, or echoed payloads with --size.
     Ping(PingArgs),
-    /// Start a server and a client in this process and show what happens, and how fast.
+    /// Start a server and a client in this process and show what happens, and how fast:
+    /// the link, then KCP, the endpoint transport and the tunnel.
     Tour(TourArgs),
     /// Raw KCP sessions (reliable UDP, kcp-go / kcptun compatible): an echo server and a
     /// throughput bench.
@@ -120,6 +121,9 @@ pub struct TourArgs {
     /// The dialect both sides speak.
     #[arg(long, value_enum, default_value_t = DialectArg::NeoGo)]
     pub dialect: DialectArg,
+    /// Show the link layer only (leave out KCP, the endpoint transport and the tunnel).
+    #[arg(long)]
+    pub link_only: bool,
 }
 
 /// Arguments of `nodelink serve`.

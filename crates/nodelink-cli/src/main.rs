@@ -29,6 +29,7 @@ mod shutdown;
 mod stats;
 mod tls_args;
 mod tour;
+mod tour_layers;
 mod tunnel;
 
 use cli::{Cli, Command};

@@ -190,7 +190,7 @@ struct Incoming {
 }
 
 /// Dispatches events to per-connection workers until the endpoint closes or fails.
-async fn echo_loop(endpoint: &EndPoint) -> anyhow::Result<()> {
+pub(crate) async fn echo_loop(endpoint: &EndPoint) -> anyhow::Result<()> {
     let mut incoming: HashMap<ConnectionId, Incoming> = HashMap::new();
     let mut workers = JoinSet::new();
     loop {
@@ -370,10 +370,11 @@ async fn next_echo(
 }
 
 /// Connects and runs the pings; returns the round-trip times.
-async fn ping_over(
+pub(crate) async fn ping_over(
     endpoint: &EndPoint,
     target: &EndPointAddress,
-    args: &NtPingArgs,
+    count: u64,
+    size: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<Duration>> {
     let conn: Connection = tokio::time::timeout(timeout, endpoint.connect(target))
@@ -381,9 +382,9 @@ async fn ping_over(
         .map_err(|_| anyhow!("no connection within {timeout:?}"))?
         .with_context(|| format!("cannot connect to {target}"))?;
     let mut reverse = None;
-    let mut samples = Vec::with_capacity(args.count as usize);
-    for seq in 0..args.count {
-        let payload = ping_payload(seq, args.size);
+    let mut samples = Vec::with_capacity(count as usize);
+    for seq in 0..count {
+        let payload = ping_payload(seq, size);
         let start = Instant::now();
         conn.send(std::slice::from_ref(&payload))
             .await
@@ -481,7 +482,7 @@ async fn ping(args: NtPingArgs) -> anyhow::Result<()> {
             args.size
         );
         let started = Instant::now();
-        let samples = ping_over(&endpoint, &target, &args, timeout).await?;
+        let samples = ping_over(&endpoint, &target, args.count, args.size, timeout).await?;
         Ok::<_, anyhow::Error>((samples, started.elapsed()))
     }
     .await;

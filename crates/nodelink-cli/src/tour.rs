@@ -1,5 +1,5 @@
 //! `nodelink tour`: a server and a client in one process, showing what a link does and how
-//! fast, with no setup at all.
+//! fast, with no setup at all; then the other layers (`tour_layers.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,12 @@ pub async fn run(args: TourArgs) -> anyhow::Result<()> {
     say!("");
     say!("7. Counters (Link::stats) after closing");
     print_stats(&client.stats(), &server.stats())?;
+    if !args.link_only {
+        let data = crate::tour_layers::bulk_data();
+        crate::tour_layers::kcp(&data).await?;
+        crate::tour_layers::transport().await?;
+        crate::tour_layers::tunnel(&data).await?;
+    }
     say!("");
     say!(
         "Tour finished in {:.2} s. Run `nodelink serve --listen 127.0.0.1:5551` and \

@@ -1,0 +1,240 @@
+//! The tour's second half: the layers beside the link, each set up on loopback and
+//! measured briefly. KCP carries a bulk echo, the endpoint transport a series of pings,
+//! the tunnel a TCP connection through both of its ends.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nodelink_kcp::{CipherKind, Config as KcpConfig, KcpListener, KcpStream, Mode};
+use nodelink_transport::{Config as NtConfig, Transport};
+use nodelink_tunnel::{Client, Config as TunnelConfig, Profile, Server};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::out::say;
+use crate::stats::Summary;
+
+/// Bytes echoed over KCP and carried through the tunnel.
+const BULK: usize = 4 << 20;
+/// Pings over the endpoint transport.
+const PINGS: u64 = 2_000;
+/// Bound on each layer's part of the tour.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A fresh random passphrase: the tour never uses kcptun's public default key.
+fn random_key() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `data` to `stream` while reading the same number of bytes back, checking the
+/// echo; returns how long the whole exchange took.
+async fn echo_exchange<S>(stream: S, data: &[u8]) -> anyhow::Result<(Duration, S)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let start = Instant::now();
+    let write = async {
+        wr.write_all(data).await.context("write")?;
+        wr.flush().await.context("flush")
+    };
+    let read = async {
+        let mut back = vec![0u8; data.len()];
+        rd.read_exact(&mut back).await.context("read the echo")?;
+        if back != data {
+            bail!("the echo differs from what was sent");
+        }
+        Ok(())
+    };
+    tokio::try_join!(write, read)?;
+    Ok((start.elapsed(), rd.unsplit(wr)))
+}
+
+/// Echoes everything `stream` receives until it ends.
+async fn echo<S: AsyncRead + AsyncWrite>(stream: S) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    if tokio::io::copy(&mut rd, &mut wr).await.is_ok() {
+        let _ = wr.shutdown().await;
+    }
+}
+
+fn mb_per_s(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9)
+}
+
+/// 8. One KCP session echoing a bulk transfer.
+pub async fn kcp(data: &[u8]) -> anyhow::Result<()> {
+    say!("");
+    say!("8. KCP: reliable UDP, wire-compatible with kcp-go (`nodelink kcp serve|bench`)");
+    let config = KcpConfig::default()
+        .with_crypt(CipherKind::Aes128Gcm)
+        .with_key(random_key())
+        .with_mode(Mode::Fast3);
+    let mut listener = KcpListener::bind("127.0.0.1:0", config.clone())
+        .await
+        .context("cannot start the KCP listener")?;
+    let addr = listener.local_addr();
+    say!("   listener on udp {addr}: aes-128-gcm with a fresh random key, mode fast3, FEC 10/3");
+    let server = tokio::spawn(async move {
+        if let Ok((session, _)) = listener.accept().await {
+            echo(session).await;
+        }
+    });
+    let session = KcpStream::connect(addr, config)
+        .await
+        .context("cannot open a KCP session")?;
+    let (took, mut session) = tokio::time::timeout(LIMIT, echo_exchange(session, data))
+        .await
+        .context("the KCP echo took too long")??;
+    let stats = session.stats();
+    say!(
+        "   {} MiB sent and echoed back in {:.2} s: {:.1} MB/s each way",
+        data.len() >> 20,
+        took.as_secs_f64(),
+        mb_per_s(data.len(), took)
+    );
+    say!(
+        "   datagrams out {}, in {}; segments retransmitted {}, FEC recovered {}",
+        stats.out_pkts,
+        stats.in_pkts,
+        stats.retrans_segs,
+        stats.fec_recovered
+    );
+    let _ = session.close().await;
+    server.abort();
+    Ok(())
+}
+
+/// 9. Two endpoints of the network-transport-tcp compatible transport.
+pub async fn transport() -> anyhow::Result<()> {
+    say!("");
+    say!("9. Endpoint transport: Haskell network-transport-tcp's protocol (`nodelink nt`)");
+    let config = NtConfig::default();
+    let server = Transport::bind("127.0.0.1", 0, config.clone())
+        .await
+        .context("cannot start the echo transport")?;
+    let echo_endpoint = server
+        .open_endpoint()
+        .await
+        .context("cannot open the echo endpoint")?;
+    let target = echo_endpoint.address().clone();
+    say!("   echo endpoint {target} (connects back to each sender and echoes there)");
+    let echoing = tokio::spawn(async move { crate::nt::echo_loop(&echo_endpoint).await });
+    let client = Transport::bind("127.0.0.1", 0, config)
+        .await
+        .context("cannot start the client transport")?;
+    let result = async {
+        let me = client
+            .open_endpoint()
+            .await
+            .context("cannot open an endpoint")?;
+        crate::nt::ping_over(&me, &target, PINGS, 64, LIMIT).await
+    }
+    .await;
+    client.close().await;
+    server.close().await;
+    echoing.abort();
+    let mut samples = result?;
+    if let Some(s) = Summary::of(&mut samples) {
+        say!(
+            "   {PINGS} pings of 64 bytes, each answered on the reverse connection: \
+             p50 {:.1} µs, p99 {:.1} µs",
+            s.p50_us,
+            s.p99_us
+        );
+    }
+    say!("   one TCP connection carried both directions, closed when both sides were done");
+    Ok(())
+}
+
+/// 10. A kcptun-compatible tunnel in front of a TCP echo service.
+pub async fn tunnel(data: &[u8]) -> anyhow::Result<()> {
+    say!("");
+    say!("10. Tunnel: TCP over KCP, wire-compatible with kcptun (`nodelink tunnel`)");
+    let service = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot start the TCP echo service")?;
+    let service_addr = service.local_addr()?;
+    let service_task = tokio::spawn(async move {
+        while let Ok((conn, _)) = service.accept().await {
+            tokio::spawn(echo(conn));
+        }
+    });
+    let key = random_key();
+    let shared = |config: TunnelConfig| {
+        config
+            .with_key(key.clone())
+            .with_crypt(CipherKind::Aes128Gcm)
+            .with_mode(Profile::Preset(Mode::Fast3))
+    };
+    let server = Server::bind(
+        shared(TunnelConfig::server())
+            .with_listen("127.0.0.1:0")
+            .with_target(service_addr.to_string()),
+    )
+    .await
+    .context("cannot start the tunnel server")?;
+    let client = Client::bind(
+        shared(TunnelConfig::default())
+            .with_listen("127.0.0.1:0")
+            .with_target(server.local_addr().to_string()),
+    )
+    .await
+    .context("cannot start the tunnel client")?;
+    let entry = client.local_addr();
+    say!(
+        "   tcp {entry} -> tunnel client -> KCP udp {} -> tunnel server -> tcp {service_addr}",
+        server.local_addr()
+    );
+    let (client_stats, server_stats) = (client.stats_handle(), server.stats_handle());
+    let stop = CancellationToken::new();
+    let ends = [
+        tokio::spawn(server.run(stop.clone())),
+        tokio::spawn(client.run(stop.clone())),
+    ];
+    let result = async {
+        let conn = tokio::net::TcpStream::connect(entry)
+            .await
+            .context("cannot connect to the tunnel's entry")?;
+        let (took, _) = tokio::time::timeout(LIMIT, echo_exchange(conn, data))
+            .await
+            .context("the tunnel's echo took too long")??;
+        Ok::<_, anyhow::Error>(took)
+    }
+    .await;
+    stop.cancel();
+    for end in ends {
+        let _ = end.await;
+    }
+    service_task.abort();
+    let took = result?;
+    say!(
+        "   {} MiB through the tunnel and back in {:.2} s: {:.1} MB/s each way",
+        data.len() >> 20,
+        took.as_secs_f64(),
+        mb_per_s(data.len(), took)
+    );
+    let (c, s) = (client_stats.stats(), server_stats.stats());
+    say!(
+        "   client: {} KCP session, {} stream forwarded; server: {} session, {} stream",
+        c.sessions_opened,
+        c.streams_forwarded,
+        s.sessions_opened,
+        s.streams_forwarded
+    );
+    Ok(())
+}
+
+/// The pseudo-random bytes the KCP and tunnel parts move.
+pub fn bulk_data() -> Vec<u8> {
+    let mut x = 0x9e37_79b9u32;
+    (0..BULK)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
