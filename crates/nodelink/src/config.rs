@@ -133,6 +133,11 @@ pub struct Config {
     /// older than PING (it drops it unanswered), and a peer whose own application stopped
     /// reading for longer than the timeout (its reader is paused, so it reads no PING).
     pub idle_timeout: Option<Duration>,
+    /// TCP keepalive on dialled and accepted sockets: the kernel probes a connection idle
+    /// for this long and drops it when probes go unanswered, so a peer that vanished is
+    /// noticed even by a link that never sends (default 60 s; `None` turns it off). It
+    /// lives below the link protocol: nothing a NEO peer can see changes.
+    pub tcp_keepalive: Option<Duration>,
     /// Listeners only: most links a listener keeps at once, handshakes included (default
     /// `None`: derived from the open-file limit when the listener is bound, see
     /// [`default_max_links`](crate::default_max_links)). At the limit the listener stops
@@ -168,6 +173,7 @@ impl Default for Config {
             read_buffer: 64 << 10,
             ask_timeout: None,
             idle_timeout: None,
+            tcp_keepalive: Some(Duration::from_secs(60)),
             max_links: None,
             max_memory: 1 << 30,
             budget: None,
@@ -243,6 +249,12 @@ impl Config {
     /// Sets [`Config::ask_timeout`]: a `Duration`, or `None` for no deadline.
     pub fn with_ask_timeout(mut self, value: impl Into<Option<Duration>>) -> Self {
         self.ask_timeout = value.into();
+        self
+    }
+
+    /// Sets [`Config::tcp_keepalive`]: a `Duration`, or `None` for none.
+    pub fn with_tcp_keepalive(mut self, value: impl Into<Option<Duration>>) -> Self {
+        self.tcp_keepalive = value.into();
         self
     }
 

@@ -87,6 +87,13 @@
 //! answers unknown codes with NEO's Error, and stops gracefully on a `CancellationToken`.
 //! The example `examples/typed_rpc.rs` puts it together.
 //!
+//! ## Streams, sinks and tower
+//!
+//! [`Conn::packets`] is a connection's incoming packets as a `futures` `Stream`, and
+//! [`Conn::packet_sink`] its sending side as a `Sink`. With the `tower` feature,
+//! `AskService` is [`Link::call`] as a `tower::Service`, so tower's timeouts, retries,
+//! concurrency and rate limits wrap a link unchanged.
+//!
 //! ## Errors
 //!
 //! Every error is an [`Error`] whose [`kind`](Error::kind) can be matched, printed as
@@ -106,6 +113,7 @@
 //! | `tls` | yes | links over TLS with NEO's node certificates (`rustls`, `ring`) |
 //! | `serde` | yes | [`serde_message!`]: serde types as messages (MessagePack) |
 //! | `kcp` | no | links over KCP sessions (`nodelink::kcp`, the `nodelink-kcp` crate) |
+//! | `tower` | no | [`AskService`]: lightweight requests as a `tower::Service` |
 //!
 //! With `default-features = false` the crate is the plain link over TCP or any byte stream.
 //!
@@ -116,6 +124,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod adapters;
 mod budget;
 mod config;
 mod conn;
@@ -147,6 +156,9 @@ mod waiters;
 mod warnings;
 mod writer;
 
+#[cfg(feature = "tower")]
+pub use adapters::AskService;
+pub use adapters::{PacketSink, PacketStream};
 pub use config::{default_max_links, Config, Dialect, DEFAULT_VERSION, MIN_RECV_BUDGET};
 pub use conn::Conn;
 pub use error::{DecodeError, Error, ErrorKind, HandshakeError, Result};

@@ -30,17 +30,37 @@ pub(crate) const MAX_PENDING_HANDSHAKES: usize = 256;
 /// # Ok(()) }
 /// ```
 pub async fn connect(addr: impl ToSocketAddrs, config: Config) -> Result<Link> {
-    let stream = tcp_connect(addr).await?;
+    let stream = tcp_connect(addr, &config).await?;
     link_over_tcp(stream, Role::Client, config).await
 }
 
+/// Applies [`Config::tcp_keepalive`] to a dialled or accepted socket. A failure only
+/// costs the early notice of a vanished peer, so it is logged, not returned.
+pub(crate) fn set_keepalive(stream: &TcpStream, config: &Config) {
+    let Some(idle) = config.tcp_keepalive else {
+        return;
+    };
+    // Probe after `idle` of silence, then every tenth of it (at least a second).
+    let interval = (idle / 10).max(std::time::Duration::from_secs(1));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(interval);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(
+            error = &e as &dyn std::error::Error,
+            "cannot set TCP keepalive"
+        );
+    }
+}
+
 /// Dials each address `addr` resolves to in turn; the error names the last one tried.
-pub(crate) async fn tcp_connect(addr: impl ToSocketAddrs) -> Result<TcpStream> {
+pub(crate) async fn tcp_connect(addr: impl ToSocketAddrs, config: &Config) -> Result<TcpStream> {
     let mut failure = None;
     for a in resolve(addr, "dial").await? {
         match TcpStream::connect(a).await {
             Ok(stream) => {
                 stream.set_nodelay(true).map_err(|e| dial_error(a, e))?;
+                set_keepalive(&stream, config);
                 return Ok(stream);
             }
             Err(e) => failure = Some(dial_error(a, e)),
@@ -196,6 +216,7 @@ impl Listener {
         } = self;
         let start = |stream: TcpStream| {
             let _ = stream.set_nodelay(true);
+            set_keepalive(&stream, config);
             let config = config.clone();
             let acceptor = acceptor.clone();
             async move {
@@ -449,5 +470,47 @@ impl Handshakes {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (dialled, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (dialled.unwrap(), accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn keepalive_follows_the_config() {
+        let (a, b) = pair().await;
+        set_keepalive(&a, &Config::default());
+        let sock = socket2::SockRef::from(&a);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(6)
+        );
+
+        set_keepalive(&b, &Config::default().with_tcp_keepalive(None));
+        assert!(!socket2::SockRef::from(&b).keepalive().unwrap());
+    }
+
+    #[tokio::test]
+    async fn dialled_sockets_get_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Config::default().with_tcp_keepalive(Duration::from_secs(30));
+        let stream = tcp_connect(addr, &config).await.unwrap();
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(30));
+        assert!(stream.nodelay().unwrap());
     }
 }

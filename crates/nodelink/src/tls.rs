@@ -235,7 +235,7 @@ pub async fn connect_tls(
     tls: &TlsSettings,
     config: Config,
 ) -> Result<Link> {
-    let stream = tcp_connect(addr).await?;
+    let stream = tcp_connect(addr, &config).await?;
     let (local, remote) = addresses(&stream)?;
     let server_name = ServerName::IpAddress(remote.ip().into());
     let connector = TlsConnector::from(tls.client.clone());
