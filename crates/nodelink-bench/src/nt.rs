@@ -195,8 +195,10 @@ async fn endpoint() -> Result<(Transport, EndPoint)> {
 }
 
 /// The conformance suite's echo server: connect back on every opened connection, echo
-/// every message there, close the reverse connection when the incoming one closes.
-async fn echo_server(endpoint: EndPoint) {
+/// every message there, close the reverse connection when the incoming one closes. A
+/// failed connect back ends it with that error: a client waiting for the echo would
+/// otherwise wait until the scenario's time limit.
+async fn echo_server(endpoint: EndPoint) -> Result<()> {
     let mut reverse: std::collections::HashMap<ConnectionId, Connection> = Default::default();
     while let Ok(event) = endpoint.receive().await {
         match event {
@@ -204,7 +206,7 @@ async fn echo_server(endpoint: EndPoint) {
                 Ok(c) => {
                     reverse.insert(id, c);
                 }
-                Err(e) => eprintln!("echo server: cannot connect back: {e}"),
+                Err(e) => bail!("echo server: cannot connect back: {e}"),
             },
             Event::Received { id, data } => {
                 if let Some(c) = reverse.get(&id) {
@@ -218,10 +220,11 @@ async fn echo_server(endpoint: EndPoint) {
                     c.close().await;
                 }
             }
-            Event::EndPointClosed => return,
+            Event::EndPointClosed => return Ok(()),
             Event::Error { .. } => {}
         }
     }
+    Ok(())
 }
 
 /// Waits for the next message on `reverse` (set from the first opened connection).
@@ -344,13 +347,20 @@ async fn nt_parallel_connects(n: usize) -> Result<f64> {
         tasks.spawn(one(client.clone(), address.clone(), i));
     }
     let events = collect_events(&client, 4 * n);
-    let (_, joined) = tokio::join!(events, async {
-        while let Some(joined) = tasks.join_next().await {
-            joined??;
-        }
-        Ok::<_, anyhow::Error>(())
-    });
-    joined?;
+    let run = async {
+        let (events, joined) = tokio::join!(events, async {
+            while let Some(joined) = tasks.join_next().await {
+                joined??;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+        events.and(joined)
+    };
+    let mut echo = echo;
+    tokio::select! {
+        r = run => r?,
+        ended = &mut echo => bail!("the echo server stopped: {:?}", ended.map(|r| r.err())),
+    }
     let elapsed = start.elapsed();
     client_transport.close().await;
     server_transport.close().await;

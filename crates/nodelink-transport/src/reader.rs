@@ -12,7 +12,9 @@
 //! (`CloseConnection`, `CloseSocket`, `CloseEndPoint`) and probes do not wait: the events
 //! they post are bounded by the connections the peer opened earlier (each of which waited
 //! for room), and a socket must be able to finish closing — which a pending connect may
-//! be waiting for — even while the application is not receiving.
+//! be waiting for — even while the application is not receiving. For the same reason a
+//! new connection that arrives while we are closing does not wait either: it resumes the
+//! socket, which is the other way a close ends (`SocketCore::needs_room`).
 
 use std::sync::Arc;
 
@@ -77,10 +79,13 @@ pub(crate) async fn run(
                 }
                 Err(e) => break 'outer Next::Violation(e.to_string()),
             };
-            if matches!(frame, Frame::Data { .. } | Frame::CreatedNewConnection(_)) {
+            while needs_room(&ep, &address, key, &frame) {
                 tokio::select! {
-                    _ = ep.events.wait_room() => {}
+                    _ = ep.events.wait_room() => break,
                     _ = writer.cancel.cancelled() => break 'outer Next::Lost("socket cancelled".into()),
+                    // Our side may start closing while this waits (the application closed
+                    // its last connection); then a new connection must not wait: look again.
+                    _ = writer.deadline_wake.notified() => deadline = next_timer(&ep, &address, key),
                 }
             }
             let next = step(&ep, &address, key, &mut deadline, |core| {
@@ -160,6 +165,16 @@ async fn expiry(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether `frame` must wait for room in the event queue ([`SocketCore::needs_room`]); not
+/// if the socket is no longer ours (the step that follows finds that out).
+fn needs_room(ep: &EndPointShared, address: &EndPointAddress, key: u64, frame: &Frame) -> bool {
+    let mut st = ep.lock();
+    st.peers
+        .get_mut(address, key)
+        .and_then(|rec| rec.core())
+        .is_some_and(|core| core.needs_room(frame))
 }
 
 /// The core's next deadline, if the socket is still ours.

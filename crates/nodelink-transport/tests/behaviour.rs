@@ -323,3 +323,58 @@ async fn unanswered_close_socket_is_given_up() {
     );
     t.close().await;
 }
+
+/// A connect that waits for our own close to end must not deadlock with a full event
+/// queue. The echo pattern: the application closes its last reverse connection (the socket
+/// starts closing), then connects back again while its queue is full. The peer had
+/// already opened a new connection (its CreatedNewConnection is what ends our close), and
+/// the reader must not hold that frame back waiting for queue room that only the blocked
+/// application could make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_during_our_close_is_not_blocked_by_a_full_queue() {
+    let server_config = Config::default()
+        .with_event_queue_capacity(4)
+        .with_connect_timeout(Some(Duration::from_secs(5)));
+    let s_transport = transport_with(server_config).await;
+    let s = s_transport.open_endpoint().await.unwrap();
+    let (c_transport, c) = endpoint().await;
+
+    // c1, and the server's connection back to the client.
+    let c1 = within("connect c1", c.connect(s.address())).await.unwrap();
+    let (_, from) = expect_opened(&s).await;
+    let r1 = within("connect back", s.connect(&from)).await.unwrap();
+    let _ = expect_opened(&c).await;
+
+    // The client closes c1, opens and closes three more: the server's queue holds
+    // Closed(c1), Opened(c2..c4) and Closed(c2..c4), past its capacity of 4.
+    c1.close().await;
+    let more: Vec<_> = futures::future::join_all((0..3).map(|_| c.connect(s.address())))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for conn in more {
+        conn.close().await;
+    }
+    // c5: its CreatedNewConnection reaches the server while the queue is full, so the
+    // server's reader holds it back. (Waiting a little lets that happen; a slower reader
+    // could only make this test pass without exercising the case, never fail it.)
+    let c5 = within("connect c5", c.connect(s.address())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The server handles Closed(c1) and closes its last connection: its socket starts
+    // closing (the client ignores that CloseSocket: c5 is open on its side).
+    let _ = expect_closed(&s).await;
+    r1.close().await;
+    let _ = expect_opened(&s).await; // c2; the queue is still full.
+
+    // Connecting back now waits for the close to end, which c5's frame does.
+    let back = tokio::time::timeout(Duration::from_secs(3), s.connect(&from))
+        .await
+        .expect("the connect must not wait for the queue (deadlock until its timeout)")
+        .expect("connect back during our close");
+    back.close().await;
+    c5.close().await;
+    c_transport.close().await;
+    s_transport.close().await;
+}

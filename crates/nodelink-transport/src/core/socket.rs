@@ -139,6 +139,20 @@ impl SocketCore {
         self.phase
     }
 
+    /// Whether the driver must wait for room in the application's event queue before
+    /// handling `frame`. Data and new connections wait: that is the backpressure on the
+    /// peer. Not a new connection while we are closing: it resumes the socket, and a
+    /// connect of ours may be waiting for exactly that while the application, busy in that
+    /// connect, empties no queue (waiting would deadlock both until the connect times
+    /// out). It posts one event past the queue's capacity, at most once per close.
+    pub(crate) fn needs_room(&self, frame: &Frame) -> bool {
+        match frame {
+            Frame::Data { .. } => true,
+            Frame::CreatedNewConnection(_) => self.phase != Phase::Closing,
+            _ => false,
+        }
+    }
+
     /// Our open connections.
     pub(crate) fn outgoing(&self) -> u32 {
         self.outgoing
@@ -567,5 +581,26 @@ mod tests {
             ]
         );
         assert_eq!(c.outgoing(), 1, "ours are lost: the driver reports it");
+    }
+
+    #[test]
+    fn a_new_connection_while_closing_does_not_wait_for_room() {
+        let mut c = core();
+        let data = Frame::Data {
+            lcid: FIRST_LCID,
+            payload: Bytes::new(),
+        };
+        let created = Frame::CreatedNewConnection(FIRST_LCID + 7);
+        assert!(c.needs_room(&data) && c.needs_room(&created));
+        assert!(!c.needs_room(&Frame::CloseSocket(0)));
+        // Our one connection closes: the socket is unused and starts closing.
+        let lcid = c.open().unwrap();
+        c.close(lcid, Instant::now());
+        assert_eq!(c.phase(), Phase::Closing);
+        assert!(
+            !c.needs_room(&created),
+            "it resumes the socket a connect may wait for"
+        );
+        assert!(c.needs_room(&data));
     }
 }
