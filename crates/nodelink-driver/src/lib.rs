@@ -16,7 +16,7 @@ mod warn_budget;
 pub use accept::{accept, is_transient, retry_pause, Retry, RETRY_AFTER, RETRY_AT_MOST};
 pub use role::Role;
 pub use sync::lock;
-pub use warn_budget::{WarnLimiter, PER_SECOND};
+pub use warn_budget::{WarnLimiter, WarnSite, INTERVAL, PER_KIND, PER_SECOND};
 
 /// How long something told to stop (a server, a tunnel end, a forwarded connection whose
 /// other direction ended) may take to finish what is in flight before it is dropped:

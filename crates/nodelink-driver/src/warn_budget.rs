@@ -3,21 +3,31 @@
 //! Anything a peer can trigger at will (a malformed frame, a rejected handshake, a datagram
 //! that does not decrypt) could fill the log if every occurrence wrote a line: a hostile
 //! client that reconnects in a loop would turn our log into its megaphone. So each server
-//! (a transport, a KCP listener, a tunnel end) shares one budget of [`PER_SECOND`] such
-//! warnings per second; what is over budget is counted, and the next warning that gets
-//! through first says how many were suppressed. Events of our own making (a connection
-//! opened, an endpoint closed) are logged at info level without a budget.
+//! (a transport, a KCP listener, a tunnel end) shares one [`WarnLimiter`]:
+//!
+//! * each **kind** of warning (one [`peer_warn!`](crate::peer_warn) call site) writes at most [`PER_KIND`]
+//!   lines per [`INTERVAL`], and all kinds together at most [`PER_SECOND`] a second;
+//! * what is held back is counted per kind with a few example peers, and said in **one
+//!   summary line per kind** once its interval is over ("1523 more in the last 10 s, e.g.
+//!   192.0.2.7:4000, ...: the warning"), with the next warning of that server or when
+//!   the limiter is dropped.
+//!
+//! So a flood costs a few lines per kind every ten seconds, with counts and examples an
+//! operator can act on. Events of our own making (a connection opened, an endpoint
+//! closed) are logged at info level without a budget.
 //!
 //! ```
 //! use nodelink_driver::{peer_warn, WarnLimiter};
 //!
 //! let limit = WarnLimiter::new();
-//! for _ in 0..1000 {
-//!     // At most PER_SECOND lines a second; the rest are counted.
-//!     peer_warn!(limit, peer = "192.0.2.7:4000", "a malformed frame: dropped");
+//! for port in 0..1000u16 {
+//!     let peer = std::net::SocketAddr::from(([192, 0, 2, 7], port));
+//!     // PER_KIND lines now; the rest are counted, with example peers, for the summary.
+//!     peer_warn!(limit, peer = %peer, "a malformed frame: dropped");
 //! }
 //! ```
 
+use std::fmt::Display;
 use std::sync::Mutex;
 
 use crate::sync::lock;
@@ -25,62 +35,165 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Peer-caused warnings written per second and budget.
+/// Peer-caused warnings written per second, all kinds together.
 pub const PER_SECOND: u32 = 10;
 
-const WINDOW: Duration = Duration::from_secs(1);
+/// Lines one kind of warning writes per [`INTERVAL`]; the rest go into its summary.
+pub const PER_KIND: u32 = 3;
+
+/// How long a kind's lines are counted before its summary line.
+pub const INTERVAL: Duration = Duration::from_secs(10);
+
+/// Example peers a summary names at most.
+const EXAMPLES: usize = 3;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// One kind of warning: a [`peer_warn!`](crate::peer_warn) call site (a `static` it declares), named by its
+/// message.
+#[derive(Debug)]
+pub struct WarnSite {
+    message: &'static str,
+}
+
+impl WarnSite {
+    /// The site of the warning `message`.
+    pub const fn new(message: &'static str) -> WarnSite {
+        WarnSite { message }
+    }
+}
 
 /// One budget of peer-caused warnings; share it (`Arc`) among everything one server does.
 #[derive(Debug)]
 pub struct WarnLimiter {
-    window: Mutex<Window>,
+    state: Mutex<State>,
 }
 
 #[derive(Debug)]
-struct Window {
-    start: Option<Instant>,
+struct State {
+    /// Start of the current one-second window, and lines written in it.
+    second: Option<Instant>,
     written: u32,
-    suppressed: u64,
+    /// The kinds seen (a handful per server: one per call site).
+    kinds: Vec<Kind>,
+}
+
+#[derive(Debug)]
+struct Kind {
+    site: &'static WarnSite,
+    /// Start of this kind's interval.
+    since: Instant,
+    written: u32,
+    held: u64,
+    examples: Vec<String>,
+}
+
+impl Kind {
+    /// The summary of what this kind held back, if anything.
+    fn summary(&self, now: Instant) -> Option<Summary> {
+        (self.held > 0).then(|| Summary {
+            message: self.site.message,
+            held: self.held,
+            seconds: now.duration_since(self.since).as_secs().max(1),
+            examples: self.examples.join(", "),
+        })
+    }
+}
+
+/// A summary line to write once the lock is released.
+struct Summary {
+    message: &'static str,
+    held: u64,
+    seconds: u64,
+    examples: String,
+}
+
+impl Summary {
+    fn write(&self) {
+        let examples = if self.examples.is_empty() {
+            String::new()
+        } else {
+            format!(", e.g. {}", self.examples)
+        };
+        tracing::warn!(
+            suppressed = self.held,
+            "{} more in the last {} s{examples}: {}",
+            self.held,
+            self.seconds,
+            self.message
+        );
+    }
 }
 
 impl WarnLimiter {
     /// A full budget.
     pub const fn new() -> Self {
         WarnLimiter {
-            window: Mutex::new(Window {
-                start: None,
+            state: Mutex::new(State {
+                second: None,
                 written: 0,
-                suppressed: 0,
+                kinds: Vec::new(),
             }),
         }
     }
 
-    /// Whether one more warning may be written now. When a new window opens after some
-    /// were suppressed, a line saying how many comes first.
-    pub fn allow(&self) -> bool {
+    /// Whether one more warning of kind `site` may be written now; if not, it is counted
+    /// for the kind's summary, with `peer` as an example. Summaries of kinds whose
+    /// interval is over are written first. [`peer_warn!`](crate::peer_warn) calls this.
+    pub fn allow(&self, site: &'static WarnSite, peer: Option<&dyn Display>) -> bool {
         let now = Instant::now();
-        let mut w = lock(&self.window);
-        if w.start.is_none_or(|s| now.duration_since(s) >= WINDOW) {
-            if w.suppressed > 0 {
-                tracing::warn!(
-                    suppressed = w.suppressed,
-                    "{} more warnings about peers were suppressed since the last one",
-                    w.suppressed
-                );
+        let mut summaries = Vec::new();
+        let allowed = {
+            let mut st = lock(&self.state);
+            for kind in &mut st.kinds {
+                if now.duration_since(kind.since) >= INTERVAL {
+                    summaries.extend(kind.summary(now));
+                    kind.since = now;
+                    kind.written = 0;
+                    kind.held = 0;
+                    kind.examples.clear();
+                }
             }
-            *w = Window {
-                start: Some(now),
-                written: 0,
-                suppressed: 0,
+            if st.second.is_none_or(|s| now.duration_since(s) >= SECOND) {
+                st.second = Some(now);
+                st.written = 0;
+            }
+            let room = st.written < PER_SECOND;
+            let index = match st.kinds.iter().position(|k| std::ptr::eq(k.site, site)) {
+                Some(i) => i,
+                None => {
+                    st.kinds.push(Kind {
+                        site,
+                        since: now,
+                        written: 0,
+                        held: 0,
+                        examples: Vec::new(),
+                    });
+                    st.kinds.len() - 1
+                }
             };
+            let kind = &mut st.kinds[index];
+            if room && kind.written < PER_KIND {
+                kind.written += 1;
+                st.written += 1;
+                true
+            } else {
+                kind.held += 1;
+                if kind.examples.len() < EXAMPLES {
+                    if let Some(peer) = peer {
+                        let peer = peer.to_string();
+                        if !kind.examples.contains(&peer) {
+                            kind.examples.push(peer);
+                        }
+                    }
+                }
+                false
+            }
+        };
+        for summary in summaries {
+            summary.write();
         }
-        if w.written < PER_SECOND {
-            w.written += 1;
-            true
-        } else {
-            w.suppressed += 1;
-            false
-        }
+        allowed
     }
 }
 
@@ -90,30 +203,173 @@ impl Default for WarnLimiter {
     }
 }
 
+impl Drop for WarnLimiter {
+    /// The summaries still pending: a server that stops says what it held back.
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let st = lock(&self.state);
+        let summaries: Vec<Summary> = st.kinds.iter().filter_map(|k| k.summary(now)).collect();
+        drop(st);
+        for summary in summaries {
+            summary.write();
+        }
+    }
+}
+
 /// Writes a WARN line if the [`WarnLimiter`] `$limit` allows it; the other arguments are
-/// as for `tracing::warn!`.
+/// as for `tracing::warn!`, ending with the message (a string literal, which names the
+/// kind in summaries). A `peer = %name,` or `%peer,` field gives the summary its examples.
 #[macro_export]
 macro_rules! peer_warn {
     ($limit:expr, $($arg:tt)+) => {
-        if $limit.allow() {
-            $crate::__private::tracing::warn!($($arg)+);
-        }
+        $crate::__peer_warn!(@find [$limit] [$($arg)+] [] $($arg)+)
     };
+}
+
+/// The parts of [`peer_warn!`](crate::peer_warn): finds the peer field and the message among the arguments.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __peer_warn {
+    (@find [$limit:expr] [$($all:tt)+] [$($p:tt)*] peer = % $peer:ident , $($rest:tt)*) => {
+        $crate::__peer_warn!(@find [$limit] [$($all)+] [$peer] $($rest)*)
+    };
+    // A shorthand `%name,` field: the peer if its name is `peer` (the caller's own token is
+    // kept, so that it names the caller's variable).
+    (@find [$limit:expr] [$($all:tt)+] [$($p:tt)*] % $field:ident , $($rest:tt)*) => {
+        $crate::__peer_warn!(@shorthand [$field] [$field] [$limit] [$($all)+] [$($p)*] $($rest)*)
+    };
+    (@shorthand [peer] [$field:ident] [$limit:expr] [$($all:tt)+] [$($p:tt)*] $($rest:tt)*) => {
+        $crate::__peer_warn!(@find [$limit] [$($all)+] [$field] $($rest)*)
+    };
+    (@shorthand [$other:ident] [$field:ident] [$limit:expr] [$($all:tt)+] [$($p:tt)*] $($rest:tt)*) => {
+        $crate::__peer_warn!(@find [$limit] [$($all)+] [$($p)*] $($rest)*)
+    };
+    (@find [$limit:expr] [$($all:tt)+] [$($p:tt)*] $message:literal $(,)?) => {
+        $crate::__peer_warn!(@emit [$limit] [$($all)+] [$($p)*] $message)
+    };
+    (@find [$limit:expr] [$($all:tt)+] [$($p:tt)*] $head:tt $($rest:tt)*) => {
+        $crate::__peer_warn!(@find [$limit] [$($all)+] [$($p)*] $($rest)*)
+    };
+    (@emit [$limit:expr] [$($all:tt)+] [] $message:literal) => {{
+        static SITE: $crate::WarnSite = $crate::WarnSite::new($message);
+        if $limit.allow(&SITE, None) {
+            $crate::__private::tracing::warn!($($all)+);
+        }
+    }};
+    (@emit [$limit:expr] [$($all:tt)+] [$peer:ident] $message:literal) => {{
+        static SITE: $crate::WarnSite = $crate::WarnSite::new($message);
+        if $limit.allow(&SITE, Some(&$peer as &dyn ::std::fmt::Display)) {
+            $crate::__private::tracing::warn!($($all)+);
+        }
+    }};
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    static A: WarnSite = WarnSite::new("kind a");
+    static B: WarnSite = WarnSite::new("kind b");
+
+    fn held(l: &WarnLimiter, site: &'static WarnSite) -> (u64, Vec<String>) {
+        let st = lock(&l.state);
+        let k = st
+            .kinds
+            .iter()
+            .find(|k| std::ptr::eq(k.site, site))
+            .unwrap();
+        (k.held, k.examples.clone())
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_burst_is_cut_and_the_budget_returns_each_second() {
+    async fn each_kind_writes_a_few_lines_per_interval_and_counts_the_rest() {
         let l = WarnLimiter::new();
-        let allowed = (0..100).filter(|_| l.allow()).count();
+        let peers: Vec<String> = (0..100).map(|i| format!("192.0.2.{i}:4000")).collect();
+        let allowed = peers
+            .iter()
+            .filter(|p| l.allow(&A, Some(p as &dyn Display)))
+            .count();
+        assert_eq!(allowed, PER_KIND as usize);
+        let (count, examples) = held(&l, &A);
+        assert_eq!(count, 100 - u64::from(PER_KIND));
+        assert_eq!(
+            examples,
+            ["192.0.2.3:4000", "192.0.2.4:4000", "192.0.2.5:4000"]
+        );
+        // Another kind has its own lines.
+        assert!(l.allow(&B, None));
+        // Within the interval nothing more of A; after it, A writes again and its count
+        // starts over (the summary was written).
+        tokio::time::advance(INTERVAL / 2).await;
+        assert!(!l.allow(&A, None));
+        tokio::time::advance(INTERVAL / 2).await;
+        assert!(l.allow(&A, None));
+        assert_eq!(held(&l, &A).0, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_summary_line_counts_and_names_examples() {
+        let log = nodelink_testkit::Captured::default();
+        let _guard = log.install();
+        let l = WarnLimiter::new();
+        for i in 0..50u16 {
+            let peer = std::net::SocketAddr::from(([192, 0, 2, 9], 4000 + i));
+            crate::peer_warn!(l, peer = %peer, detail = i, "a forged datagram: dropped");
+        }
+        assert_eq!(
+            log.find("WARN", &["a forged datagram"]).len(),
+            PER_KIND as usize
+        );
+        // The next warning after the interval writes the summary first.
+        tokio::time::advance(INTERVAL).await;
+        crate::peer_warn!(l, "something else");
+        log.expect_one(
+            "WARN",
+            &[
+                "47 more in the last 10 s, e.g. 192.0.2.9:4003, 192.0.2.9:4004, 192.0.2.9:4005",
+                "a forged datagram: dropped",
+            ],
+        );
+        // A kind still held back when the limiter goes is summarised then (this call site
+        // is a kind of its own: three lines, two held back).
+        for _ in 0..5 {
+            crate::peer_warn!(l, "a third kind");
+        }
+        drop(l);
+        log.expect_one("WARN", &["2 more in the last 1 s: a third kind"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_peer_field_is_found_in_either_form() {
+        let log = nodelink_testkit::Captured::default();
+        let _guard = log.install();
+        let l = WarnLimiter::new();
+        let reason = "not the peer";
+        for i in 0..5u16 {
+            let peer = std::net::SocketAddr::from(([198, 51, 100, 1], i));
+            crate::peer_warn!(l, %reason, %peer, "shorthand form");
+        }
+        for i in 0..5u16 {
+            let from = std::net::SocketAddr::from(([198, 51, 100, 2], i));
+            crate::peer_warn!(l, peer = %from, "named form");
+        }
+        drop(l);
+        log.expect_one(
+            "WARN",
+            &["e.g. 198.51.100.1:3, 198.51.100.1:4: shorthand form"],
+        );
+        log.expect_one("WARN", &["e.g. 198.51.100.2:3, 198.51.100.2:4: named form"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_kinds_together_stay_within_the_budget_per_second() {
+        let l = WarnLimiter::new();
+        let sites: Vec<&'static WarnSite> = (0..20)
+            .map(|_| &*Box::leak(Box::new(WarnSite::new("many kinds"))))
+            .collect();
+        let allowed = sites.iter().filter(|s| l.allow(s, None)).count();
         assert_eq!(allowed, PER_SECOND as usize);
-        assert_eq!(lock(&l.window).suppressed, 100 - u64::from(PER_SECOND));
-        tokio::time::advance(WINDOW).await;
-        assert!(l.allow());
-        assert_eq!(lock(&l.window).suppressed, 0);
-        assert_eq!(lock(&l.window).written, 1);
+        tokio::time::advance(SECOND).await;
+        assert!(l.allow(sites[19], None), "the budget returns each second");
     }
 }

@@ -172,9 +172,9 @@ async fn failed_handshakes_are_warnings() {
     );
 }
 
-/// A client that fails its handshake over and over cannot flood the log: the warnings of
-/// one transport are cut at a budget per second, and the next one says how many were
-/// suppressed.
+/// A client that fails its handshake over and over cannot flood the log: each kind of
+/// warning of one transport writes a few lines per interval, and the rest are counted
+/// for one summary line.
 #[tokio::test]
 async fn peer_warnings_are_rate_limited() {
     let log = Captured::default();
@@ -190,8 +190,11 @@ async fn peer_warnings_are_rate_limited() {
     }
     let seconds = start.elapsed().as_secs() + 1;
     let written = log.find("WARN", &["does not exist"]).len() as u64;
-    // Ten per started second at most; normally this loop takes well under one second.
-    assert!(written <= 10 * seconds, "{written} lines in {seconds} s");
+    // A few per kind and interval (ten at most per started second in all).
+    assert!(
+        written <= u64::from(nodelink_driver::PER_KIND) * (seconds / 10 + 1),
+        "{written} lines in {seconds} s"
+    );
     assert!(written < 60, "nothing was suppressed");
     within("close", t.close()).await;
 }

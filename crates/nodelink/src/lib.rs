@@ -113,7 +113,7 @@
 //! | `tls` | yes | links over TLS with NEO's node certificates (`rustls`, `ring`) |
 //! | `serde` | yes | [`serde_message!`]: serde types as messages (MessagePack) |
 //! | `kcp` | no | links over KCP sessions (`nodelink::kcp`, the `nodelink-kcp` crate) |
-//! | `tower` | no | [`AskService`]: lightweight requests as a `tower::Service` |
+//! | `tower` | no | `AskService`: lightweight requests as a `tower::Service` |
 //!
 //! With `default-features = false` the crate is the plain link over TCP or any byte stream.
 //!
