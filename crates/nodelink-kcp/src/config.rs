@@ -148,6 +148,12 @@ pub struct Config {
     /// share an address). Past it, as for [`Config::max_sessions`] but among that
     /// address's sessions.
     pub max_sessions_per_ip: usize,
+    /// Listeners only: new sessions created per second at most (default 1000, with a
+    /// burst of as many). A flood of forged first datagrams then costs a bounded amount of
+    /// work a second; past the rate a datagram that would start a session is dropped and
+    /// counted (`InErrs`), and its sender, if real, gets in with KCP's retransmission.
+    /// Sessions already running are never affected.
+    pub session_rate: u32,
     /// kcptun's manual mode: `(nodelay, interval ms, resend, no congestion window)` for
     /// [`Kcp::set_nodelay`](crate::core::Kcp::set_nodelay), overriding [`Config::mode`]'s preset when set.
     pub nodelay: Option<(bool, u32, u32, bool)>,
@@ -184,6 +190,7 @@ impl Default for Config {
             backlog: 128,
             max_sessions: 4096,
             max_sessions_per_ip: 256,
+            session_rate: 1000,
             sockbuf: 4 << 20,
             dscp: 0,
             nodelay: None,
@@ -240,6 +247,12 @@ impl Config {
         self.max_sessions = sessions.max(1);
         self
     }
+    /// Sets [`Config::session_rate`] (at least 1 a second).
+    pub fn with_session_rate(mut self, per_second: u32) -> Self {
+        self.session_rate = per_second.max(1);
+        self
+    }
+
     /// Sets [`Config::max_sessions_per_ip`] (at least 1).
     pub fn with_max_sessions_per_ip(mut self, sessions: usize) -> Self {
         self.max_sessions_per_ip = sessions.max(1);

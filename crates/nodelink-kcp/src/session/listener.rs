@@ -41,7 +41,10 @@ const SESSION_QUEUE: usize = 1024;
 /// flood of one forged datagram per source churns among itself; a forger that sends two
 /// per source is held by the per-address bound, and its sessions end with their protocol's
 /// timeouts), and if every session has proven itself the new one
-/// is refused (counted as `InErrs`). Evicted sessions end with [`ErrorKind::Reset`].
+/// is refused (counted as `InErrs`). New sessions are also created at most
+/// [`session_rate`](Config::session_rate) a second, so a flood of forged first datagrams
+/// costs bounded work; running sessions are never affected. Evicted sessions end with
+/// [`ErrorKind::Reset`].
 /// Both are logged within the listener's warning budget; [`sessions`](Self::sessions)
 /// is the gauge.
 ///
@@ -98,6 +101,41 @@ struct Demux {
     /// skipped when met).
     unproven: VecDeque<(SocketAddr, u64)>,
     live: Arc<AtomicUsize>,
+    /// New sessions allowed now ([`Config::session_rate`]).
+    creation: TokenBucket,
+}
+
+/// A token bucket: `rate` tokens a second, at most `rate` kept.
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Option<tokio::time::Instant>,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> TokenBucket {
+        let rate = f64::from(rate.max(1));
+        TokenBucket {
+            rate,
+            tokens: rate,
+            last: None,
+        }
+    }
+
+    /// Takes a token if there is one.
+    fn take(&mut self, now: tokio::time::Instant) -> bool {
+        if let Some(last) = self.last {
+            let refill = now.duration_since(last).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + refill).min(self.rate);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl KcpListener {
@@ -140,6 +178,7 @@ impl KcpListener {
         let failure = Arc::new(OnceLock::new());
         let live = Arc::new(AtomicUsize::new(0));
         let demux = Demux {
+            creation: TokenBucket::new(cfg.session_rate),
             per_ip: HashMap::new(),
             unproven: VecDeque::new(),
             live: Arc::clone(&live),
@@ -376,6 +415,18 @@ impl Demux {
             );
             return self.drop_datagram(len, Some(false));
         };
+        // A flood of would-be sessions costs a bounded amount of work a second.
+        if !self.creation.take(tokio::time::Instant::now()) {
+            peer_warn!(
+                self.warn_limit,
+                peer = %from,
+                local = %self.local,
+                rate = self.cfg.session_rate,
+                "new KCP session refused: sessions are being created faster than session_rate \
+                 a second (a flood of forged first datagrams?)"
+            );
+            return self.drop_datagram(len, Some(false));
+        }
         // After the backlog check: a refused session must not cost another its place.
         if !self.make_room(from) {
             return self.drop_datagram(len, Some(false));

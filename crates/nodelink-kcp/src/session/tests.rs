@@ -397,3 +397,53 @@ async fn forged_one_shot_sessions_are_evicted_first() {
         assert_eq!(&buf, b"reply");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_creation_is_rate_limited() {
+    use crate::pipeline::Pipeline;
+    let cfg = Config::default().with_fec(0, 0).with_session_rate(5);
+    let mut l = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let addr = l.local_addr();
+    // Twenty forged first datagrams at once: the burst of five becomes sessions, the rest
+    // are refused and counted.
+    let mut sockets = Vec::new();
+    for conv in 100..120u32 {
+        let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut p = Pipeline::new(conv, &cfg).unwrap();
+        p.send(b"forged").unwrap();
+        let mut wire = Vec::new();
+        p.flush(0, |d| wire.push(d.to_vec()));
+        raw.send_to(&wire[0], addr).await.unwrap();
+        sockets.push(raw);
+    }
+    for _ in 0..5 {
+        timeout(Duration::from_secs(5), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // Each datagram is either a session or a refusal; wait until all twenty are counted.
+    let counted = async {
+        while l.stats().in_errs + l.stats().passive_opens < 20 {
+            tokio::task::yield_now().await;
+        }
+    };
+    timeout(Duration::from_secs(5), counted).await.unwrap();
+    let st = l.stats();
+    assert!(st.passive_opens <= 6, "{st:?}");
+    assert!(st.in_errs >= 14, "{st:?}");
+
+    // A real client still gets in: its retransmissions find tokens again.
+    let mut c = KcpStream::connect(addr, cfg).await.unwrap();
+    c.write_all(b"hello").await.unwrap();
+    let (mut s, _) = timeout(Duration::from_secs(10), l.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = [0u8; 5];
+    timeout(Duration::from_secs(10), s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"hello");
+}
