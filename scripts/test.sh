@@ -80,6 +80,7 @@ echo "transport bench smoke: $(wc -l < target/bench-nt-quick.jsonl) figures"
 test -s target/bench-nt-quick.jsonl
 grep -q '"scenario":"nt_rtt_2proc"' target/bench-nt-quick.jsonl ||
   { echo "transport bench smoke: no nt_rtt_2proc figure"; exit 1; }
+./target/release/nodelink-bench hostile --quick
 ./target/release/nodelink-bench tunnel --quick --json > target/bench-tunnel-quick.jsonl
 echo "tunnel bench smoke: $(wc -l < target/bench-tunnel-quick.jsonl) figures"
 test -s target/bench-tunnel-quick.jsonl

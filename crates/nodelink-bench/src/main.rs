@@ -6,12 +6,15 @@
 //! nodelink-bench kcp [--quick] [--json] [--runs N] [--scenarios a,b,..]   (see kcp.rs)
 //! nodelink-bench nt [--quick] [--json] ...                                  (see nt.rs)
 //! nodelink-bench tunnel [--quick] [--json] ...                              (see tunnel.rs)
+//! nodelink-bench hostile [--quick] [--json] [--seconds N] [--soak S]      (see hostile.rs)
 //! nodelink-bench serve --impl IMPL --mode lightweight|per-connection   (used for _2proc)
 //! ```
 //!
 //! Figures are absolute values plus the ratio to raw TCP measured in the same run: this
 //! machine is shared and noisy, ratios within one run are what can be compared.
 
+mod hostile;
+mod hostile_attacks;
 mod impls;
 mod kcp;
 mod kcp_oneway;
@@ -78,6 +81,8 @@ enum Cmd {
     Nt(nt::NtArgs),
     /// Tunnel: nodelink tunnel vs kcptun (see `tunnel.rs`).
     Tunnel(tunnel::TunnelArgs),
+    /// The real servers under hostile load, with a good client alongside (see `hostile.rs`).
+    Hostile(hostile::HostileArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -119,6 +124,7 @@ fn real_main() -> Result<()> {
             Some(Cmd::Kcp(kcp_args)) => kcp::run(kcp_args).await,
             Some(Cmd::Nt(nt_args)) => nt::run(nt_args).await,
             Some(Cmd::Tunnel(tunnel_args)) => tunnel::run(tunnel_args).await,
+            Some(Cmd::Hostile(hostile_args)) => hostile::run(hostile_args).await,
             None => bench(&args).await,
         }
     })

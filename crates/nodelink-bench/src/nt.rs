@@ -292,7 +292,7 @@ async fn nt_rtt_2proc(payload: Bytes, warm: usize, n: usize) -> Result<Vec<Durat
 }
 
 /// Serial round trips from a new endpoint to the echo endpoint `to`.
-async fn ping(
+pub(crate) async fn ping(
     to: &EndPointAddress,
     payload: Bytes,
     warm: usize,

@@ -1,0 +1,383 @@
+//! The attacks and the good clients of `nodelink-bench hostile` (see `hostile.rs`), each
+//! written from the protocol, not with the server's own code.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::hostile::Scenario;
+
+/// What the attacker does.
+#[derive(Clone, Copy, Debug)]
+pub enum Attack {
+    /// Open this many TCP connections and never send a byte.
+    SilentSockets { count: usize },
+    /// Finish the link handshake on this many links, then send large requests without
+    /// ever reading an answer.
+    NeverReading { links: usize },
+    /// From this many UDP sockets, send a well-formed first KCP datagram (the public
+    /// default key) from each, again with a new conversation every `every_ms`.
+    KcpFlood { sockets: usize, every_ms: u64 },
+    /// Send network-transport connection requests that claim the server's own address,
+    /// one connection after another.
+    NtSelfClaim,
+}
+
+/// The well-behaved client measured meanwhile.
+#[derive(Clone, Copy, Debug)]
+pub enum Good {
+    /// NEO Ping/Pong over one link, and a new link dialled four times a second.
+    Link,
+    /// 16-byte echoes over one KCP session with the CLI's default settings.
+    Kcp,
+    /// Endpoint-transport pings, each series from a new transport.
+    Nt,
+}
+
+/// The scenarios, sized for `--quick` or for a full run.
+pub fn scenarios(quick: bool) -> Vec<Scenario> {
+    let scale = |quick_n: usize, full_n: usize| if quick { quick_n } else { full_n };
+    vec![
+        Scenario {
+            id: "serve_silent_sockets",
+            server: &["serve", "--listen", "127.0.0.1:0"],
+            attack: Attack::SilentSockets {
+                count: scale(600, 3000),
+            },
+            good: Good::Link,
+            rss_bound_mib: 200,
+            expected_log: "handshake",
+        },
+        Scenario {
+            id: "serve_never_reading",
+            server: &["serve", "--listen", "127.0.0.1:0", "--max-memory", "32M"],
+            attack: Attack::NeverReading {
+                links: scale(4, 16),
+            },
+            good: Good::Link,
+            rss_bound_mib: 400,
+            expected_log: "memory budget reached",
+        },
+        Scenario {
+            id: "kcp_forged_sessions",
+            server: &["kcp", "serve", "--listen", "127.0.0.1:0"],
+            attack: Attack::KcpFlood {
+                sockets: scale(400, 2000),
+                every_ms: 500,
+            },
+            good: Good::Kcp,
+            rss_bound_mib: 400,
+            expected_log: "KCP session",
+        },
+        Scenario {
+            id: "nt_self_claim",
+            server: &["nt", "echo", "--listen", "127.0.0.1:0"],
+            attack: Attack::NtSelfClaim,
+            good: Good::Nt,
+            rss_bound_mib: 100,
+            expected_log: "claims this endpoint's own address",
+        },
+    ]
+}
+
+/// Runs `attack` against the server at `addr` until `stop`; says what it did.
+pub async fn run(attack: Attack, addr: String, stop: Arc<AtomicBool>) -> Result<String> {
+    match attack {
+        Attack::SilentSockets { count } => silent_sockets(&addr, count, &stop).await,
+        Attack::NeverReading { links } => never_reading(&addr, links, &stop).await,
+        Attack::KcpFlood { sockets, every_ms } => kcp_flood(&addr, sockets, every_ms, &stop).await,
+        Attack::NtSelfClaim => nt_self_claim(&addr, &stop).await,
+    }
+}
+
+async fn until_stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn silent_sockets(addr: &str, count: usize, stop: &AtomicBool) -> Result<String> {
+    let mut held = Vec::with_capacity(count);
+    let mut failed = 0usize;
+    for batch in (0..count).collect::<Vec<_>>().chunks(100) {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let dials = batch.iter().map(|_| {
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr.to_owned()))
+        });
+        for dialled in futures::future::join_all(dials).await {
+            match dialled {
+                Ok(Ok(s)) => held.push(s),
+                _ => failed += 1,
+            }
+        }
+    }
+    until_stopped(stop).await;
+    Ok(format!(
+        "{} silent sockets held ({failed} connects failed or waited over 2 s)",
+        held.len()
+    ))
+}
+
+/// NEO's packet header: connection id, message code, payload length (big-endian).
+fn packet(conn: u32, code: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(10 + payload.len());
+    p.extend_from_slice(&conn.to_be_bytes());
+    p.extend_from_slice(&code.to_be_bytes());
+    p.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+async fn never_reading(addr: &str, links: usize, stop: &Arc<AtomicBool>) -> Result<String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..links {
+        let addr = addr.to_owned();
+        let stop = Arc::clone(stop);
+        tasks.spawn(async move {
+            let mut s = TcpStream::connect(addr).await?;
+            s.write_all(&6u32.to_be_bytes()).await?;
+            let mut version = [0u8; 4];
+            s.read_exact(&mut version).await?;
+            let payload = vec![0x5a; 64 << 10];
+            let mut sent = 0u64;
+            let mut conn = 1u32;
+            while !stop.load(Ordering::Relaxed) {
+                // A lightweight request (odd id, the dialler's) with the echo code.
+                let p = packet(conn, 0x0100, &payload);
+                conn = conn.wrapping_add(2);
+                match tokio::time::timeout(Duration::from_millis(200), s.write_all(&p)).await {
+                    Ok(Ok(())) => sent += p.len() as u64,
+                    Ok(Err(_)) => break,
+                    // The server stopped reading: that is the point; keep trying.
+                    Err(_) => {}
+                }
+            }
+            Ok::<_, anyhow::Error>(sent)
+        });
+    }
+    let mut total = 0u64;
+    let mut errors = 0usize;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(sent)) => total += sent,
+            _ => errors += 1,
+        }
+    }
+    Ok(format!(
+        "{links} links sent {:.1} MiB of requests without reading an answer ({errors} failed)",
+        total as f64 / (1 << 20) as f64
+    ))
+}
+
+/// The CLI's KCP defaults (kcptun's): AES with the public default key, FEC 10/3.
+fn kcp_config() -> nodelink_kcp::Config {
+    nodelink_kcp::Config::default()
+        .with_crypt(nodelink_kcp::CipherKind::Aes)
+        .with_key("it's a secrect")
+        .with_fec(10, 3)
+        .with_stream(true)
+}
+
+async fn kcp_flood(addr: &str, sockets: usize, every_ms: u64, stop: &AtomicBool) -> Result<String> {
+    let target: std::net::SocketAddr = addr.parse().context("KCP address")?;
+    let cfg = kcp_config();
+    let mut socks = Vec::with_capacity(sockets);
+    for _ in 0..sockets {
+        socks.push(UdpSocket::bind("127.0.0.1:0").await?);
+    }
+    let mut sent = 0u64;
+    let mut conv: u32 = 1;
+    while !stop.load(Ordering::Relaxed) {
+        for sock in &socks {
+            conv = conv.wrapping_add(1).max(1);
+            let mut p = nodelink_kcp::pipeline::Pipeline::new(conv, &cfg)?;
+            p.send(b"forged")?;
+            let mut first = None;
+            p.flush(0, |d| {
+                first.get_or_insert_with(|| d.to_vec());
+            });
+            if let Some(d) = first {
+                if sock.send_to(&d, target).await.is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(every_ms)).await;
+    }
+    Ok(format!(
+        "{sent} forged first datagrams from {sockets} source ports"
+    ))
+}
+
+/// A connection request (network-transport-tcp, protocol version 0) for endpoint 0 of
+/// the server, claiming `origin` as the requester's address.
+fn nt_request(origin: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for w in [0u32, 8 + origin.len() as u32, 0, origin.len() as u32] {
+        v.extend_from_slice(&w.to_be_bytes());
+    }
+    v.extend_from_slice(origin);
+    v
+}
+
+async fn nt_self_claim(address: &str, stop: &AtomicBool) -> Result<String> {
+    let socket = address
+        .rsplit_once(':')
+        .map(|(host_port, _)| host_port.to_owned())
+        .context("endpoint address")?;
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(Ok(mut s)) =
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&socket)).await
+        {
+            if s.write_all(&nt_request(address.as_bytes())).await.is_ok() {
+                sent += 1;
+                let mut answer = [0u8; 4];
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut answer)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(format!(
+        "{sent} connection requests claiming the server's own address"
+    ))
+}
+
+/// Round trips of the good client over some time.
+#[derive(Default)]
+pub struct Measured {
+    pub ok: u64,
+    pub failed: u64,
+    pub times: Vec<Duration>,
+    pub first_failure: Option<String>,
+}
+
+impl Measured {
+    fn record(&mut self, started: Instant, result: Result<()>) {
+        match result {
+            Ok(()) => {
+                self.ok += 1;
+                self.times.push(started.elapsed());
+            }
+            Err(e) => {
+                self.failed += 1;
+                self.first_failure.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+
+    pub fn p50_us(&self) -> f64 {
+        let mut t = self.times.clone();
+        t.sort_unstable();
+        t.get(t.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    }
+
+    pub fn max_us(&self) -> f64 {
+        self.times
+            .iter()
+            .max()
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    }
+}
+
+/// The good client, connected before the attack starts.
+pub enum GoodClient {
+    Link {
+        addr: String,
+        link: nodelink::Link,
+    },
+    Kcp(tokio::sync::Mutex<nodelink_kcp::KcpStream>),
+    Nt {
+        address: nodelink_transport::EndPointAddress,
+    },
+}
+
+/// How long any one good request may take before it counts as failed.
+const GOOD_LIMIT: Duration = Duration::from_secs(5);
+
+impl GoodClient {
+    pub async fn start(good: Good, addr: &str) -> Result<GoodClient> {
+        Ok(match good {
+            Good::Link => GoodClient::Link {
+                addr: addr.to_owned(),
+                link: nodelink::connect(addr, nodelink::Config::default()).await?,
+            },
+            Good::Kcp => GoodClient::Kcp(tokio::sync::Mutex::new(
+                nodelink_kcp::KcpStream::connect(addr, kcp_config()).await?,
+            )),
+            Good::Nt => GoodClient::Nt {
+                address: addr
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("endpoint address {addr}: {e}"))?,
+            },
+        })
+    }
+
+    /// Requests for `how_long`, one after another with short pauses.
+    pub async fn measure(&self, how_long: Duration) -> Measured {
+        let mut m = Measured::default();
+        let end = Instant::now() + how_long;
+        let mut last_dial = Instant::now();
+        while Instant::now() < end {
+            let started = Instant::now();
+            let result = match self {
+                GoodClient::Link { addr, link } => {
+                    if last_dial.elapsed() >= Duration::from_millis(250) {
+                        // A new client arriving now must get in too.
+                        last_dial = Instant::now();
+                        bounded(dial_and_ping(addr)).await
+                    } else {
+                        bounded(async {
+                            let _: nodelink::Pong = link.ask1(&nodelink::Ping).await?;
+                            Ok(())
+                        })
+                        .await
+                    }
+                }
+                GoodClient::Kcp(stream) => bounded(kcp_echo(stream)).await,
+                GoodClient::Nt { address } => {
+                    bounded(async {
+                        crate::nt::ping(address, Bytes::from_static(b"good client ping"), 0, 5)
+                            .await
+                            .map(drop)
+                    })
+                    .await
+                }
+            };
+            m.record(started, result);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        m
+    }
+}
+
+async fn bounded(f: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::time::timeout(GOOD_LIMIT, f)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {GOOD_LIMIT:?}"))?
+}
+
+async fn dial_and_ping(addr: &str) -> Result<()> {
+    let link = nodelink::connect(addr, nodelink::Config::default()).await?;
+    let _: nodelink::Pong = link.ask1(&nodelink::Ping).await?;
+    link.close().await;
+    Ok(())
+}
+
+async fn kcp_echo(stream: &tokio::sync::Mutex<nodelink_kcp::KcpStream>) -> Result<()> {
+    let mut stream = stream.lock().await;
+    let sent = *b"good kcp client!";
+    stream.write_all(&sent).await?;
+    let mut back = [0u8; 16];
+    stream.read_exact(&mut back).await?;
+    anyhow::ensure!(back == sent, "the echo differs");
+    Ok(())
+}
