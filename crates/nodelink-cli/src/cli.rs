@@ -87,6 +87,9 @@ pub struct KcpServeArgs {
     /// UDP address to listen on, such as 127.0.0.1:29900 (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (printed as the second line).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// KCP settings (kcptun's flag names and server defaults).
     #[command(flatten)]
     pub kcp: KcpArgs,
@@ -132,6 +135,9 @@ pub struct ServeArgs {
     /// Address to listen on, such as 127.0.0.1:5551 (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (printed as the second line).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// The dialect to speak: neo-go (NEO/go's neonet) or neo-py (NEO/py 1.12).
     #[arg(long, value_enum, default_value_t = DialectArg::NeoGo)]
     pub dialect: DialectArg,

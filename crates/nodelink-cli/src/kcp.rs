@@ -56,6 +56,22 @@ async fn serve(args: KcpServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr();
     say!("listening on {addr}");
     tracing::info!(%addr, settings = %description, "serving KCP echo");
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    let _metrics_guard = metrics_stop.clone().drop_guard();
+    let live = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if let Some(at) = &args.metrics {
+        let live = std::sync::Arc::clone(&live);
+        let collect: crate::metrics::Collect = std::sync::Arc::new(move || {
+            let mut v = vec![crate::metrics::Metric::gauge(
+                "nodelink_kcp_sessions_echoing",
+                "Sessions this server is echoing now.",
+                live.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )];
+            v.extend(crate::metrics::kcp_snmp());
+            v
+        });
+        crate::metrics::start(at, collect, metrics_stop.clone()).await?;
+    }
 
     let mut sessions = JoinSet::new();
     let outcome = loop {
@@ -66,7 +82,12 @@ async fn serve(args: KcpServeArgs) -> anyhow::Result<()> {
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    sessions.spawn(echo(stream, peer));
+                    let live = std::sync::Arc::clone(&live);
+                    live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    sessions.spawn(async move {
+                        echo(stream, peer).await;
+                        live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    });
                 }
                 Err(e) => break Err(e).context("cannot accept KCP sessions"),
             },

@@ -21,6 +21,7 @@ use clap::{CommandFactory, Parser};
 mod cli;
 mod kcp;
 mod kcp_args;
+mod metrics;
 mod nt;
 mod out;
 mod ping;

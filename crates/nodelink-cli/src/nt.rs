@@ -59,6 +59,9 @@ pub struct EchoArgs {
     /// port). The host is also the one advertised in endpoint addresses.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (printed as the second line).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// Seconds that outbound connects, inbound handshakes and probes may take.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub connect_timeout: f64,
@@ -162,6 +165,58 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
         .context("cannot create the endpoint")?;
     say!("ADDRESS {}", endpoint.address());
     tracing::info!(address = %endpoint.address(), "echo endpoint up");
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    let _metrics_guard = metrics_stop.clone().drop_guard();
+    if let Some(at) = &args.metrics {
+        let (t, ep) = (transport.clone(), endpoint.clone());
+        let collect: crate::metrics::Collect = std::sync::Arc::new(move || {
+            use crate::metrics::Metric;
+            let (s, ts) = (ep.stats(), t.stats());
+            vec![
+                Metric::gauge(
+                    "nodelink_nt_sockets",
+                    "Sockets open to remote endpoints.",
+                    s.sockets as f64,
+                ),
+                Metric::gauge(
+                    "nodelink_nt_connections_in",
+                    "Connections remote endpoints have open to us.",
+                    s.connections_in as f64,
+                ),
+                Metric::gauge(
+                    "nodelink_nt_connections_out",
+                    "Our connections open to remote endpoints.",
+                    s.connections_out as f64,
+                ),
+                Metric::counter(
+                    "nodelink_nt_messages_in_total",
+                    "Messages received.",
+                    s.messages_in,
+                ),
+                Metric::counter(
+                    "nodelink_nt_bytes_in_total",
+                    "Payload bytes received.",
+                    s.bytes_in,
+                ),
+                Metric::counter(
+                    "nodelink_nt_sockets_lost_total",
+                    "Sockets lost without a goodbye.",
+                    s.sockets_lost,
+                ),
+                Metric::counter(
+                    "nodelink_nt_protocol_violations_total",
+                    "Frames that broke the protocol.",
+                    s.protocol_violations,
+                ),
+                Metric::counter(
+                    "nodelink_nt_handshakes_failed_total",
+                    "Incoming handshakes that failed.",
+                    ts.handshakes_failed,
+                ),
+            ]
+        });
+        crate::metrics::start(at, collect, metrics_stop.clone()).await?;
+    }
 
     let outcome = tokio::select! {
         signal = signals.recv() => {

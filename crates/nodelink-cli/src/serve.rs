@@ -5,6 +5,9 @@
 //! connection carrying many requests. Packets with the answer bit set (answers, Errors) are
 //! dropped, never answered.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
 use anyhow::Context;
 use nodelink::{Config, Link, LinkListener, ANSWER_BIT};
 use tokio::task::JoinSet;
@@ -40,6 +43,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, tls = tls.is_some(), kcp = args.kcp.kcp, version = args.protocol_version, dialect = ?args.dialect, "serving");
 
     let stop = CancellationToken::new();
+    let counters = Arc::new(Counters::default());
+    if let Some(at) = &args.metrics {
+        let counters = Arc::clone(&counters);
+        let kcp = args.kcp.kcp;
+        let collect: crate::metrics::Collect = Arc::new(move || {
+            let mut v = counters.metrics();
+            if kcp {
+                v.extend(crate::metrics::kcp_snmp());
+            }
+            v
+        });
+        crate::metrics::start(at, collect, stop.child_token()).await?;
+    }
     let mut links = JoinSet::new();
     let outcome = loop {
         tokio::select! {
@@ -49,7 +65,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
             accepted = listener.accept() => match accepted {
                 Ok(link) => {
-                    links.spawn(serve_link(link, stop.clone()));
+                    counters.handshakes_failed.store(listener.failed_handshakes(), Relaxed);
+                    counters.links_accepted.fetch_add(1, Relaxed);
+                    counters.links_open.fetch_add(1, Relaxed);
+                    let (counters, stop) = (Arc::clone(&counters), stop.clone());
+                    links.spawn(async move {
+                        let stats = serve_link(link, stop).await;
+                        counters.links_open.fetch_sub(1, Relaxed);
+                        counters.packets_in.fetch_add(stats.packets_in, Relaxed);
+                        counters.packets_out.fetch_add(stats.packets_out, Relaxed);
+                    });
                 }
                 Err(e) => break Err(e).context("cannot accept links"),
             },
@@ -69,7 +94,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Answers every request of one link until it ends or `stop` is cancelled, then closes the
 /// link gracefully (queued answers are flushed).
-pub async fn serve_link(link: Link, stop: CancellationToken) {
+pub async fn serve_link(link: Link, stop: CancellationToken) -> nodelink::LinkStats {
     let name = link_name(&link);
     tracing::info!(link = %name, "link up");
     let why = loop {
@@ -109,6 +134,50 @@ pub async fn serve_link(link: Link, stop: CancellationToken) {
         packets_out = stats.packets_out,
         "link down"
     );
+    stats
+}
+
+/// What `--metrics` exports for `serve`: links, and packets of the links that ended.
+#[derive(Default)]
+struct Counters {
+    links_open: AtomicU64,
+    links_accepted: AtomicU64,
+    handshakes_failed: AtomicU64,
+    packets_in: AtomicU64,
+    packets_out: AtomicU64,
+}
+
+impl Counters {
+    fn metrics(&self) -> Vec<crate::metrics::Metric> {
+        use crate::metrics::Metric;
+        vec![
+            Metric::gauge(
+                "nodelink_links",
+                "Links being served now.",
+                self.links_open.load(Relaxed) as f64,
+            ),
+            Metric::counter(
+                "nodelink_links_accepted_total",
+                "Links accepted (handshake done).",
+                self.links_accepted.load(Relaxed),
+            ),
+            Metric::counter(
+                "nodelink_handshakes_failed_total",
+                "Incoming links that failed their handshake (as of the last accepted link).",
+                self.handshakes_failed.load(Relaxed),
+            ),
+            Metric::counter(
+                "nodelink_packets_in_total",
+                "Packets received on links that have ended.",
+                self.packets_in.load(Relaxed),
+            ),
+            Metric::counter(
+                "nodelink_packets_out_total",
+                "Packets sent on links that have ended.",
+                self.packets_out.load(Relaxed),
+            ),
+        ]
+    }
 }
 
 fn link_name(link: &Link) -> String {

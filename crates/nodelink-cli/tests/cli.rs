@@ -130,6 +130,56 @@ fn ping_json_is_one_object() {
     assert!(0.0 < p50.unwrap() && p50 <= p99, "{v}");
 }
 
+/// Sends `request` to the metrics endpoint and returns the whole response.
+fn http(addr: &str, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    // The server may close a request it refuses before reading all of it.
+    let _ = s.write_all(request);
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    response
+}
+
+#[test]
+fn serve_exports_prometheus_metrics() {
+    let mut cmd = bin();
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let (server, addr) = Guard::start(cmd, "listening on ", LIMIT);
+    let second = server.next_line(LIMIT);
+    let url = second
+        .strip_prefix("metrics on http://")
+        .and_then(|u| u.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("unexpected second line {second:?}"))
+        .to_string();
+    let r = run(&["ping", &addr, "--count", "3"]);
+    assert!(r.status.success(), "{}", r.describe());
+
+    let response = http(&url, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.contains("text/plain; version=0.0.4"), "{response}");
+    for line in [
+        "# TYPE nodelink_links_accepted_total counter",
+        "nodelink_links_accepted_total 1\n",
+        "# TYPE nodelink_links gauge",
+        "# TYPE process_resident_memory_bytes gauge",
+        "process_open_fds ",
+    ] {
+        assert!(response.contains(line), "{line:?} missing: {response}");
+    }
+    // Anything else is a 404; a head that never ends is cut off, and scraping goes on.
+    assert!(http(&url, b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    let endless = vec![b'a'; 20_000];
+    assert_eq!(http(&url, &endless), "");
+    assert!(http(&url, b"GET /metrics HTTP/1.0\r\n\r\n").contains("nodelink_links "));
+}
+
 #[test]
 fn version_prints_the_tools_version_on_every_command() {
     // clap names the subcommand: "nodelink 0.1.0", "nodelink-serve 0.1.0".

@@ -92,6 +92,13 @@ impl Guard {
         (guard, rest.to_string())
     }
 
+    /// The child's next stdout line after the first, waiting at most `limit`.
+    pub fn next_line(&self, limit: Duration) -> String {
+        let rest = self._rest.as_ref().expect("started with Guard::start");
+        rest.recv_timeout(limit)
+            .unwrap_or_else(|e| panic!("no further stdout line ({e}); stderr: {}", self.stderr()))
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
