@@ -180,6 +180,10 @@ pub struct CommonArgs {
     /// Do not log every stream opened and closed
     #[arg(long)]
     pub quiet: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (printed as the second line; not a
+    /// kcptun flag)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// kcptun JSON configuration file; its keys override the command line
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -295,6 +299,52 @@ async fn serve(command: TunnelCommand) -> anyhow::Result<()> {
     let tunnel = Tunnel::bind(cfg).await?;
     say!("listening on {}", tunnel.local_addr());
     let stop = CancellationToken::new();
+    let metrics_at = match &command {
+        TunnelCommand::Client(a) => a.common.metrics.as_deref(),
+        TunnelCommand::Server(a) => a.common.metrics.as_deref(),
+    };
+    if let Some(at) = metrics_at {
+        let handle = tunnel.stats_handle();
+        let collect: crate::metrics::Collect = std::sync::Arc::new(move || {
+            use crate::metrics::Metric;
+            let t = handle.stats();
+            let mut v = vec![
+                Metric::counter(
+                    "nodelink_tunnel_sessions_opened_total",
+                    "KCP sessions dialled (client) or accepted (server).",
+                    t.sessions_opened,
+                ),
+                Metric::counter(
+                    "nodelink_tunnel_streams_forwarded_total",
+                    "Streams forwarded.",
+                    t.streams_forwarded,
+                ),
+                Metric::counter(
+                    "nodelink_tunnel_streams_failed_total",
+                    "Streams given up (no session, target unreachable).",
+                    t.streams_failed,
+                ),
+                Metric::counter(
+                    "nodelink_tunnel_streams_closed_total",
+                    "Streams whose copying ended.",
+                    t.streams_closed,
+                ),
+                Metric::counter(
+                    "nodelink_tunnel_streams_refused_total",
+                    "Streams refused over the stream limit.",
+                    t.streams_refused,
+                ),
+                Metric::gauge(
+                    "nodelink_tunnel_streams",
+                    "Streams being forwarded now.",
+                    t.streams_forwarded.saturating_sub(t.streams_closed) as f64,
+                ),
+            ];
+            v.extend(crate::metrics::kcp_snmp());
+            v
+        });
+        crate::metrics::start(at, collect, stop.child_token()).await?;
+    }
     let mut task = tokio::spawn(tunnel.run(stop.clone()).with_current_subscriber());
     tokio::select! {
         signal = signals.recv() => {

@@ -156,6 +156,40 @@ fn client_and_server_forward_log_streams_and_stop_on_sigterm() {
 }
 
 #[test]
+fn both_ends_export_metrics() {
+    use std::io::{Read, Write};
+    let target = echo();
+    let srv = server(target, &["--metrics", "127.0.0.1:0"]);
+    let cli = client(srv.addr, &["--metrics", "127.0.0.1:0"]);
+    round_trip(cli.addr, b"counted");
+    cli.wait_log("stream closed");
+    for (end, sessions) in [(&srv, "accepted"), (&cli, "dialled")] {
+        let line = end.guard.next_line(LIMIT);
+        let at = line
+            .strip_prefix("metrics on http://")
+            .and_then(|u| u.strip_suffix("/metrics"))
+            .unwrap_or_else(|| panic!("unexpected second line {line:?}"));
+        let mut s = std::net::TcpStream::connect(at).unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        assert!(
+            text.contains("nodelink_tunnel_sessions_opened_total 1\n"),
+            "{sessions}: {text}"
+        );
+        assert!(
+            text.contains("nodelink_tunnel_streams_forwarded_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE nodelink_kcp_bytes_sent counter"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn quiet_suppresses_stream_logs() {
     let target = echo();
     let srv = server(target, &["--quiet"]);
