@@ -221,7 +221,11 @@ fn report_end(end: &End, to: &Sink<'_>, peer: &EndPointAddress, outgoing: u32) -
         }
         End::Lost { reason, report } => {
             if !*report {
+                // Nothing was in use: the socket was closing anyway, and losing it ends that
+                // close. A connect waiting for the close to end dials a new socket rather
+                // than failing (the original fails it, a spurious error for its caller).
                 tracing::debug!(%peer, endpoint = %us, %reason, "socket lost while closing");
+                return Resolution::Changed;
             } else {
                 Counters::add(&to.counters.sockets_lost, 1);
                 tracing::info!(%peer, endpoint = %us, %reason, "connection lost");

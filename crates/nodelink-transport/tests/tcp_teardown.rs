@@ -282,6 +282,47 @@ async fn test_block_after_close_socket() {
     drop(raw);
 }
 
+/// A socket that is lost while we close it (nothing in use) ends that close: a connect
+/// waiting for the close dials a new socket instead of failing (the original fails it).
+#[tokio::test]
+async fn a_connect_waiting_on_a_close_redials_when_the_socket_is_lost() {
+    let t = transport().await;
+    let ep = endpoint(&t).await;
+    let (server, mut raw) = raw_peer(&ep).await;
+    let conn = within("connect back", ep.connect(&server.address))
+        .await
+        .expect("connect over the live socket");
+    within("close conn", conn.close()).await;
+    for expected in [
+        RawFrame::Control(CREATED_NEW_CONNECTION, Some(1024)),
+        RawFrame::Control(CLOSE_CONNECTION, Some(1024)),
+        RawFrame::Control(CLOSE_SOCKET, Some(0)),
+    ] {
+        assert_eq!(raw.read_frame().await.unwrap(), expected);
+    }
+    // A connect now waits for the close; the peer then drops the socket unanswered.
+    let connecting = {
+        let (ep, to) = (ep.clone(), server.address.clone());
+        tokio::spawn(async move { ep.connect(&to).await })
+    };
+    tokio::task::yield_now().await;
+    drop(raw);
+    // The waiting connect dials again, and this time the peer accepts.
+    let (mut again, _, origin) = within("a new request", server.accept_request()).await;
+    assert_eq!(origin, ep.address().as_bytes());
+    again.write(&u32s(&[ACCEPTED])).await;
+    let conn = within("connect", connecting)
+        .await
+        .unwrap()
+        .expect("the waiting connect succeeds on a new socket");
+    conn.send(&[b"after"]).await.expect("send");
+    assert_eq!(
+        again.read_frame().await.unwrap(),
+        RawFrame::Control(CREATED_NEW_CONNECTION, Some(1024))
+    );
+    within("close", t.close()).await;
+}
+
 /// A half-closed socket (the peer shut down its writing side) counts as lost: the event is
 /// posted, our sends fail, our side closes, and a later connect reconnects.
 #[tokio::test]
