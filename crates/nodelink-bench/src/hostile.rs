@@ -80,6 +80,7 @@ struct Outcome {
     good_p50_us_before: f64,
     good_p50_us_during: f64,
     good_max_us_during: f64,
+    good_slowest_new_client_us: f64,
     log_lines: usize,
     expected_log_seen: bool,
     first_failure: Option<String>,
@@ -161,7 +162,7 @@ fn print(o: &Outcome, json: bool) {
     }
     println!(
         "{:<22} rss {:>6.1} -> peak {:>6.1} -> after {:>6.1} MiB, cpu {:>5.1} %, good {} ok / {} failed, \
-         p50 {:.0} -> {:.0} µs (max {:.0}), {} log lines{}; {}",
+         p50 {:.0} -> {:.0} µs (max {:.0}, slowest new client {:.0}), {} log lines{}; {}",
         o.scenario,
         o.rss_before_mib,
         o.rss_peak_mib,
@@ -172,6 +173,7 @@ fn print(o: &Outcome, json: bool) {
         o.good_p50_us_before,
         o.good_p50_us_during,
         o.good_max_us_during,
+        o.good_slowest_new_client_us,
         o.log_lines,
         if o.expected_log_seen { "" } else { " (expected line missing)" },
         o.attack
@@ -229,6 +231,7 @@ async fn run_scenario(s: &Scenario, attack_for: Duration) -> Result<Outcome> {
         good_p50_us_before: before.p50_us(),
         good_p50_us_during: during.p50_us(),
         good_max_us_during: during.max_us(),
+        good_slowest_new_client_us: during.slowest_dial.as_secs_f64() * 1e6,
         log_lines: log.len(),
         expected_log_seen: log.iter().any(|l| l.contains(s.expected_log)),
         first_failure: before.first_failure.or(during.first_failure),

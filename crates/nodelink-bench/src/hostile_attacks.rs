@@ -257,6 +257,8 @@ pub struct Measured {
     pub ok: u64,
     pub failed: u64,
     pub times: Vec<Duration>,
+    /// The slowest new-client arrival (a dial and its first request), where the client dials.
+    pub slowest_dial: Duration,
     pub first_failure: Option<String>,
 }
 
@@ -333,7 +335,9 @@ impl GoodClient {
                     if last_dial.elapsed() >= Duration::from_millis(250) {
                         // A new client arriving now must get in too.
                         last_dial = Instant::now();
-                        bounded(dial_and_ping(addr)).await
+                        let r = bounded(dial_and_ping(addr)).await;
+                        m.slowest_dial = m.slowest_dial.max(started.elapsed());
+                        r
                     } else {
                         bounded(async {
                             let _: nodelink::Pong = link.ask1(&nodelink::Ping).await?;
