@@ -1,5 +1,6 @@
-//! `--metrics ADDR`: a server's counters in Prometheus' text exposition format at
-//! `http://ADDR/metrics`, read while it runs.
+//! `--metrics ADDR`: a server's counters at `http://ADDR/metrics`, read while it runs, in the
+//! OpenMetrics text format that Prometheus scrapes (encoded by `prometheus-client`: each
+//! scrape takes a fresh snapshot of the command's counters through a collector).
 //!
 //! One GET endpoint needs no web framework: this is a small HTTP/1.1 responder written for
 //! hostile clients like every other listener of the tool: a request head of at most 8 KiB
@@ -7,7 +8,6 @@
 //! `GET /metrics` gets a 404. Besides the command's own figures, every server exports the
 //! usual process metrics (resident memory, open descriptors, CPU seconds).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,7 +109,7 @@ async fn answer(mut stream: TcpStream, collect: &Collect) -> std::io::Result<()>
     }
     let wanted = head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?");
     let (status, body) = if wanted {
-        ("200 OK", render(&collect()))
+        ("200 OK", render(collect()))
     } else {
         (
             "404 Not Found",
@@ -117,27 +117,64 @@ async fn answer(mut stream: TcpStream, collect: &Collect) -> std::io::Result<()>
         )
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; \
+         charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
 }
 
-/// The text exposition format: HELP and TYPE lines, then the value.
-fn render(metrics: &[Metric]) -> String {
+/// The OpenMetrics text of `metrics` and the process metrics.
+fn render(metrics: Vec<Metric>) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(Snapshot(metrics)));
+    registry.register_collector(Box::new(Snapshot(process())));
     let mut out = String::new();
-    for m in metrics.iter().chain(process().iter()) {
-        let kind = match m.kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-        };
-        let _ = writeln!(out, "# HELP {} {}", m.name, m.help);
-        let _ = writeln!(out, "# TYPE {} {kind}", m.name);
-        let _ = writeln!(out, "{} {}", m.name, m.value);
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        out = "# the metrics could not be encoded\n".into();
     }
     out
+}
+
+/// One scrape's figures, as a `prometheus-client` collector.
+#[derive(Debug)]
+struct Snapshot(Vec<Metric>);
+
+impl std::fmt::Debug for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.name, self.value)
+    }
+}
+
+impl prometheus_client::collector::Collector for Snapshot {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        for m in &self.0 {
+            match m.kind {
+                Kind::Counter => {
+                    // OpenMetrics names the family without `_total` and adds it to the sample.
+                    let name = m.name.strip_suffix("_total").unwrap_or(&m.name);
+                    let counter = ConstCounter::new(m.value.max(0.0) as u64);
+                    let e =
+                        encoder.encode_descriptor(name, &m.help, None, counter.metric_type())?;
+                    counter.encode(e)?;
+                }
+                Kind::Gauge => {
+                    let gauge = ConstGauge::new(m.value);
+                    let e =
+                        encoder.encode_descriptor(&m.name, &m.help, None, gauge.metric_type())?;
+                    gauge.encode(e)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The usual process metrics, from /proc.
@@ -226,8 +263,17 @@ mod tests {
 
     #[test]
     fn render_writes_help_type_and_value() {
-        let text = render(&[Metric::counter("nodelink_x_total", "Things.", 7)]);
-        assert!(text.starts_with("# HELP nodelink_x_total Things.\n# TYPE nodelink_x_total counter\nnodelink_x_total 7\n"), "{text}");
-        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        let text = render(vec![
+            Metric::counter("nodelink_x_total", "Things.", 7),
+            Metric::gauge("nodelink_y", "Now.", 2.0),
+        ]);
+        for line in [
+            "# HELP nodelink_x Things.\n# TYPE nodelink_x counter\nnodelink_x_total 7\n",
+            "# TYPE nodelink_y gauge\nnodelink_y 2.0\n",
+            "# TYPE process_resident_memory_bytes gauge\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing: {text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -163,9 +163,9 @@ fn serve_exports_prometheus_metrics() {
 
     let response = http(&url, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
-    assert!(response.contains("text/plain; version=0.0.4"), "{response}");
+    assert!(response.contains("application/openmetrics-text"), "{response}");
     for line in [
-        "# TYPE nodelink_links_accepted_total counter",
+        "# TYPE nodelink_links_accepted counter",
         "nodelink_links_accepted_total 1\n",
         "# TYPE nodelink_links gauge",
         "# TYPE process_resident_memory_bytes gauge",
