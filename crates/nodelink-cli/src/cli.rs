@@ -127,6 +127,9 @@ pub struct TourArgs {
     /// Show the link layer only (leave out KCP, the endpoint transport and the tunnel).
     #[arg(long)]
     pub link_only: bool,
+    /// Print each step's figures as one JSON object per line instead of the text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `nodelink serve`.

@@ -28,6 +28,9 @@ const DATA_CODE: u16 = 0x0200;
 
 /// Runs the tour.
 pub async fn run(args: TourArgs) -> anyhow::Result<()> {
+    if args.json {
+        crate::out::use_json();
+    }
     let started = Instant::now();
     let dialect: Dialect = args.dialect.into();
     say!(
@@ -174,6 +177,12 @@ async fn serial_ask1(client: &Link) -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed();
     if let Some(s) = Summary::of(&mut samples) {
+        crate::out::json(&serde_json::json!({
+            "step": "link_serial_ask1",
+            "requests": SERIAL,
+            "requests_per_s": per_second(SERIAL as u64, elapsed),
+            "rtt_us": s.to_json(),
+        }))?;
         say!(
             "   p50 {:.1} µs, p99 {:.1} µs, mean {:.1} µs  ->  {} req/s",
             s.p50_us,
@@ -216,6 +225,13 @@ async fn concurrent_ask1(client: &Link) -> anyhow::Result<()> {
     let elapsed = start.elapsed();
     let total = samples.len() as u64;
     if let Some(s) = Summary::of(&mut samples) {
+        crate::out::json(&serde_json::json!({
+            "step": "link_concurrent_ask1",
+            "workers": WORKERS,
+            "requests": total,
+            "requests_per_s": per_second(total, elapsed),
+            "rtt_us": s.to_json(),
+        }))?;
         say!(
             "   {} requests in {:.2} s  ->  {} req/s (p50 {:.1} µs, p99 {:.1} µs with {WORKERS} in flight)",
             grouped(total as f64),
@@ -268,6 +284,12 @@ async fn transfer(client: &Link, server: &Link) -> anyhow::Result<()> {
     let conn = sender.await.context("the sender failed")??;
     drop(conn);
     drop(incoming);
+    crate::out::json(&serde_json::json!({
+        "step": "link_bulk_transfer",
+        "bytes": received,
+        "seconds": elapsed.as_secs_f64(),
+        "mib_per_s": (received >> 20) as f64 / elapsed.as_secs_f64().max(1e-9),
+    }))?;
     say!(
         "   server conn {id} -> client: {} MiB in {:.3} s  ->  {} MiB/s",
         received >> 20,
@@ -282,6 +304,15 @@ async fn transfer(client: &Link, server: &Link) -> anyhow::Result<()> {
 /// Prints both sides' counters side by side.
 fn print_stats(client: &LinkStats, server: &LinkStats) -> anyhow::Result<()> {
     let (c, s) = (client, server);
+    crate::out::json(&serde_json::json!({
+        "step": "link_counters",
+        "client": { "packets_in": c.packets_in, "packets_out": c.packets_out,
+                    "bytes_in": c.bytes_in, "bytes_out": c.bytes_out,
+                    "protocol_errors": c.protocol_errors },
+        "server": { "packets_in": s.packets_in, "packets_out": s.packets_out,
+                    "bytes_in": s.bytes_in, "bytes_out": s.bytes_out,
+                    "protocol_errors": s.protocol_errors },
+    }))?;
     let rows = [
         ("packets in", c.packets_in, s.packets_in),
         ("packets out", c.packets_out, s.packets_out),

@@ -88,6 +88,14 @@ pub async fn kcp(data: &[u8]) -> anyhow::Result<()> {
         .await
         .context("the KCP echo took too long")??;
     let stats = session.stats();
+    crate::out::json(&serde_json::json!({
+        "step": "kcp_echo",
+        "bytes": data.len(),
+        "seconds": took.as_secs_f64(),
+        "mb_per_s": mb_per_s(data.len(), took),
+        "retransmitted_segments": stats.retrans_segs,
+        "fec_recovered": stats.fec_recovered,
+    }))?;
     say!(
         "   {} MiB sent and echoed back in {:.2} s: {:.1} MB/s each way",
         data.len() >> 20,
@@ -137,6 +145,11 @@ pub async fn transport() -> anyhow::Result<()> {
     echoing.abort();
     let mut samples = result?;
     if let Some(s) = Summary::of(&mut samples) {
+        crate::out::json(&serde_json::json!({
+            "step": "transport_pings",
+            "pings": PINGS,
+            "rtt_us": s.to_json(),
+        }))?;
         say!(
             "   {PINGS} pings of 64 bytes, each answered on the reverse connection: \
              p50 {:.1} µs, p99 {:.1} µs",
@@ -145,6 +158,58 @@ pub async fn transport() -> anyhow::Result<()> {
         );
     }
     say!("   one TCP connection carried both directions, closed when both sides were done");
+    crossing().await
+}
+
+/// Two endpoints connect to each other at the same moment: the protocol's tie-break keeps
+/// one TCP connection, and both directions work.
+async fn crossing() -> anyhow::Result<()> {
+    use nodelink_transport::Event;
+    let (ta, tb) = tokio::try_join!(
+        Transport::bind("127.0.0.1", 0, NtConfig::default()),
+        Transport::bind("127.0.0.1", 0, NtConfig::default()),
+    )
+    .context("cannot start two transports")?;
+    let result = async {
+        let (a, b) = tokio::try_join!(ta.open_endpoint(), tb.open_endpoint())?;
+        let (to_b, to_a) = tokio::time::timeout(LIMIT, async {
+            tokio::try_join!(a.connect(b.address()), b.connect(a.address()))
+        })
+        .await
+        .context("crossed connects took too long")??;
+        let (from_a, from_b) = ([&b"from a"[..]], [&b"from b"[..]]);
+        tokio::try_join!(to_b.send(&from_a), to_a.send(&from_b))?;
+        for ep in [&a, &b] {
+            loop {
+                match tokio::time::timeout(LIMIT, ep.receive())
+                    .await
+                    .context("no message")??
+                {
+                    Event::Received { .. } => break,
+                    Event::ConnectionOpened { .. } => {}
+                    other => anyhow::bail!("unexpected event {other:?}"),
+                }
+            }
+        }
+        let sockets = (a.stats().sockets, b.stats().sockets);
+        to_b.close().await;
+        to_a.close().await;
+        Ok::<_, anyhow::Error>(sockets)
+    }
+    .await;
+    ta.close().await;
+    tb.close().await;
+    let (sa, sb) = result?;
+    crate::out::json(&serde_json::json!({
+        "step": "transport_crossed_connects",
+        "sockets_a": sa,
+        "sockets_b": sb,
+    }))?;
+    say!(
+        "   two endpoints dialled each other at once: the tie-break kept {} TCP connection \
+         (sockets: {sa} and {sb}), a message crossed each way",
+        sa.max(sb)
+    );
     Ok(())
 }
 
@@ -209,13 +274,21 @@ pub async fn tunnel(data: &[u8]) -> anyhow::Result<()> {
     }
     service_task.abort();
     let took = result?;
+    let (c, s) = (client_stats.stats(), server_stats.stats());
+    crate::out::json(&serde_json::json!({
+        "step": "tunnel_echo",
+        "bytes": data.len(),
+        "seconds": took.as_secs_f64(),
+        "mb_per_s": mb_per_s(data.len(), took),
+        "client_streams_forwarded": c.streams_forwarded,
+        "server_streams_forwarded": s.streams_forwarded,
+    }))?;
     say!(
         "   {} MiB through the tunnel and back in {:.2} s: {:.1} MB/s each way",
         data.len() >> 20,
         took.as_secs_f64(),
         mb_per_s(data.len(), took)
     );
-    let (c, s) = (client_stats.stats(), server_stats.stats());
     say!(
         "   client: {} KCP session, {} stream forwarded; server: {} session, {} stream",
         c.sessions_opened,

@@ -163,7 +163,10 @@ fn serve_exports_prometheus_metrics() {
 
     let response = http(&url, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
-    assert!(response.contains("application/openmetrics-text"), "{response}");
+    assert!(
+        response.contains("application/openmetrics-text"),
+        "{response}"
+    );
     for line in [
         "# TYPE nodelink_links_accepted counter",
         "nodelink_links_accepted_total 1\n",
@@ -505,6 +508,7 @@ fn tour_runs_and_reports_figures() {
         "MiB sent and echoed back in",
         "9. Endpoint transport",
         "pings of 64 bytes",
+        "dialled each other at once: the tie-break kept 1 TCP connection",
         "10. Tunnel",
         "MiB through the tunnel and back in",
         "1 stream forwarded",
@@ -512,6 +516,27 @@ fn tour_runs_and_reports_figures() {
         assert!(r.stdout.contains(line), "{line} missing: {}", r.describe());
     }
     assert!(r.stderr.is_empty(), "{}", r.describe());
+    // --json: one object per step, nothing else on stdout.
+    let r = run(&["tour", "--json"]);
+    assert!(r.status.success(), "{}", r.describe());
+    let steps: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let names: Vec<&str> = steps.iter().filter_map(|v| v["step"].as_str()).collect();
+    for step in [
+        "link_serial_ask1",
+        "link_concurrent_ask1",
+        "link_bulk_transfer",
+        "link_counters",
+        "kcp_echo",
+        "transport_pings",
+        "transport_crossed_connects",
+        "tunnel_echo",
+    ] {
+        assert!(names.contains(&step), "{step} missing: {names:?}");
+    }
     let r = run(&["tour", "--dialect", "neo-py", "--link-only"]);
     assert!(r.status.success(), "{}", r.describe());
     for word in ["neo-py", "req/s", "p50", "packets in"] {
