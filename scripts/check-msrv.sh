@@ -20,6 +20,7 @@ if [ "$msrv" != "1.85" ]; then
 fi
 if ! /usr/bin/rustc --version 2>/dev/null | grep -q "^rustc $msrv\."; then
   sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -q >/dev/null
   $sudo_ apt-get install -y -q --allow-downgrades \
     "rustc-web=$debian_version" "cargo-web=$debian_version" \
     "libstd-rust-web-dev=$debian_version" "libstd-rust-web-1.85=$debian_version" >/dev/null
