@@ -248,39 +248,11 @@ struct Server {
 
 impl Server {
     async fn start(args: &[&str]) -> Result<Server> {
-        let cli = std::env::current_exe()?
-            .parent()
-            .context("no directory for this binary")?
-            .join("nodelink");
-        ensure!(
-            cli.is_file(),
-            "{} not found: build it with `cargo build --release -p nodelink-cli`",
-            cli.display()
-        );
-        let mut child = tokio::process::Command::new(cli)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let pid = child.id().context("no pid")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut first = String::new();
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            tokio::io::BufReader::new(stdout).read_line(&mut first),
-        )
-        .await
-        .context("no first line from the server")??;
-        let first = first.trim();
-        let addr = first
-            .strip_prefix("listening on ")
-            .or_else(|| first.strip_prefix("ADDRESS "))
-            .with_context(|| format!("unexpected first line {first:?}"))?
-            .to_owned();
+        let mut started =
+            crate::cli_child::start(args, &["listening on ", "ADDRESS "], true).await?;
+        let pid = started.child.id().context("no pid")?;
         let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().context("no stderr")?;
+        let stderr = started.stderr.take().context("no stderr")?;
         let sink = Arc::clone(&log);
         tokio::spawn(async move {
             let mut lines = tokio::io::BufReader::new(stderr).lines();
@@ -289,9 +261,9 @@ impl Server {
             }
         });
         Ok(Server {
-            child,
+            child: started.child,
             pid,
-            addr,
+            addr: started.first,
             log,
         })
     }

@@ -13,6 +13,7 @@
 //! Figures are absolute values plus the ratio to raw TCP measured in the same run: this
 //! machine is shared and noisy, ratios within one run are what can be compared.
 
+mod cli_child;
 mod hostile;
 mod hostile_attacks;
 mod impls;

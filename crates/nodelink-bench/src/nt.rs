@@ -256,38 +256,18 @@ async fn nt_rtt(payload: Bytes, warm: usize, n: usize) -> Result<Vec<Duration>> 
 
 /// The same against `nodelink nt echo` in a child process.
 async fn nt_rtt_2proc(payload: Bytes, warm: usize, n: usize) -> Result<Vec<Duration>> {
-    let cli = std::env::current_exe()?
-        .parent()
-        .context("no directory for this binary")?
-        .join("nodelink");
-    ensure!(
-        cli.is_file(),
-        "{} not found: build it with `cargo build --release -p nodelink-cli`",
-        cli.display()
-    );
-    let mut child = tokio::process::Command::new(cli)
-        .args(["nt", "echo", "--listen", "127.0.0.1:0"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut line = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(stdout), &mut line),
+    let mut echo = crate::cli_child::start(
+        &["nt", "echo", "--listen", "127.0.0.1:0"],
+        &["ADDRESS "],
+        false,
     )
-    .await
-    .context("no ADDRESS line from nodelink nt echo")??;
-    let address: EndPointAddress = line
-        .trim()
-        .strip_prefix("ADDRESS ")
-        .with_context(|| format!("unexpected first line {line:?}"))?
+    .await?;
+    let address: EndPointAddress = echo
+        .first
         .parse()
-        .map_err(|e| anyhow::anyhow!("bad address in {line:?}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("bad address {:?}: {e}", echo.first))?;
     let times = ping(&address, payload, warm, n).await;
-    let _ = child.kill().await;
+    let _ = echo.child.kill().await;
     times
 }
 
