@@ -537,3 +537,73 @@ async fn request_claiming_our_own_address_is_refused() {
     }
     arena.finish().await;
 }
+
+/// A peer answering our close with "open a connection, close it" over and over, while
+/// the application reads no events: each of its closes re-arms ours, and only the first
+/// new connection (the one that may resume a socket a connect of ours waits for) skips
+/// the wait for queue room. The rest wait like data, so TCP holds the peer back instead
+/// of the event queue growing without bound.
+#[tokio::test]
+async fn connection_cycling_during_our_close_is_held_back() {
+    let t = transport_with(config().with_event_queue_capacity(16)).await;
+    let stalled = endpoint(&t).await; // nobody receives its events
+    let server = RawServer::bind().await;
+    let connecting = {
+        let ep = stalled.clone();
+        let to = server.address.clone();
+        tokio::spawn(async move { ep.connect(&to).await })
+    };
+    let (mut raw, _, _) = server.accept_request().await;
+    raw.write(&u32s(&[ACCEPTED])).await;
+    let conn = within("connect", connecting)
+        .await
+        .unwrap()
+        .expect("connect");
+    within("close", conn.close()).await;
+    // Ours: CreatedNewConnection, CloseConnection, then CloseSocket (the close begins).
+    for _ in 0..3 {
+        let frame = raw.read_frame().await.expect("a frame of our close");
+        if let RawFrame::Control(code, _) = frame {
+            if code == CLOSE_SOCKET {
+                break;
+            }
+        }
+    }
+    let (mut read_half, mut write_half) = raw.stream.into_split();
+    // Whatever we answer (a CloseSocket per re-armed close) is read and thrown away.
+    let drain = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = read_half.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut cycles = Vec::new();
+        for lcid in 1024..1024 + 20_000u32 {
+            cycles.extend_from_slice(&u32s(&[CREATED_NEW_CONNECTION, lcid]));
+            cycles.extend_from_slice(&u32s(&[CLOSE_CONNECTION, lcid]));
+        }
+        let _ = write_half.write_all(&cycles).await;
+        write_half
+    });
+    // Long enough for the reader to take in thousands of cycles if nothing held it back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // What is queued now (this runtime has one thread: the reader cannot add more while
+    // the ready events are counted).
+    let mut queued = 0;
+    while let Some(r) = futures::FutureExt::now_or_never(stalled.receive()) {
+        r.expect("an event");
+        queued += 1;
+    }
+    assert!(
+        queued > 0 && queued <= 20,
+        "{queued} events queued for a queue of 16 that nobody read"
+    );
+    writer.abort();
+    drain.abort();
+    within("close", t.close()).await;
+}

@@ -112,6 +112,9 @@ pub(crate) struct SocketCore {
     /// Our close left the peer's connections open; the CloseSocket we could not send then
     /// is owed once they are gone (see the module's diagram: closes that crossed).
     close_owed: bool,
+    /// The close in progress (or owed) was asked for by our application closing its last
+    /// connection, not re-armed by the peer: see [`Self::needs_room`].
+    app_close: bool,
     closing_deadline: Option<Instant>,
     probe_deadline: Option<Instant>,
     transmit: Vec<Frame>,
@@ -128,6 +131,7 @@ impl SocketCore {
             last_incoming: 0,
             next_lcid: FIRST_LCID,
             close_owed: false,
+            app_close: false,
             closing_deadline: None,
             probe_deadline: None,
             transmit: Vec::new(),
@@ -141,14 +145,17 @@ impl SocketCore {
 
     /// Whether the driver must wait for room in the application's event queue before
     /// handling `frame`. Data and new connections wait: that is the backpressure on the
-    /// peer. Not a new connection while we are closing: it resumes the socket, and a
-    /// connect of ours may be waiting for exactly that while the application, busy in that
-    /// connect, empties no queue (waiting would deadlock both until the connect times
-    /// out). It posts one event past the queue's capacity, at most once per close.
+    /// peer. One exception: a new connection while a close that our application asked for
+    /// is in progress. It resumes the socket, and a connect of ours may be waiting for
+    /// exactly that while the application, busy in that connect, empties no queue (waiting
+    /// would deadlock both until the connect times out). Only the application's close
+    /// earns the exception, so it posts at most one event past the queue's capacity per
+    /// close of ours: a peer repeating "open, close" re-arms the close itself, and those
+    /// closes wait for room like everything else.
     pub(crate) fn needs_room(&self, frame: &Frame) -> bool {
         match frame {
             Frame::Data { .. } => true,
-            Frame::CreatedNewConnection(_) => self.phase != Phase::Closing,
+            Frame::CreatedNewConnection(_) => !(self.phase == Phase::Closing && self.app_close),
             _ => false,
         }
     }
@@ -189,6 +196,7 @@ impl SocketCore {
         self.next_lcid += 1;
         self.outgoing += 1;
         self.close_owed = false;
+        self.app_close = false;
         self.transmit.push(Frame::CreatedNewConnection(lcid));
         Ok(lcid)
     }
@@ -201,8 +209,11 @@ impl SocketCore {
         }
         self.transmit.push(Frame::CloseConnection(lcid));
         self.outgoing = self.outgoing.saturating_sub(1);
-        if self.outgoing == 0 && !self.incoming.is_empty() {
-            self.close_owed = true;
+        if self.outgoing == 0 {
+            self.app_close = true;
+            if !self.incoming.is_empty() {
+                self.close_owed = true;
+            }
         }
         self.begin_close(now);
     }
@@ -315,6 +326,7 @@ impl SocketCore {
                     self.phase = Phase::Open;
                     self.closing_deadline = None;
                     self.close_owed = true;
+                    self.app_close = false;
                     self.events.push_back(SocketEvent::Resumed);
                 }
                 self.incoming.insert(lcid);
@@ -602,5 +614,44 @@ mod tests {
             "it resumes the socket a connect may wait for"
         );
         assert!(c.needs_room(&data));
+    }
+
+    /// A peer that answers our close with "open, close" over and over re-arms the close
+    /// itself: only the first new connection skips the wait for room, so the queue is
+    /// never filled past its capacity by more than one event per close of ours.
+    #[test]
+    fn a_peer_cycling_connections_during_our_close_waits_for_room() {
+        let now = Instant::now();
+        let mut c = core();
+        let lcid = c.open().unwrap();
+        c.close(lcid, now);
+        assert_eq!(c.phase(), Phase::Closing);
+        let mut skipped = 0;
+        for n in 0..10 {
+            let created = Frame::CreatedNewConnection(FIRST_LCID + n);
+            if !c.needs_room(&created) {
+                skipped += 1;
+            }
+            c.on_frame(created, now).unwrap();
+            c.on_frame(Frame::CloseConnection(FIRST_LCID + n), now)
+                .unwrap();
+            assert_eq!(c.phase(), Phase::Closing, "the owed close went out again");
+        }
+        assert_eq!(skipped, 1);
+        // A new close of ours earns the exception again, also when it was owed until the
+        // peer's last connection went.
+        c.on_frame(Frame::CreatedNewConnection(FIRST_LCID + 20), now)
+            .unwrap();
+        let lcid = c.open().unwrap();
+        c.close(lcid, now);
+        assert_eq!(
+            c.phase(),
+            Phase::Open,
+            "the peer's connection is still open"
+        );
+        c.on_frame(Frame::CloseConnection(FIRST_LCID + 20), now)
+            .unwrap();
+        assert_eq!(c.phase(), Phase::Closing);
+        assert!(!c.needs_room(&Frame::CreatedNewConnection(FIRST_LCID + 21)));
     }
 }
