@@ -7,8 +7,10 @@
 //!   a `tower::Service`, so timeouts, retries, rate and concurrency limits, load shedding
 //!   and the rest of tower's middleware wrap a link unchanged.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use futures_core::Stream;
@@ -45,15 +47,77 @@ impl Conn {
 
     /// Sending on this connection as a `Sink` of `(code, payload)` pairs: each item is one
     /// [`Conn::send_packet`], waiting for room in the link's send queue (that wait is the
-    /// sink's backpressure). Closing the sink does not close the connection.
+    /// sink's backpressure). Closing the sink does not close the connection. After a
+    /// failed send, every later use of the sink returns that error again.
     pub fn packet_sink(self: &Arc<Self>) -> PacketSink {
-        Box::pin(futures_util::sink::unfold(
-            Arc::clone(self),
-            |conn, (code, payload): (u16, Bytes)| async move {
-                conn.send_packet(code, payload).await?;
-                Ok(conn)
-            },
-        ))
+        Box::pin(ConnSink {
+            conn: Arc::clone(self),
+            pending: None,
+            failed: None,
+        })
+    }
+}
+
+type SendFuture = Pin<Box<dyn Future<Output = Result<()>> + Send + 'static>>;
+
+/// The sink behind [`Conn::packet_sink`]: at most one send in flight, and the error that
+/// ended it kept (futures' `sink::unfold` panics when used after an error, which a caller
+/// that retries or logs and goes on would hit).
+struct ConnSink {
+    conn: Arc<Conn>,
+    pending: Option<SendFuture>,
+    failed: Option<Error>,
+}
+
+impl ConnSink {
+    /// Drives the send in flight to its end.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if let Some(e) = &self.failed {
+            return Poll::Ready(Err(e.clone()));
+        }
+        if let Some(send) = self.pending.as_mut() {
+            let r = ready!(send.as_mut().poll(cx));
+            self.pending = None;
+            if let Err(e) = r {
+                self.failed = Some(e.clone());
+                return Poll::Ready(Err(e));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Sink<(u16, Bytes)> for ConnSink {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_pending(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, (code, payload): (u16, Bytes)) -> Result<()> {
+        let this = self.get_mut();
+        if let Some(e) = &this.failed {
+            return Err(e.clone());
+        }
+        // The Sink contract has a poll_ready returning Ready(Ok) first, so nothing is in
+        // flight; a caller that skipped it gets its sends in order all the same.
+        let before = this.pending.take();
+        let conn = Arc::clone(&this.conn);
+        this.pending = Some(Box::pin(async move {
+            if let Some(send) = before {
+                send.await?;
+            }
+            conn.send_packet(code, payload).await
+        }));
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_pending(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_pending(cx)
     }
 }
 

@@ -127,3 +127,32 @@ async fn ask1_is_a_tower_service_under_tower_middleware() {
     })
     .await;
 }
+
+/// A sink whose send failed keeps returning that error (it must not panic when the
+/// caller logs the error and tries again, as futures' `sink::unfold` would).
+#[tokio::test]
+async fn a_failed_sink_keeps_returning_its_error() {
+    within("failed sink", async {
+        let (client, _server) = pair(Config::default()).await;
+        let conn = Arc::new(client.open().unwrap());
+        let mut sink = conn.packet_sink();
+        sink.send((0x0100, Bytes::from_static(b"one")))
+            .await
+            .unwrap();
+        client.close().await;
+        let first = sink
+            .send((0x0101, Bytes::from_static(b"two")))
+            .await
+            .expect_err("the link is closed");
+        for _ in 0..3 {
+            let again = sink
+                .send((0x0102, Bytes::from_static(b"three")))
+                .await
+                .expect_err("still closed");
+            assert_eq!(again.kind(), first.kind());
+        }
+        let closed = sink.close().await.expect_err("close reports it too");
+        assert_eq!(closed.kind(), first.kind());
+    })
+    .await;
+}
