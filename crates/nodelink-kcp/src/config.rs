@@ -161,7 +161,7 @@ pub struct Config {
     /// interval's flush instead of going out at once, trading latency for fuller packets.
     pub write_delay: bool,
     /// UDP socket send and receive buffer size in bytes (kcptun `-sockbuf`, default 4 MiB;
-    /// 0 keeps the system default). A full window sent at once overflows the kernel's
+    /// 0 keeps the system default; a larger buffer already set is kept). A full window sent at once overflows the kernel's
     /// default buffers even on loopback, which shows up as loss and retransmissions.
     pub sockbuf: usize,
     /// DSCP (6 bits, kcptun `-dscp`) written into the TOS / traffic-class byte of every
@@ -326,16 +326,26 @@ impl Config {
         self
     }
 
-    /// Applies [`Config::sockbuf`] and [`Config::dscp`] to a socket. The
-    /// kernel may cap the buffer size (`net.core.rmem_max`) or refuse a TOS value; neither
-    /// is an error, the session just works without it (logged at debug level).
+    /// Applies [`Config::sockbuf`] and [`Config::dscp`] to a socket. Buffers are only
+    /// raised, never lowered: a socket the caller handed over
+    /// ([`KcpListener::from_socket`](crate::KcpListener::from_socket),
+    /// [`KcpStream::connect_on`](crate::KcpStream::connect_on)) keeps larger buffers it
+    /// was given, and `sockbuf` 0 and `dscp` 0 leave its settings alone. The kernel may
+    /// cap the buffer size (`net.core.rmem_max`) or refuse a TOS value; neither is an
+    /// error, the session just works without it (logged at debug level).
     pub(crate) fn apply_socket_options(&self, sock: &tokio::net::UdpSocket) {
         let s = socket2::SockRef::from(sock);
         if self.sockbuf != 0 {
-            if let Err(e) = s
-                .set_recv_buffer_size(self.sockbuf)
-                .and_then(|()| s.set_send_buffer_size(self.sockbuf))
-            {
+            let raised = (|| {
+                if s.recv_buffer_size()? < self.sockbuf {
+                    s.set_recv_buffer_size(self.sockbuf)?;
+                }
+                if s.send_buffer_size()? < self.sockbuf {
+                    s.set_send_buffer_size(self.sockbuf)?;
+                }
+                Ok::<(), std::io::Error>(())
+            })();
+            if let Err(e) = raised {
                 tracing::debug!(
                     error = &e as &dyn std::error::Error,
                     "could not set the UDP socket buffer sizes"

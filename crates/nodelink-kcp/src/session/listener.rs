@@ -80,6 +80,9 @@ struct Route {
     tx: mpsc::Sender<Vec<u8>>,
     /// A second datagram came from the peer: not a forged one-shot.
     proven: bool,
+    /// We opened it ([`KcpListener::connect`]): a datagram with another conversation id
+    /// never replaces it.
+    outgoing: bool,
 }
 
 struct Demux {
@@ -209,14 +212,21 @@ impl KcpListener {
     /// Opens an outgoing session to `addr` on this listener's socket (from its local
     /// address), with a random conversation id: one UDP port both serves and dials, as a
     /// peer behind a NAT needs. Datagrams from `addr` then go to this session, not to a
-    /// new accepted one. The session counts among the listener's
-    /// [`sessions`](Self::sessions) but is not subject to the admission limits.
+    /// new accepted one; while it lives, datagrams from `addr` under another conversation
+    /// id are dropped (counted in `InErrs`), never taken for a restarted peer. On a
+    /// dual-stack IPv6 socket an IPv4 `addr` is dialled as its IPv4-mapped form, which is
+    /// how the socket reports the peer's answers (and the stream's
+    /// [`peer_addr`](KcpStream::peer_addr)).
+    ///
+    /// The session counts among the listener's [`sessions`](Self::sessions), and toward
+    /// `max_sessions` and `max_sessions_per_ip` when later sessions are admitted, but is
+    /// never refused or evicted by them; `ActiveOpens` in [`stats`](Self::stats) counts it.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Io`] when `addr` does not resolve, when a session with that address
-    /// already exists on this socket (`AddrInUse`), or when the listener's socket failed;
-    /// [`ErrorKind::Config`] if the session cannot be built.
+    /// [`ErrorKind::Io`] when `addr` does not resolve, is IPv6 while the socket is IPv4
+    /// (`InvalidInput`), already has a session on this socket (`AddrInUse`), or when the
+    /// listener's socket failed; [`ErrorKind::Config`] if the session cannot be built.
     pub async fn connect(&self, addr: impl ToSocketAddrs) -> Result<KcpStream> {
         let peer = resolve(addr).await?;
         let (reply, answer) = oneshot::channel();
@@ -261,7 +271,8 @@ impl KcpListener {
     }
 
     /// The listener's own counters: datagrams received and dropped before reaching any
-    /// session (`InPkts`/`InBytes` of those, `InErrs`, `InCsumErrors`), and `PassiveOpens`.
+    /// session (`InPkts`/`InBytes` of those, `InErrs`, `InCsumErrors`), `PassiveOpens`
+    /// (sessions accepted) and `ActiveOpens` (sessions [`connect`](Self::connect)ed).
     pub fn stats(&self) -> Stats {
         self.stats.snapshot()
     }
@@ -279,6 +290,26 @@ impl futures_core::Stream for KcpListener {
             self.ended = true;
         }
         polled.map(Some)
+    }
+}
+
+/// `peer` written as a socket bound to `local` reports the sources of datagrams, so that
+/// the peer's answers find its route: an IPv4 peer of a dual-stack IPv6 socket is an
+/// IPv4-mapped IPv6 address there, and an IPv4-mapped peer of an IPv4 socket plain IPv4.
+/// An IPv6 peer cannot be reached from an IPv4 socket.
+fn source_form(local: SocketAddr, peer: SocketAddr) -> Result<SocketAddr> {
+    match (local, peer) {
+        (SocketAddr::V6(_), SocketAddr::V4(p)) => {
+            Ok(SocketAddr::new(p.ip().to_ipv6_mapped().into(), p.port()))
+        }
+        (SocketAddr::V4(_), SocketAddr::V6(p)) => match p.ip().to_ipv4_mapped() {
+            Some(v4) => Ok(SocketAddr::new(v4.into(), p.port())),
+            None => Err(Error::io(
+                format!("cannot dial the IPv6 address {peer} from the IPv4 socket {local}"),
+                io::Error::from(io::ErrorKind::InvalidInput),
+            )),
+        },
+        _ => Ok(peer),
     }
 }
 
@@ -374,10 +405,13 @@ impl Demux {
         if let Some(route) = self.routes.get(&from) {
             match first {
                 Some((conv, sn)) if conv != route.conv => {
-                    if sn != 0 {
+                    // An accepted session whose peer starts afresh (sn 0 under a new
+                    // conversation id) has restarted: dropping the route resets the old
+                    // session. A session we dialled is ours to end: anyone could forge
+                    // such a datagram from the address we dialled.
+                    if sn != 0 || route.outgoing {
                         return self.drop_datagram(len, Some(false));
                     }
-                    // The peer restarted: dropping the route resets the old session.
                     self.remove_route(from);
                 }
                 _ => match route.tx.try_send(payload.to_vec()) {
@@ -493,6 +527,7 @@ impl Demux {
                 id,
                 tx: tx.clone(),
                 proven: outgoing,
+                outgoing,
             },
         );
         *self.per_ip.entry(peer.ip()).or_default() += 1;
@@ -502,6 +537,7 @@ impl Demux {
 
     /// Opens an outgoing session to `peer` ([`KcpListener::connect`]).
     fn open(&mut self, peer: SocketAddr) -> Result<KcpStream> {
+        let peer = source_form(self.local, peer)?;
         if self.routes.contains_key(&peer) {
             return Err(Error::io(
                 format!("a KCP session with {peer} already exists on this socket"),
