@@ -160,10 +160,28 @@ impl prometheus_client::collector::Collector for Snapshot {
                 Kind::Counter => {
                     // OpenMetrics names the family without `_total` and adds it to the sample.
                     let name = m.name.strip_suffix("_total").unwrap_or(&m.name);
-                    let counter = ConstCounter::new(m.value.max(0.0) as u64);
-                    let e =
-                        encoder.encode_descriptor(name, &m.help, None, counter.metric_type())?;
-                    counter.encode(e)?;
+                    let value = m.value.max(0.0);
+                    // Whole counts print as integers; fractional ones (CPU seconds) keep
+                    // their fraction.
+                    if value.fract() == 0.0 && value < 9.0e15 {
+                        let counter = ConstCounter::new(value as u64);
+                        let e = encoder.encode_descriptor(
+                            name,
+                            &m.help,
+                            None,
+                            counter.metric_type(),
+                        )?;
+                        counter.encode(e)?;
+                    } else {
+                        let counter = ConstCounter::new(value);
+                        let e = encoder.encode_descriptor(
+                            name,
+                            &m.help,
+                            None,
+                            counter.metric_type(),
+                        )?;
+                        counter.encode(e)?;
+                    }
                 }
                 Kind::Gauge => {
                     let gauge = ConstGauge::new(m.value);
@@ -225,11 +243,20 @@ pub fn kcp_snmp() -> Vec<Metric> {
         .fields()
         .into_iter()
         .map(|(name, value)| {
-            Metric::counter(
-                format!("nodelink_kcp_{}", snake(name)),
-                format!("KCP's {name} counter (kcp-go's SNMP), all sessions of the process."),
-                value,
-            )
+            let metric = format!("nodelink_kcp_{}", snake(name));
+            match name {
+                // Sessions open now, and the most open at once: levels, not counts.
+                "CurrEstab" | "MaxConn" => Metric::gauge(
+                    metric,
+                    format!("KCP's {name} (kcp-go's SNMP), all sessions of the process."),
+                    value as f64,
+                ),
+                _ => Metric::counter(
+                    metric,
+                    format!("KCP's {name} counter (kcp-go's SNMP), all sessions of the process."),
+                    value,
+                ),
+            }
         })
         .collect()
 }
@@ -275,5 +302,35 @@ mod tests {
             assert!(text.contains(line), "{line:?} missing: {text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn fractional_counters_keep_their_fraction() {
+        let cpu = Metric {
+            name: "process_cpu_seconds_total".into(),
+            help: "CPU.".into(),
+            kind: Kind::Counter,
+            value: 0.37,
+        };
+        let text = render(vec![cpu]);
+        assert!(
+            text.contains("\nprocess_cpu_seconds_total 0.37\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn kcp_session_levels_are_gauges() {
+        let metrics = kcp_snmp();
+        let kind = |n: &str| {
+            metrics
+                .iter()
+                .find(|m| m.name == n)
+                .map(|m| m.kind)
+                .unwrap_or_else(|| panic!("{n} missing"))
+        };
+        assert!(matches!(kind("nodelink_kcp_curr_estab"), Kind::Gauge));
+        assert!(matches!(kind("nodelink_kcp_max_conn"), Kind::Gauge));
+        assert!(matches!(kind("nodelink_kcp_in_pkts"), Kind::Counter));
     }
 }
