@@ -37,6 +37,8 @@ pub async fn start(args: &[&str], prefixes: &[&str], keep_stderr: bool) -> Resul
     };
     let mut child = tokio::process::Command::new(cli)
         .args(args)
+        // The log lines counted are the server's defaults, whatever this shell exports.
+        .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)

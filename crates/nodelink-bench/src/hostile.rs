@@ -191,7 +191,7 @@ async fn run_scenario(s: &Scenario, attack_for: Duration) -> Result<Outcome> {
 
     let sampler = RssSampler::start(server.pid);
     let stop = Arc::new(AtomicBool::new(false));
-    let attack = tokio::spawn(attacks::run(
+    let mut attack = tokio::spawn(attacks::run(
         s.attack,
         server.addr.clone(),
         Arc::clone(&stop),
@@ -199,11 +199,16 @@ async fn run_scenario(s: &Scenario, attack_for: Duration) -> Result<Outcome> {
     let attack_started = Instant::now();
     let during = good.measure(attack_for).await;
     stop.store(true, Ordering::Relaxed);
-    let attack_report = match tokio::time::timeout(Duration::from_secs(10), attack).await {
+    let attack_report = match tokio::time::timeout(Duration::from_secs(10), &mut attack).await {
         Ok(Ok(Ok(report))) => report,
         Ok(Ok(Err(e))) => format!("attack failed: {e:#}"),
         Ok(Err(e)) => format!("attack task failed: {e}"),
-        Err(_) => "attack did not stop within 10 s".into(),
+        Err(_) => {
+            // Its sockets must not stay open into the recovery measured next.
+            attack.abort();
+            let _ = attack.await;
+            "attack did not stop within 10 s (aborted)".into()
+        }
     };
     let attack_elapsed = attack_started.elapsed();
     let cpu_after = cpu_ticks(server.pid).unwrap_or(0);

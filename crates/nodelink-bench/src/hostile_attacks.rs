@@ -148,13 +148,24 @@ async fn never_reading(addr: &str, links: usize, stop: &Arc<AtomicBool>) -> Resu
             let payload = vec![0x5a; 64 << 10];
             let mut sent = 0u64;
             let mut conn = 1u32;
+            // The packet being written and how much of it went out: a write cut short by
+            // the timeout resumes where it stopped, so the server never sees a torn packet.
+            let mut p = Vec::new();
+            let mut off = 0;
             while !stop.load(Ordering::Relaxed) {
-                // A lightweight request (odd id, the dialler's) with the echo code.
-                let p = packet(conn, 0x0100, &payload);
-                conn = conn.wrapping_add(2);
-                match tokio::time::timeout(Duration::from_millis(200), s.write_all(&p)).await {
-                    Ok(Ok(())) => sent += p.len() as u64,
-                    Ok(Err(_)) => break,
+                if off == p.len() {
+                    // A lightweight request (odd id, the dialler's) with the echo code.
+                    p = packet(conn, 0x0100, &payload);
+                    off = 0;
+                    conn = conn.wrapping_add(2);
+                }
+                // `write` is cancel-safe: on a timeout nothing of this call was written.
+                match tokio::time::timeout(Duration::from_millis(200), s.write(&p[off..])).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => {
+                        off += n;
+                        sent += n as u64;
+                    }
                     // The server stopped reading: that is the point; keep trying.
                     Err(_) => {}
                 }
