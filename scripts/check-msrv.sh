@@ -13,17 +13,30 @@ msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
 cargo metadata --format-version 1 --locked --filter-platform x86_64-unknown-linux-gnu |
   python3 scripts/check-msrv.py "$msrv"
 
-# Debian's package of that Rust (bookworm main); the security archive carries newer ones.
+# Debian's package of that Rust (bookworm main; the security archive carries newer ones).
+# Pinned for repeatability; if the archive no longer has it, any rustc-web of the same
+# minor version will do.
 debian_version="1.85.0+dfsg3-1~deb12u3"
 if [ "$msrv" != "1.85" ]; then
   echo "check-msrv: update debian_version for MSRV $msrv"; exit 1
 fi
 if ! /usr/bin/rustc --version 2>/dev/null | grep -q "^rustc $msrv\."; then
   sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
-  $sudo_ apt-get update -q >/dev/null
-  $sudo_ apt-get install -y -q --allow-downgrades \
+  apt_() { $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get "$@"; }
+  apt_ update -q >/dev/null
+  available=$(apt-cache madison rustc-web | awk -F'|' '{gsub(/ /, "", $2); print $2}')
+  if ! grep -qxF "$debian_version" <<<"$available"; then
+    fallback=$(grep -m1 "^$msrv\." <<<"$available" || true)
+    if [ -z "$fallback" ]; then
+      echo "check-msrv: no rustc-web $msrv in the package archive (has: $(echo $available))"
+      exit 1
+    fi
+    echo "check-msrv: rustc-web $debian_version is gone from the archive; using $fallback"
+    debian_version=$fallback
+  fi
+  apt_ install -y -q --allow-downgrades \
     "rustc-web=$debian_version" "cargo-web=$debian_version" \
-    "libstd-rust-web-dev=$debian_version" "libstd-rust-web-1.85=$debian_version" >/dev/null
+    "libstd-rust-web-dev=$debian_version" "libstd-rust-web-$msrv=$debian_version" >/dev/null
 fi
 /usr/bin/rustc --version
 # The published crates' libraries and the CLI, with every feature a user can turn on.
