@@ -47,6 +47,10 @@ pub const INTERVAL: Duration = Duration::from_secs(10);
 /// Example peers a summary names at most.
 const EXAMPLES: usize = 3;
 
+/// Held warnings per kind and interval whose peer is formatted in search of a new example
+/// (a flood from one address would otherwise format it on every warning).
+const EXAMPLE_TRIES: u32 = 16;
+
 const SECOND: Duration = Duration::from_secs(1);
 
 /// One kind of warning: a [`peer_warn!`](crate::peer_warn) call site (a `static` it declares), named by its
@@ -54,12 +58,23 @@ const SECOND: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct WarnSite {
     message: &'static str,
+    /// The module of the call site (its warnings' tracing target), named in summaries.
+    origin: &'static str,
 }
 
 impl WarnSite {
     /// The site of the warning `message`.
     pub const fn new(message: &'static str) -> WarnSite {
-        WarnSite { message }
+        WarnSite {
+            message,
+            origin: "",
+        }
+    }
+
+    /// The site of the warning `message` in module `origin` (what
+    /// [`peer_warn!`](crate::peer_warn) declares, with `module_path!()`).
+    pub const fn at(message: &'static str, origin: &'static str) -> WarnSite {
+        WarnSite { message, origin }
     }
 }
 
@@ -86,6 +101,8 @@ struct Kind {
     written: u32,
     held: u64,
     examples: Vec<String>,
+    /// Peers formatted this interval in search of examples.
+    example_tries: u32,
 }
 
 impl Kind {
@@ -93,6 +110,7 @@ impl Kind {
     fn summary(&self, now: Instant) -> Option<Summary> {
         (self.held > 0).then(|| Summary {
             message: self.site.message,
+            origin: self.site.origin,
             held: self.held,
             seconds: now.duration_since(self.since).as_secs().max(1),
             examples: self.examples.join(", "),
@@ -103,6 +121,7 @@ impl Kind {
 /// A summary line to write once the lock is released.
 struct Summary {
     message: &'static str,
+    origin: &'static str,
     held: u64,
     seconds: u64,
     examples: String,
@@ -115,8 +134,11 @@ impl Summary {
         } else {
             format!(", e.g. {}", self.examples)
         };
+        // The summary's target is this module (tracing needs a constant one); `origin`
+        // names the module whose warnings it counts.
         tracing::warn!(
             suppressed = self.held,
+            origin = self.origin,
             "{} more in the last {} s{examples}: {}",
             self.held,
             self.seconds,
@@ -152,6 +174,7 @@ impl WarnLimiter {
                     kind.written = 0;
                     kind.held = 0;
                     kind.examples.clear();
+                    kind.example_tries = 0;
                 }
             }
             if st.second.is_none_or(|s| now.duration_since(s) >= SECOND) {
@@ -168,6 +191,7 @@ impl WarnLimiter {
                         written: 0,
                         held: 0,
                         examples: Vec::new(),
+                        example_tries: 0,
                     });
                     st.kinds.len() - 1
                 }
@@ -176,25 +200,41 @@ impl WarnLimiter {
             if room && kind.written < PER_KIND {
                 kind.written += 1;
                 st.written += 1;
-                true
+                Allowed::Yes
             } else {
                 kind.held += 1;
-                if kind.examples.len() < EXAMPLES {
-                    if let Some(peer) = peer {
-                        let peer = peer.to_string();
-                        if !kind.examples.contains(&peer) {
-                            kind.examples.push(peer);
-                        }
-                    }
+                if kind.examples.len() < EXAMPLES && kind.example_tries < EXAMPLE_TRIES {
+                    kind.example_tries += 1;
+                    Allowed::NoButExample
+                } else {
+                    Allowed::No
                 }
-                false
             }
         };
+        // Formatting runs the caller's Display: not under the lock every server shares.
+        if let (Allowed::NoButExample, Some(peer)) = (allowed, peer) {
+            let peer = peer.to_string();
+            let mut st = lock(&self.state);
+            if let Some(kind) = st.kinds.iter_mut().find(|k| std::ptr::eq(k.site, site)) {
+                if kind.examples.len() < EXAMPLES && !kind.examples.contains(&peer) {
+                    kind.examples.push(peer);
+                }
+            }
+        }
         for summary in summaries {
             summary.write();
         }
-        allowed
+        allowed == Allowed::Yes
     }
+}
+
+/// What [`WarnLimiter::allow`] decided under its lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Allowed {
+    Yes,
+    No,
+    /// Held back, and the peer may make a new example for the summary.
+    NoButExample,
 }
 
 impl Default for WarnLimiter {
@@ -251,13 +291,13 @@ macro_rules! __peer_warn {
         $crate::__peer_warn!(@find [$limit] [$($all)+] [$($p)*] $($rest)*)
     };
     (@emit [$limit:expr] [$($all:tt)+] [] $message:literal) => {{
-        static SITE: $crate::WarnSite = $crate::WarnSite::new($message);
+        static SITE: $crate::WarnSite = $crate::WarnSite::at($message, ::std::module_path!());
         if $limit.allow(&SITE, None) {
             $crate::__private::tracing::warn!($($all)+);
         }
     }};
     (@emit [$limit:expr] [$($all:tt)+] [$peer:ident] $message:literal) => {{
-        static SITE: $crate::WarnSite = $crate::WarnSite::new($message);
+        static SITE: $crate::WarnSite = $crate::WarnSite::at($message, ::std::module_path!());
         if $limit.allow(&SITE, Some(&$peer as &dyn ::std::fmt::Display)) {
             $crate::__private::tracing::warn!($($all)+);
         }
@@ -371,5 +411,26 @@ mod tests {
         assert_eq!(allowed, PER_SECOND as usize);
         tokio::time::advance(SECOND).await;
         assert!(l.allow(sites[19], None), "the budget returns each second");
+    }
+
+    /// A flood from one address formats that address a bounded number of times per
+    /// interval, not once per warning.
+    #[tokio::test(start_paused = true)]
+    async fn one_peers_flood_formats_it_a_bounded_number_of_times() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        struct Counted<'a>(&'a AtomicU32);
+        impl Display for Counted<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                f.write_str("192.0.2.9:1")
+            }
+        }
+        let formats = AtomicU32::new(0);
+        let l = WarnLimiter::new();
+        for _ in 0..10_000 {
+            l.allow(&A, Some(&Counted(&formats) as &dyn Display));
+        }
+        assert_eq!(formats.load(Ordering::Relaxed), EXAMPLE_TRIES);
+        assert_eq!(held(&l, &A).1, ["192.0.2.9:1"]);
     }
 }
