@@ -135,8 +135,11 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// TCP keepalive on dialled and accepted sockets: the kernel probes a connection idle
     /// for this long and drops it when probes go unanswered, so a peer that vanished is
-    /// noticed even by a link that never sends (default 60 s; `None` turns it off). It
-    /// lives below the link protocol: nothing a NEO peer can see changes.
+    /// noticed even by a link that never sends (default 60 s; `None` turns it off). Probes
+    /// go every tenth of that (at least a second), and five unanswered ones drop the
+    /// connection: a dead peer is noticed within 1.5 times this. Linux takes 1 to 32767
+    /// whole seconds; other values are brought within that range. It lives below the link
+    /// protocol: nothing a NEO peer can see changes.
     pub tcp_keepalive: Option<Duration>,
     /// Listeners only: most links a listener keeps at once, handshakes included (default
     /// `None`: derived from the open-file limit when the listener is bound, see

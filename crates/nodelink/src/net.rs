@@ -34,17 +34,32 @@ pub async fn connect(addr: impl ToSocketAddrs, config: Config) -> Result<Link> {
     link_over_tcp(stream, Role::Client, config).await
 }
 
+/// Unanswered keepalive probes after which the kernel drops a connection.
+const KEEPALIVE_PROBES: u32 = 5;
+
 /// Applies [`Config::tcp_keepalive`] to a dialled or accepted socket. A failure only
 /// costs the early notice of a vanished peer, so it is logged, not returned.
 pub(crate) fn set_keepalive(stream: &TcpStream, config: &Config) {
     let Some(idle) = config.tcp_keepalive else {
         return;
     };
-    // Probe after `idle` of silence, then every tenth of it (at least a second).
-    let interval = (idle / 10).max(std::time::Duration::from_secs(1));
+    // Linux takes whole seconds, at most 32767 for the idle time.
+    use std::time::Duration;
+    let idle = idle.clamp(Duration::from_secs(1), Duration::from_secs(32_767));
+    // Probe after `idle` of silence, then every tenth of it (at least a second), and give
+    // up after KEEPALIVE_PROBES unanswered: a vanished peer is noticed within 1.5 × idle
+    // (the kernel's default of 9 probes would make that about twice the idle time).
+    let interval = (idle / 10).max(Duration::from_secs(1));
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(idle)
         .with_interval(interval);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd"
+    ))]
+    let keepalive = keepalive.with_retries(KEEPALIVE_PROBES);
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
         tracing::debug!(
             error = &e as &dyn std::error::Error,
@@ -496,6 +511,21 @@ mod tests {
         assert_eq!(
             sock.tcp_keepalive_interval().unwrap(),
             Duration::from_secs(6)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+        // Out-of-range idle times are brought within what the kernel accepts.
+        set_keepalive(
+            &a,
+            &Config::default().with_tcp_keepalive(Duration::from_millis(10)),
+        );
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(1));
+        set_keepalive(
+            &a,
+            &Config::default().with_tcp_keepalive(Duration::from_secs(1 << 20)),
+        );
+        assert_eq!(
+            sock.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(32_767)
         );
 
         set_keepalive(&b, &Config::default().with_tcp_keepalive(None));
