@@ -83,6 +83,7 @@ pub enum KcpCommand {
 
 /// Arguments of `nodelink kcp serve`.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct KcpServeArgs {
     /// UDP address to listen on, such as 127.0.0.1:29900 (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
@@ -97,6 +98,7 @@ pub struct KcpServeArgs {
 
 /// Arguments of `nodelink kcp bench`.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct KcpBenchArgs {
     /// UDP address of the echo server.
     #[arg(value_name = "ADDR")]

@@ -3,18 +3,21 @@
 //! Two spellings of the same settings:
 //!
 //! * `nodelink kcp serve|bench` take kcptun's own names: `--crypt`, `--key`,
-//!   `--datashard`/`--ds`, `--parityshard`/`--ps`, `--mode`, `--mtu`, `--sndwnd`,
-//!   `--rcvwnd` (and `--acknodelay`, accepted and without effect: ACKs always leave at
-//!   once);
+//!   `--datashard`/`--ds`, `--parityshard`/`--ps`, `--mode`, and kcptun's tuning flags
+//!   [`KcpTuning`] (`--nodelay --interval --resend --nc --sndwnd --rcvwnd --mtu --dscp
+//!   --sockbuf`), the same struct `nodelink tunnel` flattens into its arguments; and
+//!   `--acknodelay`, accepted and without effect: ACKs always leave at once;
 //! * `nodelink serve|ping --kcp` take them prefixed with `kcp-` (`--kcp-crypt`,
-//!   `--kcp-ds`, ...), since `ping` has a `--mode` of its own.
+//!   `--kcp-ds`, `--kcp-interval`, ...), since `ping` has a `--mode` of its own; they
+//!   fill the same [`KcpTuning`].
 //!
 //! Defaults are kcptun's: `aes`, key `it's a secrect`, FEC 10/3, mode `fast`, MTU 1350,
 //! windows 128/512 for a client and 1024/1024 for a server; ACKs leave as soon as the data
 //! they acknowledge was processed (`nodelink_kcp::AckTiming::Prompt`), where kcptun waits
 //! for the flush interval unless `-acknodelay` is given.
-//! As in kcp-go, FEC is off when either shard count is 0. kcptun's `manual` mode
-//! (`--nodelay --interval --resend --nc`) is not offered: only the four presets.
+//! As in kcp-go, FEC is off when either shard count is 0. kcptun's `manual` mode takes
+//! `--nodelay --interval --resend --nc`; given with a preset they are an error here (the
+//! tunnel, like kcptun, keeps them for when its profile is manual).
 //!
 //! The values are checked here, not by clap, so a bad one is a one-line
 //! `nodelink: error: ...` with exit code 1.
@@ -32,6 +35,9 @@ use nodelink_kcp::Stats;
 
 /// kcptun's default passphrase (sic).
 pub const DEFAULT_KEY: &str = "it's a secrect";
+
+/// kcptun's default MTU.
+const DEFAULT_MTU: usize = 1350;
 
 /// How long dialing over KCP (session setup and the version handshake) may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -70,47 +76,142 @@ pub struct KcpFlags {
     pub parityshard: usize,
     /// Preset name.
     pub mode: String,
-    /// UDP payload limit.
-    pub mtu: usize,
-    /// Send window; `None` for the side's default.
-    pub sndwnd: Option<u32>,
-    /// Receive window; `None` for the side's default.
-    pub rcvwnd: Option<u32>,
-    /// Manual mode's parameters (`--mode manual`), each `None` when not given.
-    pub manual: ManualFlags,
+    /// kcptun's tuning flags, each `None` when not given.
+    pub tuning: KcpTuning,
 }
 
-/// kcptun's manual-mode flags: `--nodelay --interval --resend --nc`.
+/// kcptun's tuning flags, as given: manual mode's four parameters, the windows, the MTU
+/// and the socket options. One struct for every command that speaks KCP: `kcp serve`,
+/// `kcp bench` and both tunnel ends flatten it (so the flags, their help and their
+/// checks are the same everywhere), and `serve|ping --kcp` fill it from their
+/// `--kcp-`-prefixed spellings. Values are taken as integers and checked by
+/// [`KcpTuning::check`], so a bad one is a one-line error naming the flag.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Args)]
-pub struct ManualFlags {
+pub struct KcpTuning {
     /// With --mode manual: KCP nodelay, 0 or 1 [default: 0]
-    #[arg(long, value_name = "0|1", value_parser = clap::value_parser!(u8).range(0..=1))]
-    pub nodelay: Option<u8>,
-    /// With --mode manual: flush interval in milliseconds, 1 to 5000 [default: 50]
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=5000))]
-    pub interval: Option<u32>,
+    #[arg(long, value_name = "0|1")]
+    pub nodelay: Option<i64>,
+    /// With --mode manual: flush interval in milliseconds, 10 to 5000 [default: 50]
+    #[arg(long, value_name = "MS")]
+    pub interval: Option<i64>,
     /// With --mode manual: fast retransmit after this many skipping ACKs, 0 for off
     /// [default: 0]
     #[arg(long, value_name = "N")]
-    pub resend: Option<u32>,
+    pub resend: Option<i64>,
     /// With --mode manual: 1 turns congestion control off [default: 0]
-    #[arg(long, value_name = "0|1", value_parser = clap::value_parser!(u8).range(0..=1))]
-    pub nc: Option<u8>,
+    #[arg(long, value_name = "0|1")]
+    pub nc: Option<i64>,
+    /// Send window in segments [default: 128 dialling, 1024 serving]
+    #[arg(long, value_name = "W")]
+    pub sndwnd: Option<i64>,
+    /// Receive window in segments [default: 512 dialling, 1024 serving]
+    #[arg(long, value_name = "W")]
+    pub rcvwnd: Option<i64>,
+    /// Largest UDP payload, all headers included [default: 1350]
+    #[arg(long, value_name = "BYTES")]
+    pub mtu: Option<i64>,
+    /// DSCP, 0 to 63, written into every datagram's IP header [default: 0]
+    #[arg(long, value_name = "N")]
+    pub dscp: Option<i64>,
+    /// UDP socket send and receive buffer size in bytes [default: 4194304]
+    #[arg(long, value_name = "BYTES")]
+    pub sockbuf: Option<i64>,
 }
 
-impl ManualFlags {
-    fn any(&self) -> bool {
-        *self != ManualFlags::default()
+/// [`KcpTuning`] with each given value fitted to its type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tuning {
+    pub nodelay: Option<bool>,
+    pub interval: Option<u32>,
+    pub resend: Option<u32>,
+    pub nc: Option<bool>,
+    pub sndwnd: Option<u16>,
+    pub rcvwnd: Option<u16>,
+    pub mtu: Option<usize>,
+    pub dscp: Option<u8>,
+    pub sockbuf: Option<usize>,
+}
+
+/// `value` if it lies in `min..=max`, else an error naming `flag`.
+pub fn fit(flag: &str, value: i64, min: u64, max: u64) -> anyhow::Result<u64> {
+    u64::try_from(value)
+        .ok()
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| anyhow::anyhow!("{flag} {value}: must be between {min} and {max}"))
+}
+
+impl KcpTuning {
+    /// Fits each given value to its type (`prefix` is `""` or `"kcp-"`, for messages).
+    /// The ranges that depend on the command (windows of at least 1, DSCP below 64) are
+    /// the caller's: [`KcpFlags::session`] or the tunnel's `Config::validate`.
+    pub fn check(&self, prefix: &str) -> anyhow::Result<Tuning> {
+        let flag = |name: &str| format!("--{prefix}{name}");
+        let get = |name: &str, v: Option<i64>, max: u64| -> anyhow::Result<Option<u64>> {
+            v.map(|v| fit(&flag(name), v, 0, max)).transpose()
+        };
+        let max_usize = usize::MAX as u64;
+        Ok(Tuning {
+            nodelay: get("nodelay", self.nodelay, 1)?.map(|v| v == 1),
+            interval: get("interval", self.interval, u32::MAX.into())?.map(|v| v as u32),
+            resend: get("resend", self.resend, u32::MAX.into())?.map(|v| v as u32),
+            nc: get("nc", self.nc, 1)?.map(|v| v == 1),
+            sndwnd: get("sndwnd", self.sndwnd, u16::MAX.into())?.map(|v| v as u16),
+            rcvwnd: get("rcvwnd", self.rcvwnd, u16::MAX.into())?.map(|v| v as u16),
+            mtu: get("mtu", self.mtu, max_usize)?.map(|v| v as usize),
+            dscp: get("dscp", self.dscp, u8::MAX.into())?.map(|v| v as u8),
+            sockbuf: get("sockbuf", self.sockbuf, max_usize)?.map(|v| v as usize),
+        })
+    }
+}
+
+impl Tuning {
+    /// Whether any of manual mode's four parameters was given.
+    fn manual_given(&self) -> bool {
+        self.nodelay.is_some()
+            || self.interval.is_some()
+            || self.resend.is_some()
+            || self.nc.is_some()
     }
 
     /// `(nodelay, interval, resend, nc)` with kcptun's defaults for what is not given.
-    fn params(&self) -> (bool, u32, u32, bool) {
+    fn manual_params(&self) -> (bool, u32, u32, bool) {
         (
-            self.nodelay == Some(1),
+            self.nodelay.unwrap_or(false),
             self.interval.unwrap_or(50),
             self.resend.unwrap_or(0),
-            self.nc == Some(1),
+            self.nc.unwrap_or(false),
         )
+    }
+
+    /// Writes what was given into a tunnel configuration (its `validate` checks ranges).
+    pub fn apply_to_tunnel(&self, cfg: &mut nodelink_tunnel::Config) {
+        if let Some(v) = self.nodelay {
+            cfg.manual.nodelay = v;
+        }
+        if let Some(v) = self.interval {
+            cfg.manual.interval = v;
+        }
+        if let Some(v) = self.resend {
+            cfg.manual.resend = v;
+        }
+        if let Some(v) = self.nc {
+            cfg.manual.nc = v;
+        }
+        if self.sndwnd.is_some() {
+            cfg.sndwnd = self.sndwnd;
+        }
+        if self.rcvwnd.is_some() {
+            cfg.rcvwnd = self.rcvwnd;
+        }
+        if let Some(v) = self.mtu {
+            cfg.mtu = v;
+        }
+        if let Some(v) = self.dscp {
+            cfg.dscp = v;
+        }
+        if let Some(v) = self.sockbuf {
+            cfg.sockbuf = v;
+        }
     }
 }
 
@@ -122,12 +223,13 @@ impl KcpFlags {
             .crypt
             .parse()
             .map_err(|e| anyhow::anyhow!("--{p}crypt {}: {e}", self.crypt))?;
+        let tuning = self.tuning.check(p)?;
         let manual = self.mode == "manual";
         let mode: Mode = if manual {
             Mode::default()
         } else {
-            if self.manual.any() {
-                bail!("--nodelay, --interval, --resend and --nc need --{p}mode manual");
+            if tuning.manual_given() {
+                bail!("--{p}nodelay, --{p}interval, --{p}resend and --{p}nc need --{p}mode manual");
             }
             self.mode
                 .parse()
@@ -146,40 +248,52 @@ impl KcpFlags {
             );
         }
         let (default_snd, default_rcv) = side.default_windows();
-        let sndwnd = window(p, "sndwnd", self.sndwnd.unwrap_or(default_snd))?;
-        let rcvwnd = window(p, "rcvwnd", self.rcvwnd.unwrap_or(default_rcv))?;
-        let session = KcpConfig::default()
+        let sndwnd = window(p, "sndwnd", tuning.sndwnd.unwrap_or(default_snd as u16))?;
+        let rcvwnd = window(p, "rcvwnd", tuning.rcvwnd.unwrap_or(default_rcv as u16))?;
+        let mtu = tuning.mtu.unwrap_or(DEFAULT_MTU);
+        let defaults = KcpConfig::default();
+        let dscp = tuning.dscp.unwrap_or(defaults.dscp);
+        if dscp > 63 {
+            bail!("--{p}dscp {dscp}: must be between 0 and 63");
+        }
+        let sockbuf = tuning.sockbuf.unwrap_or(defaults.sockbuf);
+        if sockbuf > i32::MAX as usize {
+            bail!("--{p}sockbuf {sockbuf}: must be between 0 and {}", i32::MAX);
+        }
+        let session = defaults
             .with_crypt(crypt)
             .with_key(self.key.clone())
             .with_fec(ds, ps)
             .with_mode(mode)
-            .with_mtu(self.mtu)
+            .with_mtu(mtu)
             .with_window(sndwnd, rcvwnd)
+            .with_dscp(dscp)
+            .with_sockbuf(sockbuf)
             .with_stream(true);
         let session = if manual {
-            let (nodelay, interval, resend, nc) = self.manual.params();
+            let (nodelay, interval, resend, nc) = tuning.manual_params();
+            if !(10..=5000).contains(&interval) {
+                bail!("--{p}interval {interval}: must be between 10 and 5000");
+            }
             session.with_nodelay(nodelay, interval, resend, nc)
         } else {
             session
         };
         // The segment header (24 bytes), the crypto and FEC headers must leave room for data.
-        let overhead = self.mtu - session.mss().min(self.mtu);
+        let overhead = mtu - session.mss().min(mtu);
         let min_mtu = (overhead + 1).max(50);
-        if self.mtu > MAX_SESSION_MTU || self.mtu < min_mtu {
-            bail!(
-                "--{p}mtu {}: must be between {min_mtu} and {MAX_SESSION_MTU} with these settings",
-                self.mtu
-            );
+        if mtu > MAX_SESSION_MTU || mtu < min_mtu {
+            bail!("--{p}mtu {mtu}: must be between {min_mtu} and {MAX_SESSION_MTU} with these settings");
         }
         Ok(session)
     }
 }
 
-fn window(prefix: &str, name: &str, value: u32) -> anyhow::Result<u16> {
-    match u16::try_from(value) {
-        Ok(w) if w > 0 => Ok(w),
-        _ => bail!("--{prefix}{name} {value}: must be between 1 and 65535"),
+fn window(prefix: &str, name: &str, value: u16) -> anyhow::Result<u16> {
+    if value == 0 {
+        bail!("--{prefix}{name} {value}: must be between 1 and 65535");
     }
+    Ok(value)
 }
 
 /// One line describing a session configuration.
@@ -204,6 +318,12 @@ impl fmt::Display for Describe<'_> {
             None => write!(f, "mode {}, ", s.mode)?,
         }
         write!(f, "mtu {}, sndwnd {}, rcvwnd {}", s.mtu, s.sndwnd, s.rcvwnd)?;
+        if s.dscp != 0 {
+            write!(f, ", dscp {}", s.dscp)?;
+        }
+        if s.sockbuf != KcpConfig::default().sockbuf {
+            write!(f, ", sockbuf {}", s.sockbuf)?;
+        }
         if s.acks == nodelink_kcp::AckTiming::Interval {
             f.write_str(", acks on the interval")?;
         }
@@ -240,18 +360,9 @@ pub struct KcpArgs {
     /// Preset: normal, fast, fast2, fast3, or manual (--nodelay --interval --resend --nc).
     #[arg(long, value_name = "MODE", default_value = "fast")]
     pub mode: String,
-    /// Manual mode's parameters.
+    /// kcptun's tuning flags.
     #[command(flatten)]
-    pub manual: ManualFlags,
-    /// Largest UDP payload, all headers included.
-    #[arg(long, value_name = "BYTES", default_value_t = 1350)]
-    pub mtu: usize,
-    /// Send window in segments [default: 128 for bench, 1024 for serve].
-    #[arg(long, value_name = "W")]
-    pub sndwnd: Option<u32>,
-    /// Receive window in segments [default: 512 for bench, 1024 for serve].
-    #[arg(long, value_name = "W")]
-    pub rcvwnd: Option<u32>,
+    pub tuning: KcpTuning,
     /// Accepted for kcp-go compatibility: ACKs always leave as soon as the data they
     /// acknowledge was processed
     #[arg(long)]
@@ -268,10 +379,7 @@ impl KcpArgs {
             datashard: self.datashard,
             parityshard: self.parityshard,
             mode: self.mode.clone(),
-            mtu: self.mtu,
-            sndwnd: self.sndwnd,
-            rcvwnd: self.rcvwnd,
-            manual: self.manual,
+            tuning: self.tuning,
         }
     }
 }
@@ -306,18 +414,37 @@ pub struct LinkKcpArgs {
         requires = "kcp"
     )]
     pub kcp_parityshard: usize,
-    /// KCP preset: normal, fast, fast2, fast3.
+    /// KCP preset: normal, fast, fast2, fast3, or manual (--kcp-nodelay --kcp-interval
+    /// --kcp-resend --kcp-nc).
     #[arg(long, value_name = "MODE", default_value = "fast", requires = "kcp")]
     pub kcp_mode: String,
-    /// KCP MTU (largest UDP payload).
-    #[arg(long, value_name = "BYTES", default_value_t = 1350, requires = "kcp")]
-    pub kcp_mtu: usize,
+    /// KCP manual mode: nodelay, 0 or 1 [default: 0]
+    #[arg(long, value_name = "0|1", requires = "kcp")]
+    pub kcp_nodelay: Option<i64>,
+    /// KCP manual mode: flush interval in milliseconds, 10 to 5000 [default: 50]
+    #[arg(long, value_name = "MS", requires = "kcp")]
+    pub kcp_interval: Option<i64>,
+    /// KCP manual mode: fast retransmit after this many skipping ACKs [default: 0]
+    #[arg(long, value_name = "N", requires = "kcp")]
+    pub kcp_resend: Option<i64>,
+    /// KCP manual mode: 1 turns congestion control off [default: 0]
+    #[arg(long, value_name = "0|1", requires = "kcp")]
+    pub kcp_nc: Option<i64>,
+    /// KCP MTU (largest UDP payload) [default: 1350]
+    #[arg(long, value_name = "BYTES", requires = "kcp")]
+    pub kcp_mtu: Option<i64>,
     /// KCP send window [default: 128 for ping, 1024 for serve].
     #[arg(long, value_name = "W", requires = "kcp")]
-    pub kcp_sndwnd: Option<u32>,
+    pub kcp_sndwnd: Option<i64>,
     /// KCP receive window [default: 512 for ping, 1024 for serve].
     #[arg(long, value_name = "W", requires = "kcp")]
-    pub kcp_rcvwnd: Option<u32>,
+    pub kcp_rcvwnd: Option<i64>,
+    /// KCP: DSCP, 0 to 63, written into every datagram's IP header [default: 0]
+    #[arg(long, value_name = "N", requires = "kcp")]
+    pub kcp_dscp: Option<i64>,
+    /// KCP: UDP socket buffer size in bytes [default: 4194304]
+    #[arg(long, value_name = "BYTES", requires = "kcp")]
+    pub kcp_sockbuf: Option<i64>,
     /// KCP: accepted for kcp-go compatibility (ACKs always leave at once).
     #[arg(long, requires = "kcp")]
     pub kcp_acknodelay: bool,
@@ -336,10 +463,17 @@ impl LinkKcpArgs {
             datashard: self.kcp_datashard,
             parityshard: self.kcp_parityshard,
             mode: self.kcp_mode.clone(),
-            mtu: self.kcp_mtu,
-            sndwnd: self.kcp_sndwnd,
-            rcvwnd: self.kcp_rcvwnd,
-            manual: ManualFlags::default(),
+            tuning: KcpTuning {
+                nodelay: self.kcp_nodelay,
+                interval: self.kcp_interval,
+                resend: self.kcp_resend,
+                nc: self.kcp_nc,
+                sndwnd: self.kcp_sndwnd,
+                rcvwnd: self.kcp_rcvwnd,
+                mtu: self.kcp_mtu,
+                dscp: self.kcp_dscp,
+                sockbuf: self.kcp_sockbuf,
+            },
         }
         .session(side)
         .map(Some)
@@ -380,32 +514,34 @@ mod tests {
             datashard: 10,
             parityshard: 3,
             mode: "fast".into(),
-            mtu: 1350,
-            sndwnd: None,
-            rcvwnd: None,
-            manual: ManualFlags::default(),
+            tuning: KcpTuning::default(),
         }
+    }
+
+    fn tuned(tuning: KcpTuning) -> KcpFlags {
+        KcpFlags { tuning, ..flags() }
     }
 
     #[test]
     fn manual_mode_takes_kcptuns_four_parameters() {
-        let manual = |nodelay, interval, resend, nc| ManualFlags {
+        let manual = |nodelay, interval, resend, nc| KcpTuning {
             nodelay,
             interval,
             resend,
             nc,
+            ..KcpTuning::default()
         };
         let s = KcpFlags {
             mode: "manual".into(),
-            manual: manual(Some(1), Some(5), Some(2), Some(1)),
+            tuning: manual(Some(1), Some(15), Some(2), Some(1)),
             ..flags()
         }
         .session(Side::Client)
         .unwrap();
-        assert_eq!(s.nodelay_params(), (true, 5, 2, true));
+        assert_eq!(s.nodelay_params(), (true, 15, 2, true));
         assert_eq!(
             Describe(&s).to_string(),
-            "crypt aes, fec 10/3, mode manual (nodelay 1, interval 5 ms, resend 2, nc 1), \
+            "crypt aes, fec 10/3, mode manual (nodelay 1, interval 15 ms, resend 2, nc 1), \
              mtu 1350, sndwnd 128, rcvwnd 512"
         );
         // kcptun's defaults for what is not given.
@@ -418,7 +554,7 @@ mod tests {
         assert_eq!(s.nodelay_params(), (false, 50, 0, false));
         // Manual parameters with a preset are a mistake, not silently ignored.
         let e = KcpFlags {
-            manual: manual(None, Some(10), None, None),
+            tuning: manual(None, Some(10), None, None),
             ..flags()
         }
         .session(Side::Client)
@@ -514,25 +650,99 @@ mod tests {
             ..flags()
         });
         assert!(e.starts_with("--kcp-mode turbo: "), "{e}");
-        for mtu in [0, 49, 52, 1501, 9000] {
-            let e = err(KcpFlags { mtu, ..flags() });
+        for mtu in [-1, 0, 49, 52, 1501, 9000] {
+            let e = err(tuned(KcpTuning {
+                mtu: Some(mtu),
+                ..KcpTuning::default()
+            }));
             assert!(e.starts_with(&format!("--mtu {mtu}: ")), "{e}");
         }
-        let e = err(KcpFlags {
+        let e = err(tuned(KcpTuning {
             sndwnd: Some(0),
-            ..flags()
-        });
+            ..KcpTuning::default()
+        }));
         assert!(e.starts_with("--sndwnd 0: "), "{e}");
-        let e = err(KcpFlags {
+        let e = err(tuned(KcpTuning {
             rcvwnd: Some(70000),
+            ..KcpTuning::default()
+        }));
+        assert!(e.starts_with("--rcvwnd 70000: "), "{e}");
+        let e = err(tuned(KcpTuning {
+            dscp: Some(64),
+            ..KcpTuning::default()
+        }));
+        assert!(e.starts_with("--dscp 64: must be between 0 and 63"), "{e}");
+        let e = err(KcpFlags {
+            prefix: "kcp-",
+            mode: "manual".into(),
+            tuning: KcpTuning {
+                interval: Some(5),
+                ..KcpTuning::default()
+            },
             ..flags()
         });
-        assert!(e.starts_with("--rcvwnd 70000: "), "{e}");
+        assert!(
+            e.starts_with("--kcp-interval 5: must be between 10 and 5000"),
+            "{e}"
+        );
+        let e = err(tuned(KcpTuning {
+            nc: Some(2),
+            ..KcpTuning::default()
+        }));
+        assert!(e.starts_with("--nc 2: must be between 0 and 1"), "{e}");
         let e = err(KcpFlags {
             datashard: 200,
             parityshard: 100,
             ..flags()
         });
         assert!(e.contains("256"), "{e}");
+    }
+
+    #[test]
+    fn socket_options_reach_the_session() {
+        let s = tuned(KcpTuning {
+            dscp: Some(46),
+            sockbuf: Some(1 << 20),
+            mtu: Some(1200),
+            ..KcpTuning::default()
+        })
+        .session(Side::Server)
+        .unwrap();
+        assert_eq!((s.dscp, s.sockbuf, s.mtu), (46, 1 << 20, 1200));
+        assert_eq!(
+            Describe(&s).to_string(),
+            "crypt aes, fec 10/3, mode fast, mtu 1200, sndwnd 1024, rcvwnd 1024, dscp 46, \
+             sockbuf 1048576"
+        );
+    }
+
+    #[test]
+    fn the_tunnel_takes_the_same_flags() {
+        let tuning = KcpTuning {
+            nodelay: Some(1),
+            interval: Some(20),
+            resend: Some(2),
+            nc: Some(1),
+            sndwnd: Some(256),
+            rcvwnd: Some(2048),
+            mtu: Some(1400),
+            dscp: Some(10),
+            sockbuf: Some(1 << 22),
+        }
+        .check("")
+        .unwrap();
+        let mut cfg = nodelink_tunnel::Config::for_role(nodelink_tunnel::Role::Client);
+        tuning.apply_to_tunnel(&mut cfg);
+        assert_eq!(
+            (
+                cfg.manual.nodelay,
+                cfg.manual.interval,
+                cfg.manual.resend,
+                cfg.manual.nc
+            ),
+            (true, 20, 2, true)
+        );
+        assert_eq!((cfg.sndwnd, cfg.rcvwnd), (Some(256), Some(2048)));
+        assert_eq!((cfg.mtu, cfg.dscp, cfg.sockbuf), (1400, 10, 1 << 22));
     }
 }

@@ -33,6 +33,7 @@ use nodelink_tunnel::{Config, Profile, Role, Tunnel};
 use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
 
+use crate::kcp_args::{fit, KcpTuning};
 use crate::out::say;
 use crate::shutdown::Signals;
 
@@ -71,12 +72,6 @@ pub struct ClientArgs {
     /// Seconds an expired session may live on for its remaining streams [default: 600]
     #[arg(long, value_name = "SECONDS")]
     pub scavengettl: Option<i64>,
-    /// KCP send window (packets) [default: 128]
-    #[arg(long, value_name = "W")]
-    pub sndwnd: Option<i64>,
-    /// KCP receive window (packets) [default: 512]
-    #[arg(long, value_name = "W")]
-    pub rcvwnd: Option<i64>,
     /// Settings shared with the server.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -97,12 +92,6 @@ pub struct ServerArgs {
         value_name = "TCPADDR"
     )]
     pub target: Option<String>,
-    /// KCP send window (packets) [default: 1024]
-    #[arg(long, value_name = "W")]
-    pub sndwnd: Option<i64>,
-    /// KCP receive window (packets) [default: 1024]
-    #[arg(long, value_name = "W")]
-    pub rcvwnd: Option<i64>,
     /// Settings shared with the client.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -123,18 +112,12 @@ pub struct CommonArgs {
     /// [default: fast]
     #[arg(long, value_name = "MODE")]
     pub mode: Option<String>,
-    /// Largest UDP payload [default: 1350]
-    #[arg(long, value_name = "BYTES")]
-    pub mtu: Option<i64>,
     /// Reed-Solomon data shards (0 with --parityshard 0: no FEC) [default: 10]
     #[arg(long, visible_alias = "ds", value_name = "N")]
     pub datashard: Option<i64>,
     /// Reed-Solomon parity shards [default: 3]
     #[arg(long, visible_alias = "ps", value_name = "M")]
     pub parityshard: Option<i64>,
-    /// DSCP of outgoing packets (6 bits) [default: 0]
-    #[arg(long, value_name = "N")]
-    pub dscp: Option<i64>,
     /// Disable snappy compression (must match the other end)
     #[arg(long)]
     pub nocomp: bool,
@@ -142,21 +125,10 @@ pub struct CommonArgs {
     /// they acknowledge was processed
     #[arg(long)]
     pub acknodelay: bool,
-    /// Manual mode: KCP nodelay, 0 or 1 [default: 0]
-    #[arg(long, value_name = "0|1")]
-    pub nodelay: Option<i64>,
-    /// Manual mode: KCP flush interval in ms [default: 50]
-    #[arg(long, value_name = "MS")]
-    pub interval: Option<i64>,
-    /// Manual mode: fast retransmit after this many skipping ACKs (0: off) [default: 0]
-    #[arg(long, value_name = "N")]
-    pub resend: Option<i64>,
-    /// Manual mode: 1 turns congestion control off [default: 0]
-    #[arg(long, value_name = "0|1")]
-    pub nc: Option<i64>,
-    /// UDP socket buffer in bytes [default: 4194304]
-    #[arg(long, value_name = "BYTES")]
-    pub sockbuf: Option<i64>,
+    /// kcptun's tuning flags (manual mode, windows, MTU, DSCP, socket buffers), the same
+    /// struct as `nodelink kcp serve|bench`.
+    #[command(flatten)]
+    pub tuning: KcpTuning,
     /// smux version, 1 or 2 (must match the other end) [default: 1]
     #[arg(long, value_name = "1|2")]
     pub smuxver: Option<i64>,
@@ -203,14 +175,6 @@ macro_rules! given {
     (@map $v:ident, $map:expr) => { $map($v) };
 }
 
-/// `value` if it lies in `min..=max`.
-fn fit(flag: &str, value: i64, min: u64, max: u64) -> anyhow::Result<u64> {
-    u64::try_from(value)
-        .ok()
-        .filter(|v| (min..=max).contains(v))
-        .ok_or_else(|| anyhow::anyhow!("{flag} {value}: must be between {min} and {max}"))
-}
-
 fn secs(s: u32) -> Duration {
     Duration::from_secs(s.into())
 }
@@ -234,16 +198,9 @@ impl CommonArgs {
             cfg.snmplog = path.clone();
         }
         let args = self;
-        given!(cfg, args, mtu: usize, datashard: u8, parityshard: u8, dscp: u8,
-            sockbuf: usize, smuxver: u8, smuxbuf: usize, streambuf: usize,
-            keepalive: u32 => secs, snmpperiod: u32 => secs);
-        given!(cfg.manual, args, interval: u32, resend: u32);
-        if let Some(v) = self.nodelay {
-            cfg.manual.nodelay = fit("--nodelay", v, 0, 1)? == 1;
-        }
-        if let Some(v) = self.nc {
-            cfg.manual.nc = fit("--nc", v, 0, 1)? == 1;
-        }
+        given!(cfg, args, datashard: u8, parityshard: u8, smuxver: u8, smuxbuf: usize,
+            streambuf: usize, keepalive: u32 => secs, snmpperiod: u32 => secs);
+        self.tuning.check("")?.apply_to_tunnel(cfg);
         cfg.nocomp |= self.nocomp;
         cfg.quiet |= self.quiet;
         Ok(())
@@ -258,15 +215,13 @@ pub fn config(command: &TunnelCommand) -> anyhow::Result<Config> {
             let mut cfg = Config::for_role(Role::Client);
             cfg.listen.clone_from(&a.listen);
             cfg.target.clone_from(&a.remote);
-            given!(cfg, a, conn: u16, autoexpire: u32 => secs, scavengettl: u32 => secs,
-                sndwnd: u16 => Some, rcvwnd: u16 => Some);
+            given!(cfg, a, conn: u16, autoexpire: u32 => secs, scavengettl: u32 => secs);
             (cfg, &a.common)
         }
         TunnelCommand::Server(a) => {
             let mut cfg = Config::for_role(Role::Server);
             cfg.listen.clone_from(&a.listen);
             cfg.target.clone_from(&a.target);
-            given!(cfg, a, sndwnd: u16 => Some, rcvwnd: u16 => Some);
             (cfg, &a.common)
         }
     };

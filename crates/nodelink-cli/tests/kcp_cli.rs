@@ -217,6 +217,76 @@ fn serve_and_ping_over_kcp() {
     server.terminate();
 }
 
+/// kcptun's tuning flags reach the sessions of every KCP command: `kcp serve|bench` with
+/// kcptun's names, `serve|ping --kcp` with the `--kcp-` ones.
+#[test]
+fn tuning_flags_on_every_kcp_command() {
+    let flags = [
+        "--mode",
+        "manual",
+        "--interval",
+        "20",
+        "--nodelay",
+        "1",
+        "--mtu",
+        "1200",
+        "--dscp",
+        "46",
+        "--sockbuf",
+        "1048576",
+        "--sndwnd",
+        "256",
+        "--rcvwnd",
+        "256",
+    ];
+    let server = kcp_serve(&flags);
+    let mut cmd = bin();
+    cmd.args(["kcp", "bench", &server.addr, "--size", "200000"])
+        .args(flags);
+    let o = run(cmd);
+    assert_eq!(o.status.code(), Some(0), "{}", o.describe());
+    assert!(
+        o.stdout.contains(
+            "mode manual (nodelay 1, interval 20 ms, resend 0, nc 0), mtu 1200, sndwnd 256, \
+             rcvwnd 256, dscp 46, sockbuf 1048576"
+        ),
+        "{}",
+        o.describe()
+    );
+    assert!(
+        o.stdout.contains("echo verified: 200000 bytes"),
+        "{}",
+        o.describe()
+    );
+
+    let link = [
+        "--kcp-mode",
+        "manual",
+        "--kcp-interval",
+        "20",
+        "--kcp-dscp",
+        "46",
+        "--kcp-sockbuf",
+        "1048576",
+        "--kcp-mtu",
+        "1200",
+    ];
+    let mut cmd = bin();
+    cmd.args(["serve", "--kcp", "--listen", "127.0.0.1:0"])
+        .args(link);
+    let server = Server::start(cmd);
+    let mut cmd = bin();
+    cmd.args(["ping", "--kcp", &server.addr, "-c", "5"])
+        .args(link);
+    let o = run(cmd);
+    assert_eq!(o.status.code(), Some(0), "{}", o.describe());
+    assert!(
+        o.stdout.contains("5 requests, 0 errors"),
+        "{}",
+        o.describe()
+    );
+}
+
 #[test]
 fn bad_kcp_flags_are_one_line_errors() {
     let cases: &[&[&str]] = &[
@@ -224,6 +294,18 @@ fn bad_kcp_flags_are_one_line_errors() {
         &["kcp", "bench", "127.0.0.1:1", "--mode", "turbo"],
         &["kcp", "bench", "127.0.0.1:1", "--mtu", "9000"],
         &["kcp", "bench", "127.0.0.1:1", "--sndwnd", "0"],
+        &["kcp", "bench", "127.0.0.1:1", "--dscp", "64"],
+        &["kcp", "bench", "127.0.0.1:1", "--mtu", "-1"],
+        &["kcp", "serve", "--listen", "127.0.0.1:0", "--nc", "2"],
+        &[
+            "ping",
+            "--kcp",
+            "127.0.0.1:1",
+            "--kcp-mode",
+            "manual",
+            "--kcp-interval",
+            "5",
+        ],
         &["kcp", "bench", "127.0.0.1:1", "--timeout=-1"],
         &["kcp", "bench", "not-an-address"],
         &["kcp", "serve", "--listen", "127.0.0.1:99999"],
