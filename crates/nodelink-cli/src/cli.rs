@@ -56,7 +56,8 @@ pub enum Command {
     /// Measure round trips to a node: NEO's Ping/Pong, or echoed payloads with --size.
     Ping(PingArgs),
     /// Start a server and a client in this process and show what happens, and how fast:
-    /// the link, then KCP, the endpoint transport and the tunnel.
+    /// the link (over TCP, then TLS), then KCP (also through a lossy relay), the endpoint
+    /// transport and the tunnel.
     Tour(TourArgs),
     /// Raw KCP sessions (reliable UDP, kcp-go / kcptun compatible): an echo server and a
     /// throughput bench.
@@ -126,7 +127,8 @@ pub struct TourArgs {
     /// The dialect both sides speak.
     #[arg(long, value_enum, default_value_t = DialectArg::NeoGo)]
     pub dialect: DialectArg,
-    /// Show the link layer only (leave out KCP, the endpoint transport and the tunnel).
+    /// Show the link layer over TCP only (leave out TLS, KCP, the endpoint transport and
+    /// the tunnel).
     #[arg(long)]
     pub link_only: bool,
     /// Print each step's figures as one JSON object per line instead of the text.

@@ -31,6 +31,7 @@ mod stats;
 mod tls_args;
 mod tour;
 mod tour_layers;
+mod tour_tls;
 mod tunnel;
 
 use cli::{Cli, Command};

@@ -16,6 +16,33 @@ pub fn use_json() {
     JSON.store(true, Ordering::Relaxed);
 }
 
+/// Whether this process prints JSON ([`use_json`]).
+pub fn json_mode() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// Waits for `work`, showing a spinner with `label` on stderr once it has taken longer
+/// than a second: for people watching a terminal only (not in JSON mode, not when stderr
+/// is a file or a pipe), and cleared when the work is done.
+pub async fn progress<F: std::future::Future>(label: &str, work: F) -> F::Output {
+    use std::io::IsTerminal;
+    use std::time::Duration;
+    if json_mode() || !std::io::stderr().is_terminal() {
+        return work.await;
+    }
+    tokio::pin!(work);
+    tokio::select! {
+        done = &mut work => return done,
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(label.to_owned());
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let done = work.await;
+    spinner.finish_and_clear();
+    done
+}
+
 /// Writes one line to stdout and flushes it (nothing in JSON mode).
 pub fn line(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
     if JSON.load(Ordering::Relaxed) {

@@ -72,6 +72,7 @@ pub async fn run(args: TourArgs) -> anyhow::Result<()> {
     say!("7. Counters (Link::stats) after closing");
     print_stats(&client.stats(), &server.stats())?;
     if !args.link_only {
+        crate::tour_tls::tls().await?;
         let data = crate::tour_layers::bulk_data();
         crate::tour_layers::kcp(&data).await?;
         crate::tour_layers::transport().await?;
@@ -170,11 +171,15 @@ async fn serial_ask1(client: &Link) -> anyhow::Result<()> {
     );
     let mut samples = Vec::with_capacity(SERIAL);
     let start = Instant::now();
-    for _ in 0..SERIAL {
-        let t = Instant::now();
-        let _: Pong = client.ask1(&Ping).await.context("serial ask1")?;
-        samples.push(t.elapsed());
-    }
+    crate::out::progress("serial round trips", async {
+        for _ in 0..SERIAL {
+            let t = Instant::now();
+            let _: Pong = client.ask1(&Ping).await.context("serial ask1")?;
+            samples.push(t.elapsed());
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await?;
     let elapsed = start.elapsed();
     if let Some(s) = Summary::of(&mut samples) {
         crate::out::json(&serde_json::json!({
@@ -216,12 +221,16 @@ async fn concurrent_ask1(client: &Link) -> anyhow::Result<()> {
         });
     }
     let mut samples = Vec::with_capacity(WORKERS * PER_WORKER);
-    while let Some(joined) = tasks.join_next().await {
-        let mut s = joined
-            .context("a worker failed")?
-            .context("concurrent ask1")?;
-        samples.append(&mut s);
-    }
+    crate::out::progress("concurrent round trips", async {
+        while let Some(joined) = tasks.join_next().await {
+            let mut s = joined
+                .context("a worker failed")?
+                .context("concurrent ask1")?;
+            samples.append(&mut s);
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await?;
     let elapsed = start.elapsed();
     let total = samples.len() as u64;
     if let Some(s) = Summary::of(&mut samples) {
@@ -266,20 +275,24 @@ async fn transfer(client: &Link, server: &Link) -> anyhow::Result<()> {
     });
     let incoming = client.accept().await.context("client: accept")?;
     let mut received = 0usize;
-    for i in 0..CHUNKS {
-        let p = incoming.recv().await.context("client: recv")?;
-        if p.code != DATA_CODE || p.payload.len() != CHUNK {
-            bail!(
-                "message {i}: code {:#06x}, {} bytes",
-                p.code,
-                p.payload.len()
-            );
+    crate::out::progress("bulk transfer", async {
+        for i in 0..CHUNKS {
+            let p = incoming.recv().await.context("client: recv")?;
+            if p.code != DATA_CODE || p.payload.len() != CHUNK {
+                bail!(
+                    "message {i}: code {:#06x}, {} bytes",
+                    p.code,
+                    p.payload.len()
+                );
+            }
+            if i == 0 && p.payload != chunk {
+                bail!("message 0 arrived corrupted");
+            }
+            received += p.payload.len();
         }
-        if i == 0 && p.payload != chunk {
-            bail!("message 0 arrived corrupted");
-        }
-        received += p.payload.len();
-    }
+        Ok(())
+    })
+    .await?;
     let elapsed = start.elapsed();
     let conn = sender.await.context("the sender failed")??;
     drop(conn);

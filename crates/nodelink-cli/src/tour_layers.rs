@@ -1,7 +1,11 @@
 //! The tour's second half: the layers beside the link, each set up on loopback and
-//! measured briefly. KCP carries a bulk echo, the endpoint transport a series of pings,
-//! the tunnel a TCP connection through both of its ends.
+//! measured briefly. KCP carries a bulk echo, then another through a relay that loses
+//! datagrams; the endpoint transport a series of pings; the tunnel a TCP connection
+//! through both of its ends.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -16,6 +20,10 @@ use crate::stats::Summary;
 
 /// Bytes echoed over KCP and carried through the tunnel.
 const BULK: usize = 4 << 20;
+/// Bytes echoed over KCP through the lossy relay.
+const LOSSY_BULK: usize = 2 << 20;
+/// Share of datagrams the relay drops, each way.
+const LOSS: f64 = 0.05;
 /// Pings over the endpoint transport.
 const PINGS: u64 = 2_000;
 /// Bound on each layer's part of the tour.
@@ -63,10 +71,57 @@ fn mb_per_s(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9)
 }
 
-/// 8. One KCP session echoing a bulk transfer.
+/// A UDP relay between one client (the first to send to it) and `upstream` that drops
+/// `loss` of the datagrams each way, with one seeded generator per direction: each run
+/// loses the datagrams at the same positions of each direction. Returns the address to
+/// send to and the count of datagrams dropped.
+async fn lossy_relay(
+    upstream: SocketAddr,
+    loss: f64,
+    seed: u64,
+) -> anyhow::Result<(SocketAddr, Arc<AtomicU64>, tokio::task::JoinHandle<()>)> {
+    use rand::{Rng, SeedableRng};
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    back.connect(upstream).await?;
+    let addr = front.local_addr()?;
+    let dropped = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&dropped);
+    let task = tokio::spawn(async move {
+        let mut up_rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut down_rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
+        let (mut up, mut down) = (vec![0u8; 65_536], vec![0u8; 65_536]);
+        let mut client = None;
+        loop {
+            tokio::select! {
+                r = front.recv_from(&mut up) => {
+                    let Ok((n, from)) = r else { break };
+                    client = Some(from);
+                    if up_rng.random::<f64>() < loss {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        let _ = back.send(&up[..n]).await;
+                    }
+                }
+                r = back.recv(&mut down) => {
+                    let Ok(n) = r else { break };
+                    let Some(to) = client else { continue };
+                    if down_rng.random::<f64>() < loss {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        let _ = front.send_to(&down[..n], to).await;
+                    }
+                }
+            }
+        }
+    });
+    Ok((addr, dropped, task))
+}
+
+/// 9. One KCP session echoing a bulk transfer, then another through a lossy relay.
 pub async fn kcp(data: &[u8]) -> anyhow::Result<()> {
     say!("");
-    say!("8. KCP: reliable UDP, wire-compatible with kcp-go (`nodelink kcp serve|bench`)");
+    say!("9. KCP: reliable UDP, wire-compatible with kcp-go (`nodelink kcp serve|bench`)");
     let config = KcpConfig::default()
         .with_crypt(CipherKind::Aes128Gcm)
         .with_key(random_key())
@@ -77,16 +132,19 @@ pub async fn kcp(data: &[u8]) -> anyhow::Result<()> {
     let addr = listener.local_addr();
     say!("   listener on udp {addr}: aes-128-gcm with a fresh random key, mode fast3, FEC 10/3");
     let server = tokio::spawn(async move {
-        if let Ok((session, _)) = listener.accept().await {
-            echo(session).await;
+        while let Ok((session, _)) = listener.accept().await {
+            tokio::spawn(echo(session));
         }
     });
-    let session = KcpStream::connect(addr, config)
+    let session = KcpStream::connect(addr, config.clone())
         .await
         .context("cannot open a KCP session")?;
-    let (took, mut session) = tokio::time::timeout(LIMIT, echo_exchange(session, data))
-        .await
-        .context("the KCP echo took too long")??;
+    let (took, mut session) = tokio::time::timeout(
+        LIMIT,
+        crate::out::progress("KCP echo", echo_exchange(session, data)),
+    )
+    .await
+    .context("the KCP echo took too long")??;
     let stats = session.stats();
     crate::out::json(&serde_json::json!({
         "step": "kcp_echo",
@@ -110,14 +168,66 @@ pub async fn kcp(data: &[u8]) -> anyhow::Result<()> {
         stats.fec_recovered
     );
     let _ = session.close().await;
+    let lossy = lossy_echo(addr, config, &data[..LOSSY_BULK.min(data.len())]).await;
     server.abort();
+    lossy
+}
+
+/// The same echo through a relay that loses [`LOSS`] of the datagrams each way: FEC
+/// rebuilds most of them, KCP resends the rest.
+async fn lossy_echo(server: SocketAddr, config: KcpConfig, data: &[u8]) -> anyhow::Result<()> {
+    let (relay, dropped, relay_task) = lossy_relay(server, LOSS, 7).await?;
+    say!(
+        "   again through a relay on udp {relay} that drops {:.0}% of the datagrams each way:",
+        LOSS * 100.0
+    );
+    let result = async {
+        let session = KcpStream::connect(relay, config)
+            .await
+            .context("cannot open a KCP session through the relay")?;
+        let (took, mut session) = tokio::time::timeout(
+            LIMIT,
+            crate::out::progress(
+                "KCP echo through the lossy relay",
+                echo_exchange(session, data),
+            ),
+        )
+        .await
+        .context("the KCP echo through the relay took too long")??;
+        let stats = session.stats();
+        let _ = session.close().await;
+        Ok::<_, anyhow::Error>((took, stats))
+    }
+    .await;
+    relay_task.abort();
+    let (took, stats) = result?;
+    let lost = dropped.load(Ordering::Relaxed);
+    crate::out::json(&serde_json::json!({
+        "step": "kcp_lossy_echo",
+        "bytes": data.len(),
+        "loss_each_way": LOSS,
+        "datagrams_dropped": lost,
+        "seconds": took.as_secs_f64(),
+        "mb_per_s": mb_per_s(data.len(), took),
+        "retransmitted_segments": stats.retrans_segs,
+        "fec_recovered": stats.fec_recovered,
+    }))?;
+    say!(
+        "   {} MiB echoed intact in {:.2} s: {:.1} MB/s each way; {lost} datagrams dropped, \
+         FEC rebuilt {}, KCP resent {} segments",
+        data.len() >> 20,
+        took.as_secs_f64(),
+        mb_per_s(data.len(), took),
+        stats.fec_recovered,
+        stats.retrans_segs
+    );
     Ok(())
 }
 
-/// 9. Two endpoints of the network-transport-tcp compatible transport.
+/// 10. Two endpoints of the network-transport-tcp compatible transport.
 pub async fn transport() -> anyhow::Result<()> {
     say!("");
-    say!("9. Endpoint transport: Haskell network-transport-tcp's protocol (`nodelink nt`)");
+    say!("10. Endpoint transport: Haskell network-transport-tcp's protocol (`nodelink nt`)");
     let config = NtConfig::default();
     let server = Transport::bind("127.0.0.1", 0, config.clone())
         .await
@@ -213,10 +323,10 @@ async fn crossing() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 10. A kcptun-compatible tunnel in front of a TCP echo service.
+/// 11. A kcptun-compatible tunnel in front of a TCP echo service.
 pub async fn tunnel(data: &[u8]) -> anyhow::Result<()> {
     say!("");
-    say!("10. Tunnel: TCP over KCP, wire-compatible with kcptun (`nodelink tunnel`)");
+    say!("11. Tunnel: TCP over KCP, wire-compatible with kcptun (`nodelink tunnel`)");
     let service = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("cannot start the TCP echo service")?;
@@ -262,9 +372,12 @@ pub async fn tunnel(data: &[u8]) -> anyhow::Result<()> {
         let conn = tokio::net::TcpStream::connect(entry)
             .await
             .context("cannot connect to the tunnel's entry")?;
-        let (took, _) = tokio::time::timeout(LIMIT, echo_exchange(conn, data))
-            .await
-            .context("the tunnel's echo took too long")??;
+        let (took, _) = tokio::time::timeout(
+            LIMIT,
+            crate::out::progress("tunnel echo", echo_exchange(conn, data)),
+        )
+        .await
+        .context("the tunnel's echo took too long")??;
         Ok::<_, anyhow::Error>(took)
     }
     .await;

@@ -504,12 +504,17 @@ fn tour_runs_and_reports_figures() {
     }
     // Every layer takes part, each with a figure.
     for line in [
-        "8. KCP",
+        "8. Link over TLS",
+        "mutual certificates checked",
+        "serial round trips inside TLS",
+        "9. KCP",
         "MiB sent and echoed back in",
-        "9. Endpoint transport",
+        "drops 5% of the datagrams each way",
+        "MiB echoed intact in",
+        "10. Endpoint transport",
         "pings of 64 bytes",
         "dialled each other at once: the tie-break kept 1 TCP connection",
-        "10. Tunnel",
+        "11. Tunnel",
         "MiB through the tunnel and back in",
         "1 stream forwarded",
     ] {
@@ -530,19 +535,30 @@ fn tour_runs_and_reports_figures() {
         "link_concurrent_ask1",
         "link_bulk_transfer",
         "link_counters",
+        "link_tls",
         "kcp_echo",
+        "kcp_lossy_echo",
         "transport_pings",
         "transport_crossed_connects",
         "tunnel_echo",
     ] {
         assert!(names.contains(&step), "{step} missing: {names:?}");
     }
+    let lossy = steps
+        .iter()
+        .find(|v| v["step"] == "kcp_lossy_echo")
+        .unwrap();
+    assert!(
+        lossy["datagrams_dropped"].as_u64().unwrap() > 0,
+        "the relay lost nothing: {lossy}"
+    );
     let r = run(&["tour", "--dialect", "neo-py", "--link-only"]);
     assert!(r.status.success(), "{}", r.describe());
     for word in ["neo-py", "req/s", "p50", "packets in"] {
         assert!(r.stdout.contains(word), "{word} missing: {}", r.describe());
     }
-    assert!(!r.stdout.contains("8. KCP"), "{}", r.describe());
+    assert!(!r.stdout.contains("8. Link over TLS"), "{}", r.describe());
+    assert!(!r.stdout.contains("9. KCP"), "{}", r.describe());
     assert!(r.stderr.is_empty(), "{}", r.describe());
 }
 
