@@ -1,16 +1,26 @@
 //! A listener's memory budget, shared by every link it accepted.
 //!
-//! Each link already bounds the payload it holds unread ([`Config::link_recv_limit`]), but
-//! a server has many links: a dozen peers that send and never read could each fill their
-//! own bound. The budget bounds their sum ([`Config::max_memory`]). While the links of a
-//! listener hold more than the budget together, a link holding more than its share
-//! (`max_memory / links`) stops reading from its peer, as when its own bound is reached;
-//! the links under their share, the well-behaved ones, keep reading. Reading resumes when
-//! the link's own application catches up, or when the server is back under budget.
+//! Each link already bounds the payload it holds unread ([`Config::link_recv_limit`]) and
+//! what it holds to send ([`Config::send_buffer`]), but a server has many links: a dozen
+//! peers that send requests and never read the answers could each fill both bounds. The
+//! budget bounds their sum ([`Config::max_memory`]): payload received and not yet read by
+//! the application, plus bytes queued or being written to the peer. While the links of a
+//! listener hold more than the budget together:
 //!
-//! Links report what they hold after each operation on their core (only when it
-//! changed); a link also counts what it added since its last report, so a burst is seen
-//! within the burst.
+//! * a link holding more than its share (`max_memory / links`) stops reading from its
+//!   peer, as when its own bound is reached;
+//! * every link's send queue is capped at its share (at least [`MIN_SEND_ROOM`]) instead of
+//!   its send buffer, so a peer that never reads its answers holds up the code answering
+//!   it instead of piling answers up.
+//!
+//! The links under their share, the well-behaved ones, keep reading and sending. Reading
+//! resumes when the link's own application catches up, or when the server is back under
+//! budget; sending, when the link's peer reads what was queued.
+//!
+//! The receiving side reports what it holds after each operation on its core (only when
+//! it changed), and also counts what it added since its last report, so a burst is seen
+//! within the burst. The sending side reports in steps of [`REPORT_STEP`], which keeps
+//! the shared counter off the path of every small packet.
 //!
 //! Shares shrink as links join: a link that took much while it was alone keeps what it
 //! has (nothing is dropped), and a link that joins while the budget is exceeded still gets
@@ -22,8 +32,17 @@
 //! [`Config::max_memory`]: crate::Config::max_memory
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::Notify;
+
+/// The sending side reports what it holds when that moved by at least this much (or fell
+/// to nothing).
+pub(crate) const REPORT_STEP: usize = 64 << 10;
+
+/// The least a link may queue to send while the budget is exceeded, however small its
+/// share: one large packet, so that sending never stops altogether.
+pub(crate) const MIN_SEND_ROOM: usize = 256 << 10;
 
 /// The shared state of one listener's budget.
 #[derive(Debug)]
@@ -86,6 +105,14 @@ impl MemoryBudget {
         }
     }
 
+    /// A link's share while the budget is exceeded, or `None` while it is not.
+    fn exceeded_share(&self) -> Option<usize> {
+        if self.used.load(Ordering::Relaxed) <= self.limit {
+            return None;
+        }
+        Some(self.limit / self.links.load(Ordering::Relaxed).max(1))
+    }
+
     /// Whether a link holding `held` must stop reading: the budget is exceeded and the
     /// link holds more than its share. `unreported` is what the link's holding changed by
     /// since it last reported (counted at once, so a burst is seen within the burst).
@@ -107,11 +134,71 @@ impl MemoryBudget {
                 used,
                 share,
                 links = self.links.load(Ordering::Relaxed),
-                "memory budget reached: links holding more than their share of unread data \
-                 stop reading from their peers until their applications catch up"
+                "memory budget reached: links holding more than their share (unread \
+                 requests and unsent answers) stop reading from their peers, and every \
+                 link queues at most its share to send, until their peers and applications \
+                 catch up"
             );
         }
         true
+    }
+}
+
+/// One link's place in a listener's budget: the receiving side (the link's core) and the
+/// sending side (its send queue) each report what they hold.
+#[derive(Debug)]
+pub(crate) struct Member {
+    budget: Arc<MemoryBudget>,
+    /// What the sending side last reported.
+    tx: AtomicUsize,
+}
+
+impl Member {
+    /// A link joins `budget`.
+    pub(crate) fn join(budget: Arc<MemoryBudget>) -> Member {
+        budget.join();
+        Member {
+            budget,
+            tx: AtomicUsize::new(0),
+        }
+    }
+
+    /// The receiving side's unread payload went from `before` to `now`.
+    pub(crate) fn update_rx(&self, before: usize, now: usize) {
+        self.budget.update(before, now);
+    }
+
+    /// The sending side holds `now` bytes (queued and being written). Called with the send
+    /// queue locked, so reports never cross.
+    pub(crate) fn report_tx(&self, now: usize) {
+        let before = self.tx.load(Ordering::Relaxed);
+        if now.abs_diff(before) >= REPORT_STEP || (now == 0 && before != 0) {
+            self.tx.store(now, Ordering::Relaxed);
+            self.budget.update(before, now);
+        }
+    }
+
+    /// Whether the receiving side, holding `rx` unread (`unreported` of it not reported
+    /// yet), must stop reading: the link's whole holding counts against its share.
+    pub(crate) fn over(&self, rx: usize, unreported: isize) -> bool {
+        let tx = self.tx.load(Ordering::Relaxed);
+        self.budget.over(rx.saturating_add(tx), unreported)
+    }
+
+    /// Most bytes the sending side may hold now: `send_buffer`, or the link's share (at
+    /// least [`MIN_SEND_ROOM`]) while the budget is exceeded.
+    pub(crate) fn send_limit(&self, send_buffer: usize) -> usize {
+        match self.budget.exceeded_share() {
+            Some(share) => send_buffer.min(share.max(MIN_SEND_ROOM)),
+            None => send_buffer,
+        }
+    }
+
+    /// The link ends: everything it reported is given back (`rx` is the receiving side's
+    /// last report).
+    pub(crate) fn leave(&self, rx: usize) {
+        let tx = self.tx.swap(0, Ordering::Relaxed);
+        self.budget.leave(rx + tx);
     }
 }
 
@@ -135,5 +222,39 @@ mod tests {
         b.leave(700);
         b.leave(200);
         assert_eq!(b.used.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_send_side_counts_and_is_capped_while_over_budget() {
+        let b = Arc::new(MemoryBudget::new(4 * MIN_SEND_ROOM));
+        let (m1, m2) = (Member::join(b.clone()), Member::join(b.clone()));
+        let big = 16 * MIN_SEND_ROOM;
+        assert_eq!(m1.send_limit(big), big, "under budget: the send buffer");
+        m1.report_tx(REPORT_STEP - 1);
+        assert_eq!(
+            b.used.load(Ordering::Relaxed),
+            0,
+            "small moves wait for a step"
+        );
+        m1.report_tx(5 * MIN_SEND_ROOM);
+        assert_eq!(
+            m2.send_limit(big),
+            2 * MIN_SEND_ROOM,
+            "over budget: the share"
+        );
+        assert!(
+            m1.over(0, 0),
+            "unsent answers count against the reader's share"
+        );
+        assert!(
+            !m2.over(MIN_SEND_ROOM, 0),
+            "the other link is under its share"
+        );
+        m1.report_tx(0);
+        assert_eq!(m1.send_limit(big), big);
+        m1.report_tx(3 * MIN_SEND_ROOM);
+        m1.leave(0);
+        m2.leave(0);
+        assert_eq!(b.used.load(Ordering::Relaxed), 0, "all given back");
     }
 }

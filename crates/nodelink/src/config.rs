@@ -104,7 +104,8 @@ pub struct Config {
     pub accept_backlog: usize,
     /// Most connections open at once on the link, both directions (default 1 048 576).
     pub max_connections: usize,
-    /// Bytes queued for sending before senders wait (default 4 MiB).
+    /// Bytes queued for sending, or taken out and still being written, before senders wait
+    /// (default 4 MiB): what a peer that stops reading can make a link hold.
     pub send_buffer: usize,
     /// Take part in the flow-control extension (default true; never used in the
     /// [`Dialect::NeoPy`] dialect). A dialing side offers it right after the handshake (NEO/go
@@ -148,11 +149,13 @@ pub struct Config {
     /// from it when that fills) instead of the process running out of descriptors; a WARN
     /// says so once per episode. A link leaves the count when it ends.
     pub max_links: Option<usize>,
-    /// Listeners only: bytes of received, unread payload all links of one listener may
-    /// hold together (default 1 GiB). Past it, links holding more than their share
+    /// Listeners only: bytes all links of one listener may hold together (default 1 GiB):
+    /// payload received and not yet read by the application, plus bytes queued to send
+    /// and not yet taken by the socket. Past it, links holding more than their share
     /// (`max_memory / links`) stop reading from their peers until their applications
-    /// catch up; the others keep reading. Each link is still bounded by
-    /// [`Config::link_recv_limit`] as well.
+    /// and peers catch up, and every link queues at most its share to send (at least
+    /// 256 KiB); the others keep reading. Each link is still bounded by
+    /// [`Config::link_recv_limit`] and [`Config::send_buffer`] as well.
     pub max_memory: usize,
     /// The budget shared by the links of one listener (set by the listener).
     pub(crate) budget: Option<std::sync::Arc<crate::budget::MemoryBudget>>,

@@ -136,12 +136,15 @@ pub(crate) struct LinkInner {
     /// linger.
     pub(crate) closing: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    /// This link's place in its listener's memory budget (accepted links only): the send
+    /// queue reports what it holds and is capped by it.
+    pub(crate) budget: Option<Arc<crate::budget::Member>>,
 }
 
 impl Drop for LinkInner {
     fn drop(&mut self) {
-        if let Some(budget) = &self.config.budget {
-            budget.leave(lock(&self.shared).core.memory_reported());
+        if let Some(member) = &self.budget {
+            member.leave(lock(&self.shared).core.memory_reported());
         }
     }
 }
@@ -239,7 +242,8 @@ impl LinkInner {
     /// A snapshot of the counters.
     pub(crate) fn stats(&self) -> LinkStats {
         let core = lock(&self.shared).core.stats();
-        self.stats.snapshot(&core)
+        let tx_queued = lock(&self.tx).held();
+        self.stats.snapshot(&core, tx_queued)
     }
 
     /// The application closes the link.

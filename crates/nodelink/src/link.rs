@@ -102,10 +102,9 @@ impl Link {
         remote_addr: Option<SocketAddr>,
     ) -> Link {
         let core = LinkCore::new(role, &config, name.clone(), Instant::now());
-        if let Some(budget) = &config.budget {
-            budget.join();
-        }
+        let budget = core.budget_member().cloned();
         let inner = Arc::new(LinkInner {
+            budget,
             role,
             shared: Mutex::new(Shared {
                 core,

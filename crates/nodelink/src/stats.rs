@@ -52,6 +52,10 @@ pub struct LinkStats {
     /// Bytes received and not yet taken by the application, over all connections (a gauge;
     /// bounded by the receive budgets).
     pub rx_queued: u64,
+    /// Bytes queued to send or being written, not yet taken by the socket (a gauge;
+    /// bounded by [`Config::send_buffer`](crate::Config::send_buffer), and by the link's
+    /// share of a listener's exceeded memory budget).
+    pub tx_queued: u64,
 }
 
 /// Counters of the send side; the protocol core keeps the others.
@@ -67,7 +71,7 @@ impl Counters {
         counter.fetch_add(n, Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, core: &CoreStats) -> LinkStats {
+    pub(crate) fn snapshot(&self, core: &CoreStats, tx_queued: usize) -> LinkStats {
         LinkStats {
             packets_in: core.packets_in,
             packets_out: self.packets_out.load(Relaxed),
@@ -87,6 +91,7 @@ impl Counters {
             open_conns: core.open_conns,
             closed_records: core.closed_records,
             rx_queued: core.rx_queued,
+            tx_queued: tx_queued as u64,
         }
     }
 }

@@ -34,6 +34,10 @@ pub(crate) struct TxQueue {
     pub(crate) tail: BytesMut,
     /// Bytes in `chunks` and `tail`.
     pub(crate) queued: usize,
+    /// Bytes a flusher took out and has not finished writing. They count against the
+    /// send buffer like queued ones: a peer that stops reading must not let a full batch
+    /// stall in the socket while the queue fills again behind it.
+    pub(crate) in_flight: usize,
     /// No more sends: the link is closing or down.
     pub(crate) down: bool,
     /// Senders waiting for the queue to shrink below the send buffer size.
@@ -56,6 +60,7 @@ impl TxQueue {
             spare: VecDeque::new(),
             tail: BytesMut::with_capacity(16 << 10),
             queued: 0,
+            in_flight: 0,
             down: false,
             space: Waiters::default(),
             credits: Default::default(),
@@ -66,6 +71,11 @@ impl TxQueue {
 
     pub(crate) fn has_data(&self) -> bool {
         self.queued > 0 || !self.credits.is_empty()
+    }
+
+    /// Bytes this link holds to send: queued, and taken out but not yet written.
+    pub(crate) fn held(&self) -> usize {
+        self.queued + self.in_flight
     }
 
     /// Encodes the owed credit as CREDIT frames at the end of the tail; returns how many
@@ -94,7 +104,7 @@ impl TxQueue {
         (frames, (self.tail.len() - start) as u64)
     }
 
-    /// Moves everything queued into `batch`.
+    /// Moves everything queued into `batch` (it is in flight from then on).
     pub(crate) fn take_into(&mut self, batch: &mut VecDeque<Bytes>, stats: &Counters) {
         if !self.credits.is_empty() {
             let (frames, bytes) = self.encode_credits();
@@ -111,6 +121,7 @@ impl TxQueue {
         if self.chunks.capacity() < self.spare.capacity() {
             std::mem::swap(&mut self.chunks, &mut self.spare);
         }
+        self.in_flight += self.queued;
         self.queued = 0;
     }
 }

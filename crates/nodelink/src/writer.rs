@@ -28,7 +28,7 @@ use crate::core::{cost_of, ConnKey, Reserve};
 use crate::frame::{Header, HEADER_LEN, MAX_PAYLOAD_LEN};
 use crate::inner::{LinkEnd, LinkInner};
 use crate::stats::Counters;
-use crate::txqueue::{Body, BoxWrite, Rewind, SendFail, MAX_OWED_CREDITS};
+use crate::txqueue::{Body, BoxWrite, Rewind, SendFail, TxQueue, MAX_OWED_CREDITS};
 use nodelink_driver::lock;
 
 /// Payloads at least this large are queued by reference instead of copied.
@@ -54,7 +54,9 @@ impl LinkInner {
         if q.down {
             return Poll::Ready(Err(SendFail::Link));
         }
-        if q.has_data() && q.queued >= self.config.send_buffer {
+        // Something is held (so someone is writing, and will wake us) and the limit is
+        // reached: wait. With nothing held, one packet of any size goes.
+        if q.held() > 0 && q.held() >= self.send_limit() {
             q.space.register(cx.waker());
             return Poll::Pending;
         }
@@ -119,10 +121,27 @@ impl LinkInner {
         }
         let wire = HEADER_LEN + payload_len;
         q.queued += wire;
+        self.report_tx(q);
         Counters::add(&self.stats.packets_out, 1);
         Counters::add(&self.stats.bytes_out, wire as u64);
         tracing::trace!(link = %self.name, conn = id, code, len = payload_len, "send");
         Poll::Ready(Ok(()))
+    }
+
+    /// Most bytes the send side may hold: the send buffer, or less while the listener's
+    /// memory budget is exceeded (`budget.rs`).
+    fn send_limit(&self) -> usize {
+        match &self.budget {
+            Some(member) => member.send_limit(self.config.send_buffer),
+            None => self.config.send_buffer,
+        }
+    }
+
+    /// Tells the listener's budget what the send side holds now.
+    pub(crate) fn report_tx(&self, q: &TxQueue) {
+        if let Some(member) = &self.budget {
+            member.report_tx(q.held());
+        }
     }
 
     /// Sends one packet: queue it, then write the queue if the socket is free.
@@ -200,7 +219,7 @@ impl LinkInner {
         }
         // Replies to a peer that does not read what we send must not grow memory: past
         // twice the send buffer they are dropped (and counted).
-        if capped && q.queued >= 2 * self.config.send_buffer {
+        if capped && q.held() >= 2 * self.send_limit() {
             Counters::add(&self.stats.replies_dropped, 1);
             return false;
         }
@@ -215,6 +234,7 @@ impl LinkInner {
         };
         q.tail[mark..mark + HEADER_LEN].copy_from_slice(&header.to_bytes());
         q.queued += HEADER_LEN + payload_len;
+        self.report_tx(&q);
         let idle = q.io.is_some();
         drop(q);
         Counters::add(&self.stats.packets_out, 1);
@@ -374,6 +394,9 @@ impl Flush<'_> {
     /// there is more to write.
     fn refill(&mut self, again: bool) -> bool {
         let mut q = lock(&self.link.tx);
+        // The batch is written: its bytes are no longer held.
+        q.in_flight = 0;
+        self.link.report_tx(&q);
         if again && q.has_data() && !q.down {
             q.take_into(&mut self.batch, &self.link.stats);
             let wake = q.space.take();
@@ -381,6 +404,7 @@ impl Flush<'_> {
             wake.wake();
             return true;
         }
+        let wake = q.space.take();
         q.io = self.io.take();
         if self.link.stop_writing.is_cancelled() {
             // The writer task has exited: nobody would ever write or close this half.
@@ -389,6 +413,7 @@ impl Flush<'_> {
         q.spare = std::mem::take(&mut self.batch);
         let leftover = q.has_data() || q.down;
         drop(q);
+        wake.wake();
         if leftover {
             self.link.writer_kick.notify_one();
         }
@@ -407,6 +432,8 @@ impl Drop for Flush<'_> {
         }
         let mut q = lock(&self.link.tx);
         q.queued += self.batch.iter().map(Bytes::len).sum::<usize>();
+        q.in_flight = 0;
+        self.link.report_tx(&q);
         while let Some(chunk) = self.batch.pop_back() {
             q.chunks.push_front(chunk);
         }

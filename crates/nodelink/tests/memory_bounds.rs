@@ -173,3 +173,114 @@ async fn a_listeners_links_share_its_memory_budget() {
         f.abort();
     }
 }
+
+/// Peers that send requests and never read the answers: the answers queued for them,
+/// and the batch stuck in each socket, count against the listener's budget with the
+/// unread requests. Once it is exceeded, each such link queues at most its share and
+/// stops reading, so the whole server holds about the budget, not every link's send
+/// buffer twice over; a client that reads its answers is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_nobody_reads_count_against_the_budget() {
+    use nodelink::{Ping, Pong, ANSWER_BIT};
+    const BUDGET: usize = 4 << 20;
+    const PEERS: usize = 4;
+    let region = Region::new(GLOBAL);
+    let config = Config::default().with_max_memory(BUDGET);
+    let mut listener = nodelink::bind("127.0.0.1:0", config).await.unwrap();
+    let addr = listener.local_addr();
+    let mut flooding = Vec::new();
+    let mut server_links = Vec::new();
+    for _ in 0..PEERS {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut raw = RawPeer::new(tcp);
+        let (server, _) = tokio::join!(listener.accept(), raw.handshake(6));
+        let server = server.unwrap();
+        // The server's application echoes every request, as `nodelink serve` does.
+        tokio::spawn({
+            let link = server.clone();
+            async move {
+                while let Ok(r) = link.recv1_stateless().await {
+                    let payload = r.payload().clone();
+                    let code = r.code() | ANSWER_BIT;
+                    if r.reply_packet(code, payload).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        server_links.push(server);
+        // 200 requests of 60 KiB (12 MiB) from a peer that never reads.
+        flooding.push(tokio::spawn(async move {
+            let chunk = vec![7u8; 60 << 10];
+            for i in 0..200u32 {
+                raw.send(2 * i + 1, 0x0003, &chunk).await;
+            }
+            raw
+        }));
+    }
+    let dial = tokio::spawn(nodelink::connect(addr, Config::default()));
+    let good_server = listener.accept().await.unwrap();
+    let good = dial.await.unwrap().unwrap();
+    tokio::spawn(async move {
+        while let Ok(r) = good_server.recv1().await {
+            let _ = r.reply(&Pong).await;
+        }
+    });
+    let held = || -> u64 {
+        server_links
+            .iter()
+            .map(|l| {
+                let s = l.stats();
+                s.rx_queued + s.tx_queued
+            })
+            .sum()
+    };
+    within("the budget fills", async {
+        while held() < BUDGET as u64 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    // Then the flood stalls: nothing more is read from the flooders for a while.
+    let bytes_in = || -> u64 { server_links.iter().map(|l| l.stats().bytes_in).sum() };
+    within("the flood stalls", async {
+        let mut last = bytes_in();
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = bytes_in();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+    })
+    .await;
+    // A good client is served throughout; meanwhile what the flooders' links hold is
+    // sampled. A link that took much before the budget was reached keeps it (its share
+    // shrank when others joined), so the worst case is about twice the budget; each link
+    // may also overshoot by what was in flight when it paused (a read buffer, and the
+    // request its application holds while waiting to answer it). Without the send side
+    // counted, each flooder's link holds two send buffers (8 MiB) of answers.
+    let slack = PEERS as u64 * (2 * (64 << 10) + 2 * (60 << 10));
+    let mut most = 0;
+    for _ in 0..200 {
+        let _: Pong = within("a good request", good.call(&Ping)).await.unwrap();
+        most = most.max(held());
+    }
+    assert!(
+        most <= 2 * BUDGET as u64 + slack,
+        "the flooders' links hold {most} bytes, far over the {BUDGET}-byte budget"
+    );
+    // The allocator agrees: the server's memory grew by about the budget, not by the
+    // 48 MiB the peers sent or the 32 MiB of their links' send buffers.
+    let growth = live_growth(&region);
+    assert!(
+        growth < 4 * BUDGET as isize,
+        "live memory grew by {growth} bytes for a {BUDGET}-byte budget"
+    );
+    let tx: u64 = server_links.iter().map(|l| l.stats().tx_queued).sum();
+    assert!(tx > 0, "the answers are stuck towards the peers");
+    for f in flooding {
+        f.abort();
+    }
+}

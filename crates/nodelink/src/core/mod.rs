@@ -231,8 +231,9 @@ pub(crate) struct LinkCore<W> {
     bye_sent: bool,
     /// The idle timeout (`idle.rs`).
     idle: Idle,
-    /// The listener's memory budget this link shares (`budget.rs`), if it was accepted.
-    memory: Option<Arc<crate::budget::MemoryBudget>>,
+    /// This link's place in its listener's memory budget (`budget.rs`), if it was
+    /// accepted.
+    memory: Option<Arc<crate::budget::Member>>,
     /// What this link last reported to that budget.
     memory_reported: usize,
     ids: Ids,
@@ -279,7 +280,10 @@ impl<W: Default> LinkCore<W> {
         let mut core = LinkCore {
             bye_sent: false,
             idle: Idle::new(config.idle_timeout, now),
-            memory: config.budget.clone(),
+            memory: config
+                .budget
+                .clone()
+                .map(|b| Arc::new(crate::budget::Member::join(b))),
             memory_reported: 0,
             name,
             dialect,
@@ -384,9 +388,9 @@ impl<W: Default> LinkCore<W> {
     /// an exceeded listener budget.
     fn over_rx_limit(&self) -> bool {
         self.rx_total > self.link_recv_limit
-            || self.memory.as_ref().is_some_and(|b| {
+            || self.memory.as_ref().is_some_and(|m| {
                 // What this link added since it last reported counts at once.
-                b.over(
+                m.over(
                     self.rx_total,
                     self.rx_total as isize - self.memory_reported as isize,
                 )
@@ -395,9 +399,9 @@ impl<W: Default> LinkCore<W> {
 
     /// Reports the unread payload to the listener's budget, if it changed.
     pub(crate) fn report_memory(&mut self) {
-        if let Some(budget) = &self.memory {
+        if let Some(member) = &self.memory {
             if self.rx_total != self.memory_reported {
-                budget.update(self.memory_reported, self.rx_total);
+                member.update_rx(self.memory_reported, self.rx_total);
                 self.memory_reported = self.rx_total;
             }
         }
@@ -406,6 +410,11 @@ impl<W: Default> LinkCore<W> {
     /// What was last reported to the listener's budget.
     pub(crate) fn memory_reported(&self) -> usize {
         self.memory_reported
+    }
+
+    /// This link's place in its listener's budget, shared with the send side.
+    pub(crate) fn budget_member(&self) -> Option<&Arc<crate::budget::Member>> {
+        self.memory.as_ref()
     }
 
     /// The one timer: until the extension's negotiation decides.
