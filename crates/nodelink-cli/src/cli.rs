@@ -92,6 +92,11 @@ pub struct KcpServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (printed as the second line).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Bytes of received data all sessions may hold unread together (default 1 GiB);
+    /// past it, datagrams of sessions holding more than their share are dropped until
+    /// they are read (KCP resends them). Suffixes k, M, G.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_memory: Option<usize>,
     /// KCP settings (kcptun's flag names and server defaults).
     #[command(flatten)]
     pub kcp: KcpArgs,
@@ -155,9 +160,10 @@ pub struct ServeArgs {
     /// open-file limit, raised to its maximum at start, less 64).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_links: Option<u32>,
-    /// Bytes of received, unread data all links may hold together (default 1 GiB); past
-    /// it, links holding more than their share stop being read until the server catches
-    /// up. Suffixes k, M, G (powers of 1024) are accepted.
+    /// Bytes all links may hold together (default 1 GiB): requests received and not yet
+    /// handled, and answers not yet taken by the client; past it, links holding more than
+    /// their share stop being read, and queue at most their share, until they catch up.
+    /// Suffixes k, M, G (powers of 1024) are accepted.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub max_memory: Option<usize>,
     /// End links whose client sent nothing for this many seconds (nodelink clients are
@@ -231,7 +237,7 @@ pub struct PingArgs {
 }
 
 /// A byte count with an optional binary suffix (`512k`, `64M`, `1G`).
-fn parse_bytes(text: &str) -> Result<usize, String> {
+pub(crate) fn parse_bytes(text: &str) -> Result<usize, String> {
     let (digits, shift) = match text.chars().last() {
         Some('k' | 'K') => (&text[..text.len() - 1], 10),
         Some('m' | 'M') => (&text[..text.len() - 1], 20),

@@ -47,7 +47,10 @@ async fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
 }
 
 async fn serve(args: KcpServeArgs) -> anyhow::Result<()> {
-    let session = args.kcp.flags().session(Side::Server)?;
+    let mut session = args.kcp.flags().session(Side::Server)?;
+    if let Some(bytes) = args.max_memory {
+        session = session.with_max_memory(bytes);
+    }
     let mut signals = Signals::install()?;
     let what = || format!("cannot listen on {}", args.listen);
     let local = resolve(&args.listen).await.with_context(what)?;

@@ -62,6 +62,10 @@ pub struct EchoArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (printed as the second line).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Bytes of received messages the endpoint may hold before its sockets stop being
+    /// read (the event queue's byte bound; default 64M). Suffixes k, M, G.
+    #[arg(long, value_name = "BYTES", value_parser = crate::cli::parse_bytes)]
+    pub max_memory: Option<usize>,
     /// Seconds that outbound connects, inbound handshakes and probes may take.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub connect_timeout: f64,
@@ -158,7 +162,11 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     // Handlers go in before the address is printed: whoever reads it may signal at once.
     let mut signals = Signals::install()?;
     // The transport's error names the address and the cause.
-    let transport = Transport::bind(&host, port, config(timeout, args.max_message)).await?;
+    let mut cfg = config(timeout, args.max_message);
+    if let Some(bytes) = args.max_memory {
+        cfg = cfg.with_event_queue_bytes(bytes);
+    }
+    let transport = Transport::bind(&host, port, cfg).await?;
     let endpoint = transport
         .open_endpoint()
         .await

@@ -156,6 +156,11 @@ pub struct CommonArgs {
     /// kcptun flag)
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Server: bytes of received data its KCP sessions may hold unread together (default
+    /// 1G; not a kcptun flag); past it, datagrams of sessions holding more than their
+    /// share are dropped until their streams are read. Suffixes k, M, G.
+    #[arg(long, value_name = "BYTES", value_parser = crate::cli::parse_bytes)]
+    pub max_memory: Option<usize>,
     /// kcptun JSON configuration file; its keys override the command line
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -201,6 +206,9 @@ impl CommonArgs {
         given!(cfg, args, datashard: u8, parityshard: u8, smuxver: u8, smuxbuf: usize,
             streambuf: usize, keepalive: u32 => secs, snmpperiod: u32 => secs);
         self.tuning.check("")?.apply_to_tunnel(cfg);
+        if let Some(bytes) = self.max_memory {
+            cfg.max_memory = bytes;
+        }
         cfg.nocomp |= self.nocomp;
         cfg.quiet |= self.quiet;
         Ok(())

@@ -239,7 +239,7 @@ fn tuning_flags_on_every_kcp_command() {
         "--rcvwnd",
         "256",
     ];
-    let server = kcp_serve(&flags);
+    let server = kcp_serve(&[&flags[..], &["--max-memory", "64M"]].concat());
     let mut cmd = bin();
     cmd.args(["kcp", "bench", &server.addr, "--size", "200000"])
         .args(flags);

@@ -154,6 +154,12 @@ pub struct Config {
     /// counted (`InErrs`), and its sender, if real, gets in with KCP's retransmission.
     /// Sessions already running are never affected.
     pub session_rate: u32,
+    /// Listeners only: bytes of received data all sessions may hold unread together
+    /// (default 1 GiB; each session is bounded by twice its receive window as well).
+    /// Past it, datagrams of sessions holding more than their share (`max_memory /
+    /// sessions`) are dropped and counted (`InErrs`) until their applications read; KCP
+    /// resends them. Sessions under their share are not touched.
+    pub max_memory: usize,
     /// kcptun's manual mode: `(nodelay, interval ms, resend, no congestion window)` for
     /// [`Kcp::set_nodelay`](crate::core::Kcp::set_nodelay), overriding [`Config::mode`]'s preset when set.
     pub nodelay: Option<(bool, u32, u32, bool)>,
@@ -191,6 +197,7 @@ impl Default for Config {
             max_sessions: 4096,
             max_sessions_per_ip: 256,
             session_rate: 1000,
+            max_memory: 1 << 30,
             sockbuf: 4 << 20,
             dscp: 0,
             nodelay: None,
@@ -312,6 +319,12 @@ impl Config {
     /// The `(nodelay, interval, resend, nc)` in force: manual parameters, or the mode's.
     pub fn nodelay_params(&self) -> (bool, u32, u32, bool) {
         self.nodelay.unwrap_or_else(|| self.mode.params())
+    }
+
+    /// Sets [`Config::max_memory`].
+    pub fn with_max_memory(mut self, bytes: usize) -> Self {
+        self.max_memory = bytes;
+        self
     }
 
     /// Sets [`Config::sockbuf`].

@@ -283,6 +283,11 @@ impl Pipeline {
         self.kcp.mss()
     }
 
+    /// About how many bytes of received data wait to be read (whole segments counted).
+    pub fn unread_bytes(&self) -> usize {
+        self.kcp.unread_segments() * self.kcp.mss()
+    }
+
     /// This session's counters (connection-level ones, such as `CurrEstab`, are zero).
     pub fn stats(&self) -> Stats {
         let k = self.kcp.stats();

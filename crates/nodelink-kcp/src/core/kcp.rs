@@ -377,6 +377,11 @@ impl Kcp {
     pub fn stats(&self) -> KcpStats {
         self.stats
     }
+    /// Received segments not yet read: in order and waiting for the application, or out
+    /// of order and waiting for a gap to fill (at most twice the receive window).
+    pub fn unread_segments(&self) -> usize {
+        self.rcv_queue.len() + self.rcv_buf.len()
+    }
     /// Segments queued plus segments in flight (kcp-go `WaitSnd`).
     pub fn wait_snd(&self) -> usize {
         self.snd_queue.len() + self.snd_buf.len()

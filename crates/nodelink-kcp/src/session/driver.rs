@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     epoch: Instant,
     /// ICMP "port unreachable" reports on a client's socket (nothing listens there).
     pub(crate) unreachable: std::sync::atomic::AtomicU64,
+    /// A listener's session: its part of the listener's memory budget (`budget.rs`).
+    pub(crate) holding: std::sync::OnceLock<Arc<super::budget::Holding>>,
 }
 
 impl Shared {
@@ -109,7 +111,15 @@ impl Shared {
             cfg,
             epoch: Instant::now(),
             unreachable: std::sync::atomic::AtomicU64::new(0),
+            holding: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Publishes what the session holds unread to its listener's budget, if it has one.
+    pub(crate) fn note_unread(&self, st: &State) {
+        if let Some(h) = self.holding.get() {
+            h.set(st.pipe.unread_bytes());
+        }
     }
 
     /// Locks the state (a poisoned lock is recovered: the state stays consistent between
@@ -320,6 +330,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
             if input_ok {
                 last_progress = Instant::now();
             }
+            shared.note_unread(&st);
             if std::mem::take(&mut st.want_flush) {
                 st.pipe.flush(now_ms, |d| out.push(d));
             }

@@ -12,6 +12,7 @@ use nodelink_driver::{peer_warn, WarnLimiter};
 use tokio::net::{ToSocketAddrs, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
+use super::budget::{Holding, SessionBudget};
 use super::driver::NetSide;
 use super::stream::{random_conv, resolve, KcpStream};
 use super::{count_open, GLOBAL};
@@ -66,6 +67,8 @@ pub struct KcpListener {
     live: Arc<AtomicUsize>,
     /// Requests for outgoing sessions on this socket ([`KcpListener::connect`]).
     open_tx: mpsc::Sender<OpenRequest>,
+    /// What the sessions hold unread (`budget.rs`).
+    budget: Arc<SessionBudget>,
 }
 
 /// An outgoing session to open on the listener's socket, and where to answer.
@@ -83,11 +86,15 @@ struct Route {
     /// We opened it ([`KcpListener::connect`]): a datagram with another conversation id
     /// never replaces it.
     outgoing: bool,
+    /// What the session holds unread, published by it (`budget.rs`).
+    holding: Arc<Holding>,
 }
 
 struct Demux {
     /// The budget of warnings the peers of this listener cause.
     warn_limit: WarnLimiter,
+    /// What the sessions may hold unread together (`budget.rs`).
+    budget: Arc<SessionBudget>,
     sock: Arc<UdpSocket>,
     cfg: Config,
     crypto: Arc<DatagramCrypto>,
@@ -180,7 +187,9 @@ impl KcpListener {
         let stats = Arc::new(AtomicStats::new());
         let failure = Arc::new(OnceLock::new());
         let live = Arc::new(AtomicUsize::new(0));
+        let budget = SessionBudget::new(cfg.max_memory);
         let demux = Demux {
+            budget: Arc::clone(&budget),
             creation: TokenBucket::new(cfg.session_rate),
             per_ip: HashMap::new(),
             unproven: VecDeque::new(),
@@ -206,6 +215,7 @@ impl KcpListener {
             failure,
             live,
             open_tx,
+            budget,
         })
     }
 
@@ -263,6 +273,12 @@ impl KcpListener {
     /// The local socket address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Bytes of received data its sessions hold unread now, whole segments counted (a
+    /// gauge; bounded by [`Config::max_memory`] as its docs say).
+    pub fn unread_bytes(&self) -> usize {
+        self.budget.used()
     }
 
     /// Sessions of this listener alive now, accepted or not (a gauge).
@@ -414,6 +430,20 @@ impl Demux {
                     }
                     self.remove_route(from);
                 }
+                _ if self.budget.over(route.holding.held(), self.routes.len()) => {
+                    peer_warn!(
+                        self.warn_limit,
+                        peer = %from,
+                        local = %self.local,
+                        held = route.holding.held(),
+                        budget = self.budget.limit(),
+                        used = self.budget.used(),
+                        "KCP memory budget (max_memory) reached: datagrams of a session holding \
+                         more than its share of unread data are dropped until its application \
+                         reads"
+                    );
+                    return self.drop_datagram(len, Some(false));
+                }
                 _ => match route.tx.try_send(payload.to_vec()) {
                     Ok(()) => {
                         if let Some(route) = self.routes.get_mut(&from) {
@@ -504,7 +534,10 @@ impl Demux {
         self.next_id += 1;
         let sock = Arc::clone(&self.sock);
         let gone = self.gone_tx.clone();
-        let stream = KcpStream::spawn(pipe, self.cfg.clone(), self.local, peer, |_| {
+        let holding = Arc::new(Holding::new(Arc::clone(&self.budget)));
+        let published = Arc::clone(&holding);
+        let stream = KcpStream::spawn(pipe, self.cfg.clone(), self.local, peer, |shared| {
+            let _ = shared.holding.set(published);
             NetSide::Server {
                 sock,
                 peer,
@@ -528,6 +561,7 @@ impl Demux {
                 tx: tx.clone(),
                 proven: outgoing,
                 outgoing,
+                holding,
             },
         );
         *self.per_ip.entry(peer.ip()).or_default() += 1;

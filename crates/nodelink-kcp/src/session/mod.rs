@@ -50,6 +50,7 @@
 //! listener's own (datagrams dropped before reaching a session), and [`snmp`] the
 //! process-wide totals, like kcp-go's `DefaultSnmp`.
 
+mod budget;
 mod driver;
 mod listener;
 mod stream;

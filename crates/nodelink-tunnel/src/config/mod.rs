@@ -174,6 +174,11 @@ pub struct Config {
     pub nocomp: bool,
     /// UDP socket buffer size in bytes (each direction). Default 4 MiB.
     pub sockbuf: usize,
+    /// Server: bytes of received data its KCP sessions may hold unread together (not a
+    /// kcptun setting; default 1 GiB). Past it, datagrams of sessions holding more than
+    /// their share are dropped until their streams are read (see nodelink-kcp's
+    /// `Config::max_memory`).
+    pub max_memory: usize,
     /// smux protocol version, 1 or 2 (must match the peer). Default 1.
     pub smuxver: u8,
     /// smux session-wide receive buffer in bytes. Default 4 MiB.
@@ -213,6 +218,7 @@ impl Default for Config {
             dscp: 0,
             nocomp: false,
             sockbuf: 4 << 20,
+            max_memory: 1 << 30,
             smuxver: 1,
             smuxbuf: 4 << 20,
             streambuf: 2 << 20,
@@ -296,6 +302,7 @@ impl Config {
         with_dscp: dscp: u8,
         with_nocomp: nocomp: bool,
         with_sockbuf: sockbuf: usize,
+        with_max_memory: max_memory: usize,
         with_smuxver: smuxver: u8,
         with_smuxbuf: smuxbuf: usize,
         with_streambuf: streambuf: usize,
@@ -411,6 +418,7 @@ impl Config {
             .with_stream(true)
             .with_write_delay(false)
             .with_sockbuf(self.sockbuf)
+            .with_max_memory(self.max_memory)
             .with_dscp(self.dscp);
         session = match self.mode {
             Profile::Preset(preset) => session.with_mode(preset),
