@@ -34,7 +34,24 @@ use crate::stats::{Counters, LinkStats};
 use crate::txqueue::{Body, BoxWrite, TxQueue};
 use nodelink_driver::lock;
 
-pub(crate) type BoxRead = std::pin::Pin<Box<dyn AsyncRead + Send>>;
+pub(crate) type BoxRead = std::pin::Pin<Box<dyn LinkRead>>;
+
+/// The read half of a link's stream.
+pub(crate) trait LinkRead: AsyncRead + Send {
+    /// The TCP socket beneath, when the link runs on plain TCP: a reader that holds back
+    /// watches it for errors (`reader.rs`).
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        None
+    }
+}
+
+impl LinkRead for tokio::net::tcp::OwnedReadHalf {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl<T: AsyncRead + Send> LinkRead for tokio::io::ReadHalf<T> {}
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -25,6 +25,16 @@ use nodelink_driver::lock;
 /// Below this much free room the read buffer is topped up before the next read.
 const MIN_READ_ROOM: usize = 4 << 10;
 
+/// Why a reader that held back stopped waiting.
+enum Unblocked {
+    /// The core lets it read again.
+    Go,
+    /// The link is stopping.
+    Stop,
+    /// The socket failed while the reader held back.
+    Gone,
+}
+
 impl LinkInner {
     pub(crate) async fn reader_task(self: Arc<Self>, mut io: BoxRead) {
         let mut buf = BytesMut::with_capacity(self.config.read_buffer);
@@ -38,12 +48,16 @@ impl LinkInner {
                 Ok(Input::PeerClosed) => {
                     break io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the link")
                 }
-                Ok(Input::Blocked) => {
-                    if !self.wait_until_unblocked().await {
-                        return;
+                Ok(Input::Blocked) => match self.wait_until_unblocked(tcp_of(&io)).await {
+                    Unblocked::Go => continue,
+                    Unblocked::Stop => return,
+                    Unblocked::Gone => {
+                        break io::Error::new(
+                            io::ErrorKind::ConnectionReset,
+                            "the peer went away while the link held back reading from it",
+                        )
                     }
-                    continue;
-                }
+                },
                 Err(e) => {
                     // Link-fatal: the byte stream cannot be trusted any more.
                     peer_warn!(
@@ -82,8 +96,15 @@ impl LinkInner {
         self.shutdown(LinkEnd::Failed(Arc::new(err)));
     }
 
-    /// Waits until the core lets the reader go on. False if the link is stopping.
-    async fn wait_until_unblocked(&self) -> bool {
+    /// Waits until the core lets the reader go on, the link stops, or the socket fails.
+    ///
+    /// A reader that holds back (its peer sends more than the application or the
+    /// listener's memory budget can take) reads nothing, so it would never see the peer
+    /// go: the paused link, with everything it holds, would stay until the writer tripped
+    /// over the reset, which it never does when it has nothing left to send. On plain TCP
+    /// it therefore watches the socket for an error (a reset: the peer went away with data
+    /// unread) while it waits.
+    async fn wait_until_unblocked(&self, tcp: Option<&tokio::net::TcpStream>) -> Unblocked {
         loop {
             // Registered before the check, so a release in between is not missed; a
             // release only makes the reader look again (a full accept backlog still holds).
@@ -94,9 +115,20 @@ impl LinkInner {
                 }
             };
             tokio::pin!(released);
+            let failed = async {
+                match tcp {
+                    Some(tcp) => {
+                        if tcp.ready(tokio::io::Interest::ERROR).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
-                _ = self.stop_reading.cancelled() => return false,
+                _ = self.stop_reading.cancelled() => return Unblocked::Stop,
+                () = failed => return Unblocked::Gone,
                 () = &mut released => continue,
                 _ = poll_fn(|cx| {
                     let mut s = lock(&self.shared);
@@ -106,10 +138,15 @@ impl LinkInner {
                     } else {
                         Poll::Ready(())
                     }
-                }) => return true,
+                }) => return Unblocked::Go,
             }
         }
     }
+}
+
+/// The TCP socket beneath `io`, if the link runs on plain TCP.
+fn tcp_of(io: &BoxRead) -> Option<&tokio::net::TcpStream> {
+    io.as_ref().get_ref().tcp()
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -771,3 +771,53 @@ async fn peer_speaking_another_protocol_fails_the_handshake() {
         );
     }
 }
+
+/// A peer that floods a link until it holds back reading (nobody takes the requests),
+/// then goes away with a reset: the link notices at once and ends, giving back what it
+/// held, though it reads nothing and has nothing to send.
+#[tokio::test]
+async fn a_held_back_link_notices_its_peer_going() {
+    const LIMIT: usize = 256 << 10;
+    let config = Config::default().with_link_recv_limit(LIMIT);
+    let mut listener = nodelink::bind("127.0.0.1:0", config).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(listener.local_addr())
+        .await
+        .unwrap();
+    let mut raw = RawPeer::new(tcp);
+    let (server, _) = tokio::join!(listener.accept(), raw.handshake(nodelink::DEFAULT_VERSION));
+    let server = server.unwrap();
+    // Lightweight requests nobody receives, until the link holds back.
+    let chunk = vec![9u8; 60 << 10];
+    let mut i = 0u32;
+    while server.stats().rx_queued < LIMIT as u64 {
+        // Whole packets only; the kernel's buffers take far more than the limit.
+        within("a request", raw.send(2 * i + 1, 0x0003, &chunk)).await;
+        i += 1;
+        assert!(i < 64, "the link never held back");
+        tokio::task::yield_now().await;
+    }
+    // More than the link will take, so that it surely holds back with bytes waiting in
+    // the kernel; then its intake stops.
+    for j in 0..8 {
+        within("a request", raw.send(2 * (i + j) + 1, 0x0003, &chunk)).await;
+    }
+    within("the link holds back", async {
+        let mut last = server.stats().bytes_in;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = server.stats().bytes_in;
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+    })
+    .await;
+    // The peer resets the connection (SO_LINGER 0).
+    socket2::SockRef::from(&raw.io)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(raw);
+    within("the held-back link ends", server.closed()).await;
+    assert_eq!(server.stats().rx_queued, 0);
+}
