@@ -18,6 +18,7 @@ use std::ffi::OsString;
 
 use clap::{CommandFactory, Parser};
 
+mod alloc;
 mod cli;
 mod kcp;
 mod kcp_args;
@@ -35,9 +36,6 @@ mod tour_tls;
 mod tunnel;
 
 use cli::{Cli, Command};
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     install_panic_hook();
@@ -97,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
+        .on_thread_park(alloc::collect_when_idle)
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     let result = runtime.block_on(async move {

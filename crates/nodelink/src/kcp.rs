@@ -196,7 +196,7 @@ impl KcpLinkListener {
             handshakes,
         } = self;
         let local = Some(kcp.local_addr());
-        let start = |(stream, peer): (KcpStream, SocketAddr)| {
+        let start = |(stream, peer): (KcpStream, SocketAddr), _heard| {
             link_over_kcp(stream, Role::Server, config.clone(), local, Some(peer))
         };
         handshakes.poll_next(&mut KcpAccept(kcp), start, cx)
@@ -239,6 +239,11 @@ impl AcceptStream for KcpAccept<'_> {
         self.0
             .poll_accept(cx)
             .map_err(|e| setup_error("listen", "accept", io::Error::from(e)))
+    }
+
+    /// A KCP session exists because its peer sent a datagram.
+    fn has_data(_: &(KcpStream, SocketAddr)) -> bool {
+        true
     }
 }
 

@@ -490,7 +490,7 @@ impl LinkInner {
     }
 }
 
-fn link_name(local: Option<SocketAddr>, remote: Option<SocketAddr>) -> Arc<str> {
+pub(crate) fn link_name(local: Option<SocketAddr>, remote: Option<SocketAddr>) -> Arc<str> {
     let show = |a: Option<SocketAddr>| a.map_or_else(|| "?".to_string(), |a| a.to_string());
     Arc::from(format!("{} - {}", show(local), show(remote)))
 }

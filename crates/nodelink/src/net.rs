@@ -17,9 +17,10 @@ use crate::handle::Link;
 use crate::role::Role;
 
 /// Handshakes in progress at once on a listener. A new connection past it evicts the
-/// oldest handshake still under way, so silent sockets (a slowloris) cannot keep a good
-/// client waiting: a real client finishes in a round trip, long before 256 newer
-/// connections push it out, while a silent one is the oldest soon enough.
+/// oldest handshake whose client has sent nothing yet (or the oldest of all when every
+/// one has), so silent sockets (a slowloris) cannot keep a good client waiting: a real
+/// client sends its first bytes at once and finishes in a round trip, while silent ones
+/// push each other out.
 pub(crate) const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// Connects over TCP (with TCP_NODELAY) and returns a handshaked link in the client role.
@@ -229,12 +230,34 @@ impl Listener {
             acceptor,
             handshakes,
         } = self;
-        let start = |stream: TcpStream| {
+        let start = |stream: TcpStream, heard: Heard| {
             let _ = stream.set_nodelay(true);
             set_keepalive(&stream, config);
-            let config = config.clone();
+            let mut config = config.clone();
             let acceptor = acceptor.clone();
             async move {
+                // Wait for the client's first bytes (version word or TLS hello): then it is
+                // not a silent socket, and is evicted last (`Handshakes::make_room`). The
+                // handshake timeout covers this wait and what follows together.
+                let started = tokio::time::Instant::now();
+                let whole = config.handshake_timeout;
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(whole, stream.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => heard.store(true, std::sync::atomic::Ordering::Relaxed),
+                    Ok(_) => {}
+                    Err(_) => {
+                        let name = crate::link::link_name(
+                            stream.local_addr().ok(),
+                            stream.peer_addr().ok(),
+                        );
+                        return Err(crate::Error::new(
+                            crate::HandshakeError::Timeout(whole).into(),
+                            crate::error::Place::link(&name),
+                            "handshake",
+                        ));
+                    }
+                }
+                config.handshake_timeout = whole.saturating_sub(started.elapsed());
                 match &*acceptor {
                     Acceptor::Plain => link_over_tcp(stream, Role::Server, config).await,
                     #[cfg(feature = "tls")]
@@ -292,7 +315,16 @@ pub(crate) trait AcceptStream {
     type Stream;
     /// The next stream; an error means the source is broken for good.
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Self::Stream>>;
+
+    /// Whether the peer already sent something on `stream` (it is not a silent socket).
+    fn has_data(stream: &Self::Stream) -> bool;
 }
+
+/// Streams one call of [`Handshakes::poll_next`] accepts before it yields.
+const ACCEPT_BURST: usize = 16;
+
+/// Set once a handshake's client has sent something (see [`Handshakes::make_room`]).
+pub(crate) type Heard = Arc<std::sync::atomic::AtomicBool>;
 
 struct TcpAccept<'a>(&'a TcpListener, &'a mut nodelink_driver::Retry);
 
@@ -308,6 +340,14 @@ impl AcceptStream for TcpAccept<'_> {
                 Err(e) => Err(net_error("listen", "accept", e)),
             })
     }
+
+    fn has_data(stream: &TcpStream) -> bool {
+        let mut byte = [std::mem::MaybeUninit::new(0u8)];
+        // The socket is non-blocking: no data is WouldBlock.
+        socket2::SockRef::from(stream)
+            .peek(&mut byte)
+            .is_ok_and(|n| n > 0)
+    }
 }
 
 /// The accept loop every listener shares: handshakes of incoming streams run concurrently
@@ -318,8 +358,9 @@ impl AcceptStream for TcpAccept<'_> {
 /// when its link ends.
 pub(crate) struct Handshakes {
     pending: JoinSet<Result<Link>>,
-    /// The handshakes under way, oldest first (finished ones are pruned as we go).
-    order: std::collections::VecDeque<tokio::task::AbortHandle>,
+    /// The handshakes under way, oldest first (finished ones are pruned as we go), and
+    /// whether their clients sent anything yet.
+    order: std::collections::VecDeque<(tokio::task::AbortHandle, Heard)>,
     /// The link limit's permits.
     permits: tokio_util::sync::PollSemaphore,
     max_links: usize,
@@ -356,19 +397,28 @@ impl Handshakes {
         }
     }
 
-    /// Evicts the oldest handshake under way if [`MAX_PENDING_HANDSHAKES`] are.
+    /// Evicts a handshake under way if [`MAX_PENDING_HANDSHAKES`] are: the oldest whose
+    /// client has sent nothing yet (a silent socket), or the oldest of all if every client
+    /// has sent something. A good client sends its first bytes at once, so a flood of
+    /// silent sockets pushes out its own kind first, however fast it arrives.
     fn make_room(&mut self) {
-        self.order.retain(|h| !h.is_finished());
+        self.order.retain(|(h, _)| !h.is_finished());
         if self.order.len() < MAX_PENDING_HANDSHAKES {
             return;
         }
-        if let Some(oldest) = self.order.pop_front().filter(|h| !h.is_finished()) {
-            oldest.abort();
+        let silent = self
+            .order
+            .iter()
+            .position(|(_, heard)| !heard.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(0);
+        if let Some((victim, _)) = self.order.remove(silent) {
+            victim.abort();
             self.failed += 1;
             peer_warn!(
                 PEER_WARNINGS,
                 pending = MAX_PENDING_HANDSHAKES,
-                "too many handshakes under way (silent clients?): the oldest was dropped"
+                "too many handshakes under way (silent clients?): the oldest silent one was \
+                 dropped"
             );
         }
     }
@@ -400,9 +450,13 @@ impl Handshakes {
     ) -> Poll<Result<Link>>
     where
         A: AcceptStream,
-        S: FnMut(A::Stream) -> SF,
+        S: FnMut(A::Stream, Heard) -> SF,
         SF: std::future::Future<Output = Result<Link>> + Send + 'static,
     {
+        // Streams accepted in this call: past ACCEPT_BURST the call yields, so that the
+        // handshakes just started get to run (and their clients to be heard) before a
+        // flood of new sockets decides which of them to evict.
+        let mut accepted = 0;
         loop {
             if !self.pending.is_empty() {
                 if let Poll::Ready(Some(done)) = self.pending.poll_join_next(cx) {
@@ -463,11 +517,17 @@ impl Handshakes {
                     }
                 }
             }
+            if accepted == ACCEPT_BURST {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             match source.poll_accept(cx) {
                 Poll::Ready(Ok(stream)) => {
+                    accepted += 1;
                     self.make_room();
                     let permit = self.permit.take();
-                    let handshake = start(stream);
+                    let heard = Arc::new(std::sync::atomic::AtomicBool::new(A::has_data(&stream)));
+                    let handshake = start(stream, Arc::clone(&heard));
                     let handle = self.pending.spawn(async move {
                         let link = handshake.await?;
                         // The place is given back once the link's tasks are done, that
@@ -479,7 +539,7 @@ impl Handshakes {
                         });
                         Ok(link)
                     });
-                    self.order.push_back(handle);
+                    self.order.push_back((handle, heard));
                 }
                 Poll::Ready(Err(e)) => self.failure = Some(e),
                 Poll::Pending => return Poll::Pending,

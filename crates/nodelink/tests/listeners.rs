@@ -123,6 +123,48 @@ async fn a_listener_at_its_link_limit_accepts_again_when_a_link_ends() {
     .expect("test timed out");
 }
 
+/// A client that has sent part of its handshake is not evicted by silent sockets
+/// arriving after it: they push out their own kind, the oldest silent one first. (A slow
+/// network, or a busy server that has not run this handshake yet, must not cost a real
+/// client its place to a flood of sockets that never say anything.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_evict_each_other_not_a_client_that_spoke() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(LIMIT, async {
+        let config = Config::default().with_handshake_timeout(Duration::from_secs(3600));
+        let mut listener = nodelink::bind("127.0.0.1:0", config).await.unwrap();
+        let addr = listener.local_addr();
+        let (links_tx, mut links) = tokio::sync::mpsc::unbounded_channel();
+        let serving = tokio::spawn(async move {
+            while let Ok(link) = listener.accept().await {
+                let _ = links_tx.send(link);
+            }
+        });
+        // Half of a version word, then 300 silent sockets: more than may be pending.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let version = nodelink::DEFAULT_VERSION.to_be_bytes();
+        slow.write_all(&version[..2]).await.unwrap();
+        let mut silent = Vec::new();
+        for _ in 0..300 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // A good client gets in meanwhile, so the listener has taken the 300 in.
+        let client = nodelink::connect(addr, Config::default()).await.unwrap();
+        let server = links.recv().await.unwrap();
+        round_trip(server, client).await;
+        // The slow client finishes its handshake: it was kept.
+        slow.write_all(&version[2..]).await.unwrap();
+        let mut theirs = [0u8; 4];
+        slow.read_exact(&mut theirs).await.unwrap();
+        assert_eq!(theirs, version);
+        let _slow_link = links.recv().await.unwrap();
+        serving.abort();
+        drop(silent);
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// More silent sockets than handshakes may run at once: each new connection evicts the
 /// oldest handshake under way, so a good client is served while they stay open (the
 /// silent ones would otherwise hold every slot for the whole handshake timeout).
