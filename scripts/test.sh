@@ -35,6 +35,10 @@ fi
 cargo deny --locked check licenses bans sources
 
 step "packaging (every published crate packages and builds from its package)"
+# The dry run verifies each crate against the others' packages through a temporary local
+# registry, whose sources cargo extracts once into its home (a directory named "-<hash>")
+# and never refreshes for the same version: drop our crates' stale copies first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/nodelink*
 cargo publish --workspace --dry-run --locked --allow-dirty
 
 step "API docs of the library crates (broken links denied)"

@@ -338,6 +338,11 @@ impl LinkInner {
                 _ = self.flush(usize::MAX) => {}
             }
             if lock(&self.tx).down {
+                if self.stop_writing.is_cancelled() {
+                    // The link failed (possibly while the flush above ran, which then let
+                    // the socket half go): nothing is left to drain.
+                    break;
+                }
                 let linger = self.config.close_linger;
                 let _ = tokio::time::timeout(linger, self.drain_and_shutdown()).await;
                 break;
@@ -367,8 +372,12 @@ impl LinkInner {
                 let _ = io.shutdown().await;
                 return;
             }
-            // A caller is still writing; it kicks us when it hands the socket back.
-            self.writer_kick.notified().await;
+            // A caller is still writing; it kicks us when it hands the socket back, unless
+            // the link fails meanwhile (then the half is dropped, not handed back).
+            tokio::select! {
+                _ = self.writer_kick.notified() => {}
+                _ = self.stop_writing.cancelled() => return,
+            }
         }
     }
 }
