@@ -196,7 +196,7 @@ impl KcpLinkListener {
             handshakes,
         } = self;
         let local = Some(kcp.local_addr());
-        let start = |(stream, peer): (KcpStream, SocketAddr), _heard| {
+        let start = |(stream, peer): (KcpStream, SocketAddr)| {
             link_over_kcp(stream, Role::Server, config.clone(), local, Some(peer))
         };
         handshakes.poll_next(&mut KcpAccept(kcp), start, cx)

@@ -17,10 +17,10 @@ use crate::handle::Link;
 use crate::role::Role;
 
 /// Handshakes in progress at once on a listener. A new connection past it evicts the
-/// oldest handshake whose client has sent nothing yet (or the oldest of all when every
-/// one has), so silent sockets (a slowloris) cannot keep a good client waiting: a real
-/// client sends its first bytes at once and finishes in a round trip, while silent ones
-/// push each other out.
+/// oldest handshake whose client had sent nothing when it was accepted (or the oldest of
+/// all when every one had), so silent sockets (a slowloris) cannot keep a good client
+/// waiting: a real client sends its first bytes at once and finishes in a round trip,
+/// while silent ones push each other out.
 pub(crate) const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// Connects over TCP (with TCP_NODELAY) and returns a handshaked link in the client role.
@@ -230,34 +230,12 @@ impl Listener {
             acceptor,
             handshakes,
         } = self;
-        let start = |stream: TcpStream, heard: Heard| {
+        let start = |stream: TcpStream| {
             let _ = stream.set_nodelay(true);
             set_keepalive(&stream, config);
-            let mut config = config.clone();
+            let config = config.clone();
             let acceptor = acceptor.clone();
             async move {
-                // Wait for the client's first bytes (version word or TLS hello): then it is
-                // not a silent socket, and is evicted last (`Handshakes::make_room`). The
-                // handshake timeout covers this wait and what follows together.
-                let started = tokio::time::Instant::now();
-                let whole = config.handshake_timeout;
-                let mut first = [0u8; 1];
-                match tokio::time::timeout(whole, stream.peek(&mut first)).await {
-                    Ok(Ok(n)) if n > 0 => heard.store(true, std::sync::atomic::Ordering::Relaxed),
-                    Ok(_) => {}
-                    Err(_) => {
-                        let name = crate::link::link_name(
-                            stream.local_addr().ok(),
-                            stream.peer_addr().ok(),
-                        );
-                        return Err(crate::Error::new(
-                            crate::HandshakeError::Timeout(whole).into(),
-                            crate::error::Place::link(&name),
-                            "handshake",
-                        ));
-                    }
-                }
-                config.handshake_timeout = whole.saturating_sub(started.elapsed());
                 match &*acceptor {
                     Acceptor::Plain => link_over_tcp(stream, Role::Server, config).await,
                     #[cfg(feature = "tls")]
@@ -323,9 +301,6 @@ pub(crate) trait AcceptStream {
 /// Streams one call of [`Handshakes::poll_next`] accepts before it yields.
 const ACCEPT_BURST: usize = 16;
 
-/// Set once a handshake's client has sent something (see [`Handshakes::make_room`]).
-pub(crate) type Heard = Arc<std::sync::atomic::AtomicBool>;
-
 struct TcpAccept<'a>(&'a TcpListener, &'a mut nodelink_driver::Retry);
 
 impl AcceptStream for TcpAccept<'_> {
@@ -359,8 +334,8 @@ impl AcceptStream for TcpAccept<'_> {
 pub(crate) struct Handshakes {
     pending: JoinSet<Result<Link>>,
     /// The handshakes under way, oldest first (finished ones are pruned as we go), and
-    /// whether their clients sent anything yet.
-    order: std::collections::VecDeque<(tokio::task::AbortHandle, Heard)>,
+    /// whether their clients had sent something when they were accepted.
+    order: std::collections::VecDeque<(tokio::task::AbortHandle, bool)>,
     /// The link limit's permits.
     permits: tokio_util::sync::PollSemaphore,
     max_links: usize,
@@ -398,19 +373,15 @@ impl Handshakes {
     }
 
     /// Evicts a handshake under way if [`MAX_PENDING_HANDSHAKES`] are: the oldest whose
-    /// client has sent nothing yet (a silent socket), or the oldest of all if every client
-    /// has sent something. A good client sends its first bytes at once, so a flood of
+    /// client had sent nothing when it was accepted (a silent socket), or the oldest of
+    /// all if every client had. A good client sends its first bytes at once, so a flood of
     /// silent sockets pushes out its own kind first, however fast it arrives.
     fn make_room(&mut self) {
         self.order.retain(|(h, _)| !h.is_finished());
         if self.order.len() < MAX_PENDING_HANDSHAKES {
             return;
         }
-        let silent = self
-            .order
-            .iter()
-            .position(|(_, heard)| !heard.load(std::sync::atomic::Ordering::Relaxed))
-            .unwrap_or(0);
+        let silent = self.order.iter().position(|(_, heard)| !heard).unwrap_or(0);
         if let Some((victim, _)) = self.order.remove(silent) {
             victim.abort();
             self.failed += 1;
@@ -450,11 +421,11 @@ impl Handshakes {
     ) -> Poll<Result<Link>>
     where
         A: AcceptStream,
-        S: FnMut(A::Stream, Heard) -> SF,
+        S: FnMut(A::Stream) -> SF,
         SF: std::future::Future<Output = Result<Link>> + Send + 'static,
     {
         // Streams accepted in this call: past ACCEPT_BURST the call yields, so that the
-        // handshakes just started get to run (and their clients to be heard) before a
+        // handshakes just started get to run (and finish, for real clients) before a
         // flood of new sockets decides which of them to evict.
         let mut accepted = 0;
         loop {
@@ -526,8 +497,8 @@ impl Handshakes {
                     accepted += 1;
                     self.make_room();
                     let permit = self.permit.take();
-                    let heard = Arc::new(std::sync::atomic::AtomicBool::new(A::has_data(&stream)));
-                    let handshake = start(stream, Arc::clone(&heard));
+                    let heard = A::has_data(&stream);
+                    let handshake = start(stream);
                     let handle = self.pending.spawn(async move {
                         let link = handshake.await?;
                         // The place is given back once the link's tasks are done, that

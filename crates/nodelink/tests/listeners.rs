@@ -123,10 +123,10 @@ async fn a_listener_at_its_link_limit_accepts_again_when_a_link_ends() {
     .expect("test timed out");
 }
 
-/// A client that has sent part of its handshake is not evicted by silent sockets
-/// arriving after it: they push out their own kind, the oldest silent one first. (A slow
-/// network, or a busy server that has not run this handshake yet, must not cost a real
-/// client its place to a flood of sockets that never say anything.)
+/// A client whose first bytes were in when it was accepted is not evicted by silent
+/// sockets arriving after it: they push out their own kind, the oldest silent one first.
+/// (A busy server that has not run this handshake yet must not cost a real client its
+/// place to a flood of sockets that never say anything.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_sockets_evict_each_other_not_a_client_that_spoke() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -134,16 +134,18 @@ async fn silent_sockets_evict_each_other_not_a_client_that_spoke() {
         let config = Config::default().with_handshake_timeout(Duration::from_secs(3600));
         let mut listener = nodelink::bind("127.0.0.1:0", config).await.unwrap();
         let addr = listener.local_addr();
+        // Half of a version word, in the kernel before the listener takes the socket (on
+        // loopback a write lands in the peer's buffer at once).
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let version = nodelink::DEFAULT_VERSION.to_be_bytes();
+        slow.write_all(&version[..2]).await.unwrap();
         let (links_tx, mut links) = tokio::sync::mpsc::unbounded_channel();
         let serving = tokio::spawn(async move {
             while let Ok(link) = listener.accept().await {
                 let _ = links_tx.send(link);
             }
         });
-        // Half of a version word, then 300 silent sockets: more than may be pending.
-        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let version = nodelink::DEFAULT_VERSION.to_be_bytes();
-        slow.write_all(&version[..2]).await.unwrap();
+        // Then 300 silent sockets: more than may be pending.
         let mut silent = Vec::new();
         for _ in 0..300 {
             silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
