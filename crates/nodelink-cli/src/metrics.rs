@@ -153,7 +153,6 @@ impl prometheus_client::collector::Collector for Snapshot {
         mut encoder: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
-        use prometheus_client::metrics::counter::ConstCounter;
         use prometheus_client::metrics::gauge::ConstGauge;
         for m in &self.0 {
             match m.kind {
@@ -164,23 +163,9 @@ impl prometheus_client::collector::Collector for Snapshot {
                     // Whole counts print as integers; fractional ones (CPU seconds) keep
                     // their fraction.
                     if value.fract() == 0.0 && value < 9.0e15 {
-                        let counter = ConstCounter::new(value as u64);
-                        let e = encoder.encode_descriptor(
-                            name,
-                            &m.help,
-                            None,
-                            counter.metric_type(),
-                        )?;
-                        counter.encode(e)?;
+                        encode_counter(&mut encoder, name, &m.help, value as u64)?;
                     } else {
-                        let counter = ConstCounter::new(value);
-                        let e = encoder.encode_descriptor(
-                            name,
-                            &m.help,
-                            None,
-                            counter.metric_type(),
-                        )?;
-                        counter.encode(e)?;
+                        encode_counter(&mut encoder, name, &m.help, value)?;
                     }
                 }
                 Kind::Gauge => {
@@ -193,6 +178,22 @@ impl prometheus_client::collector::Collector for Snapshot {
         }
         Ok(())
     }
+}
+
+/// Encodes one counter family with its single sample.
+fn encode_counter<N>(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: N,
+) -> Result<(), std::fmt::Error>
+where
+    prometheus_client::metrics::counter::ConstCounter<N>: prometheus_client::encoding::EncodeMetric,
+{
+    use prometheus_client::encoding::EncodeMetric;
+    let counter = prometheus_client::metrics::counter::ConstCounter::new(value);
+    let e = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+    counter.encode(e)
 }
 
 /// The usual process metrics, from /proc.

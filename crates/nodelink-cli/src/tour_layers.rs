@@ -136,16 +136,7 @@ pub async fn kcp(data: &[u8]) -> anyhow::Result<()> {
             tokio::spawn(echo(session));
         }
     });
-    let session = KcpStream::connect(addr, config.clone())
-        .await
-        .context("cannot open a KCP session")?;
-    let (took, mut session) = tokio::time::timeout(
-        LIMIT,
-        crate::out::progress("KCP echo", echo_exchange(session, data)),
-    )
-    .await
-    .context("the KCP echo took too long")??;
-    let stats = session.stats();
+    let (took, stats) = kcp_echo(addr, config.clone(), data, "KCP echo").await?;
     crate::out::json(&serde_json::json!({
         "step": "kcp_echo",
         "bytes": data.len(),
@@ -167,10 +158,31 @@ pub async fn kcp(data: &[u8]) -> anyhow::Result<()> {
         stats.retrans_segs,
         stats.fec_recovered
     );
-    let _ = session.close().await;
     let lossy = lossy_echo(addr, config, &data[..LOSSY_BULK.min(data.len())]).await;
     server.abort();
     lossy
+}
+
+/// One KCP session to `addr` echoing `data` (bounded by [`LIMIT`]; `what` names it in the
+/// progress display and in errors); returns how long it took and the session's counters.
+async fn kcp_echo(
+    addr: SocketAddr,
+    config: KcpConfig,
+    data: &[u8],
+    what: &str,
+) -> anyhow::Result<(Duration, nodelink_kcp::Stats)> {
+    let session = KcpStream::connect(addr, config)
+        .await
+        .with_context(|| format!("{what}: cannot open a KCP session"))?;
+    let (took, mut session) = tokio::time::timeout(
+        LIMIT,
+        crate::out::progress(what, echo_exchange(session, data)),
+    )
+    .await
+    .with_context(|| format!("{what} took too long"))??;
+    let stats = session.stats();
+    let _ = session.close().await;
+    Ok((took, stats))
 }
 
 /// The same echo through a relay that loses [`LOSS`] of the datagrams each way: FEC
@@ -181,24 +193,7 @@ async fn lossy_echo(server: SocketAddr, config: KcpConfig, data: &[u8]) -> anyho
         "   again through a relay on udp {relay} that drops {:.0}% of the datagrams each way:",
         LOSS * 100.0
     );
-    let result = async {
-        let session = KcpStream::connect(relay, config)
-            .await
-            .context("cannot open a KCP session through the relay")?;
-        let (took, mut session) = tokio::time::timeout(
-            LIMIT,
-            crate::out::progress(
-                "KCP echo through the lossy relay",
-                echo_exchange(session, data),
-            ),
-        )
-        .await
-        .context("the KCP echo through the relay took too long")??;
-        let stats = session.stats();
-        let _ = session.close().await;
-        Ok::<_, anyhow::Error>((took, stats))
-    }
-    .await;
+    let result = kcp_echo(relay, config, data, "KCP echo through the lossy relay").await;
     relay_task.abort();
     let (took, stats) = result?;
     let lost = dropped.load(Ordering::Relaxed);
