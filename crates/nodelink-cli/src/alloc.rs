@@ -8,11 +8,15 @@
 //! 32 MiB budget's flood, ten seconds after the peers had gone).
 //!
 //! So each runtime worker thread asks mimalloc to collect (return what is free) when it
-//! parks, at most once a second: an idle server gives its memory back within about a
-//! second, and a busy one pays one collection per thread per second (no difference was
-//! measurable in throughput or request rate).
+//! parks, at most once a second. A park within a second of the thread's last collection
+//! skips it and leaves the thread owing one; since a parked worker may sleep for good, a
+//! watcher thread wakes the runtime's workers a second later so that they park again and
+//! pay what they owe. An idle server gives its memory back within about two seconds, and a
+//! busy one pays one collection per thread per second (no difference was measurable in
+//! throughput or request rate).
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The global allocator of the `nodelink` binary.
@@ -22,12 +26,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Least time between two collections on one thread.
 const COLLECT_EVERY: Duration = Duration::from_secs(1);
 
+/// Worker threads whose last park skipped its collection.
+static OWING: AtomicUsize = AtomicUsize::new(0);
+
 thread_local! {
     static LAST_COLLECT: Cell<Option<Instant>> = const { Cell::new(None) };
+    static OWES: Cell<bool> = const { Cell::new(false) };
 }
 
 /// For `on_thread_park`: returns the calling thread's free memory to the system, unless
-/// it did so less than [`COLLECT_EVERY`] ago.
+/// it did so less than [`COLLECT_EVERY`] ago (then the thread owes a collection, which
+/// [`start_watcher`] comes back for).
 pub fn collect_when_idle() {
     let now = Instant::now();
     let due = LAST_COLLECT.with(|last| match last.get() {
@@ -37,6 +46,16 @@ pub fn collect_when_idle() {
             true
         }
     });
+    let owed = OWES.with(|owes| owes.replace(!due));
+    match (owed, due) {
+        (false, false) => {
+            OWING.fetch_add(1, Ordering::Relaxed);
+        }
+        (true, true) => {
+            OWING.fetch_sub(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
     if due {
         // SAFETY: `mi_collect` has no preconditions: it may be called from any thread at
         // any time, and only frees what the calling thread's heap and the shared arenas
@@ -46,5 +65,26 @@ pub fn collect_when_idle() {
         unsafe {
             libmimalloc_sys::mi_collect(true)
         };
+    }
+}
+
+/// Starts the thread that, once a second, wakes `runtime`'s workers while some owe a
+/// collection. It runs until the process exits.
+pub fn start_watcher(runtime: tokio::runtime::Handle) {
+    let spawned = std::thread::Builder::new()
+        .name("alloc-collect".into())
+        .spawn(move || loop {
+            std::thread::sleep(COLLECT_EVERY);
+            // One short task per owing worker. Each blocks its worker for a millisecond, so
+            // that the next one is taken by another worker (tokio wakes a parked worker for
+            // work left in its queue) rather than run after it on the same thread; every
+            // worker that ran one parks again, and collects. A busy server owes a
+            // collection most of the time: this then costs two milliseconds a second.
+            for _ in 0..OWING.load(Ordering::Relaxed) {
+                runtime.spawn(async { std::thread::sleep(Duration::from_millis(1)) });
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the thread that gives memory back to the system: {e}");
     }
 }

@@ -92,9 +92,10 @@ pub struct KcpServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (printed as the second line).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
-    /// Bytes of received data all sessions may hold unread together (default 1 GiB);
-    /// past it, datagrams of sessions holding more than their share are dropped until
-    /// they are read (KCP resends them). Suffixes k, M, G.
+    /// Memory the sessions' unread data may cost (default 1 GiB; half of it for the
+    /// bytes themselves, half for what holding them costs); past it, datagrams of
+    /// sessions holding more than their share are dropped until they are read (KCP
+    /// resends them). Suffixes k, M, G.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub max_memory: Option<usize>,
     /// KCP settings (kcptun's flag names and server defaults).
@@ -160,10 +161,11 @@ pub struct ServeArgs {
     /// open-file limit, raised to its maximum at start, less 64).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_links: Option<u32>,
-    /// Bytes all links may hold together (default 1 GiB): requests received and not yet
-    /// handled, and answers not yet taken by the client; past it, links holding more than
-    /// their share stop being read, and queue at most their share, until they catch up.
-    /// Suffixes k, M, G (powers of 1024) are accepted.
+    /// Memory all links may cost together (default 1 GiB; half of it for the bytes held,
+    /// half for what holding them costs): requests received and not yet handled, and
+    /// answers not yet taken by the client; past it, links holding more than their share
+    /// stop being read, and queue at most their share, until they catch up. Suffixes k,
+    /// M, G (powers of 1024) are accepted.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub max_memory: Option<usize>,
     /// End links whose client sent nothing for this many seconds (nodelink clients are
@@ -236,6 +238,22 @@ pub struct PingArgs {
     pub json: bool,
 }
 
+/// What `--max-memory` is when not given.
+pub(crate) const DEFAULT_MAX_MEMORY: usize = 1 << 30;
+
+/// The library budget for a server's `--max-memory`.
+///
+/// The flag is the memory an operator lets a server spend on what its clients make it
+/// hold, as the system counts it (resident memory). The libraries' budgets count the held
+/// bytes themselves, and holding a byte costs more than a byte: the allocator's size
+/// classes and partly used pages, read buffers, per-session state. Under a flood of
+/// 64 KiB requests that nobody reads, resident memory grew by about 1.4 times the bytes
+/// held (docs/PERFORMANCE.md, "Budgets that count both directions"), so the libraries get
+/// half of the flag, and the process stays under it.
+pub(crate) fn held_budget(max_memory: Option<usize>) -> usize {
+    (max_memory.unwrap_or(DEFAULT_MAX_MEMORY) / 2).max(1)
+}
+
 /// A byte count with an optional binary suffix (`512k`, `64M`, `1G`).
 pub(crate) fn parse_bytes(text: &str) -> Result<usize, String> {
     let (digits, shift) = match text.chars().last() {
@@ -255,6 +273,14 @@ pub(crate) fn parse_bytes(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod byte_count_tests {
     use super::parse_bytes;
+
+    #[test]
+    fn the_libraries_get_half_of_max_memory() {
+        use super::{held_budget, DEFAULT_MAX_MEMORY};
+        assert_eq!(held_budget(Some(64 << 20)), 32 << 20);
+        assert_eq!(held_budget(None), DEFAULT_MAX_MEMORY / 2);
+        assert_eq!(held_budget(Some(1)), 1);
+    }
 
     #[test]
     fn byte_counts_take_binary_suffixes() {

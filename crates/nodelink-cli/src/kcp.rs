@@ -29,6 +29,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Bytes per write of the bench, and the size of the read buffers.
 const CHUNK: usize = 64 << 10;
+/// What a session's echo buffer starts with.
+const FIRST_CHUNK: usize = 2 << 10;
 
 /// Runs `nodelink kcp ...`.
 pub async fn run(command: KcpCommand) -> anyhow::Result<()> {
@@ -47,10 +49,11 @@ async fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
 }
 
 async fn serve(args: KcpServeArgs) -> anyhow::Result<()> {
-    let mut session = args.kcp.flags().session(Side::Server)?;
-    if let Some(bytes) = args.max_memory {
-        session = session.with_max_memory(bytes);
-    }
+    let session = args
+        .kcp
+        .flags()
+        .session(Side::Server)?
+        .with_max_memory(crate::cli::held_budget(args.max_memory));
     let mut signals = Signals::install()?;
     let what = || format!("cannot listen on {}", args.listen);
     let local = resolve(&args.listen).await.with_context(what)?;
@@ -109,7 +112,9 @@ async fn serve(args: KcpServeArgs) -> anyhow::Result<()> {
 async fn echo(stream: KcpStream, peer: SocketAddr) {
     tracing::info!(%peer, conv = stream.conv(), "session up");
     let (mut r, mut w) = tokio::io::split(stream);
-    let mut buf = vec![0u8; CHUNK];
+    // The buffer starts small and grows while reads fill it: a session opened by one
+    // forged datagram costs little, a bulk one soon reads CHUNK at a time.
+    let mut buf = vec![0u8; FIRST_CHUNK];
     let why = loop {
         let n = match tokio::time::timeout(IDLE_TIMEOUT, r.read(&mut buf)).await {
             Ok(Ok(0)) => break "end of stream".to_string(),
@@ -119,6 +124,9 @@ async fn echo(stream: KcpStream, peer: SocketAddr) {
         };
         if let Err(e) = w.write_all(&buf[..n]).await {
             break e.to_string();
+        }
+        if n == buf.len() && n < CHUNK {
+            buf.resize((2 * n).min(CHUNK), 0);
         }
     };
     let _ = w.shutdown().await;

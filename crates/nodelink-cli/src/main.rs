@@ -98,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .on_thread_park(alloc::collect_when_idle)
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    alloc::start_watcher(runtime.handle().clone());
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,

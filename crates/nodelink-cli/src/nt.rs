@@ -62,8 +62,9 @@ pub struct EchoArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (printed as the second line).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
-    /// Bytes of received messages the endpoint may hold before its sockets stop being
-    /// read (the event queue's byte bound; default 64M). Suffixes k, M, G.
+    /// Memory the received messages may cost before the endpoint's sockets stop being
+    /// read (half of it is the event queue's byte bound, default 64M; the other half is
+    /// for what holding them costs). Suffixes k, M, G.
     #[arg(long, value_name = "BYTES", value_parser = crate::cli::parse_bytes)]
     pub max_memory: Option<usize>,
     /// Seconds that outbound connects, inbound handshakes and probes may take.
@@ -163,8 +164,8 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     // The transport's error names the address and the cause.
     let mut cfg = config(timeout, args.max_message);
-    if let Some(bytes) = args.max_memory {
-        cfg = cfg.with_event_queue_bytes(bytes);
+    if args.max_memory.is_some() {
+        cfg = cfg.with_event_queue_bytes(crate::cli::held_budget(args.max_memory));
     }
     let transport = Transport::bind(&host, port, cfg).await?;
     let endpoint = transport

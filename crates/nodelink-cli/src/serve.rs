@@ -25,11 +25,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let kcp = args.kcp.session(Side::Server)?;
     // Handlers go in before the address is printed: whoever reads it may signal at once.
     let mut signals = Signals::install()?;
+    let max_memory = crate::cli::held_budget(args.max_memory);
     let config = Config::default()
         .with_version(args.protocol_version)
         .with_dialect(args.dialect.into())
         .with_max_links(args.max_links.map(|n| n as usize))
-        .with_max_memory(args.max_memory.unwrap_or(Config::default().max_memory))
+        .with_max_memory(max_memory)
         .with_idle_timeout(
             args.idle_timeout
                 .map(|s| std::time::Duration::from_secs(u64::from(s))),
@@ -44,6 +45,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let stop = CancellationToken::new();
     let counters = Arc::new(Counters::default());
+    counters.memory_budget.store(max_memory as u64, Relaxed);
     if let Some(at) = &args.metrics {
         let counters = Arc::clone(&counters);
         let kcp = args.kcp.kcp;
@@ -57,15 +59,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         crate::metrics::start(at, collect, stop.child_token()).await?;
     }
     let mut links = JoinSet::new();
+    // The listener's gauges reach the metrics once a second (and at every accept).
+    let mut refresh = tokio::time::interval(std::time::Duration::from_secs(1));
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome = loop {
         tokio::select! {
+            _ = refresh.tick() => counters.refresh(listener.as_ref()),
             signal = signals.recv() => {
                 tracing::info!("{signal} received, shutting down");
                 break Ok(());
             }
             accepted = listener.accept() => match accepted {
                 Ok(link) => {
-                    counters.handshakes_failed.store(listener.failed_handshakes(), Relaxed);
+                    counters.refresh(listener.as_ref());
                     counters.links_accepted.fetch_add(1, Relaxed);
                     counters.links_open.fetch_add(1, Relaxed);
                     let (counters, stop) = (Arc::clone(&counters), stop.clone());
@@ -143,11 +149,21 @@ struct Counters {
     links_open: AtomicU64,
     links_accepted: AtomicU64,
     handshakes_failed: AtomicU64,
+    memory_held: AtomicU64,
+    memory_budget: AtomicU64,
     packets_in: AtomicU64,
     packets_out: AtomicU64,
 }
 
 impl Counters {
+    /// Copies the listener's gauges.
+    fn refresh(&self, listener: &dyn LinkListener) {
+        self.handshakes_failed
+            .store(listener.failed_handshakes(), Relaxed);
+        self.memory_held
+            .store(listener.memory_held() as u64, Relaxed);
+    }
+
     fn metrics(&self) -> Vec<crate::metrics::Metric> {
         use crate::metrics::Metric;
         vec![
@@ -163,8 +179,19 @@ impl Counters {
             ),
             Metric::counter(
                 "nodelink_handshakes_failed_total",
-                "Incoming links that failed their handshake (as of the last accepted link).",
+                "Incoming links that failed their handshake (refreshed every second).",
                 self.handshakes_failed.load(Relaxed),
+            ),
+            Metric::gauge(
+                "nodelink_memory_held_bytes",
+                "Bytes the links hold against the memory budget: requests not yet handled \
+                 and answers not yet taken by clients (refreshed every second).",
+                self.memory_held.load(Relaxed) as f64,
+            ),
+            Metric::gauge(
+                "nodelink_memory_budget_bytes",
+                "The budget memory_held is held to (half of --max-memory).",
+                self.memory_budget.load(Relaxed) as f64,
             ),
             Metric::counter(
                 "nodelink_packets_in_total",

@@ -156,9 +156,10 @@ pub struct CommonArgs {
     /// kcptun flag)
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
-    /// Server: bytes of received data its KCP sessions may hold unread together (default
-    /// 1G; not a kcptun flag); past it, datagrams of sessions holding more than their
-    /// share are dropped until their streams are read. Suffixes k, M, G.
+    /// Server: memory its KCP sessions' unread data may cost (default 1G, half of it for
+    /// the bytes, half for what holding them costs; not a kcptun flag); past it,
+    /// datagrams of sessions holding more than their share are dropped until their
+    /// streams are read. Suffixes k, M, G.
     #[arg(long, value_name = "BYTES", value_parser = crate::cli::parse_bytes)]
     pub max_memory: Option<usize>,
     /// kcptun JSON configuration file; its keys override the command line
@@ -206,9 +207,7 @@ impl CommonArgs {
         given!(cfg, args, datashard: u8, parityshard: u8, smuxver: u8, smuxbuf: usize,
             streambuf: usize, keepalive: u32 => secs, snmpperiod: u32 => secs);
         self.tuning.check("")?.apply_to_tunnel(cfg);
-        if let Some(bytes) = self.max_memory {
-            cfg.max_memory = bytes;
-        }
+        cfg.max_memory = crate::cli::held_budget(self.max_memory);
         cfg.nocomp |= self.nocomp;
         cfg.quiet |= self.quiet;
         Ok(())

@@ -77,3 +77,48 @@ async fn a_client_warns_once_about_a_peer_whose_datagrams_do_not_open() {
     .await;
     log.expect_one("WARN", &["authentication", "wrong key or cipher"]);
 }
+
+/// A flood of forged first datagrams that stays under every limit (sources spread, under
+/// the creation rate) is still reported: once sessions that never sent a second datagram
+/// pile up, new ones are logged within the warning budget.
+#[tokio::test]
+async fn a_listener_warns_about_many_sessions_that_sent_one_datagram() {
+    use nodelink_kcp::pipeline::Pipeline;
+    let log = Captured::default();
+    let _guard = log.install();
+    let cfg = Config::default()
+        .with_max_sessions_per_ip(10_000)
+        .with_session_rate(100_000);
+    let mut listener = KcpListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let addr = listener.local_addr();
+    let mut accepted = Vec::new();
+    let mut sockets = Vec::new();
+    for conv in 1..=300u32 {
+        let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut p = Pipeline::new(conv, &cfg).unwrap();
+        p.send(b"forged").unwrap();
+        let mut first = None;
+        p.flush(0, |d| {
+            first.get_or_insert_with(|| d.to_vec());
+        });
+        raw.send_to(&first.unwrap(), addr).await.unwrap();
+        sockets.push(raw);
+        // Accepted as they come, so the backlog never refuses one.
+        accepted.push(
+            within_for(BOUND, "a forged session", listener.accept())
+                .await
+                .unwrap(),
+        );
+    }
+    let warned = log.find("WARN", &["only their first datagram", "forged"]);
+    assert!(
+        !warned.is_empty(),
+        "no warning; log:\n{}",
+        log.lines().join("\n")
+    );
+    assert!(
+        warned.len() <= nodelink_driver::PER_SECOND as usize * 2 + 2,
+        "warnings not rate-limited: {}",
+        warned.len()
+    );
+}

@@ -7,8 +7,8 @@
 //! the application, plus bytes queued or being written to the peer. While the links of a
 //! listener hold more than the budget together:
 //!
-//! * a link holding more than its share (`max_memory / links`) stops reading from its
-//!   peer, as when its own bound is reached;
+//! * a link holding more than its floor (its share `max_memory / links`, and at most
+//!   [`FLOOR`]) stops reading from its peer, as when its own bound is reached;
 //! * every link's send queue is capped at its share (at least [`MIN_SEND_ROOM`]) instead of
 //!   its send buffer, so a peer that never reads its answers holds up the code answering
 //!   it instead of piling answers up.
@@ -22,11 +22,12 @@
 //! within the burst. The sending side reports in steps of [`REPORT_STEP`], which keeps
 //! the shared counter off the path of every small packet.
 //!
-//! Shares shrink as links join: a link that took much while it was alone keeps what it
-//! has (nothing is dropped), and a link that joins while the budget is exceeded still gets
-//! its share. So the total can exceed the budget by the shares of links that joined
-//! meanwhile, until the heavy links' applications read; it never grows with what one
-//! peer sends.
+//! A link that took much while the budget was not reached keeps what it has (nothing is
+//! dropped), and the others may still read up to their floor: so the total exceeds the
+//! budget by at most one floor per link (and what each read in one go when it paused),
+//! never by what the peers send. The floor is small so that this stays small however many
+//! links hold their share: with the share alone as the floor, links joining one by one
+//! while the first held the whole budget could together take it a second time.
 //!
 //! [`Config::link_recv_limit`]: crate::Config::link_recv_limit
 //! [`Config::max_memory`]: crate::Config::max_memory
@@ -43,6 +44,10 @@ pub(crate) const REPORT_STEP: usize = 64 << 10;
 /// The least a link may queue to send while the budget is exceeded, however small its
 /// share: one large packet, so that sending never stops altogether.
 pub(crate) const MIN_SEND_ROOM: usize = 256 << 10;
+
+/// The most a link may hold and still read while the budget is exceeded (less when its
+/// share is less): enough for a well-behaved peer's requests to keep flowing.
+pub(crate) const FLOOR: usize = 256 << 10;
 
 /// The shared state of one listener's budget.
 #[derive(Debug)]
@@ -67,6 +72,11 @@ impl MemoryBudget {
             released: Notify::new(),
             warned: AtomicBool::new(false),
         }
+    }
+
+    /// Bytes all links hold now, as last reported (a gauge).
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
     }
 
     /// A link joins (its share is counted from now on).
@@ -114,7 +124,7 @@ impl MemoryBudget {
     }
 
     /// Whether a link holding `held` must stop reading: the budget is exceeded and the
-    /// link holds more than its share. `unreported` is what the link's holding changed by
+    /// link holds more than its floor (its share, at most [`FLOOR`]). `unreported` is what the link's holding changed by
     /// since it last reported (counted at once, so a burst is seen within the burst).
     pub(crate) fn over(&self, held: usize, unreported: isize) -> bool {
         let used = self
@@ -125,7 +135,7 @@ impl MemoryBudget {
             return false;
         }
         let share = self.limit / self.links.load(Ordering::Relaxed).max(1);
-        if held <= share {
+        if held <= share.min(FLOOR) {
             return false;
         }
         if !self.warned.swap(true, Ordering::Relaxed) {
@@ -135,9 +145,9 @@ impl MemoryBudget {
                 share,
                 links = self.links.load(Ordering::Relaxed),
                 "memory budget reached: links holding more than their share (unread \
-                 requests and unsent answers) stop reading from their peers, and every \
-                 link queues at most its share to send, until their peers and applications \
-                 catch up"
+                 requests and unsent answers; at most 256 KiB) stop reading from their \
+                 peers, and every link queues at most its share to send, until their peers \
+                 and applications catch up"
             );
         }
         true
@@ -222,6 +232,24 @@ mod tests {
         b.leave(700);
         b.leave(200);
         assert_eq!(b.used.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn past_the_budget_a_link_reads_only_up_to_its_floor_however_large_its_share() {
+        // One link took the whole budget while alone; a second joins. Its share is half
+        // the budget, but reading it all would double the total: it reads up to the
+        // floor only.
+        let b = MemoryBudget::new(64 * FLOOR);
+        b.join();
+        b.update(0, 64 * FLOOR + 1);
+        b.join();
+        assert!(!b.over(FLOOR, 0), "up to the floor: still reading");
+        assert!(
+            b.over(FLOOR + 1, 0),
+            "past the floor while over budget: paused"
+        );
+        b.update(64 * FLOOR + 1, FLOOR);
+        assert!(!b.over(2 * FLOOR, FLOOR as isize), "under budget: no floor");
     }
 
     #[test]

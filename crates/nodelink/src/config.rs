@@ -152,9 +152,10 @@ pub struct Config {
     /// Listeners only: bytes all links of one listener may hold together (default 1 GiB):
     /// payload received and not yet read by the application, plus bytes queued to send
     /// and not yet taken by the socket. Past it, links holding more than their share
-    /// (`max_memory / links`) stop reading from their peers until their applications
-    /// and peers catch up, and every link queues at most its share to send (at least
-    /// 256 KiB); the others keep reading. Each link is still bounded by
+    /// (`max_memory / links`, and at most 256 KiB) stop reading from their peers until
+    /// their applications and peers catch up, and every link queues at most its share to
+    /// send (at least 256 KiB); the others keep reading, so the total stays within about
+    /// 256 KiB per link of the budget. Each link is still bounded by
     /// [`Config::link_recv_limit`] and [`Config::send_buffer`] as well.
     pub max_memory: usize,
     /// The budget shared by the links of one listener (set by the listener).

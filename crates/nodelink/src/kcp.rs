@@ -178,6 +178,12 @@ impl KcpLinkListener {
         self.handshakes.links()
     }
 
+    /// Bytes this listener's links hold now against [`Config::max_memory`] (unread
+    /// requests and unsent answers; a gauge).
+    pub fn memory_held(&self) -> usize {
+        self.config.budget.as_ref().map_or(0, |b| b.used())
+    }
+
     /// The underlying KCP listener (for its counters).
     pub fn kcp(&self) -> &KcpListener {
         &self.kcp
@@ -210,6 +216,10 @@ impl crate::net::LinkListener for KcpLinkListener {
 
     fn failed_handshakes(&self) -> u64 {
         self.handshakes.failed()
+    }
+
+    fn memory_held(&self) -> usize {
+        KcpLinkListener::memory_held(self)
     }
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Link>> {

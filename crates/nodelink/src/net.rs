@@ -134,6 +134,10 @@ pub trait LinkListener: Send + 'static {
     /// sessions).
     fn failed_handshakes(&self) -> u64;
 
+    /// Bytes the links of this listener hold now against its [`Config::max_memory`]
+    /// (unread requests and unsent answers; a gauge).
+    fn memory_held(&self) -> usize;
+
     /// The next link whose handshake succeeded; an error ends the listener (its socket
     /// broke).
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Link>>;
@@ -215,6 +219,12 @@ impl Listener {
         self.handshakes.links()
     }
 
+    /// Bytes this listener's links hold now against [`Config::max_memory`] (unread
+    /// requests and unsent answers; a gauge).
+    pub fn memory_held(&self) -> usize {
+        self.config.budget.as_ref().map_or(0, |b| b.used())
+    }
+
     /// Waits for the next link whose handshake succeeded. Cancellation-safe.
     pub async fn accept(&mut self) -> Result<Link> {
         std::future::poll_fn(|cx| self.poll_accept(cx)).await
@@ -257,6 +267,10 @@ impl<L: LinkListener + ?Sized> LinkListener for Box<L> {
         (**self).failed_handshakes()
     }
 
+    fn memory_held(&self) -> usize {
+        (**self).memory_held()
+    }
+
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Link>> {
         (**self).poll_accept(cx)
     }
@@ -269,6 +283,10 @@ impl LinkListener for Listener {
 
     fn failed_handshakes(&self) -> u64 {
         self.handshakes.failed()
+    }
+
+    fn memory_held(&self) -> usize {
+        Listener::memory_held(self)
     }
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Link>> {

@@ -1,12 +1,13 @@
 //! The receiving side of FEC.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use super::autotune::AutoTune;
 use super::{
-    check_shards, seq_diff, FEC_DATA_HEADER_SIZE, FEC_HEADER_SIZE, MAX_FEC_PACKET,
+    check_shards, seq_diff, shared_codec, FEC_DATA_HEADER_SIZE, FEC_HEADER_SIZE, MAX_FEC_PACKET,
     MAX_TOTAL_SHARDS, RX_FEC_MULTI, TYPE_DATA, TYPE_PARITY,
 };
 use crate::{Error, Result};
@@ -60,7 +61,7 @@ struct Entry {
 pub struct FecDecoder {
     ds: usize,
     ps: usize,
-    codec: ReedSolomon,
+    pub(super) codec: Arc<ReedSolomon>,
     /// Ordered by seqid (wrapping).
     rx: VecDeque<Entry>,
     /// Reconstruction scratch: one (shard, present) slot per position.
@@ -85,7 +86,7 @@ impl FecDecoder {
         Ok(FecDecoder {
             ds,
             ps,
-            codec: Self::codec(ds, ps)?,
+            codec: shared_codec(ds, ps)?,
             rx: VecDeque::with_capacity(RX_FEC_MULTI * (ds + ps) + 1),
             slots: Vec::new(),
             pool: Vec::new(),
@@ -100,11 +101,6 @@ impl FecDecoder {
     pub fn auto() -> Self {
         // (1, 1) is always valid.
         Self::new(1, 1).unwrap_or_else(|_| unreachable!("(1, 1) is a valid FEC setting"))
-    }
-
-    fn codec(ds: usize, ps: usize) -> Result<ReedSolomon> {
-        ReedSolomon::new(ds, ps)
-            .map_err(|e| Error::config(format!("reed-solomon {ds}/{ps}: {e:?}")))
     }
 
     /// The (data, parity) shard counts in use (changed by auto-tuning).
@@ -233,7 +229,7 @@ impl FecDecoder {
         if ds + ps > MAX_TOTAL_SHARDS || (ds, ps) == (self.ds, self.ps) {
             return;
         }
-        if let Ok(codec) = Self::codec(ds, ps) {
+        if let Ok(codec) = shared_codec(ds, ps) {
             tracing::debug!(ds, ps, "FEC decoder auto-tuned");
             self.ds = ds;
             self.ps = ps;

@@ -1,8 +1,12 @@
 //! The sending side of FEC.
 
+use std::sync::Arc;
+
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
-use super::{check_shards, FEC_DATA_HEADER_SIZE, FEC_HEADER_SIZE, TYPE_DATA, TYPE_PARITY};
+use super::{
+    check_shards, shared_codec, FEC_DATA_HEADER_SIZE, FEC_HEADER_SIZE, TYPE_DATA, TYPE_PARITY,
+};
 use crate::{Error, Result};
 
 /// kcp-go's FEC encoder: numbers every outgoing datagram and produces parity datagrams.
@@ -32,7 +36,7 @@ pub struct FecEncoder {
     parity_shards: Vec<Vec<u8>>,
     /// Parity packets of the last group (headroom + header + shard).
     parity_packets: Vec<Vec<u8>>,
-    codec: ReedSolomon,
+    pub(super) codec: Arc<ReedSolomon>,
 }
 
 impl FecEncoder {
@@ -41,8 +45,7 @@ impl FecEncoder {
     /// 0 without encryption). Fails unless `ds >= 1`, `ps >= 1` and `ds + ps <= 256`.
     pub fn new(ds: usize, ps: usize, headroom: usize) -> Result<Self> {
         check_shards(ds, ps)?;
-        let codec = ReedSolomon::new(ds, ps)
-            .map_err(|e| Error::config(format!("reed-solomon {ds}/{ps}: {e:?}")))?;
+        let codec = shared_codec(ds, ps)?;
         let total = (ds + ps) as u32;
         Ok(FecEncoder {
             ds,

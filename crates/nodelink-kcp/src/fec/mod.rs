@@ -27,6 +27,10 @@
 //! given `headroom` bytes of room for that header in front of the FEC header, and the
 //! decoder is given the decrypted bytes from the FEC header on.
 
+use std::sync::{Arc, Mutex, Weak};
+
+use reed_solomon_erasure::galois_8::ReedSolomon;
+
 mod autotune;
 mod decoder;
 mod encoder;
@@ -81,6 +85,36 @@ fn check_shards(ds: usize, ps: usize) -> crate::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The Reed-Solomon code for `ds`/`ps`, shared by every encoder and decoder of the process
+/// that uses it while any of them lives.
+///
+/// A code is about 9 KiB (its cache of decoding matrices is sized up front): twice that
+/// per session, when each built its own, was a good part of what a session opened by one
+/// forged datagram cost a listener. Encoding takes no lock; rebuilding a group takes the
+/// code's cache lock briefly. Codes no session uses any more are dropped (a peer's traffic
+/// can make an auto-tuning decoder switch to any of thousands of settings).
+fn shared_codec(ds: usize, ps: usize) -> crate::Result<Arc<ReedSolomon>> {
+    /// Codes by (data, parity) shard counts.
+    type Codes = Vec<((usize, usize), Weak<ReedSolomon>)>;
+    static CODES: Mutex<Codes> = Mutex::new(Vec::new());
+    check_shards(ds, ps)?;
+    let mut codes = CODES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(code) = codes
+        .iter()
+        .find(|(key, _)| *key == (ds, ps))
+        .and_then(|(_, code)| code.upgrade())
+    {
+        return Ok(code);
+    }
+    let code = Arc::new(
+        ReedSolomon::new(ds, ps)
+            .map_err(|e| crate::Error::config(format!("reed-solomon {ds}/{ps}: {e:?}")))?,
+    );
+    codes.retain(|(key, code)| *key != (ds, ps) && code.strong_count() > 0);
+    codes.push(((ds, ps), Arc::downgrade(&code)));
+    Ok(code)
 }
 
 /// `a - b` on the wrapping u32 seqid circle, as kcp-go's `_itimediff`.

@@ -386,3 +386,18 @@ fn fuzz_never_panics() {
         }
     }
 }
+
+#[test]
+fn sessions_share_one_code_per_setting_while_any_uses_it() {
+    let a = FecDecoder::new(7, 5).unwrap();
+    let b = FecEncoder::new(7, 5, 0).unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&a.codec, &b.codec),
+        "one code for 7/5"
+    );
+    let other = FecDecoder::new(7, 4).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&a.codec, &other.codec));
+    let weak = std::sync::Arc::downgrade(&a.codec);
+    drop((a, b));
+    assert!(weak.upgrade().is_none(), "dropped with its last user");
+}

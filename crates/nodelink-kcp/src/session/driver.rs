@@ -182,7 +182,12 @@ impl OutBatch {
 
 /// Runs a session until it is dropped and flushed, dead, or reset.
 pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
-    let mut rbuf = vec![0u8; 65_536];
+    // Only a client reads its own socket; a listener's sessions get their datagrams
+    // through a channel, and a forged one must cost little (no 64 KiB buffer).
+    let mut rbuf = match &net {
+        NetSide::Client(_) => vec![0u8; 65_536],
+        NetSide::Server { .. } => Vec::new(),
+    };
     let mut out = OutBatch::default();
     let mut last_progress = Instant::now();
     let mut dropped_at: Option<Instant> = None;

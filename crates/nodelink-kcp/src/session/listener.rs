@@ -110,10 +110,16 @@ struct Demux {
     /// Sessions not proven yet, oldest first (entries of sessions gone or proven since are
     /// skipped when met).
     unproven: VecDeque<(SocketAddr, u64)>,
+    /// Sessions alive and not proven yet.
+    unproven_live: usize,
     live: Arc<AtomicUsize>,
     /// New sessions allowed now ([`Config::session_rate`]).
     creation: TokenBucket,
 }
+
+/// Sessions alive with only their first datagram past which each new one is logged
+/// (within the listener's warning budget).
+const UNPROVEN_WARN: usize = 256;
 
 /// A token bucket: `rate` tokens a second, at most `rate` kept.
 struct TokenBucket {
@@ -193,6 +199,7 @@ impl KcpListener {
             creation: TokenBucket::new(cfg.session_rate),
             per_ip: HashMap::new(),
             unproven: VecDeque::new(),
+            unproven_live: 0,
             live: Arc::clone(&live),
             sock,
             cfg,
@@ -447,7 +454,10 @@ impl Demux {
                 _ => match route.tx.try_send(payload.to_vec()) {
                     Ok(()) => {
                         if let Some(route) = self.routes.get_mut(&from) {
-                            route.proven = true;
+                            if !route.proven {
+                                route.proven = true;
+                                self.unproven_live -= 1;
+                            }
                         }
                         return;
                     }
@@ -509,6 +519,20 @@ impl Demux {
         let (stream, tx, id) = self.start_session(pipe, from, conv, false);
         // The channel is new: this cannot be full.
         let _ = tx.try_send(payload.to_vec());
+        if self.unproven_live > UNPROVEN_WARN {
+            // No limit may be reached (sources spread over many addresses, under the
+            // creation rate), but the operator should hear of such a flood.
+            peer_warn!(
+                self.warn_limit,
+                peer = %from,
+                local = %self.local,
+                unproven = self.unproven_live,
+                sessions = self.routes.len(),
+                "many KCP sessions have received only their first datagram (a flood of forged \
+                 source addresses?); they are evicted first when a session limit is reached, \
+                 and end with KCP's dead-peer timeout"
+            );
+        }
         self.unproven.push_back((from, id));
         if self.unproven.len() > 4 * self.cfg.max_sessions {
             // Keep the queue in proportion: drop entries of sessions gone or proven.
@@ -553,6 +577,9 @@ impl Demux {
             &self.stats.passive_opens
         };
         opens.fetch_add(1, Ordering::Relaxed);
+        if !outgoing {
+            self.unproven_live += 1;
+        }
         self.routes.insert(
             peer,
             Route {
@@ -586,8 +613,11 @@ impl Demux {
 
     /// Forgets the session of `addr`: its driver sees its channel close and ends.
     fn remove_route(&mut self, addr: SocketAddr) {
-        if self.routes.remove(&addr).is_none() {
+        let Some(route) = self.routes.remove(&addr) else {
             return;
+        };
+        if !route.proven {
+            self.unproven_live -= 1;
         }
         if let std::collections::hash_map::Entry::Occupied(mut n) = self.per_ip.entry(addr.ip()) {
             *n.get_mut() -= 1;
