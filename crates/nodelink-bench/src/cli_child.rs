@@ -21,6 +21,17 @@ pub struct CliChild {
 /// its first stdout line, which must start with one of `prefixes`. Stderr is piped when
 /// `keep_stderr`, dropped otherwise.
 pub async fn start(args: &[&str], prefixes: &[&str], keep_stderr: bool) -> Result<CliChild> {
+    start_limited(args, prefixes, keep_stderr, None).await
+}
+
+/// [`start`], the child limited to `fd_limit` open files if given (soft and hard limit,
+/// set by the shell's `ulimit -n` as an operator would).
+pub async fn start_limited(
+    args: &[&str],
+    prefixes: &[&str],
+    keep_stderr: bool,
+    fd_limit: Option<u32>,
+) -> Result<CliChild> {
     let cli = std::env::current_exe()?
         .parent()
         .context("no directory for this binary")?
@@ -35,7 +46,17 @@ pub async fn start(args: &[&str], prefixes: &[&str], keep_stderr: bool) -> Resul
     } else {
         std::process::Stdio::null()
     };
-    let mut child = tokio::process::Command::new(cli)
+    let mut command = match fd_limit {
+        None => tokio::process::Command::new(cli),
+        Some(n) => {
+            let mut sh = tokio::process::Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(cli);
+            sh
+        }
+    };
+    let mut child = command
         .args(args)
         // The log lines counted are the server's defaults, whatever this shell exports.
         .env_remove("RUST_LOG")

@@ -63,6 +63,8 @@ pub struct Scenario {
     pub rss_bound_mib: u64,
     /// A log line about the attack contains this.
     pub expected_log: &'static str,
+    /// The server's limit on open files (soft and hard, as `ulimit -n` sets them).
+    pub fd_limit: Option<u32>,
 }
 
 /// What one run of a scenario measured.
@@ -193,7 +195,7 @@ fn print(o: &Outcome, json: bool) {
 }
 
 async fn run_scenario(s: &Scenario, attack_for: Duration) -> Result<Outcome> {
-    let server = Server::start(s.server).await?;
+    let server = Server::start(s.server, s.fd_limit).await?;
     let good = attacks::GoodClient::start(s.good, &server.addr).await?;
     // Round trips before the attack, then a settled memory figure.
     let before = good.measure(Duration::from_millis(500)).await;
@@ -264,9 +266,10 @@ struct Server {
 }
 
 impl Server {
-    async fn start(args: &[&str]) -> Result<Server> {
+    async fn start(args: &[&str], fd_limit: Option<u32>) -> Result<Server> {
         let mut started =
-            crate::cli_child::start(args, &["listening on ", "ADDRESS "], true).await?;
+            crate::cli_child::start_limited(args, &["listening on ", "ADDRESS "], true, fd_limit)
+                .await?;
         let pid = started.child.id().context("no pid")?;
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = started.stderr.take().context("no stderr")?;

@@ -20,6 +20,9 @@ pub enum Attack {
     /// Finish the link handshake on this many links, then send large requests without
     /// ever reading an answer.
     NeverReading { links: usize },
+    /// Finish the link handshake on this many links, then send nothing (more links than
+    /// the server's open-file limit allows).
+    IdleLinks { links: usize },
     /// From this many UDP sockets, send a well-formed first KCP datagram (the public
     /// default key) from each, again with a new conversation every `every_ms`.
     KcpFlood { sockets: usize, every_ms: u64 },
@@ -52,6 +55,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             good: Good::Link,
             rss_bound_mib: 200,
             expected_log: "handshake",
+            fd_limit: None,
         },
         Scenario {
             id: "serve_never_reading",
@@ -63,6 +67,18 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             // The process stays under its --max-memory.
             rss_bound_mib: 128,
             expected_log: "memory budget reached",
+            fd_limit: None,
+        },
+        Scenario {
+            id: "serve_idle_links",
+            server: &["serve", "--listen", "127.0.0.1:0"],
+            attack: Attack::IdleLinks {
+                links: scale(1100, 1100),
+            },
+            good: Good::Link,
+            rss_bound_mib: 200,
+            expected_log: "link limit reached",
+            fd_limit: Some(1024),
         },
         Scenario {
             id: "kcp_forged_sessions",
@@ -74,6 +90,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             good: Good::Kcp,
             rss_bound_mib: 400,
             expected_log: "KCP session",
+            fd_limit: None,
         },
         Scenario {
             id: "nt_self_claim",
@@ -82,6 +99,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             good: Good::Nt,
             rss_bound_mib: 100,
             expected_log: "claims this endpoint's own address",
+            fd_limit: None,
         },
     ]
 }
@@ -91,6 +109,7 @@ pub async fn run(attack: Attack, addr: String, stop: Arc<AtomicBool>) -> Result<
     match attack {
         Attack::SilentSockets { count } => silent_sockets(&addr, count, &stop).await,
         Attack::NeverReading { links } => never_reading(&addr, links, &stop).await,
+        Attack::IdleLinks { links } => idle_links(&addr, links, &stop).await,
         Attack::KcpFlood { sockets, every_ms } => kcp_flood(&addr, sockets, every_ms, &stop).await,
         Attack::NtSelfClaim => nt_self_claim(&addr, &stop).await,
     }
@@ -124,6 +143,48 @@ async fn silent_sockets(addr: &str, count: usize, stop: &AtomicBool) -> Result<S
         "{} silent sockets held ({failed} connects failed or waited over 2 s)",
         held.len()
     ))
+}
+
+async fn idle_links(addr: &str, links: usize, stop: &AtomicBool) -> Result<String> {
+    let mut held = Vec::with_capacity(links);
+    let mut failed = 0usize;
+    for batch in (0..links).collect::<Vec<_>>().chunks(100) {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let dials = batch.iter().map(|_| async {
+            let mut s = TcpStream::connect(addr.to_owned()).await?;
+            s.write_all(&6u32.to_be_bytes()).await?;
+            Ok::<_, anyhow::Error>(s)
+        });
+        for dialled in futures::future::join_all(dials).await {
+            match dialled {
+                Ok(s) => held.push(s),
+                Err(_) => failed += 1,
+            }
+        }
+    }
+    until_stopped(stop).await;
+    // Links the server ended to make room read as closed.
+    let ended = held.iter().filter(|s| closed_by_server(s)).count();
+    Ok(format!(
+        "{} idle links opened ({failed} failed), {ended} of them ended by the server",
+        held.len()
+    ))
+}
+
+/// Whether the server closed `s`: reading it (past the version word it sent) finds the
+/// end of the stream or an error rather than nothing yet.
+fn closed_by_server(s: &TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match s.try_read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
 }
 
 /// NEO's packet header: connection id, message code, payload length (big-endian).

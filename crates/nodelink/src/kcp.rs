@@ -52,10 +52,10 @@ use tokio::net::ToSocketAddrs;
 pub use nodelink_kcp::crypt::CipherKind;
 pub use nodelink_kcp::{AckTiming, Config as KcpConfig, KcpListener, KcpStream, Mode};
 
+use crate::accept::{AcceptStream, Handshakes};
 use crate::config::Config;
 use crate::error::{resolve, Cause, Error, HandshakeError, Place, Result};
 use crate::handle::Link;
-use crate::net::{AcceptStream, Handshakes};
 use crate::role::Role;
 
 /// Opens a KCP session to `addr` and returns a handshaked link in the client role.

@@ -124,6 +124,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod accept;
 mod adapters;
 mod budget;
 mod config;
@@ -131,6 +132,7 @@ mod conn;
 mod control;
 mod core;
 mod error;
+mod evict;
 mod frame;
 mod handle;
 mod handshake;

@@ -1,7 +1,5 @@
 //! TCP entry points: [`connect`], [`bind`] and the [`Listener`].
 
-use crate::warnings::PEER_WARNINGS;
-use nodelink_driver::peer_warn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -9,19 +7,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::task::JoinSet;
 
+use crate::accept::{AcceptStream, Handshakes};
 use crate::config::Config;
 use crate::error::{bind_error, connect_error, dial_error, net_error, resolve, Result};
 use crate::handle::Link;
 use crate::role::Role;
-
-/// Handshakes in progress at once on a listener. A new connection past it evicts the
-/// oldest handshake whose client had sent nothing when it was accepted (or the oldest of
-/// all when every one had), so silent sockets (a slowloris) cannot keep a good client
-/// waiting: a real client sends its first bytes at once and finishes in a round trip,
-/// while silent ones push each other out.
-pub(crate) const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// Connects over TCP (with TCP_NODELAY) and returns a handshaked link in the client role.
 ///
@@ -305,20 +296,6 @@ impl futures_core::Stream for Listener {
     }
 }
 
-/// Where a listener's incoming streams come from (see [`Handshakes::poll_next`]).
-pub(crate) trait AcceptStream {
-    /// The stream type.
-    type Stream;
-    /// The next stream; an error means the source is broken for good.
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<Self::Stream>>;
-
-    /// Whether the peer already sent something on `stream` (it is not a silent socket).
-    fn has_data(stream: &Self::Stream) -> bool;
-}
-
-/// Streams one call of [`Handshakes::poll_next`] accepts before it yields.
-const ACCEPT_BURST: usize = 16;
-
 struct TcpAccept<'a>(&'a TcpListener, &'a mut nodelink_driver::Retry);
 
 impl AcceptStream for TcpAccept<'_> {
@@ -340,200 +317,6 @@ impl AcceptStream for TcpAccept<'_> {
         socket2::SockRef::from(stream)
             .peek(&mut byte)
             .is_ok_and(|n| n > 0)
-    }
-}
-
-/// The accept loop every listener shares: handshakes of incoming streams run concurrently
-/// (at most [`MAX_PENDING_HANDSHAKES`] at once; past it the oldest is evicted), so a slow
-/// or silent client never delays the others; failed handshakes are logged (within the
-/// warning budget), counted and skipped. At most [`Config::max_links`] links (handshakes included)
-/// are held at once: each takes a permit before its stream is accepted and gives it back
-/// when its link ends.
-pub(crate) struct Handshakes {
-    pending: JoinSet<Result<Link>>,
-    /// The handshakes under way, oldest first (finished ones are pruned as we go), and
-    /// whether their clients had sent something when they were accepted.
-    order: std::collections::VecDeque<(tokio::task::AbortHandle, bool)>,
-    /// The link limit's permits.
-    permits: tokio_util::sync::PollSemaphore,
-    max_links: usize,
-    /// A permit taken for the next stream, kept while the source has none to give.
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    /// The limit was reached and said so; cleared when a permit comes back.
-    at_limit: bool,
-    failed: u64,
-    /// The source failed; the error is returned once the handshakes under way are
-    /// delivered.
-    failure: Option<crate::Error>,
-    /// The source failed and that error was returned: a listener's stream has ended.
-    pub(crate) ended: bool,
-}
-
-impl Handshakes {
-    pub(crate) fn new(config: &Config) -> Handshakes {
-        let max_links = config
-            .max_links
-            .unwrap_or_else(crate::config::default_max_links)
-            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
-        Handshakes {
-            pending: JoinSet::new(),
-            order: std::collections::VecDeque::new(),
-            permits: tokio_util::sync::PollSemaphore::new(Arc::new(tokio::sync::Semaphore::new(
-                max_links,
-            ))),
-            max_links,
-            permit: None,
-            at_limit: false,
-            failed: 0,
-            failure: None,
-            ended: false,
-        }
-    }
-
-    /// Evicts a handshake under way if [`MAX_PENDING_HANDSHAKES`] are: the oldest whose
-    /// client had sent nothing when it was accepted (a silent socket), or the oldest of
-    /// all if every client had. A good client sends its first bytes at once, so a flood of
-    /// silent sockets pushes out its own kind first, however fast it arrives.
-    fn make_room(&mut self) {
-        self.order.retain(|(h, _)| !h.is_finished());
-        if self.order.len() < MAX_PENDING_HANDSHAKES {
-            return;
-        }
-        let silent = self.order.iter().position(|(_, heard)| !heard).unwrap_or(0);
-        if let Some((victim, _)) = self.order.remove(silent) {
-            victim.abort();
-            self.failed += 1;
-            peer_warn!(
-                PEER_WARNINGS,
-                pending = MAX_PENDING_HANDSHAKES,
-                "too many handshakes under way (silent clients?): the oldest silent one was \
-                 dropped"
-            );
-        }
-    }
-
-    /// Links held now (handshakes included): a gauge.
-    pub(crate) fn links(&self) -> usize {
-        // Not counting the place taken ahead for the next stream.
-        self.max_links - self.permits.available_permits() - usize::from(self.permit.is_some())
-    }
-
-    /// Handshakes that failed so far.
-    pub(crate) fn failed(&self) -> u64 {
-        self.failed
-    }
-
-    /// Handshakes in progress.
-    pub(crate) fn in_progress(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Polls for the next handshaked link: streams come from `source`, and `start` turns
-    /// one into a handshake. Handshakes already under way are kept between polls, so a
-    /// dropped `accept` future loses nothing.
-    pub(crate) fn poll_next<A, S, SF>(
-        &mut self,
-        source: &mut A,
-        mut start: S,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Link>>
-    where
-        A: AcceptStream,
-        S: FnMut(A::Stream) -> SF,
-        SF: std::future::Future<Output = Result<Link>> + Send + 'static,
-    {
-        // Streams accepted in this call: past ACCEPT_BURST the call yields, so that the
-        // handshakes just started get to run (and finish, for real clients) before a
-        // flood of new sockets decides which of them to evict.
-        let mut accepted = 0;
-        loop {
-            if !self.pending.is_empty() {
-                if let Poll::Ready(Some(done)) = self.pending.poll_join_next(cx) {
-                    match done {
-                        Ok(Ok(link)) => return Poll::Ready(Ok(link)),
-                        Ok(Err(e)) => {
-                            self.failed += 1;
-                            peer_warn!(
-                                PEER_WARNINGS,
-                                error = &e as &dyn std::error::Error,
-                                "incoming link failed its handshake"
-                            );
-                        }
-                        // Evicted (counted and logged then).
-                        Err(e) if e.is_cancelled() => {}
-                        Err(e) => {
-                            self.failed += 1;
-                            tracing::warn!(
-                                error = &e as &dyn std::error::Error,
-                                "handshake task failed"
-                            );
-                        }
-                    }
-                    continue;
-                }
-            }
-            if let Some(e) = &self.failure {
-                // The source is gone: deliver what is under way, then its error (again on
-                // every later call).
-                if !self.pending.is_empty() {
-                    return Poll::Pending;
-                }
-                self.ended = true;
-                return Poll::Ready(Err(e.clone()));
-            }
-            if self.permit.is_none() {
-                match self.permits.poll_acquire(cx) {
-                    Poll::Ready(Some(permit)) => {
-                        if std::mem::take(&mut self.at_limit) {
-                            tracing::info!(
-                                max_links = self.max_links,
-                                "below the link limit again: accepting"
-                            );
-                        }
-                        self.permit = Some(permit);
-                    }
-                    // The semaphore is never closed.
-                    Poll::Ready(None) => return Poll::Pending,
-                    Poll::Pending => {
-                        if !std::mem::replace(&mut self.at_limit, true) {
-                            tracing::warn!(
-                                max_links = self.max_links,
-                                "link limit reached: new connections wait until a link ends \
-                                 (raise max_links or the open-file limit if this is normal load)"
-                            );
-                        }
-                        return Poll::Pending;
-                    }
-                }
-            }
-            if accepted == ACCEPT_BURST {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            match source.poll_accept(cx) {
-                Poll::Ready(Ok(stream)) => {
-                    accepted += 1;
-                    self.make_room();
-                    let permit = self.permit.take();
-                    let heard = A::has_data(&stream);
-                    let handshake = start(stream);
-                    let handle = self.pending.spawn(async move {
-                        let link = handshake.await?;
-                        // The place is given back once the link's tasks are done, that
-                        // is once its socket is closed (also if it ended already).
-                        let tasks = link.inner().tasks.clone();
-                        tokio::spawn(async move {
-                            tasks.wait().await;
-                            drop(permit);
-                        });
-                        Ok(link)
-                    });
-                    self.order.push_back((handle, heard));
-                }
-                Poll::Ready(Err(e)) => self.failure = Some(e),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
     }
 }
 

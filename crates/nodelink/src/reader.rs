@@ -37,7 +37,9 @@ enum Unblocked {
 
 impl LinkInner {
     pub(crate) async fn reader_task(self: Arc<Self>, mut io: BoxRead) {
-        let mut buf = BytesMut::with_capacity(self.config.read_buffer);
+        // Small at first: a quiet link holds little; the first read that fills it makes
+        // room for `read_buffer` (below).
+        let mut buf = BytesMut::with_capacity(2 * MIN_READ_ROOM);
         let mut out = Output::default();
         let err = loop {
             let input =

@@ -52,13 +52,28 @@ pub(crate) struct TxQueue {
     pub(crate) peer_control_id: u32,
 }
 
+/// What the tail buffer takes when a packet is first encoded into it: an idle link holds
+/// no tail buffer at all (a server with thousands of quiet links pays for none).
+const TAIL_CHUNK: usize = 16 << 10;
+
 impl TxQueue {
+    /// Starts a packet at the end of the tail: room for its header, filled in once the
+    /// payload is encoded after it. Returns where the packet starts.
+    pub(crate) fn start_packet(&mut self) -> usize {
+        if self.tail.capacity() == 0 {
+            self.tail.reserve(TAIL_CHUNK);
+        }
+        let mark = self.tail.len();
+        self.tail.put_slice(&[0u8; HEADER_LEN]);
+        mark
+    }
+
     pub(crate) fn new(io: BoxWrite, peer_control_id: u32) -> Self {
         TxQueue {
             io: Some(io),
             chunks: VecDeque::new(),
             spare: VecDeque::new(),
-            tail: BytesMut::with_capacity(16 << 10),
+            tail: BytesMut::new(),
             queued: 0,
             in_flight: 0,
             down: false,
@@ -87,8 +102,7 @@ impl TxQueue {
         let mut list = std::mem::take(&mut self.credit_list);
         list.extend(self.credits.drain());
         for entries in list.chunks(PER_FRAME) {
-            let mark = self.tail.len();
-            self.tail.put_slice(&[0u8; HEADER_LEN]);
+            let mark = self.start_packet();
             crate::control::encode_credits(entries, &mut self.tail);
             let len = self.tail.len() - mark - HEADER_LEN;
             let header = Header {

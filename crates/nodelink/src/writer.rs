@@ -61,8 +61,7 @@ impl LinkInner {
             return Poll::Pending;
         }
         let q = &mut *q;
-        let mark = q.tail.len();
-        q.tail.put_slice(&[0u8; HEADER_LEN]);
+        let mark = q.start_packet();
         let payload_len = match body {
             Body::Encode(encode) => {
                 let mut rewind = Rewind {
@@ -223,8 +222,7 @@ impl LinkInner {
             Counters::add(&self.stats.replies_dropped, 1);
             return false;
         }
-        let mark = q.tail.len();
-        q.tail.put_slice(&[0u8; HEADER_LEN]);
+        let mark = q.start_packet();
         encode(&mut q.tail);
         let payload_len = q.tail.len() - mark - HEADER_LEN;
         let header = Header {

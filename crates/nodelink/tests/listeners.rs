@@ -197,3 +197,51 @@ async fn silent_sockets_cannot_starve_a_good_client() {
     .await
     .expect("test timed out");
 }
+
+/// At the link limit, a waiting client replaces a link whose peer has said nothing since
+/// its handshake (a peer holding links open to lock others out), not one in use: the
+/// client is served, the silent peer's socket is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_link_limit_a_new_client_replaces_a_link_that_never_spoke() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(LIMIT, async {
+        let config = Config::default().with_max_links(2);
+        let mut listener = nodelink::bind("127.0.0.1:0", config).await.unwrap();
+        let addr = listener.local_addr();
+        // A link in use (a nodelink client: it negotiates right after the handshake),
+        // and a raw peer that handshakes and then says nothing.
+        let dial = tokio::spawn(nodelink::connect(addr, Config::default()));
+        let used_server = listener.accept().await.unwrap();
+        let used_client = dial.await.unwrap().unwrap();
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        silent
+            .write_all(&nodelink::DEFAULT_VERSION.to_be_bytes())
+            .await
+            .unwrap();
+        let silent_server = listener.accept().await.unwrap();
+        let mut version = [0u8; 4];
+        silent.read_exact(&mut version).await.unwrap();
+        assert_eq!(listener.links(), 2);
+        // A third client: the listener ends the silent link for it (once that link has
+        // been quiet for a second) and serves it.
+        let (links_tx, mut links) = tokio::sync::mpsc::unbounded_channel();
+        let serving = tokio::spawn(async move {
+            while let Ok(link) = listener.accept().await {
+                let _ = links_tx.send(link);
+            }
+        });
+        let newcomer = nodelink::connect(addr, Config::default()).await.unwrap();
+        let server = links.recv().await.unwrap();
+        round_trip(server, newcomer).await;
+        // The silent peer's socket was closed; its link on our side ended.
+        let mut rest = Vec::new();
+        let _ = silent.read_to_end(&mut rest).await;
+        assert!(silent_server.is_closed());
+        // The link in use is untouched.
+        assert!(!used_server.is_closed());
+        round_trip(used_server, used_client).await;
+        serving.abort();
+    })
+    .await
+    .expect("test timed out");
+}

@@ -52,6 +52,12 @@ impl Idle {
         self.probed = false;
     }
 
+    /// When the peer last sent a complete packet (or the link started, or our reader
+    /// resumed after a pause).
+    pub(crate) fn last_rx(&self) -> Instant {
+        self.last_rx
+    }
+
     /// When the timer should fire next; `probe` says whether the peer can be probed.
     pub(crate) fn deadline(&self, probe: bool) -> Option<Instant> {
         let timeout = self.timeout?;

@@ -336,6 +336,12 @@ impl<W: Default> LinkCore<W> {
         true
     }
 
+    /// Since when the peer has been quiet, and whether it ever sent a packet after the
+    /// handshake (`evict.rs` picks the link a waiting client may replace).
+    pub(crate) fn quiet(&self) -> (tokio::time::Instant, bool) {
+        (self.idle.last_rx(), self.stats.packets_in > 0)
+    }
+
     pub(crate) fn stats(&self) -> CoreStats {
         CoreStats {
             open_conns: self.open as u64,
