@@ -85,6 +85,8 @@ struct Outcome {
     good_slowest_new_client_us: f64,
     log_lines: usize,
     expected_log_seen: bool,
+    /// The most frequent kind of log line (digits masked) and how often it came.
+    commonest_log: Option<(usize, String)>,
     first_failure: Option<String>,
 }
 
@@ -125,6 +127,21 @@ pub async fn run(args: &HostileArgs) -> Result<()> {
     Ok(())
 }
 
+/// The most frequent kind of line in `log` (its digits masked, so that times, addresses
+/// and counts do not tell lines apart) and how many lines were of that kind.
+fn commonest(log: &[String]) -> Option<(usize, String)> {
+    let mut kinds = std::collections::HashMap::<String, usize>::new();
+    for line in log {
+        let kind: String = line
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .take(200)
+            .collect();
+        *kinds.entry(kind).or_default() += 1;
+    }
+    kinds.into_iter().map(|(k, n)| (n, k)).max()
+}
+
 /// How close to its memory before the attack a server must be three seconds after it.
 const RSS_BACK_WITHIN_MIB: f64 = 50.0;
 
@@ -162,8 +179,8 @@ fn check(s: &Scenario, o: &Outcome) -> Vec<String> {
     let allowed = 20 + 10 * (o.attack_seconds as usize / 10 + 1);
     if o.log_lines > allowed {
         failed.push(format!(
-            "{}: the attack caused {} log lines (more than {allowed})",
-            s.id, o.log_lines
+            "{}: the attack caused {} log lines (more than {allowed}; the commonest: {:?})",
+            s.id, o.log_lines, o.commonest_log
         ));
     }
     failed
@@ -195,7 +212,22 @@ fn print(o: &Outcome, json: bool) {
 }
 
 async fn run_scenario(s: &Scenario, attack_for: Duration) -> Result<Outcome> {
-    let server = Server::start(s.server, s.fd_limit).await?;
+    let echo = match s.server.contains(&attacks::ECHO_TARGET) {
+        true => attacks::start_echo().await?,
+        false => String::new(),
+    };
+    let args: Vec<&str> = s
+        .server
+        .iter()
+        .map(|a| {
+            if *a == attacks::ECHO_TARGET {
+                echo.as_str()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let server = Server::start(&args, s.fd_limit).await?;
     let good = attacks::GoodClient::start(s.good, &server.addr).await?;
     // Round trips before the attack, then a settled memory figure.
     let before = good.measure(Duration::from_millis(500)).await;
@@ -253,6 +285,7 @@ async fn run_scenario(s: &Scenario, attack_for: Duration) -> Result<Outcome> {
         good_slowest_new_client_us: during.slowest_dial.as_secs_f64() * 1e6,
         log_lines: log.len(),
         expected_log_seen: log.iter().any(|l| l.contains(s.expected_log)),
+        commonest_log: commonest(&log),
         first_failure: before.first_failure.or(during.first_failure),
     })
 }

@@ -40,7 +40,14 @@ pub enum Good {
     Kcp,
     /// Endpoint-transport pings, each series from a new transport.
     Nt,
+    /// 16-byte echoes through a `nodelink tunnel client` (a child process) to the
+    /// tunnel server and on to an echo target in this process, each on a new TCP
+    /// connection (a new smux stream).
+    Tunnel,
 }
+
+/// In a scenario's server arguments: the address of an echo target this process runs.
+pub const ECHO_TARGET: &str = "{echo}";
 
 /// The scenarios, sized for `--quick` or for a full run.
 pub fn scenarios(quick: bool) -> Vec<Scenario> {
@@ -84,10 +91,31 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             id: "kcp_forged_sessions",
             server: &["kcp", "serve", "--listen", "127.0.0.1:0"],
             attack: Attack::KcpFlood {
-                sockets: scale(400, 2000),
+                sockets: scale(400, 8000),
                 every_ms: 500,
             },
             good: Good::Kcp,
+            rss_bound_mib: 400,
+            expected_log: "KCP session",
+            fd_limit: None,
+        },
+        Scenario {
+            id: "tunnel_forged_sessions",
+            // --quiet: no line per stream (the good client opens one per request).
+            server: &[
+                "tunnel",
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--target",
+                ECHO_TARGET,
+                "--quiet",
+            ],
+            attack: Attack::KcpFlood {
+                sockets: scale(400, 8000),
+                every_ms: 500,
+            },
+            good: Good::Tunnel,
             rss_bound_mib: 400,
             expected_log: "KCP session",
             fd_limit: None,
@@ -379,6 +407,11 @@ pub enum GoodClient {
     Nt {
         address: nodelink_transport::EndPointAddress,
     },
+    Tunnel {
+        /// The tunnel client's TCP address.
+        local: String,
+        _client: Box<crate::cli_child::CliChild>,
+    },
 }
 
 /// How long any one good request may take before it counts as failed.
@@ -399,6 +432,25 @@ impl GoodClient {
                     .parse()
                     .map_err(|e| anyhow::anyhow!("endpoint address {addr}: {e}"))?,
             },
+            Good::Tunnel => {
+                let client = crate::cli_child::start(
+                    &[
+                        "tunnel",
+                        "client",
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--remote",
+                        addr,
+                    ],
+                    &["listening on "],
+                    false,
+                )
+                .await?;
+                GoodClient::Tunnel {
+                    local: client.first.clone(),
+                    _client: Box::new(client),
+                }
+            }
         })
     }
 
@@ -426,6 +478,7 @@ impl GoodClient {
                     }
                 }
                 GoodClient::Kcp(stream) => bounded(kcp_echo(stream)).await,
+                GoodClient::Tunnel { local, .. } => bounded(tunnel_echo(local)).await,
                 GoodClient::Nt { address } => {
                     bounded(async {
                         crate::nt::ping(address, Bytes::from_static(b"good client ping"), 0, 5)
@@ -453,6 +506,31 @@ async fn dial_and_ping(addr: &str) -> Result<()> {
     let _: nodelink::Pong = link.ask1(&nodelink::Ping).await?;
     link.close().await;
     Ok(())
+}
+
+async fn tunnel_echo(local: &str) -> Result<()> {
+    let mut s = TcpStream::connect(local).await?;
+    let sent = *b"good tunnel user";
+    s.write_all(&sent).await?;
+    let mut back = [0u8; 16];
+    s.read_exact(&mut back).await?;
+    anyhow::ensure!(back == sent, "the echo differs");
+    Ok(())
+}
+
+/// A TCP echo server on loopback, for as long as this process runs; its address.
+pub async fn start_echo() -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    Ok(addr)
 }
 
 async fn kcp_echo(stream: &tokio::sync::Mutex<nodelink_kcp::KcpStream>) -> Result<()> {

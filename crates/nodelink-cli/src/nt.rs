@@ -63,7 +63,7 @@ pub struct EchoArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
     /// Memory the received messages may cost before the endpoint's sockets stop being
-    /// read (half of it is the event queue's byte bound, default 64M; the other half is
+    /// read (two fifths of it are the event queue's byte bound, default 64M; the rest is
     /// for what holding them costs). Suffixes k, M, G.
     #[arg(long, value_name = "BYTES", value_parser = crate::cli::parse_bytes)]
     pub max_memory: Option<usize>,

@@ -190,7 +190,7 @@ impl Counters {
             ),
             Metric::gauge(
                 "nodelink_memory_budget_bytes",
-                "The budget memory_held is held to (half of --max-memory).",
+                "The budget memory_held is held to (two fifths of --max-memory).",
                 self.memory_budget.load(Relaxed) as f64,
             ),
             Metric::counter(

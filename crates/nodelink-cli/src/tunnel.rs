@@ -156,8 +156,8 @@ pub struct CommonArgs {
     /// kcptun flag)
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
-    /// Server: memory its KCP sessions' unread data may cost (default 1G, half of it for
-    /// the bytes, half for what holding them costs; not a kcptun flag); past it,
+    /// Server: memory its KCP sessions' unread data may cost (default 1G, two fifths of
+    /// it for the bytes, the rest for what holding them costs; not a kcptun flag); past it,
     /// datagrams of sessions holding more than their share are dropped until their
     /// streams are read. Suffixes k, M, G.
     #[arg(long, value_name = "BYTES", value_parser = crate::cli::parse_bytes)]

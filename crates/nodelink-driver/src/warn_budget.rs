@@ -262,7 +262,17 @@ impl Drop for WarnLimiter {
 #[macro_export]
 macro_rules! peer_warn {
     ($limit:expr, $($arg:tt)+) => {
-        $crate::__peer_warn!(@find [$limit] [$($arg)+] [] $($arg)+)
+        $crate::__peer_warn!(@find [warn, $limit] [$($arg)+] [] $($arg)+)
+    };
+}
+
+/// [`peer_warn!`] at INFO level: for lines each peer may cause in normal operation (a
+/// session starting) that a flood of peers must not turn into a flood of lines. They share
+/// `$limit`'s budget; what is held back is summarised as for warnings.
+#[macro_export]
+macro_rules! peer_info {
+    ($limit:expr, $($arg:tt)+) => {
+        $crate::__peer_warn!(@find [info, $limit] [$($arg)+] [] $($arg)+)
     };
 }
 
@@ -270,36 +280,36 @@ macro_rules! peer_warn {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __peer_warn {
-    (@find [$limit:expr] [$($all:tt)+] [$($p:tt)*] peer = % $peer:ident , $($rest:tt)*) => {
-        $crate::__peer_warn!(@find [$limit] [$($all)+] [$peer] $($rest)*)
+    (@find [$lvl:ident, $limit:expr] [$($all:tt)+] [$($p:tt)*] peer = % $peer:ident , $($rest:tt)*) => {
+        $crate::__peer_warn!(@find [$lvl, $limit] [$($all)+] [$peer] $($rest)*)
     };
     // A shorthand `%name,` field: the peer if its name is `peer` (the caller's own token is
     // kept, so that it names the caller's variable).
-    (@find [$limit:expr] [$($all:tt)+] [$($p:tt)*] % $field:ident , $($rest:tt)*) => {
-        $crate::__peer_warn!(@shorthand [$field] [$field] [$limit] [$($all)+] [$($p)*] $($rest)*)
+    (@find [$lvl:ident, $limit:expr] [$($all:tt)+] [$($p:tt)*] % $field:ident , $($rest:tt)*) => {
+        $crate::__peer_warn!(@shorthand [$field] [$field] [$lvl, $limit] [$($all)+] [$($p)*] $($rest)*)
     };
-    (@shorthand [peer] [$field:ident] [$limit:expr] [$($all:tt)+] [$($p:tt)*] $($rest:tt)*) => {
-        $crate::__peer_warn!(@find [$limit] [$($all)+] [$field] $($rest)*)
+    (@shorthand [peer] [$field:ident] [$lvl:ident, $limit:expr] [$($all:tt)+] [$($p:tt)*] $($rest:tt)*) => {
+        $crate::__peer_warn!(@find [$lvl, $limit] [$($all)+] [$field] $($rest)*)
     };
-    (@shorthand [$other:ident] [$field:ident] [$limit:expr] [$($all:tt)+] [$($p:tt)*] $($rest:tt)*) => {
-        $crate::__peer_warn!(@find [$limit] [$($all)+] [$($p)*] $($rest)*)
+    (@shorthand [$other:ident] [$field:ident] [$lvl:ident, $limit:expr] [$($all:tt)+] [$($p:tt)*] $($rest:tt)*) => {
+        $crate::__peer_warn!(@find [$lvl, $limit] [$($all)+] [$($p)*] $($rest)*)
     };
-    (@find [$limit:expr] [$($all:tt)+] [$($p:tt)*] $message:literal $(,)?) => {
-        $crate::__peer_warn!(@emit [$limit] [$($all)+] [$($p)*] $message)
+    (@find [$lvl:ident, $limit:expr] [$($all:tt)+] [$($p:tt)*] $message:literal $(,)?) => {
+        $crate::__peer_warn!(@emit [$lvl, $limit] [$($all)+] [$($p)*] $message)
     };
-    (@find [$limit:expr] [$($all:tt)+] [$($p:tt)*] $head:tt $($rest:tt)*) => {
-        $crate::__peer_warn!(@find [$limit] [$($all)+] [$($p)*] $($rest)*)
+    (@find [$lvl:ident, $limit:expr] [$($all:tt)+] [$($p:tt)*] $head:tt $($rest:tt)*) => {
+        $crate::__peer_warn!(@find [$lvl, $limit] [$($all)+] [$($p)*] $($rest)*)
     };
-    (@emit [$limit:expr] [$($all:tt)+] [] $message:literal) => {{
+    (@emit [$lvl:ident, $limit:expr] [$($all:tt)+] [] $message:literal) => {{
         static SITE: $crate::WarnSite = $crate::WarnSite::at($message, ::std::module_path!());
         if $limit.allow(&SITE, None) {
-            $crate::__private::tracing::warn!($($all)+);
+            $crate::__private::tracing::$lvl!($($all)+);
         }
     }};
-    (@emit [$limit:expr] [$($all:tt)+] [$peer:ident] $message:literal) => {{
+    (@emit [$lvl:ident, $limit:expr] [$($all:tt)+] [$peer:ident] $message:literal) => {{
         static SITE: $crate::WarnSite = $crate::WarnSite::at($message, ::std::module_path!());
         if $limit.allow(&SITE, Some(&$peer as &dyn ::std::fmt::Display)) {
-            $crate::__private::tracing::warn!($($all)+);
+            $crate::__private::tracing::$lvl!($($all)+);
         }
     }};
 }

@@ -80,9 +80,10 @@ async fn a_client_warns_once_about_a_peer_whose_datagrams_do_not_open() {
 
 /// A flood of forged first datagrams that stays under every limit (sources spread, under
 /// the creation rate) is still reported: once sessions that never sent a second datagram
-/// pile up, new ones are logged within the warning budget.
+/// pile up, new ones are logged within the warning budget; and while they are that many,
+/// those older than two seconds are ended (their memory comes back), with a log line.
 #[tokio::test]
-async fn a_listener_warns_about_many_sessions_that_sent_one_datagram() {
+async fn a_listener_warns_about_and_ends_many_sessions_that_sent_one_datagram() {
     use nodelink_kcp::pipeline::Pipeline;
     let log = Captured::default();
     let _guard = log.install();
@@ -121,4 +122,17 @@ async fn a_listener_warns_about_many_sessions_that_sent_one_datagram() {
         "warnings not rate-limited: {}",
         warned.len()
     );
+    assert!(
+        listener.sessions() > 256,
+        "{} sessions",
+        listener.sessions()
+    );
+    within_for(BOUND, "the one-datagram sessions are ended", async {
+        while listener.sessions() > 256 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let ended = log.find("WARN", &["single datagram and nothing more", "were ended"]);
+    assert!(!ended.is_empty(), "log:\n{}", log.lines().join("\n"));
 }

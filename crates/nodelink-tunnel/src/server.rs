@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodelink_driver::{peer_warn, WarnLimiter};
+use nodelink_driver::{peer_info, peer_warn, WarnLimiter};
 use nodelink_kcp::{KcpListener, KcpStream};
 use nodelink_smux::{Session, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -249,9 +249,14 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
             return;
         }
     };
-    tracing::info!(
-        "smux version {} on KCP session {local} <- {peer}",
-        shared.checked.smux.version
+    // A line per session, as kcptun writes, but within the warning budget: a flood of
+    // forged sessions is summarised, not written out.
+    peer_info!(
+        shared.warn_limit,
+        peer = %peer,
+        %local,
+        smux = shared.checked.smux.version,
+        "smux session on a new KCP session"
     );
     let _counted = SessionCount::new(&shared);
     // This session's streams being forwarded.

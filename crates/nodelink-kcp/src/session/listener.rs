@@ -88,6 +88,8 @@ struct Route {
     outgoing: bool,
     /// What the session holds unread, published by it (`budget.rs`).
     holding: Arc<Holding>,
+    /// When its first datagram came.
+    created: tokio::time::Instant,
 }
 
 struct Demux {
@@ -112,6 +114,8 @@ struct Demux {
     unproven: VecDeque<(SocketAddr, u64)>,
     /// Sessions alive and not proven yet.
     unproven_live: usize,
+    /// When to look next for sessions that did not prove themselves during a flood.
+    next_reap: tokio::time::Instant,
     live: Arc<AtomicUsize>,
     /// New sessions allowed now ([`Config::session_rate`]).
     creation: TokenBucket,
@@ -120,6 +124,14 @@ struct Demux {
 /// Sessions alive with only their first datagram past which each new one is logged
 /// (within the listener's warning budget).
 const UNPROVEN_WARN: usize = 256;
+
+/// During a flood, how long a session has to send its second datagram (`reap_unproven`).
+/// A real client's second datagram (an ACK of our answer, or its next segment) comes
+/// within a round trip and an interval.
+const FLOOD_PROOF_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often the listener looks for such sessions while a flood lasts.
+const REAP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A token bucket: `rate` tokens a second, at most `rate` kept.
 struct TokenBucket {
@@ -200,6 +212,7 @@ impl KcpListener {
             per_ip: HashMap::new(),
             unproven: VecDeque::new(),
             unproven_live: 0,
+            next_reap: tokio::time::Instant::now(),
             live: Arc::clone(&live),
             sock,
             cfg,
@@ -400,6 +413,11 @@ impl Demux {
                     let _ = request.reply.send(opened);
                 }
                 _ = accept_tx.closed(), if listener_open => listener_open = false,
+                _ = tokio::time::sleep_until(self.next_reap), if self.unproven_live > UNPROVEN_WARN => {
+                    let now = tokio::time::Instant::now();
+                    self.reap_unproven(now);
+                    self.next_reap = now + REAP_EVERY;
+                }
             }
             if !listener_open && self.routes.is_empty() {
                 break;
@@ -530,7 +548,7 @@ impl Demux {
                 sessions = self.routes.len(),
                 "many KCP sessions have received only their first datagram (a flood of forged \
                  source addresses?); they are evicted first when a session limit is reached, \
-                 and end with KCP's dead-peer timeout"
+                 and those that send nothing more for 2 s are ended while the flood lasts"
             );
         }
         self.unproven.push_back((from, id));
@@ -589,6 +607,7 @@ impl Demux {
                 proven: outgoing,
                 outgoing,
                 holding,
+                created: tokio::time::Instant::now(),
             },
         );
         *self.per_ip.entry(peer.ip()).or_default() += 1;
@@ -664,6 +683,41 @@ impl Demux {
                 );
                 false
             }
+        }
+    }
+
+    /// During a flood (more than [`UNPROVEN_WARN`] sessions that received a single
+    /// datagram), ends those of them older than [`FLOOD_PROOF_TIME`], oldest first, until
+    /// the flood's bound is reached: forged sessions then cost memory for two seconds, not
+    /// until their dead-peer timeout.
+    fn reap_unproven(&mut self, now: tokio::time::Instant) {
+        let mut ended = 0usize;
+        while self.unproven_live > UNPROVEN_WARN {
+            let Some(&(addr, id)) = self.unproven.front() else {
+                break;
+            };
+            match self.routes.get(&addr) {
+                Some(r) if r.id == id && !r.proven => {
+                    if now.saturating_duration_since(r.created) < FLOOD_PROOF_TIME {
+                        break;
+                    }
+                    self.remove_route(addr);
+                    ended += 1;
+                }
+                // Gone or proven since.
+                _ => {}
+            }
+            self.unproven.pop_front();
+        }
+        if ended > 0 {
+            peer_warn!(
+                self.warn_limit,
+                local = %self.local,
+                ended,
+                unproven = self.unproven_live,
+                "KCP sessions that received a single datagram and nothing more in 2 s were \
+                 ended (a flood of forged source addresses?)"
+            );
         }
     }
 
