@@ -2,7 +2,8 @@
 //! client alongside.
 //!
 //! ```text
-//! nodelink-bench hostile [--quick] [--json] [--seconds N] [--soak SECONDS] [--scenarios a,b]
+//! nodelink-bench hostile [--quick] [--json] [--seconds N] [--soak SECONDS [--same-server]]
+//!                        [--scenarios a,b]
 //! ```
 //!
 //! Each scenario starts a server as `nodelink` (the CLI, in a child process, as an operator
@@ -16,9 +17,11 @@
 //!
 //! `--quick` (a few seconds per scenario, in the test command) checks what must hold
 //! whatever the machine's speed: the good client is served throughout, memory stays under
-//! the scenario's bound, the log names the attack and is not flooded. Timings are
-//! reported, never checked. `--soak SECONDS` repeats the scenarios until that much time
-//! has passed (10 minutes for the figures in docs/PERFORMANCE.md).
+//! the scenario's bound and comes back after the attack, the server goes idle again, the
+//! log names the attack and is not flooded. Timings are reported, never checked.
+//! `--soak SECONDS` repeats the scenarios until that much time has passed (10 minutes for
+//! the figures in docs/PERFORMANCE.md); with `--same-server` each scenario's server lives
+//! through every round.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +47,10 @@ pub struct HostileArgs {
     /// Repeat the scenarios until this many seconds have passed (a soak run).
     #[arg(long)]
     soak: Option<u64>,
+    /// Start each scenario's server once and attack it again every round (with --soak: a
+    /// long-lived server under repeated attacks), instead of a fresh server per round.
+    #[arg(long)]
+    same_server: bool,
     /// Comma-separated scenario ids (default: all).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
@@ -77,6 +84,8 @@ struct Outcome {
     rss_peak_mib: f64,
     rss_after_mib: f64,
     cpu_percent_during: f64,
+    /// Over the [`RECOVERY`] after the attack, with the good client gone too.
+    cpu_percent_after: f64,
     good_requests: u64,
     good_failures: u64,
     good_p50_us_before: f64,
@@ -106,11 +115,23 @@ pub async fn run(args: &HostileArgs) -> Result<()> {
     );
     let started = Instant::now();
     let mut failures = Vec::new();
+    let mut kept: Vec<Option<Server>> = chosen.iter().map(|_| None).collect();
     loop {
-        for scenario in &chosen {
-            let outcome = run_scenario(scenario, Duration::from_secs(seconds))
+        for (scenario, kept) in chosen.iter().zip(kept.iter_mut()) {
+            let server = match kept.take() {
+                Some(server) => server,
+                None => start_server(scenario)
+                    .await
+                    .with_context(|| format!("scenario {}", scenario.id))?,
+            };
+            let outcome = run_round(scenario, Duration::from_secs(seconds), &server)
                 .await
                 .with_context(|| format!("scenario {}", scenario.id))?;
+            if args.same_server {
+                *kept = Some(server);
+            } else {
+                server.stop().await;
+            }
             print(&outcome, args.json);
             failures.extend(check(scenario, &outcome));
         }
@@ -145,6 +166,13 @@ fn commonest(log: &[String]) -> Option<(usize, String)> {
 /// How close to its memory before the attack a server must be three seconds after it.
 const RSS_BACK_WITHIN_MIB: f64 = 50.0;
 
+/// How long the server is watched after the attack.
+const RECOVERY: Duration = Duration::from_secs(3);
+
+/// The most CPU a server may use once the attack is over (a server that keeps working
+/// for attackers who left would use a whole core).
+const CPU_AFTER_MAX_PERCENT: f64 = 25.0;
+
 /// What must hold whatever the machine's speed.
 fn check(s: &Scenario, o: &Outcome) -> Vec<String> {
     let mut failed = Vec::new();
@@ -167,6 +195,12 @@ fn check(s: &Scenario, o: &Outcome) -> Vec<String> {
             "{}: resident memory was {:.0} MiB three seconds after the attack, more than \
              {RSS_BACK_WITHIN_MIB} MiB over the {:.0} MiB before it",
             s.id, o.rss_after_mib, o.rss_before_mib
+        ));
+    }
+    if o.cpu_percent_after > CPU_AFTER_MAX_PERCENT {
+        failed.push(format!(
+            "{}: the server used {:.0} % CPU after the attack (more than {CPU_AFTER_MAX_PERCENT} %)",
+            s.id, o.cpu_percent_after
         ));
     }
     if !o.expected_log_seen {
@@ -192,13 +226,15 @@ fn print(o: &Outcome, json: bool) {
         return;
     }
     println!(
-        "{:<22} rss {:>6.1} -> peak {:>6.1} -> after {:>6.1} MiB, cpu {:>5.1} %, good {} ok / {} failed, \
-         p50 {:.0} -> {:.0} µs (max {:.0}, slowest new client {:.0}), {} log lines{}; {}",
+        "{:<22} rss {:>6.1} -> peak {:>6.1} -> after {:>6.1} MiB, cpu {:>5.1} % (after {:.1} %), \
+         good {} ok / {} failed, p50 {:.0} -> {:.0} µs (max {:.0}, slowest new client {:.0} µs), \
+         {} log lines{}; {}",
         o.scenario,
         o.rss_before_mib,
         o.rss_peak_mib,
         o.rss_after_mib,
         o.cpu_percent_during,
+        o.cpu_percent_after,
         o.good_requests,
         o.good_failures,
         o.good_p50_us_before,
@@ -211,7 +247,8 @@ fn print(o: &Outcome, json: bool) {
     );
 }
 
-async fn run_scenario(s: &Scenario, attack_for: Duration) -> Result<Outcome> {
+/// Starts a scenario's server (and the echo target it forwards to, if any).
+async fn start_server(s: &Scenario) -> Result<Server> {
     let echo = match s.server.contains(&attacks::ECHO_TARGET) {
         true => attacks::start_echo().await?,
         false => String::new(),
@@ -227,7 +264,12 @@ async fn run_scenario(s: &Scenario, attack_for: Duration) -> Result<Outcome> {
             }
         })
         .collect();
-    let server = Server::start(&args, s.fd_limit).await?;
+    Server::start(&args, s.fd_limit).await
+}
+
+/// One round: the good client before and during an attack on `server`, and the server's
+/// recovery after it.
+async fn run_round(s: &Scenario, attack_for: Duration, server: &Server) -> Result<Outcome> {
     let good = attacks::GoodClient::start(s.good, &server.addr).await?;
     // Round trips before the attack, then a settled memory figure.
     let before = good.measure(Duration::from_millis(500)).await;
@@ -258,13 +300,13 @@ async fn run_scenario(s: &Scenario, attack_for: Duration) -> Result<Outcome> {
     };
     let attack_elapsed = attack_started.elapsed();
     let cpu_after = cpu_ticks(server.pid).unwrap_or(0);
-    // What the server gives back once the attackers are gone.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(good);
+    // What the server gives back once the attackers are gone, and whether it goes idle.
+    tokio::time::sleep(RECOVERY).await;
+    let cpu_recovered = cpu_ticks(server.pid).unwrap_or(0);
     let rss_peak = sampler.stop();
     let rss_after = rss_kib(server.pid).unwrap_or(0);
     let log = server.log_since(lines_before);
-    drop(good);
-    server.stop().await;
 
     let ticks_per_second = 100.0; // USER_HZ on Linux
     let cpu = (cpu_after.saturating_sub(cpu_before)) as f64 / ticks_per_second;
@@ -277,6 +319,9 @@ async fn run_scenario(s: &Scenario, attack_for: Duration) -> Result<Outcome> {
         rss_peak_mib: mib(rss_peak.max(rss_before)),
         rss_after_mib: mib(rss_after),
         cpu_percent_during: 100.0 * cpu / attack_elapsed.as_secs_f64().max(1e-3),
+        cpu_percent_after: 100.0 * (cpu_recovered.saturating_sub(cpu_after)) as f64
+            / ticks_per_second
+            / RECOVERY.as_secs_f64(),
         good_requests: before.ok + during.ok,
         good_failures: before.failed + during.failed,
         good_p50_us_before: before.p50_us(),
