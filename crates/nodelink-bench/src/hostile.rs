@@ -96,6 +96,8 @@ struct Outcome {
     expected_log_seen: bool,
     /// The most frequent kind of log line (digits masked) and how often it came.
     commonest_log: Option<(usize, String)>,
+    /// The server's log lines that name the address of the first failed good request.
+    failure_log: Vec<String>,
     first_failure: Option<String>,
 }
 
@@ -148,6 +150,22 @@ pub async fn run(args: &HostileArgs) -> Result<()> {
     Ok(())
 }
 
+/// The lines of `log` that contain the first `host:port` named in `failure` (the failed
+/// client's address, as the link's name gives it), at most 20.
+fn lines_naming_the_client(log: &[String], failure: Option<&str>) -> Vec<String> {
+    let Some(addr) = failure.and_then(|f| {
+        f.split(|c: char| c.is_whitespace() || c == '"')
+            .find(|w| w.parse::<std::net::SocketAddr>().is_ok())
+    }) else {
+        return Vec::new();
+    };
+    log.iter()
+        .filter(|l| l.contains(addr))
+        .take(20)
+        .cloned()
+        .collect()
+}
+
 /// The most frequent kind of line in `log` (its digits masked, so that times, addresses
 /// and counts do not tell lines apart) and how many lines were of that kind.
 fn commonest(log: &[String]) -> Option<(usize, String)> {
@@ -178,8 +196,9 @@ fn check(s: &Scenario, o: &Outcome) -> Vec<String> {
     let mut failed = Vec::new();
     if o.good_requests == 0 || o.good_failures > 0 {
         failed.push(format!(
-            "{}: the good client was not served ({} requests, {} failed: {:?})",
-            s.id, o.good_requests, o.good_failures, o.first_failure
+            "{}: the good client was not served ({} requests, {} failed: {:?}; the server's \
+             lines about it: {:?})",
+            s.id, o.good_requests, o.good_failures, o.first_failure, o.failure_log
         ));
     }
     if o.rss_peak_mib > s.rss_bound_mib as f64 {
@@ -242,7 +261,11 @@ fn print(o: &Outcome, json: bool) {
         o.good_max_us_during,
         o.good_slowest_new_client_us,
         o.log_lines,
-        if o.expected_log_seen { "" } else { " (expected line missing)" },
+        if o.expected_log_seen {
+            ""
+        } else {
+            " (expected line missing)"
+        },
         o.attack
     );
 }
@@ -307,6 +330,10 @@ async fn run_round(s: &Scenario, attack_for: Duration, server: &Server) -> Resul
     let rss_peak = sampler.stop();
     let rss_after = rss_kib(server.pid).unwrap_or(0);
     let log = server.log_since(lines_before);
+    let first_failure = before
+        .first_failure
+        .clone()
+        .or(during.first_failure.clone());
 
     let ticks_per_second = 100.0; // USER_HZ on Linux
     let cpu = (cpu_after.saturating_sub(cpu_before)) as f64 / ticks_per_second;
@@ -331,7 +358,8 @@ async fn run_round(s: &Scenario, attack_for: Duration, server: &Server) -> Resul
         log_lines: log.len(),
         expected_log_seen: log.iter().any(|l| l.contains(s.expected_log)),
         commonest_log: commonest(&log),
-        first_failure: before.first_failure.or(during.first_failure),
+        failure_log: lines_naming_the_client(&log, first_failure.as_deref()),
+        first_failure,
     })
 }
 

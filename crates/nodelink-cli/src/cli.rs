@@ -158,7 +158,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = nodelink::DEFAULT_VERSION)]
     pub protocol_version: u32,
     /// Most links served at once; more clients wait until one ends (default: the
-    /// open-file limit, raised to its maximum at start, less 64).
+    /// open-file limit, raised to its maximum at start, less 320).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_links: Option<u32>,
     /// Memory all links may cost together (default 1 GiB; two fifths of it for the bytes

@@ -3,6 +3,7 @@
 //! client may replace a link that looks abandoned (`evict.rs`).
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -30,6 +31,12 @@ pub(crate) trait AcceptStream {
 
     /// Whether the peer already sent something on `stream` (it is not a silent socket).
     fn has_data(stream: &Self::Stream) -> bool;
+
+    /// A second handle on `stream`'s socket, through which the listener can see whether
+    /// bytes came while the handshake holds the stream (`None`: judged at accept only).
+    fn second_handle(_stream: &Self::Stream) -> Option<socket2::Socket> {
+        None
+    }
 }
 
 /// Streams one call of [`Handshakes::poll_next`] accepts before it yields.
@@ -46,7 +53,7 @@ pub(crate) struct Handshakes {
     pending: JoinSet<Result<Link>>,
     /// The handshakes under way, oldest first (finished ones are pruned as we go), and
     /// whether their clients had sent something when they were accepted.
-    order: std::collections::VecDeque<(tokio::task::AbortHandle, bool)>,
+    order: std::collections::VecDeque<(tokio::task::AbortHandle, Spoke)>,
     /// The link limit's permits.
     permits: tokio_util::sync::PollSemaphore,
     max_links: usize,
@@ -58,7 +65,7 @@ pub(crate) struct Handshakes {
     live: crate::evict::LiveLinks,
     /// A stream accepted at the limit, its handshake not started until a place is free,
     /// and whether its client had sent something when it was accepted.
-    waiting: Option<(Handshake, bool)>,
+    waiting: Option<(Handshake, Spoke)>,
     /// When to look again for a link to end for the waiting stream.
     recheck: Option<Pin<Box<tokio::time::Sleep>>>,
     failed: u64,
@@ -94,15 +101,20 @@ impl Handshakes {
     }
 
     /// Evicts a handshake under way if [`MAX_PENDING_HANDSHAKES`] are: the oldest whose
-    /// client had sent nothing when it was accepted (a silent socket), or the oldest of
-    /// all if every client had. A good client sends its first bytes at once, so a flood of
-    /// silent sockets pushes out its own kind first, however fast it arrives.
+    /// client has sent nothing so far (a silent socket; bytes in its socket not read yet
+    /// count, see [`Spoke`]), or the oldest of all if every client has. A good client sends
+    /// its first bytes at once, so a flood of silent sockets pushes out its own kind first,
+    /// however fast it arrives.
     fn make_room(&mut self) {
         self.order.retain(|(h, _)| !h.is_finished());
         if self.order.len() < MAX_PENDING_HANDSHAKES {
             return;
         }
-        let silent = self.order.iter().position(|(_, heard)| !heard).unwrap_or(0);
+        let silent = self
+            .order
+            .iter()
+            .position(|(_, spoke)| !spoke.now())
+            .unwrap_or(0);
         if let Some((victim, _)) = self.order.remove(silent) {
             victim.abort();
             self.failed += 1;
@@ -142,7 +154,7 @@ impl Handshakes {
     ) -> Poll<Result<Link>>
     where
         A: AcceptStream,
-        S: FnMut(A::Stream) -> SF,
+        S: FnMut(A::Stream, Heard) -> SF,
         SF: std::future::Future<Output = Result<Link>> + Send + 'static,
     {
         // Streams accepted in this call: past ACCEPT_BURST the call yields, so that the
@@ -196,10 +208,10 @@ impl Handshakes {
                                 "below the link limit again: accepting"
                             );
                         }
-                        if let Some((handshake, heard)) = self.waiting.take() {
+                        if let Some((handshake, spoke)) = self.waiting.take() {
                             // The stream that waited for a place gets this one.
                             self.recheck = None;
-                            self.spawn(handshake, heard, permit);
+                            self.spawn(handshake, spoke, permit);
                             continue;
                         }
                         self.permit = Some(permit);
@@ -229,12 +241,12 @@ impl Handshakes {
             match source.poll_accept(cx) {
                 Poll::Ready(Ok(stream)) => {
                     accepted += 1;
-                    let heard = A::has_data(&stream);
-                    let handshake = Box::pin(start(stream));
+                    let spoke = Spoke::of::<A>(&stream);
+                    let handshake = Box::pin(start(stream, Arc::clone(&spoke.heard)));
                     match self.permit.take() {
-                        Some(permit) => self.spawn(handshake, heard, permit),
+                        Some(permit) => self.spawn(handshake, spoke, permit),
                         // Not reached (a place is taken before accepting); kept safe.
-                        None => self.waiting = Some((handshake, heard)),
+                        None => self.waiting = Some((handshake, spoke)),
                     }
                 }
                 Poll::Ready(Err(e)) => self.failure = Some(e),
@@ -253,14 +265,14 @@ impl Handshakes {
     ) -> Poll<Result<Link>>
     where
         A: AcceptStream,
-        S: FnMut(A::Stream) -> SF,
+        S: FnMut(A::Stream, Heard) -> SF,
         SF: std::future::Future<Output = Result<Link>> + Send + 'static,
     {
         if self.waiting.is_none() {
             match source.poll_accept(cx) {
                 Poll::Ready(Ok(stream)) => {
-                    let heard = A::has_data(&stream);
-                    self.waiting = Some((Box::pin(start(stream)), heard));
+                    let spoke = Spoke::of::<A>(&stream);
+                    self.waiting = Some((Box::pin(start(stream, Arc::clone(&spoke.heard))), spoke));
                     self.recheck = None;
                 }
                 Poll::Ready(Err(e)) => {
@@ -293,7 +305,7 @@ impl Handshakes {
     fn spawn(
         &mut self,
         handshake: Handshake,
-        heard: bool,
+        spoke: Spoke,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) {
         self.make_room();
@@ -308,7 +320,48 @@ impl Handshakes {
             });
             Ok(link)
         });
-        self.order.push_back((handle, heard));
+        self.order.push_back((handle, spoke));
+    }
+}
+
+/// Whether a handshake's client has sent something: set at accept if its first bytes were
+/// in, and by the stream's reader when they come (where the listener's start function
+/// passes it on; TCP does). Eviction spares handshakes whose client spoke.
+pub(crate) type Heard = Arc<std::sync::atomic::AtomicBool>;
+
+/// Whether a handshake's client has sent something, for the eviction's choice.
+pub(crate) struct Spoke {
+    /// Set at accept when the first bytes were in, by the stream's reader when they come,
+    /// or by a look through `peek`.
+    heard: Heard,
+    /// A second handle on the socket (TCP): bytes that came but were not read yet count.
+    /// Dropped (closed) with the handshake's entry.
+    peek: Option<socket2::Socket>,
+}
+
+impl Spoke {
+    fn of<A: AcceptStream>(stream: &A::Stream) -> Spoke {
+        Spoke {
+            heard: Arc::new(AtomicBool::new(A::has_data(stream))),
+            peek: A::second_handle(stream),
+        }
+    }
+
+    /// Whether the client has spoken by now.
+    fn now(&self) -> bool {
+        if self.heard.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut byte = [std::mem::MaybeUninit::new(0u8)];
+        // Non-blocking (the flag is the socket's): nothing yet is WouldBlock.
+        let came = self
+            .peek
+            .as_ref()
+            .is_some_and(|p| p.peek(&mut byte).is_ok_and(|n| n > 0));
+        if came {
+            self.heard.store(true, Ordering::Relaxed);
+        }
+        came
     }
 }
 

@@ -189,15 +189,16 @@ impl Default for Config {
 }
 
 /// The link limit of a listener bound now without [`Config::max_links`]: the process's
-/// open-file limit, less 64 descriptors kept for everything else (at least 16). Each TCP
-/// or TLS link holds one descriptor; KCP links hold none but are bounded the same way.
-/// Servers commonly raise the soft limit to the hard one at start (the `nodelink` command
-/// does).
+/// open-file limit, less 64 descriptors kept for everything else and one for each
+/// handshake that may be under way (a second handle on its socket, through which the
+/// listener sees whether its client spoke), at least 16. Each TCP or TLS link holds one
+/// descriptor; KCP links hold none but are bounded the same way. Servers commonly raise
+/// the soft limit to the hard one at start (the `nodelink` command does).
 pub fn default_max_links() -> usize {
     let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _hard)| soft);
     usize::try_from(soft)
         .unwrap_or(usize::MAX)
-        .saturating_sub(64)
+        .saturating_sub(64 + crate::accept::MAX_PENDING_HANDSHAKES)
         .max(16)
 }
 

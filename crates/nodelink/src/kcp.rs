@@ -202,7 +202,8 @@ impl KcpLinkListener {
             handshakes,
         } = self;
         let local = Some(kcp.local_addr());
-        let start = |(stream, peer): (KcpStream, SocketAddr)| {
+        // Judged by its first datagram (`has_data`), which a KCP session always has.
+        let start = |(stream, peer): (KcpStream, SocketAddr), _heard| {
             link_over_kcp(stream, Role::Server, config.clone(), local, Some(peer))
         };
         handshakes.poll_next(&mut KcpAccept(kcp), start, cx)

@@ -78,9 +78,23 @@ pub(crate) async fn tcp_connect(addr: impl ToSocketAddrs, config: &Config) -> Re
 }
 
 /// Binds a TCP listener on the first address `addr` resolves to.
+/// Connections the kernel queues for a listener before it accepts them (capped by the
+/// system's `somaxconn`). tokio's default (1024) filled under a flood of silent sockets, and
+/// a good client whose SYN was dropped then waited the one-second SYN retransmission.
+const LISTEN_BACKLOG: u32 = 4096;
+
 pub(crate) async fn tcp_bind(addr: impl ToSocketAddrs) -> Result<TcpListener> {
     let a = resolve(addr, "listen").await?[0];
-    TcpListener::bind(a).await.map_err(|e| bind_error(a, e))
+    let socket = match a {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(|e| bind_error(a, e))?;
+    // As tokio's `TcpListener::bind` does: a restarted server can bind its port at once.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true).map_err(|e| bind_error(a, e))?;
+    socket.bind(a).map_err(|e| bind_error(a, e))?;
+    socket.listen(LISTEN_BACKLOG).map_err(|e| bind_error(a, e))
 }
 
 pub(crate) async fn link_over_tcp(stream: TcpStream, role: Role, config: Config) -> Result<Link> {
@@ -88,6 +102,37 @@ pub(crate) async fn link_over_tcp(stream: TcpStream, role: Role, config: Config)
     let remote = stream.peer_addr().ok();
     let (r, w) = stream.into_split();
     Link::handshake_halves(Box::pin(r), Box::pin(w), role, config, local, remote).await
+}
+
+/// An accepted link's read half that says when its client's first bytes came (the
+/// listener's eviction spares a handshake whose client spoke, `accept.rs`).
+struct HeardRead {
+    inner: tokio::net::tcp::OwnedReadHalf,
+    /// Taken once set.
+    heard: Option<crate::accept::Heard>,
+}
+
+impl tokio::io::AsyncRead for HeardRead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            if let Some(heard) = self.heard.take() {
+                heard.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+}
+
+impl crate::link::LinkRead for HeardRead {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.inner.as_ref())
+    }
 }
 
 /// Binds a TCP listener whose [`Listener::accept`] returns handshaked links.
@@ -231,14 +276,31 @@ impl Listener {
             acceptor,
             handshakes,
         } = self;
-        let start = |stream: TcpStream| {
+        let start = |stream: TcpStream, heard: crate::accept::Heard| {
             let _ = stream.set_nodelay(true);
             set_keepalive(&stream, config);
             let config = config.clone();
             let acceptor = acceptor.clone();
             async move {
                 match &*acceptor {
-                    Acceptor::Plain => link_over_tcp(stream, Role::Server, config).await,
+                    Acceptor::Plain => {
+                        let local = stream.local_addr().ok();
+                        let remote = stream.peer_addr().ok();
+                        let (r, w) = stream.into_split();
+                        let r = HeardRead {
+                            inner: r,
+                            heard: Some(heard),
+                        };
+                        Link::handshake_halves(
+                            Box::pin(r),
+                            Box::pin(w),
+                            Role::Server,
+                            config,
+                            local,
+                            remote,
+                        )
+                        .await
+                    }
                     #[cfg(feature = "tls")]
                     Acceptor::Tls(tls) => crate::tls_start::accept_tls(tls, stream, config).await,
                 }
@@ -309,6 +371,10 @@ impl AcceptStream for TcpAccept<'_> {
                 Ok((stream, _peer)) => Ok(stream),
                 Err(e) => Err(net_error("listen", "accept", e)),
             })
+    }
+
+    fn second_handle(stream: &TcpStream) -> Option<socket2::Socket> {
+        socket2::SockRef::from(stream).try_clone().ok()
     }
 
     fn has_data(stream: &TcpStream) -> bool {

@@ -245,3 +245,50 @@ async fn at_the_link_limit_a_new_client_replaces_a_link_that_never_spoke() {
     .await
     .expect("test timed out");
 }
+
+/// A client accepted before its first bytes came, which then sends them, counts as having
+/// spoken: silent sockets arriving after it push out their own kind, not it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_speaks_after_it_was_accepted_is_not_evicted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(LIMIT, async {
+        let config = Config::default().with_handshake_timeout(Duration::from_secs(3600));
+        let mut listener = nodelink::bind("127.0.0.1:0", config).await.unwrap();
+        let addr = listener.local_addr();
+        let (links_tx, mut links) = tokio::sync::mpsc::unbounded_channel();
+        let serving = tokio::spawn(async move {
+            while let Ok(link) = listener.accept().await {
+                let _ = links_tx.send(link);
+            }
+        });
+        // Accepted while silent: the server's version word comes, which says the
+        // listener took the socket and started its handshake.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut theirs = [0u8; 4];
+        slow.read_exact(&mut theirs).await.unwrap();
+        // Then half of its version word; the rest waits.
+        let version = nodelink::DEFAULT_VERSION.to_be_bytes();
+        slow.write_all(&version[..2]).await.unwrap();
+        // A good client's whole handshake after it: the server has read the slow
+        // client's half word by then if it reads in order of arrival; wait for the good
+        // link, then flood.
+        let client = nodelink::connect(addr, Config::default()).await.unwrap();
+        let server = links.recv().await.unwrap();
+        round_trip(server, client).await;
+        let mut silent = Vec::new();
+        for _ in 0..300 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let client = nodelink::connect(addr, Config::default()).await.unwrap();
+        let server = links.recv().await.unwrap();
+        round_trip(server, client).await;
+        // The slow client finishes its handshake: it was kept.
+        slow.write_all(&version[2..]).await.unwrap();
+        let _slow_link = links.recv().await.unwrap();
+        assert_eq!(theirs, version);
+        serving.abort();
+        drop(silent);
+    })
+    .await
+    .expect("test timed out");
+}
