@@ -79,7 +79,8 @@ pub fn start_watcher(runtime: tokio::runtime::Handle) {
             // that the next one is taken by another worker (tokio wakes a parked worker for
             // work left in its queue) rather than run after it on the same thread; every
             // worker that ran one parks again, and collects. A busy server owes a
-            // collection most of the time: this then costs two milliseconds a second.
+            // collection most of the time: each worker is then held up a millisecond a
+            // second.
             for _ in 0..OWING.load(Ordering::Relaxed) {
                 runtime.spawn(async { std::thread::sleep(Duration::from_millis(1)) });
             }

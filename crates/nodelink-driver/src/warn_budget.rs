@@ -60,6 +60,9 @@ pub struct WarnSite {
     message: &'static str,
     /// The module of the call site (its warnings' tracing target), named in summaries.
     origin: &'static str,
+    /// Its lines, and so its summaries, are INFO rather than WARN
+    /// ([`peer_info!`](crate::peer_info)).
+    info: bool,
 }
 
 impl WarnSite {
@@ -68,13 +71,33 @@ impl WarnSite {
         WarnSite {
             message,
             origin: "",
+            info: false,
         }
     }
 
     /// The site of the warning `message` in module `origin` (what
     /// [`peer_warn!`](crate::peer_warn) declares, with `module_path!()`).
     pub const fn at(message: &'static str, origin: &'static str) -> WarnSite {
-        WarnSite { message, origin }
+        WarnSite::warn(message, origin)
+    }
+
+    /// The site of the warning `message` in module `origin`.
+    pub const fn warn(message: &'static str, origin: &'static str) -> WarnSite {
+        WarnSite {
+            message,
+            origin,
+            info: false,
+        }
+    }
+
+    /// The site of the INFO line `message` in module `origin` (what
+    /// [`peer_info!`](crate::peer_info) declares); its summaries are INFO too.
+    pub const fn info(message: &'static str, origin: &'static str) -> WarnSite {
+        WarnSite {
+            message,
+            origin,
+            info: true,
+        }
     }
 }
 
@@ -114,6 +137,7 @@ impl Kind {
             held: self.held,
             seconds: now.duration_since(self.since).as_secs().max(1),
             examples: self.examples.join(", "),
+            info: self.site.info,
         })
     }
 }
@@ -125,6 +149,7 @@ struct Summary {
     held: u64,
     seconds: u64,
     examples: String,
+    info: bool,
 }
 
 impl Summary {
@@ -136,14 +161,25 @@ impl Summary {
         };
         // The summary's target is this module (tracing needs a constant one); `origin`
         // names the module whose warnings it counts.
-        tracing::warn!(
-            suppressed = self.held,
-            origin = self.origin,
-            "{} more in the last {} s{examples}: {}",
-            self.held,
-            self.seconds,
-            self.message
-        );
+        if self.info {
+            tracing::info!(
+                suppressed = self.held,
+                origin = self.origin,
+                "{} more in the last {} s{examples}: {}",
+                self.held,
+                self.seconds,
+                self.message
+            );
+        } else {
+            tracing::warn!(
+                suppressed = self.held,
+                origin = self.origin,
+                "{} more in the last {} s{examples}: {}",
+                self.held,
+                self.seconds,
+                self.message
+            );
+        }
     }
 }
 
@@ -301,13 +337,13 @@ macro_rules! __peer_warn {
         $crate::__peer_warn!(@find [$lvl, $limit] [$($all)+] [$($p)*] $($rest)*)
     };
     (@emit [$lvl:ident, $limit:expr] [$($all:tt)+] [] $message:literal) => {{
-        static SITE: $crate::WarnSite = $crate::WarnSite::at($message, ::std::module_path!());
+        static SITE: $crate::WarnSite = $crate::WarnSite::$lvl($message, ::std::module_path!());
         if $limit.allow(&SITE, None) {
             $crate::__private::tracing::$lvl!($($all)+);
         }
     }};
     (@emit [$lvl:ident, $limit:expr] [$($all:tt)+] [$peer:ident] $message:literal) => {{
-        static SITE: $crate::WarnSite = $crate::WarnSite::at($message, ::std::module_path!());
+        static SITE: $crate::WarnSite = $crate::WarnSite::$lvl($message, ::std::module_path!());
         if $limit.allow(&SITE, Some(&$peer as &dyn ::std::fmt::Display)) {
             $crate::__private::tracing::$lvl!($($all)+);
         }

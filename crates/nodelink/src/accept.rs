@@ -164,6 +164,8 @@ impl Handshakes {
         loop {
             if !self.pending.is_empty() {
                 if let Poll::Ready(Some(done)) = self.pending.poll_join_next(cx) {
+                    // Its entry goes, closing its second handle on the socket at once.
+                    self.order.retain(|(h, _)| !h.is_finished());
                     match done {
                         Ok(Ok(link)) => {
                             self.live.add(&link);
@@ -191,6 +193,10 @@ impl Handshakes {
                 }
             }
             if let Some(e) = &self.failure {
+                if self.waiting.take().is_some() {
+                    // It never got a place.
+                    self.failed += 1;
+                }
                 // The source is gone: deliver what is under way, then its error (again on
                 // every later call).
                 if !self.pending.is_empty() {
@@ -202,17 +208,18 @@ impl Handshakes {
             if self.permit.is_none() {
                 match self.permits.poll_acquire(cx) {
                     Poll::Ready(Some(permit)) => {
+                        if let Some((handshake, spoke)) = self.waiting.take() {
+                            // The stream that waited for a place gets this one (still at
+                            // the limit: nothing to say).
+                            self.recheck = None;
+                            self.spawn(handshake, spoke, permit);
+                            continue;
+                        }
                         if std::mem::take(&mut self.at_limit) {
                             tracing::info!(
                                 max_links = self.max_links,
                                 "below the link limit again: accepting"
                             );
-                        }
-                        if let Some((handshake, spoke)) = self.waiting.take() {
-                            // The stream that waited for a place gets this one.
-                            self.recheck = None;
-                            self.spawn(handshake, spoke, permit);
-                            continue;
                         }
                         self.permit = Some(permit);
                     }
@@ -288,16 +295,17 @@ impl Handshakes {
                 return Poll::Pending;
             }
         }
-        match self.live.end_idlest(tokio::time::Instant::now()) {
-            // Its place comes back when its tasks are done; the semaphore wakes us.
-            Ok(()) => self.recheck = None,
-            Err(when) => {
-                let mut again = Box::pin(tokio::time::sleep_until(when));
-                // Registers the wake-up.
-                let _ = std::future::Future::poll(again.as_mut(), cx);
-                self.recheck = Some(again);
-            }
-        }
+        let now = tokio::time::Instant::now();
+        let when = match self.live.end_idlest(now) {
+            // Its place comes back when its tasks are done, and the semaphore wakes us;
+            // until then (a second at most) no other link is ended for the same client.
+            Ok(()) => now + EVICTION_GRACE,
+            Err(when) => when,
+        };
+        let mut again = Box::pin(tokio::time::sleep_until(when));
+        // Registers the wake-up.
+        let _ = std::future::Future::poll(again.as_mut(), cx);
+        self.recheck = Some(again);
         Poll::Pending
     }
 
@@ -328,6 +336,10 @@ impl Handshakes {
 /// in, and by the stream's reader when they come (where the listener's start function
 /// passes it on; TCP does). Eviction spares handshakes whose client spoke.
 pub(crate) type Heard = Arc<std::sync::atomic::AtomicBool>;
+
+/// After ending a link for a waiting client, how long its place may take to come back
+/// before another link may be ended for the same client.
+const EVICTION_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether a handshake's client has sent something, for the eviction's choice.
 pub(crate) struct Spoke {

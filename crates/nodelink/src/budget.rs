@@ -161,6 +161,9 @@ pub(crate) struct Member {
     budget: Arc<MemoryBudget>,
     /// What the sending side last reported.
     tx: AtomicUsize,
+    /// The sending side's holding fell: a reader held back partly for it looks again
+    /// (`reader.rs`).
+    pub(crate) drained: Notify,
 }
 
 impl Member {
@@ -170,6 +173,7 @@ impl Member {
         Member {
             budget,
             tx: AtomicUsize::new(0),
+            drained: Notify::new(),
         }
     }
 
@@ -185,6 +189,11 @@ impl Member {
         if now.abs_diff(before) >= REPORT_STEP || (now == 0 && before != 0) {
             self.tx.store(now, Ordering::Relaxed);
             self.budget.update(before, now);
+            if now < before {
+                // Its peer read: a link that stopped reading for what it had to send
+                // may be under its floor now (the budget may stay exceeded meanwhile).
+                self.drained.notify_one();
+            }
         }
     }
 

@@ -12,7 +12,8 @@
 //!   first;
 //! * otherwise a link whose peer has been quiet for [`QUIET_ANY`].
 //!
-//! Links that are in use are never ended for a newcomer; if none qualifies, the newcomer
+//! Links we hold back (our reader paused: the application or the memory budget is behind)
+//! are never ended for a newcomer; if none qualifies, the newcomer
 //! waits for a place as before (and the listener looks again when one may qualify). Each
 //! ending is logged within the warning budget, naming the peer.
 
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 use crate::inner::{LinkEnd, LinkInner};
 use crate::warnings::PEER_WARNINGS;
 use crate::Link;
+use nodelink_driver::lock;
 
 /// A link whose peer sent nothing after the handshake for this long may be replaced.
 pub(crate) const QUIET_NEW: Duration = Duration::from_millis(500);
@@ -62,7 +64,16 @@ impl LiveLinks {
         let mut best: Option<((bool, Duration), Arc<LinkInner>)> = None;
         let mut next = now + QUIET_NEW;
         for link in self.links.iter().filter_map(Weak::upgrade) {
-            let (since, spoke) = link.with_core(|s| s.core.quiet());
+            let (since, spoke, held_back) = {
+                let s = lock(&link.shared);
+                let (since, spoke) = s.core.quiet();
+                (since, spoke, s.core.reader_blocked())
+            };
+            if held_back {
+                // Quiet because we stopped reading it (its application or the memory
+                // budget is behind): in use.
+                continue;
+            }
             let quiet = now.saturating_duration_since(since);
             let needed = if spoke { QUIET_ANY } else { QUIET_NEW };
             if quiet < needed {

@@ -117,6 +117,15 @@ impl LinkInner {
                 }
             };
             tokio::pin!(released);
+            // A link held back partly for what it has to send looks again when that
+            // drains: the budget may stay exceeded by others all along.
+            let member = lock(&self.shared).core.budget_member().cloned();
+            let drained = async {
+                match &member {
+                    Some(m) => m.drained.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             let failed = async {
                 match tcp {
                     Some(tcp) => {
@@ -132,6 +141,7 @@ impl LinkInner {
                 _ = self.stop_reading.cancelled() => return Unblocked::Stop,
                 () = failed => return Unblocked::Gone,
                 () = &mut released => continue,
+                () = drained => continue,
                 _ = poll_fn(|cx| {
                     let mut s = lock(&self.shared);
                     if s.core.reader_blocked() {

@@ -285,3 +285,69 @@ async fn answers_nobody_reads_count_against_the_budget() {
         f.abort();
     }
 }
+
+/// A well-behaved client whose answers are large (more than a link's 256 KiB floor) keeps
+/// being served while peers that never read hold the listener over its budget: its link
+/// stops reading while an answer waits to be sent, and reads again once the client took
+/// it (the budget stays exceeded all along, so only the drain can wake it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_large_answers_is_served_while_the_budget_is_exceeded() {
+    use nodelink::ANSWER_BIT;
+    const BUDGET: usize = 1 << 20;
+    let config = Config::default().with_max_memory(BUDGET);
+    let mut listener = nodelink::bind("127.0.0.1:0", config).await.unwrap();
+    let addr = listener.local_addr();
+    let echo = |link: nodelink::Link| {
+        tokio::spawn(async move {
+            while let Ok(r) = link.recv1_stateless().await {
+                let payload = r.payload().clone();
+                let code = r.code() | ANSWER_BIT;
+                if r.reply_packet(code, payload).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    // A peer that sends requests and never reads the answers: the budget is exceeded.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut raw = RawPeer::new(tcp);
+    let (server, _) = tokio::join!(listener.accept(), raw.handshake(6));
+    let flooder = server.unwrap();
+    echo(flooder.clone());
+    let flood = tokio::spawn(async move {
+        let chunk = vec![7u8; 60 << 10];
+        for i in 0..200u32 {
+            raw.send(2 * i + 1, 0x0003, &chunk).await;
+        }
+        raw
+    });
+    within("the budget is exceeded", async {
+        loop {
+            let s = flooder.stats();
+            if s.rx_queued + s.tx_queued > BUDGET as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    // The good client: answers of 512 KiB, four requests at a time, so that requests
+    // arrive while answers wait to be sent.
+    let dial = tokio::spawn(nodelink::connect(addr, Config::default()));
+    let good_server = listener.accept().await.unwrap();
+    let good = dial.await.unwrap().unwrap();
+    echo(good_server);
+    let payload = bytes::Bytes::from(vec![9u8; 512 << 10]);
+    for _ in 0..4 {
+        let asks = (0..4).map(|_| good.ask1_packet(0x0004, payload.clone()));
+        let answers = within("large answers", futures::future::join_all(asks)).await;
+        for answer in answers {
+            assert_eq!(answer.unwrap().payload.len(), payload.len());
+        }
+    }
+    assert!(
+        flooder.stats().rx_queued + flooder.stats().tx_queued > BUDGET as u64,
+        "the budget stayed exceeded"
+    );
+    flood.abort();
+}

@@ -100,21 +100,28 @@ fn shared_codec(ds: usize, ps: usize) -> crate::Result<Arc<ReedSolomon>> {
     type Codes = Vec<((usize, usize), Weak<ReedSolomon>)>;
     static CODES: Mutex<Codes> = Mutex::new(Vec::new());
     check_shards(ds, ps)?;
-    let mut codes = CODES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(code) = codes
-        .iter()
-        .find(|(key, _)| *key == (ds, ps))
-        .and_then(|(_, code)| code.upgrade())
-    {
+    let find = |codes: &Codes| {
+        codes
+            .iter()
+            .find(|(key, _)| *key == (ds, ps))
+            .and_then(|(_, code)| code.upgrade())
+    };
+    if let Some(code) = find(&CODES.lock().unwrap_or_else(|e| e.into_inner())) {
         return Ok(code);
     }
-    let code = Arc::new(
+    // Built outside the lock (a large code takes a while), then shared unless another
+    // thread got there first.
+    let built = Arc::new(
         ReedSolomon::new(ds, ps)
             .map_err(|e| crate::Error::config(format!("reed-solomon {ds}/{ps}: {e:?}")))?,
     );
+    let mut codes = CODES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(code) = find(&codes) {
+        return Ok(code);
+    }
     codes.retain(|(key, code)| *key != (ds, ps) && code.strong_count() > 0);
-    codes.push(((ds, ps), Arc::downgrade(&code)));
-    Ok(code)
+    codes.push(((ds, ps), Arc::downgrade(&built)));
+    Ok(built)
 }
 
 /// `a - b` on the wrapping u32 seqid circle, as kcp-go's `_itimediff`.
