@@ -4,16 +4,20 @@
 //!   giving up on errors that pass (`accept.rs`);
 //! - [`WarnLimiter`] and [`peer_warn!`]: a budget for the warnings peers cause, so a
 //!   hostile peer cannot flood the log (`warn_budget.rs`);
+//! - [`MemoryBudget`] and its [`Holding`]s: what the links or sessions of one server may
+//!   hold together, and which of them to hold back past it (`budget.rs`);
 //! - [`lock`]: a mutex lock that survives a panic elsewhere (`sync.rs`);
 //! - [`SHUTDOWN_GRACE`]: how long whatever was told to stop may take to drain;
 //! - [`Role`]: which side of a protocol an end is (`role.rs`).
 
 mod accept;
+mod budget;
 mod role;
 mod sync;
 mod warn_budget;
 
 pub use accept::{accept, is_transient, retry_pause, Retry, RETRY_AFTER, RETRY_AT_MOST};
+pub use budget::{Holding, MemoryBudget, BUDGET_FLOOR};
 pub use role::Role;
 pub use sync::lock;
 pub use warn_budget::{WarnLimiter, WarnSite, INTERVAL, PER_KIND, PER_SECOND};

@@ -1,6 +1,9 @@
 //! Session settings, with Go smux's defaults and its validation rules.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use nodelink_driver::MemoryBudget;
 
 use crate::error::{Error, ErrorKind};
 
@@ -39,6 +42,11 @@ pub struct Config {
     /// waits for queued data and FINs to be sent before the connection is closed anyway.
     /// Default 1 s.
     pub linger: Duration,
+    /// A memory budget this session shares with others (the sessions of one server, say):
+    /// while they hold more than it together (unread data and data queued to send), a
+    /// session holding more than its floor stops reading its connection, as when
+    /// [`max_receive_buffer`](Config::max_receive_buffer) is reached. Default none.
+    pub memory_budget: Option<Arc<MemoryBudget>>,
 }
 
 impl Default for Config {
@@ -54,6 +62,7 @@ impl Default for Config {
             accept_backlog: 1024,
             stall_timeout: Duration::from_secs(5),
             linger: Duration::from_secs(1),
+            memory_budget: None,
         }
     }
 }
@@ -86,6 +95,12 @@ impl Config {
     /// Sets [`Config::max_frame_size`].
     pub fn with_max_frame_size(mut self, value: usize) -> Self {
         self.max_frame_size = value;
+        self
+    }
+
+    /// Sets [`Config::memory_budget`].
+    pub fn with_memory_budget(mut self, budget: Arc<MemoryBudget>) -> Self {
+        self.memory_budget = Some(budget);
         self
     }
 

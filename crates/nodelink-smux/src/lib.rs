@@ -60,6 +60,13 @@
 //! - **Both versions**: when the unread data of all streams together exceeds
 //!   [`Config::max_receive_buffer`], reading pauses the same way; once a stream with unread
 //!   data has made no progress for `stall_timeout`, the largest such stream is reset.
+//! - **Many sessions**: a server runs one session per connection, and each is bounded as
+//!   above, but not all of them together. Give them one [`MemoryBudget`]
+//!   ([`Config::memory_budget`]): while the sessions hold more than it together (unread
+//!   data and data queued to send), each session holding more than its floor (its share,
+//!   and at most 256 KiB) pauses reading the same way, with the same stall verdict, until
+//!   its streams catch up or the server is back under budget. Sessions under their floor,
+//!   the well-behaved ones, go on reading.
 //!
 //! A reset drops the stream's buffered data both ways, sends a FIN to the peer, discards
 //! later data for the stream, and fails the local reader and writer with
@@ -108,6 +115,6 @@ mod stream;
 pub use crate::core::SessionStats;
 pub use config::Config;
 pub use error::{Error, ErrorKind};
-pub use nodelink_driver::Role;
+pub use nodelink_driver::{MemoryBudget, Role};
 pub use session::Session;
 pub use stream::Stream;

@@ -22,12 +22,16 @@ use crate::error::{Error, ErrorKind};
 use crate::frame::{HEADER_LEN, MAX_PAYLOAD_LEN};
 use crate::shared::{LifeGuard, Shared};
 use crate::stream::Stream;
+use nodelink_driver::Holding;
 use nodelink_driver::Role;
 
 /// How long closing waits for the connection's own shutdown (a FIN on TCP, say).
 const CONNECTION_SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 /// Room the reader keeps free in its buffer before each read.
 const READ_CHUNK: usize = 64 * 1024;
+/// A session sharing a memory budget publishes what it holds when that moved by at least
+/// this much (or fell to nothing).
+const BUDGET_REPORT_STEP: usize = 32 * 1024;
 
 /// Cancels `finished` when the last task holding it ends, i.e. when the connection has been
 /// released.
@@ -100,11 +104,14 @@ impl Session {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| Error::new(ErrorKind::NoRuntime, e.to_string()))?;
-        let shared = Arc::new(Shared::new(SessionCore::new(
-            &config,
-            role == Role::Client,
-            Instant::now(),
-        )));
+        let holding = config
+            .memory_budget
+            .as_ref()
+            .map(|b| b.join(BUDGET_REPORT_STEP));
+        let shared = Arc::new(Shared::new(
+            SessionCore::new(&config, role == Role::Client, Instant::now()),
+            holding,
+        ));
         let (rd, wr) = tokio::io::split(io);
         let tasks = Arc::new(TaskGuard(shared.finished.clone()));
         runtime.spawn(
@@ -196,7 +203,9 @@ impl Session {
 }
 
 /// Moves bytes from the connection into the core, pausing whenever the core says a buffer
-/// bound is exceeded (it says when to look again with `Event::Resume`).
+/// bound is exceeded (it says when to look again with `Event::Resume`), or the memory
+/// budget the session shares holds it back (it looks again when the budget is released or
+/// its own holding falls).
 async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, mut rd: ReadHalf<R>, _tasks: Arc<TaskGuard>) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK + HEADER_LEN + MAX_PAYLOAD_LEN);
     loop {
@@ -204,11 +213,21 @@ async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, mut rd: ReadHalf<R>, _task
             let resumed = shared.resume.notified();
             tokio::pin!(resumed);
             resumed.as_mut().enable();
-            if shared.with(|core| core.may_read(Instant::now())) {
+            // Created (so registered) now, before the check below.
+            let released = shared.holding.as_ref().map(|h| h.budget().released());
+            let released = async {
+                match released {
+                    Some(released) => released.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(released);
+            if shared.with(|core| may_read(core, shared.holding.as_ref())) {
                 break;
             }
             tokio::select! {
                 _ = resumed => {}
+                () = released => {}
                 _ = shared.dead.cancelled() => return,
             }
         }
@@ -242,6 +261,30 @@ async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, mut rd: ReadHalf<R>, _task
             return;
         }
     }
+}
+
+/// Whether the reader may read now: the core's own bounds, and the budget it shares.
+fn may_read(core: &mut SessionCore, holding: Option<&Holding>) -> bool {
+    let now = Instant::now();
+    if let Some(h) = holding {
+        let held = core.held();
+        let over = h.over(held);
+        let budget = h.budget();
+        if over && budget.first_exceeded() {
+            tracing::warn!(
+                limit = budget.limit(),
+                used = budget.used(),
+                share = budget.share(),
+                sessions = budget.members(),
+                "memory budget reached: smux sessions holding more than their share \
+                 (unread and unsent data; at most 256 KiB) stop reading their connections \
+                 until their streams catch up; a stream that reads nothing meanwhile is \
+                 reset after the stall timeout"
+            );
+        }
+        core.set_over_budget(over, now);
+    }
+    core.may_read(now)
 }
 
 /// Moves the core's frames to the connection in batches, flushing when it runs dry.

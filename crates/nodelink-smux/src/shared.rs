@@ -14,6 +14,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use nodelink_driver::Holding;
+
 use crate::core::{Event, SessionCore};
 use crate::error::Error;
 
@@ -43,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) dead: CancellationToken,
     /// Cancelled when every task released the connection.
     pub(crate) finished: CancellationToken,
+    /// This session's part of a server's memory budget, if it shares one.
+    pub(crate) holding: Option<Holding>,
 }
 
 /// Which of a stream's wakers an operation waits with.
@@ -53,7 +57,7 @@ pub(crate) enum Side {
 }
 
 impl Shared {
-    pub(crate) fn new(core: SessionCore) -> Shared {
+    pub(crate) fn new(core: SessionCore, holding: Option<Holding>) -> Shared {
         Shared {
             locked: Mutex::new(Locked {
                 core,
@@ -65,6 +69,7 @@ impl Shared {
             rearm: Notify::new(),
             dead: CancellationToken::new(),
             finished: CancellationToken::new(),
+            holding,
         }
     }
 
@@ -136,6 +141,13 @@ impl Shared {
     }
 
     fn dispatch(&self, locked: &mut Locked) {
+        if let Some(holding) = &self.holding {
+            if holding.set(locked.core.held()) {
+                // Room was made (read, sent or dropped): a reader the budget held back
+                // looks again.
+                self.resume.notify_one();
+            }
+        }
         while let Some(event) = locked.core.poll_event() {
             match event {
                 // Marked dead before the lock is released: a task woken by the failure (a

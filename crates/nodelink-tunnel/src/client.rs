@@ -303,6 +303,7 @@ async fn dial(shared: &Shared) -> Option<Session> {
                     shared.config.nocomp,
                     &shared.checked.smux,
                     Role::Client,
+                    None,
                 )
             })?;
             tracing::info!(

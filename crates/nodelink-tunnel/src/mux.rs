@@ -7,10 +7,11 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use nodelink_kcp::KcpStream;
-use nodelink_smux::{Config as SmuxConfig, Session};
+use nodelink_smux::{Config as SmuxConfig, MemoryBudget, Session};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -39,14 +40,18 @@ pub(crate) fn smux_config(s: &SmuxSettings) -> SmuxConfig {
 }
 
 /// Runs smux over `kcp`, through snappy framing unless `nocomp` (kcptun's layering: KCP
-/// stream, then snappy, then smux).
+/// stream, then snappy, then smux), sharing `budget` with the server's other sessions.
 pub(crate) fn open_session(
     kcp: KcpStream,
     nocomp: bool,
     settings: &SmuxSettings,
     role: Role,
+    budget: Option<&Arc<MemoryBudget>>,
 ) -> Result<Session, Error> {
-    let cfg = smux_config(settings);
+    let mut cfg = smux_config(settings);
+    if let Some(budget) = budget {
+        cfg = cfg.with_memory_budget(Arc::clone(budget));
+    }
     let session = if nocomp {
         Session::start(kcp, role, cfg)?
     } else {

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use nodelink_driver::{peer_info, peer_warn, WarnLimiter};
 use nodelink_kcp::{KcpListener, KcpStream};
-use nodelink_smux::{Session, Stream};
+use nodelink_smux::{MemoryBudget, Session, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -82,6 +82,8 @@ struct Shared {
     sessions: std::sync::atomic::AtomicUsize,
     /// The budget of warnings this server's peers cause.
     warn_limit: WarnLimiter,
+    /// What the smux sessions may hold together (half of `max_memory`).
+    smux_budget: Arc<MemoryBudget>,
 }
 
 /// Where streams go.
@@ -182,6 +184,10 @@ impl Server {
             self.local_addr(),
             describe(&self.config, &self.checked)
         );
+        let smux_budget = Arc::new(MemoryBudget::new(
+            "smux sessions",
+            self.config.smux_memory(),
+        ));
         let shared = Arc::new(Shared {
             target,
             config: self.config,
@@ -193,6 +199,7 @@ impl Server {
             max_streams: self.max_streams,
             sessions: std::sync::atomic::AtomicUsize::new(0),
             warn_limit: WarnLimiter::new(),
+            smux_budget,
         });
         if !shared.config.snmplog.is_empty() {
             let period = shared.config.snmpperiod;
@@ -239,6 +246,7 @@ async fn serve_session(shared: Arc<Shared>, kcp: KcpStream, peer: SocketAddr) {
         shared.config.nocomp,
         &shared.checked.smux,
         Role::Server,
+        Some(&shared.smux_budget),
     ) {
         Ok(s) => s,
         Err(e) => {

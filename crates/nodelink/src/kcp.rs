@@ -117,9 +117,7 @@ pub async fn bind_kcp(
     session: KcpConfig,
     mut config: Config,
 ) -> Result<KcpLinkListener> {
-    config.budget = Some(Arc::new(crate::budget::MemoryBudget::new(
-        config.max_memory,
-    )));
+    config.budget = Some(crate::budget::for_listener(config.max_memory));
     let local = resolve(addr, "listen").await?[0];
     let kcp = KcpListener::bind(local, session)
         .await

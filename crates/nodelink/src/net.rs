@@ -223,9 +223,7 @@ impl Listener {
         mut config: Config,
         acceptor: Acceptor,
     ) -> Result<Listener> {
-        config.budget = Some(Arc::new(crate::budget::MemoryBudget::new(
-            config.max_memory,
-        )));
+        config.budget = Some(crate::budget::for_listener(config.max_memory));
         let local = tcp
             .local_addr()
             .map_err(|e| net_error("listen", "local address", e))?;

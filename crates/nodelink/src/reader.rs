@@ -110,9 +110,12 @@ impl LinkInner {
         loop {
             // Registered before the check, so a release in between is not missed; a
             // release only makes the reader look again (a full accept backlog still holds).
+            // (The `Notified` is created here, outside the async block, which would
+            // create it only when first polled.)
+            let released = self.config.budget.as_ref().map(|b| b.released());
             let released = async {
-                match &self.config.budget {
-                    Some(budget) => budget.released.notified().await,
+                match released {
+                    Some(released) => released.await,
                     None => std::future::pending().await,
                 }
             };

@@ -90,8 +90,9 @@ pub(crate) struct Shared {
     epoch: Instant,
     /// ICMP "port unreachable" reports on a client's socket (nothing listens there).
     pub(crate) unreachable: std::sync::atomic::AtomicU64,
-    /// A listener's session: its part of the listener's memory budget (`budget.rs`).
-    pub(crate) holding: std::sync::OnceLock<Arc<super::budget::Holding>>,
+    /// A listener's session: its part of the listener's memory budget
+    /// (`listener::session_budget`).
+    pub(crate) holding: std::sync::OnceLock<Arc<nodelink_driver::Holding>>,
 }
 
 impl Shared {

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use nodelink_driver::{peer_warn, WarnLimiter};
+use nodelink_driver::{peer_warn, Holding, MemoryBudget, WarnLimiter};
 use tokio::net::{ToSocketAddrs, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
-use super::budget::{Holding, SessionBudget};
+use super::budget::{session_budget, REPORT_STEP};
 use super::driver::NetSide;
 use super::stream::{random_conv, resolve, KcpStream};
 use super::{count_open, GLOBAL};
@@ -68,7 +68,7 @@ pub struct KcpListener {
     /// Requests for outgoing sessions on this socket ([`KcpListener::connect`]).
     open_tx: mpsc::Sender<OpenRequest>,
     /// What the sessions hold unread (`budget.rs`).
-    budget: Arc<SessionBudget>,
+    budget: Arc<MemoryBudget>,
 }
 
 /// An outgoing session to open on the listener's socket, and where to answer.
@@ -96,7 +96,7 @@ struct Demux {
     /// The budget of warnings the peers of this listener cause.
     warn_limit: WarnLimiter,
     /// What the sessions may hold unread together (`budget.rs`).
-    budget: Arc<SessionBudget>,
+    budget: Arc<MemoryBudget>,
     sock: Arc<UdpSocket>,
     cfg: Config,
     crypto: Arc<DatagramCrypto>,
@@ -205,7 +205,7 @@ impl KcpListener {
         let stats = Arc::new(AtomicStats::new());
         let failure = Arc::new(OnceLock::new());
         let live = Arc::new(AtomicUsize::new(0));
-        let budget = SessionBudget::new(cfg.max_memory);
+        let budget = session_budget(cfg.max_memory);
         let demux = Demux {
             budget: Arc::clone(&budget),
             creation: TokenBucket::new(cfg.session_rate),
@@ -455,7 +455,7 @@ impl Demux {
                     }
                     self.remove_route(from);
                 }
-                _ if self.budget.over(route.holding.held(), self.routes.len()) => {
+                _ if self.budget.over(route.holding.held(), 0) => {
                     peer_warn!(
                         self.warn_limit,
                         peer = %from,
@@ -576,7 +576,7 @@ impl Demux {
         self.next_id += 1;
         let sock = Arc::clone(&self.sock);
         let gone = self.gone_tx.clone();
-        let holding = Arc::new(Holding::new(Arc::clone(&self.budget)));
+        let holding = Arc::new(self.budget.join(REPORT_STEP));
         let published = Arc::clone(&holding);
         let stream = KcpStream::spawn(pipe, self.cfg.clone(), self.local, peer, |shared| {
             let _ = shared.holding.set(published);

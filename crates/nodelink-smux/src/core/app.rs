@@ -132,6 +132,7 @@ impl SessionCore {
         }
         let n = space.min(data.len());
         entry.send.extend_from_slice(&data[..n]);
+        self.queued += n;
         self.schedule(sid);
         self.fin_stalls.remove(&sid);
         Poll::Ready(Ok(n))
@@ -212,7 +213,9 @@ impl SessionCore {
             self.outbox.resume = true;
         }
         if self.death.is_some() {
-            self.streams.remove(&sid);
+            if let Some(entry) = self.streams.remove(&sid) {
+                self.queued -= entry.send.len();
+            }
             return;
         }
         if self.blocked_after_fin(sid) {

@@ -224,6 +224,10 @@ pub(crate) struct SessionCore {
     nop_pending: bool,
     ready: VecDeque<u32>,
     buffered: usize,
+    /// Bytes the streams' send buffers hold, waiting for the connection.
+    queued: usize,
+    /// The server's memory budget holds this session back (see [`SessionCore::set_over_budget`]).
+    over_budget: bool,
     /// Streams whose unread data exceeds `stream_limit`, kept current so the reader's
     /// check before every read does not have to look at each stream.
     over_limit: usize,
@@ -279,6 +283,8 @@ impl SessionCore {
             nop_pending: false,
             ready: VecDeque::new(),
             buffered: 0,
+            queued: 0,
+            over_budget: false,
             over_limit: 0,
             death: None,
             last_rx: now,
@@ -575,6 +581,7 @@ impl SessionCore {
                 encode_header(out, version, Cmd::Psh, n as u16, sid);
                 out.extend_from_slice(&entry.send[..n]);
                 entry.send.advance(n);
+                self.queued -= n;
                 entry.num_written = entry.num_written.wrapping_add(n as u32);
                 wake_writer(sid, entry, &mut self.outbox);
             }

@@ -184,6 +184,24 @@ impl SessionCore {
         self.death.is_none() && self.relieve(now).is_none()
     }
 
+    /// Bytes this session holds: received and unread, and queued to send.
+    pub(crate) fn held(&self) -> usize {
+        self.buffered + self.queued
+    }
+
+    /// The server's memory budget is exceeded and this session holds more than its floor
+    /// (`over`), or no longer. The driver asks before each read. Held back, the session
+    /// pauses as when its own bound is exceeded: its keepalive timeout is suspended, and
+    /// once the pause has lasted `stall_timeout` its stalled stream holding the most
+    /// unread data is reset, so a stream nobody reads cannot keep the others waiting for
+    /// the rest of the server.
+    pub(crate) fn set_over_budget(&mut self, over: bool, now: Instant) {
+        if over != self.over_budget {
+            self.over_budget = over;
+            self.relieve(now);
+        }
+    }
+
     /// While a buffer bound is exceeded, reading is paused. Once the pause has lasted
     /// `stall_timeout`, streams that consumed nothing during it count as stalled: a stalled
     /// stream over its own bound is reset, and if the session bound is still exceeded the
@@ -217,7 +235,12 @@ impl SessionCore {
                     .count(),
                 "over-limit stream count out of step"
             );
-            if self.over_limit == 0 && self.buffered <= self.receive_limit {
+            debug_assert_eq!(
+                self.queued,
+                self.streams.values().map(|e| e.send.len()).sum::<usize>(),
+                "queued byte count out of step"
+            );
+            if self.over_limit == 0 && self.buffered <= self.receive_limit && !self.over_budget {
                 self.pause_started = None;
                 return None;
             }
@@ -230,7 +253,7 @@ impl SessionCore {
                 .iter()
                 .find(|(_, e)| e.recv_len > self.stream_limit && e.stalled_since(start))
                 .map(|(&sid, _)| sid);
-            if victim.is_none() && self.buffered > self.receive_limit {
+            if victim.is_none() && (self.buffered > self.receive_limit || self.over_budget) {
                 victim = self
                     .streams
                     .iter()
@@ -272,6 +295,7 @@ impl SessionCore {
         }
         let unread = std::mem::take(&mut entry.recv_len);
         entry.recv.clear();
+        self.queued -= entry.send.len();
         entry.send.clear();
         entry.reset = Some(Error::new(ErrorKind::StreamReset, reason));
         wake_reader(sid, entry, &mut self.outbox);

@@ -174,10 +174,14 @@ pub struct Config {
     pub nocomp: bool,
     /// UDP socket buffer size in bytes (each direction). Default 4 MiB.
     pub sockbuf: usize,
-    /// Server: bytes of received data its KCP sessions may hold unread together (not a
-    /// kcptun setting; default 1 GiB). Past it, datagrams of sessions holding more than
-    /// their share are dropped until their streams are read (see nodelink-kcp's
-    /// `Config::max_memory`).
+    /// Server: bytes its sessions may hold together (not a kcptun setting; default
+    /// 1 GiB). Half of it is the KCP sessions' budget for received data not yet read:
+    /// past it, datagrams of sessions holding more than their share are dropped until
+    /// their smux sessions read (see nodelink-kcp's `Config::max_memory`). The other half
+    /// is the smux sessions' budget for unread stream data and data queued to send: past
+    /// it, smux sessions holding more than their share (at most 256 KiB) stop reading
+    /// their KCP sessions until their streams catch up (see nodelink-smux's
+    /// `Config::memory_budget`).
     pub max_memory: usize,
     /// smux protocol version, 1 or 2 (must match the peer). Default 1.
     pub smuxver: u8,
@@ -347,6 +351,16 @@ impl Config {
         }
     }
 
+    /// The KCP sessions' half of [`max_memory`](Config::max_memory).
+    pub(crate) fn kcp_memory(&self) -> usize {
+        self.max_memory / 2
+    }
+
+    /// The smux sessions' half of [`max_memory`](Config::max_memory).
+    pub(crate) fn smux_memory(&self) -> usize {
+        self.max_memory - self.kcp_memory()
+    }
+
     /// Checks every value and derives the typed settings of the layers below.
     ///
     /// # Errors
@@ -418,7 +432,7 @@ impl Config {
             .with_stream(true)
             .with_write_delay(false)
             .with_sockbuf(self.sockbuf)
-            .with_max_memory(self.max_memory)
+            .with_max_memory(self.kcp_memory())
             .with_dscp(self.dscp);
         session = match self.mode {
             Profile::Preset(preset) => session.with_mode(preset),

@@ -282,7 +282,7 @@ impl<W: Default> LinkCore<W> {
             idle: Idle::new(config.idle_timeout, now),
             memory: config
                 .budget
-                .clone()
+                .as_ref()
                 .map(|b| Arc::new(crate::budget::Member::join(b))),
             memory_reported: 0,
             name,

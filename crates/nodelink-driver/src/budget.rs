@@ -1,0 +1,279 @@
+//! A server's memory budget, shared by the links or sessions it serves.
+//!
+//! Each link of a server (a NEO link, a KCP session, an smux session) bounds what it holds
+//! on its own, but a server has many of them and its peers decide how full each is: a
+//! dozen peers that send and never read could each fill their own bound. A
+//! [`MemoryBudget`] bounds the sum. Every member publishes what it holds through its
+//! [`Holding`]; while the members hold more than the budget together, those holding more
+//! than their *floor* (their share `limit / members`, and at most the budget's floor) are
+//! held back by their driver: a stream reader stops reading, a datagram demultiplexer
+//! drops. Members under their floor, the well-behaved ones, go on untouched. A held-back
+//! reader waits for [`MemoryBudget::released`] (the total fell back under the limit, or a
+//! member left and every share grew) or for its own holding to fall.
+//!
+//! Nothing already held is dropped, so the total may pass the budget by at most one floor
+//! per member (plus what each took in one go before it looked): the floor keeps that small
+//! however many members hold their share. Without it, members joining one by one while
+//! the first held the whole budget could together take it a second time.
+//!
+//! Holdings are published in steps (see [`MemoryBudget::join`]), which keeps the shared
+//! counter off the path of every small read or write; a member may pass what it last
+//! published when it asks whether it is over ([`MemoryBudget::over`]'s `unreported`), so a
+//! burst is seen within the burst.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
+
+/// The default floor: enough for a well-behaved peer's traffic to keep flowing while the
+/// budget is exceeded.
+pub const BUDGET_FLOOR: usize = 256 << 10;
+
+/// The shared state of one server's budget.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    /// What the members are, for log lines ("links", "smux sessions").
+    what: &'static str,
+    limit: usize,
+    floor: usize,
+    /// Bytes all members hold now, as last published.
+    used: AtomicUsize,
+    members: AtomicUsize,
+    released: Notify,
+    /// The budget is exceeded and someone said so (see [`MemoryBudget::first_exceeded`]).
+    warned: AtomicBool,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes (at least 1) for members that are `what` (in log lines),
+    /// with the floor [`BUDGET_FLOOR`].
+    pub fn new(what: &'static str, limit: usize) -> MemoryBudget {
+        MemoryBudget {
+            what,
+            limit: limit.max(1),
+            floor: BUDGET_FLOOR,
+            used: AtomicUsize::new(0),
+            members: AtomicUsize::new(0),
+            released: Notify::new(),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Sets the floor: past the budget, a member holding no more than `min(share, floor)`
+    /// is not held back. `usize::MAX` leaves the share alone.
+    pub fn with_floor(mut self, floor: usize) -> MemoryBudget {
+        self.floor = floor;
+        self
+    }
+
+    /// The budget in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes all members hold now, as last published (a gauge).
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Members sharing the budget now.
+    pub fn members(&self) -> usize {
+        self.members.load(Ordering::Relaxed)
+    }
+
+    /// Each member's share of the budget now.
+    pub fn share(&self) -> usize {
+        self.limit / self.members().max(1)
+    }
+
+    /// A member's share while the budget is exceeded, or `None` while it is not.
+    pub fn exceeded_share(&self) -> Option<usize> {
+        (self.used() > self.limit).then(|| self.share())
+    }
+
+    /// Whether a member holding `held` must be held back: the members together hold more
+    /// than the budget, counting `unreported` (what this member's holding moved by since it
+    /// last published), and this one holds more than its floor.
+    pub fn over(&self, held: usize, unreported: isize) -> bool {
+        let used = self.used().saturating_add_signed(unreported);
+        used > self.limit && held > self.share().min(self.floor)
+    }
+
+    /// True once each time the budget is exceeded: the caller that gets it logs what its
+    /// members do about it (the way back under is logged here).
+    pub fn first_exceeded(&self) -> bool {
+        !self.warned.swap(true, Ordering::Relaxed)
+    }
+
+    /// Resolves when held-back members should look again: the total fell back under the
+    /// limit, or a member left while it was exceeded (every share grew). Create it before
+    /// checking [`over`](Self::over), or a wake-up between the two is lost.
+    pub fn released(&self) -> Notified<'_> {
+        self.released.notified()
+    }
+
+    /// A member's holding went from `before` to `now` (for members that keep their own
+    /// count; others publish through a [`Holding`]).
+    pub fn update(&self, before: usize, now: usize) {
+        if now >= before {
+            self.used.fetch_add(now - before, Ordering::Relaxed);
+            return;
+        }
+        let prev = self.used.fetch_sub(before - now, Ordering::Relaxed);
+        let after = prev - (before - now);
+        if prev > self.limit && after <= self.limit {
+            if self.warned.swap(false, Ordering::Relaxed) {
+                tracing::info!(
+                    limit = self.limit,
+                    "memory budget of the {}: back under it, all read again",
+                    self.what
+                );
+            }
+            self.released.notify_waiters();
+        }
+    }
+
+    /// A new member joins (its share counts from now on). It publishes what it holds when
+    /// that moved by at least `step` bytes, or fell to nothing.
+    pub fn join(self: &Arc<Self>, step: usize) -> Holding {
+        self.members.fetch_add(1, Ordering::Relaxed);
+        Holding {
+            budget: Arc::clone(self),
+            held: AtomicUsize::new(0),
+            step: step.max(1),
+            left: AtomicBool::new(false),
+        }
+    }
+
+    fn leave(&self, held: usize) {
+        self.members.fetch_sub(1, Ordering::Relaxed);
+        self.update(held, 0);
+        if self.used() > self.limit {
+            // Fewer members: every share grew, a held-back one may be under its own now.
+            self.released.notify_waiters();
+        }
+    }
+}
+
+/// One member's part of a [`MemoryBudget`]. Leaves (giving back what it published) on
+/// [`leave`](Holding::leave) or when dropped.
+#[derive(Debug)]
+pub struct Holding {
+    budget: Arc<MemoryBudget>,
+    /// What was last published.
+    held: AtomicUsize,
+    step: usize,
+    left: AtomicBool,
+}
+
+impl Holding {
+    /// The member holds `now` bytes. Moves smaller than the step (other than to nothing)
+    /// are not published. Returns whether a fall was published (a held-back reader of
+    /// this member may look again). Safe to call from several tasks: the total stays
+    /// exact whoever publishes.
+    pub fn set(&self, now: usize) -> bool {
+        let last = self.held.load(Ordering::Relaxed);
+        if now.abs_diff(last) < self.step && !(now == 0 && last != 0) {
+            return false;
+        }
+        if self.left.load(Ordering::Relaxed) {
+            return false;
+        }
+        let before = self.held.swap(now, Ordering::Relaxed);
+        self.budget.update(before, now);
+        now < before
+    }
+
+    /// What this member last published.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The budget this member is part of.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    /// Whether this member, holding `now` (published or not), must be held back.
+    pub fn over(&self, now: usize) -> bool {
+        let unreported = now as isize - self.held() as isize;
+        self.budget.over(now, unreported)
+    }
+
+    /// The member is gone: what it published is given back and it no longer counts.
+    /// Idempotent.
+    pub fn leave(&self) {
+        if !self.left.swap(true, Ordering::Relaxed) {
+            let held = self.held.swap(0, Ordering::Relaxed);
+            self.budget.leave(held);
+        }
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future as _;
+
+    #[test]
+    fn only_members_over_their_share_are_held_back_and_only_while_over_budget() {
+        let b = Arc::new(MemoryBudget::new("links", 1000));
+        let (heavy, light) = (b.join(1), b.join(1));
+        heavy.set(900);
+        assert!(!heavy.over(900), "under budget: nobody is held back");
+        assert!(heavy.over(1050), "a burst not published yet counts");
+        light.set(200);
+        assert!(heavy.over(900), "the heavy member (900 > 500) is held back");
+        assert!(!light.over(200), "the light one is not");
+        assert!(heavy.set(700), "a fall is published");
+        assert!(!heavy.over(700), "back under budget");
+        drop(heavy);
+        light.leave();
+        light.leave();
+        assert_eq!((b.used(), b.members()), (0, 0), "all given back");
+    }
+
+    #[test]
+    fn past_the_budget_a_member_takes_only_up_to_the_floor_however_large_its_share() {
+        // One member took the whole budget while alone; a second joins. Its share is half
+        // the budget, but taking it all would double the total: it gets the floor only.
+        let b = Arc::new(MemoryBudget::new("links", 64 * BUDGET_FLOOR));
+        let first = b.join(1);
+        first.set(64 * BUDGET_FLOOR + 1);
+        let second = b.join(1);
+        assert!(!second.over(BUDGET_FLOOR), "up to the floor: goes on");
+        assert!(second.over(BUDGET_FLOOR + 1), "past the floor: held back");
+        first.set(BUDGET_FLOOR);
+        assert!(!second.over(2 * BUDGET_FLOOR), "under budget: no floor");
+    }
+
+    #[test]
+    fn small_moves_wait_for_a_step_and_a_member_leaving_releases_the_others() {
+        let b = Arc::new(MemoryBudget::new("sessions", 100).with_floor(usize::MAX));
+        let (a, c) = (b.join(10), b.join(10));
+        a.set(9);
+        assert_eq!(b.used(), 0, "a small move waits for a step");
+        a.set(80);
+        c.set(40);
+        assert!(a.over(80) && !c.over(40));
+        assert!(b.first_exceeded() && !b.first_exceeded(), "said once");
+        let released = b.released();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        drop(a);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            released.as_mut().poll(&mut cx).is_ready(),
+            "back under the budget: held-back members look again"
+        );
+        assert!(b.first_exceeded(), "the next excess is said again");
+    }
+}
