@@ -62,9 +62,12 @@ pub struct EchoArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (printed as the second line).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
-    /// Memory the received messages may cost before the endpoint's sockets stop being
-    /// read (two fifths of it are the event queue's byte bound, default 64M; the rest is
-    /// for what holding them costs). Suffixes k, M, G.
+    /// What the process may spend on what peers send, as RSS (default 1G). Two fifths of
+    /// it go to the libraries: half of that bounds the messages still arriving on all
+    /// sockets together (past it, sockets holding more than 256 KiB of one stop being
+    /// read, and are dropped after 10 s), and, when this flag is given, the other half
+    /// is the event queue's byte bound (default 64M). The rest is what holding the
+    /// bytes costs. Suffixes k, M, G.
     #[arg(long, value_name = "BYTES", value_parser = crate::cli::parse_bytes)]
     pub max_memory: Option<usize>,
     /// Seconds that outbound connects, inbound handshakes and probes may take.
@@ -163,9 +166,10 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     // Handlers go in before the address is printed: whoever reads it may signal at once.
     let mut signals = Signals::install()?;
     // The transport's error names the address and the cause.
-    let mut cfg = config(timeout, args.max_message);
+    let held = crate::cli::held_budget(args.max_memory);
+    let mut cfg = config(timeout, args.max_message).with_max_memory(held / 2);
     if args.max_memory.is_some() {
-        cfg = cfg.with_event_queue_bytes(crate::cli::held_budget(args.max_memory));
+        cfg = cfg.with_event_queue_bytes(held - held / 2);
     }
     let transport = Transport::bind(&host, port, cfg).await?;
     let endpoint = transport
@@ -221,6 +225,12 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
                     "nodelink_nt_handshakes_failed_total",
                     "Incoming handshakes that failed.",
                     ts.handshakes_failed,
+                ),
+                Metric::gauge(
+                    "nodelink_nt_memory_held_bytes",
+                    "Bytes of messages still arriving that the sockets hold (against a \
+                     fifth of --max-memory).",
+                    ts.memory_held as f64,
                 ),
             ]
         });

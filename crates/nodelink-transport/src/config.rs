@@ -71,6 +71,14 @@ pub struct Config {
     /// 65 536: far above what real applications open, yet it caps the memory one peer can
     /// pin by announcing connections it never closes (the original has no bound).
     pub max_incoming_connections_per_socket: usize,
+    /// Bytes the sockets of this transport may hold together in messages they are still
+    /// receiving. Default 1 GiB. Each socket is bounded by `max_receive_length`, but
+    /// peers open as many sockets as they like: past this budget, a socket holding more
+    /// than its floor (its share, and at most 256 KiB) of an unfinished message stops
+    /// reading, and is dropped (logged) if it is still held back after 10 s. Messages
+    /// already received are bounded by the event queue of each endpoint, which peers
+    /// cannot multiply.
+    pub max_memory: usize,
 }
 
 impl Default for Config {
@@ -88,6 +96,7 @@ impl Default for Config {
             event_queue_bytes: 64 << 20,
             check_peer_host: false,
             max_incoming_connections_per_socket: 65_536,
+            max_memory: 1 << 30,
         }
     }
 }
@@ -144,6 +153,12 @@ impl Config {
     /// Sets [`Config::event_queue_capacity`].
     pub fn with_event_queue_capacity(mut self, value: usize) -> Self {
         self.event_queue_capacity = value;
+        self
+    }
+
+    /// Sets [`Config::max_memory`].
+    pub fn with_max_memory(mut self, value: usize) -> Self {
+        self.max_memory = value;
         self
     }
 

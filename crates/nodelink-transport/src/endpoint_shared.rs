@@ -21,7 +21,7 @@ use crate::stats::{Counters, EndPointStats};
 use crate::wire::FIRST_LCID;
 use crate::writer::SocketWriter;
 use nodelink_driver::lock;
-use nodelink_driver::WarnLimiter;
+use nodelink_driver::{MemoryBudget, WarnLimiter};
 
 /// What holds the endpoints: told when one closes, so it forgets it. (A trait, so that
 /// the endpoint's state does not depend on the transport that owns it.)
@@ -39,6 +39,8 @@ pub(crate) struct EndPointShared {
     pub(crate) config: Arc<Config>,
     /// The transport's budget of peer-caused warnings.
     pub(crate) warn_limit: Arc<WarnLimiter>,
+    /// The transport's memory budget for messages still arriving (`reader.rs`).
+    pub(crate) memory: Arc<MemoryBudget>,
     pub(crate) id: u32,
     pub(crate) address: EndPointAddress,
     /// Whether peers can connect to `address` (false: a UUID naming an endpoint without a
@@ -75,6 +77,7 @@ impl EndPointShared {
         owner: Weak<dyn Owner>,
         config: Arc<Config>,
         warn_limit: Arc<WarnLimiter>,
+        memory: Arc<MemoryBudget>,
         id: u32,
         address: EndPointAddress,
         addressable: bool,
@@ -86,6 +89,7 @@ impl EndPointShared {
             owner,
             config,
             warn_limit,
+            memory,
             id,
             address,
             addressable,

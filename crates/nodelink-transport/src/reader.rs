@@ -15,6 +15,14 @@
 //! be waiting for — even while the application is not receiving. For the same reason a
 //! new connection that arrives while we are closing does not wait either: it resumes the
 //! socket, which is the other way a close ends (`SocketCore::needs_room`).
+//!
+//! What a socket holds of messages still arriving counts against the transport's memory
+//! budget ([`Config::max_memory`](crate::Config::max_memory)): peers may open as many
+//! sockets as they like, each with a message of up to `max_receive_length` in progress.
+//! Past the budget, a socket holding more than its floor stops reading (the peer waits,
+//! through TCP) until the budget is released; still held back after [`HELD_BACK_AT_MOST`],
+//! it is dropped as the offender it most likely is, with a log line. (Waiting for ever
+//! could deadlock: held-back sockets free nothing until they read on.)
 
 use std::sync::Arc;
 
@@ -30,7 +38,7 @@ use crate::remote::Sink;
 use crate::stats::Counters;
 use crate::wire::{Frame, FrameDecoder, WireError};
 use crate::writer::SocketWriter;
-use nodelink_driver::peer_warn;
+use nodelink_driver::{peer_warn, Holding};
 
 /// What to do after a step of the core.
 enum Next {
@@ -49,6 +57,15 @@ enum Next {
 
 const READ_CHUNK: usize = 16 << 10;
 
+/// A socket publishes what it holds to the transport's budget in steps of this much.
+const BUDGET_STEP: usize = 64 << 10;
+
+/// The most one read takes in.
+const READ_AT_MOST: u64 = 64 << 10;
+
+/// How long a socket may stay held back by the memory budget before it is dropped.
+pub(crate) const HELD_BACK_AT_MOST: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) async fn run(
     ep: Arc<EndPointShared>,
     address: EndPointAddress,
@@ -61,6 +78,7 @@ pub(crate) async fn run(
     // The core's next deadline, as of the last step here; others that give the core a
     // deadline (a probe, a close) wake us through `deadline_wake` to look again.
     let mut deadline = None;
+    let holding = ep.memory.join(BUDGET_STEP);
     let end = 'outer: loop {
         loop {
             let frame = match decoder.decode(&mut buf) {
@@ -101,16 +119,26 @@ pub(crate) async fn run(
                 other => break 'outer other,
             }
         }
+        holding.set(buf.len());
+        if holding.over(buf.len()) {
+            if let Some(next) = held_back(&ep, &address, &holding, buf.len(), &writer).await {
+                break next;
+            }
+        }
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
+        // At most this much per read: the decoder gives the buffer room for the whole
+        // message in progress, which one read could otherwise fill with megabytes before
+        // the budget is looked at again.
+        let mut limited = (&mut read).take(READ_AT_MOST);
         tokio::select! {
             // In this order: a cancelled socket stops even under a flood, and bytes
             // already received win over an expiring deadline (an acknowledgement sitting
             // in the kernel buffer must not lose a random draw against its timer).
             biased;
             _ = writer.cancel.cancelled() => break Next::Lost("socket cancelled".into()),
-            r = read.read_buf(&mut buf) => match r {
+            r = limited.read_buf(&mut buf) => match r {
                 Ok(0) => break Next::Lost("the peer closed the socket".into()),
                 Ok(_) => {}
                 Err(e) => break Next::Lost(format!("read failed: {e}")),
@@ -158,6 +186,57 @@ pub(crate) async fn run(
     }
     writer.abandon().await;
     drop(read);
+}
+
+/// Waits while the memory budget holds this socket back, holding `held` bytes of a
+/// message still arriving: `None` once it may read on, or how the socket ends.
+async fn held_back(
+    ep: &EndPointShared,
+    address: &EndPointAddress,
+    holding: &Holding,
+    held: usize,
+    writer: &SocketWriter,
+) -> Option<Next> {
+    let budget = holding.budget();
+    if budget.first_exceeded() {
+        tracing::warn!(
+            limit = budget.limit(),
+            used = budget.used(),
+            sockets = budget.members(),
+            endpoint = %ep.address,
+            "memory budget (max_memory) reached: sockets holding more than their share of \
+             messages still arriving (at most 256 KiB) stop reading; those still held back \
+             after 10 s are dropped"
+        );
+    }
+    let give_up = tokio::time::sleep(HELD_BACK_AT_MOST);
+    tokio::pin!(give_up);
+    loop {
+        // Created before the check, so a release in between is not missed.
+        let released = budget.released();
+        if !holding.over(held) {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            _ = writer.cancel.cancelled() => return Some(Next::Lost("socket cancelled".into())),
+            () = released => {}
+            () = &mut give_up => {
+                peer_warn!(
+                    ep.warn_limit,
+                    peer = %address,
+                    endpoint = %ep.address,
+                    held,
+                    "memory budget (max_memory): socket held back for 10 s with part of a \
+                     message, dropped"
+                );
+                return Some(Next::Lost(format!(
+                    "held {held} bytes of an unfinished message past the memory budget \
+                     for {HELD_BACK_AT_MOST:?}"
+                )));
+            }
+        }
+    }
 }
 
 async fn expiry(deadline: Option<Instant>) {

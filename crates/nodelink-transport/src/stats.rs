@@ -36,6 +36,10 @@ pub struct TransportStats {
     /// Incoming handshakes that failed: timed out, malformed, for an endpoint that does not
     /// exist, without a common version, or with an origin that does not check out.
     pub handshakes_failed: u64,
+    /// Bytes the sockets hold now of messages still arriving, against
+    /// [`Config::max_memory`](crate::Config::max_memory) (a gauge, published in steps of
+    /// 64 KiB per socket).
+    pub memory_held: u64,
 }
 
 /// An endpoint's counters, kept outside its lock.

@@ -54,6 +54,7 @@ impl Transport {
             .map_err(|e| Error::with_source(ErrorKind::Bind, "local address", e))?;
         let advertised = external(local_addr.port());
         let shared = Arc::new(TransportShared {
+            memory: socket_budget(&config),
             config: Arc::new(config),
             advertised: Some(advertised),
             local_addr: Some(local_addr),
@@ -81,6 +82,7 @@ impl Transport {
     pub fn unaddressable(config: Config) -> Transport {
         Transport {
             shared: Arc::new(TransportShared {
+                memory: socket_budget(&config),
                 config: Arc::new(config),
                 advertised: None,
                 local_addr: None,
@@ -116,6 +118,7 @@ impl Transport {
         TransportStats {
             endpoints: lock(&self.shared.state).endpoints.len() as u64,
             handshakes_failed: self.shared.handshakes_failed.load(Ordering::Relaxed),
+            memory_held: self.shared.memory.used() as u64,
         }
     }
 
@@ -140,6 +143,7 @@ impl Transport {
             Arc::downgrade(&self.shared) as Weak<dyn Owner>,
             self.shared.config.clone(),
             self.shared.warn_limit.clone(),
+            self.shared.memory.clone(),
             id,
             address,
             self.shared.advertised.is_some(),
@@ -218,4 +222,12 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// The budget the sockets of a transport share (see [`Config::max_memory`]).
+fn socket_budget(config: &Config) -> Arc<nodelink_driver::MemoryBudget> {
+    Arc::new(nodelink_driver::MemoryBudget::new(
+        "sockets",
+        config.max_memory,
+    ))
 }

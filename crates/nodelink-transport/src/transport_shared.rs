@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::endpoint_shared::{EndPointShared, Owner};
 use crate::event::{Event, EventErrorKind};
 use nodelink_driver::lock;
-use nodelink_driver::WarnLimiter;
+use nodelink_driver::{MemoryBudget, WarnLimiter};
 
 pub(crate) struct TransportShared {
     pub(crate) config: Arc<Config>,
@@ -25,6 +25,8 @@ pub(crate) struct TransportShared {
     pub(crate) break_accept: Arc<tokio::sync::Notify>,
     /// The budget of peer-caused warnings, shared by the transport's endpoints.
     pub(crate) warn_limit: Arc<WarnLimiter>,
+    /// What the sockets hold of messages still arriving ([`Config::max_memory`]).
+    pub(crate) memory: Arc<MemoryBudget>,
     /// Incoming handshakes that failed ([`TransportStats`](crate::TransportStats)).
     pub(crate) handshakes_failed: AtomicU64,
 }

@@ -607,3 +607,69 @@ async fn connection_cycling_during_our_close_is_held_back() {
     drain.abort();
     within("close", t.close()).await;
 }
+
+/// Peers that each send most of a large message and never finish it: past the transport's
+/// memory budget their sockets stop being read, the friendly pinger goes on, and once
+/// held back for 10 s each socket is dropped (connection lost).
+#[tokio::test]
+async fn unfinished_large_messages_are_bounded_by_the_memory_budget() {
+    use tokio::io::AsyncWriteExt;
+    const BUDGET: usize = 1 << 20;
+    const PEERS: usize = 4;
+    let mut arena = Arena::new(config().with_max_memory(BUDGET)).await;
+    let mut origins = Vec::new();
+    let mut writers = Vec::new();
+    for i in 0..PEERS {
+        let origin = format!("127.0.0.1:{}:0", 40 + i);
+        let mut raw = Raw::accepted(arena.ep.address(), &origin).await;
+        // An 8 MiB message (under max_receive_length), of which 7 MiB come.
+        raw.write(&u32s(&[CREATED_NEW_CONNECTION, 1024, 1024, 8 << 20]))
+            .await;
+        writers.push(tokio::spawn(async move {
+            for _ in 0..112 {
+                if raw.stream.write_all(&[0x55; 64 << 10]).await.is_err() {
+                    break;
+                }
+            }
+            raw
+        }));
+        origins.push(origin);
+    }
+    within("the budget to be reached", async {
+        while arena.transport.stats().memory_held <= BUDGET as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    arena.pinger.wait_rounds(20).await;
+    // Each socket may hold its floor (256 KiB) and what one read (64 KiB) took past it.
+    let held = arena.transport.stats().memory_held as usize;
+    assert!(
+        held <= BUDGET + PEERS * ((256 << 10) + (64 << 10)),
+        "the sockets hold {held} bytes against a budget of {BUDGET}"
+    );
+    assert!(
+        writers.iter().any(|w| !w.is_finished()),
+        "every peer could send 7 MiB"
+    );
+    // Held back for too long, a socket is dropped (the others, relieved, may read on
+    // and be held back again: one loss is enough here).
+    loop {
+        match arena.event().await {
+            Event::Error {
+                kind: EventErrorKind::ConnectionLost(a),
+                message,
+            } => {
+                assert!(message.contains("memory budget"), "{message}");
+                assert!(origins.iter().any(|o| o.as_bytes() == a.as_bytes()));
+                break;
+            }
+            Event::ConnectionOpened { .. } => {}
+            e => panic!("expected ConnectionLost, got {e:?}"),
+        }
+    }
+    arena.finish().await;
+    for w in writers {
+        let _ = within("a writer to end", w).await;
+    }
+}
