@@ -29,6 +29,13 @@ pub enum Attack {
     /// Send network-transport connection requests that claim the server's own address,
     /// one connection after another.
     NtSelfClaim,
+    /// On this many network-transport sockets, open a connection and send most of a
+    /// 48 MiB message, never its end; a socket the server drops is replaced.
+    NtUnfinished { sockets: usize },
+    /// On this many network-transport sockets, open a connection and send 64 KiB messages
+    /// to the echo server without ever reading the echoes (which come back on the same
+    /// socket: one socket per pair of endpoints, used both ways).
+    NtNeverReading { sockets: usize },
 }
 
 /// The well-behaved client measured meanwhile.
@@ -129,6 +136,44 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             expected_log: "claims this endpoint's own address",
             fd_limit: None,
         },
+        Scenario {
+            id: "nt_never_reading",
+            server: &[
+                "nt",
+                "echo",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-memory",
+                "128M",
+            ],
+            attack: Attack::NtNeverReading {
+                sockets: scale(4, 12),
+            },
+            good: Good::Nt,
+            // The process stays under its --max-memory.
+            rss_bound_mib: 128,
+            expected_log: "does not take its echoes",
+            fd_limit: None,
+        },
+        Scenario {
+            id: "nt_unfinished_messages",
+            server: &[
+                "nt",
+                "echo",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-memory",
+                "128M",
+            ],
+            attack: Attack::NtUnfinished {
+                sockets: scale(4, 12),
+            },
+            good: Good::Nt,
+            // The process stays under its --max-memory.
+            rss_bound_mib: 128,
+            expected_log: "memory budget (max_memory) reached",
+            fd_limit: None,
+        },
     ]
 }
 
@@ -140,6 +185,8 @@ pub async fn run(attack: Attack, addr: String, stop: Arc<AtomicBool>) -> Result<
         Attack::IdleLinks { links } => idle_links(&addr, links, &stop).await,
         Attack::KcpFlood { sockets, every_ms } => kcp_flood(&addr, sockets, every_ms, &stop).await,
         Attack::NtSelfClaim => nt_self_claim(&addr, &stop).await,
+        Attack::NtUnfinished { sockets } => nt_unfinished(&addr, sockets, &stop).await,
+        Attack::NtNeverReading { sockets } => nt_never_reading(&addr, sockets, &stop).await,
     }
 }
 
@@ -368,6 +415,138 @@ async fn nt_self_claim(address: &str, stop: &AtomicBool) -> Result<String> {
     Ok(format!(
         "{sent} connection requests claiming the server's own address"
     ))
+}
+
+async fn nt_never_reading(address: &str, sockets: usize, stop: &AtomicBool) -> Result<String> {
+    let socket = address
+        .rsplit_once(':')
+        .map(|(host_port, _)| host_port.to_owned())
+        .context("endpoint address")?;
+    let mut held = Vec::new();
+    for i in 0..sockets {
+        let mut s =
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&socket)).await??;
+        let origin = format!("127.0.0.1:{}:0", 21_000 + i);
+        s.write_all(&nt_request(origin.as_bytes())).await?;
+        let mut answer = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut answer)).await??;
+        anyhow::ensure!(answer == [0; 4], "handshake not accepted");
+        // CreatedNewConnection (control 0) for lcid 1024.
+        s.write_all(&[0, 0, 0, 0, 0, 0, 4, 0]).await?;
+        held.push(s);
+    }
+    // One 64 KiB message: lcid 1024, its length, the payload.
+    let mut message = Vec::with_capacity(8 + (64 << 10));
+    for w in [1024u32, 64 << 10] {
+        message.extend_from_slice(&w.to_be_bytes());
+    }
+    message.resize(8 + (64 << 10), 0xa5);
+    let message = Bytes::from(message);
+    // One writer per socket, writing whole messages while the server reads them.
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writers: Vec<_> = held
+        .into_iter()
+        .map(|mut s| {
+            let (message, sent) = (message.clone(), sent.clone());
+            tokio::spawn(async move {
+                while s.write_all(&message).await.is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    until_stopped(stop).await;
+    for w in writers {
+        w.abort();
+        let _ = w.await;
+    }
+    Ok(format!(
+        "{sockets} sockets sent {} MiB of messages, never reading the echoes",
+        sent.load(Ordering::Relaxed) >> 4
+    ))
+}
+
+/// The size the unfinished messages announce (under `nt echo`'s 64 MiB limit).
+const UNFINISHED_LEN: u32 = 48 << 20;
+
+async fn nt_unfinished(address: &str, sockets: usize, stop: &AtomicBool) -> Result<String> {
+    let socket = address
+        .rsplit_once(':')
+        .map(|(host_port, _)| host_port.to_owned())
+        .context("endpoint address")?;
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop_all = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..sockets)
+        .map(|i| {
+            let (socket, sent, opened, stop) = (
+                socket.clone(),
+                sent.clone(),
+                opened.clone(),
+                stop_all.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    opened.fetch_add(1, Ordering::Relaxed);
+                    let origin = format!("127.0.0.1:{}:0", 20_000 + i);
+                    let _ = unfinished_message(&socket, &origin, &sent, &stop).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        })
+        .collect();
+    until_stopped(stop).await;
+    stop_all.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+        let _ = t.await;
+    }
+    Ok(format!(
+        "{} sockets sent {} MiB of unfinished {} MiB messages ({} sockets opened in all)",
+        sockets,
+        sent.load(Ordering::Relaxed) >> 20,
+        UNFINISHED_LEN >> 20,
+        opened.load(Ordering::Relaxed)
+    ))
+}
+
+/// One socket: the handshake, a new connection (lcid 1024) and a data frame announcing
+/// [`UNFINISHED_LEN`] bytes, then payload until the server stops reading for good or
+/// drops the socket; never the message's last byte.
+async fn unfinished_message(
+    socket: &str,
+    origin: &str,
+    sent: &std::sync::atomic::AtomicU64,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(socket)).await??;
+    s.write_all(&nt_request(origin.as_bytes())).await?;
+    let mut answer = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut answer)).await??;
+    anyhow::ensure!(answer == [0; 4], "handshake not accepted");
+    // CreatedNewConnection (control 0) for lcid 1024, then the data frame's header: the
+    // lcid and the payload length.
+    let mut head = Vec::new();
+    for w in [0u32, 1024, 1024, UNFINISHED_LEN] {
+        head.extend_from_slice(&w.to_be_bytes());
+    }
+    s.write_all(&head).await?;
+    let chunk = vec![0x5a; 64 << 10];
+    let mut left = UNFINISHED_LEN as usize - 1;
+    while left > 0 && !stop.load(Ordering::Relaxed) {
+        let n = left.min(chunk.len());
+        s.write_all(&chunk[..n]).await?;
+        sent.fetch_add(n as u64, Ordering::Relaxed);
+        left -= n;
+    }
+    // Most of it sent: wait, silent, until the server gives up on the socket.
+    let mut sink = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        if s.read(&mut sink).await? == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Round trips of the good client over some time.

@@ -24,6 +24,7 @@ mod kcp;
 mod kcp_args;
 mod metrics;
 mod nt;
+mod nt_echo;
 mod out;
 mod ping;
 mod serve;

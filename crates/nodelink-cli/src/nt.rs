@@ -12,12 +12,8 @@
 //!   connection and waits for each echo on the reverse connection the echo server opens,
 //!   then prints round-trip statistics.
 //!
-//! Each incoming connection of the echo server is served by a task of its own, fed through
-//! a small bounded channel: the event loop never waits for a connect-back, but a peer that
-//! floods a connection whose reverse side is stuck still slows its own events down instead
-//! of growing memory.
+//! The echo server's dispatch is in `nt_echo.rs`.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -27,15 +23,10 @@ use clap::{Args, Subcommand};
 use nodelink_transport::{
     Config, Connection, ConnectionId, EndPoint, EndPointAddress, Event, EventErrorKind, Transport,
 };
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 use crate::out::say;
 use crate::shutdown::{Signals, SHUTDOWN_GRACE};
 use crate::stats::Summary;
-
-/// Messages queued per incoming connection while its reverse connection is being opened.
-const PER_CONNECTION_QUEUE: usize = 64;
 
 /// `--max-message` by default: the transport's own default, 64 MiB.
 const DEFAULT_MAX_MESSAGE: u32 = 64 << 20;
@@ -63,10 +54,11 @@ pub struct EchoArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
     /// What the process may spend on what peers send, as RSS (default 1G). Two fifths of
-    /// it go to the libraries: half of that bounds the messages still arriving on all
-    /// sockets together (past it, sockets holding more than 256 KiB of one stop being
-    /// read, and are dropped after 10 s), and, when this flag is given, the other half
-    /// is the event queue's byte bound (default 64M). The rest is what holding the
+    /// it are for the bytes held, in thirds: the messages still arriving on all sockets
+    /// together (past it, sockets holding more than 256 KiB of one stop being read, and
+    /// are dropped after 10 s); the echoes not yet taken by their peers (past it, the
+    /// echo of a connection holding more than its share ends); and, when this flag is
+    /// given, the event queue's byte bound (default 64M). The rest is what holding the
     /// bytes costs. Suffixes k, M, G.
     #[arg(long, value_name = "BYTES", value_parser = crate::cli::parse_bytes)]
     pub max_memory: Option<usize>,
@@ -166,11 +158,13 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     // Handlers go in before the address is printed: whoever reads it may signal at once.
     let mut signals = Signals::install()?;
     // The transport's error names the address and the cause.
+    // A third each: messages still arriving, the event queue, echoes not yet taken.
     let held = crate::cli::held_budget(args.max_memory);
-    let mut cfg = config(timeout, args.max_message).with_max_memory(held / 2);
+    let mut cfg = config(timeout, args.max_message).with_max_memory(held / 3);
     if args.max_memory.is_some() {
-        cfg = cfg.with_event_queue_bytes(held - held / 2);
+        cfg = cfg.with_event_queue_bytes(held / 3);
     }
+    let echo_budget = held / 3;
     let transport = Transport::bind(&host, port, cfg).await?;
     let endpoint = transport
         .open_endpoint()
@@ -228,8 +222,8 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
                 ),
                 Metric::gauge(
                     "nodelink_nt_memory_held_bytes",
-                    "Bytes of messages still arriving that the sockets hold (against a \
-                     fifth of --max-memory).",
+                    "Bytes of messages still arriving that the sockets hold (against \
+                     two fifteenths of --max-memory).",
                     ts.memory_held as f64,
                 ),
             ]
@@ -242,7 +236,7 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
             tracing::info!("{signal} received, shutting down");
             Ok(())
         }
-        r = echo_loop(&endpoint) => r,
+        r = crate::nt_echo::echo_loop(&endpoint, echo_budget) => r,
     };
     let s = endpoint.stats();
     tracing::info!(
@@ -255,92 +249,6 @@ async fn echo(args: EchoArgs) -> anyhow::Result<()> {
     );
     close_transport(&transport).await;
     outcome
-}
-
-/// One incoming connection being echoed: its sender's address and its worker's queue.
-struct Incoming {
-    from: EndPointAddress,
-    queue: mpsc::Sender<Vec<Bytes>>,
-}
-
-/// Dispatches events to per-connection workers until the endpoint closes or fails.
-pub(crate) async fn echo_loop(endpoint: &EndPoint) -> anyhow::Result<()> {
-    let mut incoming: HashMap<ConnectionId, Incoming> = HashMap::new();
-    let mut workers = JoinSet::new();
-    loop {
-        let event = tokio::select! {
-            event = endpoint.receive() => event,
-            Some(_) = workers.join_next(), if !workers.is_empty() => continue,
-        };
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => return Err(anyhow!(e).context("the endpoint failed")),
-        };
-        match event {
-            Event::ConnectionOpened { id, address, .. } => {
-                tracing::debug!(%id, from = %address, "echoing a new connection");
-                let (queue, rx) = mpsc::channel(PER_CONNECTION_QUEUE);
-                workers.spawn(echo_worker(endpoint.clone(), id, address.clone(), rx));
-                incoming.insert(
-                    id,
-                    Incoming {
-                        from: address,
-                        queue,
-                    },
-                );
-            }
-            Event::Received { id, data } => {
-                if let Some(conn) = incoming.get(&id) {
-                    // A worker that is gone failed to connect back; its messages are dropped.
-                    let _ = conn.queue.send(data).await;
-                } else {
-                    tracing::debug!(%id, "data on an unknown connection");
-                }
-            }
-            Event::ConnectionClosed { id } => {
-                // Dropping the queue lets the worker finish what is queued, then close.
-                if incoming.remove(&id).is_some() {
-                    tracing::debug!(%id, "echo of a closed connection ends");
-                }
-            }
-            Event::Error {
-                kind: EventErrorKind::ConnectionLost(address),
-                message,
-            } => {
-                tracing::debug!(peer = %address, %message, "echoes to a lost peer end");
-                // Every connection from that endpoint is gone, with no ConnectionClosed.
-                incoming.retain(|_, c| c.from != address);
-            }
-            Event::Error { kind, message } => {
-                bail!("{kind}: {message}");
-            }
-            Event::EndPointClosed => return Ok(()),
-        }
-    }
-}
-
-/// Connects back to `to` and echoes every queued message there; closes the reverse
-/// connection when the queue ends (the incoming connection closed or was lost).
-async fn echo_worker(
-    endpoint: EndPoint,
-    id: ConnectionId,
-    to: EndPointAddress,
-    mut queue: mpsc::Receiver<Vec<Bytes>>,
-) {
-    let reverse = match endpoint.connect(&to).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(%id, peer = %to, error = &e as &dyn std::error::Error, "cannot connect back");
-            return;
-        }
-    };
-    while let Some(data) = queue.recv().await {
-        if let Err(e) = reverse.send(&data).await {
-            tracing::warn!(%id, peer = %to, error = &e as &dyn std::error::Error, "cannot echo");
-            break;
-        }
-    }
-    reverse.close().await;
 }
 
 // ---------------------------------------------------------------------------------------

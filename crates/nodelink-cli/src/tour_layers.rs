@@ -233,7 +233,8 @@ pub async fn transport() -> anyhow::Result<()> {
         .context("cannot open the echo endpoint")?;
     let target = echo_endpoint.address().clone();
     say!("   echo endpoint {target} (connects back to each sender and echoes there)");
-    let echoing = tokio::spawn(async move { crate::nt::echo_loop(&echo_endpoint).await });
+    let echoing =
+        tokio::spawn(async move { crate::nt_echo::echo_loop(&echo_endpoint, 64 << 20).await });
     let client = Transport::bind("127.0.0.1", 0, config)
         .await
         .context("cannot start the client transport")?;

@@ -479,3 +479,52 @@ fn busy_port_error_is_said_once() {
     );
     assert!(r.stderr.contains(&addr), "{}", r.describe());
 }
+
+/// A raw peer that sends and never reads its echoes (they come back on its own socket)
+/// ends its connection's echo with a WARN naming it; another peer is echoed meanwhile and
+/// after.
+#[test]
+fn a_peer_that_never_reads_its_echoes_does_not_stop_the_others() {
+    let e = echo_with("127.0.0.1:0", &["--max-memory", "48M"]);
+    let (host, port, id) = split_address(&e.address);
+    let mut raw = TcpStream::connect((host.as_str(), port)).unwrap();
+    let origin = b"127.0.0.1:1:0";
+    // Connection request (protocol version 0): endpoint id, our address.
+    let mut request = Vec::new();
+    for w in [0u32, 8 + origin.len() as u32, id, origin.len() as u32] {
+        request.extend_from_slice(&w.to_be_bytes());
+    }
+    request.extend_from_slice(origin);
+    raw.write_all(&request).unwrap();
+    let mut answer = [0u8; 4];
+    raw.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, [0; 4], "accepted");
+    // CreatedNewConnection 1024, then 64 KiB messages on it, never reading.
+    raw.write_all(&[0, 0, 0, 0, 0, 0, 4, 0]).unwrap();
+    let mut message = Vec::new();
+    for w in [1024u32, 64 << 10] {
+        message.extend_from_slice(&w.to_be_bytes());
+    }
+    message.resize(8 + (64 << 10), 0xa5);
+    let flood = thread::spawn(move || {
+        let mut sent = 0usize;
+        // 64 MiB: more than the echoes' budget and every buffer on the way.
+        while sent < 1024 && raw.write_all(&message).is_ok() {
+            sent += 1;
+        }
+        (sent, raw)
+    });
+    let log = e.guard.wait_stderr("does not take its echoes", LIMIT);
+    let line = log
+        .lines()
+        .find(|l| l.contains("does not take its echoes"))
+        .unwrap();
+    assert!(
+        line.contains("WARN") && line.contains("127.0.0.1:1:0"),
+        "{line}"
+    );
+    assert_ping_ok(&run(&["nt", "ping", &e.address, "-c", "5"]), 5);
+    let (sent, _raw) = flood.join().unwrap();
+    assert_eq!(sent, 1024, "the server kept reading the flooding peer");
+    assert_ping_ok(&run(&["nt", "ping", &e.address, "-c", "5"]), 5);
+}

@@ -224,6 +224,20 @@ impl Listener {
         acceptor: Acceptor,
     ) -> Result<Listener> {
         config.budget = Some(crate::budget::for_listener(config.max_memory));
+        if let Some(asked) = config.max_links {
+            let room = crate::config::default_max_links();
+            if asked > room {
+                // Each link holds a descriptor, and each handshake a second one.
+                tracing::warn!(
+                    max_links = asked,
+                    room,
+                    "max_links is more than the open-file limit leaves for links and their \
+                     handshakes: near it, accepting fails for want of descriptors (retried \
+                     after a pause) instead of clients waiting in the backlog; raise the \
+                     open-file limit or lower max_links"
+                );
+            }
+        }
         let local = tcp
             .local_addr()
             .map_err(|e| net_error("listen", "local address", e))?;

@@ -292,3 +292,20 @@ async fn a_client_that_speaks_after_it_was_accepted_is_not_evicted() {
     .await
     .expect("test timed out");
 }
+
+/// A link limit above what the open-file limit leaves is said at bind time: near it,
+/// accepting would fail for want of descriptors.
+#[tokio::test]
+async fn a_link_limit_beyond_the_open_file_limit_is_warned_about() {
+    let logs = nodelink_testkit::Captured::default();
+    let _guard = logs.install();
+    let fits = nodelink::default_max_links();
+    let _ok = nodelink::bind("127.0.0.1:0", Config::default().with_max_links(fits))
+        .await
+        .unwrap();
+    assert!(logs.find("WARN", &["max_links"]).is_empty());
+    let _over = nodelink::bind("127.0.0.1:0", Config::default().with_max_links(fits + 1))
+        .await
+        .unwrap();
+    logs.expect_one("WARN", &["max_links", "open-file limit"]);
+}
