@@ -36,6 +36,9 @@ pub enum Attack {
     /// to the echo server without ever reading the echoes (which come back on the same
     /// socket: one socket per pair of endpoints, used both ways).
     NtNeverReading { sockets: usize },
+    /// Open this many network-transport sockets, finish their handshakes and send nothing
+    /// more (more sockets than the server's open-file limit allows).
+    NtIdle { sockets: usize },
 }
 
 /// The well-behaved client measured meanwhile.
@@ -137,6 +140,35 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             fd_limit: None,
         },
         Scenario {
+            id: "nt_silent_sockets",
+            // Handshakes time out after 2 s (10 s by default), so that the quick run sees
+            // them too.
+            server: &[
+                "nt",
+                "echo",
+                "--listen",
+                "127.0.0.1:0",
+                "--connect-timeout",
+                "2",
+            ],
+            attack: Attack::SilentSockets {
+                count: scale(600, 3000),
+            },
+            good: Good::Nt,
+            rss_bound_mib: 200,
+            expected_log: "handshake",
+            fd_limit: None,
+        },
+        Scenario {
+            id: "nt_idle_sockets",
+            server: &["nt", "echo", "--listen", "127.0.0.1:0"],
+            attack: Attack::NtIdle { sockets: 1100 },
+            good: Good::Nt,
+            rss_bound_mib: 200,
+            expected_log: "socket limit",
+            fd_limit: Some(1024),
+        },
+        Scenario {
             id: "nt_never_reading",
             server: &[
                 "nt",
@@ -180,13 +212,23 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
 /// Runs `attack` against the server at `addr` until `stop`; says what it did.
 pub async fn run(attack: Attack, addr: String, stop: Arc<AtomicBool>) -> Result<String> {
     match attack {
-        Attack::SilentSockets { count } => silent_sockets(&addr, count, &stop).await,
+        Attack::SilentSockets { count } => silent_sockets(tcp_of(&addr), count, &stop).await,
         Attack::NeverReading { links } => never_reading(&addr, links, &stop).await,
         Attack::IdleLinks { links } => idle_links(&addr, links, &stop).await,
         Attack::KcpFlood { sockets, every_ms } => kcp_flood(&addr, sockets, every_ms, &stop).await,
         Attack::NtSelfClaim => nt_self_claim(&addr, &stop).await,
         Attack::NtUnfinished { sockets } => nt_unfinished(&addr, sockets, &stop).await,
         Attack::NtNeverReading { sockets } => nt_never_reading(&addr, sockets, &stop).await,
+        Attack::NtIdle { sockets } => nt_idle(&addr, sockets, &stop).await,
+    }
+}
+
+/// The TCP address of a server's address: itself, or a network-transport endpoint
+/// address (`host:port:id`) without its endpoint id.
+fn tcp_of(addr: &str) -> &str {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(_) => addr,
+        Err(_) => addr.rsplit_once(':').map_or(addr, |(tcp, _)| tcp),
     }
 }
 
@@ -463,6 +505,43 @@ async fn nt_never_reading(address: &str, sockets: usize, stop: &AtomicBool) -> R
     Ok(format!(
         "{sockets} sockets sent {} MiB of messages, never reading the echoes",
         sent.load(Ordering::Relaxed) >> 4
+    ))
+}
+
+async fn nt_idle(address: &str, sockets: usize, stop: &AtomicBool) -> Result<String> {
+    let socket = tcp_of(address).to_owned();
+    let mut held = Vec::with_capacity(sockets);
+    let mut failed = 0usize;
+    for batch in (0..sockets).collect::<Vec<_>>().chunks(100) {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let dials = batch.iter().map(|&i| {
+            let socket = socket.clone();
+            async move {
+                let mut s =
+                    tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(socket))
+                        .await??;
+                let origin = format!("127.0.0.1:{}:0", 30_000 + i);
+                s.write_all(&nt_request(origin.as_bytes())).await?;
+                let mut answer = [0u8; 4];
+                tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut answer)).await??;
+                anyhow::ensure!(answer == [0; 4], "handshake not accepted");
+                Ok::<_, anyhow::Error>(s)
+            }
+        });
+        for dialled in futures::future::join_all(dials).await {
+            match dialled {
+                Ok(s) => held.push(s),
+                Err(_) => failed += 1,
+            }
+        }
+    }
+    until_stopped(stop).await;
+    let ended = held.iter().filter(|s| closed_by_server(s)).count();
+    Ok(format!(
+        "{} idle sockets opened ({failed} failed), {ended} of them ended by the server",
+        held.len()
     ))
 }
 

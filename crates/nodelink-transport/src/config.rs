@@ -21,9 +21,10 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// Listen backlog. Default 1024: enough for a burst of thousands of parallel connects
-    /// (the kernel caps it at `somaxconn` anyway), which is what the original's SOMAXCONN
-    /// aims at.
+    /// Listen backlog. Default 4096: a burst of thousands of parallel connects, or of
+    /// silent sockets reopened all at once, must not overflow it, or a good client's
+    /// dropped SYN costs it a second (the kernel caps it at `somaxconn`, which is what the
+    /// original's SOMAXCONN aims at).
     pub backlog: u32,
     /// `SO_REUSEADDR` on the listening and the outgoing sockets. Default true, as the
     /// original: a restarted node can rebind its port while old sockets sit in TIME_WAIT.
@@ -79,12 +80,20 @@ pub struct Config {
     /// already received are bounded by the event queue of each endpoint, which peers
     /// cannot multiply.
     pub max_memory: usize,
+    /// Most incoming sockets kept at once, handshakes included (default `None`: derived
+    /// from the open-file limit when the transport is bound, see
+    /// [`default_max_sockets`](crate::default_max_sockets)). At the limit, a new socket
+    /// ends the one whose peer has been quiet longest, if that peer said nothing for
+    /// 500 ms since it connected or since its handshake, or nothing at all for 30 s; with
+    /// none such, the new socket waits for one (later ones wait in the listen backlog),
+    /// and is closed after the connect timeout. Both are logged.
+    pub max_sockets: Option<usize>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            backlog: 1024,
+            backlog: 4096,
             reuse_address: true,
             no_delay: true,
             keep_alive: false,
@@ -97,6 +106,7 @@ impl Default for Config {
             check_peer_host: false,
             max_incoming_connections_per_socket: 65_536,
             max_memory: 1 << 30,
+            max_sockets: None,
         }
     }
 }
@@ -153,6 +163,12 @@ impl Config {
     /// Sets [`Config::event_queue_capacity`].
     pub fn with_event_queue_capacity(mut self, value: usize) -> Self {
         self.event_queue_capacity = value;
+        self
+    }
+
+    /// Sets [`Config::max_sockets`].
+    pub fn with_max_sockets(mut self, value: impl Into<Option<usize>>) -> Self {
+        self.max_sockets = value.into();
         self
     }
 

@@ -267,7 +267,7 @@ impl Setup {
             rec.io.writer = Some(writer.clone());
             rec.announce(Resolution::Changed);
         }
-        crate::reader::run(self.ep, self.to, self.key, read, leftover, writer).await;
+        crate::reader::run(self.ep, self.to, self.key, read, leftover, writer, None).await;
     }
 
     /// Our request lost the tie-break: the peer's request to us will become the socket.

@@ -20,6 +20,7 @@ use crate::address::EndPointAddress;
 use crate::core::handshake::{check_host, check_resolved, Answering, Heard, HostCheck};
 use crate::core::peers::Claim;
 use crate::endpoint_shared::EndPointShared;
+use crate::limit::{Activity, Registered};
 use crate::remote::{PeerIo, Resolution};
 use crate::transport_shared::TransportShared;
 use crate::wire::HandshakeResponse;
@@ -52,9 +53,17 @@ pub(crate) async fn serve(
     transport: Arc<TransportShared>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    registered: Registered,
 ) {
     let timeout = transport.config.connect_timeout;
-    let handshake = handshake(&transport, &mut stream, peer);
+    let stop = registered.stop.clone();
+    let handshake = async {
+        tokio::select! {
+            verdict = handshake(&transport, &mut stream, peer, &registered.activity) => verdict,
+            // Ended to make room for a newcomer (`limit.rs`, which logged it).
+            () = stop.cancelled() => Verdict::Done,
+        }
+    };
     let verdict = match timeout {
         Some(t) => match tokio::time::timeout(t, handshake).await {
             Ok(v) => v,
@@ -79,8 +88,9 @@ pub(crate) async fn serve(
     else {
         return;
     };
+    registered.activity.joined();
     let (read, write) = stream.into_split();
-    let writer = SocketWriter::new(write);
+    let writer = SocketWriter::with_cancel(write, registered.stop.child_token());
     {
         let mut st = ep.lock();
         if !st.peers.accepted(&address, key) {
@@ -92,7 +102,17 @@ pub(crate) async fn serve(
         rec.io.writer = Some(writer.clone());
         rec.announce(Resolution::Changed);
     }
-    crate::reader::run(ep, address, key, read, buf, writer).await;
+    crate::reader::run(
+        ep,
+        address,
+        key,
+        read,
+        buf,
+        writer,
+        Some(registered.activity.clone()),
+    )
+    .await;
+    drop(registered);
 }
 
 async fn respond(stream: &mut TcpStream, r: HandshakeResponse) -> std::io::Result<()> {
@@ -107,6 +127,7 @@ async fn handshake(
     transport: &Arc<TransportShared>,
     stream: &mut TcpStream,
     peer: SocketAddr,
+    activity: &Activity,
 ) -> Verdict {
     let mut answering = Answering::new(transport.config.max_address_length);
     let mut buf = BytesMut::with_capacity(256);
@@ -119,7 +140,7 @@ async fn handshake(
                     tracing::debug!(%peer, "the peer left during the handshake");
                     return Verdict::Done;
                 }
-                Ok(_) => {}
+                Ok(_) => activity.heard(),
             },
             Heard::Renegotiate => {
                 if stream.write_all(&out.split()).await.is_err() {

@@ -75,6 +75,7 @@ mod endpoint_shared;
 mod error;
 mod event;
 mod inbound;
+mod limit;
 mod net;
 mod queue;
 mod reader;
@@ -92,6 +93,7 @@ pub use connection::Connection;
 pub use endpoint::EndPoint;
 pub use error::{Error, ErrorKind};
 pub use event::{ConnectionId, Event, EventErrorKind, Reliability};
+pub use limit::default_max_sockets;
 pub use stats::{EndPointStats, TransportStats};
 pub use transport::Transport;
 

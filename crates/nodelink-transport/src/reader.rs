@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use crate::address::EndPointAddress;
 use crate::core::socket::{End, SocketCore};
 use crate::endpoint_shared::{EndPointShared, CLOSE_LINGER};
+use crate::limit::Activity;
 use crate::remote::Sink;
 use crate::stats::Counters;
 use crate::wire::{Frame, FrameDecoder, WireError};
@@ -73,6 +74,7 @@ pub(crate) async fn run(
     mut read: OwnedReadHalf,
     mut buf: BytesMut,
     writer: Arc<SocketWriter>,
+    activity: Option<Arc<Activity>>,
 ) {
     let mut decoder = FrameDecoder::new(ep.config.max_receive_length);
     // The core's next deadline, as of the last step here; others that give the core a
@@ -140,7 +142,11 @@ pub(crate) async fn run(
             _ = writer.cancel.cancelled() => break Next::Lost("socket cancelled".into()),
             r = limited.read_buf(&mut buf) => match r {
                 Ok(0) => break Next::Lost("the peer closed the socket".into()),
-                Ok(_) => {}
+                Ok(_) => {
+                    if let Some(a) = &activity {
+                        a.heard();
+                    }
+                }
                 Err(e) => break Next::Lost(format!("read failed: {e}")),
             },
             _ = writer.deadline_wake.notified() => deadline = next_timer(&ep, &address, key),

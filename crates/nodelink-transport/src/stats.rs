@@ -40,6 +40,9 @@ pub struct TransportStats {
     /// [`Config::max_memory`](crate::Config::max_memory) (a gauge, published in steps of
     /// 64 KiB per socket).
     pub memory_held: u64,
+    /// Incoming sockets open now, handshakes included (a gauge, at most
+    /// [`Config::max_sockets`](crate::Config::max_sockets)).
+    pub sockets_in: u64,
 }
 
 /// An endpoint's counters, kept outside its lock.

@@ -13,9 +13,11 @@ use crate::config::Config;
 use crate::endpoint::EndPoint;
 use crate::endpoint_shared::{EndPointShared, Owner};
 use crate::error::{Error, ErrorKind};
+use crate::limit::Admission;
 use crate::stats::TransportStats;
 use crate::transport_shared::{TState, TransportShared};
 use nodelink_driver::lock;
+use nodelink_driver::peer_warn;
 use nodelink_driver::WarnLimiter;
 
 /// A network-transport-tcp transport. Cheap to clone (clones share it).
@@ -55,6 +57,11 @@ impl Transport {
         let advertised = external(local_addr.port());
         let shared = Arc::new(TransportShared {
             memory: socket_budget(&config),
+            live: crate::limit::LiveSockets::new(
+                config
+                    .max_sockets
+                    .unwrap_or_else(crate::limit::default_max_sockets),
+            ),
             config: Arc::new(config),
             advertised: Some(advertised),
             local_addr: Some(local_addr),
@@ -83,6 +90,7 @@ impl Transport {
         Transport {
             shared: Arc::new(TransportShared {
                 memory: socket_budget(&config),
+                live: crate::limit::LiveSockets::new(1),
                 config: Arc::new(config),
                 advertised: None,
                 local_addr: None,
@@ -119,6 +127,7 @@ impl Transport {
             endpoints: lock(&self.shared.state).endpoints.len() as u64,
             handshakes_failed: self.shared.handshakes_failed.load(Ordering::Relaxed),
             memory_held: self.shared.memory.used() as u64,
+            sockets_in: self.shared.live.len() as u64,
         }
     }
 
@@ -210,8 +219,11 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let Some(t) = transport.upgrade() else { return };
+                let Some(registered) = admit(&t, peer).await else {
+                    continue;
+                };
                 crate::net::configure(&stream, &t.config);
-                tokio::spawn(crate::inbound::serve(t, stream, peer));
+                tokio::spawn(crate::inbound::serve(t, stream, peer, registered));
             }
             Err(e) => {
                 tracing::error!(error = &e as &dyn std::error::Error, "accept loop failed");
@@ -220,6 +232,54 @@ async fn accept_loop(
                 }
                 return;
             }
+        }
+    }
+}
+
+/// How often a newcomer at the socket limit looks again for room.
+const ROOM_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Finds room for a new socket from `peer` (`limit.rs`). At the limit with no socket to
+/// end yet, the newcomer waits (up to the connect timeout, 10 s without one), and the
+/// accept loop with it: later clients wait in the kernel's backlog meanwhile. `None`:
+/// no room came, the newcomer is closed.
+async fn admit(t: &TransportShared, peer: SocketAddr) -> Option<crate::limit::Registered> {
+    let patience = t
+        .config
+        .connect_timeout
+        .unwrap_or(std::time::Duration::from_secs(10));
+    let started = tokio::time::Instant::now();
+    loop {
+        match t.live.admit(peer) {
+            Admission::Admitted(r) => return Some(r),
+            Admission::MadeRoom {
+                registered,
+                peer: ended,
+                quiet,
+            } => {
+                peer_warn!(
+                    t.warn_limit,
+                    peer = %ended,
+                    quiet_ms = quiet.as_millis() as u64,
+                    max_sockets = t.live.max(),
+                    "at the socket limit (max_sockets): ended the socket whose peer was \
+                     quiet longest, to make room for a new one (raise max_sockets or the \
+                     open-file limit if this is normal load)"
+                );
+                return Some(registered);
+            }
+            Admission::Refused if started.elapsed() >= patience => {
+                peer_warn!(
+                    t.warn_limit,
+                    %peer,
+                    max_sockets = t.live.max(),
+                    waited = ?patience,
+                    "at the socket limit (max_sockets), every peer spoke recently: new \
+                     socket closed after waiting for room"
+                );
+                return None;
+            }
+            Admission::Refused => tokio::time::sleep(ROOM_RECHECK).await,
         }
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct TransportShared {
     pub(crate) break_accept: Arc<tokio::sync::Notify>,
     /// The budget of peer-caused warnings, shared by the transport's endpoints.
     pub(crate) warn_limit: Arc<WarnLimiter>,
+    /// The incoming sockets, at most [`Config::max_sockets`] (`limit.rs`).
+    pub(crate) live: Arc<crate::limit::LiveSockets>,
     /// What the sockets hold of messages still arriving ([`Config::max_memory`]).
     pub(crate) memory: Arc<MemoryBudget>,
     /// Incoming handshakes that failed ([`TransportStats`](crate::TransportStats)).

@@ -54,6 +54,11 @@ struct Io {
 
 impl SocketWriter {
     pub(crate) fn new(half: OwnedWriteHalf) -> Arc<Self> {
+        Self::with_cancel(half, CancellationToken::new())
+    }
+
+    /// Same, cancelled with `cancel` (a socket that may be ended from outside).
+    pub(crate) fn with_cancel(half: OwnedWriteHalf, cancel: CancellationToken) -> Arc<Self> {
         Arc::new(SocketWriter {
             queue: Mutex::new(Queue {
                 buf: BytesMut::new(),
@@ -65,7 +70,7 @@ impl SocketWriter {
                 inflight: BytesMut::new(),
                 written: 0,
             })),
-            cancel: CancellationToken::new(),
+            cancel,
             deadline_wake: tokio::sync::Notify::new(),
         })
     }

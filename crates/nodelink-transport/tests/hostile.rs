@@ -673,3 +673,54 @@ async fn unfinished_large_messages_are_bounded_by_the_memory_budget() {
         let _ = within("a writer to end", w).await;
     }
 }
+
+/// At the socket limit, a new client ends the socket whose peer said nothing since its
+/// handshake; a socket whose peer speaks is never ended for it, and with only such sockets
+/// the newcomer waits until one ends.
+#[tokio::test]
+async fn at_the_socket_limit_a_new_client_replaces_a_socket_that_never_spoke() {
+    // The friendly pinger's socket, and three raw ones.
+    let arena = Arena::new(config().with_max_sockets(4)).await;
+    let mut idle = Raw::accepted(arena.ep.address(), "127.0.0.1:50:0").await;
+    let mut talkers = Vec::new();
+    for origin in ["127.0.0.1:51:0", "127.0.0.1:52:0"] {
+        let mut raw = Raw::accepted(arena.ep.address(), origin).await;
+        raw.write(&u32s(&[CREATED_NEW_CONNECTION, 1024])).await;
+        talkers.push(raw);
+    }
+    assert_eq!(arena.transport.stats().sockets_in, 4);
+    // Quiet for longer than a newcomer's grace (500 ms).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for t in &mut talkers {
+        t.write(&data_frame(1024, b"still here")).await;
+    }
+    let mut newcomer = Raw::accepted(arena.ep.address(), "127.0.0.1:53:0").await;
+    newcomer.write(&u32s(&[CREATED_NEW_CONNECTION, 1024])).await;
+    idle.read_to_close(STEP).await;
+    arena.pinger.wait_rounds(5).await;
+    // Every peer has spoken now: the next newcomer waits for room...
+    for t in talkers.iter_mut().chain([&mut newcomer]) {
+        t.write(&data_frame(1024, b"hello")).await;
+    }
+    let to = arena.ep.address().clone();
+    let mut waiting = tokio::spawn(async move { Raw::handshake(&to, "127.0.0.1:54:0").await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut waiting)
+            .await
+            .is_err(),
+        "no room: the newcomer waits"
+    );
+    assert!(arena.transport.stats().sockets_in <= 4);
+    // ...and gets in when a socket ends.
+    drop(talkers.pop());
+    let (_admitted, response) = within("room", waiting).await.unwrap();
+    assert_eq!(response, ACCEPTED);
+    for t in &mut talkers {
+        assert!(
+            t.stays_quiet(Duration::from_millis(100)).await,
+            "a talker was ended"
+        );
+    }
+    drop((talkers, newcomer));
+    arena.finish().await;
+}
