@@ -7,8 +7,10 @@
 //! pair of endpoints) would otherwise stop every other peer's echoes with it. Messages
 //! waiting for their echo count against a budget shared by all connections (nodelink-
 //! driver's `MemoryBudget`, a third of what `--max-memory` gives the libraries). A message
-//! that finds its connection's queue full, or that would take a connection past its floor
-//! while the budget is exceeded, ends that connection's echo instead of waiting: its
+//! that finds its connection's queue full, or that arrives while the budget is exceeded
+//! and its connection already has more than its floor waiting (a connection with nothing
+//! waiting always gets its message queued, however large), ends that connection's echo
+//! instead of waiting: its
 //! worker and queued messages are dropped, its reverse connection closes, later messages
 //! on it are dropped (counted), and a WARN within the warning budget names the peer.
 
@@ -112,7 +114,10 @@ pub(crate) async fn echo_loop(endpoint: &EndPoint, budget: usize) -> anyhow::Res
                 };
                 let len: usize = data.iter().map(Bytes::len).sum();
                 let now = conn.queued.add(len);
-                let refused = if conn.queued.holding.over(now) {
+                // Judged by what waited before this message: a connection whose echoes
+                // are all taken gets this one queued whatever its size (the transport
+                // bounds it), so a large message is echoed even past the budget.
+                let refused = if conn.queued.holding.over_judging(now, now - len) {
                     Some("the echoes' memory budget is exceeded and this connection holds more than its share")
                 } else {
                     match conn.queue.try_send(data) {

@@ -22,7 +22,7 @@
 //! burst is seen within the burst.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
@@ -121,8 +121,16 @@ impl MemoryBudget {
             self.used.fetch_add(now - before, Ordering::Relaxed);
             return;
         }
-        let prev = self.used.fetch_sub(before - now, Ordering::Relaxed);
-        let after = prev - (before - now);
+        let fall = before - now;
+        // Saturating: a member's report may reach the counter before an earlier one that
+        // raised it (the total is exact again once both have landed).
+        let prev = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(fall))
+            })
+            .expect("the update always succeeds");
+        let after = prev.saturating_sub(fall);
         if prev > self.limit && after <= self.limit {
             if self.warned.swap(false, Ordering::Relaxed) {
                 tracing::info!(
@@ -143,7 +151,7 @@ impl MemoryBudget {
             budget: Arc::clone(self),
             held: AtomicUsize::new(0),
             step: step.max(1),
-            left: AtomicBool::new(false),
+            left: Mutex::new(false),
         }
     }
 
@@ -165,7 +173,8 @@ pub struct Holding {
     /// What was last published.
     held: AtomicUsize,
     step: usize,
-    left: AtomicBool,
+    /// Whether it left; publications take this lock (only when they pass a step).
+    left: Mutex<bool>,
 }
 
 impl Holding {
@@ -178,7 +187,18 @@ impl Holding {
         if now.abs_diff(last) < self.step && !(now == 0 && last != 0) {
             return false;
         }
-        if self.left.load(Ordering::Relaxed) {
+        self.publish(now)
+    }
+
+    /// Publishes `now` whatever the step. A member about to wait for
+    /// [`MemoryBudget::released`] calls it first: a release is signalled when the
+    /// *published* total falls under the limit, which it would never do if the excess
+    /// were bytes this member had not published. Returns whether a fall was published.
+    pub fn publish(&self, now: usize) -> bool {
+        // Under the lock, so a publication and `leave` never cross (a publication after
+        // `leave` would count bytes nobody gives back).
+        let left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        if *left {
             return false;
         }
         let before = self.held.swap(now, Ordering::Relaxed);
@@ -198,14 +218,25 @@ impl Holding {
 
     /// Whether this member, holding `now` (published or not), must be held back.
     pub fn over(&self, now: usize) -> bool {
+        self.over_judging(now, now)
+    }
+
+    /// Whether this member, holding `now` in all, must be held back for `part` of it:
+    /// the total counts all of `now`, but only `part` is weighed against the floor. A
+    /// driver passes as `part` what holding back actually stops from growing (an smux
+    /// session's received data: its queued sends drain whether it reads or not), or what
+    /// it held before a message it must take whole.
+    pub fn over_judging(&self, now: usize, part: usize) -> bool {
         let unreported = now as isize - self.held() as isize;
-        self.budget.over(now, unreported)
+        self.budget.over(part, unreported)
     }
 
     /// The member is gone: what it published is given back and it no longer counts.
     /// Idempotent.
     pub fn leave(&self) {
-        if !self.left.swap(true, Ordering::Relaxed) {
+        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        if !*left {
+            *left = true;
             let held = self.held.swap(0, Ordering::Relaxed);
             self.budget.leave(held);
         }
@@ -253,6 +284,43 @@ mod tests {
         assert!(second.over(BUDGET_FLOOR + 1), "past the floor: held back");
         first.set(BUDGET_FLOOR);
         assert!(!second.over(2 * BUDGET_FLOOR), "under budget: no floor");
+    }
+
+    #[test]
+    fn a_member_that_publishes_before_waiting_is_released_when_others_fall() {
+        let b = Arc::new(MemoryBudget::new("sockets", 100).with_floor(10));
+        let (waiter, other) = (b.join(64), b.join(1));
+        other.set(60);
+        // 50 held, not published (under a step): over only by its own unpublished bytes.
+        assert!(waiter.over(50));
+        assert_eq!(b.used(), 60);
+        waiter.publish(50);
+        assert_eq!(b.used(), 110, "published whatever the step");
+        let released = b.released();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        other.set(0);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            released.as_mut().poll(&mut cx).is_ready(),
+            "the fall is seen"
+        );
+        waiter.leave();
+        assert!(!waiter.publish(5), "nothing is published after leaving");
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn only_the_judged_part_is_weighed_against_the_floor() {
+        let b = Arc::new(MemoryBudget::new("sessions", 100).with_floor(10));
+        let (m, other) = (b.join(1), b.join(1));
+        other.set(80);
+        assert!(m.over(40), "40 in all, over the floor");
+        assert!(
+            !m.over_judging(40, 5),
+            "but only 5 of it can grow by reading"
+        );
+        assert!(m.over_judging(40, 11));
     }
 
     #[test]

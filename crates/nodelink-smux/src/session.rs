@@ -268,7 +268,14 @@ fn may_read(core: &mut SessionCore, holding: Option<&Holding>) -> bool {
     let now = Instant::now();
     if let Some(h) = holding {
         let held = core.held();
-        let over = h.over(held);
+        // The total counts everything the session holds; it is held back only for what
+        // it received (holding back for queued sends would keep window updates unread).
+        let over = h.over_judging(held, core.received());
+        if over {
+            // Published exactly before the reader waits: the release it waits for is
+            // signalled when the published total falls under the limit.
+            h.publish(held);
+        }
         let budget = h.budget();
         if over && budget.first_exceeded() {
             tracing::warn!(

@@ -21,8 +21,12 @@
 //! sockets as they like, each with a message of up to `max_receive_length` in progress.
 //! Past the budget, a socket holding more than its floor stops reading (the peer waits,
 //! through TCP) until the budget is released; still held back after [`HELD_BACK_AT_MOST`],
-//! it is dropped as the offender it most likely is, with a log line. (Waiting for ever
-//! could deadlock: held-back sockets free nothing until they read on.)
+//! it is dropped with a log line. (Waiting for ever could deadlock: held-back sockets
+//! free nothing until they read on.) The one dropped is not necessarily the offender: a
+//! good peer's large message may be the one held back while many peers each hold a floor's
+//! worth and say nothing more. Those go first: past the budget, a socket with part of a
+//! message from a peer quiet for [`UNFINISHED_QUIET`] is dropped, so the budget is
+//! released for the sockets that are making progress.
 
 use std::sync::Arc;
 
@@ -67,6 +71,13 @@ const READ_AT_MOST: u64 = 64 << 10;
 /// How long a socket may stay held back by the memory budget before it is dropped.
 pub(crate) const HELD_BACK_AT_MOST: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Past the memory budget, a socket whose peer sent part of a message and then nothing
+/// for this long is dropped (it holds budget that others making progress wait for).
+pub(crate) const UNFINISHED_QUIET: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How often a socket with part of a message from a quiet peer looks at the budget.
+const UNFINISHED_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(crate) async fn run(
     ep: Arc<EndPointShared>,
     address: EndPointAddress,
@@ -81,6 +92,14 @@ pub(crate) async fn run(
     // deadline (a probe, a close) wake us through `deadline_wake` to look again.
     let mut deadline = None;
     let holding = ep.memory.join(BUDGET_STEP);
+    if let Some(a) = activity.as_ref().filter(|_| !buf.is_empty()) {
+        // Bytes that came with the handshake: the peer has spoken.
+        a.heard();
+    }
+    // When the peer last sent bytes, and when a quiet socket with part of a message
+    // next looks at the budget.
+    let mut last_heard = Instant::now();
+    let mut quiet_check = last_heard + UNFINISHED_QUIET;
     let end = 'outer: loop {
         loop {
             let frame = match decoder.decode(&mut buf) {
@@ -126,6 +145,12 @@ pub(crate) async fn run(
             if let Some(next) = held_back(&ep, &address, &holding, buf.len(), &writer).await {
                 break next;
             }
+            // Not quiet: it was us who did not read.
+            last_heard = Instant::now();
+            quiet_check = last_heard + UNFINISHED_QUIET;
+            if let Some(a) = &activity {
+                a.heard();
+            }
         }
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
@@ -143,6 +168,8 @@ pub(crate) async fn run(
             r = limited.read_buf(&mut buf) => match r {
                 Ok(0) => break Next::Lost("the peer closed the socket".into()),
                 Ok(_) => {
+                    last_heard = Instant::now();
+                    quiet_check = last_heard + UNFINISHED_QUIET;
                     if let Some(a) = &activity {
                         a.heard();
                     }
@@ -150,6 +177,26 @@ pub(crate) async fn run(
                 Err(e) => break Next::Lost(format!("read failed: {e}")),
             },
             _ = writer.deadline_wake.notified() => deadline = next_timer(&ep, &address, key),
+            () = tokio::time::sleep_until(quiet_check), if !buf.is_empty() => {
+                if holding.budget().exceeded_share().is_some() {
+                    let quiet = last_heard.elapsed();
+                    peer_warn!(
+                        ep.warn_limit,
+                        peer = %address,
+                        endpoint = %ep.address,
+                        held = buf.len(),
+                        quiet_ms = quiet.as_millis() as u64,
+                        "memory budget (max_memory) reached: socket with part of a message \
+                         from a peer that sends nothing more, dropped"
+                    );
+                    break Next::Lost(format!(
+                        "part of a message ({} bytes) and nothing more for {quiet:?} past the \
+                         memory budget",
+                        buf.len()
+                    ));
+                }
+                quiet_check = Instant::now() + UNFINISHED_RECHECK;
+            }
             _ = expiry(deadline) => {
                 match step(&ep, &address, key, &mut deadline, |core| {
                     core.on_timer(Instant::now());
@@ -217,6 +264,9 @@ async fn held_back(
     }
     let give_up = tokio::time::sleep(HELD_BACK_AT_MOST);
     tokio::pin!(give_up);
+    // Published exactly: the release this waits for is signalled when the published
+    // total falls under the limit, which unpublished bytes of ours would hide.
+    holding.publish(held);
     loop {
         // Created before the check, so a release in between is not missed.
         let released = budget.released();

@@ -286,6 +286,16 @@ async fn admit(t: &TransportShared, peer: SocketAddr) -> Option<crate::limit::Re
 
 /// The budget the sockets of a transport share (see [`Config::max_memory`]).
 fn socket_budget(config: &Config) -> Arc<nodelink_driver::MemoryBudget> {
+    if config.max_memory < config.max_receive_length as usize {
+        tracing::warn!(
+            max_memory = config.max_memory,
+            max_receive_length = config.max_receive_length,
+            "the memory budget for messages still arriving (max_memory) is smaller than the \
+             largest message accepted (max_receive_length): a message larger than the \
+             budget is received only while other sockets hold nearly nothing, and may be \
+             dropped after 10 s held back"
+        );
+    }
     Arc::new(nodelink_driver::MemoryBudget::new(
         "sockets",
         config.max_memory,

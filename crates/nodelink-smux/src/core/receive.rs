@@ -189,6 +189,13 @@ impl SessionCore {
         self.buffered + self.queued
     }
 
+    /// Bytes received and not yet read by the streams: the part of [`held`](Self::held)
+    /// that pausing the reader stops from growing (queued sends drain either way, and in
+    /// protocol version 2 they wait for window updates that only reading brings in).
+    pub(crate) fn received(&self) -> usize {
+        self.buffered
+    }
+
     /// The server's memory budget is exceeded and this session holds more than its floor
     /// (`over`), or no longer. The driver asks before each read. Held back, the session
     /// pauses as when its own bound is exceeded: its keepalive timeout is suspended, and
@@ -262,7 +269,16 @@ impl SessionCore {
                     .map(|(&sid, _)| sid);
             }
             match victim {
-                Some(sid) => self.reset_stream(sid, "reader stalled while its buffer was full"),
+                Some(sid) => {
+                    self.reset_stream(sid, "reader stalled while its buffer was full");
+                    if self.over_limit == 0 && self.buffered <= self.receive_limit {
+                        // Only the shared budget held us back: one stream per verdict.
+                        // The reset gave memory back; whether the session is still over
+                        // its share is the driver's to judge afresh (the budget counts
+                        // every session), and a new pause starts if it is.
+                        self.over_budget = false;
+                    }
+                }
                 None => {
                     // Every stream involved is consuming, only slowly: keep waiting, and
                     // judge progress afresh over the next period.

@@ -176,6 +176,37 @@ fn a_paused_reader_suspends_the_silence_timeout() {
 }
 
 #[test]
+fn held_back_by_the_shared_budget_one_stalled_stream_is_reset_per_verdict() {
+    let config = Config::default();
+    let t0 = Instant::now();
+    let mut core = SessionCore::new(&config, false, t0);
+    for sid in [1, 3, 5] {
+        feed(&mut core, Cmd::Syn, sid, &[]);
+        feed(&mut core, Cmd::Psh, sid, &[0; 100]);
+    }
+    core.set_over_budget(true, t0);
+    assert!(!core.may_read(t0), "held back by the budget");
+    let verdict = t0 + config.stall_timeout;
+    core.set_over_budget(true, verdict);
+    assert!(
+        core.may_read(verdict),
+        "one reset, then the driver judges afresh"
+    );
+    assert_eq!(core.stats().streams_reset, 1, "not every stalled stream");
+    core.set_over_budget(true, verdict);
+    assert!(!core.may_read(verdict), "still over: a new pause");
+    assert_eq!(core.stats().streams_reset, 1);
+    let next = verdict + config.stall_timeout;
+    core.set_over_budget(true, next);
+    assert!(core.may_read(next));
+    assert_eq!(
+        core.stats().streams_reset,
+        2,
+        "the next verdict, the next stream"
+    );
+}
+
+#[test]
 fn a_wait_ends_with_exactly_one_event() {
     let config = Config::default();
     let now = Instant::now();
