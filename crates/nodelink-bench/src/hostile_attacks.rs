@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 
 use crate::hostile::Scenario;
+use crate::hostile_kcp as kcp;
 
 /// What the attacker does.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +40,28 @@ pub enum Attack {
     /// Open this many network-transport sockets, finish their handshakes and send nothing
     /// more (more sockets than the server's open-file limit allows).
     NtIdle { sockets: usize },
+    /// Open this many KCP sessions to the echo server and send without ever reading.
+    KcpNeverReading { sessions: usize },
+    /// Start this many tunnel clients (a KCP session each) and forward `streams` TCP
+    /// connections through each, sending to the echo target and never reading.
+    TunnelNeverReading { clients: usize, streams: usize },
+    /// Through one tunnel client, open this many streams and send nothing (more than the
+    /// server's open-file limit allows: each holds a socket to the target).
+    TunnelIdleStreams { streams: usize },
+}
+
+impl Attack {
+    /// How long the server is watched once the attack is over: 3 s, or longer where the
+    /// server can learn that its peers left only by a timeout (KCP has no FIN: `kcp
+    /// serve` ends a session whose peer took nothing of its echo for 10 s, the tunnel
+    /// server an smux session that sent nothing for its keepalive timeout, 30 s).
+    pub fn recovery(&self) -> Duration {
+        match self {
+            Attack::KcpNeverReading { .. } => Duration::from_secs(13),
+            Attack::TunnelNeverReading { .. } => Duration::from_secs(33),
+            _ => Duration::from_secs(3),
+        }
+    }
 }
 
 /// The well-behaved client measured meanwhile.
@@ -131,6 +154,64 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             fd_limit: None,
         },
         Scenario {
+            id: "kcp_never_reading",
+            server: &[
+                "kcp",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-memory",
+                "128M",
+            ],
+            attack: Attack::KcpNeverReading {
+                sessions: scale(4, 12),
+            },
+            good: Good::Kcp,
+            // The process stays under its --max-memory.
+            rss_bound_mib: 128,
+            expected_log: "never reads",
+            fd_limit: None,
+        },
+        Scenario {
+            id: "tunnel_never_reading",
+            server: &[
+                "tunnel",
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--target",
+                ECHO_TARGET,
+                "--quiet",
+                "--max-memory",
+                "128M",
+            ],
+            attack: Attack::TunnelNeverReading {
+                clients: scale(4, 12),
+                streams: 4,
+            },
+            good: Good::Tunnel,
+            rss_bound_mib: 128,
+            expected_log: "memory budget reached",
+            fd_limit: None,
+        },
+        Scenario {
+            id: "tunnel_idle_streams",
+            server: &[
+                "tunnel",
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--target",
+                ECHO_TARGET,
+                "--quiet",
+            ],
+            attack: Attack::TunnelIdleStreams { streams: 1100 },
+            good: Good::Tunnel,
+            rss_bound_mib: 200,
+            expected_log: "refusing a new stream",
+            fd_limit: Some(1024),
+        },
+        Scenario {
             id: "nt_self_claim",
             server: &["nt", "echo", "--listen", "127.0.0.1:0"],
             attack: Attack::NtSelfClaim,
@@ -215,11 +296,22 @@ pub async fn run(attack: Attack, addr: String, stop: Arc<AtomicBool>) -> Result<
         Attack::SilentSockets { count } => silent_sockets(tcp_of(&addr), count, &stop).await,
         Attack::NeverReading { links } => never_reading(&addr, links, &stop).await,
         Attack::IdleLinks { links } => idle_links(&addr, links, &stop).await,
-        Attack::KcpFlood { sockets, every_ms } => kcp_flood(&addr, sockets, every_ms, &stop).await,
+        Attack::KcpFlood { sockets, every_ms } => {
+            kcp::kcp_flood(&addr, sockets, every_ms, &stop).await
+        }
         Attack::NtSelfClaim => nt_self_claim(&addr, &stop).await,
         Attack::NtUnfinished { sockets } => nt_unfinished(&addr, sockets, &stop).await,
         Attack::NtNeverReading { sockets } => nt_never_reading(&addr, sockets, &stop).await,
         Attack::NtIdle { sockets } => nt_idle(&addr, sockets, &stop).await,
+        Attack::KcpNeverReading { sessions } => {
+            kcp::kcp_never_reading(&addr, sessions, &stop).await
+        }
+        Attack::TunnelNeverReading { clients, streams } => {
+            kcp::tunnel_never_reading(&addr, clients, streams, &stop).await
+        }
+        Attack::TunnelIdleStreams { streams } => {
+            kcp::tunnel_idle_streams(&addr, streams, &stop).await
+        }
     }
 }
 
@@ -232,7 +324,7 @@ fn tcp_of(addr: &str) -> &str {
     }
 }
 
-async fn until_stopped(stop: &AtomicBool) {
+pub(crate) async fn until_stopped(stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -304,7 +396,7 @@ async fn idle_links(addr: &str, links: usize, stop: &AtomicBool) -> Result<Strin
 
 /// Whether the server closed `s`: reading it (past the version word it sent) finds the
 /// end of the stream or an error rather than nothing yet.
-fn closed_by_server(s: &TcpStream) -> bool {
+pub(crate) fn closed_by_server(s: &TcpStream) -> bool {
     let mut buf = [0u8; 64];
     loop {
         match s.try_read(&mut buf) {
@@ -379,51 +471,6 @@ async fn never_reading(addr: &str, links: usize, stop: &Arc<AtomicBool>) -> Resu
 }
 
 /// The CLI's KCP defaults (kcptun's): AES with the public default key, FEC 10/3.
-fn kcp_config() -> nodelink_kcp::Config {
-    nodelink_kcp::Config::default()
-        .with_crypt(nodelink_kcp::CipherKind::Aes)
-        .with_key("it's a secrect")
-        .with_fec(10, 3)
-        .with_stream(true)
-}
-
-/// Source addresses of the forged KCP datagrams.
-const FORGED_IPS: usize = 32;
-
-async fn kcp_flood(addr: &str, sockets: usize, every_ms: u64, stop: &AtomicBool) -> Result<String> {
-    let target: std::net::SocketAddr = addr.parse().context("KCP address")?;
-    let cfg = kcp_config();
-    let mut socks = Vec::with_capacity(sockets);
-    for i in 0..sockets {
-        // Sources spread over 32 loopback addresses, as forged addresses would be: the
-        // per-address bound alone then does not hold the flood.
-        let ip = std::net::Ipv4Addr::new(127, 1, 0, 1 + (i % FORGED_IPS) as u8);
-        socks.push(UdpSocket::bind((ip, 0)).await?);
-    }
-    let mut sent = 0u64;
-    let mut conv: u32 = 1;
-    while !stop.load(Ordering::Relaxed) {
-        for sock in &socks {
-            conv = conv.wrapping_add(1).max(1);
-            let mut p = nodelink_kcp::pipeline::Pipeline::new(conv, &cfg)?;
-            p.send(b"forged")?;
-            let mut first = None;
-            p.flush(0, |d| {
-                first.get_or_insert_with(|| d.to_vec());
-            });
-            if let Some(d) = first {
-                if sock.send_to(&d, target).await.is_ok() {
-                    sent += 1;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(every_ms)).await;
-    }
-    Ok(format!(
-        "{sent} forged first datagrams from {sockets} source ports on {FORGED_IPS} addresses"
-    ))
-}
-
 /// A connection request (network-transport-tcp, protocol version 0) for endpoint 0 of
 /// the server, claiming `origin` as the requester's address.
 fn nt_request(origin: &[u8]) -> Vec<u8> {
@@ -695,7 +742,7 @@ impl GoodClient {
                 link: nodelink::connect(addr, nodelink::Config::default()).await?,
             },
             Good::Kcp => GoodClient::Kcp(tokio::sync::Mutex::new(
-                nodelink_kcp::KcpStream::connect(addr, kcp_config()).await?,
+                nodelink_kcp::KcpStream::connect(addr, kcp::kcp_config()).await?,
             )),
             Good::Nt => GoodClient::Nt {
                 address: addr
@@ -750,7 +797,7 @@ impl GoodClient {
                         .context("the client's long-lived link")
                     }
                 }
-                GoodClient::Kcp(stream) => bounded(kcp_echo(stream)).await,
+                GoodClient::Kcp(stream) => bounded(kcp::kcp_echo(stream)).await,
                 GoodClient::Tunnel { local, .. } => bounded(tunnel_echo(local)).await,
                 GoodClient::Nt { address } => {
                     bounded(async {
@@ -804,14 +851,4 @@ pub async fn start_echo() -> Result<String> {
         }
     });
     Ok(addr)
-}
-
-async fn kcp_echo(stream: &tokio::sync::Mutex<nodelink_kcp::KcpStream>) -> Result<()> {
-    let mut stream = stream.lock().await;
-    let sent = *b"good kcp client!";
-    stream.write_all(&sent).await?;
-    let mut back = [0u8; 16];
-    stream.read_exact(&mut back).await?;
-    anyhow::ensure!(back == sent, "the echo differs");
-    Ok(())
 }

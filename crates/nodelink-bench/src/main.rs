@@ -16,6 +16,7 @@
 mod cli_child;
 mod hostile;
 mod hostile_attacks;
+mod hostile_kcp;
 mod impls;
 mod kcp;
 mod kcp_oneway;

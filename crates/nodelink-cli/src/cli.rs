@@ -92,10 +92,11 @@ pub struct KcpServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (printed as the second line).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
-    /// Memory the sessions' unread data may cost (default 1 GiB; two fifths of it for
-    /// the bytes themselves, the rest for what holding them costs); past it, datagrams of
-    /// sessions holding more than their share are dropped until they are read (KCP
-    /// resends them). Suffixes k, M, G.
+    /// Memory the sessions' data may cost, both ways: unread, and echoed but not yet
+    /// acknowledged (default 1 GiB; two fifths of it for the bytes themselves, the rest
+    /// for what holding them costs); past it, datagrams of sessions holding more than
+    /// their share are dropped until they are read and acknowledged (KCP resends them).
+    /// Suffixes k, M, G.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub max_memory: Option<usize>,
     /// KCP settings (kcptun's flag names and server defaults).

@@ -3,7 +3,9 @@
 //! * `kcp serve --listen ADDR` echoes every stream byte back, on every session, until
 //!   SIGINT or SIGTERM (exit 0). Its first stdout line is `listening on <addr>`. A session
 //!   idle for [`IDLE_TIMEOUT`] is dropped (KCP has no FIN: a client that went away is
-//!   never told apart from a quiet one otherwise).
+//!   never told apart from a quiet one otherwise), and so is a session whose peer takes
+//!   nothing of its echo for [`ECHO_STALL`] (a peer that never reads, or went away with
+//!   its window closed), with a WARN naming it.
 //! * `kcp bench ADDR` sends `--size` pseudo-random bytes (from `--seed`), checks the echo
 //!   byte for byte while sending, and prints the throughput and the session's counters
 //!   (kcp-go's SNMP names). It fails on a mismatch, a dead session or after `--timeout`.
@@ -26,6 +28,9 @@ use crate::shutdown::Signals;
 
 /// An echo session idle this long is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A session whose peer takes nothing of its echo this long is dropped.
+pub const ECHO_STALL: Duration = Duration::from_secs(10);
 
 /// Bytes per write of the bench, and the size of the read buffers.
 const CHUNK: usize = 64 << 10;
@@ -80,6 +85,7 @@ async fn serve(args: KcpServeArgs) -> anyhow::Result<()> {
     }
 
     let mut sessions = JoinSet::new();
+    let warn_limit = std::sync::Arc::new(nodelink_driver::WarnLimiter::new());
     let outcome = loop {
         tokio::select! {
             signal = signals.recv() => {
@@ -90,8 +96,9 @@ async fn serve(args: KcpServeArgs) -> anyhow::Result<()> {
                 Ok((stream, peer)) => {
                     let live = std::sync::Arc::clone(&live);
                     live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let warn_limit = std::sync::Arc::clone(&warn_limit);
                     sessions.spawn(async move {
-                        echo(stream, peer).await;
+                        echo(stream, peer, &warn_limit).await;
                         live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     });
                 }
@@ -108,8 +115,9 @@ async fn serve(args: KcpServeArgs) -> anyhow::Result<()> {
     outcome
 }
 
-/// Echoes one session's bytes until it ends, fails or idles for [`IDLE_TIMEOUT`].
-async fn echo(stream: KcpStream, peer: SocketAddr) {
+/// Echoes one session's bytes until it ends, fails, idles for [`IDLE_TIMEOUT`] or its
+/// peer takes nothing for [`ECHO_STALL`].
+async fn echo(stream: KcpStream, peer: SocketAddr, warn_limit: &nodelink_driver::WarnLimiter) {
     tracing::info!(%peer, conv = stream.conv(), "session up");
     let (mut r, mut w) = tokio::io::split(stream);
     // The buffer starts small and grows while reads fill it: a session opened by one
@@ -122,8 +130,18 @@ async fn echo(stream: KcpStream, peer: SocketAddr) {
             Ok(Err(e)) => break e.to_string(),
             Err(_) => break format!("idle for {IDLE_TIMEOUT:?}"),
         };
-        if let Err(e) = w.write_all(&buf[..n]).await {
-            break e.to_string();
+        match write_or_stall(&mut w, &buf[..n]).await {
+            Ok(()) => {}
+            Err(Some(e)) => break e.to_string(),
+            Err(None) => {
+                nodelink_driver::peer_warn!(
+                    warn_limit,
+                    %peer,
+                    "KCP peer never reads its echo (nothing taken for 10 s, its window \
+                     closed): session dropped"
+                );
+                break format!("the peer took nothing of its echo for {ECHO_STALL:?}");
+            }
         }
         if n == buf.len() && n < CHUNK {
             buf.resize((2 * n).min(CHUNK), 0);
@@ -216,6 +234,23 @@ async fn bench(args: KcpBenchArgs) -> anyhow::Result<()> {
     say!("session counters: {}", counters_line(&stats));
     // Best effort: let the session flush its last ACKs; the linger bounds the rest.
     let _ = tokio::time::timeout(Duration::from_millis(200), stream.shutdown()).await;
+    Ok(())
+}
+
+/// Writes all of `data`: `Err(None)` if one write took nothing for [`ECHO_STALL`].
+async fn write_or_stall<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    mut data: &[u8],
+) -> Result<(), Option<std::io::Error>> {
+    while !data.is_empty() {
+        // `write` is cancel-safe: on a timeout nothing of this call was written.
+        match tokio::time::timeout(ECHO_STALL, w.write(data)).await {
+            Ok(Ok(0)) => return Err(Some(std::io::ErrorKind::WriteZero.into())),
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(e)) => return Err(Some(e)),
+            Err(_) => return Err(None),
+        }
+    }
     Ok(())
 }
 

@@ -156,10 +156,11 @@ pub struct CommonArgs {
     /// kcptun flag)
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
-    /// Server: memory its KCP sessions' unread data may cost (default 1G, two fifths of
-    /// it for the bytes, the rest for what holding them costs; not a kcptun flag); past it,
-    /// datagrams of sessions holding more than their share are dropped until their
-    /// streams are read. Suffixes k, M, G.
+    /// Server: memory its sessions' data may cost, both ways (default 1G, two fifths of
+    /// it for the bytes, the rest for what holding them costs; not a kcptun flag): half
+    /// for the KCP sessions (past it, datagrams of sessions holding more than their share
+    /// are dropped until they are read and acknowledged), half for the smux sessions
+    /// (past it, those over their floor stop reading). Suffixes k, M, G.
     #[arg(long, value_name = "BYTES", value_parser = crate::cli::parse_bytes)]
     pub max_memory: Option<usize>,
     /// kcptun JSON configuration file; its keys override the command line

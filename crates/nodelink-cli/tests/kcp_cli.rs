@@ -389,3 +389,41 @@ fn the_kcp_go_client_against_our_serve() {
         );
     }
 }
+
+/// A client that sends and never reads its echo has its session dropped once it took
+/// nothing for 10 s, with a WARN naming it; another client is echoed meanwhile.
+#[test]
+fn a_client_that_never_reads_its_echo_is_dropped_and_named() {
+    let server = kcp_serve(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The command's defaults: AES with kcptun's default key, FEC 10/3, stream mode.
+    let config = nodelink_kcp::Config::default()
+        .with_crypt(nodelink_kcp::CipherKind::Aes)
+        .with_key("it's a secrect")
+        .with_fec(10, 3)
+        .with_stream(true);
+    let (local, writer) = rt.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut client = nodelink_kcp::KcpStream::connect(server.addr.as_str(), config)
+            .await
+            .unwrap();
+        let local = client.local_addr();
+        let writer = tokio::spawn(async move {
+            let _ = client.write_all(&vec![0x17; 32 << 20]).await;
+            client
+        });
+        (local, writer)
+    });
+    bench_ok(&server.addr, 100_000, &[]);
+    let log = server.guard.wait_stderr("never reads its echo", LIMIT);
+    let line = log
+        .lines()
+        .find(|l| l.contains("never reads its echo"))
+        .unwrap();
+    assert!(
+        line.contains("WARN") && line.contains(&format!("127.0.0.1:{}", local.port())),
+        "{line}"
+    );
+    bench_ok(&server.addr, 100_000, &[]);
+    writer.abort();
+}

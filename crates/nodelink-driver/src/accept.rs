@@ -19,6 +19,14 @@
 //! # Ok(()) }
 //! ```
 
+/// The process's soft limit on open files (1024 when it cannot be read): what servers
+/// derive their default connection limits from, since each connection holds a
+/// descriptor (the `nodelink` command raises the soft limit to the hard one at start).
+pub fn open_file_limit() -> usize {
+    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _hard)| soft);
+    usize::try_from(soft).unwrap_or(usize::MAX)
+}
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;

@@ -44,6 +44,22 @@ pub struct MemoryBudget {
     released: Notify,
     /// The budget is exceeded and someone said so (see [`MemoryBudget::first_exceeded`]).
     warned: AtomicBool,
+    /// The current excess was not said (too soon after the last line): its end is not
+    /// said either.
+    quiet_episode: AtomicBool,
+    /// When the excess was last said, and how many times the budget was exceeded since
+    /// without a line (a budget that flaps around its limit is said once per
+    /// [`SAY_AT_MOST_EVERY`]).
+    said: Mutex<Said>,
+}
+
+/// The budget's log lines are at most this frequent.
+pub const SAY_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+struct Said {
+    last: Option<std::time::Instant>,
+    unsaid: u64,
 }
 
 impl MemoryBudget {
@@ -58,6 +74,8 @@ impl MemoryBudget {
             members: AtomicUsize::new(0),
             released: Notify::new(),
             warned: AtomicBool::new(false),
+            quiet_episode: AtomicBool::new(false),
+            said: Mutex::new(Said::default()),
         }
     }
 
@@ -101,10 +119,40 @@ impl MemoryBudget {
         used > self.limit && held > self.share().min(self.floor)
     }
 
-    /// True once each time the budget is exceeded: the caller that gets it logs what its
-    /// members do about it (the way back under is logged here).
+    /// True once each time the budget is exceeded, and at most once per
+    /// [`SAY_AT_MOST_EVERY`]: the caller that gets it logs what its members do about it
+    /// (the way back under is logged here, after an excess that was said). Times it was
+    /// exceeded without a line are counted in [`unsaid_excesses`](Self::unsaid_excesses).
     pub fn first_exceeded(&self) -> bool {
-        !self.warned.swap(true, Ordering::Relaxed)
+        if self.warned.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if said
+            .last
+            .is_some_and(|t| now.duration_since(t) < SAY_AT_MOST_EVERY)
+        {
+            // Said lately: counted, and said with the next line.
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                said.unsaid += 1;
+            }
+            self.quiet_episode.store(true, Ordering::Relaxed);
+            return false;
+        }
+        if self.warned.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        said.last = Some(now);
+        self.quiet_episode.store(false, Ordering::Relaxed);
+        true
+    }
+
+    /// How many times the budget was exceeded without a line since the last one (for
+    /// the caller's line when [`first_exceeded`](Self::first_exceeded) says yes); reading
+    /// it starts the count afresh.
+    pub fn unsaid_excesses(&self) -> u64 {
+        std::mem::take(&mut self.said.lock().unwrap_or_else(|e| e.into_inner()).unsaid)
     }
 
     /// Resolves when held-back members should look again: the total fell back under the
@@ -132,7 +180,8 @@ impl MemoryBudget {
             .expect("the update always succeeds");
         let after = prev.saturating_sub(fall);
         if prev > self.limit && after <= self.limit {
-            if self.warned.swap(false, Ordering::Relaxed) {
+            let quiet = self.quiet_episode.swap(false, Ordering::Relaxed);
+            if self.warned.swap(false, Ordering::Relaxed) && !quiet {
                 tracing::info!(
                     limit = self.limit,
                     "memory budget of the {}: back under it, all read again",
@@ -342,6 +391,13 @@ mod tests {
             released.as_mut().poll(&mut cx).is_ready(),
             "back under the budget: held-back members look again"
         );
-        assert!(b.first_exceeded(), "the next excess is said again");
+        c.set(200);
+        assert!(
+            !b.first_exceeded(),
+            "exceeded again at once: not said again so soon"
+        );
+        assert!(!b.first_exceeded());
+        assert_eq!(b.unsaid_excesses(), 1, "but counted, once");
+        assert_eq!(b.unsaid_excesses(), 0);
     }
 }

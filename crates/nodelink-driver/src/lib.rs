@@ -16,7 +16,9 @@ mod role;
 mod sync;
 mod warn_budget;
 
-pub use accept::{accept, is_transient, retry_pause, Retry, RETRY_AFTER, RETRY_AT_MOST};
+pub use accept::{
+    accept, is_transient, open_file_limit, retry_pause, Retry, RETRY_AFTER, RETRY_AT_MOST,
+};
 pub use budget::{Holding, MemoryBudget, BUDGET_FLOOR};
 pub use role::Role;
 pub use sync::lock;

@@ -154,11 +154,14 @@ pub struct Config {
     /// counted (`InErrs`), and its sender, if real, gets in with KCP's retransmission.
     /// Sessions already running are never affected.
     pub session_rate: u32,
-    /// Listeners only: bytes of received data all sessions may hold unread together
-    /// (default 1 GiB; each session is bounded by twice its receive window as well).
-    /// Past it, datagrams of sessions holding more than their share (`max_memory /
-    /// sessions`) are dropped and counted (`InErrs`) until their applications read; KCP
-    /// resends them. Sessions under their share are not touched.
+    /// Listeners only: bytes all sessions may hold together, both ways: received and not
+    /// yet read by the application, and written by it and not yet acknowledged by the
+    /// peer (default 1 GiB; each session is bounded by twice its receive window and by
+    /// its send window as well). Past it, datagrams of sessions holding more than their
+    /// share (`max_memory / sessions`) are dropped and counted (`InErrs`) until their
+    /// applications read and their peers acknowledge; KCP resends them. Sessions under
+    /// their share are not touched. A peer that never reads what its session sends thus
+    /// cannot make the server hold more than its share for it.
     pub max_memory: usize,
     /// kcptun's manual mode: `(nodelay, interval ms, resend, no congestion window)` for
     /// [`Kcp::set_nodelay`](crate::core::Kcp::set_nodelay), overriding [`Config::mode`]'s preset when set.

@@ -288,6 +288,12 @@ impl Pipeline {
         self.kcp.unread_segments() * self.kcp.mss()
     }
 
+    /// About how many bytes this session holds both ways: received and unread, and
+    /// queued or in flight unacknowledged (whole segments counted).
+    pub fn held_bytes(&self) -> usize {
+        (self.kcp.unread_segments() + self.kcp.wait_snd()) * self.kcp.mss()
+    }
+
     /// This session's counters (connection-level ones, such as `CurrEstab`, are zero).
     pub fn stats(&self) -> Stats {
         let k = self.kcp.stats();

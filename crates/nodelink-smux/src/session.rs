@@ -283,6 +283,7 @@ fn may_read(core: &mut SessionCore, holding: Option<&Holding>) -> bool {
                 used = budget.used(),
                 share = budget.share(),
                 sessions = budget.members(),
+                exceeded_unsaid = budget.unsaid_excesses(),
                 "memory budget reached: smux sessions holding more than their share \
                  (unread and unsent data; at most 256 KiB) stop reading their connections \
                  until their streams catch up; a stream that reads nothing meanwhile is \

@@ -208,9 +208,7 @@ impl LiveSockets {
 ///
 /// [`Config::max_sockets`]: crate::Config::max_sockets
 pub fn default_max_sockets() -> usize {
-    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _hard)| soft);
-    usize::try_from(soft)
-        .unwrap_or(usize::MAX)
+    nodelink_driver::open_file_limit()
         .saturating_sub(64)
         .max(16)
 }

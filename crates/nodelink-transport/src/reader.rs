@@ -256,6 +256,7 @@ async fn held_back(
             limit = budget.limit(),
             used = budget.used(),
             sockets = budget.members(),
+            exceeded_unsaid = budget.unsaid_excesses(),
             endpoint = %ep.address,
             "memory budget (max_memory) reached: sockets holding more than their share of \
              messages still arriving (at most 256 KiB) stop reading; those still held back \

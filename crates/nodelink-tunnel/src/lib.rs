@@ -112,7 +112,7 @@ use std::net::SocketAddr;
 pub use client::Client;
 pub use config::{Checked, Config, Manual, Profile, Role, SmuxSettings};
 pub use error::{Error, ErrorKind};
-pub use server::Server;
+pub use server::{default_max_streams, Server, MAX_STREAMS, MIN_SHARE};
 pub use stats::{StatsHandle, TunnelStats};
 use tokio_util::sync::CancellationToken;
 

@@ -10,8 +10,9 @@
 //!
 //! Every forwarded stream costs a task, a target socket and buffers, and a peer that knows
 //! the key can open streams as fast as it can send SYNs. So a server forwards at most
-//! [`MAX_STREAMS`] streams at once, over all its sessions together (change it with
-//! [`Server::with_max_streams`]; kcptun has no such bound), and shares them between its
+//! [`default_max_streams`] streams at once (4096, or fewer when the open-file limit
+//! would not hold a target socket for each), over all its sessions together (change it
+//! with [`Server::with_max_streams`]; kcptun has no such bound), and shares them between its
 //! sessions: while `n` sessions are open, one session forwards at most `max_streams /
 //! (n + 1)` streams (never fewer than [`MIN_SHARE`]), so a part of the bound is always
 //! left for a client that comes next and one client opening streams without end cannot
@@ -50,9 +51,20 @@ use crate::{describe, Error, StatsHandle, TunnelStats, SHUTDOWN_GRACE, TASKS_WAI
 /// How long dialling the target may take before the stream is given up.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Default bound on the streams a [`Server`] forwards at once (all sessions together):
-/// well below common file descriptor limits, since each stream holds a target socket.
+/// The most streams a [`Server`] forwards at once by default (all sessions together):
+/// see [`default_max_streams`].
 pub const MAX_STREAMS: usize = 4096;
+
+/// The stream bound of a server bound now without [`Server::with_max_streams`]:
+/// [`MAX_STREAMS`], or the process's open-file limit less 64 descriptors kept for
+/// everything else if that is lower (each stream holds a socket to the target: beyond
+/// the limit, dialling it fails for every client, a well-behaved one included), and at
+/// least [`MIN_SHARE`].
+pub fn default_max_streams() -> usize {
+    MAX_STREAMS
+        .min(nodelink_driver::open_file_limit().saturating_sub(64))
+        .max(MIN_SHARE)
+}
 
 /// The fewest streams a session may always forward, however many sessions share the bound
 /// (the bound over all sessions still holds).
@@ -143,12 +155,12 @@ impl Server {
             config,
             checked,
             stats: StatsHandle::default(),
-            max_streams: MAX_STREAMS,
+            max_streams: default_max_streams(),
         })
     }
 
     /// Sets how many streams the server forwards at once, over all sessions (default
-    /// [`MAX_STREAMS`]); streams beyond it are closed at once. At least 1.
+    /// [`default_max_streams`]); streams beyond it are closed at once. At least 1.
     pub fn with_max_streams(mut self, max_streams: usize) -> Server {
         self.max_streams = max_streams.clamp(1, Semaphore::MAX_PERMITS);
         self

@@ -103,6 +103,7 @@ impl Member {
                 used = budget.used(),
                 share = budget.share(),
                 links = budget.members(),
+                exceeded_unsaid = budget.unsaid_excesses(),
                 "memory budget reached: links holding more than their share (unread \
                  requests and unsent answers; at most 256 KiB) stop reading from their \
                  peers, and every link queues at most its share to send, until their peers \

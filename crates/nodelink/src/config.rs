@@ -195,9 +195,7 @@ impl Default for Config {
 /// descriptor; KCP links hold none but are bounded the same way. Servers commonly raise
 /// the soft limit to the hard one at start (the `nodelink` command does).
 pub fn default_max_links() -> usize {
-    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _hard)| soft);
-    usize::try_from(soft)
-        .unwrap_or(usize::MAX)
+    nodelink_driver::open_file_limit()
         .saturating_sub(64 + crate::accept::MAX_PENDING_HANDSHAKES)
         .max(16)
 }

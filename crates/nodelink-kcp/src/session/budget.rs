@@ -1,9 +1,11 @@
-//! A listener's memory budget for what its sessions hold received and unread.
+//! A listener's memory budget for what its sessions hold, both ways.
 //!
 //! Each session's receive side is bounded by its window (received segments waiting for
 //! the application, and out-of-order ones waiting for a gap to fill: at most twice
-//! `rcvwnd` segments), but a listener has up to `max_sessions` of them, and a peer decides
-//! how full its session is. [`Config::max_memory`](crate::Config::max_memory) bounds their
+//! `rcvwnd` segments) and its send side by the send window and queue (what the
+//! application wrote and the peer has not acknowledged: a peer that never reads keeps it
+//! full), but a listener has up to `max_sessions` of them, and a peer decides how full
+//! its session is. [`Config::max_memory`](crate::Config::max_memory) bounds their
 //! sum. Every session publishes what it holds (its [`Holding`] in nodelink-driver's
 //! [`MemoryBudget`], which the link and smux servers use too) whenever its driver or its
 //! reader touched it. While the sessions of a listener hold more than the budget

@@ -116,10 +116,11 @@ impl Shared {
         })
     }
 
-    /// Publishes what the session holds unread to its listener's budget, if it has one.
-    pub(crate) fn note_unread(&self, st: &State) {
+    /// Publishes what the session holds (unread, and unacknowledged to send) to its
+    /// listener's budget, if it has one.
+    pub(crate) fn note_held(&self, st: &State) {
         if let Some(h) = self.holding.get() {
-            h.set(st.pipe.unread_bytes());
+            h.set(st.pipe.held_bytes());
         }
     }
 
@@ -336,7 +337,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
             if input_ok {
                 last_progress = Instant::now();
             }
-            shared.note_unread(&st);
+            shared.note_held(&st);
             if std::mem::take(&mut st.want_flush) {
                 st.pipe.flush(now_ms, |d| out.push(d));
             }

@@ -295,9 +295,10 @@ impl KcpListener {
         self.local
     }
 
-    /// Bytes of received data its sessions hold unread now, whole segments counted (a
-    /// gauge; bounded by [`Config::max_memory`] as its docs say).
-    pub fn unread_bytes(&self) -> usize {
+    /// Bytes its sessions hold now, both ways (received and unread, queued or
+    /// unacknowledged to send), whole segments counted (a gauge; bounded by
+    /// [`Config::max_memory`] as its docs say).
+    pub fn memory_held(&self) -> usize {
         self.budget.used()
     }
 
@@ -464,8 +465,8 @@ impl Demux {
                         budget = self.budget.limit(),
                         used = self.budget.used(),
                         "KCP memory budget (max_memory) reached: datagrams of a session holding \
-                         more than its share of unread data are dropped until its application \
-                         reads"
+                         more than its share (unread, or unacknowledged to send) are dropped \
+                         until its application reads and its peer acknowledges"
                     );
                     return self.drop_datagram(len, Some(false));
                 }

@@ -267,7 +267,7 @@ impl KcpStream {
             let mut st = self.shared.lock();
             match f(&mut st) {
                 Ok(Some(v)) => {
-                    self.shared.note_unread(&st);
+                    self.shared.note_held(&st);
                     let kick = st.pipe.kcp().wants_to_send();
                     drop(st);
                     if kick {
