@@ -142,7 +142,13 @@ pub(crate) async fn run(
         }
         holding.set(buf.len());
         if holding.over(buf.len()) {
-            if let Some(next) = held_back(&ep, &address, &holding, buf.len(), &writer).await {
+            let socket = Socket {
+                ep: &ep,
+                address: &address,
+                key,
+                writer: &writer,
+            };
+            if let Some(next) = held_back(&socket, &holding, buf.len(), &mut deadline).await {
                 break next;
             }
             // Not quiet: it was us who did not read.
@@ -242,14 +248,20 @@ pub(crate) async fn run(
 }
 
 /// Waits while the memory budget holds this socket back, holding `held` bytes of a
-/// message still arriving: `None` once it may read on, or how the socket ends.
+/// message still arriving: `None` once it may read on, or how the socket ends. The
+/// core's deadlines (an unanswered probe, a close) still pass meanwhile.
 async fn held_back(
-    ep: &EndPointShared,
-    address: &EndPointAddress,
+    socket: &Socket<'_>,
     holding: &Holding,
     held: usize,
-    writer: &SocketWriter,
+    deadline: &mut Option<Instant>,
 ) -> Option<Next> {
+    let Socket {
+        ep,
+        address,
+        key,
+        writer,
+    } = *socket;
     let budget = holding.budget();
     if budget.first_exceeded() {
         tracing::warn!(
@@ -278,6 +290,21 @@ async fn held_back(
             biased;
             _ = writer.cancel.cancelled() => return Some(Next::Lost("socket cancelled".into())),
             () = released => {}
+            _ = writer.deadline_wake.notified() => *deadline = next_timer(ep, address, key),
+            _ = expiry(*deadline) => {
+                match step(ep, address, key, deadline, |core| {
+                    core.on_timer(Instant::now());
+                    Ok(())
+                }) {
+                    Next::Continue => {}
+                    Next::Flush(mark) => {
+                        if let Err(e) = writer.flush(mark).await {
+                            return Some(Next::Lost(format!("write failed: {e}")));
+                        }
+                    }
+                    other => return Some(other),
+                }
+            }
             () = &mut give_up => {
                 peer_warn!(
                     ep.warn_limit,
@@ -294,6 +321,14 @@ async fn held_back(
             }
         }
     }
+}
+
+/// What identifies one socket to the steps of its reader.
+struct Socket<'a> {
+    ep: &'a EndPointShared,
+    address: &'a EndPointAddress,
+    key: u64,
+    writer: &'a Arc<SocketWriter>,
 }
 
 async fn expiry(deadline: Option<Instant>) {

@@ -420,3 +420,31 @@ fn bad_pem_input_is_a_clear_error() {
         Some(std::io::ErrorKind::NotFound)
     );
 }
+
+/// Silent sockets against a TLS listener (no ClientHello ever comes): more of them than
+/// handshakes may run at once, and a good TLS client is still served while they stay
+/// open, as on plain TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_cannot_starve_a_tls_client() {
+    let ca = Ca::new("cluster CA");
+    let server_tls = ca.settings(&ca.node(&["127.0.0.1"]), true);
+    let client_tls = ca.settings(&ca.node(&["127.0.0.1"]), true);
+    // A handshake timeout longer than the test: only eviction can make room.
+    let config = Config::default().with_handshake_timeout(Duration::from_secs(3600));
+    let (mut listener, addr) = tls_listener(&server_tls, config).await;
+    let serving = tokio::spawn(async move {
+        while let Ok(link) = listener.accept().await {
+            serve_pings(link);
+        }
+    });
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(bounded(tokio::net::TcpStream::connect(addr)).await.unwrap());
+    }
+    let link = bounded(connect_tls(addr, &client_tls, Config::default()))
+        .await
+        .unwrap();
+    let _: Pong = bounded(link.ask1(&Ping)).await.unwrap();
+    serving.abort();
+    drop(silent);
+}
