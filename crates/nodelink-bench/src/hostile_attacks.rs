@@ -191,7 +191,9 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             },
             good: Good::Tunnel,
             rss_bound_mib: 128,
-            expected_log: "memory budget reached",
+            // A few such sessions: their stalled streams are reset (naming the peer);
+            // more: the KCP budget drops their datagrams first.
+            expected_log: "reader stalled | memory budget (max_memory) reached",
             fd_limit: None,
         },
         Scenario {
