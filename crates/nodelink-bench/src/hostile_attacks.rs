@@ -472,7 +472,6 @@ async fn never_reading(addr: &str, links: usize, stop: &Arc<AtomicBool>) -> Resu
     ))
 }
 
-/// The CLI's KCP defaults (kcptun's): AES with the public default key, FEC 10/3.
 /// A connection request (network-transport-tcp, protocol version 0) for endpoint 0 of
 /// the server, claiming `origin` as the requester's address.
 fn nt_request(origin: &[u8]) -> Vec<u8> {

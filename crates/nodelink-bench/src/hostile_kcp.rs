@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hostile_attacks::{closed_by_server, until_stopped};
 
+/// The CLI's KCP defaults (kcptun's): AES with the public default key, FEC 10/3.
 pub(crate) fn kcp_config() -> nodelink_kcp::Config {
     nodelink_kcp::Config::default()
         .with_crypt(nodelink_kcp::CipherKind::Aes)

@@ -5,7 +5,8 @@
 //!   idle for [`IDLE_TIMEOUT`] is dropped (KCP has no FIN: a client that went away is
 //!   never told apart from a quiet one otherwise), and so is a session whose peer takes
 //!   nothing of its echo for [`ECHO_STALL`] (a peer that never reads, or went away with
-//!   its window closed), with a WARN naming it.
+//!   its window closed), with a WARN naming it: an echo server holds what it echoes for
+//!   its peer, so a peer slower than that is treated as one that does not read.
 //! * `kcp bench ADDR` sends `--size` pseudo-random bytes (from `--seed`), checks the echo
 //!   byte for byte while sending, and prints the throughput and the session's counters
 //!   (kcp-go's SNMP names). It fails on a mismatch, a dead session or after `--timeout`.

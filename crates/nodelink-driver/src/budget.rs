@@ -41,12 +41,11 @@ pub struct MemoryBudget {
     /// Bytes all members hold now, as last published.
     used: AtomicUsize,
     members: AtomicUsize,
+    /// Members waiting for a release now.
+    held_back: AtomicUsize,
     released: Notify,
     /// The budget is exceeded and someone said so (see [`MemoryBudget::first_exceeded`]).
     warned: AtomicBool,
-    /// The current excess was not said (too soon after the last line): its end is not
-    /// said either.
-    quiet_episode: AtomicBool,
     /// When the excess was last said, and how many times the budget was exceeded since
     /// without a line (a budget that flaps around its limit is said once per
     /// [`SAY_AT_MOST_EVERY`]).
@@ -59,7 +58,10 @@ pub const SAY_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_sec
 #[derive(Debug, Default)]
 struct Said {
     last: Option<std::time::Instant>,
+    /// Excesses that came too soon after the last line.
     unsaid: u64,
+    /// The current excess is one of them, still to be said.
+    pending: bool,
 }
 
 impl MemoryBudget {
@@ -72,9 +74,9 @@ impl MemoryBudget {
             floor: BUDGET_FLOOR,
             used: AtomicUsize::new(0),
             members: AtomicUsize::new(0),
+            held_back: AtomicUsize::new(0),
             released: Notify::new(),
             warned: AtomicBool::new(false),
-            quiet_episode: AtomicBool::new(false),
             said: Mutex::new(Said::default()),
         }
     }
@@ -128,24 +130,39 @@ impl MemoryBudget {
             return false;
         }
         let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+        if self.warned.load(Ordering::Relaxed) {
+            return false;
+        }
         let now = std::time::Instant::now();
         if said
             .last
             .is_some_and(|t| now.duration_since(t) < SAY_AT_MOST_EVERY)
         {
-            // Said lately: counted, and said with the next line.
-            if !self.warned.swap(true, Ordering::Relaxed) {
+            // Said lately: counted once, and said by the first caller after the pause
+            // (however long this excess lasts, it is said then).
+            if !said.pending {
+                said.pending = true;
                 said.unsaid += 1;
             }
-            self.quiet_episode.store(true, Ordering::Relaxed);
             return false;
         }
-        if self.warned.swap(true, Ordering::Relaxed) {
-            return false;
-        }
+        said.pending = false;
         said.last = Some(now);
-        self.quiet_episode.store(false, Ordering::Relaxed);
+        self.warned.store(true, Ordering::Relaxed);
         true
+    }
+
+    /// Counts a member as held back (waiting for [`released`](Self::released)) while the
+    /// guard lives: drivers that may end members which hold budget without using it do
+    /// so only while someone waits for it ([`held_back`](Self::held_back)).
+    pub fn hold_back(&self) -> HeldBack<'_> {
+        self.held_back.fetch_add(1, Ordering::Relaxed);
+        HeldBack(self)
+    }
+
+    /// Members held back now (see [`hold_back`](Self::hold_back)).
+    pub fn held_back(&self) -> usize {
+        self.held_back.load(Ordering::Relaxed)
     }
 
     /// How many times the budget was exceeded without a line since the last one (for
@@ -170,18 +187,26 @@ impl MemoryBudget {
             return;
         }
         let fall = before - now;
-        // Saturating: a member's report may reach the counter before an earlier one that
-        // raised it (the total is exact again once both have landed).
+        // A member gives back only what it published before (each `Holding` publishes
+        // under its own lock), so the total never falls below zero; if a caller of this
+        // method ever got that wrong, saturating keeps the budget usable (a wrapped total
+        // would hold every member back for good).
         let prev = self
             .used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
                 Some(u.saturating_sub(fall))
             })
             .expect("the update always succeeds");
+        debug_assert!(prev >= fall, "a member gave back more than it published");
         let after = prev.saturating_sub(fall);
         if prev > self.limit && after <= self.limit {
-            let quiet = self.quiet_episode.swap(false, Ordering::Relaxed);
-            if self.warned.swap(false, Ordering::Relaxed) && !quiet {
+            // Only an excess that was said has its end said.
+            let said = {
+                let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+                said.pending = false;
+                self.warned.swap(false, Ordering::Relaxed)
+            };
+            if said {
                 tracing::info!(
                     limit = self.limit,
                     "memory budget of the {}: back under it, all read again",
@@ -211,6 +236,16 @@ impl MemoryBudget {
             // Fewer members: every share grew, a held-back one may be under its own now.
             self.released.notify_waiters();
         }
+    }
+}
+
+/// A member held back, counted while this lives (see [`MemoryBudget::hold_back`]).
+#[derive(Debug)]
+pub struct HeldBack<'a>(&'a MemoryBudget);
+
+impl Drop for HeldBack<'_> {
+    fn drop(&mut self) {
+        self.0.held_back.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -19,7 +19,7 @@ mod warn_budget;
 pub use accept::{
     accept, is_transient, open_file_limit, retry_pause, Retry, RETRY_AFTER, RETRY_AT_MOST,
 };
-pub use budget::{Holding, MemoryBudget, BUDGET_FLOOR, SAY_AT_MOST_EVERY};
+pub use budget::{HeldBack, Holding, MemoryBudget, BUDGET_FLOOR, SAY_AT_MOST_EVERY};
 pub use role::Role;
 pub use sync::lock;
 pub use warn_budget::{WarnLimiter, WarnSite, INTERVAL, PER_KIND, PER_SECOND};

@@ -157,9 +157,10 @@ pub struct Config {
     /// Listeners only: bytes all sessions may hold together, both ways: received and not
     /// yet read by the application, and written by it and not yet acknowledged by the
     /// peer (default 1 GiB; each session is bounded by twice its receive window and by
-    /// its send window as well). Past it, datagrams of sessions holding more than their
-    /// share (`max_memory / sessions`) are dropped and counted (`InErrs`) until their
-    /// applications read and their peers acknowledge; KCP resends them. Sessions under
+    /// its send window as well). Past it, datagrams carrying data for sessions holding
+    /// more than their share (`max_memory / sessions`) are dropped and counted (`InErrs`)
+    /// until their applications read and their peers acknowledge (acknowledgements still
+    /// pass); KCP resends them. Sessions under
     /// their share are not touched. A peer that never reads what its session sends thus
     /// cannot make the server hold more than its share for it.
     pub max_memory: usize,

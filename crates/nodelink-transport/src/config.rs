@@ -76,9 +76,9 @@ pub struct Config {
     /// receiving. Default 1 GiB. Each socket is bounded by `max_receive_length`, but
     /// peers open as many sockets as they like: past this budget, a socket holding more
     /// than its floor (its share, and at most 256 KiB) of an unfinished message stops
-    /// reading, and is dropped (logged) if it is still held back after 10 s; a socket
-    /// with part of a message from a peer that then says nothing for 3 s is dropped
-    /// first. Keep it well above `max_receive_length` (a warning at bind says when it is
+    /// reading, and is dropped (logged) if it is still held back after 10 s; meanwhile a
+    /// socket with part of a message from a peer that then says nothing for 3 s is
+    /// dropped first. Keep it well above `max_receive_length` (a warning at bind says when it is
     /// not): a message larger than the budget arrives only while the other sockets hold
     /// almost nothing. Messages already received are bounded by the event queue of each
     /// endpoint, which peers cannot multiply.

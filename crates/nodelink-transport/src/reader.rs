@@ -24,9 +24,10 @@
 //! it is dropped with a log line. (Waiting for ever could deadlock: held-back sockets
 //! free nothing until they read on.) The one dropped is not necessarily the offender: a
 //! good peer's large message may be the one held back while many peers each hold a floor's
-//! worth and say nothing more. Those go first: past the budget, a socket with part of a
-//! message from a peer quiet for [`UNFINISHED_QUIET`] is dropped, so the budget is
-//! released for the sockets that are making progress.
+//! worth and say nothing more. Those go first: while the budget is exceeded and some
+//! socket is held back waiting for it, a socket with part of a message from a peer quiet
+//! for [`UNFINISHED_QUIET`] is dropped, whatever it holds, so the budget is released for
+//! the sockets that are making progress.
 
 use std::sync::Arc;
 
@@ -71,8 +72,9 @@ const READ_AT_MOST: u64 = 64 << 10;
 /// How long a socket may stay held back by the memory budget before it is dropped.
 pub(crate) const HELD_BACK_AT_MOST: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Past the memory budget, a socket whose peer sent part of a message and then nothing
-/// for this long is dropped (it holds budget that others making progress wait for).
+/// Past the memory budget, while a socket is held back, a socket whose peer sent part of
+/// a message and then nothing for this long is dropped (it holds budget that others
+/// making progress wait for).
 pub(crate) const UNFINISHED_QUIET: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How often a socket with part of a message from a quiet peer looks at the budget.
@@ -184,7 +186,8 @@ pub(crate) async fn run(
             },
             _ = writer.deadline_wake.notified() => deadline = next_timer(&ep, &address, key),
             () = tokio::time::sleep_until(quiet_check), if !buf.is_empty() => {
-                if holding.budget().exceeded_share().is_some() {
+                let budget = holding.budget();
+                if budget.exceeded_share().is_some() && budget.held_back() > 0 {
                     let quiet = last_heard.elapsed();
                     peer_warn!(
                         ep.warn_limit,
@@ -280,6 +283,9 @@ async fn held_back(
     // Published exactly: the release this waits for is signalled when the published
     // total falls under the limit, which unpublished bytes of ours would hide.
     holding.publish(held);
+    // Counted while it waits: quiet sockets holding part of a message are ended only
+    // while someone waits for the budget they hold.
+    let _waiting = budget.hold_back();
     loop {
         // Created before the check, so a release in between is not missed.
         let released = budget.released();

@@ -681,7 +681,8 @@ async fn past_the_budget_quiet_unfinished_messages_go_before_a_message_in_progre
     for i in 0..6 {
         let origin = format!("127.0.0.1:{}:0", 60 + i);
         let mut raw = Raw::accepted(arena.ep.address(), &origin).await;
-        // A 2 MiB message, of which 200 KiB come (under the 256 KiB floor).
+        // A 2 MiB message, of which 200 KiB come (over the floor of seven sockets,
+        // 1 MiB / 7, once the good one joins).
         raw.write(&u32s(&[CREATED_NEW_CONNECTION, 1024, 1024, 2 << 20]))
             .await;
         raw.write(&[0x55; 200 << 10]).await;

@@ -9,9 +9,11 @@
 //! sum. Every session publishes what it holds (its [`Holding`] in nodelink-driver's
 //! [`MemoryBudget`], which the link and smux servers use too) whenever its driver or its
 //! reader touched it. While the sessions of a listener hold more than the budget
-//! together, the demultiplexer drops the datagrams of every session holding more than its
-//! share (`max_memory / sessions`; no floor), before they cost anything; KCP's retransmission
-//! delivers them once the application has read and the server is back under budget.
+//! together, the demultiplexer drops the datagrams carrying data (PUSH segments, FEC
+//! parity) of every session holding more than its share (`max_memory / sessions`; no
+//! floor), before they cost anything; KCP's retransmission delivers them once the
+//! application has read and the server is back under budget. Acknowledgements still pass:
+//! they are how what a session holds to send drains.
 //! Sessions under their share, the well-behaved ones, are not touched.
 
 use std::sync::Arc;

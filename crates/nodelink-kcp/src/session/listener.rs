@@ -16,7 +16,7 @@ use super::budget::{session_budget, REPORT_STEP};
 use super::driver::NetSide;
 use super::stream::{random_conv, resolve, KcpStream};
 use super::{count_open, GLOBAL};
-use crate::core::segment::segments;
+use crate::core::segment::{segments, Command};
 use crate::crypt::DatagramCrypto;
 use crate::fec::{is_fec, FEC_DATA_HEADER_SIZE, TYPE_DATA};
 use crate::pipeline::{AtomicStats, Config, Pipeline, Stats};
@@ -350,6 +350,23 @@ fn source_form(local: SocketAddr, peer: SocketAddr) -> Result<SocketAddr> {
     }
 }
 
+/// Whether a datagram may carry data for its session: a PUSH segment (or a malformed
+/// one), or an FEC parity shard that could rebuild one. A session over its share of the
+/// budget is refused these; acknowledgements and window messages still pass, since they
+/// are how what it holds to send drains.
+pub(super) fn carries_data(payload: &[u8]) -> bool {
+    let kcp = if is_fec(payload) {
+        let ty = u16::from_le_bytes([payload[4], payload[5]]);
+        match payload.get(FEC_DATA_HEADER_SIZE..) {
+            Some(kcp) if ty == TYPE_DATA => kcp,
+            _ => return true,
+        }
+    } else {
+        payload
+    };
+    segments(kcp).any(|s| s.map_or(true, |(hdr, _)| hdr.cmd == Command::Push))
+}
+
 /// What the first segment of a datagram says, if it is a data or plain packet.
 fn classify(payload: &[u8]) -> Option<(u32, u32)> {
     let kcp = if is_fec(payload) {
@@ -456,7 +473,7 @@ impl Demux {
                     }
                     self.remove_route(from);
                 }
-                _ if self.budget.over(route.holding.held(), 0) => {
+                _ if self.budget.over(route.holding.held(), 0) && carries_data(payload) => {
                     peer_warn!(
                         self.warn_limit,
                         peer = %from,
@@ -464,9 +481,10 @@ impl Demux {
                         held = route.holding.held(),
                         budget = self.budget.limit(),
                         used = self.budget.used(),
-                        "KCP memory budget (max_memory) reached: datagrams of a session holding \
-                         more than its share (unread, or unacknowledged to send) are dropped \
-                         until its application reads and its peer acknowledges"
+                        "KCP memory budget (max_memory) reached: datagrams carrying data for a \
+                         session holding more than its share (unread, or unacknowledged to \
+                         send) are dropped until its application reads and its peer \
+                         acknowledges (acknowledgements still pass)"
                     );
                     return self.drop_datagram(len, Some(false));
                 }

@@ -447,3 +447,41 @@ async fn session_creation_is_rate_limited() {
         .unwrap();
     assert_eq!(&buf, b"hello");
 }
+
+/// A KCP segment as the wire carries it: conv, cmd, frg, wnd, ts, sn, una, len (little
+/// endian), then the payload.
+fn raw_segment(cmd: u8, payload: &[u8]) -> Vec<u8> {
+    let mut s = Vec::new();
+    s.extend_from_slice(&7u32.to_le_bytes());
+    s.extend_from_slice(&[cmd, 0]);
+    s.extend_from_slice(&128u16.to_le_bytes());
+    for w in [0u32, 3, 3, payload.len() as u32] {
+        s.extend_from_slice(&w.to_le_bytes());
+    }
+    s.extend_from_slice(payload);
+    s
+}
+
+#[test]
+fn over_its_share_a_session_is_refused_data_but_not_acknowledgements() {
+    use super::listener::carries_data;
+    let (push, ack, wask) = (
+        raw_segment(81, b"data"),
+        raw_segment(82, b""),
+        raw_segment(83, b""),
+    );
+    assert!(carries_data(&push));
+    assert!(
+        !carries_data(&ack),
+        "an ACK drains what the session holds to send"
+    );
+    assert!(!carries_data(&[ack.clone(), wask].concat()));
+    assert!(
+        carries_data(&[ack.clone(), push].concat()),
+        "data rides along"
+    );
+    assert!(
+        carries_data(&[ack, vec![0xff; 24]].concat()),
+        "malformed counts as data"
+    );
+}
