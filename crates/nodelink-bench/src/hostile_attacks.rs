@@ -326,6 +326,36 @@ fn tcp_of(addr: &str) -> &str {
     }
 }
 
+/// Opens `count` sockets with `dial` (given each one's index), 100 at a time, until
+/// `stop`; holds them until `stop`. Returns them with the number that failed to open and
+/// the number the server has closed by then.
+pub(crate) async fn hold_idle<F, Fut>(
+    count: usize,
+    stop: &AtomicBool,
+    dial: F,
+) -> (Vec<TcpStream>, usize, usize)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<TcpStream>>,
+{
+    let mut held = Vec::with_capacity(count);
+    let mut failed = 0usize;
+    for batch in (0..count).collect::<Vec<_>>().chunks(100) {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        for dialled in futures::future::join_all(batch.iter().map(|&i| dial(i))).await {
+            match dialled {
+                Ok(s) => held.push(s),
+                Err(_) => failed += 1,
+            }
+        }
+    }
+    until_stopped(stop).await;
+    let ended = held.iter().filter(|s| closed_by_server(s)).count();
+    (held, failed, ended)
+}
+
 pub(crate) async fn until_stopped(stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -369,27 +399,13 @@ async fn silent_sockets(addr: &str, count: usize, stop: &AtomicBool) -> Result<S
 }
 
 async fn idle_links(addr: &str, links: usize, stop: &AtomicBool) -> Result<String> {
-    let mut held = Vec::with_capacity(links);
-    let mut failed = 0usize;
-    for batch in (0..links).collect::<Vec<_>>().chunks(100) {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let dials = batch.iter().map(|_| async {
-            let mut s = TcpStream::connect(addr.to_owned()).await?;
-            s.write_all(&6u32.to_be_bytes()).await?;
-            Ok::<_, anyhow::Error>(s)
-        });
-        for dialled in futures::future::join_all(dials).await {
-            match dialled {
-                Ok(s) => held.push(s),
-                Err(_) => failed += 1,
-            }
-        }
-    }
-    until_stopped(stop).await;
+    let (held, failed, ended) = hold_idle(links, stop, |_| async {
+        let mut s = TcpStream::connect(addr.to_owned()).await?;
+        s.write_all(&6u32.to_be_bytes()).await?;
+        Ok(s)
+    })
+    .await;
     // Links the server ended to make room read as closed.
-    let ended = held.iter().filter(|s| closed_by_server(s)).count();
     Ok(format!(
         "{} idle links opened ({failed} failed), {ended} of them ended by the server",
         held.len()
@@ -558,35 +574,20 @@ async fn nt_never_reading(address: &str, sockets: usize, stop: &AtomicBool) -> R
 
 async fn nt_idle(address: &str, sockets: usize, stop: &AtomicBool) -> Result<String> {
     let socket = tcp_of(address).to_owned();
-    let mut held = Vec::with_capacity(sockets);
-    let mut failed = 0usize;
-    for batch in (0..sockets).collect::<Vec<_>>().chunks(100) {
-        if stop.load(Ordering::Relaxed) {
-            break;
+    let (held, failed, ended) = hold_idle(sockets, stop, |i| {
+        let socket = socket.clone();
+        async move {
+            let mut s =
+                tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(socket)).await??;
+            let origin = format!("127.0.0.1:{}:0", 30_000 + i);
+            s.write_all(&nt_request(origin.as_bytes())).await?;
+            let mut answer = [0u8; 4];
+            tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut answer)).await??;
+            anyhow::ensure!(answer == [0; 4], "handshake not accepted");
+            Ok(s)
         }
-        let dials = batch.iter().map(|&i| {
-            let socket = socket.clone();
-            async move {
-                let mut s =
-                    tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(socket))
-                        .await??;
-                let origin = format!("127.0.0.1:{}:0", 30_000 + i);
-                s.write_all(&nt_request(origin.as_bytes())).await?;
-                let mut answer = [0u8; 4];
-                tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut answer)).await??;
-                anyhow::ensure!(answer == [0; 4], "handshake not accepted");
-                Ok::<_, anyhow::Error>(s)
-            }
-        });
-        for dialled in futures::future::join_all(dials).await {
-            match dialled {
-                Ok(s) => held.push(s),
-                Err(_) => failed += 1,
-            }
-        }
-    }
-    until_stopped(stop).await;
-    let ended = held.iter().filter(|s| closed_by_server(s)).count();
+    })
+    .await;
     Ok(format!(
         "{} idle sockets opened ({failed} failed), {ended} of them ended by the server",
         held.len()

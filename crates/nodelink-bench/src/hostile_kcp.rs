@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-use crate::hostile_attacks::{closed_by_server, until_stopped};
+use crate::hostile_attacks::hold_idle;
 
 /// The CLI's KCP defaults (kcptun's): AES with the public default key, FEC 10/3.
 pub(crate) fn kcp_config() -> nodelink_kcp::Config {
@@ -188,23 +188,12 @@ pub(crate) async fn tunnel_idle_streams(
     stop: &AtomicBool,
 ) -> Result<String> {
     let client = tunnel_client(addr).await?;
-    let mut held = Vec::with_capacity(streams);
-    let mut failed = 0usize;
-    for batch in (0..streams).collect::<Vec<_>>().chunks(100) {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let dials = batch.iter().map(|_| TcpStream::connect(client.0.clone()));
-        for dialled in futures::future::join_all(dials).await {
-            match dialled {
-                Ok(s) => held.push(s),
-                Err(_) => failed += 1,
-            }
-        }
-    }
-    until_stopped(stop).await;
+    let local = client.0.clone();
     // Streams the server refused or ended: the client closed their TCP connections.
-    let ended = held.iter().filter(|s| closed_by_server(s)).count();
+    let (held, failed, ended) = hold_idle(streams, stop, |_| async {
+        Ok(TcpStream::connect(local.clone()).await?)
+    })
+    .await;
     let opened = held.len();
     drop(held);
     stop_clients(vec![client]).await;
