@@ -147,6 +147,8 @@ pub struct Kcp {
     /// Congestion-avoidance byte counter (cwnd grows when it passes `(cwnd + 1) * mss`).
     incr: u32,
     probe: u8,
+    /// The receive window we last told the peer (in the `wnd` of our last ACK or flush).
+    adv_wnd: u32,
     ts_probe: u32,
     probe_wait: u32,
 
@@ -198,6 +200,8 @@ impl Kcp {
             ssthresh: THRESH_INIT,
             incr: 0,
             probe: 0,
+            // Until told, a peer assumes a whole window.
+            adv_wnd: u32::from(DEFAULT_RCV_WND),
             ts_probe: 0,
             probe_wait: 0,
             interval: DEFAULT_INTERVAL,
@@ -254,6 +258,7 @@ impl Kcp {
         }
         if rcv_wnd > 0 {
             self.rcv_wnd = u32::from(rcv_wnd);
+            self.adv_wnd = self.adv_wnd.max(self.rcv_wnd);
         }
     }
 
@@ -532,13 +537,21 @@ impl Kcp {
         Ok(Some(n))
     }
 
-    /// After the application consumed segments: refill the queue from `rcv_buf` and, if
-    /// the queue was full (we advertised a zero window) and now has room, tell the peer
-    /// in the next flush rather than waiting for its probe.
+    /// After the application consumed segments: refill the queue from `rcv_buf` and tell
+    /// the peer at once (a window report, with the ACKs owed) when the window reopened:
+    /// the queue was full (we advertised a zero window), or the window grew by half of
+    /// `rcv_wnd` since we last advertised it. A sender held back by our window would
+    /// otherwise wait for our next interval flush, or its own probe, to learn that it may
+    /// go on (docs/protocols/kcp.md, "When segments leave").
     fn after_read(&mut self, was_full: bool) {
         self.refill_rcv_queue();
-        if was_full && self.rcv_queue.len() < self.rcv_wnd as usize {
+        let free = u32::from(self.wnd_unused());
+        let reopened = was_full && free > 0;
+        if reopened || free >= self.adv_wnd + self.rcv_wnd / 2 {
             self.probe |= ASK_TELL;
+            if self.pending == Pending::Nothing {
+                self.pending = Pending::Acks;
+            }
         }
     }
 

@@ -937,3 +937,58 @@ fn idle_only_when_nothing_is_pending() {
     a.flush(now, |_| {});
     assert!(a.is_idle(), "everything acknowledged");
 }
+
+/// A read that reopens the window by half of it sends a window report at once, before
+/// the next interval flush: a sender held back by our window learns it may go on.
+#[test]
+fn a_read_that_reopens_the_window_reports_it_at_once() {
+    let mut a = Kcp::new(7);
+    let mut b = Kcp::new(7);
+    for k in [&mut a, &mut b] {
+        k.set_nodelay(false, 30, 0, true);
+        k.set_window(64, 32);
+        k.set_stream(true);
+    }
+    a.send(&vec![5u8; 40 * a.mss()]).unwrap();
+    let mut to_b = Vec::new();
+    a.flush(0, |d| to_b.push(d.to_vec()));
+    for d in &to_b {
+        b.input(d, 1, true).unwrap();
+    }
+    // B acknowledges with a closed window (32 queued, nothing read).
+    let mut to_a = Vec::new();
+    b.flush(1, |d| to_a.push(d.to_vec()));
+    for d in &to_a {
+        a.input(d, 2, true).unwrap();
+    }
+    assert_eq!(a.remote_wnd(), 0);
+    let tells = |out: &[Vec<u8>]| -> Vec<u16> {
+        out.iter()
+            .flat_map(|d| parse(d))
+            .filter(|(h, _)| h.cmd == Command::WindowTell)
+            .map(|(h, _)| h.wnd)
+            .collect()
+    };
+    let mut buf = vec![0u8; 8 * b.mss()];
+    // B reads a quarter of its closed window: reported at once (kcp-go waits for the
+    // next interval flush, 30 ms later).
+    b.recv(&mut buf).unwrap();
+    assert_eq!(b.check(2), 2);
+    let mut out = Vec::new();
+    b.update(2, |d| out.push(d.to_vec()));
+    assert_eq!(tells(&out), vec![8]);
+    // Another quarter: the window grew by less than half since: no report.
+    out.clear();
+    b.recv(&mut buf).unwrap();
+    b.update(3, |d| out.push(d.to_vec()));
+    assert!(tells(&out).is_empty());
+    // A third: half of the window more than last reported: reported at once.
+    b.recv(&mut buf).unwrap();
+    assert_eq!(b.check(4), 4);
+    b.update(4, |d| out.push(d.to_vec()));
+    assert_eq!(tells(&out), vec![24]);
+    for d in &out {
+        a.input(d, 5, true).unwrap();
+    }
+    assert_eq!(a.remote_wnd(), 24);
+}

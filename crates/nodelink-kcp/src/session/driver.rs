@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, Instant};
 
@@ -14,6 +13,7 @@ use tokio::time::{sleep_until, Instant};
 /// application (effectively forever; a bound keeps the arithmetic far from overflow).
 const IDLE_SLEEP: Duration = Duration::from_secs(3600);
 
+use super::udp::{OutBatch, RecvBatch, Udp};
 use super::{count_close, GLOBAL};
 use crate::pipeline::{Config, Pipeline, Stats};
 use crate::{Error, ErrorKind};
@@ -140,10 +140,10 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) enum NetSide {
     /// A client: a connected socket, all datagrams are ours.
-    Client(Arc<UdpSocket>),
+    Client { sock: Arc<Udp>, peer: SocketAddr },
     /// A listener's session: decrypted payloads come from the demultiplexer.
     Server {
-        sock: Arc<UdpSocket>,
+        sock: Arc<Udp>,
         peer: SocketAddr,
         rx: mpsc::Receiver<Vec<u8>>,
         /// Told `(peer, id)` when this driver exits.
@@ -152,44 +152,23 @@ pub(crate) enum NetSide {
     },
 }
 
-/// Received datagrams processed per lock acquisition at most.
+/// Received datagrams processed per lock acquisition at most (a client's last read may
+/// take it past this: one read can hold a GRO run of up to 64).
 const BATCH: usize = 64;
 
 enum Event {
     Kick,
-    Packet(usize),
+    Packets,
     Payload(Vec<u8>),
     Timer,
     Closed(Failure),
-}
-
-/// Outgoing datagrams collected under the lock, sent after it; buffers are reused.
-#[derive(Default)]
-struct OutBatch {
-    bufs: Vec<Vec<u8>>,
-    len: usize,
-}
-
-impl OutBatch {
-    fn push(&mut self, d: &[u8]) {
-        if self.len == self.bufs.len() {
-            self.bufs.push(Vec::with_capacity(1500));
-        }
-        let b = &mut self.bufs[self.len];
-        b.clear();
-        b.extend_from_slice(d);
-        self.len += 1;
-    }
 }
 
 /// Runs a session until it is dropped and flushed, dead, or reset.
 pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
     // Only a client reads its own socket; a listener's sessions get their datagrams
     // through a channel, and a forged one must cost little (no 64 KiB buffer).
-    let mut rbuf = match &net {
-        NetSide::Client(_) => vec![0u8; 65_536],
-        NetSide::Server { .. } => Vec::new(),
-    };
+    let mut rbatch = RecvBatch::new();
     let mut out = OutBatch::default();
     let mut last_progress = Instant::now();
     let mut dropped_at: Option<Instant> = None;
@@ -197,8 +176,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
     let linger = shared.cfg.linger;
     let overhead = shared.lock().pipe.crypto().overhead();
     let peer = match &net {
-        NetSide::Client(sock) => sock.peer_addr().ok(),
-        NetSide::Server { peer, .. } => Some(*peer),
+        NetSide::Client { peer, .. } | NetSide::Server { peer, .. } => Some(*peer),
     };
     // A client says once per session that its peer's datagrams do not open (a listener
     // says it for its sessions, within its budget of warnings).
@@ -254,10 +232,10 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
         };
 
         let event = match &mut net {
-            NetSide::Client(sock) => tokio::select! {
+            NetSide::Client { sock, .. } => tokio::select! {
                 _ = shared.kick.notified() => Event::Kick,
-                r = sock.recv(&mut rbuf) => match r {
-                    Ok(n) => Event::Packet(n),
+                r = sock.recv(&mut rbatch) => match r {
+                    Ok(()) => Event::Packets,
                     Err(e) if transient(&e) => {
                         if e.kind() == io::ErrorKind::ConnectionRefused {
                             shared.unreachable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -291,22 +269,16 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
                     continue;
                 }
                 Event::Kick | Event::Timer => {}
-                Event::Packet(n) => {
+                Event::Packets => {
                     let mut checksum_errors = false;
-                    let mut feed = |st: &mut State, d: &mut [u8]| match st.pipe.input(d, now_ms) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            checksum_errors |= e.kind() == ErrorKind::Checksum;
-                            false
-                        }
+                    let mut feed = |d: &mut [u8]| match st.pipe.input(d, now_ms) {
+                        Ok(()) => input_ok = true,
+                        Err(e) => checksum_errors |= e.kind() == ErrorKind::Checksum,
                     };
-                    input_ok |= feed(&mut st, &mut rbuf[..n]);
-                    if let NetSide::Client(sock) = &net {
-                        for _ in 1..BATCH {
-                            match sock.try_recv(&mut rbuf) {
-                                Ok(n) => input_ok |= feed(&mut st, &mut rbuf[..n]),
-                                Err(_) => break,
-                            }
+                    let mut fed = rbatch.for_each(|_, d| feed(d));
+                    if let NetSide::Client { sock, .. } = &net {
+                        while fed < BATCH && sock.try_recv(&mut rbatch).is_ok() {
+                            fed += rbatch.for_each(|_, d| feed(d));
                         }
                     }
                     if checksum_errors && !auth_warned {
@@ -397,21 +369,22 @@ fn transient(e: &io::Error) -> bool {
     )
 }
 
-/// Sends the collected datagrams, resetting the batch.
+/// Sends the collected datagrams (batched: `udp.rs`), resetting the batch.
 async fn send_all(net: &NetSide, out: &mut OutBatch) -> io::Result<()> {
-    let n = std::mem::take(&mut out.len);
-    for d in &out.bufs[..n] {
-        let r = match net {
-            NetSide::Client(sock) => sock.send(d).await,
-            NetSide::Server { sock, peer, .. } => sock.send_to(d, *peer).await,
-        };
-        match r {
-            Ok(_) => {}
-            Err(e) if transient(&e) => {}
-            // A full buffer or an unreachable host loses the datagram: KCP resends it.
-            Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {}
-            Err(e) => return Err(e),
-        }
+    if out.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let r = match net {
+        NetSide::Client { sock, peer } | NetSide::Server { sock, peer, .. } => {
+            sock.send(*peer, out).await
+        }
+    };
+    out.clear();
+    match r {
+        Ok(()) => Ok(()),
+        // An unreachable host or a full buffer loses the rest of the batch: KCP resends.
+        Err(e) if transient(&e) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::OutOfMemory => Ok(()),
+        Err(e) => Err(e),
+    }
 }

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::budget::{session_budget, REPORT_STEP};
 use super::driver::NetSide;
 use super::stream::{random_conv, resolve, KcpStream};
+use super::udp::{RecvBatch, Udp};
 use super::{count_open, GLOBAL};
 use crate::core::segment::{segments, Command};
 use crate::crypt::DatagramCrypto;
@@ -97,7 +98,7 @@ struct Demux {
     warn_limit: WarnLimiter,
     /// What the sessions may hold unread together (`budget.rs`).
     budget: Arc<MemoryBudget>,
-    sock: Arc<UdpSocket>,
+    sock: Arc<Udp>,
     cfg: Config,
     crypto: Arc<DatagramCrypto>,
     local: SocketAddr,
@@ -198,7 +199,7 @@ impl KcpListener {
         let local = sock
             .local_addr()
             .map_err(|e| Error::io("the KCP listener's UDP socket has no local address", e))?;
-        let sock = Arc::new(sock);
+        let sock = Arc::new(Udp::new(sock));
         let (accept_tx, accept_rx) = mpsc::channel(cfg.backlog.max(1));
         let (gone_tx, gone_rx) = mpsc::unbounded_channel();
         let (open_tx, open_rx) = mpsc::channel(16);
@@ -401,13 +402,15 @@ impl Demux {
         mut gone_rx: mpsc::UnboundedReceiver<(SocketAddr, u64)>,
         mut open_rx: mpsc::Receiver<OpenRequest>,
     ) {
-        let mut buf = vec![0u8; 65_536];
+        let mut batch = RecvBatch::new();
         let mut listener_open = true;
         loop {
             let accept_tx = self.accept_tx.clone();
             tokio::select! {
-                r = self.sock.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.on_datagram(&mut buf[..n], from, listener_open),
+                r = self.sock.recv(&mut batch) => match r {
+                    Ok(()) => {
+                        batch.for_each(|from, d| self.on_datagram(d, from, listener_open));
+                    }
                     Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused
                         | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
                         | io::ErrorKind::WouldBlock) => {}

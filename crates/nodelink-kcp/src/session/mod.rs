@@ -56,6 +56,7 @@ mod listener;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod udp;
 
 use std::sync::atomic::Ordering::Relaxed;
 

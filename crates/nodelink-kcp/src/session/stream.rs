@@ -16,6 +16,7 @@ use tokio::time::{sleep, Sleep};
 
 use super::count_open;
 use super::driver::{drive, NetSide, Shared, State};
+use super::udp::Udp;
 use crate::pipeline::{Config, Pipeline, Stats};
 use crate::{Error, ErrorKind, Result};
 
@@ -131,7 +132,10 @@ impl KcpStream {
         sock.connect(peer).await.map_err(setup)?;
         let local = sock.local_addr().map_err(setup)?;
         let pipe = Pipeline::new(random_conv(), &cfg)?;
-        let stream = KcpStream::spawn(pipe, cfg, local, peer, |_| NetSide::Client(Arc::new(sock)));
+        let stream = KcpStream::spawn(pipe, cfg, local, peer, |_| NetSide::Client {
+            sock: Arc::new(Udp::new(sock)),
+            peer,
+        });
         count_open(true);
         Ok(stream)
     }

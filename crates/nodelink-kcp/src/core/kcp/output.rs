@@ -64,6 +64,7 @@ impl Kcp {
         let now = now_ms;
         self.pending = Pending::Nothing;
         let wnd = self.wnd_unused();
+        self.adv_wnd = u32::from(wnd);
         let mut ctl = SegmentHeader {
             conv: self.conv,
             cmd: Command::Ack,
@@ -215,20 +216,30 @@ impl Kcp {
         self.acklist.clear();
     }
 
-    /// Sends only the pending ACKs (kcp-go `flush(ackOnly)`).
-    fn flush_acks(&mut self, mut out: impl FnMut(&mut [u8])) {
+    /// Sends only the pending ACKs (kcp-go `flush(ackOnly)`), and the window report a
+    /// read asked for (`after_read`).
+    fn flush_acks(&mut self, now: u32, mut out: impl FnMut(&mut [u8])) {
         self.pending = Pending::Nothing;
+        let wnd = self.wnd_unused();
+        self.adv_wnd = u32::from(wnd);
         let mut ctl = SegmentHeader {
             conv: self.conv,
             cmd: Command::Ack,
             frg: 0,
-            wnd: self.wnd_unused(),
+            wnd,
             ts: 0,
             sn: 0,
             una: self.rcv_nxt,
             len: 0,
         };
         self.write_acks(&mut ctl, &mut out);
+        if self.probe & ASK_TELL != 0 {
+            self.probe &= !ASK_TELL;
+            ctl.cmd = Command::WindowTell;
+            ctl.ts = now;
+            ctl.sn = 0;
+            self.packer.push(&ctl, &[], &mut self.stats, &mut out);
+        }
         self.packer.finish(&mut self.stats, &mut out);
     }
 
@@ -256,7 +267,7 @@ impl Kcp {
         } else if self.pending == Pending::Full || self.retransmit_due(now) {
             self.flush(now, out);
         } else if self.pending == Pending::Acks {
-            self.flush_acks(out);
+            self.flush_acks(now, out);
         }
     }
 
