@@ -227,7 +227,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
             }
         };
         let Some(deadline) = deadline else {
-            let _ = send_all(&net, &mut out).await;
+            let _ = send_all(&net, &mut out, &shared).await;
             break;
         };
 
@@ -326,7 +326,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
             }
             st.report();
         }
-        if let Err(e) = send_all(&net, &mut out).await {
+        if let Err(e) = send_all(&net, &mut out, &shared).await {
             let mut st = shared.lock();
             st.failure
                 .get_or_insert(Failure::Socket(e.kind(), e.to_string()));
@@ -369,8 +369,9 @@ fn transient(e: &io::Error) -> bool {
     )
 }
 
-/// Sends the collected datagrams (batched: `udp.rs`), resetting the batch.
-async fn send_all(net: &NetSide, out: &mut OutBatch) -> io::Result<()> {
+/// Sends the collected datagrams (batched: `udp.rs`), resetting the batch. A "port
+/// unreachable" report may come back on a send as well as on a read: both count.
+async fn send_all(net: &NetSide, out: &mut OutBatch, shared: &Shared) -> io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -382,6 +383,14 @@ async fn send_all(net: &NetSide, out: &mut OutBatch) -> io::Result<()> {
     out.clear();
     match r {
         Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            if matches!(net, NetSide::Client { .. }) {
+                shared
+                    .unreachable
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        }
         // An unreachable host or a full buffer loses the rest of the batch: KCP resends.
         Err(e) if transient(&e) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::OutOfMemory => Ok(()),
