@@ -100,7 +100,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     alloc::start_watcher(runtime.handle().clone());
-    let result = runtime.block_on(async move {
+    // The command runs as a task on the workers, not on this thread: a future given to
+    // `block_on` runs on the calling thread, so every event it waited for (an echo
+    // server's next message, a ping's echo) crossed from a worker to this thread and back,
+    // two futex wake-ups a message (docs/PERFORMANCE.md, "Where the two-process time
+    // goes").
+    let command = runtime.spawn(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Ping(args) => ping::run(args).await,
@@ -109,6 +114,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Nt(command) => nt::run(command).await,
             Command::Tunnel(command) => tunnel::run(command).await,
         }
+    });
+    let result = runtime.block_on(command).unwrap_or_else(|e| {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        Err(anyhow::anyhow!("the command's task was cancelled"))
     });
     // Do not wait for tasks that are still blocked (for example a link the peer never
     // closes): everything worth finishing was awaited by the command itself.

@@ -48,6 +48,12 @@ pub(crate) struct Parked {
     pub(crate) tx: Waiters,
 }
 
+impl crate::core::Ext for Parked {
+    fn idle(&self) -> bool {
+        self.rx.is_empty() && self.tx.is_empty()
+    }
+}
+
 /// What the core's mutex guards.
 pub(crate) struct Shared {
     pub(crate) core: LinkCore<Parked>,

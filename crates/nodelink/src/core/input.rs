@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl<W: Default> LinkCore<W> {
+impl<W: Ext> LinkCore<W> {
     /// Handles every complete packet in `buf` (bytes read from the stream; what is used is
     /// split off). A framing violation is fatal for the link.
     pub(crate) fn handle_input(

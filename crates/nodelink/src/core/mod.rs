@@ -216,6 +216,19 @@ enum Target {
     Dropped,
 }
 
+/// The driver's data per connection, kept in the core's slot (its parked tasks).
+pub(crate) trait Ext: Default {
+    /// Nothing to wake: a connection released in this state needs no wake-up (most
+    /// lightweight exchanges end so, their waiter woken by the answer already).
+    fn idle(&self) -> bool;
+}
+
+impl Ext for () {
+    fn idle(&self) -> bool {
+        true
+    }
+}
+
 /// The link protocol's state for one link. `W` is the driver's per-connection data (its
 /// parked tasks).
 pub(crate) struct LinkCore<W> {
@@ -256,7 +269,7 @@ pub(crate) struct LinkCore<W> {
     stats: CoreStats,
 }
 
-impl<W: Default> LinkCore<W> {
+impl<W: Ext> LinkCore<W> {
     /// The core of a link whose handshake just finished. An offering dialer's HELLO is the
     /// first transmit.
     pub(crate) fn new(role: Role, config: &Config, name: Arc<str>, now: Instant) -> Self {
@@ -536,8 +549,10 @@ impl<W: Default> LinkCore<W> {
         let _ = slot.conn.close_rx(RxClosed::Local, &mut self.ready);
         slot.live = false;
         slot.gen = slot.gen.wrapping_add(1);
-        let ext = std::mem::take(&mut slot.ext);
-        self.wakeups.push(Wakeup::Released(ext));
+        if !slot.ext.idle() {
+            let ext = std::mem::take(&mut slot.ext);
+            self.wakeups.push(Wakeup::Released(ext));
+        }
         self.free.push(index);
     }
 

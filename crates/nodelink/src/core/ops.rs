@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<W: Default> LinkCore<W> {
+impl<W: Ext> LinkCore<W> {
     /// Opens a connection of ours (a full connection, or one lightweight exchange).
     pub(crate) fn open(&mut self, now: Instant) -> Result<(ConnKey, u32), OpenError> {
         self.ids.expire(now);

@@ -437,7 +437,7 @@ impl StreamNode for Side {
     }
 }
 
-impl<W: Default> LinkCore<W> {
+impl<W: Ext> LinkCore<W> {
     /// The message code of the first packet of the next connection to accept.
     fn backlog_front_code(&self) -> Option<u16> {
         let key = *self.backlog.front()?;
