@@ -1,6 +1,7 @@
 //! Connection ids: who owns which id, how new ones are numbered, and the "recently closed"
 //! records (`docs/protocols/link.md`, "Connection ids" and "Routing").
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -100,23 +101,24 @@ impl Ids {
     /// Removes the open entry of `id` if it points at `index`, leaving a closed record when
     /// `keep` (and records are kept at all).
     pub(crate) fn close(&mut self, id: u32, index: u32, keep: bool, now: Instant) {
-        let Some(entry) = self.map.get_mut(&id) else {
+        // One probe of the map, whichever way it goes.
+        let MapEntry::Occupied(mut entry) = self.map.entry(id) else {
             return;
         };
-        if *entry != Entry::Open(index) {
+        if *entry.get() != Entry::Open(index) {
             return;
         }
         if keep && !self.keep_closed.is_zero() && self.max_keep_closed > 0 {
             let until = now + self.keep_closed;
             let record = self.next_record;
             self.next_record = record.wrapping_add(1);
-            *entry = Entry::Closed { record };
+            entry.insert(Entry::Closed { record });
             self.closed.push_back((until, id, record));
             while self.closed.len() > self.max_keep_closed {
                 self.forget_oldest();
             }
         } else {
-            self.map.remove(&id);
+            entry.remove();
         }
     }
 
@@ -177,8 +179,10 @@ impl Ids {
         if let Some((_, id, record)) = self.closed.pop_front() {
             // The id may have been reused since (wrap-around, or a new record): only drop
             // the entry this record describes.
-            if self.map.get(&id) == Some(&Entry::Closed { record }) {
-                self.map.remove(&id);
+            if let MapEntry::Occupied(entry) = self.map.entry(id) {
+                if *entry.get() == (Entry::Closed { record }) {
+                    entry.remove();
+                }
             }
         }
     }
