@@ -547,7 +547,7 @@ impl Kcp {
         self.refill_rcv_queue();
         let free = u32::from(self.wnd_unused());
         let reopened = was_full && free > 0;
-        if reopened || free >= self.adv_wnd + self.rcv_wnd / 2 {
+        if reopened || free >= self.adv_wnd + (self.rcv_wnd / 2).max(1) {
             self.probe |= ASK_TELL;
             if self.pending == Pending::Nothing {
                 self.pending = Pending::Acks;

@@ -13,7 +13,7 @@ use tokio::time::{sleep_until, Instant};
 /// application (effectively forever; a bound keeps the arithmetic far from overflow).
 const IDLE_SLEEP: Duration = Duration::from_secs(3600);
 
-use super::udp::{OutBatch, RecvBatch, Udp};
+use super::udp::{loses_datagrams_only, OutBatch, RecvBatch, Udp};
 use super::{count_close, GLOBAL};
 use crate::pipeline::{Config, Pipeline, Stats};
 use crate::{Error, ErrorKind};
@@ -376,9 +376,9 @@ async fn send_all(net: &NetSide, out: &mut OutBatch, shared: &Shared) -> io::Res
         return Ok(());
     }
     let r = match net {
-        NetSide::Client { sock, peer } | NetSide::Server { sock, peer, .. } => {
-            sock.send(*peer, out).await
-        }
+        // A client's socket is connected: no address (some systems refuse one there).
+        NetSide::Client { sock, .. } => sock.send(None, out).await,
+        NetSide::Server { sock, peer, .. } => sock.send(Some(*peer), out).await,
     };
     out.clear();
     match r {
@@ -391,9 +391,8 @@ async fn send_all(net: &NetSide, out: &mut OutBatch, shared: &Shared) -> io::Res
             }
             Ok(())
         }
-        // An unreachable host or a full buffer loses the rest of the batch: KCP resends.
-        Err(e) if transient(&e) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::OutOfMemory => Ok(()),
+        // An unreachable host or a full buffer lost some datagrams: KCP resends them.
+        Err(e) if loses_datagrams_only(&e) => Ok(()),
         Err(e) => Err(e),
     }
 }

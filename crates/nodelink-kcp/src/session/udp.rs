@@ -63,10 +63,13 @@ impl Udp {
         &self.sock
     }
 
-    /// Sends every datagram of `out` to `to`, GSO runs where possible. Errors are the
-    /// socket's; the caller decides which ones lose a datagram and which end a session.
-    /// Stops at the first error: the datagrams after it are not sent (KCP resends).
-    pub(crate) async fn send(&self, to: SocketAddr, out: &OutBatch) -> io::Result<()> {
+    /// Sends every datagram of `out`, GSO runs where possible: to `to`, or to the peer of
+    /// a connected socket with `None` (some systems refuse an address there). An error
+    /// that loses only the datagrams of one call (an ICMP report of an earlier datagram,
+    /// a full buffer) skips that call's datagrams, which KCP resends, and is returned
+    /// after the rest went out; any other error stops at once.
+    pub(crate) async fn send(&self, to: Option<SocketAddr>, out: &OutBatch) -> io::Result<()> {
+        let mut lost = None;
         let mut i = 0;
         while i < out.count() {
             let max = if self.gso.load(Ordering::Relaxed) {
@@ -77,7 +80,17 @@ impl Udp {
             let run = out.run_from(i, max);
             let bytes = &out.bytes[out.start(i)..out.end(i + run - 1)];
             if run == 1 {
-                self.sock.send_to(bytes, to).await?;
+                let sent = match to {
+                    Some(to) => self.sock.send_to(bytes, to).await,
+                    None => self.sock.send(bytes).await,
+                };
+                match sent {
+                    Ok(_) => {}
+                    Err(e) if loses_datagrams_only(&e) => {
+                        lost.get_or_insert(e);
+                    }
+                    Err(e) => return Err(e),
+                }
             } else {
                 let seg = out.len(i) as u16;
                 let sent = self
@@ -96,12 +109,15 @@ impl Udp {
                         self.gso.store(false, Ordering::Relaxed);
                         continue;
                     }
+                    Err(e) if loses_datagrams_only(&e) => {
+                        lost.get_or_insert(e);
+                    }
                     Err(e) => return Err(e),
                 }
             }
             i += run;
         }
-        Ok(())
+        lost.map_or(Ok(()), Err)
     }
 
     /// Waits for datagrams and reads what is there into `batch`.
@@ -113,6 +129,29 @@ impl Udp {
     pub(crate) fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<()> {
         offload::try_recv(&self.sock, batch)
     }
+}
+
+/// Send errors that cost the datagrams of one call, not the socket: the report of an
+/// earlier datagram's ICMP error (port or host unreachable), a full buffer.
+pub(crate) fn loses_datagrams_only(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::OutOfMemory
+    ) || no_buffer_space(e)
+}
+
+/// `ENOBUFS` (a device queue full), which std does not name.
+#[cfg(target_os = "linux")]
+fn no_buffer_space(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn no_buffer_space(_: &io::Error) -> bool {
+    false
 }
 
 /// GSO and GRO through `sendmsg`/`recvmsg` control messages (Linux).
@@ -139,14 +178,19 @@ mod offload {
     }
 
     /// One `sendmsg` of `bytes`, cut by the kernel into datagrams of `seg` bytes.
-    pub(super) fn send(sock: &UdpSocket, bytes: &[u8], seg: u16, to: SocketAddr) -> io::Result<()> {
-        let to = SockaddrStorage::from(to);
+    pub(super) fn send(
+        sock: &UdpSocket,
+        bytes: &[u8],
+        seg: u16,
+        to: Option<SocketAddr>,
+    ) -> io::Result<()> {
+        let to = to.map(SockaddrStorage::from);
         sendmsg(
             sock.as_raw_fd(),
             &[IoSlice::new(bytes)],
             &[ControlMessage::UdpGsoSegments(&seg)],
             MsgFlags::empty(),
-            Some(&to),
+            to.as_ref(),
         )?;
         Ok(())
     }
@@ -176,7 +220,9 @@ mod offload {
     /// One `recvmsg`: (bytes, datagram size, sender). Without a GRO control message the
     /// read is one datagram.
     fn read(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, usize, SocketAddr)> {
-        let mut cmsg = nix::cmsg_space!(i32);
+        // Room for more than the GRO size: a socket handed over by the caller may have
+        // other receive options on, whose control messages would otherwise truncate ours.
+        let mut cmsg = nix::cmsg_space!(i32, [u8; 128]);
         let mut iov = [IoSliceMut::new(buf)];
         let msg = recvmsg::<SockaddrStorage>(
             sock.as_raw_fd(),
@@ -184,14 +230,6 @@ mod offload {
             Some(&mut cmsg),
             MsgFlags::empty(),
         )?;
-        let mut stride = msg.bytes;
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::UdpGroSegments(size) = c {
-                    stride = usize::try_from(size).unwrap_or(msg.bytes);
-                }
-            }
-        }
         let from = msg
             .address
             .and_then(|a| {
@@ -203,7 +241,25 @@ mod offload {
                     })
             })
             .ok_or_else(|| io::Error::other("a datagram without a sender address"))?;
-        Ok((msg.bytes, stride, from))
+        let mut stride = msg.bytes;
+        match msg.cmsgs() {
+            Ok(cmsgs) => {
+                for c in cmsgs {
+                    if let ControlMessageOwned::UdpGroSegments(size) = c {
+                        stride = usize::try_from(size).unwrap_or(msg.bytes);
+                    }
+                }
+            }
+            // Where the datagrams of a merged read end is unknown: drop the read (KCP
+            // resends) rather than hand on garbage.
+            Err(_) => return Ok((0, 1, from)),
+        }
+        let mut len = msg.bytes;
+        if msg.flags.contains(MsgFlags::MSG_TRUNC) && stride < len {
+            // A merged read larger than the buffer: only whole datagrams count.
+            len -= len % stride;
+        }
+        Ok((len, stride, from))
     }
 }
 
@@ -221,7 +277,7 @@ mod offload {
         false
     }
 
-    pub(super) fn send(_: &UdpSocket, _: &[u8], _: u16, _: SocketAddr) -> io::Result<()> {
+    pub(super) fn send(_: &UdpSocket, _: &[u8], _: u16, _: Option<SocketAddr>) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
     }
 
@@ -416,7 +472,7 @@ mod tests {
             .collect();
         let out = batch(&lens);
         let to = b.socket().local_addr().unwrap();
-        a.send(to, &out).await.unwrap();
+        a.send(Some(to), &out).await.unwrap();
         let mut got: Vec<Vec<u8>> = Vec::new();
         let mut rb = RecvBatch::new();
         while got.len() < lens.len() {
