@@ -343,6 +343,7 @@ impl LinkInner {
 
     pub(crate) fn send_error(&self, f: SendFail, id: Option<u32>, op: &'static str) -> Error {
         let kind = match f {
+            SendFail::Open(e) => return self.open_error(e, op),
             SendFail::Link => self.end_kind(false),
             SendFail::Conn => Cause::ConnectionClosed,
             SendFail::Io(e) => Cause::Io(e),

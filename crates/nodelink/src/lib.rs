@@ -133,6 +133,7 @@ mod control;
 mod core;
 mod error;
 mod evict;
+mod exchange;
 mod frame;
 mod handle;
 mod handshake;

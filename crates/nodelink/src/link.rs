@@ -23,6 +23,7 @@ use crate::control;
 use crate::core::IdState;
 use crate::core::{AcceptPoll, ConnKey, LinkCore, PeerMode, Recv};
 use crate::error::{Cause, Error, Place, Result};
+use crate::exchange::Exchange;
 use crate::frame::Packet;
 use crate::handle::Link;
 use crate::handshake::exchange_versions;
@@ -361,28 +362,24 @@ impl Link {
             .await
     }
 
-    async fn ask1_with<F: Fn(&mut BytesMut)>(
+    async fn ask1_with<F: Fn(&mut BytesMut) + Unpin>(
         &self,
         code: u16,
         body: Body<'_, F>,
         deadline: Option<std::time::Duration>,
     ) -> Result<Packet> {
         let inner = self.inner();
-        let (key, id) = inner
-            .with_core(|s| s.core.open(Instant::now()))
-            .map_err(|e| inner.open_error(e, "ask1"))?;
-        // Dropping this (also by cancellation or at the deadline) ends the exchange and
-        // recycles its state; a late answer is then dropped.
-        let _light = LightConn { inner, key };
-        let exchange = async {
-            inner
-                .send_request(key, id, code, body)
-                .await
-                .map_err(|f| inner.send_error(f, Some(id), "ask1"))?;
-            inner.recv_on(key, id, "ask1").await
+        let mut exchange = Exchange::new(inner, code, body);
+        let packet = match deadline {
+            None => (&mut exchange).await?,
+            Some(d) => match tokio::time::timeout(d, &mut exchange).await {
+                Ok(r) => r?,
+                // Dropping the exchange abandons the request; a late answer is dropped.
+                Err(_) => return Err(exchange.deadline_error(d)),
+            },
         };
-        let packet = inner.bounded(deadline, id, "ask1", exchange).await?;
         if packet.code == ErrorMessage::CODE {
+            let id = packet.conn_id;
             return Err(inner.conn_error(peer_cause(packet.payload), id, "ask1"));
         }
         Ok(packet)
@@ -424,22 +421,6 @@ impl Link {
         })
         .await?;
         Ok(Request::new(self.clone(), taken.packet, taken.credit))
-    }
-}
-
-/// A lightweight exchange in progress. Dropping it (including by cancellation) ends the
-/// exchange: anything still queued on its id is answered "connection closed" and the state
-/// is recycled.
-struct LightConn<'a> {
-    inner: &'a LinkInner,
-    key: ConnKey,
-}
-
-impl Drop for LightConn<'_> {
-    fn drop(&mut self) {
-        let key = self.key;
-        self.inner
-            .with_core(|s| s.core.finish_light(key, false, Instant::now()));
     }
 }
 

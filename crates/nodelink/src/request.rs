@@ -1,5 +1,8 @@
 //! A request received in lightweight mode: one message in, at most one answer out.
 
+use std::future::{poll_fn, Future};
+use std::task::{Context, Poll};
+
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{Cause, Result};
@@ -70,32 +73,44 @@ impl Request {
     }
 
     /// Sends the answer and releases the request.
-    pub async fn reply<M: Message>(self, msg: &M) -> Result<()> {
-        let encode = |b: &mut BytesMut| msg.encode(b);
-        self.reply_body(M::CODE, Body::Encode(encode)).await
+    pub fn reply<'a, M: Message>(self, msg: &'a M) -> impl Future<Output = Result<()>> + 'a {
+        let encode = move |b: &mut BytesMut| msg.encode(b);
+        self.answer_with(move |req, cx| req.poll_answer(cx, M::CODE, &Body::Encode(encode)))
     }
 
     /// Sends a raw answer and releases the request.
-    pub async fn reply_packet(self, code: u16, payload: Bytes) -> Result<()> {
-        self.reply_body(code, Body::Bytes::<fn(&mut BytesMut)>(&payload))
-            .await
+    pub fn reply_packet(self, code: u16, payload: Bytes) -> impl Future<Output = Result<()>> {
+        self.answer_with(move |req, cx| {
+            req.poll_answer(cx, code, &Body::Bytes::<fn(&mut BytesMut)>(&payload))
+        })
     }
 
-    async fn reply_body<F: Fn(&mut BytesMut)>(
+    /// One future that owns the request and its answer (no nested future to move on this
+    /// hot path).
+    fn answer_with<'a>(
         mut self,
+        mut poll: impl FnMut(&mut Request, &mut Context<'_>) -> Poll<Result<()>> + 'a,
+    ) -> impl Future<Output = Result<()>> + 'a {
+        poll_fn(move |cx| poll(&mut self, cx))
+    }
+
+    fn poll_answer<F: Fn(&mut BytesMut)>(
+        &mut self,
+        cx: &mut Context<'_>,
         code: u16,
-        body: Body<'_, F>,
-    ) -> Result<()> {
-        self.answered = true;
+        body: &Body<'_, F>,
+    ) -> Poll<Result<()>> {
         let inner = self.link.inner();
         let id = self.conn_id();
-        if self.credit > 0 {
-            // Queued without waking the writer: the reply's own flush carries it.
-            inner.send_credit(id, std::mem::take(&mut self.credit), false);
+        if !self.answered {
+            self.answered = true;
+            if self.credit > 0 {
+                // Queued without waking the writer: the reply's own write carries it.
+                inner.send_credit(id, std::mem::take(&mut self.credit), false);
+            }
         }
         inner
-            .send_answer(id, code, body)
-            .await
+            .poll_answer(cx, id, code, body)
             .map_err(|f| inner.send_error(f, Some(id), "reply"))
     }
 

@@ -159,6 +159,8 @@ pub(crate) enum SendFail {
     TooBig(usize),
     /// Writing failed with this error (reported to the send that hit it).
     Io(Arc<std::io::Error>),
+    /// The connection of a lightweight exchange could not be opened.
+    Open(crate::core::OpenError),
 }
 
 /// Truncates the queue tail back to a mark if encoding panics, so a half-encoded packet is

@@ -39,6 +39,16 @@ const MAX_IOSLICES: usize = 64;
 /// rest to the writer task, so one unlucky caller does not write for everybody forever.
 const CALLER_ROUNDS: usize = 4;
 
+/// Whether an encoded packet may be queued (see [`LinkInner::poll_enqueue_as`]).
+pub(crate) enum Admit {
+    /// Yes, on this id.
+    Go(u32),
+    /// Not yet: the waker is registered where the answer will come from.
+    Wait,
+    /// No.
+    Fail(SendFail),
+}
+
 impl LinkInner {
     /// Queues one packet, waiting for queue space and (on a connection) for flow-control
     /// credit. Does not write.
@@ -49,6 +59,34 @@ impl LinkInner {
         id: u32,
         code: u16,
         body: &Body<'_, F>,
+    ) -> Poll<Result<(), SendFail>> {
+        self.poll_enqueue_as(cx, code, body, |cx, payload_len| match conn {
+            None => Admit::Go(id),
+            Some(key) => {
+                // Lock order: the send queue, then the core.
+                let mut s = lock(&self.shared);
+                match s.core.reserve(key, cost_of(payload_len)) {
+                    Reserve::Ok => Admit::Go(id),
+                    Reserve::Closed => Admit::Fail(SendFail::Conn),
+                    Reserve::Wait => {
+                        if let Some(parked) = s.core.ext(key) {
+                            parked.tx.register(cx.waker());
+                        }
+                        Admit::Wait
+                    }
+                }
+            }
+        })
+    }
+
+    /// Queues one packet once `admit` lets it go (it runs under the send queue's lock,
+    /// with the payload's length, and names the id the packet goes on). Does not write.
+    pub(crate) fn poll_enqueue_as<F: Fn(&mut BytesMut)>(
+        &self,
+        cx: &mut Context<'_>,
+        code: u16,
+        body: &Body<'_, F>,
+        admit: impl FnOnce(&mut Context<'_>, usize) -> Admit,
     ) -> Poll<Result<(), SendFail>> {
         let mut q = lock(&self.tx);
         if q.down {
@@ -79,30 +117,17 @@ impl LinkInner {
             q.tail.truncate(mark);
             return Poll::Ready(Err(SendFail::TooBig(payload_len)));
         }
-        if let Some(key) = conn {
-            // Lock order: the send queue, then the core.
-            let reserved = {
-                let mut s = lock(&self.shared);
-                let r = s.core.reserve(key, cost_of(payload_len));
-                if r == Reserve::Wait {
-                    if let Some(parked) = s.core.ext(key) {
-                        parked.tx.register(cx.waker());
-                    }
-                }
-                r
-            };
-            match reserved {
-                Reserve::Ok => {}
-                Reserve::Closed => {
-                    q.tail.truncate(mark);
-                    return Poll::Ready(Err(SendFail::Conn));
-                }
-                Reserve::Wait => {
-                    q.tail.truncate(mark);
-                    return Poll::Pending;
-                }
+        let id = match admit(cx, payload_len) {
+            Admit::Go(id) => id,
+            Admit::Fail(f) => {
+                q.tail.truncate(mark);
+                return Poll::Ready(Err(f));
             }
-        }
+            Admit::Wait => {
+                q.tail.truncate(mark);
+                return Poll::Pending;
+            }
+        };
         let header = Header {
             conn_id: id,
             code,
@@ -155,40 +180,26 @@ impl LinkInner {
         self.flush(CALLER_ROUNDS).await
     }
 
-    /// Sends a lightweight request. When other receivers of this side were just woken with
-    /// answers (they are about to send their next requests), the write is left to the
-    /// writer task so the burst goes out in one system call; otherwise it is written at
-    /// once. Connections nobody reads do not count, so they never slow requests down.
-    pub(crate) async fn send_request<F: Fn(&mut BytesMut)>(
+    /// Sends the answer to a request taken with recv1: queued, then written at once if the
+    /// socket is free ([`Self::write_now`]; what the socket does not take goes to the
+    /// writer task, the asker waits for it anyway). When this side has more requests
+    /// waiting to be served, the write is left to the writer task instead: it runs once
+    /// the serving task yields and then sends every answer queued by then in one system
+    /// call, instead of one call each.
+    pub(crate) fn poll_answer<F: Fn(&mut BytesMut)>(
         &self,
-        key: ConnKey,
+        cx: &mut Context<'_>,
         id: u32,
         code: u16,
-        body: Body<'_, F>,
-    ) -> Result<(), SendFail> {
-        if self.ready.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            return self.send_frame(Some(key), id, code, body).await;
-        }
-        poll_fn(|cx| self.poll_enqueue(cx, Some(key), id, code, &body)).await?;
-        self.writer_kick.notify_one();
-        Ok(())
-    }
-
-    /// Like [`Self::send_frame`], but leaves the write to the writer task when this side
-    /// has more requests waiting to be served: it runs once the serving task yields and then
-    /// sends every answer queued by then in one system call, instead of one call each.
-    pub(crate) async fn send_answer<F: Fn(&mut BytesMut)>(
-        &self,
-        id: u32,
-        code: u16,
-        body: Body<'_, F>,
-    ) -> Result<(), SendFail> {
+        body: &Body<'_, F>,
+    ) -> Poll<Result<(), SendFail>> {
+        std::task::ready!(self.poll_enqueue(cx, None, id, code, body))?;
         if self.backlog_len.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            return self.send_frame(None, id, code, body).await;
+            self.write_now(cx)?;
+        } else {
+            self.writer_kick.notify_one();
         }
-        poll_fn(|cx| self.poll_enqueue(cx, None, id, code, &body)).await?;
-        self.writer_kick.notify_one();
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 
     /// Queues a packet from a context that must not wait (the reader task, a receive
@@ -319,6 +330,68 @@ impl LinkInner {
         }
     }
 
+    /// Writes the queue at once if nobody is writing, without waiting for the socket: what
+    /// it does not take now goes back in front of the queue for the writer task. For
+    /// lightweight exchanges, whose callers wait for an answer anyway: no future to hold
+    /// across the write, and the common case (the socket takes it all) costs two locks of
+    /// the send queue. An error ends the link and is returned.
+    pub(crate) fn write_now(&self, cx: &mut Context<'_>) -> Result<(), SendFail> {
+        let (mut io, mut batch) = {
+            let mut q = lock(&self.tx);
+            if !q.has_data() {
+                return Ok(());
+            }
+            let Some(io) = q.io.take() else {
+                // Someone is writing and will pick our bytes up.
+                return Ok(());
+            };
+            let mut batch = std::mem::take(&mut q.spare);
+            q.take_into(&mut batch, &self.stats);
+            let wake = q.space.take();
+            drop(q);
+            wake.wake();
+            (io, batch)
+        };
+        let written = match poll_write_all(io.as_mut(), &mut batch, cx) {
+            Poll::Ready(Ok(())) => io.as_mut().poll_flush(cx),
+            other => other,
+        };
+        if let Poll::Ready(Err(e)) = written {
+            // The socket half is dropped with the link; nobody writes again.
+            drop(io);
+            let err = Arc::new(e);
+            self.shutdown(LinkEnd::Failed(err.clone()));
+            return Err(SendFail::Io(err));
+        }
+        self.hand_back(io, &mut batch);
+        Ok(())
+    }
+
+    /// Gives the socket half back after a write, with what it did not take of `batch` in
+    /// front of the queue (in order), and wakes the writer task if anything is left.
+    fn hand_back(&self, io: BoxWrite, batch: &mut VecDeque<Bytes>) {
+        let mut q = lock(&self.tx);
+        q.queued += batch.iter().map(Bytes::len).sum::<usize>();
+        q.in_flight = 0;
+        self.report_tx(&q);
+        while let Some(chunk) = batch.pop_back() {
+            q.chunks.push_front(chunk);
+        }
+        if !self.stop_writing.is_cancelled() {
+            q.io = Some(io);
+        }
+        if q.spare.capacity() < batch.capacity() {
+            q.spare = std::mem::take(batch);
+        }
+        let wake = q.space.take();
+        let leftover = q.has_data() || q.down;
+        drop(q);
+        wake.wake();
+        if leftover {
+            self.writer_kick.notify_one();
+        }
+    }
+
     /// The background writer: flushes what was handed to it, and on a graceful close sends
     /// what is left (bounded by the linger time) before shutting the write side down.
     pub(crate) async fn writer_task(self: Arc<Self>) {
@@ -437,21 +510,7 @@ impl Drop for Flush<'_> {
             // The writer task has exited; dropping the half closes our side of the stream.
             return;
         }
-        let mut q = lock(&self.link.tx);
-        q.queued += self.batch.iter().map(Bytes::len).sum::<usize>();
-        q.in_flight = 0;
-        self.link.report_tx(&q);
-        while let Some(chunk) = self.batch.pop_back() {
-            q.chunks.push_front(chunk);
-        }
-        // The tail holds newer bytes than anything in chunks; it stays behind them.
-        if !q.tail.is_empty() {
-            let tail = q.tail.split().freeze();
-            q.chunks.push_back(tail);
-        }
-        q.io = Some(io);
-        drop(q);
-        self.link.writer_kick.notify_one();
+        self.link.hand_back(io, &mut self.batch);
     }
 }
 

@@ -250,6 +250,12 @@ impl ConnState {
         Pop::Empty
     }
 
+    /// A receiver waits from now on (it registered before asking): the next packet wakes
+    /// it.
+    pub(crate) fn await_packet(&mut self) {
+        self.receiver_waiting = true;
+    }
+
     /// Takes the first packet without credit bookkeeping (recv1: the request is answered
     /// by a reply, not credited on consumption).
     pub(crate) fn pop_first(&mut self, ready: &mut usize) -> Option<(Packet, usize)> {

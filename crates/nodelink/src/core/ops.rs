@@ -21,6 +21,34 @@ impl<W: Ext> LinkCore<W> {
         Ok((key, id))
     }
 
+    /// Opens a lightweight exchange whose request costs `cost`: the connection is open,
+    /// the request's send credit reserved (a fresh connection owes nothing, so it always
+    /// fits) and its receiver counted as waiting, so the answer wakes it. One call instead
+    /// of three for the driver's `ask1`.
+    pub(crate) fn open_light(
+        &mut self,
+        cost: usize,
+        now: Instant,
+    ) -> Result<(ConnKey, u32), OpenError> {
+        let window = self.peer_window();
+        let (key, id) = self.open(now)?;
+        let conn = &mut self.slots[key.index as usize].conn;
+        let reserved = conn.reserve(cost, window);
+        debug_assert!(reserved, "a fresh connection has all its credit");
+        conn.await_packet();
+        Ok((key, id))
+    }
+
+    /// The answer of a lightweight exchange, if it came (or how the exchange ended); the
+    /// exchange is then over and its connection released, in the same call.
+    pub(crate) fn take_light(&mut self, key: ConnKey, now: Instant) -> Recv {
+        let r = self.recv(key);
+        if !matches!(r, Recv::Empty) {
+            self.finish_light(key, false, now);
+        }
+        r
+    }
+
     /// Allocates an id for a fire-and-forget `send1`, keeping no state for it: a later
     /// packet on it is answered as for any unknown id.
     pub(crate) fn open_unregistered(&mut self, now: Instant) -> Result<u32, OpenError> {
