@@ -73,7 +73,7 @@ impl<'a, F: Fn(&mut BytesMut) + Unpin> Exchange<'a, F> {
             // Lock order: the send queue, then the core. Opening produces no output (no
             // wake-up, no transmit), so nothing waits to be dispatched after the lock.
             let mut s = lock(&inner.shared);
-            match s.core.open_light(cost_of(payload_len), Instant::now()) {
+            match s.core.open_light(cost_of(payload_len), Instant::now) {
                 Ok((key, id)) => {
                     if let Some(parked) = s.core.ext(key) {
                         parked.rx.register(cx.waker());
@@ -123,7 +123,7 @@ impl<F: Fn(&mut BytesMut) + Unpin> Future for Exchange<'_, F> {
         }
         let inner = this.inner;
         let taken = inner.with_core(|s| {
-            let r = s.core.take_light(key, Instant::now());
+            let r = s.core.take_light(key);
             if matches!(r, Recv::Empty) {
                 if let Some(parked) = s.core.ext(key) {
                     parked.rx.register(cx.waker());
@@ -151,8 +151,7 @@ impl<F: Fn(&mut BytesMut) + Unpin> Future for Exchange<'_, F> {
 impl<F> Drop for Exchange<'_, F> {
     fn drop(&mut self) {
         if let (Some((key, _)), false) = (self.conn, self.finished) {
-            self.inner
-                .with_core(|s| s.core.finish_light(key, false, Instant::now()));
+            self.inner.with_core(|s| s.core.finish_light(key, None));
         }
     }
 }

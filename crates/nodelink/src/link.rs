@@ -238,8 +238,7 @@ impl Link {
     /// "not listening", queued connections and new ones are answered "connection refused"
     /// (under NEO/py rules they are dropped: NEO/py gets no automatic replies).
     pub fn close_accept(&self) {
-        self.inner()
-            .with_core(|s| s.core.close_accept(Instant::now()));
+        self.inner().with_core(|s| s.core.close_accept());
     }
 
     /// Closes the link: every blocked operation on it and its connections fails, what was

@@ -11,6 +11,10 @@ use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
+/// The allocator's counters are global and the tests of this file run in parallel: each
+/// holds this while it runs, so no test's traffic counts in another's measurement.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn live_growth(region: &Region<'_, std::alloc::System>) -> isize {
     let c = region.change();
     c.bytes_allocated as isize - c.bytes_deallocated as isize
@@ -20,6 +24,7 @@ fn live_growth(region: &Region<'_, std::alloc::System>) -> isize {
 /// dropped, must not each keep a whole read-buffer block alive.
 #[tokio::test(flavor = "current_thread")]
 async fn small_unread_packets_do_not_pin_read_buffers() {
+    let _serial = SERIAL.lock().await;
     let (link, mut raw) = raw_and_link(Role::Server, Config::default(), 1 << 20).await;
     let big = vec![0u8; 60 << 10];
     let region = Region::new(GLOBAL);
@@ -47,6 +52,7 @@ async fn small_unread_packets_do_not_pin_read_buffers() {
 /// what is measured is the owed credit), the rest are dropped and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owed_credit_is_bounded_when_the_peer_never_reads() {
+    let _serial = SERIAL.lock().await;
     let config = Config::default().with_send_buffer(64 << 10);
     let (link, mut raw) = raw_and_link(Role::Server, config, 64 << 10).await;
     raw.send(CONTROL_TO_SERVER, CONTROL_CODE, &hello_payload(1 << 20))
@@ -99,6 +105,7 @@ async fn owed_credit_is_bounded_when_the_peer_never_reads() {
 /// requests are served keeps being read and answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listeners_links_share_its_memory_budget() {
+    let _serial = SERIAL.lock().await;
     use nodelink::{Link, Ping, Pong};
     const BUDGET: usize = 2 << 20;
     let config = Config::default().with_max_memory(BUDGET);
@@ -181,6 +188,7 @@ async fn a_listeners_links_share_its_memory_budget() {
 /// buffer twice over; a client that reads its answers is still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_nobody_reads_count_against_the_budget() {
+    let _serial = SERIAL.lock().await;
     use nodelink::{Ping, Pong, ANSWER_BIT};
     const BUDGET: usize = 4 << 20;
     const PEERS: usize = 4;
@@ -292,6 +300,7 @@ async fn answers_nobody_reads_count_against_the_budget() {
 /// it (the budget stays exceeded all along, so only the drain can wake it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_large_answers_is_served_while_the_budget_is_exceeded() {
+    let _serial = SERIAL.lock().await;
     use nodelink::ANSWER_BIT;
     const BUDGET: usize = 1 << 20;
     let config = Config::default().with_max_memory(BUDGET);

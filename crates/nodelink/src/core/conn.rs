@@ -153,17 +153,36 @@ pub(crate) enum Pop {
 impl ConnState {
     /// Makes the state ready for connection `id`, keeping the queue's allocation.
     pub(crate) fn reset(&mut self, id: u32, incoming: bool, registered: bool) {
-        if !self.queue.is_empty() {
-            self.queue.drain().for_each(drop);
-        }
-        let queue = std::mem::take(&mut self.queue);
-        *self = ConnState {
-            id,
-            incoming,
-            registered,
+        // Field by field, in place: every field is named, so a new one cannot be forgotten
+        // here, and nothing is built and dropped (this runs for every lightweight request).
+        let ConnState {
+            id: old_id,
+            incoming: old_incoming,
+            registered: old_registered,
             queue,
-            ..ConnState::default()
-        };
+            queued,
+            consumed,
+            rx_closed,
+            link_error_reported,
+            receiver_waiting,
+            woken,
+            tx_closed,
+            outstanding,
+        } = self;
+        if !queue.is_empty() {
+            queue.drain().for_each(drop);
+        }
+        *old_id = id;
+        *old_incoming = incoming;
+        *old_registered = registered;
+        *queued = 0;
+        *consumed = 0;
+        *rx_closed = None;
+        *link_error_reported = false;
+        *receiver_waiting = false;
+        *woken = false;
+        *tx_closed = false;
+        *outstanding = 0;
     }
 
     /// The code of the first queued packet (tests).

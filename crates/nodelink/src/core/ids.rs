@@ -98,9 +98,9 @@ impl Ids {
         self.map.insert(id, Entry::Open(index));
     }
 
-    /// Removes the open entry of `id` if it points at `index`, leaving a closed record when
-    /// `keep` (and records are kept at all).
-    pub(crate) fn close(&mut self, id: u32, index: u32, keep: bool, now: Instant) {
+    /// Removes the open entry of `id` if it points at `index`, leaving a closed record from
+    /// the time in `keep`, if any (and if records are kept at all).
+    pub(crate) fn close(&mut self, id: u32, index: u32, keep: Option<Instant>) {
         // One probe of the map, whichever way it goes.
         let MapEntry::Occupied(mut entry) = self.map.entry(id) else {
             return;
@@ -108,7 +108,8 @@ impl Ids {
         if *entry.get() != Entry::Open(index) {
             return;
         }
-        if keep && !self.keep_closed.is_zero() && self.max_keep_closed > 0 {
+        let kept = keep.filter(|_| !self.keep_closed.is_zero() && self.max_keep_closed > 0);
+        if let Some(now) = kept {
             let until = now + self.keep_closed;
             let record = self.next_record;
             self.next_record = record.wrapping_add(1);
@@ -126,6 +127,25 @@ impl Ids {
     /// The map never holds anywhere near 2^31 entries (the limits bound it), so the loop
     /// ends quickly; its bound only guards against a misconfiguration.
     pub(crate) fn alloc(&mut self) -> Option<u32> {
+        self.alloc_where(|map, id| !map.contains_key(&id))
+    }
+
+    /// [`Self::alloc`] and [`Self::insert_open`] in one probe of the map.
+    pub(crate) fn alloc_open(&mut self, index: u32) -> Option<u32> {
+        self.alloc_where(|map, id| match map.entry(id) {
+            MapEntry::Vacant(e) => {
+                e.insert(Entry::Open(index));
+                true
+            }
+            MapEntry::Occupied(_) => false,
+        })
+    }
+
+    /// The next id `take` accepts (it is told whether an id is free by looking at the map).
+    fn alloc_where(
+        &mut self,
+        mut take: impl FnMut(&mut FxHashMap<u32, Entry>, u32) -> bool,
+    ) -> Option<u32> {
         let step = match self.numbering {
             Numbering::ByParity { .. } => 2,
             Numbering::ByAnswerBit => 1,
@@ -133,7 +153,7 @@ impl Ids {
         for _ in 0..=(u32::MAX / step) {
             let id = self.next;
             self.next = id.wrapping_add(step);
-            if Some(id) != self.reserved && !self.map.contains_key(&id) {
+            if Some(id) != self.reserved && take(&mut self.map, id) {
                 return Some(id);
             }
         }
@@ -232,7 +252,7 @@ mod tests {
         let now = Instant::now();
         for (index, id) in [1u32, 3, 5, 7].into_iter().enumerate() {
             ids.insert_open(id, index as u32);
-            ids.close(id, index as u32, true, now);
+            ids.close(id, index as u32, Some(now));
         }
         // Cap of 3: the oldest record (id 1) was forgotten.
         assert_eq!(ids.state(1, now), IdState::Free);
@@ -258,12 +278,12 @@ mod tests {
         );
         let now = Instant::now();
         ids.insert_open(1, 0);
-        ids.close(1, 0, true, now);
+        ids.close(1, 0, Some(now));
         // The peer reuses the id after our record: a new connection, closed again later.
         ids.map.remove(&1);
         ids.insert_open(1, 1);
         let later = now + Duration::from_secs(30);
-        ids.close(1, 1, true, later);
+        ids.close(1, 1, Some(later));
         // The first record expires; the second still holds.
         assert_eq!(
             ids.state(1, now + Duration::from_secs(61)),
@@ -277,7 +297,7 @@ mod tests {
         let mut ids = Ids::new(Numbering::ByAnswerBit, None, Duration::ZERO, 0);
         let now = Instant::now();
         ids.insert_open(5, 1);
-        ids.close(5, 0, false, now);
+        ids.close(5, 0, None);
         assert_eq!(ids.state(5, now), IdState::Open);
     }
 }

@@ -531,14 +531,15 @@ impl<W: Ext> LinkCore<W> {
         }
     }
 
-    /// Forgets `key`'s id (with a closed record when `keep`) and frees its slot.
-    fn release(&mut self, key: ConnKey, keep: bool, now: Instant) {
+    /// Forgets `key`'s id (with a closed record from the time in `keep`, if any) and frees
+    /// its slot.
+    fn release(&mut self, key: ConnKey, keep: Option<Instant>) {
         let slot = &mut self.slots[key.index as usize];
         slot.conn.close_tx();
         if slot.conn.registered {
             slot.conn.registered = false;
             let id = slot.conn.id;
-            self.ids.close(id, key.index, keep, now);
+            self.ids.close(id, key.index, keep);
             self.open -= 1;
         }
         self.free_slot(key.index);
@@ -559,14 +560,14 @@ impl<W: Ext> LinkCore<W> {
     /// A stateless request is done: if more packets arrived on its id meanwhile, the
     /// connection goes back to the front of the accept queue so they are served in order;
     /// otherwise the id is forgotten.
-    fn finish_stateless(&mut self, key: ConnKey, now: Instant) {
+    fn finish_stateless(&mut self, key: ConnKey) {
         let slot = &self.slots[key.index as usize];
         if !self.down && slot.conn.registered && slot.conn.has_queued() {
             self.backlog.push_front(key);
             self.wakeups.push(Wakeup::Acceptors);
             return;
         }
-        self.release(key, false, now);
+        self.release(key, None);
     }
 
     fn pop_backlog(&mut self) -> Option<ConnKey> {

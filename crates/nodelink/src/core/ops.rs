@@ -7,15 +7,22 @@ impl<W: Ext> LinkCore<W> {
     /// Opens a connection of ours (a full connection, or one lightweight exchange).
     pub(crate) fn open(&mut self, now: Instant) -> Result<(ConnKey, u32), OpenError> {
         self.ids.expire(now);
+        self.open_id()
+    }
+
+    fn open_id(&mut self) -> Result<(ConnKey, u32), OpenError> {
         if self.down {
             return Err(OpenError::Down);
         }
         if self.open >= self.max_conns {
             return Err(OpenError::TooMany);
         }
-        let id = self.ids.alloc().ok_or(OpenError::TooMany)?;
-        let key = self.alloc_slot(id, false, true);
-        self.ids.insert_open(id, key.index);
+        let key = self.alloc_slot(0, false, true);
+        let Some(id) = self.ids.alloc_open(key.index) else {
+            self.free_slot(key.index);
+            return Err(OpenError::TooMany);
+        };
+        self.slots[key.index as usize].conn.id = id;
         self.open += 1;
         self.stats.conns_opened += 1;
         Ok((key, id))
@@ -24,14 +31,18 @@ impl<W: Ext> LinkCore<W> {
     /// Opens a lightweight exchange whose request costs `cost`: the connection is open,
     /// the request's send credit reserved (a fresh connection owes nothing, so it always
     /// fits) and its receiver counted as waiting, so the answer wakes it. One call instead
-    /// of three for the driver's `ask1`.
+    /// of three for the driver's `ask1`. `clock` is read only when closed records may
+    /// have expired.
     pub(crate) fn open_light(
         &mut self,
         cost: usize,
-        now: Instant,
+        clock: impl FnOnce() -> Instant,
     ) -> Result<(ConnKey, u32), OpenError> {
+        if self.ids.closed_records() > 0 {
+            self.ids.expire(clock());
+        }
         let window = self.peer_window();
-        let (key, id) = self.open(now)?;
+        let (key, id) = self.open_id()?;
         let conn = &mut self.slots[key.index as usize].conn;
         let reserved = conn.reserve(cost, window);
         debug_assert!(reserved, "a fresh connection has all its credit");
@@ -41,10 +52,10 @@ impl<W: Ext> LinkCore<W> {
 
     /// The answer of a lightweight exchange, if it came (or how the exchange ended); the
     /// exchange is then over and its connection released, in the same call.
-    pub(crate) fn take_light(&mut self, key: ConnKey, now: Instant) -> Recv {
+    pub(crate) fn take_light(&mut self, key: ConnKey) -> Recv {
         let r = self.recv(key);
         if !matches!(r, Recv::Empty) {
-            self.finish_light(key, false, now);
+            self.finish_light(key, None);
         }
         r
     }
@@ -135,7 +146,7 @@ impl<W: Ext> LinkCore<W> {
         let slot = &mut self.slots[key.index as usize];
         let keep = slot.conn.incoming;
         self.stats.conns_closed += 1;
-        self.release(key, keep, now);
+        self.release(key, keep.then_some(now));
     }
 
     /// A request taken with recv1 was released without an answer (dropped, closed, or its
@@ -152,9 +163,10 @@ impl<W: Ext> LinkCore<W> {
         }
     }
 
-    /// Ends a lightweight exchange (ask1, or recv1 keeping a closed record when `keep`):
-    /// anything still queued is answered "connection closed", and the slot released.
-    pub(crate) fn finish_light(&mut self, key: ConnKey, keep: bool, now: Instant) {
+    /// Ends a lightweight exchange (ask1, or recv1 keeping a closed record from the time in
+    /// `keep`): anything still queued is answered "connection closed", and the slot
+    /// released.
+    pub(crate) fn finish_light(&mut self, key: ConnKey, keep: Option<Instant>) {
         let Some((id, dropped)) = self.close_rx_of(key) else {
             return;
         };
@@ -167,7 +179,7 @@ impl<W: Ext> LinkCore<W> {
             // without credit (a reply), so returning it would be wasted traffic.
             self.credit_back(id, d.cost);
         }
-        self.release(key, keep, now);
+        self.release(key, keep);
     }
 
     /// Takes the next incoming connection.
@@ -188,9 +200,9 @@ impl<W: Ext> LinkCore<W> {
             let slot = &mut self.slots[key.index as usize];
             let first = slot.conn.pop_first(&mut self.ready);
             if keep {
-                self.finish_light(key, true, now);
+                self.finish_light(key, Some(now));
             } else {
-                self.finish_stateless(key, now);
+                self.finish_stateless(key);
             }
             if let Some((packet, cost)) = first {
                 self.release_rx(cost);
@@ -211,7 +223,7 @@ impl<W: Ext> LinkCore<W> {
 
     /// Stops accepting: queued connections are refused, acceptors and a waiting reader
     /// are told.
-    pub(crate) fn close_accept(&mut self, now: Instant) {
+    pub(crate) fn close_accept(&mut self) {
         self.accepting = false;
         while let Some(key) = self.backlog.pop_front() {
             let slot = &mut self.slots[key.index as usize];
@@ -225,7 +237,7 @@ impl<W: Ext> LinkCore<W> {
                 }
                 self.credit_back(id, d.cost + d.uncredited);
             }
-            self.release(key, false, now);
+            self.release(key, None);
         }
         self.wakeups.push(Wakeup::Acceptors);
         self.unblock_reader();

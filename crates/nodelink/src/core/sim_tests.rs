@@ -226,7 +226,7 @@ impl Side {
                     assert_eq!(p.code, ASK | 0x8000, "{}: {p:?}", self.name);
                     assert_eq!(&p.payload[..], &tag.to_be_bytes(), "{}", self.name);
                     assert!(self.answered.insert(tag), "{}: answered twice", self.name);
-                    self.core.finish_light(key, false, now);
+                    self.core.finish_light(key, None);
                 }
                 Recv::Empty => still.push((key, tag)),
                 Recv::Ended { reason, .. } => panic!("{}: request ended: {reason:?}", self.name),

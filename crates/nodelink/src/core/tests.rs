@@ -71,7 +71,7 @@ fn routing_by_parity_with_backpressure_and_refusal_after_close_accept() {
     };
     assert_eq!(p.code, 6);
     // Closing accept refuses what is queued, and what comes later.
-    c.close_accept(Instant::now());
+    c.close_accept();
     input(&mut c, &packet(7, 5, b""));
     assert_eq!(
         transmits(&mut c),
@@ -121,13 +121,13 @@ fn neo_py_routes_by_answer_bit_and_never_replies() {
     assert_eq!(&p.payload[..], b"ours");
     // An answer for nothing pending, a request while not accepting: dropped silently.
     input(&mut c, &packet(9, 0x8002, b""));
-    c.close_accept(Instant::now());
+    c.close_accept();
     input(&mut c, &packet(1, 2, b""));
     assert!(transmits(&mut c).is_empty());
     assert_eq!(c.stats().packets_dropped, 2);
     // Closing our request with something queued sends nothing either.
     input(&mut c, &packet(0, 0x8002, b"again"));
-    c.finish_light(mine, false, Instant::now());
+    c.finish_light(mine, None);
     assert!(transmits(&mut c).is_empty());
     assert_eq!(c.counts(), (0, 0));
 }
@@ -136,7 +136,7 @@ fn neo_py_routes_by_answer_bit_and_never_replies() {
 fn a_released_key_finds_nothing_even_when_its_slot_is_reused() {
     let mut c = core(Role::Client, strict());
     let (a, _) = c.open(Instant::now()).unwrap();
-    c.finish_light(a, false, Instant::now());
+    c.finish_light(a, None);
     let (b, _) = c.open(Instant::now()).unwrap();
     assert_ne!(a, b);
     assert!(matches!(c.recv(a), Recv::Ended { .. }));
@@ -176,7 +176,7 @@ fn shutdown_ends_every_receive_and_send_and_refuses_opens() {
     assert_eq!(c.reserve(key, 1), Reserve::Closed);
     assert_eq!(c.open(Instant::now()), Err(OpenError::Down));
     assert!(matches!(c.accept(), AcceptPoll::Down));
-    c.finish_light(key, false, Instant::now());
+    c.finish_light(key, None);
     assert_eq!(c.counts(), (0, 0));
 }
 
@@ -200,7 +200,7 @@ fn what_arrived_before_the_link_ended_is_still_read() {
         }
     ));
     assert_eq!(c.rx_total, 0);
-    c.finish_light(key, false, Instant::now());
+    c.finish_light(key, None);
     assert_eq!(c.counts(), (0, 0));
 }
 
@@ -230,10 +230,10 @@ mod loom_model {
             });
             {
                 let mut core = c.lock().unwrap();
-                core.finish_light(key, false, Instant::now());
+                core.finish_light(key, None);
                 if let Ok((next, _)) = core.open(Instant::now()) {
                     assert_ne!(next, key, "a released key is never handed out again");
-                    core.finish_light(next, false, Instant::now());
+                    core.finish_light(next, None);
                 }
             }
             reader.join().unwrap();
