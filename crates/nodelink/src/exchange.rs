@@ -99,7 +99,7 @@ impl<'a, F: Fn(&mut BytesMut) + Unpin> Exchange<'a, F> {
                 .write_now(cx)
                 .map_err(|f| inner.send_error(f, id, OP))?;
         } else {
-            inner.writer_kick.notify_one();
+            inner.kick_writer();
         }
         Poll::Ready(Ok(()))
     }

@@ -50,6 +50,9 @@ pub(crate) struct TxQueue {
     pub(crate) credit_list: Vec<(u32, u32)>,
     /// Reserved id the peer receives control frames on.
     pub(crate) peer_control_id: u32,
+    /// The writer task was kicked for queued data and has not looked at the queue since:
+    /// further kicks would only make it look again (`LinkInner::kick_writer`).
+    pub(crate) kicked: bool,
 }
 
 /// What the tail buffer takes when a packet is first encoded into it: an idle link holds
@@ -81,6 +84,7 @@ impl TxQueue {
             credits: Default::default(),
             credit_list: Vec::new(),
             peer_control_id,
+            kicked: false,
         }
     }
 

@@ -197,7 +197,7 @@ impl LinkInner {
         if self.backlog_len.load(std::sync::atomic::Ordering::Relaxed) == 0 {
             self.write_now(cx)?;
         } else {
-            self.writer_kick.notify_one();
+            self.kick_writer();
         }
         Poll::Ready(Ok(()))
     }
@@ -288,6 +288,7 @@ impl LinkInner {
     pub(crate) async fn flush(&self, rounds: usize) -> Result<(), SendFail> {
         let mut job = {
             let mut q = lock(&self.tx);
+            q.kicked = false;
             if !q.has_data() {
                 return Ok(());
             }
@@ -327,6 +328,16 @@ impl LinkInner {
             if !job.refill(done < rounds) {
                 return Ok(());
             }
+        }
+    }
+
+    /// Leaves the write of what is queued to the writer task. Kicked once, it looks at the
+    /// queue once: a burst of requests (or answers) that each ask for a write costs one
+    /// wake-up of the writer, not one each.
+    pub(crate) fn kick_writer(&self) {
+        let first = !std::mem::replace(&mut lock(&self.tx).kicked, true);
+        if first {
+            self.writer_kick.notify_one();
         }
     }
 
