@@ -27,6 +27,9 @@ pub(crate) enum Numbering {
 pub(crate) enum Entry {
     /// An open connection, at this index of the core's slots.
     Open(u32),
+    /// A connection of the peer's waiting in the accept backlog with only its first packet
+    /// (it gets a slot when a second one comes, or when accepted as a full connection).
+    Pending,
     /// A peer-initiated connection we closed; late packets get "connection closed".
     /// `record` numbers the closed record, so an expiring record removes only itself (its
     /// expiry time lives in the record list: the map stays at 12 bytes per id).
@@ -98,14 +101,27 @@ impl Ids {
         self.map.insert(id, Entry::Open(index));
     }
 
+    pub(crate) fn insert_pending(&mut self, id: u32) {
+        self.map.insert(id, Entry::Pending);
+    }
+
     /// Removes the open entry of `id` if it points at `index`, leaving a closed record from
     /// the time in `keep`, if any (and if records are kept at all).
     pub(crate) fn close(&mut self, id: u32, index: u32, keep: Option<Instant>) {
+        self.close_entry(id, Entry::Open(index), keep);
+    }
+
+    /// [`Self::close`] for a connection that never left the accept backlog's first stage.
+    pub(crate) fn close_pending(&mut self, id: u32, keep: Option<Instant>) {
+        self.close_entry(id, Entry::Pending, keep);
+    }
+
+    fn close_entry(&mut self, id: u32, expected: Entry, keep: Option<Instant>) {
         // One probe of the map, whichever way it goes.
         let MapEntry::Occupied(mut entry) = self.map.entry(id) else {
             return;
         };
-        if *entry.get() != Entry::Open(index) {
+        if *entry.get() != expected {
             return;
         }
         let kept = keep.filter(|_| !self.keep_closed.is_zero() && self.max_keep_closed > 0);
@@ -173,7 +189,7 @@ impl Ids {
     pub(crate) fn state(&mut self, id: u32, now: Instant) -> IdState {
         self.expire(now);
         match self.map.get(&id) {
-            Some(Entry::Open(_)) => IdState::Open,
+            Some(Entry::Open(_) | Entry::Pending) => IdState::Open,
             Some(Entry::Closed { .. }) => IdState::KeptClosed,
             None => IdState::Free,
         }

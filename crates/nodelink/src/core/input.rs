@@ -129,6 +129,7 @@ impl<W: Ext> LinkCore<W> {
         let target = match self.ids.our_parity() {
             Some(parity) => match self.ids.get(id) {
                 Some(Entry::Open(index)) => Target::Existing(index),
+                Some(Entry::Pending) => Target::Pending,
                 Some(Entry::Closed { .. }) => Target::Closed,
                 None if id % 2 == parity => Target::Closed,
                 None if !self.accepting || self.open >= self.max_conns => Target::Refused,
@@ -144,19 +145,28 @@ impl<W: Ext> LinkCore<W> {
         };
         let queued = match target {
             Target::Existing(index) => self.push_existing(index, packet),
+            Target::Pending => match self.promote(id) {
+                Some(index) => self.push_existing(index, packet),
+                // Not in the backlog: cannot happen (the entry leaves the map with it);
+                // answered as for a closed id rather than trusted.
+                None => {
+                    if !answer {
+                        self.reply(Transmit::Closed(id));
+                    }
+                    false
+                }
+            },
             Target::New { registered } => {
                 if self.backlog.len() >= self.backlog_limit {
                     return Some(packet);
                 }
-                let key = self.alloc_slot(id, true, registered);
-                let slot = &mut self.slots[key.index as usize];
-                // A fresh queue always admits its first packet.
-                let _ = slot.conn.push(packet, Budget::Lenient, &mut self.ready);
+                // No slot yet: most new connections are requests that recv1 takes whole.
                 if registered {
-                    self.ids.insert_open(id, key.index);
+                    self.ids.insert_pending(id);
                     self.open += 1;
                 }
-                self.backlog.push_back(key);
+                self.backlog
+                    .push_back(Incoming::First { packet, registered });
                 self.stats.conns_accepted += 1;
                 self.wakeups.push(Wakeup::Acceptors);
                 true

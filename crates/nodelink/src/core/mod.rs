@@ -200,6 +200,16 @@ enum Blocked {
     Backlog,
 }
 
+/// A connection of the peer's waiting to be accepted.
+enum Incoming {
+    /// With its slot: more than its first packet came, or it was given one.
+    Slot(ConnKey),
+    /// Only its first packet came, and no slot was made for it: a request taken with recv1
+    /// (the common case) never needs one. Its id, if registered, maps to
+    /// [`Entry::Pending`].
+    First { packet: Packet, registered: bool },
+}
+
 struct Slot<W> {
     gen: u32,
     live: bool,
@@ -210,7 +220,11 @@ struct Slot<W> {
 /// Where a routed packet goes.
 enum Target {
     Existing(u32),
-    New { registered: bool },
+    /// The second packet of a connection still waiting in the backlog.
+    Pending,
+    New {
+        registered: bool,
+    },
     Closed,
     Refused,
     Dropped,
@@ -254,7 +268,7 @@ pub(crate) struct LinkCore<W> {
     free: Vec<u32>,
     /// Connections in the id map.
     open: usize,
-    backlog: VecDeque<ConnKey>,
+    backlog: VecDeque<Incoming>,
     accepting: bool,
     down: bool,
     /// Cost of everything queued in connection receive queues.
@@ -563,19 +577,56 @@ impl<W: Ext> LinkCore<W> {
     fn finish_stateless(&mut self, key: ConnKey) {
         let slot = &self.slots[key.index as usize];
         if !self.down && slot.conn.registered && slot.conn.has_queued() {
-            self.backlog.push_front(key);
+            self.backlog.push_front(Incoming::Slot(key));
             self.wakeups.push(Wakeup::Acceptors);
             return;
         }
         self.release(key, None);
     }
 
-    fn pop_backlog(&mut self) -> Option<ConnKey> {
-        let key = self.backlog.pop_front()?;
+    fn pop_backlog(&mut self) -> Option<Incoming> {
+        let entry = self.backlog.pop_front()?;
         if self.blocked == Some(Blocked::Backlog) && self.backlog.len() < self.backlog_limit {
             self.unblock_reader();
         }
-        Some(key)
+        Some(entry)
+    }
+
+    /// The slot of a connection taken from the backlog, made now if it has none.
+    fn slot_of(&mut self, entry: Incoming) -> ConnKey {
+        match entry {
+            Incoming::Slot(key) => key,
+            Incoming::First { packet, registered } => {
+                let id = packet.conn_id;
+                let key = self.alloc_slot(id, true, registered);
+                let slot = &mut self.slots[key.index as usize];
+                // A fresh queue always admits its first packet.
+                let _ = slot.conn.push(packet, Budget::Lenient, &mut self.ready);
+                if registered {
+                    self.ids.insert_open(id, key.index);
+                }
+                key
+            }
+        }
+    }
+
+    /// A second packet came for connection `id`, which waits in the backlog with its first
+    /// one only: it gets its slot now, in the same place in the backlog. Returns the
+    /// slot's index.
+    fn promote(&mut self, id: u32) -> Option<u32> {
+        let pos = self
+            .backlog
+            .iter()
+            .position(|e| matches!(e, Incoming::First { packet, .. } if packet.conn_id == id))?;
+        let key = self.alloc_slot(id, true, true);
+        if let Incoming::First { packet, .. } =
+            std::mem::replace(&mut self.backlog[pos], Incoming::Slot(key))
+        {
+            let slot = &mut self.slots[key.index as usize];
+            let _ = slot.conn.push(packet, Budget::Lenient, &mut self.ready);
+        }
+        self.ids.insert_open(id, key.index);
+        Some(key.index)
     }
 
     fn accept_end<T>(&self) -> AcceptPoll<T> {

@@ -184,7 +184,8 @@ impl<W: Ext> LinkCore<W> {
 
     /// Takes the next incoming connection.
     pub(crate) fn accept(&mut self) -> AcceptPoll<(ConnKey, u32)> {
-        if let Some(key) = self.pop_backlog() {
+        if let Some(entry) = self.pop_backlog() {
+            let key = self.slot_of(entry);
             let id = self.slots[key.index as usize].conn.id;
             return AcceptPoll::Ready((key, id));
         }
@@ -196,14 +197,29 @@ impl<W: Ext> LinkCore<W> {
     /// "connection closed"); without, the id is forgotten, and packets that already
     /// followed the first one are served next, in order (stateless servers).
     pub(crate) fn accept_request(&mut self, keep: bool, now: Instant) -> AcceptPoll<Taken> {
-        while let Some(key) = self.pop_backlog() {
-            let slot = &mut self.slots[key.index as usize];
-            let first = slot.conn.pop_first(&mut self.ready);
-            if keep {
-                self.finish_light(key, Some(now));
-            } else {
-                self.finish_stateless(key);
-            }
+        while let Some(entry) = self.pop_backlog() {
+            let first = match entry {
+                Incoming::Slot(key) => {
+                    let slot = &mut self.slots[key.index as usize];
+                    let first = slot.conn.pop_first(&mut self.ready);
+                    if keep {
+                        self.finish_light(key, Some(now));
+                    } else {
+                        self.finish_stateless(key);
+                    }
+                    first
+                }
+                // Nothing else came on its id: the connection ends with its only packet
+                // taken, and never had a slot.
+                Incoming::First { packet, registered } => {
+                    if registered {
+                        self.ids.close_pending(packet.conn_id, keep.then_some(now));
+                        self.open -= 1;
+                    }
+                    let cost = cost_of(packet.payload.len());
+                    Some((packet, cost))
+                }
+            };
             if let Some((packet, cost)) = first {
                 self.release_rx(cost);
                 // A stateless server may be talking to a full connection that sends many
@@ -225,11 +241,28 @@ impl<W: Ext> LinkCore<W> {
     /// are told.
     pub(crate) fn close_accept(&mut self) {
         self.accepting = false;
-        while let Some(key) = self.backlog.pop_front() {
+        while let Some(entry) = self.backlog.pop_front() {
+            self.stats.conns_refused += 1;
+            let key = match entry {
+                Incoming::Slot(key) => key,
+                Incoming::First { packet, registered } => {
+                    let id = packet.conn_id;
+                    let cost = cost_of(packet.payload.len());
+                    self.release_rx(cost);
+                    if !packet.is_answer() {
+                        self.reply(Transmit::Refused(id));
+                    }
+                    self.credit_back(id, cost);
+                    if registered {
+                        self.ids.close_pending(id, None);
+                        self.open -= 1;
+                    }
+                    continue;
+                }
+            };
             let slot = &mut self.slots[key.index as usize];
             let id = slot.conn.id;
             let dropped = slot.conn.close_rx(RxClosed::Local, &mut self.ready);
-            self.stats.conns_refused += 1;
             if let Some(d) = dropped {
                 self.release_rx(d.cost);
                 if d.requests > 0 {
@@ -256,8 +289,10 @@ impl<W: Ext> LinkCore<W> {
         self.pending = None;
         self.ids.clear();
         self.open = 0;
-        while let Some(key) = self.backlog.pop_front() {
-            self.free_slot(key.index);
+        while let Some(entry) = self.backlog.pop_front() {
+            if let Incoming::Slot(key) = entry {
+                self.free_slot(key.index);
+            }
         }
         for index in 0..self.slots.len() {
             let slot = &mut self.slots[index];

@@ -440,8 +440,10 @@ impl StreamNode for Side {
 impl<W: Ext> LinkCore<W> {
     /// The message code of the first packet of the next connection to accept.
     fn backlog_front_code(&self) -> Option<u16> {
-        let key = *self.backlog.front()?;
-        self.slots[key.index as usize].conn.first_code()
+        match self.backlog.front()? {
+            super::Incoming::Slot(key) => self.slots[key.index as usize].conn.first_code(),
+            super::Incoming::First { packet, .. } => Some(packet.code),
+        }
     }
 }
 

@@ -244,3 +244,41 @@ mod loom_model {
         });
     }
 }
+
+/// A connection waits in the backlog without a slot until a second packet comes for it;
+/// either way, recv1 takes its first packet, keeps a closed record (or none, stateless),
+/// and the order of the backlog holds.
+#[test]
+fn requests_waiting_for_recv1_keep_their_order_and_records_with_or_without_a_slot() {
+    let mut c = core(Role::Server, strict());
+    input(&mut c, &packet(1, 5, b"a"));
+    input(&mut c, &packet(3, 5, b"b"));
+    // A second packet on 1: it gets its slot, in its place in the backlog.
+    input(&mut c, &packet(1, 6, b"c"));
+    input(&mut c, &packet(5, 5, b"d"));
+    assert_eq!(c.counts(), (3, 0));
+    let now = Instant::now();
+    let AcceptPoll::Ready(t) = c.accept_request(true, now) else {
+        panic!("conn 1 first")
+    };
+    assert_eq!((t.packet.conn_id, t.packet.code), (1, 5));
+    // What followed on it is answered "connection closed" (recv1 keeps one request).
+    assert_eq!(transmits(&mut c), vec![Transmit::Closed(1)]);
+    let AcceptPoll::Ready(t) = c.accept_request(true, now) else {
+        panic!("conn 3 next")
+    };
+    assert_eq!((t.packet.conn_id, &t.packet.payload[..]), (3, &b"b"[..]));
+    assert_eq!(c.id_state(3, now), IdState::KeptClosed);
+    input(&mut c, &packet(3, 5, b"late"));
+    assert_eq!(transmits(&mut c), vec![Transmit::Closed(3)]);
+    // Stateless: the id is forgotten, so the same id opens a new request.
+    let AcceptPoll::Ready(t) = c.accept_request(false, now) else {
+        panic!("conn 5 last")
+    };
+    assert_eq!(t.packet.conn_id, 5);
+    assert_eq!(c.id_state(5, now), IdState::Free);
+    assert_eq!(c.counts(), (0, 2));
+    assert_eq!(c.rx_total(), 0);
+    input(&mut c, &packet(5, 5, b"again"));
+    assert!(matches!(c.accept_request(false, now), AcceptPoll::Ready(_)));
+}
