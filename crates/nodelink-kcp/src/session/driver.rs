@@ -236,7 +236,8 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
                 _ = shared.kick.notified() => Event::Kick,
                 r = sock.recv(&mut rbatch) => match r {
                     Ok(()) => Event::Packets,
-                    Err(e) if transient(&e) => {
+                    // KCP treats the path as lossy, not broken (`udp.rs`).
+                    Err(e) if loses_datagrams_only(&e) => {
                         if e.kind() == io::ErrorKind::ConnectionRefused {
                             shared.unreachable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -355,18 +356,6 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut net: NetSide) {
     if let NetSide::Server { peer, gone, id, .. } = &net {
         let _ = gone.send((*peer, *id));
     }
-}
-
-/// Errors a UDP socket reports for earlier datagrams (ICMP unreachable etc.): KCP
-/// treats the path as lossy, not broken.
-fn transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::WouldBlock
-            | io::ErrorKind::Interrupted
-    )
 }
 
 /// Sends the collected datagrams (batched: `udp.rs`), resetting the batch. A "port

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::budget::{session_budget, REPORT_STEP};
 use super::driver::NetSide;
 use super::stream::{random_conv, resolve, KcpStream};
-use super::udp::{RecvBatch, Udp};
+use super::udp::{loses_datagrams_only, RecvBatch, Udp};
 use super::{count_open, GLOBAL};
 use crate::core::segment::{segments, Command};
 use crate::crypt::DatagramCrypto;
@@ -411,9 +411,7 @@ impl Demux {
                     Ok(()) => {
                         batch.for_each(|from, d| self.on_datagram(d, from, listener_open));
                     }
-                    Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused
-                        | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
-                        | io::ErrorKind::WouldBlock) => {}
+                    Err(e) if loses_datagrams_only(&e) => {}
                     Err(e) => {
                         tracing::warn!(
                             local = %self.local,

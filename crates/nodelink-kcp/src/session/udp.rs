@@ -131,8 +131,11 @@ impl Udp {
     }
 }
 
-/// Send errors that cost the datagrams of one call, not the socket: the report of an
-/// earlier datagram's ICMP error (port or host unreachable), a full buffer.
+/// Errors that cost the datagrams of one call, not the socket (sending and receiving
+/// alike): the report of an earlier datagram's ICMP error (port or host unreachable), an
+/// interrupted call, a full buffer or device queue, nothing to read after all. Every
+/// user of the socket (sessions, clients, the listener) classifies errors with this one
+/// list; anything else ends the socket.
 pub(crate) fn loses_datagrams_only(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -140,6 +143,7 @@ pub(crate) fn loses_datagrams_only(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
             | io::ErrorKind::OutOfMemory
+            | io::ErrorKind::WouldBlock
     ) || no_buffer_space(e)
 }
 
