@@ -27,6 +27,19 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::impairment::{decide, Impairment};
 
+/// What the relay's sockets ask for as send and receive buffers: as much as the KCP
+/// sockets on either side of it (kcptun's `--sockbuf` default, and nodelink's), so a
+/// burst of a whole window meets the impairment's losses, not the relay's buffer.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Raises `sock`'s buffers to [`SOCKET_BUFFER`] where the kernel allows it
+/// (`net.core.rmem_max` may cap it; the relay works either way).
+fn large_buffers(sock: &UdpSocket) {
+    let s = socket2::SockRef::from(sock);
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+}
+
 /// Maximum number of datagrams waiting in one direction's delay queue.
 ///
 /// A delayed datagram that would exceed it is dropped and counted in
@@ -151,6 +164,9 @@ impl UdpRelay {
         };
         let back = Arc::new(UdpSocket::bind(back_bind).await?);
         back.connect(upstream).await?;
+        for sock in [&front, &back] {
+            large_buffers(sock);
+        }
         let local_addr = front.local_addr()?;
 
         let (impairment, rx) = watch::channel(imp);
