@@ -4,7 +4,8 @@
 //! It is a hand-written future rather than an `async fn` because it is the hottest path of
 //! the link and most of an `async fn`'s cost there is bookkeeping: nested futures copied
 //! into each other, a lock of the core per step. Here the whole exchange takes two locks of
-//! the core and two of the send queue:
+//! the core and three of the send queue (queue the request, take the batch, hand the
+//! socket back):
 //!
 //! 1. *send*: under the send queue's lock, the request is encoded, then the core opens the
 //!    connection, reserves the request's credit and registers this task as the receiver

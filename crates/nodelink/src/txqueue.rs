@@ -53,6 +53,10 @@ pub(crate) struct TxQueue {
     /// The writer task was kicked for queued data and has not looked at the queue since:
     /// further kicks would only make it look again (`LinkInner::kick_writer`).
     pub(crate) kicked: bool,
+    /// The socket half took bytes it may not have flushed yet (TLS keeps records until a
+    /// flush completes): a write that did not wait for its flush leaves this for the
+    /// writer task, which flushes even with nothing queued.
+    pub(crate) unflushed: bool,
 }
 
 /// What the tail buffer takes when a packet is first encoded into it: an idle link holds
@@ -85,11 +89,13 @@ impl TxQueue {
             credit_list: Vec::new(),
             peer_control_id,
             kicked: false,
+            unflushed: false,
         }
     }
 
+    /// Whether a writer has something to do: bytes or credit queued, or a flush owed.
     pub(crate) fn has_data(&self) -> bool {
-        self.queued > 0 || !self.credits.is_empty()
+        self.queued > 0 || !self.credits.is_empty() || self.unflushed
     }
 
     /// Bytes this link holds to send: queued, and taken out but not yet written.

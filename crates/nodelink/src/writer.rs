@@ -367,21 +367,30 @@ impl LinkInner {
             Poll::Ready(Ok(())) => io.as_mut().poll_flush(cx),
             other => other,
         };
-        if let Poll::Ready(Err(e)) = written {
-            // The socket half is dropped with the link; nobody writes again.
-            drop(io);
-            let err = Arc::new(e);
-            self.shutdown(LinkEnd::Failed(err.clone()));
-            return Err(SendFail::Io(err));
-        }
-        self.hand_back(io, &mut batch);
+        let flushed = match written {
+            Poll::Ready(Err(e)) => {
+                // The socket half is dropped with the link; nobody writes again.
+                drop(io);
+                let err = Arc::new(e);
+                self.shutdown(LinkEnd::Failed(err.clone()));
+                return Err(SendFail::Io(err));
+            }
+            Poll::Ready(Ok(())) => true,
+            // Not all written, or written but not flushed (TLS holding records back):
+            // the writer task finishes either.
+            Poll::Pending => false,
+        };
+        self.hand_back(io, &mut batch, flushed);
         Ok(())
     }
 
     /// Gives the socket half back after a write, with what it did not take of `batch` in
-    /// front of the queue (in order), and wakes the writer task if anything is left.
-    fn hand_back(&self, io: BoxWrite, batch: &mut VecDeque<Bytes>) {
+    /// front of the queue (in order), and wakes the writer task if anything is left,
+    /// including a flush the write did not see through (`flushed` false).
+    fn hand_back(&self, io: BoxWrite, batch: &mut VecDeque<Bytes>, flushed: bool) {
         let mut q = lock(&self.tx);
+        // A completed flush flushed everything the half held, older bytes included.
+        q.unflushed = !flushed;
         q.queued += batch.iter().map(Bytes::len).sum::<usize>();
         q.in_flight = 0;
         self.report_tx(&q);
@@ -485,8 +494,9 @@ impl Flush<'_> {
     /// there is more to write.
     fn refill(&mut self, again: bool) -> bool {
         let mut q = lock(&self.link.tx);
-        // The batch is written: its bytes are no longer held.
+        // The batch is written and flushed: its bytes are no longer held.
         q.in_flight = 0;
+        q.unflushed = false;
         self.link.report_tx(&q);
         if again && q.has_data() && !q.down {
             q.take_into(&mut self.batch, &self.link.stats);
@@ -521,7 +531,8 @@ impl Drop for Flush<'_> {
             // The writer task has exited; dropping the half closes our side of the stream.
             return;
         }
-        self.link.hand_back(io, &mut self.batch);
+        // Cancelled mid-write or mid-flush: the writer task writes the rest and flushes.
+        self.link.hand_back(io, &mut self.batch, false);
     }
 }
 

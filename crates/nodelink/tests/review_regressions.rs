@@ -228,3 +228,89 @@ async fn close_is_bounded_by_the_linger_when_the_peer_never_reads() {
         .unwrap();
     drop(raw);
 }
+
+/// A stream that, like TLS, takes bytes on write and sends them on only when flushed, and
+/// whose every other flush is not ready at once (as rustls's when the socket is full).
+struct FlushToSend {
+    inner: tokio::io::DuplexStream,
+    held: Vec<u8>,
+    flushes: usize,
+}
+
+impl tokio::io::AsyncRead for FlushToSend {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for FlushToSend {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.held.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        this.flushes += 1;
+        if this.flushes % 2 == 1 && !this.held.is_empty() {
+            // Not now: the caller is woken, and must flush again.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        while !this.held.is_empty() {
+            match std::pin::Pin::new(&mut this.inner).poll_write(cx, &this.held) {
+                Poll::Ready(Ok(n)) => {
+                    this.held.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        std::pin::Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A request (and an answer) written at once by its caller, whose flush was not ready
+/// then, still leaves: the writer task finishes the flush. Without it, the bytes stayed in
+/// the stream's buffer and ask1 waited forever on a quiet link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_flush_was_not_ready_is_flushed_by_the_writer() {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let wrap = |inner| FlushToSend {
+        inner,
+        held: Vec::new(),
+        flushes: 0,
+    };
+    let (client, server) = tokio::try_join!(
+        Link::handshake(wrap(a), Role::Client, Config::default()),
+        Link::handshake(wrap(b), Role::Server, Config::default()),
+    )
+    .unwrap();
+    tokio::spawn(async move {
+        while let Ok(req) = server.recv1().await {
+            let _ = req.reply(&Pong).await;
+        }
+    });
+    for _ in 0..20 {
+        let _: Pong = within("an answer", client.ask1(&Ping)).await.unwrap();
+    }
+}
