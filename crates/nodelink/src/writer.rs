@@ -283,24 +283,31 @@ impl LinkInner {
         }
     }
 
+    /// Takes the socket half and everything queued, unless there is nothing to do or
+    /// someone else is writing (and will pick our bytes up). Whoever takes the queue has
+    /// looked at it: a kick of the writer is due again for what comes next.
+    fn take_job(&self) -> Option<(BoxWrite, VecDeque<Bytes>)> {
+        let mut q = lock(&self.tx);
+        q.kicked = false;
+        if !q.has_data() {
+            return None;
+        }
+        let io = q.io.take()?;
+        let mut batch = std::mem::take(&mut q.spare);
+        q.take_into(&mut batch, &self.stats);
+        let wake = q.space.take();
+        drop(q);
+        wake.wake();
+        Some((io, batch))
+    }
+
     /// Writes the queue if nobody else is writing. `rounds` bounds how many refills this
     /// caller performs before leaving the rest to the writer task.
     pub(crate) async fn flush(&self, rounds: usize) -> Result<(), SendFail> {
         let mut job = {
-            let mut q = lock(&self.tx);
-            q.kicked = false;
-            if !q.has_data() {
-                return Ok(());
-            }
-            let Some(io) = q.io.take() else {
-                // Someone is writing and will pick our bytes up.
+            let Some((io, batch)) = self.take_job() else {
                 return Ok(());
             };
-            let mut batch = std::mem::take(&mut q.spare);
-            q.take_into(&mut batch, &self.stats);
-            let wake = q.space.take();
-            drop(q);
-            wake.wake();
             Flush {
                 link: self,
                 io: Some(io),
@@ -347,21 +354,8 @@ impl LinkInner {
     /// across the write, and the common case (the socket takes it all) costs two locks of
     /// the send queue. An error ends the link and is returned.
     pub(crate) fn write_now(&self, cx: &mut Context<'_>) -> Result<(), SendFail> {
-        let (mut io, mut batch) = {
-            let mut q = lock(&self.tx);
-            if !q.has_data() {
-                return Ok(());
-            }
-            let Some(io) = q.io.take() else {
-                // Someone is writing and will pick our bytes up.
-                return Ok(());
-            };
-            let mut batch = std::mem::take(&mut q.spare);
-            q.take_into(&mut batch, &self.stats);
-            let wake = q.space.take();
-            drop(q);
-            wake.wake();
-            (io, batch)
+        let Some((mut io, mut batch)) = self.take_job() else {
+            return Ok(());
         };
         let written = match poll_write_all(io.as_mut(), &mut batch, cx) {
             Poll::Ready(Ok(())) => io.as_mut().poll_flush(cx),
