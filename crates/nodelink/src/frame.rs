@@ -167,6 +167,68 @@ pub fn decode_packet_with_limit(
     }))
 }
 
+/// What [`scan`] found at the front of a read buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Scan {
+    /// Leading bytes that are whole packets with valid headers.
+    pub(crate) whole: usize,
+    /// Bytes still missing for the packet after them, when its header is there and valid
+    /// (0 when the header is incomplete too, or when there is nothing after them).
+    pub(crate) missing: usize,
+    /// The header right after the whole packets is invalid: the stream is broken there.
+    pub(crate) error: Option<FrameError>,
+}
+
+/// Finds how many leading bytes of `buf` are whole packets, so that the reader can cut them
+/// off in one step and hand each packet out as a slice of that block: one reference-counted
+/// block per read rather than one split of the read buffer per packet.
+pub(crate) fn scan(buf: &[u8], max_payload: usize) -> Scan {
+    let mut at = 0;
+    while let Some(raw) = buf.get(at..at + HEADER_LEN) {
+        let raw: &[u8; HEADER_LEN] = raw.try_into().expect("a header's worth of bytes");
+        let header = match Header::parse_with_limit(raw, max_payload) {
+            Ok(header) => header,
+            Err(e) => {
+                return Scan {
+                    whole: at,
+                    missing: 0,
+                    error: Some(e),
+                }
+            }
+        };
+        let end = at + HEADER_LEN + header.len as usize;
+        if end > buf.len() {
+            return Scan {
+                whole: at,
+                missing: end - buf.len(),
+                error: None,
+            };
+        }
+        at = end;
+    }
+    Scan {
+        whole: at,
+        missing: 0,
+        error: None,
+    }
+}
+
+/// Takes the first packet off `block`, a run of whole packets that [`scan`] validated.
+pub(crate) fn next_whole(block: &mut Bytes) -> Option<Packet> {
+    let raw: &[u8; HEADER_LEN] = block.get(..HEADER_LEN)?.try_into().ok()?;
+    let conn_id = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let code = u16::from_be_bytes([raw[4], raw[5]]);
+    let len = u32::from_be_bytes([raw[6], raw[7], raw[8], raw[9]]) as usize;
+    let end = (HEADER_LEN + len).min(block.len());
+    let mut payload = block.split_to(end);
+    payload.advance(HEADER_LEN);
+    Some(Packet {
+        conn_id,
+        code,
+        payload,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +327,65 @@ mod tests {
         let p = decode_packet(&mut buf).unwrap().unwrap();
         assert_eq!(&p.payload[..], b"xyzw");
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn scan_counts_whole_packets_and_stops_at_a_partial_or_invalid_one() {
+        let mut buf = BytesMut::new();
+        for (id, payload) in [(1u32, &b"abc"[..]), (3, b""), (5, b"xyzw")] {
+            Header {
+                conn_id: id,
+                code: 2,
+                len: payload.len() as u32,
+            }
+            .put(&mut buf);
+            buf.put_slice(payload);
+        }
+        let whole = buf.len();
+        // All whole.
+        assert_eq!(
+            scan(&buf, 16),
+            Scan {
+                whole,
+                missing: 0,
+                error: None
+            }
+        );
+        // A partial header, then a header whose payload is 2 bytes short.
+        buf.put_slice(&[0, 0]);
+        assert_eq!(scan(&buf, 16).whole, whole);
+        buf.truncate(whole);
+        let mut partial = buf.clone();
+        Header {
+            conn_id: 7,
+            code: 2,
+            len: 5,
+        }
+        .put(&mut partial);
+        partial.put_slice(b"abc");
+        assert_eq!(scan(&partial, 16).missing, 2);
+        // An invalid header after the whole ones is reported there, not before.
+        Header {
+            conn_id: 9,
+            code: 2,
+            len: 17,
+        }
+        .put(&mut buf);
+        let s = scan(&buf, 16);
+        assert_eq!(s.whole, whole);
+        assert!(matches!(s.error, Some(FrameError::TooBig { len: 17, .. })));
+        // The block is cut back into the same packets.
+        let mut block = buf.split_to(whole).freeze();
+        let got: Vec<(u32, Bytes)> = std::iter::from_fn(|| next_whole(&mut block))
+            .map(|p| (p.conn_id, p.payload))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, Bytes::from_static(b"abc")),
+                (3, Bytes::new()),
+                (5, Bytes::from_static(b"xyzw"))
+            ]
+        );
     }
 }

@@ -24,16 +24,16 @@ impl<W: Ext> LinkCore<W> {
                 return Ok(Input::Blocked);
             }
         }
-        let limit = self.dialect.max_recv_payload();
-        loop {
-            let packet = match decode_packet_with_limit(buf, limit) {
-                Ok(Some(packet)) => packet,
-                Ok(None) => return Ok(Input::Drained),
-                Err(e) => {
-                    self.stats.protocol_errors += 1;
-                    return Err(e);
-                }
-            };
+        let scan = frame::scan(buf, self.dialect.max_recv_payload());
+        let mut block = if scan.whole > 0 {
+            buf.split_to(scan.whole).freeze()
+        } else {
+            Bytes::new()
+        };
+        // Room for the rest of a partial packet (its length was validated), so the next
+        // read can take it in one system call.
+        buf.reserve(scan.missing);
+        while let Some(packet) = frame::next_whole(&mut block) {
             self.stats.packets_in += 1;
             self.idle.activity(now);
             self.stats.bytes_in += (HEADER_LEN + packet.payload.len()) as u64;
@@ -54,6 +54,7 @@ impl<W: Ext> LinkCore<W> {
                     // that its peer is a strict NEO node from that very packet.
                     self.mode_changed(before);
                     if !self.deliver(packet) {
+                        put_back(block, buf);
                         return Ok(Input::Blocked);
                     }
                 }
@@ -76,6 +77,13 @@ impl<W: Ext> LinkCore<W> {
                 // Its arrival was the activity that matters.
                 Verdict::Pong => {}
                 Verdict::Dropped => self.stats.control_dropped += 1,
+            }
+        }
+        match scan.error {
+            None => Ok(Input::Drained),
+            Some(e) => {
+                self.stats.protocol_errors += 1;
+                Err(e)
             }
         }
     }
@@ -239,4 +247,17 @@ impl<W: Ext> LinkCore<W> {
             }
         }
     }
+}
+
+/// Puts whole packets the reader could not deliver yet back in front of the read buffer:
+/// the reader pauses, and the next call starts with them. (Rare: only when the core holds
+/// back; it copies at most one read's worth.)
+fn put_back(block: Bytes, buf: &mut BytesMut) {
+    if block.is_empty() {
+        return;
+    }
+    let mut joined = BytesMut::with_capacity(block.len() + buf.capacity());
+    joined.extend_from_slice(&block);
+    joined.extend_from_slice(buf);
+    *buf = joined;
 }

@@ -39,12 +39,12 @@ mod tests;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use crate::config::{Config, Dialect, MIN_RECV_BUDGET};
 use crate::control;
-use crate::frame::{decode_packet_with_limit, FrameError, Packet, HEADER_LEN};
+use crate::frame::{self, FrameError, Packet, HEADER_LEN};
 use crate::role::Role;
 
 pub(crate) use conn::{cost_of, RxClosed};
