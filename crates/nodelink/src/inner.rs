@@ -126,6 +126,10 @@ pub(crate) struct LinkInner {
     pub(crate) shared: Mutex<Shared>,
     pub(crate) tx: Mutex<TxQueue>,
     pub(crate) writer_kick: Notify,
+    /// The writer task was kicked for queued data and has not looked at the queue since:
+    /// further kicks would only make it look again (`LinkInner::kick_writer`). An atomic,
+    /// not a field of the send queue: a kick takes no lock.
+    pub(crate) kicked: AtomicBool,
     /// Counters of the send side (the core counts the rest).
     pub(crate) stats: Counters,
     /// The core's `ready` hint, readable without its lock (batching of requests).

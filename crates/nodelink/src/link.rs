@@ -131,6 +131,7 @@ impl Link {
             }),
             tx: Mutex::new(TxQueue::new(write, control::control_id_of(role.peer()))),
             writer_kick: Notify::new(),
+            kicked: AtomicBool::new(false),
             stats: Counters::default(),
             ready: AtomicUsize::new(0),
             backlog_len: AtomicUsize::new(0),

@@ -50,9 +50,6 @@ pub(crate) struct TxQueue {
     pub(crate) credit_list: Vec<(u32, u32)>,
     /// Reserved id the peer receives control frames on.
     pub(crate) peer_control_id: u32,
-    /// The writer task was kicked for queued data and has not looked at the queue since:
-    /// further kicks would only make it look again (`LinkInner::kick_writer`).
-    pub(crate) kicked: bool,
     /// The socket half took bytes it may not have flushed yet (TLS keeps records until a
     /// flush completes): a write that did not wait for its flush leaves this for the
     /// writer task, which flushes even with nothing queued.
@@ -88,7 +85,6 @@ impl TxQueue {
             credits: Default::default(),
             credit_list: Vec::new(),
             peer_control_id,
-            kicked: false,
             unflushed: false,
         }
     }

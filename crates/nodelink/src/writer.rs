@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -194,7 +195,7 @@ impl LinkInner {
         body: &Body<'_, F>,
     ) -> Poll<Result<(), SendFail>> {
         std::task::ready!(self.poll_enqueue(cx, None, id, code, body))?;
-        if self.backlog_len.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        if self.backlog_len.load(Ordering::Relaxed) == 0 {
             self.write_now(cx)?;
         } else {
             self.kick_writer();
@@ -287,8 +288,10 @@ impl LinkInner {
     /// someone else is writing (and will pick our bytes up). Whoever takes the queue has
     /// looked at it: a kick of the writer is due again for what comes next.
     fn take_job(&self) -> Option<(BoxWrite, VecDeque<Bytes>)> {
+        // Cleared before the queue is looked at: a kick that finds it set was made
+        // before this look (the queue's lock orders them), and its data is taken here.
+        self.kicked.store(false, Ordering::SeqCst);
         let mut q = lock(&self.tx);
-        q.kicked = false;
         if !q.has_data() {
             return None;
         }
@@ -342,8 +345,7 @@ impl LinkInner {
     /// queue once: a burst of requests (or answers) that each ask for a write costs one
     /// wake-up of the writer, not one each.
     pub(crate) fn kick_writer(&self) {
-        let first = !std::mem::replace(&mut lock(&self.tx).kicked, true);
-        if first {
+        if !self.kicked.swap(true, Ordering::SeqCst) {
             self.writer_kick.notify_one();
         }
     }
