@@ -41,6 +41,9 @@ impl LinkInner {
         // room for `read_buffer` (below).
         let mut buf = BytesMut::with_capacity(2 * MIN_READ_ROOM);
         let mut out = Output::default();
+        // One registration with the stop token for the task's life, not one per read.
+        let stop = self.stop_reading.cancelled();
+        tokio::pin!(stop);
         let err = loop {
             let input =
                 self.with_core_into(&mut out, |s| s.core.handle_input(&mut buf, Instant::now()));
@@ -77,7 +80,7 @@ impl LinkInner {
             let deadline = lock(&self.shared).core.poll_timeout();
             tokio::select! {
                 biased;
-                _ = self.stop_reading.cancelled() => return,
+                _ = &mut stop => return,
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     if let IdleEvent::Expired(after) =
                         self.with_core(|s| s.core.handle_timeout(Instant::now()))

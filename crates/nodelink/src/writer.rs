@@ -411,17 +411,22 @@ impl LinkInner {
     /// The background writer: flushes what was handed to it, and on a graceful close sends
     /// what is left (bounded by the linger time) before shutting the write side down.
     pub(crate) async fn writer_task(self: Arc<Self>) {
+        // Registered once for the task's life, not once per round (a fired token stays
+        // ready: polling it again returns at once).
+        let stop = self.stop_writing.cancelled();
+        let closing = self.closing.cancelled();
+        tokio::pin!(stop, closing);
         loop {
             tokio::select! {
                 biased;
-                _ = self.stop_writing.cancelled() => break,
+                _ = &mut stop => break,
                 _ = self.writer_kick.notified() => {}
             }
             // A flush to a peer that does not read waits as long as the link is open; once
             // it is closed, only the linger is left (flushes are cancel-safe).
             tokio::select! {
                 biased;
-                _ = self.closing.cancelled() => {}
+                _ = &mut closing => {}
                 _ = self.flush(usize::MAX) => {}
             }
             if lock(&self.tx).down {
