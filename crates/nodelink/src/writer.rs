@@ -288,8 +288,10 @@ impl LinkInner {
     /// someone else is writing (and will pick our bytes up). Whoever takes the queue has
     /// looked at it: a kick of the writer is due again for what comes next.
     fn take_job(&self) -> Option<(BoxWrite, VecDeque<Bytes>)> {
-        // Cleared before the queue is looked at: a kick that finds it set was made
-        // before this look (the queue's lock orders them), and its data is taken here.
+        // Cleared before the queue is looked at. A kick that still finds the flag set comes
+        // before this store in the flag's order, and its data was queued (under the queue's
+        // lock) before that kick: the look below sees it. A later kick finds the flag
+        // clear and wakes the writer again.
         self.kicked.store(false, Ordering::SeqCst);
         let mut q = lock(&self.tx);
         if !q.has_data() {

@@ -5,8 +5,9 @@
 use super::*;
 
 impl<W: Ext> LinkCore<W> {
-    /// Handles every complete packet in `buf` (bytes read from the stream; what is used is
-    /// split off). A framing violation is fatal for the link.
+    /// Handles every complete packet in `buf` (bytes read from the stream). The whole
+    /// packets at its front are cut off as one block; a partial packet stays, with room
+    /// reserved for its rest. A framing violation is fatal for the link.
     pub(crate) fn handle_input(
         &mut self,
         buf: &mut BytesMut,
@@ -24,15 +25,35 @@ impl<W: Ext> LinkCore<W> {
                 return Ok(Input::Blocked);
             }
         }
-        let scan = frame::scan(buf, self.dialect.max_recv_payload());
-        let mut block = if scan.whole > 0 {
-            buf.split_to(scan.whole).freeze()
-        } else {
-            Bytes::new()
-        };
-        // Room for the rest of a partial packet (its length was validated), so the next
-        // read can take it in one system call.
-        buf.reserve(scan.missing);
+        loop {
+            // Packets of an earlier block that a pause left unrouted come first.
+            let mut block = std::mem::take(&mut self.unrouted);
+            if block.is_empty() {
+                let scan = frame::scan(buf, self.dialect.max_recv_payload());
+                if scan.whole == 0 {
+                    if let Some(e) = scan.error {
+                        self.stats.protocol_errors += 1;
+                        return Err(e);
+                    }
+                    // Room for the rest of a partial packet (its length was validated),
+                    // so the next read can take it in one system call.
+                    buf.reserve(scan.missing);
+                    return Ok(Input::Drained);
+                }
+                // An invalid header after these packets is found by the next scan, once
+                // they are routed.
+                block = buf.split_to(scan.whole).freeze();
+            }
+            if let Some(input) = self.route_block(block, now) {
+                return Ok(input);
+            }
+        }
+    }
+
+    /// Routes the packets of `block` in order. Returns why the reader must stop (a pause,
+    /// which keeps the rest of the block for the next call, or the peer's BYE), or `None`
+    /// when the block is done.
+    fn route_block(&mut self, mut block: Bytes, now: Instant) -> Option<Input> {
         while let Some(packet) = frame::next_whole(&mut block) {
             self.stats.packets_in += 1;
             self.idle.activity(now);
@@ -54,8 +75,8 @@ impl<W: Ext> LinkCore<W> {
                     // that its peer is a strict NEO node from that very packet.
                     self.mode_changed(before);
                     if !self.deliver(packet) {
-                        put_back(block, buf);
-                        return Ok(Input::Blocked);
+                        self.unrouted = block;
+                        return Some(Input::Blocked);
                     }
                 }
                 Verdict::Consumed(reply) => {
@@ -72,20 +93,14 @@ impl<W: Ext> LinkCore<W> {
                         self.add_credit(id, bytes);
                     }
                 }
-                Verdict::Bye => return Ok(Input::PeerClosed),
+                Verdict::Bye => return Some(Input::PeerClosed),
                 Verdict::Ping => self.transmits.push(Transmit::Pong),
                 // Its arrival was the activity that matters.
                 Verdict::Pong => {}
                 Verdict::Dropped => self.stats.control_dropped += 1,
             }
         }
-        match scan.error {
-            None => Ok(Input::Drained),
-            Some(e) => {
-                self.stats.protocol_errors += 1;
-                Err(e)
-            }
-        }
+        None
     }
 
     /// The timer of [`Self::poll_timeout`] expired (or may have). Returns
@@ -247,17 +262,4 @@ impl<W: Ext> LinkCore<W> {
             }
         }
     }
-}
-
-/// Puts whole packets the reader could not deliver yet back in front of the read buffer:
-/// the reader pauses, and the next call starts with them. (Rare: only when the core holds
-/// back; it copies at most one read's worth.)
-fn put_back(block: Bytes, buf: &mut BytesMut) {
-    if block.is_empty() {
-        return;
-    }
-    let mut joined = BytesMut::with_capacity(block.len() + buf.capacity());
-    joined.extend_from_slice(&block);
-    joined.extend_from_slice(buf);
-    *buf = joined;
 }

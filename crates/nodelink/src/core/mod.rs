@@ -278,6 +278,9 @@ pub(crate) struct LinkCore<W> {
     blocked: Option<Blocked>,
     /// The packet the reader could not deliver yet.
     pending: Option<Packet>,
+    /// Whole packets read after `pending`, not yet routed: the rest of the block it came
+    /// in (a slice of the same read, no copy).
+    unrouted: Bytes,
     transmits: Vec<Transmit>,
     wakeups: Vec<Wakeup<W>>,
     stats: CoreStats,
@@ -336,6 +339,7 @@ impl<W: Ext> LinkCore<W> {
             ready: 0,
             blocked: None,
             pending: None,
+            unrouted: Bytes::new(),
             transmits: Vec::new(),
             wakeups: Vec::new(),
             stats: CoreStats::default(),
@@ -404,6 +408,13 @@ impl<W: Ext> LinkCore<W> {
     #[cfg(any(test, feature = "testing"))]
     pub(crate) fn id_state(&mut self, id: u32, now: Instant) -> IdState {
         self.ids.state(id, now)
+    }
+
+    /// Whether packets already cut from the stream wait in the core for the reader's next
+    /// call (held back by a pause).
+    #[cfg(test)]
+    pub(crate) fn holds_input(&self) -> bool {
+        self.pending.is_some() || !self.unrouted.is_empty()
     }
 
     /// Whether the reader must still wait.

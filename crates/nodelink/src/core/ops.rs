@@ -287,6 +287,7 @@ impl<W: Ext> LinkCore<W> {
         self.down = true;
         self.accepting = false;
         self.pending = None;
+        self.unrouted = Bytes::new();
         self.ids.clear();
         self.open = 0;
         while let Some(entry) = self.backlog.pop_front() {

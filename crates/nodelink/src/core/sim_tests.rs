@@ -433,7 +433,8 @@ impl StreamNode for Side {
     }
 
     fn busy(&self) -> bool {
-        !self.broken && !self.inbuf.is_empty()
+        // Input is unprocessed while it waits in the buffer or, cut off, in the core.
+        !self.broken && (!self.inbuf.is_empty() || self.core.holds_input())
     }
 }
 
