@@ -184,6 +184,25 @@ fn packets_read_together_keep_their_order_across_pauses() {
 }
 
 #[test]
+fn a_broken_header_after_whole_packets_fails_the_link_after_routing_them() {
+    // One read: a request, then a header announcing more than the dialect allows.
+    let mut c = core(Role::Server, strict());
+    let mut buf = BytesMut::from(&packet(1, 5, b"ok")[..]);
+    Header {
+        conn_id: 3,
+        code: 5,
+        len: u32::MAX,
+    }
+    .put(&mut buf);
+    let e = c.handle_input(&mut buf, Instant::now()).unwrap_err();
+    assert!(matches!(e, FrameError::TooBig { len: u32::MAX, .. }));
+    assert_eq!(c.stats().protocol_errors, 1);
+    // The request before it was routed, and nothing was reserved for the bogus length.
+    assert!(matches!(c.accept(), AcceptPoll::Ready((_, 1))));
+    assert!(buf.capacity() < 1 << 20);
+}
+
+#[test]
 fn link_recv_limit_holds_the_reader_until_the_application_reads() {
     let config = strict()
         .with_link_recv_limit(1000)
