@@ -70,18 +70,25 @@ impl Header {
         src: &[u8; HEADER_LEN],
         max_payload: usize,
     ) -> Result<Header, FrameError> {
-        let conn_id = u32::from_be_bytes([src[0], src[1], src[2], src[3]]);
-        let code = u16::from_be_bytes([src[4], src[5]]);
-        let len = u32::from_be_bytes([src[6], src[7], src[8], src[9]]);
+        let header = Self::read(src);
         // Compare against the payload bound rather than adding the header length to `len`,
         // so the check cannot overflow.
-        if len as usize > max_payload {
+        if header.len as usize > max_payload {
             return Err(FrameError::TooBig {
-                len,
+                len: header.len,
                 limit: max_payload,
             });
         }
-        Ok(Header { conn_id, code, len })
+        Ok(header)
+    }
+
+    /// The three fields, unchecked (for bytes already validated, or by the caller).
+    fn read(src: &[u8; HEADER_LEN]) -> Header {
+        Header {
+            conn_id: u32::from_be_bytes([src[0], src[1], src[2], src[3]]),
+            code: u16::from_be_bytes([src[4], src[5]]),
+            len: u32::from_be_bytes([src[6], src[7], src[8], src[9]]),
+        }
     }
 }
 
@@ -184,8 +191,7 @@ pub(crate) struct Scan {
 /// block per read rather than one split of the read buffer per packet.
 pub(crate) fn scan(buf: &[u8], max_payload: usize) -> Scan {
     let mut at = 0;
-    while let Some(raw) = buf.get(at..at + HEADER_LEN) {
-        let raw: &[u8; HEADER_LEN] = raw.try_into().expect("a header's worth of bytes");
+    while let Some(raw) = buf[at..].first_chunk::<HEADER_LEN>() {
         let header = match Header::parse_with_limit(raw, max_payload) {
             Ok(header) => header,
             Err(e) => {
@@ -215,16 +221,13 @@ pub(crate) fn scan(buf: &[u8], max_payload: usize) -> Scan {
 
 /// Takes the first packet off `block`, a run of whole packets that [`scan`] validated.
 pub(crate) fn next_whole(block: &mut Bytes) -> Option<Packet> {
-    let raw: &[u8; HEADER_LEN] = block.get(..HEADER_LEN)?.try_into().ok()?;
-    let conn_id = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
-    let code = u16::from_be_bytes([raw[4], raw[5]]);
-    let len = u32::from_be_bytes([raw[6], raw[7], raw[8], raw[9]]) as usize;
-    let end = (HEADER_LEN + len).min(block.len());
+    let header = Header::read(block.first_chunk::<HEADER_LEN>()?);
+    let end = (HEADER_LEN + header.len as usize).min(block.len());
     let mut payload = block.split_to(end);
     payload.advance(HEADER_LEN);
     Some(Packet {
-        conn_id,
-        code,
+        conn_id: header.conn_id,
+        code: header.code,
         payload,
     })
 }
