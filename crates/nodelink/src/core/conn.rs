@@ -275,6 +275,21 @@ impl ConnState {
         self.receiver_waiting = true;
     }
 
+    /// Takes the only queued packet of an open receive side, if that is what the queue
+    /// holds (a lightweight exchange's answer), without credit bookkeeping: the exchange
+    /// ends with it.
+    pub(crate) fn take_only(&mut self, ready: &mut usize) -> Option<(Packet, usize)> {
+        if self.rx_closed.is_some() || self.queue.rest.as_ref().is_some_and(|r| !r.is_empty()) {
+            return None;
+        }
+        let packet = self.queue.head.take()?;
+        self.clear_woken(ready);
+        self.receiver_waiting = false;
+        let cost = cost_of(packet.payload.len());
+        self.queued -= cost;
+        Some((packet, cost))
+    }
+
     /// Takes the first packet without credit bookkeeping (recv1: the request is answered
     /// by a reply, not credited on consumption).
     pub(crate) fn pop_first(&mut self, ready: &mut usize) -> Option<(Packet, usize)> {
@@ -299,6 +314,16 @@ impl ConnState {
                 Some(self.drain())
             }
         }
+    }
+
+    /// The connection's slot is freed: what is still queued is dropped (its cost was
+    /// accounted for by the caller) and a pending wake-up no longer counts as ready.
+    pub(crate) fn discard(&mut self, ready: &mut usize) {
+        self.clear_woken(ready);
+        if !self.queue.is_empty() {
+            self.queue.drain().for_each(drop);
+        }
+        self.queued = 0;
     }
 
     /// The link ended: nothing more arrives, but what already arrived stays readable (an

@@ -1,12 +1,12 @@
 //! Connection ids: who owns which id, how new ones are numbered, and the "recently closed"
 //! records (`docs/protocols/link.md`, "Connection ids" and "Routing").
 
-use std::collections::hash_map::Entry as MapEntry;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
 use tokio::time::Instant;
+
+use super::id_table::IdTable;
 
 /// How connection ids are numbered and packets routed: the two NEO dialects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub(crate) enum Entry {
     Pending,
     /// A peer-initiated connection we closed; late packets get "connection closed".
     /// `record` numbers the closed record, so an expiring record removes only itself (its
-    /// expiry time lives in the record list: the map stays at 12 bytes per id).
+    /// expiry time lives in the record list: a table cell stays at 12 bytes).
     Closed { record: u32 },
 }
 
@@ -48,7 +48,15 @@ pub(crate) enum IdState {
 /// The id map and the id allocator.
 pub(crate) struct Ids {
     pub(crate) numbering: Numbering,
-    map: FxHashMap<u32, Entry>,
+    /// Our ids (every id, under NEO/py rules: the peer's requests are never listed).
+    ours: IdTable,
+    /// The peer's ids (NEO/go rules). Each side numbers in its own sequence, so each
+    /// sequence gets a table of its own (`id_table.rs`).
+    theirs: IdTable,
+    /// `id & parity_mask == their_parity` for the peer's ids: 1 and the peer's parity
+    /// under NEO/go rules, 0 and 1 (never equal) under NEO/py rules.
+    parity_mask: u32,
+    their_parity: u32,
     /// Closed records in expiry order (expiry, id, record number), purged lazily: no timer
     /// runs for them.
     closed: VecDeque<(Instant, u32, u32)>,
@@ -69,13 +77,16 @@ impl Ids {
         keep_closed: Duration,
         max_keep_closed: usize,
     ) -> Ids {
-        let next = match numbering {
-            Numbering::ByParity { first } => first,
-            Numbering::ByAnswerBit => 0,
+        let (next, shift, parity_mask, their_parity) = match numbering {
+            Numbering::ByParity { first } => (first, 1, 1, (first & 1) ^ 1),
+            Numbering::ByAnswerBit => (0, 0, 0, 1),
         };
         Ids {
             numbering,
-            map: FxHashMap::default(),
+            parity_mask,
+            their_parity,
+            ours: IdTable::new(shift),
+            theirs: IdTable::new(shift),
             closed: VecDeque::new(),
             next_record: 0,
             next,
@@ -93,16 +104,37 @@ impl Ids {
         }
     }
 
+    /// Whether `id` is in the peer's sequence (NEO/go rules; never under NEO/py rules).
+    #[inline]
+    fn is_theirs(&self, id: u32) -> bool {
+        id & self.parity_mask == self.their_parity
+    }
+
+    /// The table `id` belongs in.
+    #[inline]
+    fn table(&mut self, id: u32) -> &mut IdTable {
+        if self.is_theirs(id) {
+            &mut self.theirs
+        } else {
+            &mut self.ours
+        }
+    }
+
+    #[inline]
     pub(crate) fn get(&self, id: u32) -> Option<Entry> {
-        self.map.get(&id).copied()
+        if self.is_theirs(id) {
+            self.theirs.get(id)
+        } else {
+            self.ours.get(id)
+        }
     }
 
     pub(crate) fn insert_open(&mut self, id: u32, index: u32) {
-        self.map.insert(id, Entry::Open(index));
+        self.table(id).set(id, Entry::Open(index));
     }
 
     pub(crate) fn insert_pending(&mut self, id: u32) {
-        self.map.insert(id, Entry::Pending);
+        self.table(id).set(id, Entry::Pending);
     }
 
     /// Removes the open entry of `id` if it points at `index`, leaving a closed record from
@@ -116,26 +148,31 @@ impl Ids {
         self.close_entry(id, Entry::Pending, keep);
     }
 
+    #[inline]
     fn close_entry(&mut self, id: u32, expected: Entry, keep: Option<Instant>) {
-        // One probe of the map, whichever way it goes.
-        let MapEntry::Occupied(mut entry) = self.map.entry(id) else {
-            return;
-        };
-        if *entry.get() != expected {
+        match keep {
+            Some(now) if !self.keep_closed.is_zero() && self.max_keep_closed > 0 => {
+                self.close_keeping(id, expected, now);
+            }
+            _ => {
+                self.table(id).swap_if(id, expected, None);
+            }
+        }
+    }
+
+    /// [`Self::close_entry`] leaving a closed record from `now`.
+    fn close_keeping(&mut self, id: u32, expected: Entry, now: Instant) {
+        let record = self.next_record;
+        if !self
+            .table(id)
+            .swap_if(id, expected, Some(Entry::Closed { record }))
+        {
             return;
         }
-        let kept = keep.filter(|_| !self.keep_closed.is_zero() && self.max_keep_closed > 0);
-        if let Some(now) = kept {
-            let until = now + self.keep_closed;
-            let record = self.next_record;
-            self.next_record = record.wrapping_add(1);
-            entry.insert(Entry::Closed { record });
-            self.closed.push_back((until, id, record));
-            while self.closed.len() > self.max_keep_closed {
-                self.forget_oldest();
-            }
-        } else {
-            entry.remove();
+        self.next_record = record.wrapping_add(1);
+        self.closed.push_back((now + self.keep_closed, id, record));
+        while self.closed.len() > self.max_keep_closed {
+            self.forget_oldest();
         }
     }
 
@@ -143,25 +180,17 @@ impl Ids {
     /// The map never holds anywhere near 2^31 entries (the limits bound it), so the loop
     /// ends quickly; its bound only guards against a misconfiguration.
     pub(crate) fn alloc(&mut self) -> Option<u32> {
-        self.alloc_where(|map, id| !map.contains_key(&id))
+        self.alloc_where(|table, id| table.get(id).is_none())
     }
 
-    /// [`Self::alloc`] and [`Self::insert_open`] in one probe of the map.
+    /// [`Self::alloc`] and [`Self::insert_open`] in one step.
     pub(crate) fn alloc_open(&mut self, index: u32) -> Option<u32> {
-        self.alloc_where(|map, id| match map.entry(id) {
-            MapEntry::Vacant(e) => {
-                e.insert(Entry::Open(index));
-                true
-            }
-            MapEntry::Occupied(_) => false,
-        })
+        self.alloc_where(|table, id| table.insert_new(id, Entry::Open(index)))
     }
 
-    /// The next id `take` accepts (it is told whether an id is free by looking at the map).
-    fn alloc_where(
-        &mut self,
-        mut take: impl FnMut(&mut FxHashMap<u32, Entry>, u32) -> bool,
-    ) -> Option<u32> {
+    /// The next id `take` accepts (it is told whether an id is free by looking at the
+    /// table of our ids).
+    fn alloc_where(&mut self, mut take: impl FnMut(&mut IdTable, u32) -> bool) -> Option<u32> {
         let step = match self.numbering {
             Numbering::ByParity { .. } => 2,
             Numbering::ByAnswerBit => 1,
@@ -169,7 +198,7 @@ impl Ids {
         for _ in 0..=(u32::MAX / step) {
             let id = self.next;
             self.next = id.wrapping_add(step);
-            if Some(id) != self.reserved && take(&mut self.map, id) {
+            if Some(id) != self.reserved && take(&mut self.ours, id) {
                 return Some(id);
             }
         }
@@ -188,7 +217,7 @@ impl Ids {
     #[cfg(any(test, feature = "testing"))]
     pub(crate) fn state(&mut self, id: u32, now: Instant) -> IdState {
         self.expire(now);
-        match self.map.get(&id) {
+        match self.get(id) {
             Some(Entry::Open(_) | Entry::Pending) => IdState::Open,
             Some(Entry::Closed { .. }) => IdState::KeptClosed,
             None => IdState::Free,
@@ -202,8 +231,9 @@ impl Ids {
 
     /// Forgets everything (the link is down).
     pub(crate) fn clear(&mut self) {
-        self.map.clear();
-        self.closed.clear();
+        self.ours.clear();
+        self.theirs.clear();
+        self.closed = VecDeque::new();
     }
 
     #[cfg(test)]
@@ -215,11 +245,7 @@ impl Ids {
         if let Some((_, id, record)) = self.closed.pop_front() {
             // The id may have been reused since (wrap-around, or a new record): only drop
             // the entry this record describes.
-            if let MapEntry::Occupied(entry) = self.map.entry(id) {
-                if *entry.get() == (Entry::Closed { record }) {
-                    entry.remove();
-                }
-            }
+            self.table(id).swap_if(id, Entry::Closed { record }, None);
         }
     }
 }
@@ -279,12 +305,6 @@ mod tests {
     }
 
     #[test]
-    fn an_id_costs_twelve_bytes_in_the_map() {
-        // Every open connection has an entry: keep it small (idle memory per connection).
-        assert_eq!(std::mem::size_of::<(u32, Entry)>(), 12);
-    }
-
-    #[test]
     fn an_expiring_record_leaves_a_newer_record_of_the_same_id_alone() {
         let mut ids = Ids::new(
             Numbering::ByParity { first: 0 },
@@ -296,7 +316,7 @@ mod tests {
         ids.insert_open(1, 0);
         ids.close(1, 0, Some(now));
         // The peer reuses the id after our record: a new connection, closed again later.
-        ids.map.remove(&1);
+        ids.table(1).swap_if(1, Entry::Closed { record: 0 }, None);
         ids.insert_open(1, 1);
         let later = now + Duration::from_secs(30);
         ids.close(1, 1, Some(later));

@@ -22,10 +22,11 @@
 //! clock (`sim_tests.rs`, with `nodelink_testkit::sim`).
 //!
 //! Files: this one holds the types, the state and the internals; `ops.rs` the
-//! application's operations, `input.rs` the peer's packets and the timer; `ids.rs`,
-//! `conn.rs` and `negotiate.rs` the parts named in the list above.
+//! application's operations, `input.rs` the peer's packets and the timer; `ids.rs` (with
+//! `id_table.rs`), `conn.rs` and `negotiate.rs` the parts named in the list above.
 
 mod conn;
+mod id_table;
 mod idle;
 mod ids;
 mod input;
@@ -572,7 +573,7 @@ impl<W: Ext> LinkCore<W> {
 
     fn free_slot(&mut self, index: u32) {
         let slot = &mut self.slots[index as usize];
-        let _ = slot.conn.close_rx(RxClosed::Local, &mut self.ready);
+        slot.conn.discard(&mut self.ready);
         slot.live = false;
         slot.gen = slot.gen.wrapping_add(1);
         if !slot.ext.idle() {

@@ -53,6 +53,19 @@ impl<W: Ext> LinkCore<W> {
     /// The answer of a lightweight exchange, if it came (or how the exchange ended); the
     /// exchange is then over and its connection released, in the same call.
     pub(crate) fn take_light(&mut self, key: ConnKey) -> Recv {
+        // The usual case: the answer came, alone. It is taken and the connection released
+        // in one step (no credit: an answer is not credited, see `finish_light`).
+        if let Some(slot) = self
+            .slots
+            .get_mut(key.index as usize)
+            .filter(|s| s.live && s.gen == key.gen)
+        {
+            if let Some((packet, cost)) = slot.conn.take_only(&mut self.ready) {
+                self.release_rx(cost);
+                self.release(key, None);
+                return Recv::Packet(packet);
+            }
+        }
         let r = self.recv(key);
         if !matches!(r, Recv::Empty) {
             self.finish_light(key, None);
