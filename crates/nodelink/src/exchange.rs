@@ -16,6 +16,10 @@
 //!
 //! Dropping the future (cancellation, a deadline) ends the exchange the same way: anything
 //! queued on its id later is answered "connection closed", and the state is recycled.
+//!
+//! The future is what `ask1_packet` returns, with no `async fn` around it: it keeps the
+//! deadline itself (a timer made at the first poll, only when there is a deadline) and
+//! turns a peer's Error answer into an error.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +34,7 @@ use crate::core::{cost_of, ConnKey, Recv};
 use crate::error::{Cause, Error, Result};
 use crate::frame::Packet;
 use crate::inner::LinkInner;
+use crate::message::{peer_cause, ErrorMessage, Message};
 use crate::txqueue::{Body, SendFail};
 use crate::writer::Admit;
 use nodelink_driver::lock;
@@ -45,21 +50,32 @@ pub(crate) struct Exchange<'a, F> {
     conn: Option<(ConnKey, u32)>,
     /// The answer (or the end) was taken, and the connection released with it.
     finished: bool,
+    /// How long the exchange may take, from its first poll.
+    deadline: Option<Duration>,
+    /// The deadline's timer, made at the first poll.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<'a, F: Fn(&mut BytesMut) + Unpin> Exchange<'a, F> {
-    pub(crate) fn new(inner: &'a LinkInner, code: u16, body: Body<'a, F>) -> Self {
+    pub(crate) fn new(
+        inner: &'a LinkInner,
+        code: u16,
+        body: Body<'a, F>,
+        deadline: Option<Duration>,
+    ) -> Self {
         Exchange {
             inner,
             code,
             body,
             conn: None,
             finished: false,
+            deadline,
+            timer: None,
         }
     }
 
     /// The error for an exchange that ran out of time.
-    pub(crate) fn deadline_error(&self, d: Duration) -> Error {
+    fn deadline_error(&self, d: Duration) -> Error {
         match self.conn {
             Some((_, id)) => self.inner.conn_error(Cause::Deadline(d), id, OP),
             None => self.inner.link_error(Cause::Deadline(d), OP),
@@ -111,6 +127,29 @@ impl<F: Fn(&mut BytesMut) + Unpin> Future for Exchange<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Packet>> {
         let this = self.get_mut();
+        let Some(d) = this.deadline else {
+            return this.poll_exchange(cx);
+        };
+        // The deadline runs from the first poll, as for `tokio::time::timeout`, which is
+        // also the order kept here: the exchange first, then the timer.
+        if let Poll::Ready(r) = this.poll_exchange(cx) {
+            return Poll::Ready(r);
+        }
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(d)));
+        match timer.as_mut().poll(cx) {
+            // Dropping the exchange abandons the request; a late answer is dropped.
+            Poll::Ready(()) => Poll::Ready(Err(this.deadline_error(d))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<F: Fn(&mut BytesMut) + Unpin> Exchange<'_, F> {
+    /// The exchange without its deadline.
+    fn poll_exchange(&mut self, cx: &mut Context<'_>) -> Poll<Result<Packet>> {
+        let this = self;
         let Some((key, id)) = this.conn else {
             if let Err(e) = std::task::ready!(this.poll_send(cx)) {
                 return Poll::Ready(Err(e));
@@ -136,6 +175,10 @@ impl<F: Fn(&mut BytesMut) + Unpin> Future for Exchange<'_, F> {
             Recv::Empty => Poll::Pending,
             Recv::Packet(packet) => {
                 this.finished = true;
+                if packet.code == ErrorMessage::CODE {
+                    let id = packet.conn_id;
+                    return Poll::Ready(Err(inner.conn_error(peer_cause(packet.payload), id, OP)));
+                }
                 Poll::Ready(Ok(packet))
             }
             Recv::Ended {

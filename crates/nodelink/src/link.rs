@@ -28,7 +28,7 @@ use crate::frame::Packet;
 use crate::handle::Link;
 use crate::handshake::exchange_versions;
 use crate::inner::{LinkInner, Output, Shared};
-use crate::message::{check_answer, check_pair, peer_cause, Ask, ErrorMessage, Message};
+use crate::message::{check_answer, check_pair, Ask, Message};
 use crate::request::Request;
 use crate::role::{PeerFlowControl, Role};
 use crate::stats::{Counters, LinkStats};
@@ -356,33 +356,23 @@ impl Link {
     }
 
     /// [`Link::ask1`] with a raw payload; returns the raw answer packet.
-    pub async fn ask1_packet(&self, code: u16, payload: Bytes) -> Result<Packet> {
-        let deadline = self.inner().config.ask_timeout;
-        self.ask1_with(code, Body::Bytes::<fn(&mut BytesMut)>(&payload), deadline)
-            .await
-    }
-
-    async fn ask1_with<F: Fn(&mut BytesMut) + Unpin>(
+    pub fn ask1_packet(
         &self,
         code: u16,
-        body: Body<'_, F>,
+        payload: Bytes,
+    ) -> impl std::future::Future<Output = Result<Packet>> + Send + '_ {
+        let deadline = self.inner().config.ask_timeout;
+        self.ask1_with(code, Body::<fn(&mut BytesMut)>::Owned(payload), deadline)
+    }
+
+    /// One exchange: the future itself, without an `async` wrapper (the hottest path).
+    fn ask1_with<'a, F: Fn(&mut BytesMut) + Unpin>(
+        &'a self,
+        code: u16,
+        body: Body<'a, F>,
         deadline: Option<std::time::Duration>,
-    ) -> Result<Packet> {
-        let inner = self.inner();
-        let mut exchange = Exchange::new(inner, code, body);
-        let packet = match deadline {
-            None => (&mut exchange).await?,
-            Some(d) => match tokio::time::timeout(d, &mut exchange).await {
-                Ok(r) => r?,
-                // Dropping the exchange abandons the request; a late answer is dropped.
-                Err(_) => return Err(exchange.deadline_error(d)),
-            },
-        };
-        if packet.code == ErrorMessage::CODE {
-            let id = packet.conn_id;
-            return Err(inner.conn_error(peer_cause(packet.payload), id, "ask1"));
-        }
-        Ok(packet)
+    ) -> Exchange<'a, F> {
+        Exchange::new(self.inner(), code, body, deadline)
     }
 
     /// Accepts a connection together with its first message, for one-request-one-reply

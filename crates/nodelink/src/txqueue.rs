@@ -152,6 +152,19 @@ pub(crate) enum Body<'a, F> {
     Encode(F),
     /// Raw bytes (queued by reference when large).
     Bytes(&'a Bytes),
+    /// Raw bytes owned by the sending future (`ask1_packet`), queued as [`Body::Bytes`].
+    Owned(Bytes),
+}
+
+impl<F> Body<'_, F> {
+    /// The raw payload, unless it is encoded in place.
+    pub(crate) fn raw(&self) -> Option<&Bytes> {
+        match self {
+            Body::Encode(_) => None,
+            Body::Bytes(b) => Some(b),
+            Body::Owned(b) => Some(b),
+        }
+    }
 }
 
 /// Why a send did not happen.

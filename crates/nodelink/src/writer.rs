@@ -113,6 +113,7 @@ impl LinkInner {
                 rewind.buf.len() - mark - HEADER_LEN
             }
             Body::Bytes(b) => b.len(),
+            Body::Owned(b) => b.len(),
         };
         if payload_len > MAX_PAYLOAD_LEN {
             q.tail.truncate(mark);
@@ -135,11 +136,11 @@ impl LinkInner {
             len: payload_len as u32,
         };
         q.tail[mark..mark + HEADER_LEN].copy_from_slice(&header.to_bytes());
-        if let Body::Bytes(b) = body {
+        if let Some(b) = body.raw() {
             if b.len() >= ZERO_COPY_MIN {
                 let head = q.tail.split().freeze();
                 q.chunks.push_back(head);
-                q.chunks.push_back((*b).clone());
+                q.chunks.push_back(b.clone());
             } else {
                 q.tail.put_slice(b);
             }
