@@ -3,7 +3,7 @@
 //! the door to the core in `inner.rs`, the tasks that move bytes in `reader.rs` and
 //! `writer.rs`.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -377,8 +377,8 @@ impl Link {
 
     /// Accepts a connection together with its first message, for one-request-one-reply
     /// exchanges. Further packets on that connection are answered "connection closed".
-    pub async fn recv1(&self) -> Result<Request> {
-        self.recv1_with(true).await
+    pub fn recv1(&self) -> impl Future<Output = Result<Request>> + Send + '_ {
+        self.recv1_with(true)
     }
 
     /// Like [`Link::recv1`], but keeps no record of the connection afterwards, so a later
@@ -388,14 +388,15 @@ impl Link {
     /// per connection. Answers are sent without flow-control credit (there is no
     /// connection state to hold it), so a full-connection client that pipelines more than
     /// its receive budget of answers without reading them overflows its own budget.
-    pub async fn recv1_stateless(&self) -> Result<Request> {
-        self.recv1_with(false).await
+    pub fn recv1_stateless(&self) -> impl Future<Output = Result<Request>> + Send + '_ {
+        self.recv1_with(false)
     }
 
-    async fn recv1_with(&self, keep: bool) -> Result<Request> {
+    /// The future of both: a plain `poll_fn`, no `async` wrapper (a hot path).
+    fn recv1_with(&self, keep: bool) -> impl Future<Output = Result<Request>> + Send + '_ {
         let inner = self.inner();
-        let taken = poll_fn(|cx| {
-            inner.with_core(|s| match s.core.accept_request(keep, Instant::now()) {
+        poll_fn(move |cx| {
+            let taken = inner.with_core(|s| match s.core.accept_request(keep, Instant::now()) {
                 AcceptPoll::Ready(taken) => Poll::Ready(Ok(taken)),
                 AcceptPoll::Pending => {
                     s.acceptors.register(cx.waker());
@@ -407,10 +408,9 @@ impl Link {
                 AcceptPoll::Down => {
                     Poll::Ready(Err(inner.link_error(inner.end_kind(false), "recv1")))
                 }
-            })
+            });
+            taken.map_ok(|t| Request::new(self.clone(), t.packet, t.credit))
         })
-        .await?;
-        Ok(Request::new(self.clone(), taken.packet, taken.credit))
     }
 }
 

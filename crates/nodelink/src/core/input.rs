@@ -65,6 +65,13 @@ impl<W: Ext> LinkCore<W> {
                 len = packet.payload.len(),
                 "recv"
             );
+            if self.neg.is_plain(packet.conn_id) {
+                if !self.deliver(packet) {
+                    self.unrouted = block;
+                    return Some(Input::Blocked);
+                }
+                continue;
+            }
             let before = self.neg.mode();
             let verdict = self
                 .neg

@@ -163,6 +163,16 @@ impl Negotiation {
         true
     }
 
+    /// Whether a packet on `conn_id` is ordinary traffic, whatever it holds: the acceptor
+    /// has seen the peer's first packet, and the id is neither control id. [`Self::on_packet`]
+    /// routes such a packet too, changing nothing; this is the reader's short cut.
+    #[inline]
+    pub(crate) fn is_plain(&self, conn_id: u32) -> bool {
+        self.first_seen
+            && conn_id != control::control_id_of(self.role)
+            && conn_id != control::control_id_of(self.role.peer())
+    }
+
     /// Looks at one received packet.
     pub(crate) fn on_packet<'a>(
         &mut self,
@@ -274,6 +284,35 @@ mod tests {
         let mut b = BytesMut::new();
         control::encode_credits(entries, &mut b);
         b.to_vec()
+    }
+
+    #[test]
+    fn the_readers_short_cut_agrees_with_on_packet() {
+        let h = hello(5000);
+        for role in [Role::Client, Role::Server] {
+            for enabled in [true, false] {
+                for opener in [None, Some(1u32), Some(CLIENT_CTL), Some(SERVER_CTL)] {
+                    let (mut n, _) = Negotiation::start(role, enabled, true, 1000);
+                    if let Some(id) = opener {
+                        let _ = n.on_packet(id, control::CONTROL_CODE, &h);
+                    }
+                    for id in [0u32, 1, 2, 7, 0xFFFF_FFFD, CLIENT_CTL, SERVER_CTL] {
+                        if !n.is_plain(id) {
+                            continue;
+                        }
+                        assert!(id != CLIENT_CTL && id != SERVER_CTL);
+                        let (mode, first_seen) = (n.mode(), n.first_seen);
+                        for code in [5, control::CONTROL_CODE] {
+                            assert_eq!(n.on_packet(id, code, &h), Verdict::Route);
+                            assert_eq!((n.mode(), n.first_seen), (mode, first_seen));
+                        }
+                    }
+                }
+            }
+        }
+        // An acceptor's first packet is never plain: it decides the mode.
+        let (n, _) = Negotiation::start(Role::Server, true, true, 1000);
+        assert!(!n.is_plain(1));
     }
 
     #[test]
