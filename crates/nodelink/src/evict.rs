@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::inner::lock;
 use crate::inner::{LinkEnd, LinkInner};
 use crate::warnings::PEER_WARNINGS;
 use crate::Link;
-use nodelink_driver::lock;
 
 /// A link whose peer sent nothing after the handshake for this long may be replaced.
 pub(crate) const QUIET_NEW: Duration = Duration::from_millis(500);

@@ -33,11 +33,11 @@ use tokio::time::Instant;
 use crate::core::{cost_of, ConnKey, Recv};
 use crate::error::{Cause, Error, Result};
 use crate::frame::Packet;
+use crate::inner::lock;
 use crate::inner::LinkInner;
 use crate::message::{peer_cause, ErrorMessage, Message};
 use crate::txqueue::{Body, SendFail};
 use crate::writer::Admit;
-use nodelink_driver::lock;
 
 const OP: &str = "ask1";
 

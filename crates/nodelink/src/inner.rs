@@ -15,7 +15,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::{Mutex, MutexGuard};
 use std::task::Waker;
 
 use smallvec::SmallVec;
@@ -32,7 +34,6 @@ use crate::role::Role;
 use crate::stats::{Counters, LinkStats};
 use crate::txqueue::{SendFail, TxQueue};
 use crate::waiters::{Waiters, Wake};
-use nodelink_driver::lock;
 
 /// How the link ended; the first reason wins.
 #[derive(Clone, Debug)]
@@ -114,6 +115,13 @@ fn push_wake(wakes: &mut SmallVec<[Wake; 2]>, waiters: &mut Waiters) {
     if !waiters.is_empty() {
         wakes.push(waiters.take());
     }
+}
+
+/// Locks one of the link's two mutexes (the core's, the send queue's). They are taken
+/// several times per lightweight request, so they are `parking_lot`'s: no poisoning to
+/// check, and a smaller uncontended path than the standard library's.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock()
 }
 
 pub(crate) struct LinkInner {

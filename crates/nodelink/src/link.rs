@@ -6,7 +6,9 @@
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
@@ -27,13 +29,13 @@ use crate::exchange::Exchange;
 use crate::frame::Packet;
 use crate::handle::Link;
 use crate::handshake::exchange_versions;
+use crate::inner::lock;
 use crate::inner::{LinkInner, Output, Shared};
 use crate::message::{check_answer, check_pair, Ask, Message};
 use crate::request::Request;
 use crate::role::{PeerFlowControl, Role};
 use crate::stats::{Counters, LinkStats};
 use crate::txqueue::{Body, BoxWrite, TxQueue};
-use nodelink_driver::lock;
 
 pub(crate) type BoxRead = std::pin::Pin<Box<dyn LinkRead>>;
 

@@ -18,9 +18,9 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::core::{IdleEvent, Input};
+use crate::inner::lock;
 use crate::inner::{LinkEnd, LinkInner, Output};
 use crate::link::BoxRead;
-use nodelink_driver::lock;
 
 /// Below this much free room the read buffer is topped up before the next read.
 const MIN_READ_ROOM: usize = 4 << 10;

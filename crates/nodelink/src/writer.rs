@@ -27,10 +27,10 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::core::{cost_of, ConnKey, Reserve};
 use crate::frame::{Header, HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::inner::lock;
 use crate::inner::{LinkEnd, LinkInner};
 use crate::stats::Counters;
 use crate::txqueue::{Body, BoxWrite, Rewind, SendFail, TxQueue, MAX_OWED_CREDITS};
-use nodelink_driver::lock;
 
 /// Payloads at least this large are queued by reference instead of copied.
 const ZERO_COPY_MIN: usize = 16 << 10;
