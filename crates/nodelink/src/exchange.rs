@@ -127,26 +127,31 @@ impl<F: Fn(&mut BytesMut) + Unpin> Future for Exchange<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Packet>> {
         let this = self.get_mut();
-        let Some(d) = this.deadline else {
-            return this.poll_exchange(cx);
-        };
-        // The deadline runs from the first poll, as for `tokio::time::timeout`, which is
-        // also the order kept here: the exchange first, then the timer.
-        if let Poll::Ready(r) = this.poll_exchange(cx) {
-            return Poll::Ready(r);
-        }
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(d)));
-        match timer.as_mut().poll(cx) {
-            // Dropping the exchange abandons the request; a late answer is dropped.
-            Poll::Ready(()) => Poll::Ready(Err(this.deadline_error(d))),
-            Poll::Pending => Poll::Pending,
+        match this.deadline {
+            None => this.poll_exchange(cx),
+            Some(d) => this.poll_within(d, cx),
         }
     }
 }
 
 impl<F: Fn(&mut BytesMut) + Unpin> Exchange<'_, F> {
+    /// The exchange under its deadline, which runs from the first poll as for
+    /// `tokio::time::timeout`; the order is also its: the exchange first, then the timer.
+    #[inline(never)]
+    fn poll_within(&mut self, d: Duration, cx: &mut Context<'_>) -> Poll<Result<Packet>> {
+        if let Poll::Ready(r) = self.poll_exchange(cx) {
+            return Poll::Ready(r);
+        }
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(d)));
+        match timer.as_mut().poll(cx) {
+            // Dropping the exchange abandons the request; a late answer is dropped.
+            Poll::Ready(()) => Poll::Ready(Err(self.deadline_error(d))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// The exchange without its deadline.
     fn poll_exchange(&mut self, cx: &mut Context<'_>) -> Poll<Result<Packet>> {
         let this = self;

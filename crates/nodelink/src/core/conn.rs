@@ -202,25 +202,26 @@ impl ConnState {
         if self.rx_closed.is_some() {
             return Push::Closed;
         }
-        let over = match budget {
-            Budget::Strict(limit) => self.queued > 0 && self.queued + cost > limit,
-            Budget::Credit(limit) => {
-                let held = self.queued + self.consumed;
-                held > 0 && held + cost > limit
-            }
-            Budget::Lenient => false,
-        };
-        if over {
-            // `dropped` covers the queued packets only: the caller accounts for this one.
-            self.clear_woken(ready);
-            let mut dropped = self.drain();
-            dropped.requests += usize::from(!packet.is_answer());
-            self.rx_closed = Some(RxClosed::Overflow);
-            return Push::Overflow(dropped);
-        }
         let mut packet = packet;
-        if !self.queue.is_empty() && packet.payload.len() < COPY_WAITING_BELOW {
-            packet.payload = bytes::Bytes::copy_from_slice(&packet.payload);
+        // With nothing held (an exchange's answer, a request's first packet), every budget
+        // admits the packet and nothing waits before it.
+        if self.queued + self.consumed > 0 {
+            let over = match budget {
+                Budget::Strict(limit) => self.queued > 0 && self.queued + cost > limit,
+                Budget::Credit(limit) => self.queued + self.consumed + cost > limit,
+                Budget::Lenient => false,
+            };
+            if over {
+                // `dropped` covers the queued packets only: the caller accounts for this one.
+                self.clear_woken(ready);
+                let mut dropped = self.drain();
+                dropped.requests += usize::from(!packet.is_answer());
+                self.rx_closed = Some(RxClosed::Overflow);
+                return Push::Overflow(dropped);
+            }
+            if !self.queue.is_empty() && packet.payload.len() < COPY_WAITING_BELOW {
+                packet.payload = bytes::Bytes::copy_from_slice(&packet.payload);
+            }
         }
         self.queued += cost;
         self.queue.push_back(packet);

@@ -187,16 +187,28 @@ impl Ids {
 
     /// [`Self::alloc`] and [`Self::insert_open`] in one step.
     pub(crate) fn alloc_open(&mut self, index: u32) -> Option<u32> {
+        // Nearly always the next id is free: take it without the search loop.
+        let id = self.next;
+        if Some(id) != self.reserved && self.ours.insert_new(id, Entry::Open(index)) {
+            self.next = id.wrapping_add(self.step());
+            return Some(id);
+        }
         self.alloc_where(|table, id| table.insert_new(id, Entry::Open(index)))
+    }
+
+    /// How our ids advance.
+    fn step(&self) -> u32 {
+        match self.numbering {
+            Numbering::ByParity { .. } => 2,
+            Numbering::ByAnswerBit => 1,
+        }
     }
 
     /// The next id `take` accepts (it is told whether an id is free by looking at the
     /// table of our ids).
+    #[cold]
     fn alloc_where(&mut self, mut take: impl FnMut(&mut IdTable, u32) -> bool) -> Option<u32> {
-        let step = match self.numbering {
-            Numbering::ByParity { .. } => 2,
-            Numbering::ByAnswerBit => 1,
-        };
+        let step = self.step();
         for _ in 0..=(u32::MAX / step) {
             let id = self.next;
             self.next = id.wrapping_add(step);

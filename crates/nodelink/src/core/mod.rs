@@ -98,8 +98,9 @@ pub(crate) enum Wakeup<W> {
     /// Every sender (the peer's flow-control mode changed).
     AllWritable,
     /// The slot of a released connection, with whatever the driver stored in it (tasks
-    /// still parked on it must learn that it is gone).
-    Released(W),
+    /// still parked on it must learn that it is gone). Boxed: it is rare, and the list of
+    /// wakeups, filled and drained for every request, stays at two words an item.
+    Released(Box<W>),
     /// Tasks waiting in accept.
     Acceptors,
     /// The reader, which was told to wait ([`Input::Blocked`]).
@@ -578,7 +579,7 @@ impl<W: Ext> LinkCore<W> {
         slot.gen = slot.gen.wrapping_add(1);
         if !slot.ext.idle() {
             let ext = std::mem::take(&mut slot.ext);
-            self.wakeups.push(Wakeup::Released(ext));
+            self.wakeups.push(Wakeup::Released(Box::new(ext)));
         }
         self.free.push(index);
     }
