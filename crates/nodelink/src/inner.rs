@@ -111,6 +111,7 @@ impl Shared {
     }
 }
 
+#[inline]
 fn push_wake(wakes: &mut SmallVec<[Wake; 2]>, waiters: &mut Waiters) {
     if !waiters.is_empty() {
         wakes.push(waiters.take());

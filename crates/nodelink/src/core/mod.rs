@@ -597,6 +597,7 @@ impl<W: Ext> LinkCore<W> {
         self.release(key, None);
     }
 
+    #[inline]
     fn pop_backlog(&mut self) -> Option<Incoming> {
         let entry = self.backlog.pop_front()?;
         if self.blocked == Some(Blocked::Backlog) && self.backlog.len() < self.backlog_limit {
@@ -659,6 +660,7 @@ impl<W: Ext> LinkCore<W> {
     }
 
     /// Gives queued cost back to the link-wide budget.
+    #[inline]
     fn release_rx(&mut self, cost: usize) {
         self.rx_total -= cost;
         if self.blocked == Some(Blocked::Room) && !self.over_rx_limit() {
