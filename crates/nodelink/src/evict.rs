@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::inner::lock;
 use crate::inner::{LinkEnd, LinkInner};
 use crate::warnings::PEER_WARNINGS;
 use crate::Link;
@@ -65,7 +64,7 @@ impl LiveLinks {
         let mut next = now + QUIET_NEW;
         for link in self.links.iter().filter_map(Weak::upgrade) {
             let (since, spoke, held_back) = {
-                let s = lock(&link.shared);
+                let s = link.shared.lock();
                 let (since, spoke) = s.core.quiet();
                 (since, spoke, s.core.reader_blocked())
             };

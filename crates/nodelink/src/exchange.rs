@@ -33,7 +33,6 @@ use tokio::time::Instant;
 use crate::core::{cost_of, ConnKey, Recv};
 use crate::error::{Cause, Error, Result};
 use crate::frame::Packet;
-use crate::inner::lock;
 use crate::inner::LinkInner;
 use crate::message::{peer_cause, ErrorMessage, Message};
 use crate::txqueue::{Body, SendFail};
@@ -89,7 +88,7 @@ impl<'a, F: Fn(&mut BytesMut) + Unpin> Exchange<'a, F> {
         let queued = inner.poll_enqueue_as(cx, self.code, &self.body, |cx, payload_len| {
             // Lock order: the send queue, then the core. Opening produces no output (no
             // wake-up, no transmit), so nothing waits to be dispatched after the lock.
-            let mut s = lock(&inner.shared);
+            let mut s = inner.shared.lock();
             match s.core.open_light(cost_of(payload_len), Instant::now) {
                 Ok((key, id)) => {
                     if let Some(parked) = s.core.ext(key) {

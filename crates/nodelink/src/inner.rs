@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use std::task::Waker;
 
 use smallvec::SmallVec;
@@ -118,13 +118,6 @@ fn push_wake(wakes: &mut SmallVec<[Wake; 2]>, waiters: &mut Waiters) {
     }
 }
 
-/// Locks one of the link's two mutexes (the core's, the send queue's). They are taken
-/// several times per lightweight request, so they are `parking_lot`'s: no poisoning to
-/// check, and a smaller uncontended path than the standard library's.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock()
-}
-
 pub(crate) struct LinkInner {
     pub(crate) role: Role,
     pub(crate) config: Config,
@@ -132,6 +125,10 @@ pub(crate) struct LinkInner {
     pub(crate) name: Arc<str>,
     pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) remote_addr: Option<SocketAddr>,
+    /// The core's and the send queue's mutexes are `parking_lot`'s, not the standard
+    /// library's (whose poisoning `nodelink_driver::lock` ignores elsewhere): they are
+    /// taken about five times per lightweight request, and theirs have no poison flag to
+    /// check and a shorter uncontended path (`docs/PERFORMANCE.md`, "fourth round").
     pub(crate) shared: Mutex<Shared>,
     pub(crate) tx: Mutex<TxQueue>,
     pub(crate) writer_kick: Notify,
@@ -163,7 +160,7 @@ pub(crate) struct LinkInner {
 impl Drop for LinkInner {
     fn drop(&mut self) {
         if let Some(member) = &self.budget {
-            member.leave(lock(&self.shared).core.memory_reported());
+            member.leave(self.shared.lock().core.memory_reported());
         }
     }
 }
@@ -172,7 +169,7 @@ impl LinkInner {
     /// Runs one operation on the core, then wakes the tasks it names and queues the packets
     /// it produced, outside the lock.
     pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> R {
-        let mut s = lock(&self.shared);
+        let mut s = self.shared.lock();
         let r = f(&mut s);
         self.publish_hints(&mut s);
         // Most operations (a receive, a send's bookkeeping) wake nobody and send nothing.
@@ -192,7 +189,7 @@ impl LinkInner {
         out: &mut Output,
         f: impl FnOnce(&mut Shared) -> R,
     ) -> R {
-        let mut s = lock(&self.shared);
+        let mut s = self.shared.lock();
         let r = f(&mut s);
         if s.core.has_output() {
             s.collect(out);
@@ -260,8 +257,8 @@ impl LinkInner {
 
     /// A snapshot of the counters.
     pub(crate) fn stats(&self) -> LinkStats {
-        let core = lock(&self.shared).core.stats();
-        let tx_queued = lock(&self.tx).held();
+        let core = self.shared.lock().core.stats();
+        let tx_queued = self.tx.lock().held();
         self.stats.snapshot(&core, tx_queued)
     }
 
@@ -295,7 +292,7 @@ impl LinkInner {
             }
         }
         self.stop_reading.cancel();
-        let wake = lock(&self.tx).mark_down();
+        let wake = self.tx.lock().mark_down();
         wake.wake();
         match end {
             LinkEnd::Failed(_) => self.stop_writing.cancel(),

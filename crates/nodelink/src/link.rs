@@ -29,7 +29,6 @@ use crate::exchange::Exchange;
 use crate::frame::Packet;
 use crate::handle::Link;
 use crate::handshake::exchange_versions;
-use crate::inner::lock;
 use crate::inner::{LinkInner, Output, Shared};
 use crate::message::{check_answer, check_pair, Ask, Message};
 use crate::request::Request;
@@ -181,7 +180,7 @@ impl Link {
 
     /// Whether the peer takes part in the flow-control extension.
     pub fn peer_flow_control(&self) -> PeerFlowControl {
-        match lock(&self.inner().shared).core.mode() {
+        match self.inner().shared.lock().core.mode() {
             PeerMode::Pending => PeerFlowControl::Unknown,
             PeerMode::Credit { .. } => PeerFlowControl::On,
             PeerMode::Neo => PeerFlowControl::Off,
@@ -459,7 +458,7 @@ impl LinkInner {
     /// What an id maps to now (tests and diagnostics).
     #[cfg(any(test, feature = "testing"))]
     pub(crate) fn id_state(&self, id: u32) -> IdState {
-        lock(&self.shared).core.id_state(id, Instant::now())
+        self.shared.lock().core.id_state(id, Instant::now())
     }
 }
 

@@ -18,7 +18,6 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::core::{IdleEvent, Input};
-use crate::inner::lock;
 use crate::inner::{LinkEnd, LinkInner, Output};
 use crate::link::BoxRead;
 
@@ -77,7 +76,7 @@ impl LinkInner {
             if buf.capacity() - buf.len() < MIN_READ_ROOM {
                 buf.reserve(self.config.read_buffer);
             }
-            let deadline = lock(&self.shared).core.poll_timeout();
+            let deadline = self.shared.lock().core.poll_timeout();
             tokio::select! {
                 biased;
                 _ = &mut stop => return,
@@ -125,7 +124,7 @@ impl LinkInner {
             tokio::pin!(released);
             // A link held back partly for what it has to send looks again when that
             // drains: the budget may stay exceeded by others all along.
-            let member = lock(&self.shared).core.budget_member().cloned();
+            let member = self.shared.lock().core.budget_member().cloned();
             let drained = async {
                 match &member {
                     Some(m) => m.drained.notified().await,
@@ -149,7 +148,7 @@ impl LinkInner {
                 () = &mut released => continue,
                 () = drained => continue,
                 _ = poll_fn(|cx| {
-                    let mut s = lock(&self.shared);
+                    let mut s = self.shared.lock();
                     if s.core.reader_blocked() {
                         s.reader = Some(cx.waker().clone());
                         Poll::Pending

@@ -27,7 +27,6 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::core::{cost_of, ConnKey, Reserve};
 use crate::frame::{Header, HEADER_LEN, MAX_PAYLOAD_LEN};
-use crate::inner::lock;
 use crate::inner::{LinkEnd, LinkInner};
 use crate::stats::Counters;
 use crate::txqueue::{Body, BoxWrite, Rewind, SendFail, TxQueue, MAX_OWED_CREDITS};
@@ -65,7 +64,7 @@ impl LinkInner {
             None => Admit::Go(id),
             Some(key) => {
                 // Lock order: the send queue, then the core.
-                let mut s = lock(&self.shared);
+                let mut s = self.shared.lock();
                 match s.core.reserve(key, cost_of(payload_len)) {
                     Reserve::Ok => Admit::Go(id),
                     Reserve::Closed => Admit::Fail(SendFail::Conn),
@@ -89,7 +88,7 @@ impl LinkInner {
         body: &Body<'_, F>,
         admit: impl FnOnce(&mut Context<'_>, usize) -> Admit,
     ) -> Poll<Result<(), SendFail>> {
-        let mut q = lock(&self.tx);
+        let mut q = self.tx.lock();
         if q.down {
             return Poll::Ready(Err(SendFail::Link));
         }
@@ -225,7 +224,7 @@ impl LinkInner {
         encode: impl FnOnce(&mut BytesMut),
         capped: bool,
     ) -> bool {
-        let mut q = lock(&self.tx);
+        let mut q = self.tx.lock();
         if q.down {
             return false;
         }
@@ -261,7 +260,7 @@ impl LinkInner {
     /// With `kick`, makes sure a write happens; without, the caller is about to send (and
     /// flush) a packet itself.
     pub(crate) fn owe_credit(&self, id: u32, bytes: u32, kick: bool) {
-        let mut q = lock(&self.tx);
+        let mut q = self.tx.lock();
         if q.down {
             return;
         }
@@ -294,7 +293,7 @@ impl LinkInner {
         // lock) before that kick: the look below sees it. A later kick finds the flag
         // clear and wakes the writer again.
         self.kicked.store(false, Ordering::SeqCst);
-        let mut q = lock(&self.tx);
+        let mut q = self.tx.lock();
         if !q.has_data() {
             return None;
         }
@@ -387,7 +386,7 @@ impl LinkInner {
     /// front of the queue (in order), and wakes the writer task if anything is left,
     /// including a flush the write did not see through (`flushed` false).
     fn hand_back(&self, io: BoxWrite, batch: &mut VecDeque<Bytes>, flushed: bool) {
-        let mut q = lock(&self.tx);
+        let mut q = self.tx.lock();
         // A completed flush flushed everything the half held, older bytes included.
         q.unflushed = !flushed;
         q.queued += batch.iter().map(Bytes::len).sum::<usize>();
@@ -432,7 +431,7 @@ impl LinkInner {
                 _ = &mut closing => {}
                 _ = self.flush(usize::MAX) => {}
             }
-            if lock(&self.tx).down {
+            if self.tx.lock().down {
                 if self.stop_writing.is_cancelled() {
                     // The link failed (possibly while the flush above ran, which then let
                     // the socket half go): nothing is left to drain.
@@ -444,7 +443,7 @@ impl LinkInner {
             }
         }
         self.stop_writing.cancel();
-        let io = lock(&self.tx).io.take();
+        let io = self.tx.lock().io.take();
         drop(io);
     }
 
@@ -456,7 +455,7 @@ impl LinkInner {
                 return;
             }
             let io = {
-                let mut q = lock(&self.tx);
+                let mut q = self.tx.lock();
                 if q.has_data() {
                     None
                 } else {
@@ -497,7 +496,7 @@ impl Flush<'_> {
     /// Takes more queued bytes (when `again`), or hands the socket back. Returns whether
     /// there is more to write.
     fn refill(&mut self, again: bool) -> bool {
-        let mut q = lock(&self.link.tx);
+        let mut q = self.link.tx.lock();
         // The batch is written and flushed: its bytes are no longer held.
         q.in_flight = 0;
         q.unflushed = false;
