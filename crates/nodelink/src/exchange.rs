@@ -1,5 +1,5 @@
 //! One lightweight exchange of ours (`ask1`): a request on a fresh connection, its answer,
-//! and the connection gone again (`docs/protocols/link.md`, "Lightweight exchanges").
+//! and the connection gone again (`docs/protocols/link.md`, "Dialects").
 //!
 //! It is a hand-written future rather than an `async fn` because it is the hottest path of
 //! the link and most of an `async fn`'s cost there is bookkeeping: nested futures copied
@@ -14,8 +14,9 @@
 //!    delivered on this side (their tasks are about to send too: one system call for all);
 //! 2. *receive*: woken by the answer, one core lock takes it and releases the connection.
 //!
-//! Dropping the future (cancellation, a deadline) ends the exchange the same way: anything
-//! queued on its id later is answered "connection closed", and the state is recycled.
+//! Dropping the future (cancellation) ends the exchange the same way, and so does running
+//! out of time (at once, before the caller even sees the error): anything queued on its id
+//! later is answered "connection closed", and the state is recycled.
 //!
 //! The future is what `ask1_packet` returns, with no `async fn` around it: it keeps the
 //! deadline itself (a timer made at the first poll, only when there is a deadline) and
@@ -135,36 +136,52 @@ impl<F: Fn(&mut BytesMut) + Unpin> Future for Exchange<'_, F> {
 
 impl<F: Fn(&mut BytesMut) + Unpin> Exchange<'_, F> {
     /// The exchange under its deadline, which runs from the first poll as for
-    /// `tokio::time::timeout`; the order is also its: the exchange first, then the timer.
+    /// `tokio::time::timeout` (the timer is made before the request is sent); the order is
+    /// also its: the exchange first, then the timer.
     #[inline(never)]
     fn poll_within(&mut self, d: Duration, cx: &mut Context<'_>) -> Poll<Result<Packet>> {
+        if self.timer.is_none() {
+            self.timer = Some(Box::pin(tokio::time::sleep(d)));
+        }
         if let Poll::Ready(r) = self.poll_exchange(cx) {
             return Poll::Ready(r);
         }
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(d)));
-        match timer.as_mut().poll(cx) {
-            // Dropping the exchange abandons the request; a late answer is dropped.
-            Poll::Ready(()) => Poll::Ready(Err(self.deadline_error(d))),
-            Poll::Pending => Poll::Pending,
+        let Some(timer) = self.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
         }
+        // Out of time: the exchange ends now, not when the future is dropped, so the id
+        // does not stay open meanwhile; a late answer is answered "connection closed".
+        let e = self.deadline_error(d);
+        if let (Some((key, _)), false) = (self.conn, self.finished) {
+            self.inner.with_core(|s| s.core.finish_light(key, None));
+        }
+        self.finished = true;
+        Poll::Ready(Err(e))
     }
 
     /// The exchange without its deadline.
     fn poll_exchange(&mut self, cx: &mut Context<'_>) -> Poll<Result<Packet>> {
         let this = self;
+        if this.finished {
+            // Polled again after its end: it never sends a second request.
+            let e = match this.conn {
+                Some((_, id)) => this.inner.conn_error(Cause::ConnectionClosed, id, OP),
+                None => this.inner.link_error(Cause::ConnectionClosed, OP),
+            };
+            return Poll::Ready(Err(e));
+        }
         let Some((key, id)) = this.conn else {
             if let Err(e) = std::task::ready!(this.poll_send(cx)) {
+                this.finished = true;
                 return Poll::Ready(Err(e));
             }
             // This task was registered as the receiver before the request left: the answer
             // (or the link's end) wakes it.
             return Poll::Pending;
         };
-        if this.finished {
-            return Poll::Ready(Err(this.inner.conn_error(Cause::ConnectionClosed, id, OP)));
-        }
         let inner = this.inner;
         let taken = inner.with_core(|s| {
             let r = s.core.take_light(key);

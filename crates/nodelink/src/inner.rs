@@ -128,7 +128,8 @@ pub(crate) struct LinkInner {
     /// The core's and the send queue's mutexes are `parking_lot`'s, not the standard
     /// library's (whose poisoning `nodelink_driver::lock` ignores elsewhere): they are
     /// taken about five times per lightweight request, and theirs have no poison flag to
-    /// check and a shorter uncontended path (`docs/PERFORMANCE.md`, "fourth round").
+    /// check and a shorter uncontended path (`docs/PERFORMANCE.md`,
+    /// "The lightweight request path, fourth round").
     pub(crate) shared: Mutex<Shared>,
     pub(crate) tx: Mutex<TxQueue>,
     pub(crate) writer_kick: Notify,

@@ -136,6 +136,18 @@ async fn abandoned_calls_leave_no_state() {
     assert!(cancelled.is_err());
     tokio::task::yield_now().await;
     assert_eq!(table(&client), before);
+    // The exchange ends when its time is up, not only when its future is dropped.
+    let mut asking = std::pin::pin!(client.ask1_packet(5, Bytes::from_static(b"late")));
+    let e = (&mut asking).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(
+        table(&client),
+        before,
+        "released before the future is dropped"
+    );
+    let e = (&mut asking).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConnectionClosed, "polled again: {e}");
+    drop(server.recv1().await.unwrap());
 }
 
 type Serving = tokio::task::JoinHandle<nodelink::Result<()>>;

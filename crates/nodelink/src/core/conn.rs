@@ -2,7 +2,7 @@
 //! owed. Plain data, no locks, no wakers: the [`LinkCore`](super::LinkCore) owns it.
 //!
 //! Each packet costs its payload length plus [`PACKET_COST`] against budgets and credit, so
-//! even a flood of empty packets is bounded (`docs/protocols/link.md`, "Flow control").
+//! even a flood of empty packets is bounded (`docs/protocols/link.md`, "Receive budgets").
 
 use std::collections::VecDeque;
 
@@ -277,8 +277,8 @@ impl ConnState {
     }
 
     /// Takes the only queued packet of an open receive side, if that is what the queue
-    /// holds (a lightweight exchange's answer), without credit bookkeeping: the exchange
-    /// ends with it.
+    /// holds (a lightweight exchange's answer). The exchange ends with it: the caller
+    /// settles its credit (the connection consumed nothing before it).
     pub(crate) fn take_only(&mut self, ready: &mut usize) -> Option<(Packet, usize)> {
         if self.rx_closed.is_some() || self.queue.rest.as_ref().is_some_and(|r| !r.is_empty()) {
             return None;

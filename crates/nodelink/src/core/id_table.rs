@@ -1,8 +1,9 @@
 //! Where the id map keeps its entries: a direct-mapped table for ids that come in sequence,
 //! with a hash map for the few that do not fit.
 //!
-//! Both NEO dialects number connections in sequence (`docs/protocols/link.md`, "Connection
-//! ids"): each side counts its ids up, by 2 under NEO/go rules and by 1 under NEO/py rules.
+//! Both NEO dialects number connections in sequence (`docs/protocols/link.md`,
+//! "Dialects"): each side counts its ids up, by 2 under NEO/go rules and by 1 under NEO/py
+//! rules.
 //! So the ids alive at any moment are mostly a window of consecutive numbers, and
 //! `(id >> shift) mod len` puts each in a cell of its own. A lookup is then one array index
 //! and one comparison instead of a hash probe; this runs several times per lightweight
@@ -12,7 +13,10 @@
 //! table, or a peer that picks its ids at random) doubles the table when at least half of
 //! its cells are in use, and otherwise goes to the overflow map. Memory therefore stays
 //! within a few cells per entry whatever ids the peer chooses, and a dense sequence fills
-//! the cells without collisions.
+//! the cells without collisions. Our own ids never need the overflow map: the allocator
+//! skips an id whose cell is taken ([`IdTable::insert_own`]), as it skips ids in use. While
+//! the map holds anything, every insert looks there too, so keeping it empty keeps the
+//! table's fast path.
 
 use std::collections::hash_map::Entry as MapEntry;
 
@@ -88,6 +92,8 @@ pub(super) struct IdTable {
     used: usize,
     /// Ids whose cell was taken by another id when they came.
     overflow: FxHashMap<u32, Entry>,
+    /// The most cells the table grows to ([`MAX_CELLS`]; smaller in tests).
+    max_cells: usize,
 }
 
 impl IdTable {
@@ -98,6 +104,16 @@ impl IdTable {
             shift,
             used: 0,
             overflow: FxHashMap::default(),
+            max_cells: MAX_CELLS,
+        }
+    }
+
+    /// A table that grows to at most `max_cells` cells (tests of the overflow map).
+    #[cfg(test)]
+    fn with_max_cells(shift: u32, max_cells: usize) -> IdTable {
+        IdTable {
+            max_cells,
+            ..IdTable::new(shift)
         }
     }
 
@@ -119,12 +135,6 @@ impl IdTable {
     #[inline]
     pub(super) fn set(&mut self, id: u32, entry: Entry) {
         self.place(id, entry, true);
-    }
-
-    /// Maps `id` to `entry` if it maps to nothing yet; false if it does.
-    #[inline]
-    pub(super) fn insert_new(&mut self, id: u32, entry: Entry) -> bool {
-        self.place(id, entry, false)
     }
 
     #[inline]
@@ -170,11 +180,45 @@ impl IdTable {
                 }
             }
             // No cell yet, or another id holds it.
-            if self.cells.len() < MAX_CELLS && self.used * 2 >= self.cells.len() {
+            if self.can_grow() {
                 self.grow();
                 continue;
             }
             return self.place_in_overflow(id, entry, replace);
+        }
+    }
+
+    /// Whether a collision doubles the table: it is at least half full and not at its
+    /// largest.
+    fn can_grow(&self) -> bool {
+        self.cells.len() < self.max_cells && self.used * 2 >= self.cells.len()
+    }
+
+    /// Maps one of our new ids to `entry`, in its own cell. False if the id is mapped
+    /// already, or if another id holds its cell and the table is less than half full: the
+    /// allocator then takes the next id instead, so our ids stay out of the overflow map.
+    /// Only a table at its largest size overflows.
+    pub(super) fn insert_own(&mut self, id: u32, entry: Entry) -> bool {
+        loop {
+            let i = self.index(id);
+            if let Some(cell) = self.cells.get_mut(i) {
+                if cell.is_vacant() && self.overflow.is_empty() {
+                    *cell = Cell::new(id, entry);
+                    self.used += 1;
+                    return true;
+                }
+                if cell.holds(id) {
+                    return false;
+                }
+                if cell.is_vacant() || self.cells.len() >= self.max_cells {
+                    // Rare: ids overflowed before, or the table cannot grow.
+                    return self.place_slow(id, entry, false);
+                }
+            }
+            if !self.can_grow() {
+                return false;
+            }
+            self.grow();
         }
     }
 
@@ -241,7 +285,9 @@ impl IdTable {
     /// bit), so none is displaced; overflowed ids move in where their cell is free.
     #[cold]
     fn grow(&mut self) {
-        let len = (self.cells.len() * 2).max(MIN_CELLS);
+        let len = (self.cells.len() * 2)
+            .max(MIN_CELLS)
+            .min(self.max_cells.max(MIN_CELLS));
         let old = std::mem::replace(&mut self.cells, vec![VACANT; len]);
         self.mask = len - 1;
         for cell in old.into_iter().filter(|c| !c.is_vacant()) {
@@ -294,24 +340,51 @@ mod tests {
     fn a_dense_sequence_fills_the_cells_without_overflow() {
         let mut t = IdTable::new(1);
         for k in 0..1000u32 {
-            assert!(t.insert_new(2 * k + 1, Entry::Open(k)));
+            assert!(t.insert_own(2 * k + 1, Entry::Open(k)));
         }
         assert_eq!(t.footprint(), (1024, 0));
         for k in 0..1000u32 {
             assert_eq!(t.get(2 * k + 1), Some(Entry::Open(k)));
             assert_eq!(t.get(2 * k + 3 + 2000), None);
         }
-        assert!(!t.insert_new(7, Entry::Pending));
+        assert!(!t.insert_own(7, Entry::Pending));
         assert_eq!(t.get(7), Some(Entry::Open(3)));
     }
 
     #[test]
-    fn a_long_lived_id_overflows_or_grows_and_stays_found() {
+    fn our_ids_skip_a_taken_cell_and_never_overflow() {
         let mut t = IdTable::new(0);
-        // One id stays while a window of 4 passes by many times over.
+        // One id stays while a window of 4 passes by many times over, as the allocator
+        // hands them out: an id whose cell is taken is skipped.
+        assert!(t.insert_own(0, Entry::Open(0)));
+        let mut live = std::collections::VecDeque::new();
+        let mut next = 1u32;
+        let mut skipped = 0;
+        for k in 1..10_000u32 {
+            while !t.insert_own(next, Entry::Open(k)) {
+                skipped += 1;
+                next += 1;
+            }
+            live.push_back((next, k));
+            next += 1;
+            if live.len() > 4 {
+                let (id, k) = live.pop_front().unwrap();
+                assert!(t.swap_if(id, Entry::Open(k), None));
+            }
+            assert_eq!(t.get(0), Some(Entry::Open(0)));
+        }
+        assert_eq!(t.len(), 5);
+        assert_eq!(t.footprint(), (16, 0));
+        // One id in 16 shares the long-lived id's cell: about 10 666 / 16 were skipped.
+        assert!((640..=690).contains(&skipped), "{skipped} skipped");
+    }
+
+    #[test]
+    fn a_peer_id_whose_cell_is_taken_overflows_and_stays_found() {
+        let mut t = IdTable::new(0);
         t.set(0, Entry::Open(0));
         for id in 1..10_000u32 {
-            assert!(t.insert_new(id, Entry::Pending));
+            t.set(id, Entry::Pending);
             if id > 4 {
                 assert!(t.swap_if(id - 4, Entry::Pending, None));
             }
@@ -326,6 +399,62 @@ mod tests {
     }
 
     #[test]
+    fn the_table_agrees_with_a_hash_map_under_random_operations() {
+        // Ids from a small range, so cells collide often; a cap of 32 cells, so the
+        // overflow map is used a lot; seeded, so a failure repeats.
+        let mut rng = nodelink_testkit::SeededRng::new(0x1d7a_b1e5);
+        for round in 0..200 {
+            let shift = (round % 2) as u32;
+            let mut t = IdTable::with_max_cells(shift, 32);
+            let mut model = std::collections::HashMap::new();
+            for step in 0..400u32 {
+                let id = (rng.below(200) as u32) << shift;
+                let entry = match rng.below(3) {
+                    0 => Entry::Open(step),
+                    1 => Entry::Pending,
+                    _ => Entry::Closed { record: step },
+                };
+                match rng.below(4) {
+                    0 => {
+                        t.set(id, entry);
+                        model.insert(id, entry);
+                    }
+                    1 => {
+                        let fresh = !model.contains_key(&id);
+                        let placed = t.insert_own(id, entry);
+                        if placed {
+                            assert!(fresh, "round {round} step {step}: {id} held twice");
+                            model.insert(id, entry);
+                        }
+                    }
+                    _ => {
+                        let expected = model.get(&id).copied().unwrap_or(Entry::Pending);
+                        let new = (rng.below(2) == 0).then_some(entry);
+                        let swapped = t.swap_if(id, expected, new);
+                        assert_eq!(swapped, model.get(&id) == Some(&expected));
+                        if swapped {
+                            match new {
+                                Some(e) => model.insert(id, e),
+                                None => model.remove(&id),
+                            };
+                        }
+                    }
+                }
+                assert_eq!(t.len(), model.len(), "round {round} step {step}");
+                assert_eq!(t.get(id), model.get(&id).copied(), "id {id}");
+                if step % 20 == 0 {
+                    for probe in 0..200u32 {
+                        let probe = probe << shift;
+                        assert_eq!(t.get(probe), model.get(&probe).copied(), "id {probe}");
+                    }
+                }
+            }
+            let (cells, _) = t.footprint();
+            assert!(cells <= 32);
+        }
+    }
+
+    #[test]
     fn an_overflowed_id_is_held_once_and_moves_in_when_the_table_grows() {
         let mut t = IdTable::new(0);
         t.set(0, Entry::Open(0));
@@ -336,7 +465,7 @@ mod tests {
         // The cell is free now, but 16 is in the overflow map: it is replaced there, not
         // stored a second time.
         t.set(16, Entry::Closed { record: 9 });
-        assert!(!t.insert_new(16, Entry::Pending));
+        assert!(!t.insert_own(16, Entry::Pending));
         assert_eq!(t.get(16), Some(Entry::Closed { record: 9 }));
         assert_eq!(t.len(), 1);
         // Half the cells in use and a collision: the table doubles and 16 moves in.
@@ -362,7 +491,7 @@ mod tests {
             x ^= x >> 17;
             x ^= x << 5;
             if t.get(x).is_none() {
-                assert!(t.insert_new(x, Entry::Open(k)));
+                t.set(x, Entry::Open(k));
                 ids.push((x, k));
             }
         }

@@ -1,5 +1,5 @@
 //! Connection ids: who owns which id, how new ones are numbered, and the "recently closed"
-//! records (`docs/protocols/link.md`, "Connection ids" and "Routing").
+//! records (`docs/protocols/link.md`, "Dialects": connection ids, routing, closed records).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -189,11 +189,11 @@ impl Ids {
     pub(crate) fn alloc_open(&mut self, index: u32) -> Option<u32> {
         // Nearly always the next id is free: take it without the search loop.
         let id = self.next;
-        if Some(id) != self.reserved && self.ours.insert_new(id, Entry::Open(index)) {
+        if Some(id) != self.reserved && self.ours.insert_own(id, Entry::Open(index)) {
             self.next = id.wrapping_add(self.step());
             return Some(id);
         }
-        self.alloc_where(|table, id| table.insert_new(id, Entry::Open(index)))
+        self.alloc_where(|table, id| table.insert_own(id, Entry::Open(index)))
     }
 
     /// How our ids advance.
@@ -206,7 +206,6 @@ impl Ids {
 
     /// The next id `take` accepts (it is told whether an id is free by looking at the
     /// table of our ids).
-    #[cold]
     fn alloc_where(&mut self, mut take: impl FnMut(&mut IdTable, u32) -> bool) -> Option<u32> {
         let step = self.step();
         for _ in 0..=(u32::MAX / step) {

@@ -277,6 +277,9 @@ pub(crate) struct LinkCore<W> {
     rx_total: usize,
     /// Receivers woken for data they have not taken yet.
     ready: usize,
+    /// Consumed cost worth returning as credit ([`Self::credit_every`]; `usize::MAX` while
+    /// the peer takes none), kept with the mode by `enter_mode`.
+    credit_at: usize,
     blocked: Option<Blocked>,
     /// The packet the reader could not deliver yet.
     pending: Option<Packet>,
@@ -339,6 +342,7 @@ impl<W: Ext> LinkCore<W> {
             down: false,
             rx_total: 0,
             ready: 0,
+            credit_at: usize::MAX,
             blocked: None,
             pending: None,
             unrouted: Bytes::new(),
@@ -681,9 +685,14 @@ impl<W: Ext> LinkCore<W> {
 
     /// How often to return credit, when the peer takes it.
     fn credit_every(&self) -> Option<usize> {
-        match self.neg.mode() {
-            PeerMode::Credit { .. } => Some((self.budget / 4).max(MIN_RECV_BUDGET / 4)),
-            _ => None,
+        (self.credit_at != usize::MAX).then_some(self.credit_at)
+    }
+
+    /// [`Self::credit_every`] for a mode: `usize::MAX` when the peer takes no credit.
+    fn credit_threshold(budget: usize, mode: PeerMode) -> usize {
+        match mode {
+            PeerMode::Credit { .. } => (budget / 4).max(MIN_RECV_BUDGET / 4),
+            _ => usize::MAX,
         }
     }
 
@@ -733,6 +742,7 @@ impl<W: Ext> LinkCore<W> {
     #[cold]
     fn enter_mode(&mut self, now: PeerMode) {
         tracing::debug!(link = %self.name, mode = ?now, "peer flow-control mode");
+        self.credit_at = Self::credit_threshold(self.budget, now);
         if matches!(now, PeerMode::Credit { .. }) {
             // What the application consumed before both sides agreed was not credited:
             // the peer counted it, so give it back now or its sender may wait forever.

@@ -54,13 +54,21 @@ impl<W: Ext> LinkCore<W> {
     /// exchange is then over and its connection released, in the same call.
     pub(crate) fn take_light(&mut self, key: ConnKey) -> Recv {
         // The usual case: the answer came, alone. It is taken and the connection released
-        // in one step (no credit: an answer is not credited, see `finish_light`).
+        // in one step, with the credit `recv` would return for it: a peer that answered
+        // from a full connection counted it against its window, and gets it back as for
+        // any packet consumed (only an answer of at least `credit_every` bytes is worth a
+        // CREDIT frame; below, nothing is owed yet).
         if let Some(slot) = self
             .slots
             .get_mut(key.index as usize)
             .filter(|s| s.live && s.gen == key.gen)
         {
             if let Some((packet, cost)) = slot.conn.take_only(&mut self.ready) {
+                if cost >= self.credit_at {
+                    let id = slot.conn.id;
+                    let bytes = cost.min(u32::MAX as usize) as u32;
+                    self.transmits.push(Transmit::Credit { id, bytes });
+                }
                 self.release_rx(cost);
                 self.release(key, None);
                 return Recv::Packet(packet);

@@ -221,12 +221,11 @@ impl Side {
         // Answers to our requests.
         let mut still = Vec::new();
         for (key, tag) in std::mem::take(&mut self.asking) {
-            match self.core.recv(key) {
+            match self.core.take_light(key) {
                 Recv::Packet(p) => {
                     assert_eq!(p.code, ASK | 0x8000, "{}: {p:?}", self.name);
                     assert_eq!(&p.payload[..], &tag.to_be_bytes(), "{}", self.name);
                     assert!(self.answered.insert(tag), "{}: answered twice", self.name);
-                    self.core.finish_light(key, None);
                 }
                 Recv::Empty => still.push((key, tag)),
                 Recv::Ended { reason, .. } => panic!("{}: request ended: {reason:?}", self.name),

@@ -133,6 +133,55 @@ fn neo_py_routes_by_answer_bit_and_never_replies() {
 }
 
 #[test]
+fn an_exchange_ends_with_its_answer_and_credits_a_large_one_back() {
+    // A dialer whose peer agreed on the extension.
+    let mut c = core(Role::Client, Config::default());
+    let mut hello = BytesMut::new();
+    control::encode_hello(1 << 20, &mut hello);
+    let ctl = control::control_id_of(Role::Client);
+    input(&mut c, &packet(ctl, control::CONTROL_CODE, &hello));
+    assert!(matches!(c.mode(), PeerMode::Credit { .. }));
+    transmits(&mut c);
+    let every = c.credit_every().unwrap();
+    // The answer alone (the short path): taken, the exchange released with it; an answer
+    // worth a CREDIT frame is credited back, as `recv` would.
+    for (len, credited) in [(10usize, false), (every, true)] {
+        let (key, id) = c.open_light(cost_of(0), Instant::now).unwrap();
+        input(&mut c, &packet(id, 0x8005, &vec![7; len]));
+        assert_eq!(c.ready(), 1, "the waiting asker was woken");
+        let Recv::Packet(p) = c.take_light(key) else {
+            panic!("the answer")
+        };
+        assert_eq!(p.payload.len(), len);
+        assert_eq!((c.ready(), c.rx_total(), c.counts()), (0, 0, (0, 0)));
+        assert_eq!(c.id_state(id, Instant::now()), IdState::Free);
+        let owed = credited.then_some(Transmit::Credit {
+            id,
+            bytes: cost_of(len) as u32,
+        });
+        assert_eq!(transmits(&mut c), owed.into_iter().collect::<Vec<_>>());
+        assert!(matches!(c.take_light(key), Recv::Ended { .. }));
+    }
+    // Two answers queued (the general path): the first is taken, the second discarded
+    // and credited back, and the exchange ends the same way.
+    let (key, id) = c.open_light(cost_of(0), Instant::now).unwrap();
+    let two = [packet(id, 0x8005, b"a"), packet(id, 0x8005, b"b")].concat();
+    input(&mut c, &two);
+    let Recv::Packet(p) = c.take_light(key) else {
+        panic!("the first answer")
+    };
+    assert_eq!(&p.payload[..], b"a");
+    assert_eq!((c.ready(), c.rx_total(), c.counts()), (0, 0, (0, 0)));
+    assert_eq!(
+        transmits(&mut c),
+        vec![Transmit::Credit {
+            id,
+            bytes: cost_of(1) as u32
+        }]
+    );
+}
+
+#[test]
 fn a_released_key_finds_nothing_even_when_its_slot_is_reused() {
     let mut c = core(Role::Client, strict());
     let (a, _) = c.open(Instant::now()).unwrap();
