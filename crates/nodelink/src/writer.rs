@@ -418,14 +418,16 @@ impl LinkInner {
         let stop = self.stop_writing.cancelled();
         let closing = self.closing.cancelled();
         tokio::pin!(stop, closing);
-        // On a runtime with several workers, a kicked writer starts at once on another
-        // worker, while the tasks that kicked it (answers just delivered, requests just
-        // served: usually a few of many about to queue) are still running. It first lets
-        // one turn of the scheduler pass, so one write carries all of them: on this
-        // machine that took 64 concurrent ask1 from 0.54x to 0.84x a raw pipelined loop
-        // (docs/PERFORMANCE.md, "The writer waits one turn"). On a current-thread runtime
-        // the writer runs only once those tasks have yielded anyway.
-        let parallel = tokio::runtime::Handle::try_current()
+        // Batching on a multi-thread runtime. A task that kicks the writer (an answer or a
+        // request queued while more are on their way, see `kick_writer`) puts it first in
+        // line on its worker, so the writer would take the queue right after that one task,
+        // with the others still to come. A kicked writer therefore yields once: tokio then
+        // runs it only when that worker has run the tasks already queued there (or polls
+        // its driver), and one write carries what they queued (docs/PERFORMANCE.md, "The
+        // writer waits one turn"). Other wake-ups (replies of the reader, credit owed, the
+        // rest of a partial write) are written without the wait. On a current-thread
+        // runtime a woken writer already runs after the queued tasks.
+        let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread);
         loop {
             tokio::select! {
@@ -433,7 +435,7 @@ impl LinkInner {
                 _ = &mut stop => break,
                 _ = self.writer_kick.notified() => {}
             }
-            if parallel {
+            if multi_thread && self.kicked.load(Ordering::Relaxed) {
                 tokio::task::yield_now().await;
             }
             // A flush to a peer that does not read waits as long as the link is open; once
