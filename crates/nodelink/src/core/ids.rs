@@ -187,10 +187,11 @@ impl Ids {
 
     /// [`Self::alloc`] and [`Self::insert_open`] in one step.
     pub(crate) fn alloc_open(&mut self, index: u32) -> Option<u32> {
-        // Nearly always the next id is free: take it without the search loop.
+        // Nearly always the next id is free: take it without the search loop (which goes on
+        // from the id after it otherwise).
         let id = self.next;
+        self.next = id.wrapping_add(self.step());
         if Some(id) != self.reserved && self.ours.insert_own(id, Entry::Open(index)) {
-            self.next = id.wrapping_add(self.step());
             return Some(id);
         }
         self.alloc_where(|table, id| table.insert_own(id, Entry::Open(index)))
